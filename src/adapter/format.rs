@@ -1,0 +1,275 @@
+//! The on-disk adapter format, version 1: serde shapes that reject unknown keys.
+//!
+//! These types mirror adapters/README.md one to one. They carry no meaning beyond shape; all
+//! checks that span keys or files live in `validate`, which turns them into `model` types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::dialect::DialectKind;
+
+/// `adapters/<name>/adapter.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    pub version: u32,
+    pub name: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// IANA zone the legacy database writes its local date-times in.
+    pub timezone: String,
+    pub dialects: Vec<DialectKind>,
+}
+
+/// `adapters/<name>/<ResourceType>[.<mapping>].toml`: one source of one FHIR resource type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingFile {
+    pub version: u32,
+    pub resource: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    pub source: SourceSpec,
+    pub elements: toml::Table,
+    #[serde(default)]
+    pub unpivot: Vec<VariantSpec>,
+    #[serde(default)]
+    pub collections: BTreeMap<String, CollectionSpec>,
+    #[serde(default)]
+    pub maps: BTreeMap<String, MapSpec>,
+    #[serde(default)]
+    pub search: BTreeMap<String, SearchSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub table: String,
+    pub id: IdSpec,
+    pub last_updated: Option<String>,
+    #[serde(default)]
+    pub filter: Vec<FilterSpec>,
+    #[serde(default)]
+    pub join: Vec<JoinSpec>,
+    pub latest: Option<LatestSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdSpec {
+    #[serde(default)]
+    pub prefix: String,
+    pub columns: Vec<String>,
+    /// Key columns hold text rather than integers.
+    #[serde(default)]
+    pub text: bool,
+}
+
+/// One condition on a column; exactly one operator key is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    pub column: String,
+    pub equals: Option<toml::Value>,
+    pub not_equals: Option<toml::Value>,
+    #[serde(rename = "in")]
+    pub in_values: Option<Vec<toml::Value>>,
+    pub not_in: Option<Vec<toml::Value>>,
+    pub null: Option<bool>,
+    pub empty: Option<bool>,
+    pub positive: Option<bool>,
+    pub equals_column: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    pub alias: String,
+    pub table: String,
+    pub on: Vec<FilterSpec>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// Keep only the row with the greatest `column` among rows sharing `partition`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatestSpec {
+    pub column: String,
+    pub partition: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    pub key: String,
+    #[serde(default)]
+    pub when: Vec<FilterSpec>,
+    pub elements: toml::Table,
+    /// Token values this variant matches, per search parameter declared with `per_variant`.
+    #[serde(default)]
+    pub search: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSpec {
+    pub table: String,
+    /// Pairs of `[child column, parent column]`.
+    #[serde(rename = "match")]
+    pub match_columns: Vec<[String; 2]>,
+    #[serde(default)]
+    pub filter: Vec<FilterSpec>,
+    #[serde(default)]
+    pub order_by: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapSpec {
+    /// Legacy value -> FHIR value (a code string, or a number or boolean for typed elements).
+    pub values: BTreeMap<String, toml::Value>,
+    pub default: Option<toml::Value>,
+    #[serde(default)]
+    pub default_absent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchType {
+    String,
+    Token,
+    Date,
+    Reference,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    Date,
+    Datetime,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    #[serde(rename = "type")]
+    pub kind: SearchType,
+    #[serde(default)]
+    pub description: String,
+    pub column: Option<String>,
+    #[serde(default)]
+    pub columns: Vec<String>,
+    pub time_column: Option<String>,
+    pub column_type: Option<ColumnType>,
+    pub map: Option<String>,
+    pub system: Option<String>,
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
+    #[serde(default)]
+    pub constant: Vec<String>,
+    #[serde(default)]
+    pub per_variant: bool,
+    pub target: Option<String>,
+    /// Reference key columns hold text (e.g. OpenEMR `pc_pid` varchar).
+    #[serde(default)]
+    pub text_key: bool,
+    #[serde(default)]
+    pub sortable: bool,
+}
+
+/// One of several places a token or reference parameter looks: a token column with its system
+/// (and map), or a reference target with its key column(s).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub column: Option<String>,
+    #[serde(default)]
+    pub columns: Vec<String>,
+    pub system: Option<String>,
+    pub map: Option<String>,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub text_key: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextCase {
+    Lower,
+    Upper,
+}
+
+/// The closed set of value transforms, written `{ fn = "<name>", ... }` in `elements`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "fn", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TransformSpec {
+    Date {
+        column: String,
+        format: Option<String>,
+    },
+    Datetime {
+        column: String,
+        time: Option<String>,
+        format: Option<String>,
+        /// The element is an `instant`: a date without a time becomes local midnight.
+        #[serde(default)]
+        instant: bool,
+    },
+    Map {
+        column: String,
+        map: String,
+    },
+    Number {
+        column: String,
+        multiply: Option<f64>,
+        decimals: Option<u32>,
+        #[serde(default)]
+        positive: bool,
+    },
+    Integer {
+        column: String,
+    },
+    Boolean {
+        column: String,
+    },
+    Text {
+        column: String,
+        case: Option<TextCase>,
+    },
+    Concat {
+        parts: Vec<toml::Value>,
+        #[serde(default)]
+        separator: String,
+    },
+    Split {
+        column: String,
+        separator: String,
+        item: toml::Value,
+    },
+    Reference {
+        resource: String,
+        mapping: Option<String>,
+        columns: Vec<String>,
+    },
+    Coalesce {
+        values: Vec<toml::Value>,
+    },
+    If {
+        when: Vec<FilterSpec>,
+        then: toml::Value,
+    },
+    Each {
+        collection: String,
+        element: toml::Value,
+    },
+    Sum {
+        collection: String,
+        column: String,
+    },
+    Sequence {},
+}

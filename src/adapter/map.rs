@@ -1,0 +1,525 @@
+//! Maps one legacy row (plus its collection rows) to FHIR JSON by evaluating a mapping's template.
+//!
+//! Absent values are NULL, empty or blank text, and the sentinel dates `0000-00-00` and
+//! `0001-01-01`; an absent leaf removes itself, and an object or array left without any row-derived
+//! value removes itself too.
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone};
+use chrono_tz::Tz;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Map, Value as Json};
+
+use super::format::TextCase;
+use super::model::{Mapping, Node, Predicate, PredicateOp, Transform};
+use crate::dialect::ast::Value;
+
+/// One resource produced from a row.
+#[derive(Debug, Clone)]
+pub struct MappedResource {
+    pub id: String,
+    /// Which unpivot variant produced it, for mappings that unpivot.
+    pub variant: Option<usize>,
+    pub resource: Json,
+}
+
+/// The rows a mapping reads for one parent row: its own cells and, per collection, its child rows.
+pub struct RowData<'a> {
+    pub row: &'a [Value],
+    pub children: &'a [Vec<&'a [Value]>],
+}
+
+/// Maps `data` to resources; `keep_variant` selects which unpivot variants a search wants.
+pub fn map_row(mapping: &Mapping, data: &RowData<'_>, timezone: Tz, keep_variant: &dyn Fn(usize) -> bool) -> Vec<MappedResource> {
+    let Some(row_id) = row_id(mapping, data.row) else {
+        return Vec::new();
+    };
+    let evaluator = Evaluator {
+        timezone,
+        row: data.row,
+        children: data.children,
+        item_row: None,
+        split_item: None,
+        sequence: None,
+    };
+    let last_updated = mapping
+        .last_updated
+        .and_then(|index| instant(&data.row[index], timezone));
+    let finish = |elements: Option<Json>, id: String, variant: Option<usize>| {
+        let mut resource = Map::new();
+        resource.insert("resourceType".into(), Json::String(mapping.resource_type.clone()));
+        resource.insert("id".into(), Json::String(id.clone()));
+        let mut meta = Map::new();
+        if let Some(last_updated) = &last_updated {
+            meta.insert("lastUpdated".into(), Json::String(last_updated.clone()));
+        }
+        if !mapping.profiles.is_empty() {
+            meta.insert("profile".into(), Json::from(mapping.profiles.clone()));
+        }
+        if !meta.is_empty() {
+            resource.insert("meta".into(), Json::Object(meta));
+        }
+        if let Some(Json::Object(fields)) = elements {
+            resource.extend(fields);
+        }
+        MappedResource {
+            id,
+            variant,
+            resource: Json::Object(resource),
+        }
+    };
+    if mapping.variants.is_empty() {
+        return vec![finish(evaluator.node(&mapping.elements), row_id, None)];
+    }
+    mapping
+        .variants
+        .iter()
+        .enumerate()
+        .filter(|(index, variant)| keep_variant(*index) && evaluator.all_hold(&variant.when))
+        .map(|(index, variant)| finish(evaluator.node(&variant.elements), format!("{row_id}-{}", variant.key), Some(index)))
+        .collect()
+}
+
+/// The logical id of a row: prefix plus key parts joined by `-`. `None` when a key part is absent
+/// or cannot appear in a FHIR id.
+pub fn row_id(mapping: &Mapping, row: &[Value]) -> Option<String> {
+    let mut id = mapping.id.prefix.clone();
+    for (position, &index) in mapping.id.columns.iter().enumerate() {
+        let part = key_text(&row[index])?;
+        if position > 0 {
+            id.push('-');
+        }
+        id.push_str(&part);
+    }
+    (id.len() <= 64).then_some(id)
+}
+
+/// A key cell as id text: integers, or text of letters, digits and '.'.
+pub fn key_text(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Int(i) => i.to_string(),
+        Value::Decimal(d) if d.fract().is_zero() => d.trunc().to_string(),
+        Value::Text(s) => s.trim().to_owned(),
+        _ => return None,
+    };
+    let valid = !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '.');
+    valid.then_some(text)
+}
+
+/// A cell as text, or `None` when it counts as absent.
+pub fn cell_text(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Null | Value::Bytes(_) => return None,
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format_number(*f),
+        Value::Decimal(d) => d.normalize().to_string(),
+        Value::Text(s) => {
+            let trimmed = s.trim();
+            if trimmed.is_empty() || is_sentinel_date_text(trimmed) {
+                return None;
+            }
+            trimmed.to_owned()
+        }
+        Value::Date(d) => {
+            if is_sentinel_date(*d) {
+                return None;
+            }
+            d.format("%Y-%m-%d").to_string()
+        }
+        Value::DateTime(dt) => {
+            if is_sentinel_date(dt.date()) {
+                return None;
+            }
+            dt.format("%Y-%m-%dT%H:%M:%S").to_string()
+        }
+        Value::Time(t) => t.format("%H:%M:%S").to_string(),
+    };
+    Some(text)
+}
+
+fn format_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        value.to_string()
+    }
+}
+
+fn is_sentinel_date(date: NaiveDate) -> bool {
+    date == NaiveDate::from_ymd_opt(1, 1, 1).expect("valid date")
+}
+
+fn is_sentinel_date_text(text: &str) -> bool {
+    text.starts_with("0000-00-00") || text.starts_with("0001-01-01")
+}
+
+/// A cell as a number, or `None` when absent or not numeric.
+pub fn cell_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        Value::Decimal(d) => d.to_f64(),
+        Value::Text(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+/// A cell as a local date-time, for date-time columns and text in common layouts.
+pub fn cell_datetime(value: &Value, format: Option<&str>) -> Option<LocalDateTime> {
+    match value {
+        Value::DateTime(dt) if !is_sentinel_date(dt.date()) => Some(LocalDateTime::DateTime(*dt)),
+        Value::Date(d) if !is_sentinel_date(*d) => Some(LocalDateTime::Date(*d)),
+        Value::Text(text) => {
+            let text = text.trim();
+            if text.is_empty() || is_sentinel_date_text(text) {
+                return None;
+            }
+            if let Some(format) = format {
+                return NaiveDateTime::parse_from_str(text, format)
+                    .map(LocalDateTime::DateTime)
+                    .or_else(|_| NaiveDate::parse_from_str(text, format).map(LocalDateTime::Date))
+                    .ok();
+            }
+            for layout in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+                if let Ok(dt) = NaiveDateTime::parse_from_str(text, layout) {
+                    return Some(LocalDateTime::DateTime(dt));
+                }
+            }
+            NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(LocalDateTime::Date)
+        }
+        _ => None,
+    }
+}
+
+fn cell_time(value: &Value) -> Option<NaiveTime> {
+    match value {
+        Value::Time(t) => Some(*t),
+        Value::Text(text) => {
+            let text = text.trim();
+            NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
+                .or_else(|_| NaiveTime::parse_from_str(text, "%H:%M"))
+                .ok()
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LocalDateTime {
+    Date(NaiveDate),
+    DateTime(NaiveDateTime),
+}
+
+/// A legacy local date-time as a FHIR instant (with the zone's offset). Dates become midnight.
+pub fn instant(value: &Value, timezone: Tz) -> Option<String> {
+    let local = match cell_datetime(value, None)? {
+        LocalDateTime::DateTime(dt) => dt,
+        LocalDateTime::Date(d) => d.and_time(NaiveTime::MIN),
+    };
+    Some(format_instant(local, timezone))
+}
+
+/// Formats a local time with the zone's offset. In a daylight-saving gap the wall clock time does
+/// not exist; it is read as the instant an hour later, as clocks that skipped ahead would show.
+pub fn format_instant(local: NaiveDateTime, timezone: Tz) -> String {
+    let zoned = timezone
+        .from_local_datetime(&local)
+        .earliest()
+        .or_else(|| timezone.from_local_datetime(&(local + TimeDelta::hours(1))).earliest());
+    match zoned {
+        Some(zoned) => zoned.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        None => local.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }
+}
+
+/// Loose equality as SQL engines apply it: numbers compare numerically, text case-sensitively.
+pub fn loose_eq(cell: &Value, literal: &Value) -> bool {
+    if let (Some(a), Some(b)) = (strict_number(cell), strict_number(literal)) {
+        return (a - b).abs() < 1e-9;
+    }
+    match (cell, literal) {
+        (Value::Null, _) | (_, Value::Null) => false,
+        (Value::Text(a), Value::Text(b)) => a.trim_end() == b.trim_end(),
+        (a, b) => raw_text(a) == raw_text(b),
+    }
+}
+
+fn strict_number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Int(_) | Value::Float(_) | Value::Decimal(_) | Value::Bool(_) => cell_number(value),
+        _ => None,
+    }
+}
+
+/// Text of a value without the absent-value rules (so '' stays '').
+fn raw_text(value: &Value) -> String {
+    match value {
+        Value::Text(s) => s.clone(),
+        other => cell_text(other).unwrap_or_default(),
+    }
+}
+
+/// Evaluates a predicate on a fetched row, with the same meaning the SQL form has.
+pub fn predicate_holds(predicate: &Predicate, row: &[Value]) -> bool {
+    let Some(index) = predicate.index else {
+        return true;
+    };
+    let cell = &row[index];
+    let is_null = matches!(cell, Value::Null);
+    match &predicate.op {
+        PredicateOp::Equals(v) => loose_eq(cell, v),
+        PredicateOp::NotEquals(v) => !is_null && !loose_eq(cell, v),
+        PredicateOp::In(values) => values.iter().any(|v| loose_eq(cell, v)),
+        PredicateOp::NotIn(values) => !is_null && !values.iter().any(|v| loose_eq(cell, v)),
+        PredicateOp::Null(expected) => is_null == *expected,
+        PredicateOp::Empty(expected) => {
+            let empty = match cell {
+                Value::Null => true,
+                Value::Text(s) => s.trim().is_empty(),
+                _ => false,
+            };
+            empty == *expected
+        }
+        PredicateOp::Positive => cell_number(cell).is_some_and(|n| n > 0.0),
+        PredicateOp::EqualsColumn(_) => true,
+    }
+}
+
+struct Evaluator<'a> {
+    timezone: Tz,
+    row: &'a [Value],
+    children: &'a [Vec<&'a [Value]>],
+    item_row: Option<&'a [Value]>,
+    split_item: Option<&'a str>,
+    sequence: Option<usize>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn current(&self) -> &'a [Value] {
+        self.item_row.unwrap_or(self.row)
+    }
+
+    fn cell(&self, index: usize) -> &'a Value {
+        &self.current()[index]
+    }
+
+    fn all_hold(&self, predicates: &[Predicate]) -> bool {
+        predicates.iter().all(|p| predicate_holds(p, self.current()))
+    }
+
+    fn node(&self, node: &Node) -> Option<Json> {
+        match node {
+            Node::Literal(Json::Null) => None,
+            Node::Literal(value) => Some(value.clone()),
+            Node::Column(index) => cell_text(self.cell(*index)).map(Json::String),
+            Node::SplitItem => self.split_item.map(|s| Json::String(s.to_owned())),
+            Node::Object { fields, dynamic } => {
+                let mut object = Map::new();
+                let mut any_dynamic_present = false;
+                for (key, child) in fields {
+                    if let Some(value) = self.node(child) {
+                        any_dynamic_present |= child.is_dynamic();
+                        object.insert(key.clone(), value);
+                    }
+                }
+                let keep = !object.is_empty() && (any_dynamic_present || !dynamic);
+                keep.then_some(Json::Object(object))
+            }
+            Node::Array(items) => {
+                let mut array = Vec::new();
+                for item in items {
+                    match self.node(item) {
+                        // Splits and collections yield arrays; inside an array they contribute items.
+                        Some(Json::Array(inner)) if is_expanding(item) => array.extend(inner),
+                        Some(value) => array.push(value),
+                        None => {}
+                    }
+                }
+                (!array.is_empty()).then_some(Json::Array(array))
+            }
+            Node::Transform(transform) => self.transform(transform),
+        }
+    }
+
+    fn transform(&self, transform: &Transform) -> Option<Json> {
+        match transform {
+            Transform::Date { column, format } => {
+                let date = match cell_datetime(self.cell(*column), format.as_deref())? {
+                    LocalDateTime::Date(d) => d,
+                    LocalDateTime::DateTime(dt) => dt.date(),
+                };
+                Some(Json::String(date.format("%Y-%m-%d").to_string()))
+            }
+            Transform::DateTime {
+                column,
+                time,
+                format,
+                instant,
+            } => {
+                let local = cell_datetime(self.cell(*column), format.as_deref())?;
+                let time = time.and_then(|t| cell_time(self.cell(t)));
+                let text = match (local, time) {
+                    (LocalDateTime::DateTime(dt), _) => format_instant(dt, self.timezone),
+                    (LocalDateTime::Date(d), Some(t)) => format_instant(d.and_time(t), self.timezone),
+                    (LocalDateTime::Date(d), None) if *instant => format_instant(d.and_time(NaiveTime::MIN), self.timezone),
+                    (LocalDateTime::Date(d), None) => d.format("%Y-%m-%d").to_string(),
+                };
+                Some(Json::String(text))
+            }
+            Transform::Map { column, map } => {
+                let legacy = cell_text(self.cell(*column))?;
+                map.apply(&legacy).cloned()
+            }
+            Transform::Number {
+                column,
+                multiply,
+                decimals,
+                positive,
+            } => {
+                let mut number = cell_number(self.cell(*column))?;
+                if *positive && number <= 0.0 {
+                    return None;
+                }
+                if let Some(factor) = multiply {
+                    number *= factor;
+                }
+                if let Some(places) = decimals {
+                    let scale = 10f64.powi(*places as i32);
+                    number = (number * scale).round() / scale;
+                }
+                json_number(number)
+            }
+            Transform::Integer { column } => {
+                let number = cell_number(self.cell(*column))?;
+                (number.fract() == 0.0).then(|| Json::from(number as i64))
+            }
+            Transform::Boolean { column } => {
+                let flag = match self.cell(*column) {
+                    Value::Bool(b) => *b,
+                    other => match cell_text(other)?.to_ascii_lowercase().as_str() {
+                        "1" | "true" | "yes" | "y" => true,
+                        "0" | "false" | "no" | "n" => false,
+                        _ => return None,
+                    },
+                };
+                Some(Json::Bool(flag))
+            }
+            Transform::Text { column, case } => {
+                let text = cell_text(self.cell(*column))?;
+                Some(Json::String(match case {
+                    Some(TextCase::Lower) => text.to_lowercase(),
+                    Some(TextCase::Upper) => text.to_uppercase(),
+                    None => text,
+                }))
+            }
+            Transform::Concat { parts, separator } => {
+                let pieces: Vec<String> = parts
+                    .iter()
+                    .filter_map(|part| match self.node(part)? {
+                        Json::String(s) => Some(s),
+                        Json::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                // A separator-only or literal-only result means every column part was absent.
+                let has_dynamic = parts.iter().any(Node::is_dynamic);
+                let any_dynamic = parts
+                    .iter()
+                    .any(|part| part.is_dynamic() && self.node(part).is_some());
+                if pieces.is_empty() || (has_dynamic && !any_dynamic) {
+                    return None;
+                }
+                Some(Json::String(pieces.join(separator)))
+            }
+            Transform::Split { column, separator, item } => {
+                let text = cell_text(self.cell(*column))?;
+                let values: Vec<Json> = text
+                    .split(separator.as_str())
+                    .map(str::trim)
+                    .filter(|piece| !piece.is_empty())
+                    .filter_map(|piece| {
+                        let scoped = Evaluator {
+                            split_item: Some(piece),
+                            ..self.clone_ref()
+                        };
+                        scoped.node(item)
+                    })
+                    .collect();
+                (!values.is_empty()).then_some(Json::Array(values))
+            }
+            Transform::Reference {
+                resource_type,
+                prefix,
+                columns,
+            } => {
+                let mut id = prefix.clone();
+                for (position, &index) in columns.iter().enumerate() {
+                    let part = key_text(self.cell(index)).filter(|p| p != "0")?;
+                    if position > 0 {
+                        id.push('-');
+                    }
+                    id.push_str(&part);
+                }
+                Some(Json::String(format!("{resource_type}/{id}")))
+            }
+            Transform::Coalesce(values) => values.iter().find_map(|value| self.node(value)),
+            Transform::If { when, then } => {
+                if self.all_hold(when) {
+                    self.node(then)
+                } else {
+                    None
+                }
+            }
+            Transform::Each { collection, element } => {
+                let items: Vec<Json> = self.children[*collection]
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(position, child)| {
+                        let scoped = Evaluator {
+                            item_row: Some(child),
+                            sequence: Some(position + 1),
+                            ..self.clone_ref()
+                        };
+                        scoped.node(element)
+                    })
+                    .collect();
+                (!items.is_empty()).then_some(Json::Array(items))
+            }
+            Transform::Sum { collection, column } => {
+                let rows = &self.children[*collection];
+                if rows.is_empty() {
+                    return None;
+                }
+                let total: f64 = rows.iter().filter_map(|child| cell_number(&child[*column])).sum();
+                json_number((total * 100.0).round() / 100.0)
+            }
+            Transform::Sequence => self.sequence.map(|s| Json::from(s as u64)),
+        }
+    }
+
+    fn clone_ref(&self) -> Evaluator<'a> {
+        Evaluator {
+            timezone: self.timezone,
+            row: self.row,
+            children: self.children,
+            item_row: self.item_row,
+            split_item: self.split_item,
+            sequence: self.sequence,
+        }
+    }
+}
+
+fn is_expanding(node: &Node) -> bool {
+    matches!(node, Node::Transform(t) if matches!(**t, Transform::Split { .. } | Transform::Each { .. }))
+}
+
+fn json_number(number: f64) -> Option<Json> {
+    if number.fract() == 0.0 && number.abs() < 9.0e15 {
+        return Some(Json::from(number as i64));
+    }
+    serde_json::Number::from_f64(number).map(Json::Number)
+}
+
+#[cfg(test)]
+mod tests;

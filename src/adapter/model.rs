@@ -1,0 +1,332 @@
+//! The validated adapter: what the search compiler and the row mapper work from.
+//!
+//! Every column a mapping mentions is interned once into `Mapping::columns`, the mapping's SELECT
+//! list, so mapping a row is indexing a slice, never a name lookup.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+
+use super::format::{ColumnType, SearchType, TextCase};
+use crate::dialect::DialectKind;
+use crate::dialect::ast::Value;
+
+/// Alias of a mapping's base table in every query it compiles to.
+pub const BASE_ALIAS: &str = "t";
+/// Alias of a collection's table in its queries.
+pub const COLLECTION_ALIAS: &str = "c";
+
+#[derive(Debug)]
+pub struct Adapter {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub dir: PathBuf,
+    pub timezone: Tz,
+    pub dialects: Vec<DialectKind>,
+    /// Keyed by FHIR resource type.
+    pub resources: BTreeMap<String, ResourceDef>,
+}
+
+/// Everything an adapter serves for one FHIR resource type: one or more mappings (branches).
+#[derive(Debug)]
+pub struct ResourceDef {
+    pub resource_type: String,
+    pub mappings: Vec<Arc<Mapping>>,
+    /// Union of the mappings' search parameters (same type in each).
+    pub search: BTreeMap<String, SearchParamInfo>,
+    pub profiles: Vec<String>,
+    /// Mapped reference search parameters of other types that point here (for `_revinclude`).
+    pub revincludes: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchParamInfo {
+    pub kind: SearchType,
+    pub description: String,
+    pub sortable: bool,
+    /// Resource types a reference parameter points at.
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnRef {
+    pub alias: String,
+    pub column: String,
+}
+
+impl ColumnRef {
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.alias, self.column)
+    }
+}
+
+#[derive(Debug)]
+pub struct Mapping {
+    pub resource_type: String,
+    /// `Patient`, or `Observation.vitals` when a type has several mappings.
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub profiles: Vec<String>,
+    pub table: String,
+    pub joins: Vec<JoinDef>,
+    pub filter: Vec<Predicate>,
+    pub latest: Option<Latest>,
+    pub id: IdDef,
+    pub last_updated: Option<usize>,
+    /// The SELECT list; every `usize` column index in this mapping points in here.
+    pub columns: Vec<ColumnRef>,
+    pub elements: Node,
+    /// Empty unless the mapping unpivots; then each row yields one resource per matching variant.
+    pub variants: Vec<Variant>,
+    pub collections: Vec<Collection>,
+    pub search: BTreeMap<String, SearchParam>,
+}
+
+#[derive(Debug)]
+pub struct JoinDef {
+    pub alias: String,
+    pub table: String,
+    pub on: Vec<Predicate>,
+    pub required: bool,
+}
+
+#[derive(Debug)]
+pub struct Latest {
+    pub column: ColumnRef,
+    pub partition: Vec<ColumnRef>,
+}
+
+#[derive(Debug)]
+pub struct IdDef {
+    pub prefix: String,
+    pub columns: Vec<usize>,
+    pub text: bool,
+}
+
+#[derive(Debug)]
+pub struct Predicate {
+    pub column: ColumnRef,
+    /// Where the column sits in the SELECT list, when the predicate is also evaluated on rows.
+    pub index: Option<usize>,
+    pub op: PredicateOp,
+}
+
+#[derive(Debug)]
+pub enum PredicateOp {
+    Equals(Value),
+    NotEquals(Value),
+    In(Vec<Value>),
+    NotIn(Vec<Value>),
+    Null(bool),
+    Empty(bool),
+    Positive,
+    EqualsColumn(ColumnRef),
+}
+
+#[derive(Debug)]
+pub struct Variant {
+    pub key: String,
+    pub when: Vec<Predicate>,
+    /// The mapping's elements with this variant's elements laid over them.
+    pub elements: Node,
+    pub search: BTreeMap<String, Vec<(Option<String>, String)>>,
+}
+
+#[derive(Debug)]
+pub struct Collection {
+    pub name: String,
+    pub table: String,
+    /// The first `match_parent.len()` entries of `columns` are the child match columns.
+    pub match_parent: Vec<usize>,
+    pub filter: Vec<Predicate>,
+    pub order_by: Vec<String>,
+    pub columns: Vec<ColumnRef>,
+}
+
+/// A FHIR-shaped template. Absent leaves prune the objects and arrays that hold them.
+#[derive(Debug)]
+pub enum Node {
+    Literal(serde_json::Value),
+    Column(usize),
+    /// `$_`: the current piece inside a `split`.
+    SplitItem,
+    Object {
+        fields: Vec<(String, Node)>,
+        /// True when some descendant reads the row; such an object disappears when all of them are absent.
+        dynamic: bool,
+    },
+    Array(Vec<Node>),
+    Transform(Box<Transform>),
+}
+
+impl Node {
+    pub fn is_dynamic(&self) -> bool {
+        match self {
+            Node::Literal(_) => false,
+            Node::Object { dynamic, .. } => *dynamic,
+            Node::Array(items) => items.iter().any(Node::is_dynamic),
+            Node::Column(_) | Node::SplitItem | Node::Transform(_) => true,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Transform {
+    Date {
+        column: usize,
+        format: Option<String>,
+    },
+    DateTime {
+        column: usize,
+        time: Option<usize>,
+        format: Option<String>,
+        instant: bool,
+    },
+    Map {
+        column: usize,
+        map: Arc<CodeMap>,
+    },
+    Number {
+        column: usize,
+        multiply: Option<f64>,
+        decimals: Option<u32>,
+        positive: bool,
+    },
+    Integer {
+        column: usize,
+    },
+    Boolean {
+        column: usize,
+    },
+    Text {
+        column: usize,
+        case: Option<TextCase>,
+    },
+    Concat {
+        parts: Vec<Node>,
+        separator: String,
+    },
+    Split {
+        column: usize,
+        separator: String,
+        item: Node,
+    },
+    Reference {
+        resource_type: String,
+        prefix: String,
+        columns: Vec<usize>,
+    },
+    Coalesce(Vec<Node>),
+    If {
+        when: Vec<Predicate>,
+        then: Node,
+    },
+    Each {
+        collection: usize,
+        element: Node,
+    },
+    Sum {
+        collection: usize,
+        column: usize,
+    },
+    Sequence,
+}
+
+#[derive(Debug)]
+pub struct CodeMap {
+    pub name: String,
+    pub values: HashMap<String, serde_json::Value>,
+    /// `None`: unmapped values are absent.
+    pub default: Option<serde_json::Value>,
+}
+
+/// A mapped value as the text a search token compares with.
+fn json_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl CodeMap {
+    pub fn apply(&self, legacy: &str) -> Option<&serde_json::Value> {
+        self.values.get(legacy).or(self.default.as_ref())
+    }
+
+    /// The legacy values that map to `code`, and whether unlisted values do too (the default).
+    pub fn reverse(&self, code: &str) -> (Vec<String>, bool) {
+        let mut legacy: Vec<String> = self
+            .values
+            .iter()
+            .filter(|(_, fhir)| json_text(fhir) == code)
+            .map(|(from, _)| from.clone())
+            .collect();
+        legacy.sort();
+        (legacy, self.default.as_ref().is_some_and(|d| json_text(d) == code))
+    }
+
+    pub fn listed_values(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.values.keys().cloned().collect();
+        all.sort();
+        all
+    }
+}
+
+#[derive(Debug)]
+pub struct SearchParam {
+    pub description: String,
+    pub sortable: bool,
+    pub kind: SearchKind,
+}
+
+#[derive(Debug)]
+pub enum SearchKind {
+    String {
+        columns: Vec<ColumnRef>,
+    },
+    Token {
+        targets: Vec<TokenTarget>,
+    },
+    Date {
+        column: ColumnRef,
+        time: Option<ColumnRef>,
+        column_type: ColumnType,
+    },
+    Reference {
+        targets: Vec<ReferenceTarget>,
+    },
+}
+
+/// A resource a reference parameter can point at, and the key columns holding its id.
+#[derive(Debug, Clone)]
+pub struct ReferenceTarget {
+    pub target_type: String,
+    pub target_prefix: String,
+    pub columns: Vec<ColumnRef>,
+    /// The key columns hold text (e.g. OpenEMR `pc_pid` varchar), so ids bind as text.
+    pub text_key: bool,
+}
+
+#[derive(Debug)]
+pub enum TokenTarget {
+    Column {
+        system: Option<String>,
+        column: ColumnRef,
+        map: Option<Arc<CodeMap>>,
+    },
+    Constant {
+        system: Option<String>,
+        code: String,
+    },
+    PerVariant,
+}
+
+impl Mapping {
+    pub fn column_index(&self, column: &ColumnRef) -> Option<usize> {
+        self.columns.iter().position(|c| c == column)
+    }
+}

@@ -1,0 +1,371 @@
+//! Request handlers: metadata, read, search (GET and POST), and the error-only routes.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::negotiate::{Format, Negotiated, body, negotiate, respond};
+use crate::adapter::model::ResourceDef;
+use crate::dialect::ast::Cond;
+use crate::error::ApiError;
+use crate::fhir::bundle::{SearchsetParts, searchset};
+use crate::fhir::capability::capability_statement;
+use crate::fhir::outcome::{Issue, IssueType, Severity, operation_outcome};
+use crate::fhir::resource_types::is_resource_type;
+use crate::fhir::subset;
+use crate::search::compile::plan;
+use crate::search::parse::{SummaryMode, TotalMode, parse};
+
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn encode_query(pairs: &[(String, String)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        serializer.append_pair(key, value);
+    }
+    serializer.finish()
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(base) = &state.base_url {
+        return base.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')))
+        .unwrap_or("localhost");
+    format!("http://{host}/fhir")
+}
+
+/// An error as a response in the negotiated format (JSON when negotiation itself failed).
+fn error_response(error: ApiError, negotiated: Option<&Negotiated>) -> Response {
+    let xml = negotiated.filter(|n| n.format == Format::Xml);
+    let Some(negotiated) = xml else {
+        return error.into_response();
+    };
+    let status = error.status();
+    let outcome = operation_outcome(&error.issues());
+    let mut response = error.into_response();
+    if let Ok(bytes) = body(negotiated, &outcome) {
+        let mut replaced = (status, bytes).into_response();
+        for (name, value) in response.headers_mut().drain().filter_map(|(k, v)| k.map(|k| (k, v))) {
+            replaced.headers_mut().insert(name, value);
+        }
+        replaced
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(negotiated.content_type));
+        response = replaced;
+    }
+    response
+}
+
+/// The adapter's definition of `resource_type`, or the 404 that explains why there is none.
+fn resource_def<'a>(state: &'a AppState, resource_type: &str) -> Result<&'a ResourceDef, ApiError> {
+    match state.adapter.resources.get(resource_type) {
+        Some(def) => Ok(def),
+        None if is_resource_type(resource_type) => Err(ApiError::NotFound(format!(
+            "resource type {resource_type} is not served by this server (adapter {})",
+            state.adapter.name
+        ))),
+        None => Err(ApiError::NotFound(format!("unknown resource type {resource_type:?}"))),
+    }
+}
+
+fn now_instant() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub async fn metadata(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let pairs = query_pairs(raw.as_deref());
+    let negotiated = match negotiate(&headers, param(&pairs, "_format"), param(&pairs, "_pretty")) {
+        Ok(n) => n,
+        Err(e) => return error_response(e, None),
+    };
+    let statement = capability_statement(&state.capability_base, &state.adapter, &base_url(&state, &headers), &now_instant());
+    match body(&negotiated, &statement) {
+        Ok(bytes) => respond(&negotiated, bytes),
+        Err(e) => error_response(e, Some(&negotiated)),
+    }
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let pairs = query_pairs(raw.as_deref());
+    let negotiated = match negotiate(&headers, param(&pairs, "_format"), param(&pairs, "_pretty")) {
+        Ok(n) => n,
+        Err(e) => return error_response(e, None),
+    };
+    match read_inner(&state, &resource_type, &id, &headers, &pairs, &negotiated).await {
+        Ok(response) => response,
+        Err(e) => error_response(e, Some(&negotiated)),
+    }
+}
+
+async fn read_inner(
+    state: &AppState,
+    resource_type: &str,
+    id: &str,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    negotiated: &Negotiated,
+) -> Result<Response, ApiError> {
+    resource_def(state, resource_type)?;
+    let not_found = || ApiError::NotFound(format!("{resource_type}/{id} is not known"));
+    let valid_id = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid_id {
+        return Err(not_found());
+    }
+    let mut resource = state
+        .repository
+        .read(resource_type, id, &Cond::True)
+        .await?
+        .ok_or_else(not_found)?;
+    let compact = serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let etag = format!("W/\"{}\"", hex_prefix(&Sha256::digest(&compact)));
+    let last_modified = resource["meta"]["lastUpdated"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    if let Some(tags) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*") {
+            return Ok(not_modified(&etag));
+        }
+    } else if let (Some(since), Some(modified)) = (
+        headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()),
+        last_modified,
+    ) {
+        if std::time::SystemTime::from(modified) <= since {
+            return Ok(not_modified(&etag));
+        }
+    }
+    if param(pairs, "_summary") == Some("true") {
+        subset::summary(&mut resource);
+    } else if param(pairs, "_summary") == Some("data") {
+        subset::data(&mut resource);
+    } else if let Some(elements) = param(pairs, "_elements") {
+        let names: Vec<String> = elements.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        subset::elements(&mut resource, &names);
+    }
+    let mut response = respond(negotiated, body(negotiated, &resource)?);
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii etag"));
+    if let Some(modified) = last_modified {
+        let date = httpdate::fmt_http_date(modified.into());
+        response_headers.insert(header::LAST_MODIFIED, HeaderValue::from_str(&date).expect("ascii date"));
+    }
+    Ok(response)
+}
+
+fn hex_prefix(digest: &[u8]) -> String {
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn not_modified(etag: &str) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, HeaderValue::from_str(etag).expect("ascii etag"));
+    response
+}
+
+pub async fn search_get(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let pairs = query_pairs(raw.as_deref());
+    search_with(state, resource_type, headers, pairs).await
+}
+
+pub async fn search_post(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    form: Bytes,
+) -> Response {
+    let mut pairs = query_pairs(raw.as_deref());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let is_form = content_type.split(';').next().unwrap_or("").trim() == "application/x-www-form-urlencoded";
+    if !is_form && !(form.is_empty() && content_type.is_empty()) {
+        return error_response(
+            ApiError::UnsupportedMediaType(format!(
+                "POST _search takes application/x-www-form-urlencoded, not {content_type:?}"
+            )),
+            None,
+        );
+    }
+    pairs.extend(form_urlencoded::parse(&form).into_owned());
+    search_with(state, resource_type, headers, pairs).await
+}
+
+async fn search_with(state: AppState, resource_type: String, headers: HeaderMap, pairs: Vec<(String, String)>) -> Response {
+    let negotiated = match negotiate(&headers, param(&pairs, "_format"), param(&pairs, "_pretty")) {
+        Ok(n) => n,
+        Err(e) => return error_response(e, None),
+    };
+    match search_inner(&state, &resource_type, &headers, &pairs, &negotiated).await {
+        Ok(response) => response,
+        Err(e) => error_response(e, Some(&negotiated)),
+    }
+}
+
+/// `Prefer: handling=strict` turns ignored parameters into 400s (R4-41).
+fn strict_handling(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|pref| pref.trim().eq_ignore_ascii_case("handling=strict"))
+}
+
+async fn search_inner(
+    state: &AppState,
+    resource_type: &str,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    negotiated: &Negotiated,
+) -> Result<Response, ApiError> {
+    let def = resource_def(state, resource_type)?;
+    let request = parse(pairs).map_err(ApiError::search)?;
+    let timezone = state.adapter.timezone;
+    let now = Utc::now().with_timezone(&timezone).naive_local();
+    let plan = plan(def, &state.adapter.resources, request, strict_handling(headers), timezone, now).map_err(ApiError::search)?;
+
+    let identity = encode_query(&plan.applied);
+    let after = match &plan.cursor {
+        Some(token) => Some(state.signer.open(&identity, token).map_err(|why| {
+            ApiError::BadRequest(vec![Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}")).at("_cursor")])
+        })?),
+        None => None,
+    };
+    let base = base_url(state, headers);
+    let self_url = if identity.is_empty() {
+        format!("{base}/{resource_type}")
+    } else {
+        format!("{base}/{resource_type}?{identity}")
+    };
+
+    let mut warnings: Vec<Issue> = plan
+        .ignored
+        .iter()
+        .map(|e| Issue {
+            severity: Severity::Warning,
+            code: IssueType::NotSupported,
+            diagnostics: format!("ignored: {}", e.message),
+            expression: Some(e.parameter.clone()),
+        })
+        .collect();
+
+    let bundle = if plan.summary == SummaryMode::Count {
+        let total = state.repository.count(&plan, &Cond::True).await?;
+        searchset(SearchsetParts {
+            base_url: &base,
+            self_url,
+            next_url: None,
+            total: Some(total),
+            matches: Vec::new(),
+            included: Vec::new(),
+            outcome: (!warnings.is_empty()).then(|| operation_outcome(&warnings)),
+            timestamp: now_instant(),
+        })
+    } else {
+        let page = state
+            .repository
+            .search(&plan, after.as_ref(), &Cond::True, plan.total == TotalMode::Accurate)
+            .await?;
+        if page.included_truncated {
+            warnings.push(Issue {
+                severity: Severity::Warning,
+                code: IssueType::Processing,
+                diagnostics: format!(
+                    "_include/_revinclude stopped at {} resources; page through the referencing search instead",
+                    crate::repository::MAX_INCLUDED
+                ),
+                expression: None,
+            });
+        }
+        let next_url = page.next.as_ref().map(|key| {
+            let token = state.signer.seal(&identity, key);
+            let separator = if identity.is_empty() { "" } else { "&" };
+            let cursor = encode_query(&[("_cursor".to_owned(), token)]);
+            format!("{base}/{resource_type}?{identity}{separator}{cursor}")
+        });
+        let matches: Vec<Json> = page
+            .matches
+            .into_iter()
+            .map(|loaded| {
+                let mut resource = loaded.resource.resource;
+                match (&plan.summary, &plan.elements) {
+                    (SummaryMode::True, _) => subset::summary(&mut resource),
+                    (SummaryMode::Data, _) => subset::data(&mut resource),
+                    (_, Some(names)) => subset::elements(&mut resource, names),
+                    _ => {}
+                }
+                resource
+            })
+            .collect();
+        searchset(SearchsetParts {
+            base_url: &base,
+            self_url,
+            next_url,
+            total: page.total,
+            matches,
+            included: page.included,
+            outcome: (!warnings.is_empty()).then(|| operation_outcome(&warnings)),
+            timestamp: now_instant(),
+        })
+    };
+    Ok(respond(negotiated, body(negotiated, &bundle)?))
+}
+
+pub async fn vread(Path((resource_type, id, _version)): Path<(String, String, String)>) -> Response {
+    ApiError::NotFound(format!(
+        "{resource_type}/{id}: version history is not supported; the legacy database keeps only the current row"
+    ))
+    .into_response()
+}
+
+pub async fn method_not_allowed(Path(resource_type): Path<String>) -> Response {
+    ApiError::MethodNotAllowed(format!(
+        "Portico is read-only: {resource_type} supports GET (read, search) and POST {resource_type}/_search"
+    ))
+    .into_response()
+}
+
+pub async fn fallback() -> Response {
+    ApiError::NotFound("no such endpoint; the FHIR API is under /fhir".into()).into_response()
+}
+
+/// Liveness plus a database round trip: 200 when the legacy database answers, 503 when not.
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.repository.db.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok", "database": "up"}))).into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error.message, "health check: database down");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "degraded", "database": "down"}))).into_response()
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The HTTP surface (axum only): routes, request parsing, content negotiation, OpenAPI.
+//!
+//! Architecture invariant: handlers hold no FHIR or SQL logic; they parse, call `search` and the
+//! `Repository`, and format. Every error leaves through `ApiError`.
+
+mod handlers;
+pub mod negotiate;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::Method;
+use axum::routing::{get, post};
+use serde_json::Value as Json;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::adapter::Adapter;
+use crate::repository::Repository;
+use crate::search::cursor::CursorSigner;
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub adapter: Arc<Adapter>,
+    pub repository: Repository,
+    pub signer: CursorSigner,
+    /// Public base URL of the FHIR endpoint; derived from the Host header when `None`.
+    pub base_url: Option<String>,
+    pub capability_base: Arc<Json>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers(Any);
+    Router::new()
+        .route("/fhir/metadata", get(handlers::metadata))
+        .route("/fhir/{resource_type}", get(handlers::search_get).post(handlers::method_not_allowed))
+        .route("/fhir/{resource_type}/_search", post(handlers::search_post))
+        .route("/fhir/{resource_type}/{id}", get(handlers::read))
+        .route("/fhir/{resource_type}/{id}/_history/{version}", get(handlers::vread))
+        .route("/health", get(handlers::health))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(handlers::fallback)
+        .layer(cors)
+        .with_state(state)
+}

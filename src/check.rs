@@ -1,0 +1,160 @@
+//! `portico check`: validate the adapter files (every problem at once), then check them against
+//! the live database: tables and columns exist, and key and date columns have fitting types.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::adapter::Adapter;
+use crate::adapter::format::ColumnType;
+use crate::adapter::model::{BASE_ALIAS, ColumnRef, Mapping, SearchKind};
+use crate::app::load_adapter;
+use crate::config;
+use crate::db::{self, Database, redact_url};
+
+/// What a column must hold for the way a mapping uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Any,
+    IntegerKey,
+    DateOrTime,
+}
+
+pub async fn run(config_file: Option<PathBuf>, offline: bool) -> anyhow::Result<ExitCode> {
+    let settings = config::load(config_file.as_deref())?;
+    let adapter = match load_adapter(&settings) {
+        Ok(adapter) => adapter,
+        Err(error) => {
+            println!("FAIL adapter validation\n{error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mapping_count: usize = adapter.resources.values().map(|r| r.mappings.len()).sum();
+    println!("ok   adapter {} ({}): {} resource types, {mapping_count} mappings", adapter.name, adapter.dir.display(), adapter.resources.len());
+    if offline {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let database = db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
+    if let Err(error) = database.ping().await {
+        println!("FAIL cannot reach {}: {}", redact_url(settings.legacy.url.expose()), error.message);
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("ok   connected to {} ({})", redact_url(settings.legacy.url.expose()), database.dialect().name());
+    let problems = check_live(&adapter, &database).await?;
+    for problem in &problems {
+        println!("FAIL {problem}");
+    }
+    if problems.is_empty() {
+        println!("ok   every table and column the adapter reads exists with a fitting type");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problem(s)", problems.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Every table the adapter reads, with the columns it reads there and how it uses them.
+fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, String)>> {
+    let mut tables: BTreeMap<String, BTreeMap<String, (Use, String)>> = BTreeMap::new();
+    for def in adapter.resources.values() {
+        for mapping in &def.mappings {
+            let file = mapping.file.display().to_string();
+            let table_of = |column: &ColumnRef| table_for(mapping, column);
+            tables.entry(mapping.table.clone()).or_default();
+            for join in &mapping.joins {
+                tables.entry(join.table.clone()).or_default();
+            }
+            let mut need = |table: String, column: &str, kind: Use| {
+                let entry = tables.entry(table).or_default().entry(column.to_owned()).or_insert((Use::Any, file.clone()));
+                if kind != Use::Any {
+                    entry.0 = kind;
+                }
+            };
+            for column in &mapping.columns {
+                need(table_of(column), &column.column, Use::Any);
+            }
+            if !mapping.id.text {
+                for &index in &mapping.id.columns {
+                    let column = &mapping.columns[index];
+                    need(table_of(column), &column.column, Use::IntegerKey);
+                }
+            }
+            if let Some(index) = mapping.last_updated {
+                let column = &mapping.columns[index];
+                need(table_of(column), &column.column, Use::DateOrTime);
+            }
+            for param in mapping.search.values() {
+                if let SearchKind::Date { column, time, column_type } = &param.kind {
+                    if *column_type == ColumnType::Date || *column_type == ColumnType::Datetime {
+                        need(table_of(column), &column.column, Use::DateOrTime);
+                    }
+                    if let Some(time) = time {
+                        need(table_of(time), &time.column, Use::DateOrTime);
+                    }
+                }
+            }
+            for predicate in mapping.filter.iter().chain(mapping.joins.iter().flat_map(|j| &j.on)) {
+                need(table_of(&predicate.column), &predicate.column.column, Use::Any);
+            }
+            for collection in &mapping.collections {
+                for column in &collection.columns {
+                    need(collection.table.clone(), &column.column, Use::Any);
+                }
+                for column in &collection.order_by {
+                    need(collection.table.clone(), column, Use::Any);
+                }
+            }
+        }
+    }
+    tables
+}
+
+fn table_for(mapping: &Mapping, column: &ColumnRef) -> String {
+    if column.alias == BASE_ALIAS {
+        return mapping.table.clone();
+    }
+    mapping
+        .joins
+        .iter()
+        .find(|j| j.alias == column.alias)
+        .map(|j| j.table.clone())
+        .unwrap_or_else(|| mapping.table.clone())
+}
+
+fn fits(declared: &str, kind: Use) -> bool {
+    let declared = declared.to_ascii_lowercase();
+    match kind {
+        Use::Any => true,
+        Use::IntegerKey => declared.contains("int") || declared.contains("char") || declared.contains("text"),
+        Use::DateOrTime => ["date", "time", "char", "text"].iter().any(|t| declared.contains(t)),
+    }
+}
+
+async fn check_live(adapter: &Adapter, database: &Database) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (table, columns) in requirements(adapter) {
+        let existing = database.table_columns(&table).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        if existing.is_empty() {
+            problems.push(format!("table {table} does not exist (needed by {})", columns.values().next().map(|c| c.1.as_str()).unwrap_or("the adapter")));
+            continue;
+        }
+        let names: BTreeSet<String> = existing.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+        for (column, (kind, file)) in columns {
+            match existing.iter().find(|(n, _)| n.eq_ignore_ascii_case(&column)) {
+                None if !names.contains(&column.to_ascii_lowercase()) => {
+                    problems.push(format!("{table}.{column} does not exist (used in {file})"));
+                }
+                Some((_, declared)) if !fits(declared, kind) => problems.push(format!(
+                    "{table}.{column} is {declared}, which does not fit its use as {} (in {file})",
+                    match kind {
+                        Use::IntegerKey => "an integer key",
+                        Use::DateOrTime => "a date or time",
+                        Use::Any => "a value",
+                    }
+                )),
+                _ => {}
+            }
+        }
+    }
+    Ok(problems)
+}

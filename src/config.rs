@@ -1,0 +1,218 @@
+//! Typed settings, layered: defaults, then an optional TOML file, then `PORTICO_*` environment
+//! variables (`PORTICO_LEGACY__URL` sets `legacy.url`). Secrets never print.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::db::DbSettings;
+
+/// A string that never shows in `Debug` output or logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    pub legacy: LegacySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Public base URL of the FHIR endpoint (e.g. https://fhir.example.org/fhir). Derived from
+    /// the Host header when unset.
+    pub base_url: Option<String>,
+    /// Key signing paging cursors. When unset, a random key is kept in `state_dir`.
+    pub cursor_secret: Option<Secret>,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            host: default_host(),
+            port: default_port(),
+            base_url: None,
+            cursor_secret: None,
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySettings {
+    /// Adapter folder name inside `adapters_dir`.
+    pub adapter: String,
+    #[serde(default = "default_adapters_dir")]
+    pub adapters_dir: PathBuf,
+    /// mysql://, mariadb:// or sqlite:// URL. A read-only account is enough.
+    pub url: Secret,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+    /// Overrides the adapter's time zone (IANA name) for this site.
+    pub timezone: Option<String>,
+}
+
+impl LegacySettings {
+    pub fn db_settings(&self) -> DbSettings {
+        DbSettings {
+            url: self.url.expose().to_owned(),
+            max_connections: self.max_connections,
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+        }
+    }
+
+    pub fn adapter_dir(&self) -> PathBuf {
+        self.adapters_dir.join(&self.adapter)
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("portico-state")
+}
+/// `adapters/` beside the working directory, else the one in the source tree Portico was built from.
+pub fn default_adapters_dir() -> PathBuf {
+    let local = PathBuf::from("adapters");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters")
+    }
+}
+fn default_max_connections() -> u32 {
+    10
+}
+fn default_statement_timeout_ms() -> u64 {
+    5000
+}
+fn default_acquire_timeout_ms() -> u64 {
+    3000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+/// Loads settings from `file` (optional) and the environment.
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    load_from(file, &vars)
+}
+
+/// Loads settings from `file` and the given `(name, value)` environment pairs.
+pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid(format!("{}: {}", path.display(), e.message())))?
+        }
+        None => toml::Table::new(),
+    };
+    let overrides: BTreeMap<&str, &str> = env
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("PORTICO_").map(|rest| (rest, v.as_str())))
+        .collect();
+    for (name, value) in overrides {
+        let path: Vec<String> = name.split("__").map(|part| part.to_ascii_lowercase()).collect();
+        if path.len() != 2 {
+            continue;
+        }
+        let section = table
+            .entry(path[0].clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(section) = section {
+            section.insert(path[1].clone(), env_value(&path[1], value));
+        }
+    }
+    toml::Value::Table(table)
+        .try_into::<Settings>()
+        .map_err(|e| ConfigError::Invalid(e.message().trim().to_owned()))
+}
+
+/// Environment values are text; numbers stay numbers for the keys that are numbers.
+fn env_value(key: &str, value: &str) -> toml::Value {
+    const NUMERIC: &[&str] = &["port", "max_connections", "statement_timeout_ms", "acquire_timeout_ms"];
+    if NUMERIC.contains(&key) {
+        if let Ok(number) = value.parse::<i64>() {
+            return toml::Value::Integer(number);
+        }
+    }
+    toml::Value::String(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("portico-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("portico.toml");
+        std::fs::write(&file, "[legacy]\nadapter = \"openemr\"\nurl = \"mysql://a:b@h/db\"\n[server]\nport = 9000\n").unwrap();
+        let settings = load_from(Some(&file), &env(&[("PORTICO_SERVER__PORT", "9100"), ("PORTICO_LEGACY__STATEMENT_TIMEOUT_MS", "250")])).unwrap();
+        assert_eq!(settings.server.port, 9100);
+        assert_eq!(settings.legacy.statement_timeout_ms, 250);
+        assert_eq!(settings.legacy.max_connections, 10);
+        assert_eq!(settings.server.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn secrets_do_not_print_and_unknown_keys_fail() {
+        let settings = load_from(None, &env(&[("PORTICO_LEGACY__ADAPTER", "openemr"), ("PORTICO_LEGACY__URL", "mysql://u:hunter2@h/db")])).unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let error = load_from(None, &env(&[("PORTICO_LEGACY__ADAPTER", "x"), ("PORTICO_LEGACY__URL", "x"), ("PORTICO_LEGACY__COLOUR", "red")])).unwrap_err();
+        assert!(error.to_string().contains("colour"), "{error}");
+    }
+}

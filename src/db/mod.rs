@@ -1,0 +1,368 @@
+//! Legacy database access: the only module that sees driver types (sqlx today, tiberius later).
+//!
+//! Rows come out as `dialect::ast::Value` cells, so mapping never sees a driver row. Errors are
+//! classified into the few kinds the API answers differently (unavailable, timeout, other).
+//! Architecture invariant: the legacy pool is read-only: MySQL sessions are set `READ ONLY`, SQLite
+//! files are opened read-only. Only `fixture` (demo and test data) writes, through its own pool.
+
+pub mod fixture;
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
+
+use crate::dialect::ast::Value;
+use crate::dialect::{DialectKind, RenderedQuery};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// Cannot reach or log in to the database; worth retrying later (503).
+    Unavailable,
+    /// The statement ran past its time limit and was cancelled.
+    Timeout,
+    /// The database refused the statement (missing table, bad column...).
+    Query,
+    /// A value could not be decoded.
+    Decode,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    pub kind: DbErrorKind,
+    pub message: String,
+}
+
+impl DbError {
+    fn new(kind: DbErrorKind, message: impl Into<String>) -> DbError {
+        DbError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Connection settings of a legacy database.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub statement_timeout: Duration,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// A pooled, read-only connection to a legacy database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: Pool,
+    statement_timeout: Duration,
+}
+
+/// The dialect a connection URL speaks.
+pub fn dialect_of(url: &str) -> Option<DialectKind> {
+    let scheme = url.split_once(':')?.0;
+    match scheme {
+        "mysql" | "mariadb" => Some(DialectKind::Mysql),
+        "sqlite" => Some(DialectKind::Sqlite),
+        _ => None,
+    }
+}
+
+/// The URL with any password replaced, for logs and reports.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Database {
+    /// Creates the pool without connecting: Portico starts while the database is down and
+    /// recovers when it returns.
+    pub fn connect_lazy(settings: &DbSettings) -> Result<Database, DbError> {
+        let invalid = |e: sqlx::Error| DbError::new(DbErrorKind::Unavailable, format!("invalid database URL {}: {e}", redact_url(&settings.url)));
+        let pool = match dialect_of(&settings.url) {
+            Some(DialectKind::Mysql) => {
+                let url = settings.url.replacen("mariadb:", "mysql:", 1);
+                let options: MySqlConnectOptions = url.parse().map_err(invalid)?;
+                let timeout = settings.statement_timeout;
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .after_connect(move |conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
+                            // MariaDB and MySQL spell the server-side statement limit differently;
+                            // the server then stops the statement itself when the limit passes.
+                            let mariadb = format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64());
+                            if conn.execute(mariadb.as_str()).await.is_err() {
+                                let mysql = format!("SET SESSION max_execution_time = {}", timeout.as_millis());
+                                conn.execute(mysql.as_str()).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy_with(options);
+                Pool::MySql(pool)
+            }
+            Some(DialectKind::Sqlite) => {
+                let options: SqliteConnectOptions = settings.url.parse().map_err(invalid)?;
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(settings.acquire_timeout)
+                    .connect_lazy_with(options.read_only(true));
+                Pool::Sqlite(pool)
+            }
+            None => {
+                return Err(DbError::new(
+                    DbErrorKind::Unavailable,
+                    format!("unsupported database URL {}: use mysql://, mariadb:// or sqlite://", redact_url(&settings.url)),
+                ));
+            }
+        };
+        Ok(Database {
+            pool,
+            statement_timeout: settings.statement_timeout,
+        })
+    }
+
+    pub fn dialect(&self) -> DialectKind {
+        match self.pool {
+            Pool::MySql(_) => DialectKind::Mysql,
+            Pool::Sqlite(_) => DialectKind::Sqlite,
+        }
+    }
+
+    /// Runs a query and returns its rows as cells. The client-side limit backs up the server-side
+    /// one; dropping the future discards the connection rather than reusing it mid-statement.
+    pub async fn fetch(&self, query: &RenderedQuery) -> Result<Vec<Vec<Value>>, DbError> {
+        let limit = self.statement_timeout + Duration::from_millis(500);
+        let run = async {
+            match &self.pool {
+                Pool::MySql(pool) => {
+                    let mut q = sqlx::query(&query.sql);
+                    for param in &query.params {
+                        q = bind_mysql(q, param);
+                    }
+                    let rows = q.fetch_all(pool).await.map_err(classify)?;
+                    rows.iter().map(decode_mysql_row).collect()
+                }
+                Pool::Sqlite(pool) => {
+                    let mut q = sqlx::query(&query.sql);
+                    for param in &query.params {
+                        q = bind_sqlite(q, param);
+                    }
+                    let rows = q.fetch_all(pool).await.map_err(classify)?;
+                    rows.iter().map(decode_sqlite_row).collect()
+                }
+            }
+        };
+        match tokio::time::timeout(limit, run).await {
+            Ok(result) => result,
+            Err(_) => Err(DbError::new(
+                DbErrorKind::Timeout,
+                format!("statement exceeded the {} ms limit", self.statement_timeout.as_millis()),
+            )),
+        }
+    }
+
+    /// A cheap round trip, for the status page and readiness.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let query = RenderedQuery {
+            sql: "SELECT 1".into(),
+            params: Vec::new(),
+        };
+        self.fetch(&query).await.map(|_| ())
+    }
+
+    /// The column names and declared types of `table`, or an empty list when it does not exist.
+    pub async fn table_columns(&self, table: &str) -> Result<Vec<(String, String)>, DbError> {
+        let query = match self.dialect() {
+            DialectKind::Mysql => RenderedQuery {
+                sql: "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+                      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION"
+                    .into(),
+                params: vec![Value::Text(table.to_owned())],
+            },
+            DialectKind::Sqlite => RenderedQuery {
+                sql: "SELECT name, type FROM pragma_table_info(?1)".into(),
+                params: vec![Value::Text(table.to_owned())],
+            },
+        };
+        let rows = self.fetch(&query).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match (row.first(), row.get(1)) {
+                (Some(Value::Text(name)), Some(Value::Text(kind))) => Some((name.clone(), kind.clone())),
+                (Some(Value::Text(name)), Some(Value::Bytes(kind))) => Some((name.clone(), String::from_utf8_lossy(kind).into_owned())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::MySql(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+type MySqlQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+pub(crate) fn bind_mysql<'q>(query: MySqlQuery<'q>, value: &Value) -> MySqlQuery<'q> {
+    match value.clone() {
+        Value::Null => query.bind(None::<String>),
+        Value::Bool(b) => query.bind(b),
+        Value::Int(i) => query.bind(i),
+        Value::Float(f) => query.bind(f),
+        Value::Decimal(d) => query.bind(d),
+        Value::Text(s) => query.bind(s),
+        Value::Bytes(b) => query.bind(b),
+        Value::Date(d) => query.bind(d),
+        Value::DateTime(dt) => query.bind(dt),
+        Value::Time(t) => query.bind(t),
+    }
+}
+
+/// SQLite keeps dates as ISO text, so date values bind as text in the same layout.
+pub(crate) fn bind_sqlite<'q>(query: SqliteQuery<'q>, value: &Value) -> SqliteQuery<'q> {
+    match value.clone() {
+        Value::Null => query.bind(None::<String>),
+        Value::Bool(b) => query.bind(b),
+        Value::Int(i) => query.bind(i),
+        Value::Float(f) => query.bind(f),
+        Value::Decimal(d) => query.bind(d.to_string().parse::<f64>().unwrap_or_default()),
+        Value::Text(s) => query.bind(s),
+        Value::Bytes(b) => query.bind(b),
+        Value::Date(d) => query.bind(d.format("%Y-%m-%d").to_string()),
+        Value::DateTime(dt) => query.bind(dt.format("%Y-%m-%d %H:%M:%S").to_string()),
+        Value::Time(t) => query.bind(t.format("%H:%M:%S").to_string()),
+    }
+}
+
+fn decode_error(column: &str, error: sqlx::Error) -> DbError {
+    DbError::new(DbErrorKind::Decode, format!("cannot decode column {column}: {error}"))
+}
+
+fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (index, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(index).map_err(|e| decode_error(column.name(), e))?;
+        if raw.is_null() {
+            cells.push(Value::Null);
+            continue;
+        }
+        let type_name = raw.type_info().name().to_owned();
+        let err = |e| decode_error(column.name(), e);
+        let cell = match type_name.as_str() {
+            "BOOLEAN" => Value::Int(i64::from(row.try_get::<bool, _>(index).map_err(err)?)),
+            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => Value::Int(row.try_get::<i64, _>(index).map_err(err)?),
+            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" | "BIGINT UNSIGNED" => {
+                let unsigned = row.try_get::<u64, _>(index).map_err(err)?;
+                Value::Int(i64::try_from(unsigned).unwrap_or(i64::MAX))
+            }
+            "FLOAT" => Value::Float(f64::from(row.try_get::<f32, _>(index).map_err(err)?)),
+            "DOUBLE" => Value::Float(row.try_get::<f64, _>(index).map_err(err)?),
+            "DECIMAL" => Value::Decimal(row.try_get::<Decimal, _>(index).map_err(err)?),
+            // Zero dates (0000-00-00) do not decode; they mean "no date" anyway.
+            "DATE" => row.try_get::<chrono::NaiveDate, _>(index).map(Value::Date).unwrap_or(Value::Null),
+            "DATETIME" | "TIMESTAMP" => row
+                .try_get::<chrono::NaiveDateTime, _>(index)
+                .map(Value::DateTime)
+                .unwrap_or(Value::Null),
+            "TIME" => row.try_get::<chrono::NaiveTime, _>(index).map(Value::Time).unwrap_or(Value::Null),
+            "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" => {
+                match row.try_get::<String, _>(index) {
+                    Ok(text) => Value::Text(text),
+                    Err(_) => Value::Bytes(row.try_get::<Vec<u8>, _>(index).map_err(err)?),
+                }
+            }
+            _ => Value::Text(row.try_get::<String, _>(index).map_err(err)?),
+        };
+        cells.push(cell);
+    }
+    Ok(cells)
+}
+
+fn decode_sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (index, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(index).map_err(|e| decode_error(column.name(), e))?;
+        if raw.is_null() {
+            cells.push(Value::Null);
+            continue;
+        }
+        // SQLite types values, not columns: decode by the value's storage class.
+        let storage = raw.type_info().name().to_owned();
+        let err = |e| decode_error(column.name(), e);
+        let cell = match storage.as_str() {
+            "INTEGER" => Value::Int(row.try_get_unchecked::<i64, _>(index).map_err(err)?),
+            "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(index).map_err(err)?),
+            "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(index).map_err(err)?),
+            _ => Value::Text(row.try_get_unchecked::<String, _>(index).map_err(err)?),
+        };
+        cells.push(cell);
+    }
+    Ok(cells)
+}
+
+fn classify(error: sqlx::Error) -> DbError {
+    let kind = match &error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => DbErrorKind::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // MariaDB max_statement_time, MySQL max_execution_time, query killed.
+            Some("70100") | Some("HY000") if db.message().contains("max_statement_time") || db.message().contains("interrupted") => {
+                DbErrorKind::Timeout
+            }
+            _ => match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|e| e.number()) {
+                Some(1969) | Some(3024) | Some(1317) => DbErrorKind::Timeout,
+                Some(1040) | Some(1045) | Some(1049) | Some(1053) | Some(2002) | Some(2003) | Some(2006) | Some(2013) => {
+                    DbErrorKind::Unavailable
+                }
+                _ => DbErrorKind::Query,
+            },
+        },
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => DbErrorKind::Decode,
+        _ => DbErrorKind::Query,
+    };
+    DbError::new(kind, error.to_string())
+}
+
+/// Builds the pool for `settings`; the dialect is the URL's.
+pub fn open(settings: &DbSettings) -> Result<Database, DbError> {
+    Database::connect_lazy(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_dialect() {
+        assert_eq!(dialect_of("mysql://root@127.0.0.1/test"), Some(DialectKind::Mysql));
+        assert_eq!(dialect_of("mariadb://root@127.0.0.1/test"), Some(DialectKind::Mysql));
+        assert_eq!(dialect_of("sqlite://demo.db"), Some(DialectKind::Sqlite));
+        assert_eq!(dialect_of("postgres://x"), None);
+    }
+
+    #[test]
+    fn passwords_never_reach_reports() {
+        assert_eq!(redact_url("mysql://portico:s3cret@db:3306/openemr"), "mysql://portico:***@db:3306/openemr");
+        assert_eq!(redact_url("sqlite://demo.db"), "sqlite://demo.db");
+    }
+}

@@ -1,0 +1,187 @@
+//! The neutral SQL tree that the search compiler builds and every dialect renders.
+//!
+//! Architecture invariant: values only ever appear as `Expr::Value` and are rendered as bound
+//! parameters; identifiers only come from validated adapter files and are quoted by the dialect.
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use rust_decimal::Decimal;
+
+/// A database value: a bound parameter on the way in, a row cell on the way out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Decimal(Decimal),
+    Text(String),
+    Bytes(Vec<u8>),
+    Date(NaiveDate),
+    DateTime(NaiveDateTime),
+    Time(NaiveTime),
+}
+
+/// A query: `SELECT columns FROM table [JOIN ...] WHERE filter ORDER BY ... LIMIT n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Select {
+    pub columns: Vec<Expr>,
+    pub from: TableRef,
+    pub joins: Vec<Join>,
+    pub filter: Cond,
+    pub order_by: Vec<OrderTerm>,
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRef {
+    pub table: String,
+    pub alias: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Join {
+    pub kind: JoinKind,
+    pub table: TableRef,
+    pub on: Cond,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderTerm {
+    pub expr: Expr,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Column { table: String, column: String },
+    Value(Value),
+    /// `COUNT(*)`.
+    CountAll,
+    /// The number of (row, condition) pairs that hold: `SUM(CASE WHEN c1 THEN 1 ELSE 0 END + ...)`.
+    /// Counts the resources an unpivoting mapping yields.
+    CountWhere(Vec<Cond>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LikeMode {
+    StartsWith,
+    Contains,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    True,
+    False,
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+    Compare {
+        left: Expr,
+        op: CmpOp,
+        right: Expr,
+    },
+    In {
+        expr: Expr,
+        values: Vec<Value>,
+        negated: bool,
+    },
+    IsNull {
+        expr: Expr,
+        negated: bool,
+    },
+    /// Case-insensitive text match (the FHIR string default); wildcards in `text` are escaped.
+    Like {
+        expr: Expr,
+        text: String,
+        mode: LikeMode,
+    },
+    /// Case-sensitive equality, whatever the column collation (`:exact`).
+    ExactText {
+        expr: Expr,
+        text: String,
+    },
+    Exists {
+        select: Box<Select>,
+        negated: bool,
+    },
+}
+
+impl Expr {
+    pub fn column(table: &str, column: &str) -> Expr {
+        Expr::Column {
+            table: table.to_owned(),
+            column: column.to_owned(),
+        }
+    }
+}
+
+impl Cond {
+    pub fn compare(left: Expr, op: CmpOp, value: Value) -> Cond {
+        Cond::Compare {
+            left,
+            op,
+            right: Expr::Value(value),
+        }
+    }
+
+    /// `AND` that folds constants, so compiled trees stay small and snapshots readable.
+    pub fn and(conds: Vec<Cond>) -> Cond {
+        let mut kept = Vec::with_capacity(conds.len());
+        for cond in conds {
+            match cond {
+                Cond::True => {}
+                Cond::False => return Cond::False,
+                Cond::And(inner) => kept.extend(inner),
+                other => kept.push(other),
+            }
+        }
+        match kept.len() {
+            0 => Cond::True,
+            1 => kept.pop().expect("one element"),
+            _ => Cond::And(kept),
+        }
+    }
+
+    /// `OR` that folds constants.
+    pub fn or(conds: Vec<Cond>) -> Cond {
+        let mut kept = Vec::with_capacity(conds.len());
+        for cond in conds {
+            match cond {
+                Cond::False => {}
+                Cond::True => return Cond::True,
+                Cond::Or(inner) => kept.extend(inner),
+                other => kept.push(other),
+            }
+        }
+        match kept.len() {
+            0 => Cond::False,
+            1 => kept.pop().expect("one element"),
+            _ => Cond::Or(kept),
+        }
+    }
+
+    pub fn negate(cond: Cond) -> Cond {
+        match cond {
+            Cond::True => Cond::False,
+            Cond::False => Cond::True,
+            Cond::Not(inner) => *inner,
+            other => Cond::Not(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! MySQL and MariaDB: backtick quoting, `?` placeholders, `LIMIT n`.
+
+use super::ast::{Expr, Value};
+use super::{Dialect, Renderer};
+
+pub(super) struct MySql;
+
+impl Dialect for MySql {
+    fn quote_ident(&self, out: &mut String, ident: &str) {
+        out.push('`');
+        out.push_str(&ident.replace('`', "``"));
+        out.push('`');
+    }
+
+    fn placeholder(&self, out: &mut String, _index: usize) {
+        out.push('?');
+    }
+
+    fn limit_suffix(&self, out: &mut String, limit: u64) {
+        out.push_str(" LIMIT ");
+        out.push_str(&limit.to_string());
+    }
+
+    /// Legacy MySQL columns use case-insensitive collations, so `=` alone would ignore case. The
+    /// plain `=` keeps the index usable; the `BINARY` comparison then enforces case.
+    fn exact_text(&self, renderer: &mut Renderer<'_>, expr: &Expr, text: &str) {
+        renderer.sql.push('(');
+        renderer.expr(expr);
+        renderer.sql.push_str(" = ");
+        renderer.bind(Value::Text(text.to_owned()));
+        renderer.sql.push_str(" AND BINARY ");
+        renderer.expr(expr);
+        renderer.sql.push_str(" = BINARY ");
+        renderer.bind(Value::Text(text.to_owned()));
+        renderer.sql.push(')');
+    }
+}

@@ -1,0 +1,130 @@
+//! Exact-SQL tests of the shared renderer and each dialect's differences.
+
+use super::ast::{CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value};
+use super::{DialectKind, render};
+
+fn sample() -> Select {
+    Select {
+        columns: vec![Expr::column("t", "pid"), Expr::column("m", "title")],
+        from: TableRef {
+            table: "patient_data".into(),
+            alias: "t".into(),
+        },
+        joins: vec![Join {
+            kind: JoinKind::Left,
+            table: TableRef {
+                table: "list_options".into(),
+                alias: "m".into(),
+            },
+            on: Cond::and(vec![
+                Cond::Compare {
+                    left: Expr::column("m", "option_id"),
+                    op: CmpOp::Eq,
+                    right: Expr::column("t", "status"),
+                },
+                Cond::compare(Expr::column("m", "list_id"), CmpOp::Eq, Value::Text("marital".into())),
+            ]),
+        }],
+        filter: Cond::and(vec![
+            Cond::Like {
+                expr: Expr::column("t", "lname"),
+                text: "O'Br%_!".into(),
+                mode: LikeMode::StartsWith,
+            },
+            Cond::In {
+                expr: Expr::column("t", "sex"),
+                values: vec![Value::Text("Female".into())],
+                negated: false,
+            },
+            Cond::ExactText {
+                expr: Expr::column("t", "fname"),
+                text: "Ann".into(),
+            },
+        ]),
+        order_by: vec![OrderTerm {
+            expr: Expr::column("t", "pid"),
+            descending: true,
+        }],
+        limit: Some(21),
+    }
+}
+
+#[test]
+fn mysql_renders_backticks_question_marks_and_binary_exact_match() {
+    let query = render(DialectKind::Mysql, &sample());
+    assert_eq!(
+        query.sql,
+        "SELECT `t`.`pid`, `m`.`title` FROM `patient_data` `t` LEFT JOIN `list_options` `m` ON \
+         (`m`.`option_id` = `t`.`status` AND `m`.`list_id` = ?) WHERE (`t`.`lname` LIKE ? ESCAPE '!' \
+         AND `t`.`sex` IN (?) AND (`t`.`fname` = ? AND BINARY `t`.`fname` = BINARY ?)) \
+         ORDER BY `t`.`pid` DESC LIMIT 21"
+    );
+    assert_eq!(
+        query.params,
+        vec![
+            Value::Text("marital".into()),
+            Value::Text("O'Br!%!_!!%".into()),
+            Value::Text("Female".into()),
+            Value::Text("Ann".into()),
+            Value::Text("Ann".into()),
+        ]
+    );
+}
+
+#[test]
+fn sqlite_renders_double_quotes_and_numbered_placeholders() {
+    let query = render(DialectKind::Sqlite, &sample());
+    assert_eq!(
+        query.sql,
+        "SELECT \"t\".\"pid\", \"m\".\"title\" FROM \"patient_data\" \"t\" LEFT JOIN \"list_options\" \"m\" ON \
+         (\"m\".\"option_id\" = \"t\".\"status\" AND \"m\".\"list_id\" = ?1) WHERE (\"t\".\"lname\" LIKE ?2 ESCAPE '!' \
+         AND \"t\".\"sex\" IN (?3) AND \"t\".\"fname\" = ?4) ORDER BY \"t\".\"pid\" DESC LIMIT 21"
+    );
+    assert_eq!(query.params.len(), 4);
+}
+
+#[test]
+fn quoting_doubles_embedded_quote_characters() {
+    assert_eq!(super::quote_ident(DialectKind::Mysql, "a`b"), "`a``b`");
+    assert_eq!(super::quote_ident(DialectKind::Sqlite, "a\"b"), "\"a\"\"b\"");
+}
+
+#[test]
+fn empty_in_lists_render_as_constants() {
+    let select = Select {
+        columns: vec![Expr::CountWhere(vec![Cond::True, Cond::False])],
+        from: TableRef {
+            table: "x".into(),
+            alias: "t".into(),
+        },
+        joins: vec![],
+        filter: Cond::Or(vec![
+            Cond::In {
+                expr: Expr::column("t", "a"),
+                values: vec![],
+                negated: false,
+            },
+            Cond::In {
+                expr: Expr::column("t", "a"),
+                values: vec![],
+                negated: true,
+            },
+        ]),
+        order_by: vec![],
+        limit: None,
+    };
+    assert_eq!(
+        render(DialectKind::Sqlite, &select).sql,
+        "SELECT SUM(CASE WHEN 1 = 1 THEN 1 ELSE 0 END + CASE WHEN 1 = 0 THEN 1 ELSE 0 END) FROM \"x\" \"t\" \
+         WHERE (1 = 0 OR 1 = 1)"
+    );
+}
+
+#[test]
+fn constant_folding_keeps_trees_small() {
+    assert_eq!(Cond::and(vec![Cond::True, Cond::True]), Cond::True);
+    assert_eq!(Cond::and(vec![Cond::True, Cond::False]), Cond::False);
+    assert_eq!(Cond::or(vec![Cond::False, Cond::False]), Cond::False);
+    assert_eq!(Cond::or(vec![Cond::False, Cond::True]), Cond::True);
+    assert_eq!(Cond::negate(Cond::negate(Cond::False)), Cond::False);
+}

@@ -1,0 +1,18 @@
+//! Portico: a read-only FHIR R4 facade over legacy practice-management databases.
+//!
+//! Modules in reading order: the pure core (`dialect`, `search`, `adapter`, `fhir`), then the
+//! edges (`db`, `repository`, `api`, `app`), then the tools (`cli`, `check`, `demo`, `config`).
+
+pub mod adapter;
+pub mod api;
+pub mod app;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod dialect;
+pub mod error;
+pub mod fhir;
+pub mod repository;
+pub mod search;

@@ -1,0 +1,354 @@
+//! Runs compiled reads and searches against the legacy database and maps the rows to resources.
+//!
+//! The read path after `search::compile`: render for the connection's dialect, fetch (one query
+//! per branch, plus one per collection), map rows, merge branches in sort order, cut the page.
+//! `extra` conditions (the patient compartment, later) are ANDed into every query built here.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use crate::adapter::Adapter;
+use crate::adapter::map::{MappedResource, RowData, cell_text, map_row};
+use crate::adapter::model::Mapping;
+use crate::db::{Database, DbError};
+use crate::dialect::ast::{Cond, Select, Value};
+use crate::dialect::render;
+use crate::search::compile::{
+    BranchPlan, Plan, collection_select, count_select, page_select, parse_id, referencing_cond, rows_select,
+};
+use crate::search::cursor::CursorKey;
+
+/// At most this many resources are added by `_include` and `_revinclude` per page.
+pub const MAX_INCLUDED: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pub adapter: Arc<Adapter>,
+    pub db: Database,
+}
+
+/// A mapped resource with the row it came from and its place in the search's total order.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub resource: MappedResource,
+    pub row: Arc<Vec<Value>>,
+    pub order: CursorKey,
+}
+
+/// One page of a search.
+#[derive(Debug)]
+pub struct Page {
+    pub matches: Vec<Loaded>,
+    pub next: Option<CursorKey>,
+    pub total: Option<u64>,
+    pub included: Vec<Json>,
+    /// `_include`/`_revinclude` hit `MAX_INCLUDED`.
+    pub included_truncated: bool,
+}
+
+impl Repository {
+    async fn fetch(&self, select: &Select) -> Result<Vec<Vec<Value>>, DbError> {
+        self.db.fetch(&render(self.db.dialect(), select)).await
+    }
+
+    /// Fetches `select` over `mapping` with its collections, and maps each row.
+    async fn load(
+        &self,
+        branch_index: usize,
+        mapping: &Mapping,
+        select: &Select,
+        sort_indices: &[usize],
+        keep_variant: &(dyn Fn(usize) -> bool + Sync),
+    ) -> Result<(Vec<Loaded>, usize), DbError> {
+        let rows = self.fetch(select).await?;
+        let row_count = rows.len();
+        let children = self.load_collections(mapping, &rows).await?;
+        let mut loaded = Vec::with_capacity(rows.len());
+        for (row_index, row) in rows.into_iter().enumerate() {
+            let row_children: Vec<Vec<&[Value]>> = children
+                .iter()
+                .map(|per_row| per_row[row_index].iter().map(|child| child.as_slice()).collect())
+                .collect();
+            let data = RowData {
+                row: &row,
+                children: &row_children,
+            };
+            let resources = map_row(mapping, &data, self.adapter.timezone, keep_variant);
+            let row = Arc::new(row);
+            for resource in resources {
+                let order = CursorKey {
+                    sort: sort_indices.iter().map(|&i| row[i].clone()).collect(),
+                    branch: branch_index,
+                    key: mapping.id.columns.iter().map(|&i| row[i].clone()).collect(),
+                    variant: resource.variant,
+                };
+                loaded.push(Loaded {
+                    resource,
+                    row: row.clone(),
+                    order,
+                });
+            }
+        }
+        Ok((loaded, row_count))
+    }
+
+    /// For each collection of `mapping`, the child rows of each parent row (one query each).
+    async fn load_collections(&self, mapping: &Mapping, rows: &[Vec<Value>]) -> Result<Vec<Vec<Vec<Vec<Value>>>>, DbError> {
+        let mut result = Vec::with_capacity(mapping.collections.len());
+        for collection in &mapping.collections {
+            let parent_key = |row: &Vec<Value>| -> Vec<Value> { collection.match_parent.iter().map(|&i| row[i].clone()).collect() };
+            let text_key = |values: &[Value]| -> Option<String> {
+                values.iter().map(cell_text).collect::<Option<Vec<String>>>().map(|parts| parts.join("\u{1f}"))
+            };
+            let mut seen = HashSet::new();
+            let mut keys = Vec::new();
+            for row in rows {
+                let key = parent_key(row);
+                if let Some(text) = text_key(&key) {
+                    if seen.insert(text) {
+                        keys.push(key);
+                    }
+                }
+            }
+            let mut grouped: HashMap<String, Vec<Vec<Value>>> = HashMap::new();
+            // Chunked so that IN lists stay well under every engine's parameter limit.
+            for chunk in keys.chunks(500) {
+                let select = collection_select(collection, chunk);
+                for child in self.fetch(&select).await? {
+                    if let Some(text) = text_key(&child[..collection.match_parent.len()]) {
+                        grouped.entry(text).or_default().push(child);
+                    }
+                }
+            }
+            let per_row = rows
+                .iter()
+                .map(|row| text_key(&parent_key(row)).and_then(|k| grouped.get(&k).cloned()).unwrap_or_default())
+                .collect();
+            result.push(per_row);
+        }
+        Ok(result)
+    }
+
+    /// Reads one resource by logical id, or `None` when no row has it (or `extra` hides it).
+    pub async fn read(&self, resource_type: &str, id: &str, extra: &Cond) -> Result<Option<Json>, DbError> {
+        let Some(def) = self.adapter.resources.get(resource_type) else {
+            return Ok(None);
+        };
+        for (branch_index, mapping) in def.mappings.iter().enumerate() {
+            let Some(target) = parse_id(mapping, id) else { continue };
+            let select = rows_select(mapping, Cond::and(vec![target.cond, extra.clone()]), Some(2));
+            let wanted = target.variant;
+            let (loaded, _) = self
+                .load(branch_index, mapping, &select, &[], &|variant| wanted.is_none_or(|w| w == variant))
+                .await?;
+            if let Some(found) = loaded.into_iter().find(|l| l.resource.id == id) {
+                return Ok(Some(found.resource.resource));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts all matches of `plan`.
+    pub async fn count(&self, plan: &Plan, extra: &Cond) -> Result<u64, DbError> {
+        let mut total = 0u64;
+        for branch in plan.branches.iter().filter(|b| b.cond != Cond::False) {
+            let rows = self.fetch(&count_select(branch, extra)).await?;
+            let count = rows.first().and_then(|r| r.first()).and_then(|v| match v {
+                Value::Int(i) => Some(*i as u64),
+                Value::Decimal(d) => d.to_string().parse::<u64>().ok(),
+                Value::Float(f) => Some(*f as u64),
+                Value::Null => Some(0),
+                _ => None,
+            });
+            total += count.unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    /// Fetches the page of `plan` that follows `after`.
+    pub async fn search(&self, plan: &Plan, after: Option<&CursorKey>, extra: &Cond, want_total: bool) -> Result<Page, DbError> {
+        let limit = plan.count;
+        let sorted = !plan.sort.is_empty();
+        let mut collected: Vec<Loaded> = Vec::new();
+        let mut more_rows = false;
+        for branch in &plan.branches {
+            if branch.cond == Cond::False {
+                continue;
+            }
+            if !sorted {
+                if after.is_some_and(|c| branch.index < c.branch) {
+                    continue;
+                }
+                if collected.len() > limit {
+                    more_rows = true;
+                    break;
+                }
+            }
+            let wanted_rows = if sorted { limit + 1 } else { limit + 1 - collected.len().min(limit) };
+            let select = page_select(branch, extra, after, wanted_rows as u64);
+            let sort_indices: Vec<usize> = branch.sort.iter().map(|s| s.index).collect();
+            let (loaded, row_count) = self
+                .load(branch.index, &branch.mapping, &select, &sort_indices, &|v| branch.variant_allowed(v))
+                .await?;
+            more_rows |= row_count >= wanted_rows;
+            collected.extend(loaded.into_iter().filter(|l| is_after(l, after, branch)));
+        }
+        if sorted {
+            let descending: Vec<bool> = plan.branches.first().map(|b| b.sort.iter().map(|s| s.descending).collect()).unwrap_or_default();
+            collected.sort_by(|a, b| compare_order(&a.order, &b.order, &descending));
+        }
+        let has_more = collected.len() > limit || (more_rows && collected.len() >= limit);
+        collected.truncate(limit);
+        let next = if has_more && limit > 0 { collected.last().map(|l| l.order.clone()) } else { None };
+        let total = if want_total {
+            Some(self.count(plan, extra).await?)
+        } else if after.is_none() && !has_more {
+            // The first page holds every match, so the total is known for free.
+            Some(collected.len() as u64)
+        } else {
+            None
+        };
+        let (included, included_truncated) = self.includes(plan, &collected, extra).await?;
+        Ok(Page {
+            matches: collected,
+            next,
+            total,
+            included,
+            included_truncated,
+        })
+    }
+
+    /// Resources pulled in by `_include` and `_revinclude`, without duplicates or page matches.
+    async fn includes(&self, plan: &Plan, page: &[Loaded], extra: &Cond) -> Result<(Vec<Json>, bool), DbError> {
+        let mut seen: HashSet<(String, String)> = page
+            .iter()
+            .map(|l| (plan.resource_type.clone(), l.resource.id.clone()))
+            .collect();
+        let mut included = Vec::new();
+        let mut truncated = false;
+        let mut add = |resource_type: &str, loaded: Vec<Loaded>, included: &mut Vec<Json>| {
+            for item in loaded {
+                if included.len() >= MAX_INCLUDED {
+                    truncated = true;
+                    break;
+                }
+                if seen.insert((resource_type.to_owned(), item.resource.id.clone())) {
+                    included.push(item.resource.resource);
+                }
+            }
+        };
+        for (param, target_type) in &plan.includes {
+            let mut ids: Vec<String> = Vec::new();
+            for loaded in page {
+                let branch = &plan.branches[loaded.order.branch];
+                for reference in reference_ids(&branch.mapping, param, target_type, &loaded.row) {
+                    if !ids.contains(&reference) {
+                        ids.push(reference);
+                    }
+                }
+            }
+            let Some(target_def) = self.adapter.resources.get(target_type) else { continue };
+            for (branch_index, mapping) in target_def.mappings.iter().enumerate() {
+                let conds: Vec<Cond> = ids.iter().filter_map(|id| parse_id(mapping, id)).map(|t| t.cond).collect();
+                if conds.is_empty() {
+                    continue;
+                }
+                let select = rows_select(mapping, Cond::and(vec![Cond::or(conds), extra.clone()]), Some(MAX_INCLUDED as u64 + 1));
+                let (loaded, _) = self.load(branch_index, mapping, &select, &[], &|_| true).await?;
+                add(target_type, loaded, &mut included);
+            }
+        }
+        let page_ids: Vec<String> = page.iter().map(|l| l.resource.id.clone()).collect();
+        for (source_type, param) in &plan.revincludes {
+            let Some(source_def) = self.adapter.resources.get(source_type) else { continue };
+            for (branch_index, mapping) in source_def.mappings.iter().enumerate() {
+                let cond = referencing_cond(mapping, param, &plan.resource_type, &page_ids);
+                if cond == Cond::False {
+                    continue;
+                }
+                let select = rows_select(mapping, Cond::and(vec![cond, extra.clone()]), Some(MAX_INCLUDED as u64 + 1));
+                let (loaded, _) = self.load(branch_index, mapping, &select, &[], &|_| true).await?;
+                add(source_type, loaded, &mut included);
+            }
+        }
+        Ok((included, truncated))
+    }
+}
+
+/// The ids a row's reference parameter points at, for targets of `target_type`.
+fn reference_ids(mapping: &Mapping, param: &str, target_type: &str, row: &[Value]) -> Vec<String> {
+    use crate::adapter::map::key_text;
+    use crate::adapter::model::SearchKind;
+    let Some(SearchKind::Reference { targets }) = mapping.search.get(param).map(|p| &p.kind) else {
+        return Vec::new();
+    };
+    targets
+        .iter()
+        .filter(|t| t.target_type == target_type)
+        .filter_map(|target| {
+            let parts: Option<Vec<String>> = target
+                .columns
+                .iter()
+                .map(|column| mapping.column_index(column).and_then(|i| key_text(&row[i])).filter(|p| p != "0"))
+                .collect();
+            parts.map(|parts| format!("{}{}", target.target_prefix, parts.join("-")))
+        })
+        .collect()
+}
+
+/// SQL returns the cursor's own row again when it unpivots (its later variants may follow);
+/// drop the variants at or before the cursor's.
+fn is_after(loaded: &Loaded, after: Option<&CursorKey>, branch: &BranchPlan) -> bool {
+    let Some(cursor) = after else { return true };
+    if branch.index != cursor.branch || loaded.order.key != cursor.key || loaded.order.sort != cursor.sort {
+        return true;
+    }
+    match (loaded.order.variant, cursor.variant) {
+        (Some(variant), Some(last)) => variant > last,
+        _ => false,
+    }
+}
+
+/// The total order of a search: sort values (NULL first ascending), branch, key, variant.
+pub fn compare_order(a: &CursorKey, b: &CursorKey, descending: &[bool]) -> Ordering {
+    for (index, (x, y)) in a.sort.iter().zip(&b.sort).enumerate() {
+        let ordering = compare_values(x, y);
+        let ordering = if descending.get(index).copied().unwrap_or(false) { ordering.reverse() } else { ordering };
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+    a.branch
+        .cmp(&b.branch)
+        .then_with(|| {
+            a.key
+                .iter()
+                .zip(&b.key)
+                .map(|(x, y)| compare_values(x, y))
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        })
+        .then_with(|| a.variant.cmp(&b.variant))
+}
+
+fn compare_values(a: &Value, b: &Value) -> Ordering {
+    use crate::adapter::map::cell_number;
+    match (a, b) {
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Less,
+        (_, Value::Null) => Ordering::Greater,
+        (Value::Text(x), Value::Text(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
+        (Value::Date(x), Value::Date(y)) => x.cmp(y),
+        (Value::DateTime(x), Value::DateTime(y)) => x.cmp(y),
+        (Value::Date(x), Value::DateTime(y)) => x.and_time(chrono::NaiveTime::MIN).cmp(y),
+        (Value::DateTime(x), Value::Date(y)) => x.cmp(&y.and_time(chrono::NaiveTime::MIN)),
+        (Value::Time(x), Value::Time(y)) => x.cmp(y),
+        _ => match (cell_number(a), cell_number(b)) {
+            (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+            _ => cell_text(a).cmp(&cell_text(b)),
+        },
+    }
+}

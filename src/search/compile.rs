@@ -1,0 +1,1041 @@
+//! FHIR search semantics: a parsed request plus a resource's mappings become one SQL condition per
+//! mapping (branch), a sort, and the SELECTs that fetch a page, a count, or resources by key.
+//!
+//! Every filter is pushed into SQL. Token values over unpivot variants and constant codes are
+//! decided here, at compile time, because they do not depend on rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{NaiveDateTime, TimeDelta};
+use chrono_tz::Tz;
+
+use super::SearchError;
+use super::cursor::CursorKey;
+use super::date::{DateQuery, Prefix, approximate, ceil_day, parse_date_query};
+use super::parse::{Clause, SearchRequest, SortKey, SummaryMode, TotalMode, split_escaped, unescape};
+use crate::adapter::format::{ColumnType, SearchType};
+use crate::adapter::model::{
+    BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, JoinDef, Mapping, Predicate, PredicateOp,
+    ReferenceTarget, ResourceDef, SearchKind, TokenTarget,
+};
+use crate::dialect::ast::{CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value};
+
+/// A compiled search over one resource type.
+#[derive(Debug)]
+pub struct Plan {
+    pub resource_type: String,
+    pub branches: Vec<BranchPlan>,
+    /// The applied sort keys (for the self link).
+    pub sort: Vec<SortKey>,
+    pub count: usize,
+    pub total: TotalMode,
+    pub summary: SummaryMode,
+    pub elements: Option<Vec<String>>,
+    /// `(reference parameter, target type)` of this type to include.
+    pub includes: Vec<(String, String)>,
+    /// `(source type, reference parameter)` pointing at this type to include.
+    pub revincludes: Vec<(String, String)>,
+    /// The parameters as applied, in order: the self link and the cursor's query identity.
+    pub applied: Vec<(String, String)>,
+    /// Parameters left out under lenient handling, with the reason.
+    pub ignored: Vec<SearchError>,
+    pub cursor: Option<String>,
+}
+
+/// One mapping's part of a search.
+#[derive(Debug)]
+pub struct BranchPlan {
+    pub index: usize,
+    pub mapping: Arc<Mapping>,
+    pub cond: Cond,
+    /// For unpivoting mappings: which variants the search admits.
+    pub variants: Option<Vec<bool>>,
+    pub sort: Vec<SortColumn>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SortColumn {
+    pub column: ColumnRef,
+    /// Position in the mapping's SELECT list.
+    pub index: usize,
+    pub descending: bool,
+}
+
+impl BranchPlan {
+    pub fn variant_allowed(&self, variant: usize) -> bool {
+        self.variants.as_ref().is_none_or(|mask| mask[variant])
+    }
+}
+
+/// Compiles `request` against `def`. `strict` turns unsupported parameters into errors.
+pub fn plan(
+    def: &ResourceDef,
+    all: &BTreeMap<String, ResourceDef>,
+    request: SearchRequest,
+    strict: bool,
+    timezone: Tz,
+    now: NaiveDateTime,
+) -> Result<Plan, Vec<SearchError>> {
+    let mut errors = Vec::new();
+    let mut ignored = Vec::new();
+    let mut applied = Vec::new();
+    let mut branches: Vec<BranchPlan> = def
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(index, mapping)| BranchPlan {
+            index,
+            mapping: mapping.clone(),
+            cond: Cond::True,
+            variants: (!mapping.variants.is_empty()).then(|| vec![true; mapping.variants.len()]),
+            sort: Vec::new(),
+        })
+        .collect();
+    let skip = |error: SearchError, errors: &mut Vec<SearchError>, ignored: &mut Vec<SearchError>| {
+        if strict { errors.push(error) } else { ignored.push(error) }
+    };
+
+    for clause in &request.clauses {
+        if clause.values.iter().all(|v| v.is_empty()) {
+            // R4: a parameter with an empty value is ignored.
+            continue;
+        }
+        let supported = match clause.name.as_str() {
+            "_id" => true,
+            "_lastUpdated" => def.mappings.iter().any(|m| m.last_updated.is_some()),
+            name => def.search.contains_key(name),
+        };
+        if !supported {
+            let why = if clause.name.contains('.') {
+                "chained parameters are not supported"
+            } else {
+                "not a search parameter of this resource type on this server"
+            };
+            skip(SearchError::unsupported(&clause.key(), why), &mut errors, &mut ignored);
+            continue;
+        }
+        let mut clause_ok = true;
+        for branch in &mut branches {
+            match clause_cond(&branch.mapping, clause, timezone, now) {
+                Ok(ClauseCond { cond, variants }) => {
+                    branch.cond = Cond::and(vec![std::mem::replace(&mut branch.cond, Cond::True), cond]);
+                    if let (Some(mask), Some(allowed)) = (&mut branch.variants, variants) {
+                        for (slot, ok) in mask.iter_mut().zip(allowed) {
+                            *slot &= ok;
+                        }
+                    }
+                }
+                Err(error) => {
+                    clause_ok = false;
+                    if !errors.contains(&error) {
+                        errors.push(error);
+                    }
+                }
+            }
+        }
+        if clause_ok {
+            applied.push((clause.key(), clause.raw_value.clone()));
+        }
+    }
+    // Variant masks become SQL: a row qualifies when one admitted variant's condition holds on it.
+    for branch in &mut branches {
+        if let Some(mask) = &branch.variants {
+            let any_variant = Cond::or(
+                branch
+                    .mapping
+                    .variants
+                    .iter()
+                    .zip(mask)
+                    .filter(|(_, allowed)| **allowed)
+                    .map(|(variant, _)| predicates_cond(&variant.when, BASE_ALIAS))
+                    .collect(),
+            );
+            branch.cond = Cond::and(vec![std::mem::replace(&mut branch.cond, Cond::True), any_variant]);
+        }
+    }
+
+    let mut sort = Vec::new();
+    for key in &request.sort {
+        match sort_columns(def, &branches, key) {
+            Ok(per_branch) => {
+                for (branch, columns) in branches.iter_mut().zip(per_branch) {
+                    branch.sort.extend(columns);
+                }
+                sort.push(key.clone());
+            }
+            Err(error) => skip(error, &mut errors, &mut ignored),
+        }
+    }
+    if !sort.is_empty() {
+        let text: Vec<String> = sort
+            .iter()
+            .map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.name))
+            .collect();
+        applied.push(("_sort".into(), text.join(",")));
+    }
+
+    let mut includes = Vec::new();
+    for include in &request.includes {
+        let targets: Vec<String> = def
+            .search
+            .get(&include.param)
+            .map(|info| info.targets.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|target| include.target_type.as_ref().is_none_or(|t| t == target) && all.contains_key(target))
+            .collect();
+        match targets.is_empty() {
+            false if include.source_type == def.resource_type => {
+                let mut text = format!("{}:{}", include.source_type, include.param);
+                if let Some(target_type) = &include.target_type {
+                    text.push(':');
+                    text.push_str(target_type);
+                }
+                applied.push(("_include".into(), text));
+                for target in targets {
+                    includes.push((include.param.clone(), target));
+                }
+            }
+            _ => skip(
+                SearchError::unsupported("_include", format!("{}:{} is not a mapped reference of {}", include.source_type, include.param, def.resource_type)),
+                &mut errors,
+                &mut ignored,
+            ),
+        }
+    }
+    let mut revincludes = Vec::new();
+    for include in &request.revincludes {
+        let points_here = all
+            .get(&include.source_type)
+            .and_then(|source| source.search.get(&include.param))
+            .is_some_and(|info| info.kind == SearchType::Reference && info.targets.contains(&def.resource_type));
+        if points_here {
+            applied.push(("_revinclude".into(), format!("{}:{}", include.source_type, include.param)));
+            revincludes.push((include.source_type.clone(), include.param.clone()));
+        } else {
+            skip(
+                SearchError::unsupported("_revinclude", format!("{}:{} is not a mapped reference to {}", include.source_type, include.param, def.resource_type)),
+                &mut errors,
+                &mut ignored,
+            );
+        }
+    }
+    if request.count_given {
+        applied.push(("_count".into(), request.count.to_string()));
+    }
+    match request.total {
+        TotalMode::None => {}
+        TotalMode::Estimate => applied.push(("_total".into(), "estimate".into())),
+        TotalMode::Accurate => applied.push(("_total".into(), "accurate".into())),
+    }
+    match request.summary {
+        SummaryMode::False => {}
+        SummaryMode::True => applied.push(("_summary".into(), "true".into())),
+        SummaryMode::Data => applied.push(("_summary".into(), "data".into())),
+        SummaryMode::Count => applied.push(("_summary".into(), "count".into())),
+    }
+    if let Some(elements) = &request.elements {
+        applied.push(("_elements".into(), elements.join(",")));
+    }
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Plan {
+        resource_type: def.resource_type.clone(),
+        branches,
+        sort,
+        count: request.count,
+        total: request.total,
+        summary: request.summary,
+        elements: request.elements,
+        includes,
+        revincludes,
+        applied,
+        ignored,
+        cursor: request.cursor,
+    })
+}
+
+struct ClauseCond {
+    cond: Cond,
+    variants: Option<Vec<bool>>,
+}
+
+impl ClauseCond {
+    fn sql(cond: Cond) -> ClauseCond {
+        ClauseCond { cond, variants: None }
+    }
+}
+
+fn column_expr(column: &ColumnRef) -> Expr {
+    Expr::column(&column.alias, &column.column)
+}
+
+fn clause_cond(mapping: &Mapping, clause: &Clause, timezone: Tz, now: NaiveDateTime) -> Result<ClauseCond, SearchError> {
+    let key = clause.key();
+    let modifier = clause.modifier.as_deref();
+    let values: Vec<String> = clause.values.iter().filter(|v| !v.is_empty()).cloned().collect();
+    if clause.name == "_id" {
+        if modifier.is_some() {
+            return Err(SearchError::new(&key, "_id takes no modifier"));
+        }
+        let mut conds = Vec::new();
+        let mut mask = (!mapping.variants.is_empty()).then(|| vec![false; mapping.variants.len()]);
+        for value in &values {
+            if let Some(target) = parse_id(mapping, &unescape(value)) {
+                if let (Some(mask), Some(variant)) = (&mut mask, target.variant) {
+                    mask[variant] = true;
+                }
+                conds.push(target.cond);
+            }
+        }
+        return Ok(ClauseCond {
+            cond: Cond::or(conds),
+            variants: mask,
+        });
+    }
+    if clause.name == "_lastUpdated" {
+        let Some(index) = mapping.last_updated else {
+            return Ok(ClauseCond::sql(Cond::False));
+        };
+        let column = mapping.columns[index].clone();
+        return date_cond(&key, modifier, &values, &column, None, ColumnType::Datetime, timezone, now).map(ClauseCond::sql);
+    }
+    let Some(param) = mapping.search.get(&clause.name) else {
+        // Another mapping of this type serves the parameter; this one has no such element.
+        return Ok(ClauseCond::sql(if modifier == Some("missing") && values.iter().any(|v| v == "true") {
+            Cond::True
+        } else {
+            Cond::False
+        }));
+    };
+    match &param.kind {
+        SearchKind::String { columns } => string_cond(&key, modifier, &values, columns).map(ClauseCond::sql),
+        SearchKind::Token { targets } => token_cond(mapping, &clause.name, &key, modifier, &values, targets),
+        SearchKind::Date {
+            column,
+            time,
+            column_type,
+        } => date_cond(&key, modifier, &values, column, time.as_ref(), *column_type, timezone, now).map(ClauseCond::sql),
+        SearchKind::Reference { targets } => reference_cond(&key, modifier, &values, targets).map(ClauseCond::sql),
+    }
+}
+
+fn present(column: &ColumnRef) -> Cond {
+    Cond::and(vec![
+        Cond::IsNull {
+            expr: column_expr(column),
+            negated: true,
+        },
+        Cond::compare(column_expr(column), CmpOp::Ne, Value::Text(String::new())),
+    ])
+}
+
+fn missing_cond(key: &str, values: &[String], present_cond: Cond) -> Result<Cond, SearchError> {
+    let mut conds = Vec::new();
+    for value in values {
+        match value.as_str() {
+            "true" => conds.push(Cond::negate(present_cond.clone())),
+            "false" => conds.push(present_cond.clone()),
+            other => return Err(SearchError::new(key, format!(":missing takes true or false, got {other:?}"))),
+        }
+    }
+    Ok(Cond::or(conds))
+}
+
+fn string_cond(key: &str, modifier: Option<&str>, values: &[String], columns: &[ColumnRef]) -> Result<Cond, SearchError> {
+    if modifier == Some("missing") {
+        return missing_cond(key, values, Cond::or(columns.iter().map(present).collect()));
+    }
+    let mode = match modifier {
+        None => Some(LikeMode::StartsWith),
+        Some("contains") => Some(LikeMode::Contains),
+        Some("exact") => None,
+        Some(other) => {
+            return Err(SearchError::new(key, format!("modifier :{other} is not supported on string parameters (use :exact, :contains or :missing)")));
+        }
+    };
+    let mut alternatives = Vec::new();
+    for value in values {
+        let text = unescape(value);
+        for column in columns {
+            alternatives.push(match mode {
+                Some(mode) => Cond::Like {
+                    expr: column_expr(column),
+                    text: text.clone(),
+                    mode,
+                },
+                None => Cond::ExactText {
+                    expr: column_expr(column),
+                    text: text.clone(),
+                },
+            });
+        }
+    }
+    Ok(Cond::or(alternatives))
+}
+
+/// `(system, code)` of a token value; `system` is `Some("")` for `|code`.
+fn parse_token(key: &str, value: &str) -> Result<(Option<String>, String), SearchError> {
+    let parts = split_escaped(value, '|');
+    match parts.as_slice() {
+        [code] => Ok((None, unescape(code))),
+        [system, code] => Ok((Some(unescape(system)), unescape(code))),
+        _ => Err(SearchError::new(key, format!("a token is [system|]code, got {value:?}"))),
+    }
+}
+
+fn system_matches(requested: &Option<String>, declared: &Option<String>) -> bool {
+    match requested {
+        None => true,
+        Some(system) if system.is_empty() => declared.is_none(),
+        Some(system) => declared.as_deref() == Some(system.as_str()),
+    }
+}
+
+fn token_cond(
+    mapping: &Mapping,
+    name: &str,
+    key: &str,
+    modifier: Option<&str>,
+    values: &[String],
+    targets: &[TokenTarget],
+) -> Result<ClauseCond, SearchError> {
+    let negated = match modifier {
+        None => false,
+        Some("not") => true,
+        Some("missing") => {
+            let present = Cond::or(
+                targets
+                    .iter()
+                    .map(|target| match target {
+                        TokenTarget::Column { column, .. } => present(column),
+                        TokenTarget::Constant { .. } | TokenTarget::PerVariant => Cond::True,
+                    })
+                    .collect(),
+            );
+            return missing_cond(key, values, present).map(ClauseCond::sql);
+        }
+        Some(other) => {
+            return Err(SearchError::new(key, format!("modifier :{other} is not supported on token parameters (use :not or :missing)")));
+        }
+    };
+    let tokens: Vec<(Option<String>, String)> = values.iter().map(|v| parse_token(key, v)).collect::<Result<_, _>>()?;
+    let mut alternatives = Vec::new();
+    let mut variant_mask: Option<Vec<bool>> = None;
+    for target in targets {
+        match target {
+            TokenTarget::Column { system, column, map } => {
+                for (requested, code) in &tokens {
+                    if !system_matches(requested, system) {
+                        continue;
+                    }
+                    if code.is_empty() {
+                        alternatives.push(present(column));
+                        continue;
+                    }
+                    match map {
+                        Some(map) => {
+                            let (legacy, default_matches) = map.reverse(code);
+                            let legacy: Vec<Value> = legacy.into_iter().map(Value::Text).collect();
+                            alternatives.push(Cond::In {
+                                expr: column_expr(column),
+                                values: legacy,
+                                negated: false,
+                            });
+                            if default_matches {
+                                let listed = map.listed_values().into_iter().map(Value::Text).collect();
+                                alternatives.push(Cond::and(vec![
+                                    present(column),
+                                    Cond::In {
+                                        expr: column_expr(column),
+                                        values: listed,
+                                        negated: true,
+                                    },
+                                ]));
+                            }
+                        }
+                        None => alternatives.push(Cond::compare(column_expr(column), CmpOp::Eq, Value::Text(code.clone()))),
+                    }
+                }
+            }
+            TokenTarget::Constant { system, code: constant } => {
+                let hit = tokens
+                    .iter()
+                    .any(|(requested, code)| system_matches(requested, system) && (code.is_empty() || code == constant));
+                alternatives.push(if hit { Cond::True } else { Cond::False });
+            }
+            TokenTarget::PerVariant => {
+                let mask = mapping
+                    .variants
+                    .iter()
+                    .map(|variant| {
+                        variant.search.get(name).is_some_and(|codes| {
+                            codes.iter().any(|(system, constant)| {
+                                tokens.iter().any(|(requested, code)| {
+                                    system_matches(requested, system) && (code.is_empty() || code == constant)
+                                })
+                            })
+                        })
+                    })
+                    .collect::<Vec<bool>>();
+                variant_mask = Some(mask);
+            }
+        }
+    }
+    if let Some(mask) = variant_mask {
+        let mask = if negated { mask.iter().map(|m| !m).collect() } else { mask };
+        return Ok(ClauseCond {
+            cond: Cond::True,
+            variants: Some(mask),
+        });
+    }
+    let matched = Cond::or(alternatives);
+    if !negated {
+        return Ok(ClauseCond::sql(matched));
+    }
+    // :not also matches resources that lack the element altogether.
+    let absent: Vec<Cond> = targets
+        .iter()
+        .filter_map(|target| match target {
+            TokenTarget::Column { column, .. } => Some(Cond::negate(present(column))),
+            _ => None,
+        })
+        .collect();
+    let mut either = vec![Cond::negate(matched)];
+    either.extend(absent);
+    Ok(ClauseCond::sql(Cond::or(either)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn date_cond(
+    key: &str,
+    modifier: Option<&str>,
+    values: &[String],
+    column: &ColumnRef,
+    time: Option<&ColumnRef>,
+    column_type: ColumnType,
+    timezone: Tz,
+    now: NaiveDateTime,
+) -> Result<Cond, SearchError> {
+    let date_floor = chrono::NaiveDate::from_ymd_opt(1, 1, 2).expect("valid date");
+    let present = Cond::and(vec![
+        Cond::IsNull {
+            expr: column_expr(column),
+            negated: true,
+        },
+        // Sentinel dates (0000-00-00, 0001-01-01) mean "no date" in legacy schemas.
+        Cond::compare(column_expr(column), CmpOp::Ge, Value::Date(date_floor)),
+    ]);
+    match modifier {
+        None => {}
+        Some("missing") => return missing_cond(key, values, present),
+        Some(other) => {
+            return Err(SearchError::new(key, format!("modifier :{other} is not supported on date parameters (use :missing)")));
+        }
+    }
+    let mut alternatives = Vec::new();
+    for value in values {
+        let query = parse_date_query(value, timezone).map_err(|message| SearchError::new(key, message))?;
+        alternatives.push(match (column_type, time) {
+            (ColumnType::Datetime, _) => point_cond(&query, now, |op, at| Cond::compare(column_expr(column), op, Value::DateTime(at))),
+            (ColumnType::Date, Some(time)) => point_cond(&query, now, |op, at| split_compare(column, time, op, at)),
+            (ColumnType::Date, None) => day_cond(column, &query, now),
+        });
+    }
+    Ok(Cond::and(vec![present, Cond::or(alternatives)]))
+}
+
+/// Date search against a target that is an instant `t`: the conditions of R4-52 for a point.
+fn point_cond(query: &DateQuery, now: NaiveDateTime, cmp: impl Fn(CmpOp, NaiveDateTime) -> Cond) -> Cond {
+    let range = query.range;
+    let within = |start, end| Cond::and(vec![cmp(CmpOp::Ge, start), cmp(CmpOp::Lt, end)]);
+    match query.prefix {
+        Prefix::Eq => within(range.start, range.end),
+        Prefix::Ne => Cond::or(vec![cmp(CmpOp::Lt, range.start), cmp(CmpOp::Ge, range.end)]),
+        Prefix::Lt | Prefix::Eb => cmp(CmpOp::Lt, range.start),
+        Prefix::Le => cmp(CmpOp::Lt, range.end),
+        Prefix::Gt | Prefix::Sa => cmp(CmpOp::Ge, range.end),
+        Prefix::Ge => cmp(CmpOp::Ge, range.start),
+        Prefix::Ap => {
+            let wide = approximate(range, now);
+            within(wide.start, wide.end)
+        }
+    }
+}
+
+/// Compares a (date column, time column) pair with a local date-time, keeping a plain range on the
+/// date column so its index stays usable.
+fn split_compare(date: &ColumnRef, time: &ColumnRef, op: CmpOp, at: NaiveDateTime) -> Cond {
+    let day = Value::Date(at.date());
+    let clock = Value::Time(at.time());
+    let (date_op, time_op) = match op {
+        CmpOp::Lt => (CmpOp::Lt, CmpOp::Lt),
+        CmpOp::Ge => (CmpOp::Gt, CmpOp::Ge),
+        _ => unreachable!("point conditions only use < and >="),
+    };
+    let bound_op = if op == CmpOp::Lt { CmpOp::Le } else { CmpOp::Ge };
+    Cond::and(vec![
+        Cond::compare(column_expr(date), bound_op, day.clone()),
+        Cond::or(vec![
+            Cond::compare(column_expr(date), date_op, day.clone()),
+            Cond::and(vec![
+                Cond::compare(column_expr(date), CmpOp::Eq, day),
+                Cond::compare(column_expr(time), time_op, clock),
+            ]),
+        ]),
+    ])
+}
+
+/// Date search against a date column: the target is the whole day `[d, d+1)`.
+fn day_cond(column: &ColumnRef, query: &DateQuery, now: NaiveDateTime) -> Cond {
+    let day = TimeDelta::days(1);
+    let cmp = |op, date| Cond::compare(column_expr(column), op, Value::Date(date));
+    let contained = |start: NaiveDateTime, end: NaiveDateTime| {
+        // start <= d and d + 1 day <= end
+        Cond::and(vec![cmp(CmpOp::Ge, ceil_day(start)), cmp(CmpOp::Le, (end - day).date())])
+    };
+    let range = query.range;
+    match query.prefix {
+        Prefix::Eq => contained(range.start, range.end),
+        Prefix::Ne => Cond::negate(contained(range.start, range.end)),
+        // The day starts before the value's range starts.
+        Prefix::Lt => cmp(CmpOp::Lt, ceil_day(range.start)),
+        Prefix::Le => cmp(CmpOp::Lt, ceil_day(range.end)),
+        // The day ends after the value's range ends: d + 1 > end.
+        Prefix::Gt => cmp(CmpOp::Ge, (range.end - day).date() + day),
+        Prefix::Ge => cmp(CmpOp::Ge, (range.start - day).date() + day),
+        Prefix::Sa => cmp(CmpOp::Ge, ceil_day(range.end)),
+        Prefix::Eb => cmp(CmpOp::Le, (range.start - day).date()),
+        Prefix::Ap => {
+            let wide = approximate(range, now);
+            Cond::and(vec![cmp(CmpOp::Ge, wide.start.date()), cmp(CmpOp::Lt, ceil_day(wide.end))])
+        }
+    }
+}
+
+fn reference_cond(key: &str, modifier: Option<&str>, values: &[String], targets: &[ReferenceTarget]) -> Result<Cond, SearchError> {
+    let mut type_filter = None;
+    match modifier {
+        None => {}
+        Some("missing") => {
+            let present = Cond::or(targets.iter().map(|t| Cond::and(t.columns.iter().map(present).collect())).collect());
+            return missing_cond(key, values, present);
+        }
+        Some(resource_type) if resource_type.starts_with(|c: char| c.is_ascii_uppercase()) => type_filter = Some(resource_type),
+        Some(other) => {
+            let names: Vec<String> = targets.iter().map(|t| format!(":{}", t.target_type)).collect();
+            return Err(SearchError::new(key, format!("modifier :{other} is not supported on reference parameters (use {} or :missing)", names.join(", "))));
+        }
+    }
+    let mut alternatives = Vec::new();
+    for value in values {
+        let value = unescape(value);
+        let path = value.split("/_history/").next().unwrap_or_default();
+        let segments: Vec<&str> = path.rsplitn(3, '/').collect();
+        let (explicit_type, id) = match segments.as_slice() {
+            [id] => (None, *id),
+            [id, resource_type, ..] => (Some(*resource_type), *id),
+            [] => continue,
+        };
+        for target in targets {
+            let wanted = explicit_type.or(type_filter);
+            if wanted.is_some_and(|t| t != target.target_type) || type_filter.is_some_and(|t| t != target.target_type) {
+                continue;
+            }
+            if let Some(cond) = reference_key_cond(target, id) {
+                alternatives.push(cond);
+            }
+        }
+    }
+    Ok(Cond::or(alternatives))
+}
+
+/// `columns = key parts of id` for one reference target, or `None` if `id` cannot be one of its ids.
+fn reference_key_cond(target: &ReferenceTarget, id: &str) -> Option<Cond> {
+    let parts = key_parts(id, &target.target_prefix, target.columns.len())?;
+    let mut conds = Vec::new();
+    for (column, part) in target.columns.iter().zip(parts) {
+        let value = if target.text_key {
+            Value::Text(part.to_owned())
+        } else {
+            Value::Int(part.parse::<i64>().ok().filter(|n| n.to_string() == part)?)
+        };
+        conds.push(Cond::compare(column_expr(column), CmpOp::Eq, value));
+    }
+    Some(Cond::and(conds))
+}
+
+/// Splits `id` (after `prefix`) into `count` key parts, or `None` if it cannot be one of ours.
+fn key_parts<'a>(id: &'a str, prefix: &str, count: usize) -> Option<Vec<&'a str>> {
+    let rest = id.strip_prefix(prefix)?;
+    let parts: Vec<&str> = rest.split('-').collect();
+    let valid = parts.len() == count
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+    valid.then_some(parts)
+}
+
+/// Where a logical id points inside one mapping.
+pub struct IdTarget {
+    pub cond: Cond,
+    pub variant: Option<usize>,
+}
+
+/// Parses a logical id for `mapping`: prefix, key parts, and the variant key for unpivots.
+pub fn parse_id(mapping: &Mapping, id: &str) -> Option<IdTarget> {
+    let key_count = mapping.id.columns.len();
+    let (key_part, variant) = if mapping.variants.is_empty() {
+        (id, None)
+    } else {
+        let (key, variant_key) = id.rsplit_once('-')?;
+        let variant = mapping.variants.iter().position(|v| v.key == variant_key)?;
+        (key, Some(variant))
+    };
+    let parts = key_parts(key_part, &mapping.id.prefix, key_count)?;
+    let mut conds = Vec::new();
+    for (&index, part) in mapping.id.columns.iter().zip(parts) {
+        let value = if mapping.id.text {
+            Value::Text(part.to_owned())
+        } else {
+            // Only canonical integers, so that the id read back equals the id asked for.
+            let number: i64 = part.parse().ok()?;
+            if number.to_string() != part {
+                return None;
+            }
+            Value::Int(number)
+        };
+        conds.push(Cond::compare(column_expr(&mapping.columns[index]), CmpOp::Eq, value));
+    }
+    if let Some(variant) = variant {
+        conds.push(predicates_cond(&mapping.variants[variant].when, BASE_ALIAS));
+    }
+    Some(IdTarget {
+        cond: Cond::and(conds),
+        variant,
+    })
+}
+
+fn sort_columns(def: &ResourceDef, branches: &[BranchPlan], key: &SortKey) -> Result<Vec<Vec<SortColumn>>, SearchError> {
+    let unsupported = || SearchError::unsupported("_sort", format!("cannot sort {} by {}", def.resource_type, key.name));
+    let mut per_branch = Vec::new();
+    for branch in branches {
+        let mapping = &branch.mapping;
+        let columns: Vec<ColumnRef> = match key.name.as_str() {
+            "_id" => mapping.id.columns.iter().map(|&i| mapping.columns[i].clone()).collect(),
+            "_lastUpdated" => match mapping.last_updated {
+                Some(index) => vec![mapping.columns[index].clone()],
+                None => return Err(unsupported()),
+            },
+            name => {
+                if !def.search.get(name).is_some_and(|info| info.sortable) {
+                    return Err(unsupported());
+                }
+                match mapping.search.get(name).map(|p| &p.kind) {
+                    Some(SearchKind::String { columns }) => vec![columns[0].clone()],
+                    Some(SearchKind::Date { column, time, .. }) => {
+                        let mut columns = vec![column.clone()];
+                        columns.extend(time.clone());
+                        columns
+                    }
+                    Some(SearchKind::Token { targets }) => match targets.as_slice() {
+                        [TokenTarget::Column { column, .. }] => vec![column.clone()],
+                        _ => return Err(unsupported()),
+                    },
+                    _ => return Err(unsupported()),
+                }
+            }
+        };
+        let sort = columns
+            .into_iter()
+            .map(|column| {
+                let index = mapping.column_index(&column).expect("search columns are selected");
+                SortColumn {
+                    column,
+                    index,
+                    descending: key.descending,
+                }
+            })
+            .collect();
+        per_branch.push(sort);
+    }
+    Ok(per_branch)
+}
+
+/// SQL for a list of adapter predicates on `alias`'s table.
+pub fn predicates_cond(predicates: &[Predicate], default_alias: &str) -> Cond {
+    Cond::and(predicates.iter().map(|p| predicate_cond(p, default_alias)).collect())
+}
+
+fn predicate_cond(predicate: &Predicate, default_alias: &str) -> Cond {
+    let alias = if predicate.column.alias.is_empty() { default_alias } else { &predicate.column.alias };
+    let expr = Expr::column(alias, &predicate.column.column);
+    match &predicate.op {
+        PredicateOp::Equals(value) => Cond::compare(expr, CmpOp::Eq, value.clone()),
+        PredicateOp::NotEquals(value) => Cond::compare(expr, CmpOp::Ne, value.clone()),
+        PredicateOp::In(values) => Cond::In {
+            expr,
+            values: values.clone(),
+            negated: false,
+        },
+        PredicateOp::NotIn(values) => Cond::In {
+            expr,
+            values: values.clone(),
+            negated: true,
+        },
+        PredicateOp::Null(null) => Cond::IsNull { expr, negated: !null },
+        PredicateOp::Empty(true) => Cond::or(vec![
+            Cond::IsNull {
+                expr: expr.clone(),
+                negated: false,
+            },
+            Cond::compare(expr, CmpOp::Eq, Value::Text(String::new())),
+        ]),
+        PredicateOp::Empty(false) => Cond::and(vec![
+            Cond::IsNull {
+                expr: expr.clone(),
+                negated: true,
+            },
+            Cond::compare(expr, CmpOp::Ne, Value::Text(String::new())),
+        ]),
+        PredicateOp::Positive => Cond::compare(expr, CmpOp::Gt, Value::Int(0)),
+        PredicateOp::EqualsColumn(other) => Cond::Compare {
+            left: expr,
+            op: CmpOp::Eq,
+            right: Expr::column(&other.alias, &other.column),
+        },
+    }
+}
+
+/// The mapping's FROM, joins, row filter and `latest` rule, with `extra` ANDed in.
+fn base_select(mapping: &Mapping, columns: Vec<Expr>, extra: Cond) -> Select {
+    let joins = mapping.joins.iter().map(join).collect();
+    let mut filter = vec![predicates_cond(&mapping.filter, BASE_ALIAS)];
+    if let Some(latest) = &mapping.latest {
+        let newer_alias = "newer";
+        let mut conds: Vec<Cond> = latest
+            .partition
+            .iter()
+            .map(|column| Cond::Compare {
+                left: Expr::column(newer_alias, &column.column),
+                op: CmpOp::Eq,
+                right: column_expr(column),
+            })
+            .collect();
+        conds.push(Cond::Compare {
+            left: Expr::column(newer_alias, &latest.column.column),
+            op: CmpOp::Gt,
+            right: column_expr(&latest.column),
+        });
+        filter.push(Cond::Exists {
+            select: Box::new(Select {
+                columns: vec![Expr::Value(Value::Int(1))],
+                from: TableRef {
+                    table: mapping.table.clone(),
+                    alias: newer_alias.into(),
+                },
+                joins: Vec::new(),
+                filter: Cond::and(conds),
+                order_by: Vec::new(),
+                limit: None,
+            }),
+            negated: true,
+        });
+    }
+    filter.push(extra);
+    Select {
+        columns,
+        from: TableRef {
+            table: mapping.table.clone(),
+            alias: BASE_ALIAS.into(),
+        },
+        joins,
+        filter: Cond::and(filter),
+        order_by: Vec::new(),
+        limit: None,
+    }
+}
+
+fn join(def: &JoinDef) -> Join {
+    Join {
+        kind: if def.required { JoinKind::Inner } else { JoinKind::Left },
+        table: TableRef {
+            table: def.table.clone(),
+            alias: def.alias.clone(),
+        },
+        on: predicates_cond(&def.on, &def.alias),
+    }
+}
+
+fn selected_columns(mapping: &Mapping) -> Vec<Expr> {
+    mapping.columns.iter().map(column_expr).collect()
+}
+
+/// The SELECT for one page of one branch, after `after` (the previous page's last resource).
+/// `extra` carries conditions from outside the search (the patient compartment).
+pub fn page_select(branch: &BranchPlan, extra: &Cond, after: Option<&CursorKey>, limit: u64) -> Select {
+    let mapping = &branch.mapping;
+    let key_columns: Vec<&ColumnRef> = mapping.id.columns.iter().map(|&i| &mapping.columns[i]).collect();
+    let after_cond = match after {
+        None => Cond::True,
+        Some(cursor) => {
+            let sort_terms: Vec<(Expr, bool, &Value)> = branch
+                .sort
+                .iter()
+                .zip(&cursor.sort)
+                .map(|(s, v)| (column_expr(&s.column), s.descending, v))
+                .collect();
+            if branch.index < cursor.branch {
+                lexicographic_after(&sort_terms, false)
+            } else if branch.index > cursor.branch {
+                lexicographic_after(&sort_terms, true)
+            } else {
+                let mut terms = sort_terms;
+                terms.extend(key_columns.iter().zip(&cursor.key).map(|(c, v)| (column_expr(c), false, v)));
+                // An unpivoted row may still hold variants after the cursor's.
+                lexicographic_after(&terms, !mapping.variants.is_empty())
+            }
+        }
+    };
+    let mut select = base_select(mapping, selected_columns(mapping), Cond::and(vec![branch.cond.clone(), extra.clone(), after_cond]));
+    select.order_by = branch
+        .sort
+        .iter()
+        .map(|s| OrderTerm {
+            expr: column_expr(&s.column),
+            descending: s.descending,
+        })
+        .chain(key_columns.iter().map(|c| OrderTerm {
+            expr: column_expr(c),
+            descending: false,
+        }))
+        .collect();
+    select.limit = Some(limit);
+    select
+}
+
+/// `(terms) > (values)` in sort order (`>=` when `inclusive`), with NULL sorting first ascending,
+/// as MySQL, SQLite and SQL Server order it.
+fn lexicographic_after(terms: &[(Expr, bool, &Value)], inclusive: bool) -> Cond {
+    let equal = |expr: &Expr, value: &Value| match value {
+        Value::Null => Cond::IsNull {
+            expr: expr.clone(),
+            negated: false,
+        },
+        other => Cond::compare(expr.clone(), CmpOp::Eq, other.clone()),
+    };
+    let beyond = |expr: &Expr, descending: bool, value: &Value| match (value, descending) {
+        (Value::Null, false) => Cond::IsNull {
+            expr: expr.clone(),
+            negated: true,
+        },
+        (Value::Null, true) => Cond::False,
+        (other, false) => Cond::compare(expr.clone(), CmpOp::Gt, other.clone()),
+        (other, true) => Cond::or(vec![
+            Cond::compare(expr.clone(), CmpOp::Lt, other.clone()),
+            Cond::IsNull {
+                expr: expr.clone(),
+                negated: false,
+            },
+        ]),
+    };
+    let mut alternatives = Vec::new();
+    for position in 0..terms.len() {
+        let mut conds: Vec<Cond> = terms[..position].iter().map(|(e, _, v)| equal(e, v)).collect();
+        let (expr, descending, value) = &terms[position];
+        conds.push(beyond(expr, *descending, value));
+        alternatives.push(Cond::and(conds));
+    }
+    if inclusive {
+        alternatives.push(Cond::and(terms.iter().map(|(e, _, v)| equal(e, v)).collect()));
+    }
+    Cond::or(alternatives)
+}
+
+/// The SELECT counting a branch's matches: rows, or admitted variants for unpivots.
+pub fn count_select(branch: &BranchPlan, extra: &Cond) -> Select {
+    let mapping = &branch.mapping;
+    let counter = match &branch.variants {
+        None => Expr::CountAll,
+        Some(mask) => Expr::CountWhere(
+            mapping
+                .variants
+                .iter()
+                .zip(mask)
+                .filter(|(_, allowed)| **allowed)
+                .map(|(variant, _)| predicates_cond(&variant.when, BASE_ALIAS))
+                .collect(),
+        ),
+    };
+    base_select(mapping, vec![counter], Cond::and(vec![branch.cond.clone(), extra.clone()]))
+}
+
+/// The SELECT reading rows of `mapping` that satisfy `cond` (a read by id, an include).
+pub fn rows_select(mapping: &Mapping, cond: Cond, limit: Option<u64>) -> Select {
+    let mut select = base_select(mapping, selected_columns(mapping), cond);
+    select.order_by = mapping
+        .id
+        .columns
+        .iter()
+        .map(|&i| OrderTerm {
+            expr: column_expr(&mapping.columns[i]),
+            descending: false,
+        })
+        .collect();
+    select.limit = limit;
+    select
+}
+
+/// Rows of `mapping` whose reference parameter `param` points at one of `ids` of `target_type`.
+pub fn referencing_cond(mapping: &Mapping, param: &str, target_type: &str, ids: &[String]) -> Cond {
+    let Some(SearchKind::Reference { targets }) = mapping.search.get(param).map(|p| &p.kind) else {
+        return Cond::False;
+    };
+    let alternatives = targets
+        .iter()
+        .filter(|t| t.target_type == target_type)
+        .flat_map(|target| ids.iter().filter_map(|id| reference_key_cond(target, id)))
+        .collect();
+    Cond::or(alternatives)
+}
+
+/// The SELECT of a collection's rows for a set of parent rows, keyed by the parents' match values.
+pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) -> Select {
+    let match_count = collection.match_parent.len();
+    let alternatives = parent_keys
+        .iter()
+        .map(|key| {
+            Cond::and(
+                collection.columns[..match_count]
+                    .iter()
+                    .zip(key)
+                    .map(|(column, value)| Cond::compare(Expr::column(COLLECTION_ALIAS, &column.column), CmpOp::Eq, value.clone()))
+                    .collect(),
+            )
+        })
+        .collect();
+    Select {
+        columns: collection.columns.iter().map(column_expr).collect(),
+        from: TableRef {
+            table: collection.table.clone(),
+            alias: COLLECTION_ALIAS.into(),
+        },
+        joins: Vec::new(),
+        filter: Cond::and(vec![predicates_cond(&collection.filter, COLLECTION_ALIAS), Cond::or(alternatives)]),
+        order_by: collection
+            .order_by
+            .iter()
+            .map(|column| OrderTerm {
+                expr: Expr::column(COLLECTION_ALIAS, column),
+                descending: false,
+            })
+            .collect(),
+        limit: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
