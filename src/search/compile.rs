@@ -439,12 +439,13 @@ fn token_cond(
                     match map {
                         Some(map) => {
                             let (legacy, default_matches) = map.reverse(code);
-                            let legacy: Vec<Value> = legacy.into_iter().map(Value::Text).collect();
-                            alternatives.push(Cond::In {
-                                expr: column_expr(column),
-                                values: legacy,
-                                negated: false,
-                            });
+                            if !legacy.is_empty() {
+                                alternatives.push(Cond::In {
+                                    expr: column_expr(column),
+                                    values: legacy.into_iter().map(Value::Text).collect(),
+                                    negated: false,
+                                });
+                            }
                             if default_matches {
                                 let listed = map.listed_values().into_iter().map(Value::Text).collect();
                                 alternatives.push(Cond::and(vec![

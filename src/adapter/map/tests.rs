@@ -1,0 +1,202 @@
+//! Row-to-JSON mapping on hand-made rows: pruning, sentinel values, transforms, unpivot.
+
+use std::path::PathBuf;
+
+use chrono::{NaiveDate, NaiveTime};
+use chrono_tz::Tz;
+use serde_json::json;
+
+use super::{MappedResource, RowData, map_row};
+use crate::adapter::format::MappingFile;
+use crate::adapter::model::Mapping;
+use crate::adapter::validate::{ParsedMapping, validate};
+use crate::adapter::format::ManifestFile;
+use crate::dialect::ast::Value;
+
+const MANIFEST: &str = "version = 1\nname = \"t\"\ntitle = \"T\"\ntimezone = \"America/New_York\"\ndialects = [\"sqlite\"]\n";
+
+/// Builds a one-mapping adapter from TOML text.
+fn mapping(name: &str, text: &str) -> std::sync::Arc<Mapping> {
+    let manifest: ManifestFile = toml::from_str(MANIFEST).unwrap();
+    let spec: MappingFile = toml::from_str(text).unwrap();
+    let parsed = ParsedMapping {
+        file: PathBuf::from(format!("{name}.toml")),
+        name: name.to_owned(),
+        spec,
+    };
+    let adapter = validate(&PathBuf::from("."), &PathBuf::from("adapter.toml"), manifest, vec![parsed]).unwrap_or_else(|e| panic!("{e:#?}"));
+    adapter.resources.values().next().unwrap().mappings[0].clone()
+}
+
+fn tz() -> Tz {
+    "America/New_York".parse().unwrap()
+}
+
+/// A row in SELECT-list order, given as (column, value) pairs.
+fn row(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<Value> {
+    mapping
+        .columns
+        .iter()
+        .map(|c| cells.iter().find(|(name, _)| *name == c.column).map(|(_, v)| v.clone()).unwrap_or(Value::Null))
+        .collect()
+}
+
+fn map_one(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<MappedResource> {
+    let row = row(mapping, cells);
+    map_row(mapping, &RowData { row: &row, children: &[] }, tz(), &|_| true)
+}
+
+const PATIENT: &str = r#"
+version = 1
+resource = "Patient"
+[source]
+table = "p"
+id = { columns = ["pid"] }
+last_updated = "updated"
+[elements]
+identifier = [{ system = "urn:x", value = "$pid", type = { text = "MR" } }, { system = "urn:y", value = "$mrn" }]
+name = [{ family = "$lname", given = ["$fname", "$mname"] }]
+gender = { fn = "map", map = "sex", column = "sex" }
+birthDate = { fn = "date", column = "dob" }
+active = { fn = "boolean", column = "active" }
+generalPractitioner = [{ reference = { fn = "reference", resource = "Patient", columns = ["gp"] } }]
+note = { fn = "concat", parts = ["$lname", "$fname"], separator = ", " }
+[maps.sex]
+values = { F = "female", M = "male" }
+default = "unknown"
+"#;
+
+#[test]
+fn absent_values_prune_their_parents() {
+    let patient = mapping("Patient", PATIENT);
+    let mapped = map_one(
+        &patient,
+        &[
+            ("pid", Value::Int(7)),
+            ("mrn", Value::Text("   ".into())),
+            ("lname", Value::Text("Doe ".into())),
+            ("fname", Value::Text("".into())),
+            ("mname", Value::Null),
+            ("sex", Value::Text("X".into())),
+            ("dob", Value::Text("0000-00-00".into())),
+            ("active", Value::Int(1)),
+            ("gp", Value::Int(0)),
+            ("updated", Value::Text("2024-07-01 09:30:00".into())),
+        ],
+    );
+    assert_eq!(mapped.len(), 1);
+    assert_eq!(
+        mapped[0].resource,
+        json!({
+            "resourceType": "Patient",
+            "id": "7",
+            "meta": {"lastUpdated": "2024-07-01T09:30:00-04:00"},
+            "identifier": [{"system": "urn:x", "value": "7", "type": {"text": "MR"}}],
+            "name": [{"family": "Doe"}],
+            "gender": "unknown",
+            "active": true,
+            "note": "Doe"
+        })
+    );
+}
+
+#[test]
+fn dates_from_typed_and_text_cells_agree() {
+    let patient = mapping("Patient", PATIENT);
+    for dob in [
+        Value::Date(NaiveDate::from_ymd_opt(1980, 2, 29).unwrap()),
+        Value::Text("1980-02-29".into()),
+        Value::DateTime(NaiveDate::from_ymd_opt(1980, 2, 29).unwrap().and_time(NaiveTime::MIN)),
+    ] {
+        let mapped = map_one(&patient, &[("pid", Value::Int(1)), ("dob", dob.clone())]);
+        assert_eq!(mapped[0].resource["birthDate"], "1980-02-29", "{dob:?}");
+    }
+    let sentinel = map_one(&patient, &[("pid", Value::Int(1)), ("dob", Value::Date(NaiveDate::from_ymd_opt(1, 1, 1).unwrap()))]);
+    assert!(sentinel[0].resource.get("birthDate").is_none());
+}
+
+#[test]
+fn rows_without_a_usable_key_yield_nothing() {
+    let patient = mapping("Patient", PATIENT);
+    assert!(map_one(&patient, &[("pid", Value::Null)]).is_empty());
+    assert!(map_one(&patient, &[("pid", Value::Text("a b".into()))]).is_empty());
+}
+
+const VITALS: &str = r#"
+version = 1
+resource = "Observation"
+[source]
+table = "v"
+id = { prefix = "vs-", columns = ["id"] }
+[elements]
+status = "final"
+effectiveDateTime = { fn = "datetime", column = "day", time = "clock" }
+[[unpivot]]
+key = "weight"
+when = [{ column = "weight", positive = true }]
+[unpivot.elements]
+code = { text = "weight" }
+valueQuantity = { value = { fn = "number", column = "weight", multiply = 0.45359237, decimals = 1 }, unit = "kg" }
+[[unpivot]]
+key = "bp"
+when = [{ column = "bps", not_in = ["", "0"] }]
+[unpivot.elements]
+code = { text = "bp" }
+component = [{ code = { text = "sys" }, valueQuantity = { value = { fn = "number", column = "bps" } } }, { code = { text = "dia" }, valueQuantity = { value = { fn = "number", column = "bpd" } } }]
+"#;
+
+#[test]
+fn unpivot_yields_one_resource_per_recorded_measurement() {
+    let vitals = mapping("Observation", VITALS);
+    let cells = [
+        ("id", Value::Int(3)),
+        ("day", Value::Date(NaiveDate::from_ymd_opt(2024, 1, 15).unwrap())),
+        ("clock", Value::Text("08:05:00".into())),
+        ("weight", Value::Decimal("150.000000".parse().unwrap())),
+        ("bps", Value::Text("120".into())),
+        ("bpd", Value::Text("".into())),
+    ];
+    let mapped = map_one(&vitals, &cells);
+    let ids: Vec<&str> = mapped.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, vec!["vs-3-weight", "vs-3-bp"]);
+    assert_eq!(mapped[0].resource["valueQuantity"], json!({"value": 68, "unit": "kg"}));
+    assert_eq!(mapped[0].resource["effectiveDateTime"], "2024-01-15T08:05:00-05:00");
+    assert_eq!(mapped[1].resource["component"], json!([{"code": {"text": "sys"}, "valueQuantity": {"value": 120}}]));
+    let zero = map_one(&vitals, &[("id", Value::Int(4)), ("weight", Value::Decimal("0.000000".parse().unwrap())), ("bps", Value::Text("0".into()))]);
+    assert!(zero.is_empty(), "0 means not recorded");
+}
+
+#[test]
+fn daylight_saving_gaps_and_folds_have_one_answer() {
+    let vitals = mapping("Observation", VITALS);
+    let at = |day: &str, clock: &str| {
+        let mapped = map_one(&vitals, &[("id", Value::Int(1)), ("day", Value::Text(day.into())), ("clock", Value::Text(clock.into())), ("weight", Value::Int(1))]);
+        mapped[0].resource["effectiveDateTime"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(at("2024-03-10", "02:30:00"), "2024-03-10T03:30:00-04:00", "spring-forward gap");
+    assert_eq!(at("2024-11-03", "01:30:00"), "2024-11-03T01:30:00-04:00", "fall-back fold: the earlier instant");
+}
+
+#[test]
+fn split_and_typed_maps() {
+    let claim = mapping(
+        "Claim",
+        r#"
+version = 1
+resource = "Claim"
+[source]
+table = "c"
+id = { columns = ["a", "b"] }
+[elements]
+modifier = { fn = "split", column = "mods", separator = ":", item = { coding = [{ code = "$_" }] } }
+order = { fn = "map", map = "order", column = "kind" }
+[maps.order]
+values = { primary = 1, secondary = 2 }
+default_absent = true
+"#,
+    );
+    let mapped = map_one(&claim, &[("a", Value::Int(1)), ("b", Value::Int(20)), ("mods", Value::Text("25: 59:".into())), ("kind", Value::Text("secondary".into()))]);
+    assert_eq!(mapped[0].id, "1-20");
+    assert_eq!(mapped[0].resource["modifier"], json!([{"coding": [{"code": "25"}]}, {"coding": [{"code": "59"}]}]));
+    assert_eq!(mapped[0].resource["order"], json!(2));
+}

@@ -1,0 +1,106 @@
+//! Adapter validation: every problem is reported at once, with file and key path.
+
+use std::path::{Path, PathBuf};
+
+use crate::adapter;
+
+fn write_adapter(files: &[(&str, &str)]) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("portico-adapter-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
+const MANIFEST: &str = "version = 1\nname = \"t\"\ntitle = \"T\"\ntimezone = \"America/New_York\"\ndialects = [\"mysql\"]\n";
+
+fn issues(dir: &Path) -> Vec<String> {
+    adapter::load(dir).unwrap_err().iter().map(|i| i.to_string()).collect()
+}
+
+#[test]
+fn the_shipped_openemr_adapter_is_valid() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr");
+    let adapter = adapter::load(&dir).unwrap_or_else(|issues| panic!("{issues:#?}"));
+    let types: Vec<&str> = adapter.resources.keys().map(String::as_str).collect();
+    assert_eq!(
+        types,
+        vec!["Appointment", "Claim", "Coverage", "Encounter", "Location", "Observation", "Organization", "Patient", "Practitioner"]
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_location() {
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", "version = 1\nresource = \"Patient\"\ncolour = \"red\"\n[source]\ntable = \"p\"\nid = { columns = [\"pid\"] }\n[elements]\n"),
+    ]);
+    let found = issues(&dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("Patient.toml") && found[0].contains("colour"), "{found:?}");
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let dir = write_adapter(&[
+        ("adapter.toml", "version = 2\nname = \"t\"\ntitle = \"T\"\ntimezone = \"Mars/Olympus\"\ndialects = []\n"),
+        (
+            "Patient.toml",
+            r#"
+version = 1
+resource = "Patient"
+[source]
+table = "p; DROP TABLE x"
+id = { columns = ["pid"] }
+filter = [{ column = "x.active", equals = 1 }, { column = "active", equals = 1, not_equals = 2 }]
+[elements]
+id = "$pid"
+gender = { fn = "map", map = "nope", column = "sex" }
+birthDate = { fn = "dat", column = "dob" }
+name = [{ family = "$l`name" }]
+generalPractitioner = [{ reference = { fn = "reference", resource = "Practitioner", columns = ["gp"] } }]
+[maps.sex]
+values = { F = "female" }
+[search.gender]
+type = "token"
+column = "sex"
+map = "missing-map"
+[search.birthdate]
+type = "date"
+"#,
+        ),
+        ("Observation.vitals.toml", "version = 1\nresource = \"Patient\"\n[source]\ntable = \"v\"\nid = { columns = [\"id\"] }\n[elements]\n"),
+    ]);
+    let found = issues(&dir).join("\n");
+    for expected in [
+        "adapter.toml: version: unsupported adapter format version 2",
+        "adapter.toml: timezone: unknown IANA time zone",
+        "adapter.toml: dialects: at least one dialect is required",
+        "Patient.toml: source.table: \"p; DROP TABLE x\" is not a valid table name",
+        "Patient.toml: source.filter[0].column: unknown table alias \"x\"",
+        "Patient.toml: source.filter[1]: exactly one of",
+        "Patient.toml: elements.id: set by Portico",
+        "Patient.toml: elements.gender.map: no map named \"nope\"",
+        "Patient.toml: elements.birthDate: invalid transform: unknown variant `dat`",
+        "Patient.toml: elements.name[0].family: \"l`name\" is not a valid column name",
+        "Patient.toml: elements.generalPractitioner[0].reference.resource: no mapping produces Practitioner",
+        "Patient.toml: maps.sex: an explicit default is required",
+        "Patient.toml: search.gender.map: no map named \"missing-map\"",
+        "Patient.toml: search.birthdate: a date parameter needs column",
+        "Observation.vitals.toml: resource: file name says Observation but resource = \"Patient\"",
+    ] {
+        assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+    }
+}
+
+#[test]
+fn several_mappings_of_a_type_need_distinct_prefixes() {
+    let mapping = |prefix: &str| format!("version = 1\nresource = \"Organization\"\n[source]\ntable = \"o\"\nid = {{ prefix = \"{prefix}\", columns = [\"id\"] }}\n[elements]\nname = \"$name\"\n");
+    let dir = write_adapter(&[("adapter.toml", MANIFEST), ("Organization.a.toml", &mapping("org-")), ("Organization.b.toml", &mapping("org-x"))]);
+    let found = issues(&dir).join("\n");
+    assert!(found.contains("overlaps another Organization mapping's prefix"), "{found}");
+}

@@ -1,0 +1,279 @@
+//! The search compiler against the real openemr adapter: exact SQL per dialect for every search
+//! case (a snapshot file), plus semantic checks that do not need a database.
+//!
+//! `UPDATE_EXPECT=1 cargo test` rewrites `snapshots/*.sql.txt` after an intended change; review
+//! the diff like code.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use chrono::NaiveDateTime;
+use chrono_tz::Tz;
+
+use super::{Plan, page_select, plan};
+use crate::adapter::{self, Adapter};
+use crate::dialect::ast::{Cond, Value};
+use crate::dialect::{DialectKind, render};
+use crate::search::cursor::CursorKey;
+use crate::search::parse::parse;
+
+fn openemr() -> Adapter {
+    adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr")).expect("openemr adapter is valid")
+}
+
+fn now() -> NaiveDateTime {
+    NaiveDateTime::parse_from_str("2025-06-15 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
+}
+
+fn compile(adapter: &Adapter, resource_type: &str, query: &str, strict: bool) -> Result<Plan, Vec<crate::search::SearchError>> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let request = parse(&pairs)?;
+    let tz: Tz = adapter.timezone;
+    plan(&adapter.resources[resource_type], &adapter.resources, request, strict, tz, now())
+}
+
+/// Every search case the MySQL and SQLite suites must render identically in meaning.
+const CASES: &[(&str, &str)] = &[
+    ("Patient", ""),
+    ("Patient", "_id=42"),
+    ("Patient", "_id=42,43&_id=43"),
+    ("Patient", "_id=abc"),
+    ("Patient", "_lastUpdated=ge2025-01-01"),
+    ("Patient", "family=Smi"),
+    ("Patient", "family:exact=Smith"),
+    ("Patient", "family:contains=mit"),
+    ("Patient", "family=Smi,Jon&given=Ma"),
+    ("Patient", "name=o'br%_!"),
+    ("Patient", "family:missing=true"),
+    ("Patient", "gender=female"),
+    ("Patient", "gender=http://hl7.org/fhir/administrative-gender|male"),
+    ("Patient", "gender=other"),
+    ("Patient", "gender=http://example.org/wrong|male"),
+    ("Patient", "gender:not=female"),
+    ("Patient", "gender:missing=true"),
+    ("Patient", "identifier=urn:portico:openemr:pubpid|MRN0000001"),
+    ("Patient", "identifier=MRN0000001"),
+    ("Patient", "identifier=urn:portico:openemr:pid|"),
+    ("Patient", "birthdate=1980"),
+    ("Patient", "birthdate=1980-02-29"),
+    ("Patient", "birthdate=ne1980-02"),
+    ("Patient", "birthdate=lt1980-02-15"),
+    ("Patient", "birthdate=le1980-02-15"),
+    ("Patient", "birthdate=gt1980-02-15"),
+    ("Patient", "birthdate=ge1980-02-15"),
+    ("Patient", "birthdate=sa1980-02-15"),
+    ("Patient", "birthdate=eb1980-02-15"),
+    ("Patient", "birthdate=ap1980-02-15"),
+    ("Patient", "birthdate=ge1980-01-01&birthdate=lt1990-01-01&gender=female"),
+    ("Patient", "birthdate:missing=true"),
+    ("Patient", "death-date=2024-01-01T10:00:00Z"),
+    ("Patient", "general-practitioner=Practitioner/3"),
+    ("Patient", "general-practitioner=http://example.org/fhir/Practitioner/3"),
+    ("Patient", "general-practitioner:Practitioner=3"),
+    ("Patient", "_sort=family,-birthdate"),
+    ("Patient", "_sort=-_lastUpdated&_count=10"),
+    ("Observation", "patient=7"),
+    ("Observation", "patient=Patient/7&category=vital-signs"),
+    ("Observation", "patient=7&category=laboratory"),
+    ("Observation", "patient=7&category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"),
+    ("Observation", "patient=7&code=http://loinc.org|8302-2,http://loinc.org|85354-9"),
+    ("Observation", "patient=7&code=2345-7"),
+    ("Observation", "patient=7&code:not=http://loinc.org|8302-2&category=vital-signs"),
+    ("Observation", "patient=7&category=vital-signs&date=ge2024-01-01T00:00:00Z&date=lt2025-01-01"),
+    ("Observation", "patient=7&status=final,amended"),
+    ("Observation", "_id=vs-70-bp"),
+    ("Observation", "_id=lab-701"),
+    ("Observation", "patient=7&_sort=-date"),
+    ("Appointment", "patient=7"),
+    ("Appointment", "patient=7&date=ge2024-01-01"),
+    ("Appointment", "date=2024-03-01T09:30"),
+    ("Appointment", "actor=Practitioner/3"),
+    ("Appointment", "actor=7"),
+    ("Appointment", "practitioner=3&status=cancelled"),
+    ("Appointment", "location=1&status=booked,arrived"),
+    ("Appointment", "identifier=urn:portico:openemr:pc_eid|70"),
+    ("Claim", "patient=7"),
+    ("Claim", "patient=7&created=ge2024-01-01&status=active&use=claim"),
+    ("Claim", "_id=7-70-3"),
+    ("Claim", "provider=Practitioner/2"),
+    ("Coverage", "patient=7"),
+    ("Coverage", "beneficiary=7&payor=Organization/ins-3"),
+    ("Practitioner", "identifier=http://hl7.org/fhir/sid/us-npi|1910087919"),
+    ("Practitioner", "name=gup"),
+    ("Organization", "name=river"),
+    ("Organization", "_id=ins-3"),
+];
+
+fn render_all(dialect: DialectKind) -> String {
+    let adapter = openemr();
+    let mut out = String::new();
+    for (resource_type, query) in CASES {
+        let plan = compile(&adapter, resource_type, query, true).unwrap_or_else(|e| panic!("{resource_type}?{query}: {e:?}"));
+        writeln!(out, "## {resource_type}?{query}").unwrap();
+        for branch in &plan.branches {
+            if branch.cond == Cond::False {
+                writeln!(out, "-- {}: no match", branch.mapping.name).unwrap();
+                continue;
+            }
+            let query = render(dialect, &page_select(branch, &Cond::True, None, 21));
+            let columns = query.sql.find(" FROM ").unwrap();
+            // The SELECT list is long and the same for every case of a mapping; the rest is what matters.
+            writeln!(out, "-- {}\nSELECT ...{}", branch.mapping.name, &query.sql[columns..]).unwrap();
+            writeln!(out, "   params: {:?}", query.params).unwrap();
+            if let Some(mask) = &branch.variants {
+                let admitted: Vec<&str> = branch.mapping.variants.iter().zip(mask).filter(|(_, a)| **a).map(|(v, _)| v.key.as_str()).collect();
+                writeln!(out, "   variants: {admitted:?}").unwrap();
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn check_snapshot(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/search/compile/snapshots").join(name);
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        let first_difference = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name} differs from the snapshot at line {}:\n  expected: {:?}\n  actual:   {:?}\nrun UPDATE_EXPECT=1 cargo test to accept",
+            first_difference + 1,
+            expected.lines().nth(first_difference),
+            actual.lines().nth(first_difference)
+        );
+    }
+}
+
+#[test]
+fn mysql_sql_for_every_search_case() {
+    check_snapshot("mysql.sql.txt", &render_all(DialectKind::Mysql));
+}
+
+#[test]
+fn sqlite_sql_for_every_search_case() {
+    check_snapshot("sqlite.sql.txt", &render_all(DialectKind::Sqlite));
+}
+
+#[test]
+fn unknown_parameters_are_ignored_leniently_and_rejected_strictly() {
+    let adapter = openemr();
+    let lenient = compile(&adapter, "Patient", "family=Smi&shoe-size=12&subject.name=x", false).unwrap();
+    assert_eq!(lenient.applied, vec![("family".to_owned(), "Smi".to_owned())]);
+    let ignored: Vec<&str> = lenient.ignored.iter().map(|e| e.parameter.as_str()).collect();
+    assert_eq!(ignored, vec!["shoe-size", "subject.name"]);
+    let strict = compile(&adapter, "Patient", "family=Smi&shoe-size=12", true).unwrap_err();
+    assert_eq!(strict.len(), 1);
+    assert_eq!(strict[0].parameter, "shoe-size");
+    assert!(strict[0].unsupported);
+}
+
+#[test]
+fn malformed_values_are_errors_in_both_modes_and_name_the_parameter() {
+    let adapter = openemr();
+    for (resource_type, query, parameter) in [
+        ("Patient", "birthdate=1980-13-01", "birthdate"),
+        ("Patient", "birthdate=yesterday", "birthdate"),
+        ("Patient", "family:sounds-like=x", "family:sounds-like"),
+        ("Patient", "gender:text=x", "gender:text"),
+        ("Patient", "gender=a|b|c", "gender"),
+        ("Patient", "family:missing=maybe", "family:missing"),
+        ("Observation", "patient:identifier=x|1", "patient:identifier"),
+        ("Patient", "_id:exact=1", "_id:exact"),
+    ] {
+        for strict in [false, true] {
+            let errors = compile(&adapter, resource_type, query, strict).unwrap_err();
+            assert_eq!(errors[0].parameter, parameter, "{query}");
+            assert!(!errors[0].unsupported, "{query}");
+        }
+    }
+}
+
+#[test]
+fn empty_values_are_ignored_and_left_out_of_the_self_link() {
+    let adapter = openemr();
+    let plan = compile(&adapter, "Patient", "family=&gender=female", true).unwrap();
+    assert_eq!(plan.applied, vec![("gender".to_owned(), "female".to_owned())]);
+}
+
+#[test]
+fn result_parameters_are_echoed_in_canonical_form() {
+    let adapter = openemr();
+    let plan = compile(&adapter, "Appointment", "patient=1&_include=Appointment:actor:Patient&_revinclude=Claim:patient&_count=5&_sort=-date", false).unwrap();
+    let keys: Vec<&str> = plan.applied.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, vec!["patient", "_sort", "_include", "_count"]);
+    assert_eq!(plan.includes, vec![("actor".to_owned(), "Patient".to_owned())]);
+    assert_eq!(plan.ignored[0].parameter, "_revinclude", "Claim:patient points at Patient, not Appointment");
+    let plan = compile(&adapter, "Patient", "_revinclude=Observation:patient&_revinclude=Appointment:actor", true).unwrap();
+    assert_eq!(plan.revincludes, vec![("Observation".to_owned(), "patient".to_owned()), ("Appointment".to_owned(), "actor".to_owned())]);
+}
+
+#[test]
+fn category_constants_prune_whole_mappings() {
+    let adapter = openemr();
+    let plan = compile(&adapter, "Observation", "category=laboratory", true).unwrap();
+    let conds: Vec<(&str, bool)> = plan.branches.iter().map(|b| (b.mapping.name.as_str(), b.cond == Cond::False)).collect();
+    assert_eq!(conds, vec![("Observation.labs", false), ("Observation.vitals", true)]);
+}
+
+#[test]
+fn code_searches_select_unpivot_variants() {
+    let adapter = openemr();
+    let plan = compile(&adapter, "Observation", "code=http://loinc.org|8480-6", true).unwrap();
+    let vitals = plan.branches.iter().find(|b| b.mapping.name == "Observation.vitals").unwrap();
+    let admitted: Vec<&str> = vitals
+        .mapping
+        .variants
+        .iter()
+        .zip(vitals.variants.as_ref().unwrap())
+        .filter(|(_, a)| **a)
+        .map(|(v, _)| v.key.as_str())
+        .collect();
+    assert_eq!(admitted, vec!["bp"], "a component code finds its panel");
+}
+
+#[test]
+fn cursors_continue_after_the_last_row_in_sort_order() {
+    let adapter = openemr();
+    let plan = compile(&adapter, "Patient", "_sort=-birthdate", true).unwrap();
+    let cursor = CursorKey {
+        sort: vec![Value::Date(chrono::NaiveDate::from_ymd_opt(1980, 5, 1).unwrap())],
+        branch: 0,
+        key: vec![Value::Int(17)],
+        variant: None,
+    };
+    let query = render(DialectKind::Mysql, &page_select(&plan.branches[0], &Cond::True, Some(&cursor), 11));
+    let filter = &query.sql[query.sql.find(" WHERE ").unwrap()..];
+    assert_eq!(
+        filter,
+        " WHERE (`t`.`DOB` < ? OR `t`.`DOB` IS NULL OR (`t`.`DOB` = ? AND `t`.`pid` > ?)) ORDER BY `t`.`DOB` DESC, `t`.`pid` LIMIT 11"
+    );
+    let null_cursor = CursorKey {
+        sort: vec![Value::Null],
+        ..cursor
+    };
+    let query = render(DialectKind::Sqlite, &page_select(&plan.branches[0], &Cond::True, Some(&null_cursor), 11));
+    assert!(query.sql.contains("WHERE (\"t\".\"DOB\" IS NULL AND \"t\".\"pid\" > ?5) ORDER BY"), "{}", query.sql);
+}
+
+#[test]
+fn ids_parse_only_in_canonical_form() {
+    let adapter = openemr();
+    let patient = &adapter.resources["Patient"].mappings[0];
+    assert!(super::parse_id(patient, "42").is_some());
+    for bad in ["042", "4 2", "-1", "42-1", "", "x"] {
+        assert!(super::parse_id(patient, bad).is_none(), "{bad:?}");
+    }
+    let vitals = adapter.resources["Observation"].mappings.iter().find(|m| m.name == "Observation.vitals").unwrap();
+    assert!(super::parse_id(vitals, "vs-12-bp").is_some());
+    assert!(super::parse_id(vitals, "vs-12-nope").is_none());
+    assert!(super::parse_id(vitals, "lab-12").is_none());
+}
