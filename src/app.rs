@@ -27,7 +27,12 @@ pub fn load_adapter(settings: &Settings) -> anyhow::Result<adapter::Adapter> {
     let dir = settings.legacy.adapter_dir();
     let mut adapter = adapter::load(&dir).map_err(|issues| {
         let lines: Vec<String> = issues.iter().map(|i| format!("  {i}")).collect();
-        anyhow::anyhow!("adapter {} has {} problem(s):\n{}", dir.display(), issues.len(), lines.join("\n"))
+        anyhow::anyhow!(
+            "adapter {} has {} problem(s):\n{}",
+            dir.display(),
+            issues.len(),
+            lines.join("\n")
+        )
     })?;
     if let Some(zone) = &settings.legacy.timezone {
         adapter.timezone = zone
@@ -44,13 +49,17 @@ fn cursor_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
         return Ok(secret.expose().as_bytes().to_vec());
     }
     let path = settings.server.state_dir.join("cursor.key");
-    if let Ok(existing) = std::fs::read(&path) {
-        if existing.len() >= 32 {
-            return Ok(existing);
-        }
+    if let Ok(existing) = std::fs::read(&path)
+        && existing.len() >= 32
+    {
+        return Ok(existing);
     }
-    std::fs::create_dir_all(&settings.server.state_dir)
-        .with_context(|| format!("cannot create state directory {}", settings.server.state_dir.display()))?;
+    std::fs::create_dir_all(&settings.server.state_dir).with_context(|| {
+        format!(
+            "cannot create state directory {}",
+            settings.server.state_dir.display()
+        )
+    })?;
     let key = random_key()?;
     write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(key)
@@ -58,7 +67,8 @@ fn cursor_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
 
 fn random_key() -> anyhow::Result<Vec<u8>> {
     let mut key = vec![0u8; 32];
-    let mut file = std::fs::File::open("/dev/urandom").context("no /dev/urandom to make a cursor key")?;
+    let mut file =
+        std::fs::File::open("/dev/urandom").context("no /dev/urandom to make a cursor key")?;
     std::io::Read::read_exact(&mut file, &mut key)?;
     Ok(key)
 }
@@ -76,17 +86,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let adapter = Arc::new(load_adapter(settings)?);
-        let database = db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
+        let database =
+            db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
         if !adapter.dialects.contains(&database.dialect()) {
             anyhow::bail!(
                 "adapter {} does not support {} databases (it lists {:?})",
                 adapter.name,
                 database.dialect().name(),
-                adapter.dialects.iter().map(|d| d.name()).collect::<Vec<_>>()
+                adapter
+                    .dialects
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Vec<_>>()
             );
         }
-        let capability_base: serde_json::Value =
-            serde_json::from_str(BASE_STATEMENT).context("capability-statement.json is not valid JSON")?;
+        let capability_base: serde_json::Value = serde_json::from_str(BASE_STATEMENT)
+            .context("capability-statement.json is not valid JSON")?;
         let state = AppState {
             adapter: adapter.clone(),
             repository: Repository {

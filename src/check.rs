@@ -30,16 +30,30 @@ pub async fn run(config_file: Option<PathBuf>, offline: bool) -> anyhow::Result<
         }
     };
     let mapping_count: usize = adapter.resources.values().map(|r| r.mappings.len()).sum();
-    println!("ok   adapter {} ({}): {} resource types, {mapping_count} mappings", adapter.name, adapter.dir.display(), adapter.resources.len());
+    println!(
+        "ok   adapter {} ({}): {} resource types, {mapping_count} mappings",
+        adapter.name,
+        adapter.dir.display(),
+        adapter.resources.len()
+    );
     if offline {
         return Ok(ExitCode::SUCCESS);
     }
-    let database = db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
+    let database =
+        db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
     if let Err(error) = database.ping().await {
-        println!("FAIL cannot reach {}: {}", redact_url(settings.legacy.url.expose()), error.message);
+        println!(
+            "FAIL cannot reach {}: {}",
+            redact_url(settings.legacy.url.expose()),
+            error.message
+        );
         return Ok(ExitCode::FAILURE);
     }
-    println!("ok   connected to {} ({})", redact_url(settings.legacy.url.expose()), database.dialect().name());
+    println!(
+        "ok   connected to {} ({})",
+        redact_url(settings.legacy.url.expose()),
+        database.dialect().name()
+    );
     let problems = check_live(&adapter, &database).await?;
     for problem in &problems {
         println!("FAIL {problem}");
@@ -65,7 +79,11 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
                 tables.entry(join.table.clone()).or_default();
             }
             let mut need = |table: String, column: &str, kind: Use| {
-                let entry = tables.entry(table).or_default().entry(column.to_owned()).or_insert((Use::Any, file.clone()));
+                let entry = tables
+                    .entry(table)
+                    .or_default()
+                    .entry(column.to_owned())
+                    .or_insert((Use::Any, file.clone()));
                 if kind != Use::Any {
                     entry.0 = kind;
                 }
@@ -84,7 +102,12 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
                 need(table_of(column), &column.column, Use::DateOrTime);
             }
             for param in mapping.search.values() {
-                if let SearchKind::Date { column, time, column_type } = &param.kind {
+                if let SearchKind::Date {
+                    column,
+                    time,
+                    column_type,
+                } = &param.kind
+                {
                     if *column_type == ColumnType::Date || *column_type == ColumnType::Datetime {
                         need(table_of(column), &column.column, Use::DateOrTime);
                     }
@@ -93,8 +116,16 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
                     }
                 }
             }
-            for predicate in mapping.filter.iter().chain(mapping.joins.iter().flat_map(|j| &j.on)) {
-                need(table_of(&predicate.column), &predicate.column.column, Use::Any);
+            for predicate in mapping
+                .filter
+                .iter()
+                .chain(mapping.joins.iter().flat_map(|j| &j.on))
+            {
+                need(
+                    table_of(&predicate.column),
+                    &predicate.column.column,
+                    Use::Any,
+                );
             }
             for collection in &mapping.collections {
                 for column in &collection.columns {
@@ -125,22 +156,42 @@ fn fits(declared: &str, kind: Use) -> bool {
     let declared = declared.to_ascii_lowercase();
     match kind {
         Use::Any => true,
-        Use::IntegerKey => declared.contains("int") || declared.contains("char") || declared.contains("text"),
-        Use::DateOrTime => ["date", "time", "char", "text"].iter().any(|t| declared.contains(t)),
+        Use::IntegerKey => {
+            declared.contains("int") || declared.contains("char") || declared.contains("text")
+        }
+        Use::DateOrTime => ["date", "time", "char", "text"]
+            .iter()
+            .any(|t| declared.contains(t)),
     }
 }
 
 async fn check_live(adapter: &Adapter, database: &Database) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     for (table, columns) in requirements(adapter) {
-        let existing = database.table_columns(&table).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let existing = database
+            .table_columns(&table)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         if existing.is_empty() {
-            problems.push(format!("table {table} does not exist (needed by {})", columns.values().next().map(|c| c.1.as_str()).unwrap_or("the adapter")));
+            problems.push(format!(
+                "table {table} does not exist (needed by {})",
+                columns
+                    .values()
+                    .next()
+                    .map(|c| c.1.as_str())
+                    .unwrap_or("the adapter")
+            ));
             continue;
         }
-        let names: BTreeSet<String> = existing.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+        let names: BTreeSet<String> = existing
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect();
         for (column, (kind, file)) in columns {
-            match existing.iter().find(|(n, _)| n.eq_ignore_ascii_case(&column)) {
+            match existing
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&column))
+            {
                 None if !names.contains(&column.to_ascii_lowercase()) => {
                     problems.push(format!("{table}.{column} does not exist (used in {file})"));
                 }

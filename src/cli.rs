@@ -11,7 +11,11 @@ use crate::db::fixture::FixtureWriter;
 use crate::demo::seed_openemr;
 
 #[derive(Parser)]
-#[command(name = "portico", version, about = "A FHIR R4 facade over legacy practice-management databases")]
+#[command(
+    name = "portico",
+    version,
+    about = "A FHIR R4 facade over legacy practice-management databases"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG").unwrap_or_else(|_| "portico=info,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
+                .unwrap_or_else(|_| "portico=info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -101,9 +106,16 @@ async fn demo(patients: usize, host: String, port: u16, database: PathBuf) -> an
         let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
     }
     let url = format!("sqlite://{}", database.display());
-    eprintln!("Creating {} with {patients} synthetic OpenEMR patients...", database.display());
-    let writer = FixtureWriter::open(&url).await.map_err(|e| anyhow::anyhow!(e.message))?;
-    let counts = seed_openemr(&writer, patients).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    eprintln!(
+        "Creating {} with {patients} synthetic OpenEMR patients...",
+        database.display()
+    );
+    let writer = FixtureWriter::open(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let counts = seed_openemr(&writer, patients)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     writer.close().await;
     let settings = Settings {
         server: ServerSettings {
@@ -125,7 +137,12 @@ async fn demo(patients: usize, host: String, port: u16, database: PathBuf) -> an
     let base = format!("http://{host}:{}/fhir", application.port());
     println!(
         "Portico demo: {} patients, {} appointments, {} vitals forms, {} lab results, {} coverages, {} claim versions.",
-        counts.patients, counts.appointments, counts.vitals, counts.lab_results, counts.coverages, counts.claims
+        counts.patients,
+        counts.appointments,
+        counts.vitals,
+        counts.lab_results,
+        counts.coverages,
+        counts.claims
     );
     println!("FHIR R4 base: {base}\n\nTry:");
     for example in [

@@ -132,7 +132,10 @@ fn default_acquire_timeout_ms() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid settings: {0}")]
     Invalid(String),
 }
@@ -151,7 +154,8 @@ pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settin
                 path: path.to_owned(),
                 source,
             })?;
-            text.parse::<toml::Table>().map_err(|e| ConfigError::Invalid(format!("{}: {}", path.display(), e.message())))?
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Invalid(format!("{}: {}", path.display(), e.message())))?
         }
         None => toml::Table::new(),
     };
@@ -160,7 +164,10 @@ pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settin
         .filter_map(|(k, v)| k.strip_prefix("PORTICO_").map(|rest| (rest, v.as_str())))
         .collect();
     for (name, value) in overrides {
-        let path: Vec<String> = name.split("__").map(|part| part.to_ascii_lowercase()).collect();
+        let path: Vec<String> = name
+            .split("__")
+            .map(|part| part.to_ascii_lowercase())
+            .collect();
         if path.len() != 2 {
             continue;
         }
@@ -178,11 +185,16 @@ pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settin
 
 /// Environment values are text; numbers stay numbers for the keys that are numbers.
 fn env_value(key: &str, value: &str) -> toml::Value {
-    const NUMERIC: &[&str] = &["port", "max_connections", "statement_timeout_ms", "acquire_timeout_ms"];
-    if NUMERIC.contains(&key) {
-        if let Ok(number) = value.parse::<i64>() {
-            return toml::Value::Integer(number);
-        }
+    const NUMERIC: &[&str] = &[
+        "port",
+        "max_connections",
+        "statement_timeout_ms",
+        "acquire_timeout_ms",
+    ];
+    if NUMERIC.contains(&key)
+        && let Ok(number) = value.parse::<i64>()
+    {
+        return toml::Value::Integer(number);
     }
     toml::Value::String(value.to_owned())
 }
@@ -192,7 +204,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -200,8 +215,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("portico-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("portico.toml");
-        std::fs::write(&file, "[legacy]\nadapter = \"openemr\"\nurl = \"mysql://a:b@h/db\"\n[server]\nport = 9000\n").unwrap();
-        let settings = load_from(Some(&file), &env(&[("PORTICO_SERVER__PORT", "9100"), ("PORTICO_LEGACY__STATEMENT_TIMEOUT_MS", "250")])).unwrap();
+        std::fs::write(
+            &file,
+            "[legacy]\nadapter = \"openemr\"\nurl = \"mysql://a:b@h/db\"\n[server]\nport = 9000\n",
+        )
+        .unwrap();
+        let settings = load_from(
+            Some(&file),
+            &env(&[
+                ("PORTICO_SERVER__PORT", "9100"),
+                ("PORTICO_LEGACY__STATEMENT_TIMEOUT_MS", "250"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(settings.server.port, 9100);
         assert_eq!(settings.legacy.statement_timeout_ms, 250);
         assert_eq!(settings.legacy.max_connections, 10);
@@ -210,9 +236,24 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print_and_unknown_keys_fail() {
-        let settings = load_from(None, &env(&[("PORTICO_LEGACY__ADAPTER", "openemr"), ("PORTICO_LEGACY__URL", "mysql://u:hunter2@h/db")])).unwrap();
+        let settings = load_from(
+            None,
+            &env(&[
+                ("PORTICO_LEGACY__ADAPTER", "openemr"),
+                ("PORTICO_LEGACY__URL", "mysql://u:hunter2@h/db"),
+            ]),
+        )
+        .unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
-        let error = load_from(None, &env(&[("PORTICO_LEGACY__ADAPTER", "x"), ("PORTICO_LEGACY__URL", "x"), ("PORTICO_LEGACY__COLOUR", "red")])).unwrap_err();
+        let error = load_from(
+            None,
+            &env(&[
+                ("PORTICO_LEGACY__ADAPTER", "x"),
+                ("PORTICO_LEGACY__URL", "x"),
+                ("PORTICO_LEGACY__COLOUR", "red"),
+            ]),
+        )
+        .unwrap_err();
         assert!(error.to_string().contains("colour"), "{error}");
     }
 }

@@ -51,10 +51,17 @@ impl ApiError {
             ApiError::NotFound(message) => vec![Issue::error(IssueType::NotFound, message.clone())],
             ApiError::MethodNotAllowed(message)
             | ApiError::NotAcceptable(message)
-            | ApiError::UnsupportedMediaType(message) => vec![Issue::error(IssueType::NotSupported, message.clone())],
-            ApiError::Unavailable(message) => vec![Issue::error(IssueType::Transient, message.clone())],
+            | ApiError::UnsupportedMediaType(message) => {
+                vec![Issue::error(IssueType::NotSupported, message.clone())]
+            }
+            ApiError::Unavailable(message) => {
+                vec![Issue::error(IssueType::Transient, message.clone())]
+            }
             ApiError::Timeout(message) => vec![Issue::error(IssueType::Timeout, message.clone())],
-            ApiError::Internal(_) => vec![Issue::error(IssueType::Exception, "internal error; the server log has details")],
+            ApiError::Internal(_) => vec![Issue::error(
+                IssueType::Exception,
+                "internal error; the server log has details",
+            )],
         }
     }
 
@@ -63,7 +70,11 @@ impl ApiError {
             errors
                 .into_iter()
                 .map(|e| {
-                    let code = if e.unsupported { IssueType::NotSupported } else { IssueType::Invalid };
+                    let code = if e.unsupported {
+                        IssueType::NotSupported
+                    } else {
+                        IssueType::Invalid
+                    };
                     Issue::error(code, e.message).at(e.parameter)
                 })
                 .collect(),
@@ -80,7 +91,9 @@ impl From<DbError> for ApiError {
             }
             DbErrorKind::Timeout => {
                 tracing::warn!(error = %error.message, "legacy query timed out");
-                ApiError::Timeout("the practice database did not answer in time; the query was cancelled".into())
+                ApiError::Timeout(
+                    "the practice database did not answer in time; the query was cancelled".into(),
+                )
             }
             DbErrorKind::Query | DbErrorKind::Decode => ApiError::Internal(error.message),
         }
@@ -92,10 +105,14 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "request failed");
         }
-        let body = serde_json::to_vec(&operation_outcome(&self.issues())).expect("outcome serializes");
+        let body =
+            serde_json::to_vec(&operation_outcome(&self.issues())).expect("outcome serializes");
         let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/fhir+json; charset=utf-8"),
+        );
         if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
@@ -110,11 +127,19 @@ mod tests {
     #[test]
     fn every_variant_has_its_status_and_issue_code() {
         let cases = [
-            (ApiError::BadRequest(vec![Issue::error(IssueType::Invalid, "x")]), 400, "invalid"),
+            (
+                ApiError::BadRequest(vec![Issue::error(IssueType::Invalid, "x")]),
+                400,
+                "invalid",
+            ),
             (ApiError::NotFound("x".into()), 404, "not-found"),
             (ApiError::MethodNotAllowed("x".into()), 405, "not-supported"),
             (ApiError::NotAcceptable("x".into()), 406, "not-supported"),
-            (ApiError::UnsupportedMediaType("x".into()), 415, "not-supported"),
+            (
+                ApiError::UnsupportedMediaType("x".into()),
+                415,
+                "not-supported",
+            ),
             (ApiError::Unavailable("x".into()), 503, "transient"),
             (ApiError::Timeout("x".into()), 504, "timeout"),
             (ApiError::Internal("secret detail".into()), 500, "exception"),

@@ -17,7 +17,8 @@ use crate::db::{Database, DbError};
 use crate::dialect::ast::{Cond, Select, Value};
 use crate::dialect::render;
 use crate::search::compile::{
-    BranchPlan, Plan, collection_select, count_select, page_select, parse_id, referencing_cond, rows_select,
+    BranchPlan, Plan, collection_select, count_select, page_select, parse_id, referencing_cond,
+    rows_select,
 };
 use crate::search::cursor::CursorKey;
 
@@ -70,7 +71,12 @@ impl Repository {
         for (row_index, row) in rows.into_iter().enumerate() {
             let row_children: Vec<Vec<&[Value]>> = children
                 .iter()
-                .map(|per_row| per_row[row_index].iter().map(|child| child.as_slice()).collect())
+                .map(|per_row| {
+                    per_row[row_index]
+                        .iter()
+                        .map(|child| child.as_slice())
+                        .collect()
+                })
                 .collect();
             let data = RowData {
                 row: &row,
@@ -96,21 +102,35 @@ impl Repository {
     }
 
     /// For each collection of `mapping`, the child rows of each parent row (one query each).
-    async fn load_collections(&self, mapping: &Mapping, rows: &[Vec<Value>]) -> Result<Vec<Vec<Vec<Vec<Value>>>>, DbError> {
+    async fn load_collections(
+        &self,
+        mapping: &Mapping,
+        rows: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Vec<Vec<Value>>>>, DbError> {
         let mut result = Vec::with_capacity(mapping.collections.len());
         for collection in &mapping.collections {
-            let parent_key = |row: &Vec<Value>| -> Vec<Value> { collection.match_parent.iter().map(|&i| row[i].clone()).collect() };
+            let parent_key = |row: &Vec<Value>| -> Vec<Value> {
+                collection
+                    .match_parent
+                    .iter()
+                    .map(|&i| row[i].clone())
+                    .collect()
+            };
             let text_key = |values: &[Value]| -> Option<String> {
-                values.iter().map(cell_text).collect::<Option<Vec<String>>>().map(|parts| parts.join("\u{1f}"))
+                values
+                    .iter()
+                    .map(cell_text)
+                    .collect::<Option<Vec<String>>>()
+                    .map(|parts| parts.join("\u{1f}"))
             };
             let mut seen = HashSet::new();
             let mut keys = Vec::new();
             for row in rows {
                 let key = parent_key(row);
-                if let Some(text) = text_key(&key) {
-                    if seen.insert(text) {
-                        keys.push(key);
-                    }
+                if let Some(text) = text_key(&key)
+                    && seen.insert(text)
+                {
+                    keys.push(key);
                 }
             }
             let mut grouped: HashMap<String, Vec<Vec<Value>>> = HashMap::new();
@@ -125,7 +145,11 @@ impl Repository {
             }
             let per_row = rows
                 .iter()
-                .map(|row| text_key(&parent_key(row)).and_then(|k| grouped.get(&k).cloned()).unwrap_or_default())
+                .map(|row| {
+                    text_key(&parent_key(row))
+                        .and_then(|k| grouped.get(&k).cloned())
+                        .unwrap_or_default()
+                })
                 .collect();
             result.push(per_row);
         }
@@ -133,16 +157,29 @@ impl Repository {
     }
 
     /// Reads one resource by logical id, or `None` when no row has it (or `extra` hides it).
-    pub async fn read(&self, resource_type: &str, id: &str, extra: &Cond) -> Result<Option<Json>, DbError> {
+    pub async fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+        extra: &Cond,
+    ) -> Result<Option<Json>, DbError> {
         let Some(def) = self.adapter.resources.get(resource_type) else {
             return Ok(None);
         };
         for (branch_index, mapping) in def.mappings.iter().enumerate() {
-            let Some(target) = parse_id(mapping, id) else { continue };
-            let select = rows_select(mapping, Cond::and(vec![target.cond, extra.clone()]), Some(2));
+            let Some(target) = parse_id(mapping, id) else {
+                continue;
+            };
+            let select = rows_select(
+                mapping,
+                Cond::and(vec![target.cond, extra.clone()]),
+                Some(2),
+            );
             let wanted = target.variant;
             let (loaded, _) = self
-                .load(branch_index, mapping, &select, &[], &|variant| wanted.is_none_or(|w| w == variant))
+                .load(branch_index, mapping, &select, &[], &|variant| {
+                    wanted.is_none_or(|w| w == variant)
+                })
                 .await?;
             if let Some(found) = loaded.into_iter().find(|l| l.resource.id == id) {
                 return Ok(Some(found.resource.resource));
@@ -169,7 +206,13 @@ impl Repository {
     }
 
     /// Fetches the page of `plan` that follows `after`.
-    pub async fn search(&self, plan: &Plan, after: Option<&CursorKey>, extra: &Cond, want_total: bool) -> Result<Page, DbError> {
+    pub async fn search(
+        &self,
+        plan: &Plan,
+        after: Option<&CursorKey>,
+        extra: &Cond,
+        want_total: bool,
+    ) -> Result<Page, DbError> {
         let limit = plan.count;
         let sorted = !plan.sort.is_empty();
         let mut collected: Vec<Loaded> = Vec::new();
@@ -187,22 +230,40 @@ impl Repository {
                     break;
                 }
             }
-            let wanted_rows = if sorted { limit + 1 } else { limit + 1 - collected.len().min(limit) };
+            let wanted_rows = if sorted {
+                limit + 1
+            } else {
+                limit + 1 - collected.len().min(limit)
+            };
             let select = page_select(branch, extra, after, wanted_rows as u64);
             let sort_indices: Vec<usize> = branch.sort.iter().map(|s| s.index).collect();
             let (loaded, row_count) = self
-                .load(branch.index, &branch.mapping, &select, &sort_indices, &|v| branch.variant_allowed(v))
+                .load(
+                    branch.index,
+                    &branch.mapping,
+                    &select,
+                    &sort_indices,
+                    &|v| branch.variant_allowed(v),
+                )
                 .await?;
             more_rows |= row_count >= wanted_rows;
             collected.extend(loaded.into_iter().filter(|l| is_after(l, after, branch)));
         }
         if sorted {
-            let descending: Vec<bool> = plan.branches.first().map(|b| b.sort.iter().map(|s| s.descending).collect()).unwrap_or_default();
+            let descending: Vec<bool> = plan
+                .branches
+                .first()
+                .map(|b| b.sort.iter().map(|s| s.descending).collect())
+                .unwrap_or_default();
             collected.sort_by(|a, b| compare_order(&a.order, &b.order, &descending));
         }
         let has_more = collected.len() > limit || (more_rows && collected.len() >= limit);
         collected.truncate(limit);
-        let next = if has_more && limit > 0 { collected.last().map(|l| l.order.clone()) } else { None };
+        let next = if has_more && limit > 0 {
+            collected.last().map(|l| l.order.clone())
+        } else {
+            None
+        };
         let total = if want_total {
             Some(self.count(plan, extra).await?)
         } else if after.is_none() && !has_more {
@@ -222,7 +283,12 @@ impl Repository {
     }
 
     /// Resources pulled in by `_include` and `_revinclude`, without duplicates or page matches.
-    async fn includes(&self, plan: &Plan, page: &[Loaded], extra: &Cond) -> Result<(Vec<Json>, bool), DbError> {
+    async fn includes(
+        &self,
+        plan: &Plan,
+        page: &[Loaded],
+        extra: &Cond,
+    ) -> Result<(Vec<Json>, bool), DbError> {
         let mut seen: HashSet<(String, String)> = page
             .iter()
             .map(|l| (plan.resource_type.clone(), l.resource.id.clone()))
@@ -250,27 +316,47 @@ impl Repository {
                     }
                 }
             }
-            let Some(target_def) = self.adapter.resources.get(target_type) else { continue };
+            let Some(target_def) = self.adapter.resources.get(target_type) else {
+                continue;
+            };
             for (branch_index, mapping) in target_def.mappings.iter().enumerate() {
-                let conds: Vec<Cond> = ids.iter().filter_map(|id| parse_id(mapping, id)).map(|t| t.cond).collect();
+                let conds: Vec<Cond> = ids
+                    .iter()
+                    .filter_map(|id| parse_id(mapping, id))
+                    .map(|t| t.cond)
+                    .collect();
                 if conds.is_empty() {
                     continue;
                 }
-                let select = rows_select(mapping, Cond::and(vec![Cond::or(conds), extra.clone()]), Some(MAX_INCLUDED as u64 + 1));
-                let (loaded, _) = self.load(branch_index, mapping, &select, &[], &|_| true).await?;
+                let select = rows_select(
+                    mapping,
+                    Cond::and(vec![Cond::or(conds), extra.clone()]),
+                    Some(MAX_INCLUDED as u64 + 1),
+                );
+                let (loaded, _) = self
+                    .load(branch_index, mapping, &select, &[], &|_| true)
+                    .await?;
                 add(target_type, loaded, &mut included);
             }
         }
         let page_ids: Vec<String> = page.iter().map(|l| l.resource.id.clone()).collect();
         for (source_type, param) in &plan.revincludes {
-            let Some(source_def) = self.adapter.resources.get(source_type) else { continue };
+            let Some(source_def) = self.adapter.resources.get(source_type) else {
+                continue;
+            };
             for (branch_index, mapping) in source_def.mappings.iter().enumerate() {
                 let cond = referencing_cond(mapping, param, &plan.resource_type, &page_ids);
                 if cond == Cond::False {
                     continue;
                 }
-                let select = rows_select(mapping, Cond::and(vec![cond, extra.clone()]), Some(MAX_INCLUDED as u64 + 1));
-                let (loaded, _) = self.load(branch_index, mapping, &select, &[], &|_| true).await?;
+                let select = rows_select(
+                    mapping,
+                    Cond::and(vec![cond, extra.clone()]),
+                    Some(MAX_INCLUDED as u64 + 1),
+                );
+                let (loaded, _) = self
+                    .load(branch_index, mapping, &select, &[], &|_| true)
+                    .await?;
                 add(source_type, loaded, &mut included);
             }
         }
@@ -292,7 +378,12 @@ fn reference_ids(mapping: &Mapping, param: &str, target_type: &str, row: &[Value
             let parts: Option<Vec<String>> = target
                 .columns
                 .iter()
-                .map(|column| mapping.column_index(column).and_then(|i| key_text(&row[i])).filter(|p| p != "0"))
+                .map(|column| {
+                    mapping
+                        .column_index(column)
+                        .and_then(|i| key_text(&row[i]))
+                        .filter(|p| p != "0")
+                })
                 .collect();
             parts.map(|parts| format!("{}{}", target.target_prefix, parts.join("-")))
         })
@@ -303,7 +394,10 @@ fn reference_ids(mapping: &Mapping, param: &str, target_type: &str, row: &[Value
 /// drop the variants at or before the cursor's.
 fn is_after(loaded: &Loaded, after: Option<&CursorKey>, branch: &BranchPlan) -> bool {
     let Some(cursor) = after else { return true };
-    if branch.index != cursor.branch || loaded.order.key != cursor.key || loaded.order.sort != cursor.sort {
+    if branch.index != cursor.branch
+        || loaded.order.key != cursor.key
+        || loaded.order.sort != cursor.sort
+    {
         return true;
     }
     match (loaded.order.variant, cursor.variant) {
@@ -316,7 +410,11 @@ fn is_after(loaded: &Loaded, after: Option<&CursorKey>, branch: &BranchPlan) -> 
 pub fn compare_order(a: &CursorKey, b: &CursorKey, descending: &[bool]) -> Ordering {
     for (index, (x, y)) in a.sort.iter().zip(&b.sort).enumerate() {
         let ordering = compare_values(x, y);
-        let ordering = if descending.get(index).copied().unwrap_or(false) { ordering.reverse() } else { ordering };
+        let ordering = if descending.get(index).copied().unwrap_or(false) {
+            ordering.reverse()
+        } else {
+            ordering
+        };
         if ordering != Ordering::Equal {
             return ordering;
         }

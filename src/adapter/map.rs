@@ -29,7 +29,12 @@ pub struct RowData<'a> {
 }
 
 /// Maps `data` to resources; `keep_variant` selects which unpivot variants a search wants.
-pub fn map_row(mapping: &Mapping, data: &RowData<'_>, timezone: Tz, keep_variant: &dyn Fn(usize) -> bool) -> Vec<MappedResource> {
+pub fn map_row(
+    mapping: &Mapping,
+    data: &RowData<'_>,
+    timezone: Tz,
+    keep_variant: &dyn Fn(usize) -> bool,
+) -> Vec<MappedResource> {
     let Some(row_id) = row_id(mapping, data.row) else {
         return Vec::new();
     };
@@ -46,7 +51,10 @@ pub fn map_row(mapping: &Mapping, data: &RowData<'_>, timezone: Tz, keep_variant
         .and_then(|index| instant(&data.row[index], timezone));
     let finish = |elements: Option<Json>, id: String, variant: Option<usize>| {
         let mut resource = Map::new();
-        resource.insert("resourceType".into(), Json::String(mapping.resource_type.clone()));
+        resource.insert(
+            "resourceType".into(),
+            Json::String(mapping.resource_type.clone()),
+        );
         resource.insert("id".into(), Json::String(id.clone()));
         let mut meta = Map::new();
         if let Some(last_updated) = &last_updated {
@@ -75,7 +83,13 @@ pub fn map_row(mapping: &Mapping, data: &RowData<'_>, timezone: Tz, keep_variant
         .iter()
         .enumerate()
         .filter(|(index, variant)| keep_variant(*index) && evaluator.all_hold(&variant.when))
-        .map(|(index, variant)| finish(evaluator.node(&variant.elements), format!("{row_id}-{}", variant.key), Some(index)))
+        .map(|(index, variant)| {
+            finish(
+                evaluator.node(&variant.elements),
+                format!("{row_id}-{}", variant.key),
+                Some(index),
+            )
+        })
         .collect()
 }
 
@@ -186,7 +200,9 @@ pub fn cell_datetime(value: &Value, format: Option<&str>) -> Option<LocalDateTim
                     return Some(LocalDateTime::DateTime(dt));
                 }
             }
-            NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(LocalDateTime::Date)
+            NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .map(LocalDateTime::Date)
         }
         _ => None,
     }
@@ -223,10 +239,11 @@ pub fn instant(value: &Value, timezone: Tz) -> Option<String> {
 /// Formats a local time with the zone's offset. In a daylight-saving gap the wall clock time does
 /// not exist; it is read as the instant an hour later, as clocks that skipped ahead would show.
 pub fn format_instant(local: NaiveDateTime, timezone: Tz) -> String {
-    let zoned = timezone
-        .from_local_datetime(&local)
-        .earliest()
-        .or_else(|| timezone.from_local_datetime(&(local + TimeDelta::hours(1))).earliest());
+    let zoned = timezone.from_local_datetime(&local).earliest().or_else(|| {
+        timezone
+            .from_local_datetime(&(local + TimeDelta::hours(1)))
+            .earliest()
+    });
     match zoned {
         Some(zoned) => zoned.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
         None => local.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -305,7 +322,9 @@ impl<'a> Evaluator<'a> {
     }
 
     fn all_hold(&self, predicates: &[Predicate]) -> bool {
-        predicates.iter().all(|p| predicate_holds(p, self.current()))
+        predicates
+            .iter()
+            .all(|p| predicate_holds(p, self.current()))
     }
 
     fn node(&self, node: &Node) -> Option<Json> {
@@ -361,8 +380,12 @@ impl<'a> Evaluator<'a> {
                 let time = time.and_then(|t| cell_time(self.cell(t)));
                 let text = match (local, time) {
                     (LocalDateTime::DateTime(dt), _) => format_instant(dt, self.timezone),
-                    (LocalDateTime::Date(d), Some(t)) => format_instant(d.and_time(t), self.timezone),
-                    (LocalDateTime::Date(d), None) if *instant => format_instant(d.and_time(NaiveTime::MIN), self.timezone),
+                    (LocalDateTime::Date(d), Some(t)) => {
+                        format_instant(d.and_time(t), self.timezone)
+                    }
+                    (LocalDateTime::Date(d), None) if *instant => {
+                        format_instant(d.and_time(NaiveTime::MIN), self.timezone)
+                    }
                     (LocalDateTime::Date(d), None) => d.format("%Y-%m-%d").to_string(),
                 };
                 Some(Json::String(text))
@@ -432,7 +455,11 @@ impl<'a> Evaluator<'a> {
                 }
                 Some(Json::String(pieces.join(separator)))
             }
-            Transform::Split { column, separator, item } => {
+            Transform::Split {
+                column,
+                separator,
+                item,
+            } => {
                 let text = cell_text(self.cell(*column))?;
                 let values: Vec<Json> = text
                     .split(separator.as_str())
@@ -471,7 +498,10 @@ impl<'a> Evaluator<'a> {
                     None
                 }
             }
-            Transform::Each { collection, element } => {
+            Transform::Each {
+                collection,
+                element,
+            } => {
                 let items: Vec<Json> = self.children[*collection]
                     .iter()
                     .enumerate()
@@ -491,7 +521,10 @@ impl<'a> Evaluator<'a> {
                 if rows.is_empty() {
                     return None;
                 }
-                let total: f64 = rows.iter().filter_map(|child| cell_number(&child[*column])).sum();
+                let total: f64 = rows
+                    .iter()
+                    .filter_map(|child| cell_number(&child[*column]))
+                    .sum();
                 json_number((total * 100.0).round() / 100.0)
             }
             Transform::Sequence => self.sequence.map(|s| Json::from(s as u64)),

@@ -79,7 +79,10 @@ fn mapping_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, issues: &mut Vec<AdapterIssue>) -> Option<T> {
+fn read_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    issues: &mut Vec<AdapterIssue>,
+) -> Option<T> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) => {

@@ -266,7 +266,10 @@ impl CodeMap {
             .map(|(from, _)| from.clone())
             .collect();
         legacy.sort();
-        (legacy, self.default.as_ref().is_some_and(|d| json_text(d) == code))
+        (
+            legacy,
+            self.default.as_ref().is_some_and(|d| json_text(d) == code),
+        )
     }
 
     pub fn listed_values(&self) -> Vec<String> {

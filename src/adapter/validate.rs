@@ -16,9 +16,8 @@ use super::format::{
 };
 use super::model::{
     Adapter, BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, IdDef, JoinDef, Latest,
-    Mapping, Node, Predicate, PredicateOp, ReferenceTarget, ResourceDef, SearchKind, SearchParam, SearchParamInfo,
-    TokenTarget,
-    Transform, Variant,
+    Mapping, Node, Predicate, PredicateOp, ReferenceTarget, ResourceDef, SearchKind, SearchParam,
+    SearchParamInfo, TokenTarget, Transform, Variant,
 };
 use crate::dialect::ast::Value;
 use crate::fhir::resource_types::is_resource_type;
@@ -39,7 +38,13 @@ impl fmt::Display for AdapterIssue {
         if self.path.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.path,
+                self.message
+            )
         }
     }
 }
@@ -70,18 +75,29 @@ pub fn validate(
         report(
             manifest_file,
             "version",
-            format!("unsupported adapter format version {}, this build reads version {FORMAT_VERSION}", manifest.version),
+            format!(
+                "unsupported adapter format version {}, this build reads version {FORMAT_VERSION}",
+                manifest.version
+            ),
         );
     }
     let timezone: Option<Tz> = match manifest.timezone.parse() {
         Ok(zone) => Some(zone),
         Err(_) => {
-            report(manifest_file, "timezone", format!("unknown IANA time zone {:?}", manifest.timezone));
+            report(
+                manifest_file,
+                "timezone",
+                format!("unknown IANA time zone {:?}", manifest.timezone),
+            );
             None
         }
     };
     if manifest.dialects.is_empty() {
-        report(manifest_file, "dialects", "at least one dialect is required".into());
+        report(
+            manifest_file,
+            "dialects",
+            "at least one dialect is required".into(),
+        );
     }
 
     // Id prefixes are needed before any mapping is compiled, because references point across files.
@@ -105,9 +121,24 @@ pub fn validate(
             for parsed in group {
                 let prefix = parsed.spec.source.id.prefix.as_str();
                 if prefix.is_empty() {
-                    report(&parsed.file, "source.id.prefix", format!("{resource_type} has several mappings, so each needs a distinct id prefix"));
-                } else if seen.iter().any(|other| other.starts_with(prefix) || prefix.starts_with(other)) {
-                    report(&parsed.file, "source.id.prefix", format!("prefix {prefix:?} overlaps another {resource_type} mapping's prefix"));
+                    report(
+                        &parsed.file,
+                        "source.id.prefix",
+                        format!(
+                            "{resource_type} has several mappings, so each needs a distinct id prefix"
+                        ),
+                    );
+                } else if seen
+                    .iter()
+                    .any(|other| other.starts_with(prefix) || prefix.starts_with(other))
+                {
+                    report(
+                        &parsed.file,
+                        "source.id.prefix",
+                        format!(
+                            "prefix {prefix:?} overlaps another {resource_type} mapping's prefix"
+                        ),
+                    );
                 }
                 seen.push(prefix);
             }
@@ -142,7 +173,10 @@ pub fn validate(
                 Some(existing) if existing.kind != info.kind => issues.push(AdapterIssue {
                     file: mapping.file.clone(),
                     path: format!("search.{name}"),
-                    message: format!("type differs from the same parameter in another {} mapping", mapping.resource_type),
+                    message: format!(
+                        "type differs from the same parameter in another {} mapping",
+                        mapping.resource_type
+                    ),
                 }),
                 Some(existing) => {
                     let sortable = existing.sortable && info.sortable;
@@ -203,7 +237,10 @@ fn param_info(param: &SearchParam) -> SearchParamInfo {
         SearchKind::String { .. } => (SearchType::String, Vec::new()),
         SearchKind::Token { .. } => (SearchType::Token, Vec::new()),
         SearchKind::Date { .. } => (SearchType::Date, Vec::new()),
-        SearchKind::Reference { targets } => (SearchType::Reference, targets.iter().map(|t| t.target_type.clone()).collect()),
+        SearchKind::Reference { targets } => (
+            SearchType::Reference,
+            targets.iter().map(|t| t.target_type.clone()).collect(),
+        ),
     };
     SearchParamInfo {
         kind,
@@ -229,9 +266,15 @@ impl TargetIndex {
         }
         match self.single_mapping.get(target) {
             Some(name) => Ok((target.to_owned(), self.prefixes[name].clone())),
-            None if self.prefixes.keys().any(|n| n.starts_with(&format!("{target}."))) => Err(format!(
-                "{target} has several mappings; name one, e.g. {target}.<mapping>"
-            )),
+            None if self
+                .prefixes
+                .keys()
+                .any(|n| n.starts_with(&format!("{target}."))) =>
+            {
+                Err(format!(
+                    "{target} has several mappings; name one, e.g. {target}.<mapping>"
+                ))
+            }
             None => Err(format!("no mapping produces {target}")),
         }
     }
@@ -278,7 +321,10 @@ impl Scope {
             None => (self.default_alias.clone(), text.to_owned()),
         };
         if !self.aliases.contains(&alias) {
-            ctx.issue(path, format!("unknown table alias {alias:?} in column {text:?}"));
+            ctx.issue(
+                path,
+                format!("unknown table alias {alias:?} in column {text:?}"),
+            );
             return None;
         }
         if !is_safe_identifier(&column) {
@@ -302,21 +348,43 @@ impl Scope {
     }
 }
 
-fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedMapping) -> Option<Mapping> {
+fn compile_mapping(
+    ctx: &mut FileContext,
+    targets: &TargetIndex,
+    parsed: ParsedMapping,
+) -> Option<Mapping> {
     let spec = parsed.spec;
     if spec.version != FORMAT_VERSION {
-        ctx.issue("version", format!("unsupported mapping format version {}, this build reads version {FORMAT_VERSION}", spec.version));
+        ctx.issue(
+            "version",
+            format!(
+                "unsupported mapping format version {}, this build reads version {FORMAT_VERSION}",
+                spec.version
+            ),
+        );
     }
     if !is_resource_type(&spec.resource) {
-        ctx.issue("resource", format!("{:?} is not an R4 resource type", spec.resource));
+        ctx.issue(
+            "resource",
+            format!("{:?} is not an R4 resource type", spec.resource),
+        );
     }
     let stem_type = parsed.name.split('.').next().unwrap_or_default();
     if stem_type != spec.resource {
-        ctx.issue("resource", format!("file name says {stem_type} but resource = {:?}", spec.resource));
+        ctx.issue(
+            "resource",
+            format!(
+                "file name says {stem_type} but resource = {:?}",
+                spec.resource
+            ),
+        );
     }
     let source = &spec.source;
     if !is_safe_identifier(&source.table) {
-        ctx.issue("source.table", format!("{:?} is not a valid table name", source.table));
+        ctx.issue(
+            "source.table",
+            format!("{:?} is not a valid table name", source.table),
+        );
     }
     let mut scope = Scope {
         aliases: vec![BASE_ALIAS.to_owned()],
@@ -344,8 +412,16 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
             id_columns.push(i);
         }
     }
-    if !source.id.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-        ctx.issue("source.id.prefix", "an id prefix may only use letters, digits, '-' and '.'");
+    if !source
+        .id
+        .prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        ctx.issue(
+            "source.id.prefix",
+            "an id prefix may only use letters, digits, '-' and '.'",
+        );
     }
     let last_updated = source
         .last_updated
@@ -358,15 +434,27 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
         .enumerate()
         .map(|(index, join)| {
             if !is_safe_identifier(&join.table) {
-                ctx.issue(&format!("source.join[{index}].table"), format!("{:?} is not a valid table name", join.table));
+                ctx.issue(
+                    &format!("source.join[{index}].table"),
+                    format!("{:?} is not a valid table name", join.table),
+                );
             }
             if join.on.is_empty() {
-                ctx.issue(&format!("source.join[{index}].on"), "a join needs at least one condition");
+                ctx.issue(
+                    &format!("source.join[{index}].on"),
+                    "a join needs at least one condition",
+                );
             }
             JoinDef {
                 alias: join.alias.clone(),
                 table: join.table.clone(),
-                on: predicates(ctx, &mut scope, &format!("source.join[{index}].on"), &join.on, false),
+                on: predicates(
+                    ctx,
+                    &mut scope,
+                    &format!("source.join[{index}].on"),
+                    &join.on,
+                    false,
+                ),
                 required: join.required,
             }
         })
@@ -381,7 +469,10 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
             .filter_map(|(i, c)| scope.resolve(ctx, &format!("source.latest.partition[{i}]"), c))
             .collect();
         if column.alias != BASE_ALIAS {
-            ctx.issue("source.latest.column", "latest compares columns of the base table only");
+            ctx.issue(
+                "source.latest.column",
+                "latest compares columns of the base table only",
+            );
         }
         Some(Latest { column, partition })
     });
@@ -398,10 +489,16 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
     for (name, collection) in &spec.collections {
         let path = format!("collections.{name}");
         if !is_safe_identifier(&collection.table) {
-            ctx.issue(&format!("{path}.table"), format!("{:?} is not a valid table name", collection.table));
+            ctx.issue(
+                &format!("{path}.table"),
+                format!("{:?} is not a valid table name", collection.table),
+            );
         }
         if collection.match_columns.is_empty() {
-            ctx.issue(&format!("{path}.match"), "at least one [child, parent] column pair is required");
+            ctx.issue(
+                &format!("{path}.match"),
+                "at least one [child, parent] column pair is required",
+            );
         }
         let mut child_scope = Scope {
             aliases: vec![COLLECTION_ALIAS.to_owned()],
@@ -417,10 +514,19 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
                 match_parent.push(parent_index);
             }
         }
-        let filter = predicates(ctx, &mut child_scope, &format!("{path}.filter"), &collection.filter, false);
+        let filter = predicates(
+            ctx,
+            &mut child_scope,
+            &format!("{path}.filter"),
+            &collection.filter,
+            false,
+        );
         for (i, column) in collection.order_by.iter().enumerate() {
             if !is_safe_identifier(column) {
-                ctx.issue(&format!("{path}.order_by[{i}]"), format!("{column:?} is not a valid column name"));
+                ctx.issue(
+                    &format!("{path}.order_by[{i}]"),
+                    format!("{column:?} is not a valid column name"),
+                );
             }
         }
         collections.push(Collection {
@@ -437,7 +543,10 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
 
     for reserved in ["resourceType", "id", "meta"] {
         if spec.elements.contains_key(reserved) {
-            ctx.issue(&format!("elements.{reserved}"), "set by Portico; remove it from the mapping");
+            ctx.issue(
+                &format!("elements.{reserved}"),
+                "set by Portico; remove it from the mapping",
+            );
         }
     }
     let mut builder = NodeBuilder {
@@ -451,15 +560,35 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
     let mut variants = Vec::new();
     for (index, variant) in spec.unpivot.iter().enumerate() {
         let path = format!("unpivot[{index}]");
-        if variant.key.is_empty() || !variant.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-            ctx.issue(&format!("{path}.key"), "a variant key may only use letters, digits and '.'");
+        if variant.key.is_empty()
+            || !variant
+                .key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.')
+        {
+            ctx.issue(
+                &format!("{path}.key"),
+                "a variant key may only use letters, digits and '.'",
+            );
         }
-        let when = predicates(ctx, &mut scope, &format!("{path}.when"), &variant.when, true);
+        let when = predicates(
+            ctx,
+            &mut scope,
+            &format!("{path}.when"),
+            &variant.when,
+            true,
+        );
         let mut merged = spec.elements.clone();
         for (key, value) in &variant.elements {
             merged.insert(key.clone(), value.clone());
         }
-        let elements = builder.table(ctx, &mut scope, &format!("{path}.elements"), &merged, NodeScope::Row);
+        let elements = builder.table(
+            ctx,
+            &mut scope,
+            &format!("{path}.elements"),
+            &merged,
+            NodeScope::Row,
+        );
         let mut search = BTreeMap::new();
         for (param, values) in &variant.search {
             let parsed = values.iter().map(|v| split_token_literal(v)).collect();
@@ -472,7 +601,11 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
             search,
         });
     }
-    if variants.iter().enumerate().any(|(i, v)| variants[..i].iter().any(|w| w.key == v.key)) {
+    if variants
+        .iter()
+        .enumerate()
+        .any(|(i, v)| variants[..i].iter().any(|w| w.key == v.key))
+    {
         ctx.issue("unpivot", "variant keys must be unique");
     }
 
@@ -480,10 +613,21 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
     for (name, param) in &spec.search {
         let path = format!("search.{name}");
         if name.starts_with('_') {
-            ctx.issue(&path, "parameters starting with '_' are built in (_id, _lastUpdated)");
+            ctx.issue(
+                &path,
+                "parameters starting with '_' are built in (_id, _lastUpdated)",
+            );
             continue;
         }
-        if let Some(compiled) = search_param(ctx, &mut scope, targets, &maps, &path, param, !variants.is_empty()) {
+        if let Some(compiled) = search_param(
+            ctx,
+            &mut scope,
+            targets,
+            &maps,
+            &path,
+            param,
+            !variants.is_empty(),
+        ) {
             if param.per_variant && variants.iter().any(|v| !v.search.contains_key(name)) {
                 ctx.issue(&path, "per_variant is set, so every unpivot variant must list its values under search");
             }
@@ -494,7 +638,10 @@ fn compile_mapping(ctx: &mut FileContext, targets: &TargetIndex, parsed: ParsedM
         for param in variant.search.keys() {
             let per_variant = spec.search.get(param).is_some_and(|p| p.per_variant);
             if !per_variant {
-                ctx.issue(&format!("unpivot[{index}].search.{param}"), format!("search.{param} must exist and set per_variant = true"));
+                ctx.issue(
+                    &format!("unpivot[{index}].search.{param}"),
+                    format!("search.{param} must exist and set per_variant = true"),
+                );
             }
         }
     }
@@ -542,7 +689,10 @@ fn code_map(ctx: &mut FileContext, name: &str, map: &MapSpec) -> Option<CodeMap>
             return None;
         }
         (None, false) => {
-            ctx.issue(&path, "an explicit default is required: default = \"<code>\" or default_absent = true");
+            ctx.issue(
+                &path,
+                "an explicit default is required: default = \"<code>\" or default_absent = true",
+            );
             return None;
         }
         _ => {}
@@ -553,14 +703,20 @@ fn code_map(ctx: &mut FileContext, name: &str, map: &MapSpec) -> Option<CodeMap>
             Some(json) => {
                 values.insert(legacy.clone(), json);
             }
-            None => ctx.issue(&format!("{path}.values.{legacy}"), "a mapped value is a string, number or boolean"),
+            None => ctx.issue(
+                &format!("{path}.values.{legacy}"),
+                "a mapped value is a string, number or boolean",
+            ),
         }
     }
     let default = match &map.default {
         Some(fhir) => match toml_to_json(fhir) {
             Some(json) => Some(json),
             None => {
-                ctx.issue(&format!("{path}.default"), "a default is a string, number or boolean");
+                ctx.issue(
+                    &format!("{path}.default"),
+                    "a default is a string, number or boolean",
+                );
                 None
             }
         },
@@ -603,7 +759,15 @@ fn predicates(
     specs
         .iter()
         .enumerate()
-        .filter_map(|(index, spec)| predicate(ctx, scope, &format!("{path}[{index}]"), spec, evaluated_on_rows))
+        .filter_map(|(index, spec)| {
+            predicate(
+                ctx,
+                scope,
+                &format!("{path}[{index}]"),
+                spec,
+                evaluated_on_rows,
+            )
+        })
         .collect()
 }
 
@@ -620,7 +784,10 @@ fn predicate(
     let scalar = |ctx: &mut FileContext, key: &str, value: &toml::Value| {
         let converted = toml_to_value(value);
         if converted.is_none() {
-            ctx.issue(&format!("{path}.{key}"), "expected a string, number or boolean");
+            ctx.issue(
+                &format!("{path}.{key}"),
+                "expected a string, number or boolean",
+            );
         }
         converted
     };
@@ -635,7 +802,8 @@ fn predicate(
         ops.push(PredicateOp::In(converted?));
     }
     if let Some(values) = &spec.not_in {
-        let converted: Option<Vec<Value>> = values.iter().map(|v| scalar(ctx, "not_in", v)).collect();
+        let converted: Option<Vec<Value>> =
+            values.iter().map(|v| scalar(ctx, "not_in", v)).collect();
         ops.push(PredicateOp::NotIn(converted?));
     }
     if let Some(null) = spec.null {
@@ -646,14 +814,20 @@ fn predicate(
     }
     if let Some(positive) = spec.positive {
         if !positive {
-            ctx.issue(&format!("{path}.positive"), "only positive = true is meaningful");
+            ctx.issue(
+                &format!("{path}.positive"),
+                "only positive = true is meaningful",
+            );
         }
         ops.push(PredicateOp::Positive);
     }
     if let Some(other) = &spec.equals_column {
         let other = scope.resolve(ctx, &format!("{path}.equals_column"), other)?;
         if evaluated_on_rows {
-            ctx.issue(&format!("{path}.equals_column"), "column comparisons are only allowed in source filters and joins");
+            ctx.issue(
+                &format!("{path}.equals_column"),
+                "column comparisons are only allowed in source filters and joins",
+            );
         }
         ops.push(PredicateOp::EqualsColumn(other));
     }
@@ -689,20 +863,32 @@ fn search_param(
     for column in &columns {
         scope.intern_ref(column.clone());
     }
-    let lookup_map = |ctx: &mut FileContext, name: &Option<String>, key: &str| -> Option<Option<Arc<CodeMap>>> {
-        match name {
-            None => Some(None),
-            Some(name) => match maps.get(name) {
-                Some(map) => Some(Some(map.clone())),
-                None => {
-                    ctx.issue(&format!("{path}.{key}"), format!("no map named {name:?} in [maps]"));
-                    None
-                }
-            },
-        }
-    };
-    if spec.sortable && !matches!(spec.kind, SearchType::String | SearchType::Date | SearchType::Token) {
-        ctx.issue(&format!("{path}.sortable"), "only string, token and date parameters can sort");
+    let lookup_map =
+        |ctx: &mut FileContext, name: &Option<String>, key: &str| -> Option<Option<Arc<CodeMap>>> {
+            match name {
+                None => Some(None),
+                Some(name) => match maps.get(name) {
+                    Some(map) => Some(Some(map.clone())),
+                    None => {
+                        ctx.issue(
+                            &format!("{path}.{key}"),
+                            format!("no map named {name:?} in [maps]"),
+                        );
+                        None
+                    }
+                },
+            }
+        };
+    if spec.sortable
+        && !matches!(
+            spec.kind,
+            SearchType::String | SearchType::Date | SearchType::Token
+        )
+    {
+        ctx.issue(
+            &format!("{path}.sortable"),
+            "only string, token and date parameters can sort",
+        );
     }
     let kind = match spec.kind {
         SearchType::String => {
@@ -711,14 +897,20 @@ fn search_param(
                 return None;
             }
             if spec.sortable && columns.len() != 1 {
-                ctx.issue(&format!("{path}.sortable"), "a parameter over several columns cannot sort");
+                ctx.issue(
+                    &format!("{path}.sortable"),
+                    "a parameter over several columns cannot sort",
+                );
             }
             SearchKind::String { columns }
         }
         SearchType::Token => {
             let mut token_targets = Vec::new();
             if columns.len() > 1 {
-                ctx.issue(path, "a token parameter takes one column; use targets for several");
+                ctx.issue(
+                    path,
+                    "a token parameter takes one column; use targets for several",
+                );
             }
             if let Some(column) = columns.into_iter().next() {
                 let map = lookup_map(ctx, &spec.map, "map")?;
@@ -730,11 +922,17 @@ fn search_param(
             }
             for (i, target) in spec.targets.iter().enumerate() {
                 let Some(column) = &target.column else {
-                    ctx.issue(&format!("{path}.targets[{i}].column"), "a token target needs column");
+                    ctx.issue(
+                        &format!("{path}.targets[{i}].column"),
+                        "a token target needs column",
+                    );
                     continue;
                 };
                 if target.target.is_some() || !target.columns.is_empty() || target.text_key {
-                    ctx.issue(&format!("{path}.targets[{i}]"), "target, columns and text_key belong to reference parameters");
+                    ctx.issue(
+                        &format!("{path}.targets[{i}]"),
+                        "target, columns and text_key belong to reference parameters",
+                    );
                 }
                 let column = scope.resolve(ctx, &format!("{path}.targets[{i}].column"), column)?;
                 scope.intern_ref(column.clone());
@@ -751,18 +949,29 @@ fn search_param(
             }
             if spec.per_variant {
                 if !has_variants {
-                    ctx.issue(&format!("{path}.per_variant"), "per_variant needs [[unpivot]] variants");
+                    ctx.issue(
+                        &format!("{path}.per_variant"),
+                        "per_variant needs [[unpivot]] variants",
+                    );
                 }
                 token_targets.push(TokenTarget::PerVariant);
             }
             if token_targets.is_empty() {
-                ctx.issue(path, "a token parameter needs column, targets, constant or per_variant");
+                ctx.issue(
+                    path,
+                    "a token parameter needs column, targets, constant or per_variant",
+                );
                 return None;
             }
             if spec.sortable && !matches!(token_targets.as_slice(), [TokenTarget::Column { .. }]) {
-                ctx.issue(&format!("{path}.sortable"), "only a token over one column can sort");
+                ctx.issue(
+                    &format!("{path}.sortable"),
+                    "only a token over one column can sort",
+                );
             }
-            SearchKind::Token { targets: token_targets }
+            SearchKind::Token {
+                targets: token_targets,
+            }
         }
         SearchType::Date => {
             let Some(column) = columns.into_iter().next() else {
@@ -783,7 +992,10 @@ fn search_param(
                 ColumnType::Datetime
             });
             if time.is_some() && column_type != ColumnType::Date {
-                ctx.issue(&format!("{path}.column_type"), "with time_column, column holds the date part: column_type = \"date\"");
+                ctx.issue(
+                    &format!("{path}.column_type"),
+                    "with time_column, column holds the date part: column_type = \"date\"",
+                );
             }
             SearchKind::Date {
                 column,
@@ -793,20 +1005,34 @@ fn search_param(
         }
         SearchType::Reference => {
             let mut reference_targets = Vec::new();
-            let mut add = |ctx: &mut FileContext, key: &str, target: &str, columns: Vec<ColumnRef>, text_key: bool| {
+            let mut add = |ctx: &mut FileContext,
+                           key: &str,
+                           target: &str,
+                           columns: Vec<ColumnRef>,
+                           text_key: bool| {
                 match targets.resolve(target) {
-                    Ok((target_type, target_prefix)) if !columns.is_empty() => reference_targets.push(ReferenceTarget {
-                        target_type,
-                        target_prefix,
-                        columns,
-                        text_key,
-                    }),
-                    Ok(_) => ctx.issue(key, "a reference needs column or columns (the target's key)"),
+                    Ok((target_type, target_prefix)) if !columns.is_empty() => reference_targets
+                        .push(ReferenceTarget {
+                            target_type,
+                            target_prefix,
+                            columns,
+                            text_key,
+                        }),
+                    Ok(_) => ctx.issue(
+                        key,
+                        "a reference needs column or columns (the target's key)",
+                    ),
                     Err(message) => ctx.issue(key, message),
                 }
             };
             if let Some(target) = &spec.target {
-                add(ctx, &format!("{path}.target"), target, columns, spec.text_key);
+                add(
+                    ctx,
+                    &format!("{path}.target"),
+                    target,
+                    columns,
+                    spec.text_key,
+                );
             }
             for (i, target) in spec.targets.iter().enumerate() {
                 let key = format!("{path}.targets[{i}]");
@@ -819,7 +1045,8 @@ fn search_param(
                 }
                 let mut target_columns: Vec<ColumnRef> = Vec::new();
                 for (j, column) in target.column.iter().chain(&target.columns).enumerate() {
-                    if let Some(column) = scope.resolve(ctx, &format!("{key}.columns[{j}]"), column) {
+                    if let Some(column) = scope.resolve(ctx, &format!("{key}.columns[{j}]"), column)
+                    {
                         scope.intern_ref(column.clone());
                         target_columns.push(column);
                     }
@@ -827,7 +1054,10 @@ fn search_param(
                 add(ctx, &key, resource, target_columns, target.text_key);
             }
             if reference_targets.is_empty() {
-                ctx.issue(path, "a reference parameter needs target (with column) or targets");
+                ctx.issue(
+                    path,
+                    "a reference parameter needs target (with column) or targets",
+                );
                 return None;
             }
             SearchKind::Reference {
@@ -868,21 +1098,38 @@ struct NodeBuilder<'a> {
 }
 
 impl NodeBuilder<'_> {
-    fn table(&mut self, ctx: &mut FileContext, scope: &mut Scope, path: &str, table: &toml::Table, node_scope: NodeScope) -> Node {
+    fn table(
+        &mut self,
+        ctx: &mut FileContext,
+        scope: &mut Scope,
+        path: &str,
+        table: &toml::Table,
+        node_scope: NodeScope,
+    ) -> Node {
         let fields: Vec<(String, Node)> = table
             .iter()
             .map(|(key, value)| {
                 if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     ctx.issue(&format!("{path}.{key}"), "not a FHIR element name");
                 }
-                (key.clone(), self.node(ctx, scope, &format!("{path}.{key}"), value, node_scope))
+                (
+                    key.clone(),
+                    self.node(ctx, scope, &format!("{path}.{key}"), value, node_scope),
+                )
             })
             .collect();
         let dynamic = fields.iter().any(|(_, node)| node.is_dynamic());
         Node::Object { fields, dynamic }
     }
 
-    fn node(&mut self, ctx: &mut FileContext, scope: &mut Scope, path: &str, value: &toml::Value, node_scope: NodeScope) -> Node {
+    fn node(
+        &mut self,
+        ctx: &mut FileContext,
+        scope: &mut Scope,
+        path: &str,
+        value: &toml::Value,
+        node_scope: NodeScope,
+    ) -> Node {
         match value {
             toml::Value::String(text) => {
                 if let Some(literal) = text.strip_prefix("$$") {
@@ -908,14 +1155,19 @@ impl NodeBuilder<'_> {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| self.node(ctx, scope, &format!("{path}[{i}]"), item, node_scope))
+                    .map(|(i, item)| {
+                        self.node(ctx, scope, &format!("{path}[{i}]"), item, node_scope)
+                    })
                     .collect(),
             ),
             toml::Value::Table(table) if table.contains_key("fn") => {
                 match value.clone().try_into::<TransformSpec>() {
                     Ok(spec) => self.transform(ctx, scope, path, spec, node_scope),
                     Err(error) => {
-                        ctx.issue(path, format!("invalid transform: {}", error.message().trim()));
+                        ctx.issue(
+                            path,
+                            format!("invalid transform: {}", error.message().trim()),
+                        );
                         Node::Literal(serde_json::Value::Null)
                     }
                 }
@@ -925,23 +1177,43 @@ impl NodeBuilder<'_> {
     }
 
     /// Resolves a column in the scope the node sits in (the row, or a collection item).
-    fn column(&mut self, ctx: &mut FileContext, scope: &mut Scope, path: &str, column: &str, node_scope: NodeScope) -> Option<usize> {
+    fn column(
+        &mut self,
+        ctx: &mut FileContext,
+        scope: &mut Scope,
+        path: &str,
+        column: &str,
+        node_scope: NodeScope,
+    ) -> Option<usize> {
         match node_scope.collection() {
             Some(index) => self.collection_scopes[index].intern(ctx, path, column),
             None => scope.intern(ctx, path, column),
         }
     }
 
-    fn transform(&mut self, ctx: &mut FileContext, scope: &mut Scope, path: &str, spec: TransformSpec, node_scope: NodeScope) -> Node {
+    fn transform(
+        &mut self,
+        ctx: &mut FileContext,
+        scope: &mut Scope,
+        path: &str,
+        spec: TransformSpec,
+        node_scope: NodeScope,
+    ) -> Node {
         let mut col = |this: &mut Self, ctx: &mut FileContext, key: &str, column: &str| {
-            this.column(ctx, scope, &format!("{path}.{key}"), column, node_scope).unwrap_or(0)
+            this.column(ctx, scope, &format!("{path}.{key}"), column, node_scope)
+                .unwrap_or(0)
         };
         let transform = match spec {
             TransformSpec::Date { column, format } => Transform::Date {
                 column: col(self, ctx, "column", &column),
                 format,
             },
-            TransformSpec::Datetime { column, time, format, instant } => Transform::DateTime {
+            TransformSpec::Datetime {
+                column,
+                time,
+                format,
+                instant,
+            } => Transform::DateTime {
                 column: col(self, ctx, "column", &column),
                 time: time.map(|t| col(self, ctx, "time", &t)),
                 format,
@@ -949,7 +1221,10 @@ impl NodeBuilder<'_> {
             },
             TransformSpec::Map { column, map } => {
                 let Some(code_map) = self.maps.get(&map).cloned() else {
-                    ctx.issue(&format!("{path}.map"), format!("no map named {map:?} in [maps]"));
+                    ctx.issue(
+                        &format!("{path}.map"),
+                        format!("no map named {map:?} in [maps]"),
+                    );
                     return Node::Literal(serde_json::Value::Null);
                 };
                 Transform::Map {
@@ -957,7 +1232,12 @@ impl NodeBuilder<'_> {
                     map: code_map,
                 }
             }
-            TransformSpec::Number { column, multiply, decimals, positive } => Transform::Number {
+            TransformSpec::Number {
+                column,
+                multiply,
+                decimals,
+                positive,
+            } => Transform::Number {
                 column: col(self, ctx, "column", &column),
                 multiply,
                 decimals,
@@ -977,13 +1257,22 @@ impl NodeBuilder<'_> {
                 parts: parts
                     .iter()
                     .enumerate()
-                    .map(|(i, part)| self.node(ctx, scope, &format!("{path}.parts[{i}]"), part, node_scope))
+                    .map(|(i, part)| {
+                        self.node(ctx, scope, &format!("{path}.parts[{i}]"), part, node_scope)
+                    })
                     .collect(),
                 separator,
             },
-            TransformSpec::Split { column, separator, item } => {
+            TransformSpec::Split {
+                column,
+                separator,
+                item,
+            } => {
                 if separator.is_empty() {
-                    ctx.issue(&format!("{path}.separator"), "the separator cannot be empty");
+                    ctx.issue(
+                        &format!("{path}.separator"),
+                        "the separator cannot be empty",
+                    );
                 }
                 let column = col(self, ctx, "column", &column);
                 let item_scope = match node_scope.collection() {
@@ -996,7 +1285,11 @@ impl NodeBuilder<'_> {
                     item: self.node(ctx, scope, &format!("{path}.item"), &item, item_scope),
                 }
             }
-            TransformSpec::Reference { resource, mapping, columns } => {
+            TransformSpec::Reference {
+                resource,
+                mapping,
+                columns,
+            } => {
                 let target = match &mapping {
                     Some(mapping) => format!("{resource}.{mapping}"),
                     None => resource.clone(),
@@ -1009,7 +1302,10 @@ impl NodeBuilder<'_> {
                     }
                 };
                 if columns.is_empty() {
-                    ctx.issue(&format!("{path}.columns"), "a reference needs the target's key columns");
+                    ctx.issue(
+                        &format!("{path}.columns"),
+                        "a reference needs the target's key columns",
+                    );
                 }
                 Transform::Reference {
                     resource_type,
@@ -1025,12 +1321,26 @@ impl NodeBuilder<'_> {
                 values
                     .iter()
                     .enumerate()
-                    .map(|(i, value)| self.node(ctx, scope, &format!("{path}.values[{i}]"), value, node_scope))
+                    .map(|(i, value)| {
+                        self.node(
+                            ctx,
+                            scope,
+                            &format!("{path}.values[{i}]"),
+                            value,
+                            node_scope,
+                        )
+                    })
                     .collect(),
             ),
             TransformSpec::If { when, then } => {
                 let when = match node_scope.collection() {
-                    Some(index) => predicates(ctx, &mut self.collection_scopes[index], &format!("{path}.when"), &when, true),
+                    Some(index) => predicates(
+                        ctx,
+                        &mut self.collection_scopes[index],
+                        &format!("{path}.when"),
+                        &when,
+                        true,
+                    ),
                     None => predicates(ctx, scope, &format!("{path}.when"), &when, true),
                 };
                 Transform::If {
@@ -1038,13 +1348,22 @@ impl NodeBuilder<'_> {
                     then: self.node(ctx, scope, &format!("{path}.then"), &then, node_scope),
                 }
             }
-            TransformSpec::Each { collection, element } => {
+            TransformSpec::Each {
+                collection,
+                element,
+            } => {
                 let Some(index) = self.collection_index(ctx, path, &collection, node_scope) else {
                     return Node::Literal(serde_json::Value::Null);
                 };
                 Transform::Each {
                     collection: index,
-                    element: self.node(ctx, scope, &format!("{path}.element"), &element, NodeScope::CollectionItem(index)),
+                    element: self.node(
+                        ctx,
+                        scope,
+                        &format!("{path}.element"),
+                        &element,
+                        NodeScope::CollectionItem(index),
+                    ),
                 }
             }
             TransformSpec::Sum { collection, column } => {
@@ -1054,7 +1373,10 @@ impl NodeBuilder<'_> {
                 let column = self.collection_scopes[index]
                     .intern(ctx, &format!("{path}.column"), &column)
                     .unwrap_or(0);
-                Transform::Sum { collection: index, column }
+                Transform::Sum {
+                    collection: index,
+                    column,
+                }
             }
             TransformSpec::Sequence {} => {
                 if node_scope.collection().is_none() {
@@ -1066,14 +1388,23 @@ impl NodeBuilder<'_> {
         Node::Transform(Box::new(transform))
     }
 
-    fn collection_index(&self, ctx: &mut FileContext, path: &str, name: &str, node_scope: NodeScope) -> Option<usize> {
+    fn collection_index(
+        &self,
+        ctx: &mut FileContext,
+        path: &str,
+        name: &str,
+        node_scope: NodeScope,
+    ) -> Option<usize> {
         if node_scope.collection().is_some() {
             ctx.issue(path, "collections cannot nest");
             return None;
         }
         let index = self.collection_names.iter().position(|n| n == name);
         if index.is_none() {
-            ctx.issue(&format!("{path}.collection"), format!("no collection named {name:?} in [collections]"));
+            ctx.issue(
+                &format!("{path}.collection"),
+                format!("no collection named {name:?} in [collections]"),
+            );
         }
         index
     }

@@ -35,7 +35,11 @@ fn encode_query(pairs: &[(String, String)]) -> String {
 }
 
 fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn base_url(state: &AppState, headers: &HeaderMap) -> String {
@@ -45,7 +49,10 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        })
         .unwrap_or("localhost");
     format!("http://{host}/fhir")
 }
@@ -61,12 +68,17 @@ fn error_response(error: ApiError, negotiated: Option<&Negotiated>) -> Response 
     let mut response = error.into_response();
     if let Ok(bytes) = body(negotiated, &outcome) {
         let mut replaced = (status, bytes).into_response();
-        for (name, value) in response.headers_mut().drain().filter_map(|(k, v)| k.map(|k| (k, v))) {
+        for (name, value) in response
+            .headers_mut()
+            .drain()
+            .filter_map(|(k, v)| k.map(|k| (k, v)))
+        {
             replaced.headers_mut().insert(name, value);
         }
-        replaced
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(negotiated.content_type));
+        replaced.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(negotiated.content_type),
+        );
         response = replaced;
     }
     response
@@ -80,7 +92,9 @@ fn resource_def<'a>(state: &'a AppState, resource_type: &str) -> Result<&'a Reso
             "resource type {resource_type} is not served by this server (adapter {})",
             state.adapter.name
         ))),
-        None => Err(ApiError::NotFound(format!("unknown resource type {resource_type:?}"))),
+        None => Err(ApiError::NotFound(format!(
+            "unknown resource type {resource_type:?}"
+        ))),
     }
 }
 
@@ -88,13 +102,22 @@ fn now_instant() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-pub async fn metadata(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let pairs = query_pairs(raw.as_deref());
     let negotiated = match negotiate(&headers, param(&pairs, "_format"), param(&pairs, "_pretty")) {
         Ok(n) => n,
         Err(e) => return error_response(e, None),
     };
-    let statement = capability_statement(&state.capability_base, &state.adapter, &base_url(&state, &headers), &now_instant());
+    let statement = capability_statement(
+        &state.capability_base,
+        &state.adapter,
+        &base_url(&state, &headers),
+        &now_instant(),
+    );
     match body(&negotiated, &statement) {
         Ok(bytes) => respond(&negotiated, bytes),
         Err(e) => error_response(e, Some(&negotiated)),
@@ -128,7 +151,11 @@ async fn read_inner(
 ) -> Result<Response, ApiError> {
     resource_def(state, resource_type)?;
     let not_found = || ApiError::NotFound(format!("{resource_type}/{id} is not known"));
-    let valid_id = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let valid_id = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if !valid_id {
         return Err(not_found());
     }
@@ -143,8 +170,14 @@ async fn read_inner(
         .as_str()
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
-    if let Some(tags) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        if tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*") {
+    if let Some(tags) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if tags
+            .split(',')
+            .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        {
             return Ok(not_modified(&etag));
         }
     } else if let (Some(since), Some(modified)) = (
@@ -153,25 +186,34 @@ async fn read_inner(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok()),
         last_modified,
-    ) {
-        if std::time::SystemTime::from(modified) <= since {
-            return Ok(not_modified(&etag));
-        }
+    ) && std::time::SystemTime::from(modified) <= since
+    {
+        return Ok(not_modified(&etag));
     }
     if param(pairs, "_summary") == Some("true") {
         subset::summary(&mut resource);
     } else if param(pairs, "_summary") == Some("data") {
         subset::data(&mut resource);
     } else if let Some(elements) = param(pairs, "_elements") {
-        let names: Vec<String> = elements.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        let names: Vec<String> = elements
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
         subset::elements(&mut resource, &names);
     }
     let mut response = respond(negotiated, body(negotiated, &resource)?);
     let response_headers = response.headers_mut();
-    response_headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("ascii etag"));
+    response_headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("ascii etag"),
+    );
     if let Some(modified) = last_modified {
         let date = httpdate::fmt_http_date(modified.into());
-        response_headers.insert(header::LAST_MODIFIED, HeaderValue::from_str(&date).expect("ascii date"));
+        response_headers.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&date).expect("ascii date"),
+        );
     }
     Ok(response)
 }
@@ -182,9 +224,10 @@ fn hex_prefix(digest: &[u8]) -> String {
 
 fn not_modified(etag: &str) -> Response {
     let mut response = StatusCode::NOT_MODIFIED.into_response();
-    response
-        .headers_mut()
-        .insert(header::ETAG, HeaderValue::from_str(etag).expect("ascii etag"));
+    response.headers_mut().insert(
+        header::ETAG,
+        HeaderValue::from_str(etag).expect("ascii etag"),
+    );
     response
 }
 
@@ -206,9 +249,14 @@ pub async fn search_post(
     form: Bytes,
 ) -> Response {
     let mut pairs = query_pairs(raw.as_deref());
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let is_form = content_type.split(';').next().unwrap_or("").trim() == "application/x-www-form-urlencoded";
-    if !is_form && !(form.is_empty() && content_type.is_empty()) {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let is_form =
+        content_type.split(';').next().unwrap_or("").trim() == "application/x-www-form-urlencoded";
+    let no_body = form.is_empty() && content_type.is_empty();
+    if !(is_form || no_body) {
         return error_response(
             ApiError::UnsupportedMediaType(format!(
                 "POST _search takes application/x-www-form-urlencoded, not {content_type:?}"
@@ -220,7 +268,12 @@ pub async fn search_post(
     search_with(state, resource_type, headers, pairs).await
 }
 
-async fn search_with(state: AppState, resource_type: String, headers: HeaderMap, pairs: Vec<(String, String)>) -> Response {
+async fn search_with(
+    state: AppState,
+    resource_type: String,
+    headers: HeaderMap,
+    pairs: Vec<(String, String)>,
+) -> Response {
     let negotiated = match negotiate(&headers, param(&pairs, "_format"), param(&pairs, "_pretty")) {
         Ok(n) => n,
         Err(e) => return error_response(e, None),
@@ -252,12 +305,23 @@ async fn search_inner(
     let request = parse(pairs).map_err(ApiError::search)?;
     let timezone = state.adapter.timezone;
     let now = Utc::now().with_timezone(&timezone).naive_local();
-    let plan = plan(def, &state.adapter.resources, request, strict_handling(headers), timezone, now).map_err(ApiError::search)?;
+    let plan = plan(
+        def,
+        &state.adapter.resources,
+        request,
+        strict_handling(headers),
+        timezone,
+        now,
+    )
+    .map_err(ApiError::search)?;
 
     let identity = encode_query(&plan.applied);
     let after = match &plan.cursor {
         Some(token) => Some(state.signer.open(&identity, token).map_err(|why| {
-            ApiError::BadRequest(vec![Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}")).at("_cursor")])
+            ApiError::BadRequest(vec![
+                Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}"))
+                    .at("_cursor"),
+            ])
         })?),
         None => None,
     };
@@ -294,7 +358,12 @@ async fn search_inner(
     } else {
         let page = state
             .repository
-            .search(&plan, after.as_ref(), &Cond::True, plan.total == TotalMode::Accurate)
+            .search(
+                &plan,
+                after.as_ref(),
+                &Cond::True,
+                plan.total == TotalMode::Accurate,
+            )
             .await?;
         if page.included_truncated {
             warnings.push(Issue {
@@ -341,7 +410,9 @@ async fn search_inner(
     Ok(respond(negotiated, body(negotiated, &bundle)?))
 }
 
-pub async fn vread(Path((resource_type, id, _version)): Path<(String, String, String)>) -> Response {
+pub async fn vread(
+    Path((resource_type, id, _version)): Path<(String, String, String)>,
+) -> Response {
     ApiError::NotFound(format!(
         "{resource_type}/{id}: version history is not supported; the legacy database keeps only the current row"
     ))
@@ -362,10 +433,18 @@ pub async fn fallback() -> Response {
 /// Liveness plus a database round trip: 200 when the legacy database answers, 503 when not.
 pub async fn health(State(state): State<AppState>) -> Response {
     match state.repository.db.ping().await {
-        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok", "database": "up"}))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(json!({"status": "ok", "database": "up"})),
+        )
+            .into_response(),
         Err(error) => {
             tracing::warn!(error = %error.message, "health check: database down");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "degraded", "database": "down"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "degraded", "database": "down"})),
+            )
+                .into_response()
         }
     }
 }

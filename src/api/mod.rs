@@ -38,10 +38,16 @@ pub fn router(state: AppState) -> Router {
         .expose_headers(Any);
     Router::new()
         .route("/fhir/metadata", get(handlers::metadata))
-        .route("/fhir/{resource_type}", get(handlers::search_get).post(handlers::method_not_allowed))
+        .route(
+            "/fhir/{resource_type}",
+            get(handlers::search_get).post(handlers::method_not_allowed),
+        )
         .route("/fhir/{resource_type}/_search", post(handlers::search_post))
         .route("/fhir/{resource_type}/{id}", get(handlers::read))
-        .route("/fhir/{resource_type}/{id}/_history/{version}", get(handlers::vread))
+        .route(
+            "/fhir/{resource_type}/{id}/_history/{version}",
+            get(handlers::vread),
+        )
         .route("/health", get(handlers::health))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(handlers::fallback)

@@ -28,7 +28,9 @@ fn media_type(name: &str) -> Option<(Format, &'static str)> {
             (Format::Json, "application/fhir+json; charset=utf-8")
         }
         "application/json" => (Format::Json, "application/json; charset=utf-8"),
-        "application/fhir+xml" | "application/xml+fhir" | "xml" => (Format::Xml, "application/fhir+xml; charset=utf-8"),
+        "application/fhir+xml" | "application/xml+fhir" | "xml" => {
+            (Format::Xml, "application/fhir+xml; charset=utf-8")
+        }
         "application/xml" => (Format::Xml, "application/xml; charset=utf-8"),
         "text/xml" => (Format::Xml, "text/xml; charset=utf-8"),
         _ => return None,
@@ -36,19 +38,30 @@ fn media_type(name: &str) -> Option<(Format, &'static str)> {
 }
 
 /// Decides the format from `_format` (wins) or `Accept` (by q order).
-pub fn negotiate(headers: &HeaderMap, format_param: Option<&str>, pretty_param: Option<&str>) -> Result<Negotiated, ApiError> {
+pub fn negotiate(
+    headers: &HeaderMap,
+    format_param: Option<&str>,
+    pretty_param: Option<&str>,
+) -> Result<Negotiated, ApiError> {
     let pretty = pretty_param == Some("true");
     if let Some(requested) = format_param {
         let name = requested.split(';').next().unwrap_or_default().trim();
-        let (format, content_type) =
-            media_type(name).ok_or_else(|| ApiError::NotAcceptable(format!("_format {requested:?} is not supported: use json or xml")))?;
+        let (format, content_type) = media_type(name).ok_or_else(|| {
+            ApiError::NotAcceptable(format!(
+                "_format {requested:?} is not supported: use json or xml"
+            ))
+        })?;
         return Ok(Negotiated {
             format,
             content_type,
             pretty,
         });
     }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").trim();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
     if accept.is_empty() {
         return Ok(Negotiated {
             format: Format::Json,
@@ -70,7 +83,11 @@ pub fn negotiate(headers: &HeaderMap, format_param: Option<&str>, pretty_param: 
         })
         .filter(|(quality, _, _)| *quality > 0.0)
         .collect();
-    offers.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+    offers.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+    });
     offers
         .iter()
         .find_map(|(_, _, name)| media_type(&name.to_ascii_lowercase()))
@@ -92,16 +109,19 @@ pub fn body(negotiated: &Negotiated, resource: &Json) -> Result<Vec<u8>, ApiErro
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     match negotiated.format {
         Format::Json => Ok(json),
-        Format::Xml => to_xml(&json).map_err(|e| ApiError::Internal(format!("XML rendering failed: {e}"))),
+        Format::Xml => {
+            to_xml(&json).map_err(|e| ApiError::Internal(format!("XML rendering failed: {e}")))
+        }
     }
 }
 
 /// A 200 response with `bytes` in the negotiated media type.
 pub fn respond(negotiated: &Negotiated, bytes: Vec<u8>) -> Response {
     let mut response = bytes.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(negotiated.content_type));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(negotiated.content_type),
+    );
     response
 }
 
@@ -123,15 +143,31 @@ mod tests {
 
     #[test]
     fn accept_picks_the_best_quality_and_echoes_generic_types() {
-        let chosen = negotiate(&accept("text/html;q=0.9, application/xml;q=0.95, application/json;q=0.5"), None, None).unwrap();
+        let chosen = negotiate(
+            &accept("text/html;q=0.9, application/xml;q=0.95, application/json;q=0.5"),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(chosen.content_type, "application/xml; charset=utf-8");
-        let browser = negotiate(&accept("text/html,application/xhtml+xml,*/*;q=0.8"), None, None).unwrap();
+        let browser = negotiate(
+            &accept("text/html,application/xhtml+xml,*/*;q=0.8"),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(browser.format, Format::Json);
     }
 
     #[test]
     fn unsupported_formats_are_406() {
-        assert!(matches!(negotiate(&accept("text/html"), None, None), Err(ApiError::NotAcceptable(_))));
-        assert!(matches!(negotiate(&HeaderMap::new(), Some("turtle"), None), Err(ApiError::NotAcceptable(_))));
+        assert!(matches!(
+            negotiate(&accept("text/html"), None, None),
+            Err(ApiError::NotAcceptable(_))
+        ));
+        assert!(matches!(
+            negotiate(&HeaderMap::new(), Some("turtle"), None),
+            Err(ApiError::NotAcceptable(_))
+        ));
     }
 }

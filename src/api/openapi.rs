@@ -6,7 +6,10 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portico FHIR R4 facade", description = "Read-only FHIR R4 API over a legacy practice-management database."),
+    info(
+        title = "Portico FHIR R4 facade",
+        description = "Read-only FHIR R4 API over a legacy practice-management database."
+    ),
     paths(metadata, read, search_get, search_post, health)
 )]
 pub struct ApiDoc;

@@ -3,7 +3,9 @@
 //! The only writing code in Portico, kept apart from the read-only legacy pool.
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection, Executor};
 
 use super::{DbError, DbErrorKind, dialect_of};
@@ -28,23 +30,36 @@ fn failed(error: sqlx::Error) -> DbError {
 
 /// Creates (or recreates) a MySQL database on the server at `server_url`.
 pub async fn recreate_mysql_database(server_url: &str, name: &str) -> Result<(), DbError> {
-    let options: MySqlConnectOptions = server_url.replacen("mariadb:", "mysql:", 1).parse().map_err(failed)?;
+    let options: MySqlConnectOptions = server_url
+        .replacen("mariadb:", "mysql:", 1)
+        .parse()
+        .map_err(failed)?;
     let mut conn = options.connect().await.map_err(failed)?;
     let quoted = quote_ident(DialectKind::Mysql, name);
-    conn.execute(format!("DROP DATABASE IF EXISTS {quoted}").as_str()).await.map_err(failed)?;
-    conn.execute(format!("CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci").as_str())
+    conn.execute(format!("DROP DATABASE IF EXISTS {quoted}").as_str())
         .await
         .map_err(failed)?;
+    conn.execute(
+        format!("CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+            .as_str(),
+    )
+    .await
+    .map_err(failed)?;
     conn.close().await.map_err(failed)?;
     Ok(())
 }
 
 /// Drops a MySQL database on the server at `server_url`.
 pub async fn drop_mysql_database(server_url: &str, name: &str) -> Result<(), DbError> {
-    let options: MySqlConnectOptions = server_url.replacen("mariadb:", "mysql:", 1).parse().map_err(failed)?;
+    let options: MySqlConnectOptions = server_url
+        .replacen("mariadb:", "mysql:", 1)
+        .parse()
+        .map_err(failed)?;
     let mut conn = options.connect().await.map_err(failed)?;
     let quoted = quote_ident(DialectKind::Mysql, name);
-    conn.execute(format!("DROP DATABASE IF EXISTS {quoted}").as_str()).await.map_err(failed)?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {quoted}").as_str())
+        .await
+        .map_err(failed)?;
     conn.close().await.map_err(failed)
 }
 
@@ -52,11 +67,13 @@ pub async fn drop_mysql_database(server_url: &str, name: &str) -> Result<(), DbE
 pub fn mysql_ddl_to_sqlite(ddl: &str) -> String {
     let mut out = String::with_capacity(ddl.len());
     for line in ddl.lines() {
-        let mut line = line.replace(" ON UPDATE CURRENT_TIMESTAMP", "").replace(" unsigned", "");
-        if let Some(start) = line.find("enum(") {
-            if let Some(end) = line[start..].find(')') {
-                line.replace_range(start..start + end + 1, "varchar(16)");
-            }
+        let mut line = line
+            .replace(" ON UPDATE CURRENT_TIMESTAMP", "")
+            .replace(" unsigned", "");
+        if let Some(start) = line.find("enum(")
+            && let Some(end) = line[start..].find(')')
+        {
+            line.replace_range(start..start + end + 1, "varchar(16)");
         }
         out.push_str(&line);
         out.push('\n');
@@ -90,8 +107,17 @@ impl FixtureWriter {
     pub async fn open(url: &str) -> Result<FixtureWriter, DbError> {
         let pool = match dialect_of(url) {
             Some(DialectKind::Mysql) => {
-                let options: MySqlConnectOptions = url.replacen("mariadb:", "mysql:", 1).parse().map_err(failed)?;
-                Pool::MySql(MySqlPoolOptions::new().max_connections(2).connect_with(options).await.map_err(failed)?)
+                let options: MySqlConnectOptions = url
+                    .replacen("mariadb:", "mysql:", 1)
+                    .parse()
+                    .map_err(failed)?;
+                Pool::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(2)
+                        .connect_with(options)
+                        .await
+                        .map_err(failed)?,
+                )
             }
             Some(DialectKind::Sqlite) => {
                 let options: SqliteConnectOptions = url.parse().map_err(failed)?;
@@ -99,7 +125,13 @@ impl FixtureWriter {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Off);
-                Pool::Sqlite(SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(failed)?)
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options)
+                        .await
+                        .map_err(failed)?,
+                )
             }
             None => {
                 return Err(DbError {
@@ -137,7 +169,12 @@ impl FixtureWriter {
     }
 
     /// Inserts rows in multi-row statements, all values bound, inside one transaction.
-    pub async fn insert(&self, table: &str, columns: &[&str], rows: &[Vec<Value>]) -> Result<(), DbError> {
+    pub async fn insert(
+        &self,
+        table: &str,
+        columns: &[&str],
+        rows: &[Vec<Value>],
+    ) -> Result<(), DbError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -206,8 +243,18 @@ impl FixtureWriter {
     }
 }
 
-fn insert_sql(kind: DialectKind, table: &str, columns: &[String], width: usize, rows: usize) -> String {
-    let mut sql = format!("INSERT INTO {} ({}) VALUES ", quote_ident(kind, table), columns.join(", "));
+fn insert_sql(
+    kind: DialectKind,
+    table: &str,
+    columns: &[String],
+    width: usize,
+    rows: usize,
+) -> String {
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        quote_ident(kind, table),
+        columns.join(", ")
+    );
     let mut index = 0;
     for row in 0..rows {
         if row > 0 {
@@ -247,7 +294,8 @@ mod tests {
 
     #[test]
     fn scripts_split_on_statement_ends() {
-        let parts = statements("-- comment\nCREATE TABLE a (\n x int\n);\n\nCREATE INDEX i ON a (x);\n");
+        let parts =
+            statements("-- comment\nCREATE TABLE a (\n x int\n);\n\nCREATE INDEX i ON a (x);\n");
         assert_eq!(parts.len(), 2);
         assert!(parts[1].starts_with("CREATE INDEX"));
     }

@@ -93,7 +93,12 @@ impl Database {
     /// Creates the pool without connecting: Portico starts while the database is down and
     /// recovers when it returns.
     pub fn connect_lazy(settings: &DbSettings) -> Result<Database, DbError> {
-        let invalid = |e: sqlx::Error| DbError::new(DbErrorKind::Unavailable, format!("invalid database URL {}: {e}", redact_url(&settings.url)));
+        let invalid = |e: sqlx::Error| {
+            DbError::new(
+                DbErrorKind::Unavailable,
+                format!("invalid database URL {}: {e}", redact_url(&settings.url)),
+            )
+        };
         let pool = match dialect_of(&settings.url) {
             Some(DialectKind::Mysql) => {
                 let url = settings.url.replacen("mariadb:", "mysql:", 1);
@@ -107,9 +112,15 @@ impl Database {
                             conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
                             // MariaDB and MySQL spell the server-side statement limit differently;
                             // the server then stops the statement itself when the limit passes.
-                            let mariadb = format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64());
+                            let mariadb = format!(
+                                "SET SESSION max_statement_time = {}",
+                                timeout.as_secs_f64()
+                            );
                             if conn.execute(mariadb.as_str()).await.is_err() {
-                                let mysql = format!("SET SESSION max_execution_time = {}", timeout.as_millis());
+                                let mysql = format!(
+                                    "SET SESSION max_execution_time = {}",
+                                    timeout.as_millis()
+                                );
                                 conn.execute(mysql.as_str()).await?;
                             }
                             Ok(())
@@ -129,7 +140,10 @@ impl Database {
             None => {
                 return Err(DbError::new(
                     DbErrorKind::Unavailable,
-                    format!("unsupported database URL {}: use mysql://, mariadb:// or sqlite://", redact_url(&settings.url)),
+                    format!(
+                        "unsupported database URL {}: use mysql://, mariadb:// or sqlite://",
+                        redact_url(&settings.url)
+                    ),
                 ));
             }
         };
@@ -174,7 +188,10 @@ impl Database {
             Ok(result) => result,
             Err(_) => Err(DbError::new(
                 DbErrorKind::Timeout,
-                format!("statement exceeded the {} ms limit", self.statement_timeout.as_millis()),
+                format!(
+                    "statement exceeded the {} ms limit",
+                    self.statement_timeout.as_millis()
+                ),
             )),
         }
     }
@@ -206,8 +223,12 @@ impl Database {
         Ok(rows
             .into_iter()
             .filter_map(|row| match (row.first(), row.get(1)) {
-                (Some(Value::Text(name)), Some(Value::Text(kind))) => Some((name.clone(), kind.clone())),
-                (Some(Value::Text(name)), Some(Value::Bytes(kind))) => Some((name.clone(), String::from_utf8_lossy(kind).into_owned())),
+                (Some(Value::Text(name)), Some(Value::Text(kind))) => {
+                    Some((name.clone(), kind.clone()))
+                }
+                (Some(Value::Text(name)), Some(Value::Bytes(kind))) => {
+                    Some((name.clone(), String::from_utf8_lossy(kind).into_owned()))
+                }
                 _ => None,
             })
             .collect())
@@ -256,13 +277,18 @@ pub(crate) fn bind_sqlite<'q>(query: SqliteQuery<'q>, value: &Value) -> SqliteQu
 }
 
 fn decode_error(column: &str, error: sqlx::Error) -> DbError {
-    DbError::new(DbErrorKind::Decode, format!("cannot decode column {column}: {error}"))
+    DbError::new(
+        DbErrorKind::Decode,
+        format!("cannot decode column {column}: {error}"),
+    )
 }
 
 fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
     let mut cells = Vec::with_capacity(row.len());
     for (index, column) in row.columns().iter().enumerate() {
-        let raw = row.try_get_raw(index).map_err(|e| decode_error(column.name(), e))?;
+        let raw = row
+            .try_get_raw(index)
+            .map_err(|e| decode_error(column.name(), e))?;
         if raw.is_null() {
             cells.push(Value::Null);
             continue;
@@ -271,8 +297,11 @@ fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
         let err = |e| decode_error(column.name(), e);
         let cell = match type_name.as_str() {
             "BOOLEAN" => Value::Int(i64::from(row.try_get::<bool, _>(index).map_err(err)?)),
-            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => Value::Int(row.try_get::<i64, _>(index).map_err(err)?),
-            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" | "BIGINT UNSIGNED" => {
+            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+                Value::Int(row.try_get::<i64, _>(index).map_err(err)?)
+            }
+            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+            | "BIGINT UNSIGNED" => {
                 let unsigned = row.try_get::<u64, _>(index).map_err(err)?;
                 Value::Int(i64::try_from(unsigned).unwrap_or(i64::MAX))
             }
@@ -280,12 +309,18 @@ fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
             "DOUBLE" => Value::Float(row.try_get::<f64, _>(index).map_err(err)?),
             "DECIMAL" => Value::Decimal(row.try_get::<Decimal, _>(index).map_err(err)?),
             // Zero dates (0000-00-00) do not decode; they mean "no date" anyway.
-            "DATE" => row.try_get::<chrono::NaiveDate, _>(index).map(Value::Date).unwrap_or(Value::Null),
+            "DATE" => row
+                .try_get::<chrono::NaiveDate, _>(index)
+                .map(Value::Date)
+                .unwrap_or(Value::Null),
             "DATETIME" | "TIMESTAMP" => row
                 .try_get::<chrono::NaiveDateTime, _>(index)
                 .map(Value::DateTime)
                 .unwrap_or(Value::Null),
-            "TIME" => row.try_get::<chrono::NaiveTime, _>(index).map(Value::Time).unwrap_or(Value::Null),
+            "TIME" => row
+                .try_get::<chrono::NaiveTime, _>(index)
+                .map(Value::Time)
+                .unwrap_or(Value::Null),
             "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" => {
                 match row.try_get::<String, _>(index) {
                     Ok(text) => Value::Text(text),
@@ -302,7 +337,9 @@ fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
 fn decode_sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
     let mut cells = Vec::with_capacity(row.len());
     for (index, column) in row.columns().iter().enumerate() {
-        let raw = row.try_get_raw(index).map_err(|e| decode_error(column.name(), e))?;
+        let raw = row
+            .try_get_raw(index)
+            .map_err(|e| decode_error(column.name(), e))?;
         if raw.is_null() {
             cells.push(Value::Null);
             continue;
@@ -323,17 +360,25 @@ fn decode_sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
 
 fn classify(error: sqlx::Error) -> DbError {
     let kind = match &error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => DbErrorKind::Unavailable,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => DbErrorKind::Unavailable,
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // MariaDB max_statement_time, MySQL max_execution_time, query killed.
-            Some("70100") | Some("HY000") if db.message().contains("max_statement_time") || db.message().contains("interrupted") => {
+            Some("70100") | Some("HY000")
+                if db.message().contains("max_statement_time")
+                    || db.message().contains("interrupted") =>
+            {
                 DbErrorKind::Timeout
             }
-            _ => match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|e| e.number()) {
+            _ => match db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number())
+            {
                 Some(1969) | Some(3024) | Some(1317) => DbErrorKind::Timeout,
-                Some(1040) | Some(1045) | Some(1049) | Some(1053) | Some(2002) | Some(2003) | Some(2006) | Some(2013) => {
-                    DbErrorKind::Unavailable
-                }
+                Some(1040) | Some(1045) | Some(1049) | Some(1053) | Some(2002) | Some(2003)
+                | Some(2006) | Some(2013) => DbErrorKind::Unavailable,
                 _ => DbErrorKind::Query,
             },
         },
@@ -354,15 +399,24 @@ mod tests {
 
     #[test]
     fn urls_name_their_dialect() {
-        assert_eq!(dialect_of("mysql://root@127.0.0.1/test"), Some(DialectKind::Mysql));
-        assert_eq!(dialect_of("mariadb://root@127.0.0.1/test"), Some(DialectKind::Mysql));
+        assert_eq!(
+            dialect_of("mysql://root@127.0.0.1/test"),
+            Some(DialectKind::Mysql)
+        );
+        assert_eq!(
+            dialect_of("mariadb://root@127.0.0.1/test"),
+            Some(DialectKind::Mysql)
+        );
         assert_eq!(dialect_of("sqlite://demo.db"), Some(DialectKind::Sqlite));
         assert_eq!(dialect_of("postgres://x"), None);
     }
 
     #[test]
     fn passwords_never_reach_reports() {
-        assert_eq!(redact_url("mysql://portico:s3cret@db:3306/openemr"), "mysql://portico:***@db:3306/openemr");
+        assert_eq!(
+            redact_url("mysql://portico:s3cret@db:3306/openemr"),
+            "mysql://portico:***@db:3306/openemr"
+        );
         assert_eq!(redact_url("sqlite://demo.db"), "sqlite://demo.db");
     }
 }

@@ -44,21 +44,100 @@ impl Rng {
 }
 
 const FAMILY: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
-    "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
-    "Lee", "Perez", "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson",
-    "Walker", "Young", "Allen", "King", "Wright", "Scott", "Torres", "Nguyen", "Hill", "Flores",
-    "O'Brien", "Müller", "Chalmers", "Van der Berg", "Nakamura",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "O'Brien",
+    "Müller",
+    "Chalmers",
+    "Van der Berg",
+    "Nakamura",
 ];
 const GIVEN_FEMALE: &[&str] = &[
-    "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah", "Karen",
-    "Lisa", "Nancy", "Betty", "Sandra", "Ashley", "Emily", "Donna", "Michelle", "Carol", "Amanda", "Zoë",
+    "Mary",
+    "Patricia",
+    "Jennifer",
+    "Linda",
+    "Elizabeth",
+    "Barbara",
+    "Susan",
+    "Jessica",
+    "Sarah",
+    "Karen",
+    "Lisa",
+    "Nancy",
+    "Betty",
+    "Sandra",
+    "Ashley",
+    "Emily",
+    "Donna",
+    "Michelle",
+    "Carol",
+    "Amanda",
+    "Zoë",
 ];
 const GIVEN_MALE: &[&str] = &[
-    "James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas", "Charles",
-    "Christopher", "Daniel", "Matthew", "Anthony", "Mark", "Donald", "Steven", "Paul", "Andrew", "José",
+    "James",
+    "Robert",
+    "John",
+    "Michael",
+    "David",
+    "William",
+    "Richard",
+    "Joseph",
+    "Thomas",
+    "Charles",
+    "Christopher",
+    "Daniel",
+    "Matthew",
+    "Anthony",
+    "Mark",
+    "Donald",
+    "Steven",
+    "Paul",
+    "Andrew",
+    "José",
 ];
-const MIDDLE: &[&str] = &["", "", "", "A", "B", "C", "J", "L", "M", "Marie", "Lee", "Ann"];
+const MIDDLE: &[&str] = &[
+    "", "", "", "A", "B", "C", "J", "L", "M", "Marie", "Lee", "Ann",
+];
 const CITIES: &[(&str, &str, &str)] = &[
     ("Boston", "MA", "02108"),
     ("Springfield", "IL", "62701"),
@@ -67,25 +146,101 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Madison", "WI", "53703"),
     ("Raleigh", "NC", "27601"),
 ];
-const STREETS: &[&str] = &["Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Elm St", "Pine Rd", "Washington Blvd"];
-const RACES: &[&str] = &["white", "black_or_afri_amer", "Asian", "amer_ind_or_alaska_native", "native_hawai_or_pac_island", "decline_to_specify", ""];
-const ETHNICITIES: &[&str] = &["hisp_or_latin", "not_hisp_or_latin", "not_hisp_or_latin", "decline_to_specify", ""];
-const MARITAL: &[&str] = &["married", "single", "divorced", "widowed", "separated", "domestic partner", ""];
+const STREETS: &[&str] = &[
+    "Main St",
+    "Oak Ave",
+    "Maple Dr",
+    "Cedar Ln",
+    "Elm St",
+    "Pine Rd",
+    "Washington Blvd",
+];
+const RACES: &[&str] = &[
+    "white",
+    "black_or_afri_amer",
+    "Asian",
+    "amer_ind_or_alaska_native",
+    "native_hawai_or_pac_island",
+    "decline_to_specify",
+    "",
+];
+const ETHNICITIES: &[&str] = &[
+    "hisp_or_latin",
+    "not_hisp_or_latin",
+    "not_hisp_or_latin",
+    "decline_to_specify",
+    "",
+];
+const MARITAL: &[&str] = &[
+    "married",
+    "single",
+    "divorced",
+    "widowed",
+    "separated",
+    "domestic partner",
+    "",
+];
 const REFERRALS: &[&str] = &["", "", "web", "physician", "walk-in", "insurance"];
 /// Patient appointment categories of the seeded category table (pc_cattype = 0).
 const PATIENT_CATEGORIES: &[i64] = &[5, 9, 10, 12, 13];
-const APPOINTMENT_STATUSES: &[&str] = &["-", "*", "+", "x", "?", "@", "~", "!", "#", "<", ">", "$", "%", "^", "AVM", "SMS", "EMAIL", "CALL"];
+const APPOINTMENT_STATUSES: &[&str] = &[
+    "-", "*", "+", "x", "?", "@", "~", "!", "#", "<", ">", "$", "%", "^", "AVM", "SMS", "EMAIL",
+    "CALL",
+];
 /// LOINC code, name, unit, low, high, decimals.
 const LABS: &[(&str, &str, &str, f64, f64, i32)] = &[
-    ("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", 70.0, 180.0, 0),
-    ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.5, 9.5, 1),
-    ("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", 140.0, 260.0, 0),
-    ("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 132.0, 148.0, 0),
+    (
+        "2345-7",
+        "Glucose [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        70.0,
+        180.0,
+        0,
+    ),
+    (
+        "4548-4",
+        "Hemoglobin A1c/Hemoglobin.total in Blood",
+        "%",
+        4.5,
+        9.5,
+        1,
+    ),
+    (
+        "2093-3",
+        "Cholesterol [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        140.0,
+        260.0,
+        0,
+    ),
+    (
+        "2951-2",
+        "Sodium [Moles/volume] in Serum or Plasma",
+        "mmol/L",
+        132.0,
+        148.0,
+        0,
+    ),
 ];
 const PROCEDURES: &[(&str, &str, &str, f64)] = &[
-    ("CPT4", "99213", "Office visit, established patient, low complexity", 110.0),
-    ("CPT4", "99214", "Office visit, established patient, moderate complexity", 165.0),
-    ("CPT4", "99203", "Office visit, new patient, low complexity", 150.0),
+    (
+        "CPT4",
+        "99213",
+        "Office visit, established patient, low complexity",
+        110.0,
+    ),
+    (
+        "CPT4",
+        "99214",
+        "Office visit, established patient, moderate complexity",
+        165.0,
+    ),
+    (
+        "CPT4",
+        "99203",
+        "Office visit, new patient, low complexity",
+        150.0,
+    ),
     ("CPT4", "80053", "Comprehensive metabolic panel", 45.0),
     ("HCPCS", "G0439", "Annual wellness visit, subsequent", 120.0),
 ];
@@ -93,7 +248,10 @@ const DIAGNOSES: &[(&str, &str)] = &[
     ("E11.9", "Type 2 diabetes mellitus without complications"),
     ("I10", "Essential (primary) hypertension"),
     ("E78.5", "Hyperlipidemia, unspecified"),
-    ("Z00.00", "Encounter for general adult medical examination without abnormal findings"),
+    (
+        "Z00.00",
+        "Encounter for general adult medical examination without abnormal findings",
+    ),
 ];
 
 fn text(s: &str) -> Value {
@@ -107,11 +265,17 @@ fn int(i: i64) -> Value {
 fn decimal(f: f64, places: u32) -> Value {
     let scale = 10f64.powi(places as i32);
     let rounded = (f * scale).round() / scale;
-    Value::Decimal(rust_decimal::Decimal::from_f64_retain(rounded).unwrap_or_default().round_dp(places))
+    Value::Decimal(
+        rust_decimal::Decimal::from_f64_retain(rounded)
+            .unwrap_or_default()
+            .round_dp(places),
+    )
 }
 
 fn base_time() -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2025, 1, 6).expect("valid").and_time(NaiveTime::MIN)
+    NaiveDate::from_ymd_opt(2025, 1, 6)
+        .expect("valid")
+        .and_time(NaiveTime::MIN)
 }
 
 /// Row counts written, for the demo's banner and the benchmarks' report.
@@ -153,25 +317,74 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
         ("marital", "separated", "Separated", "L"),
         ("marital", "domestic partner", "Domestic Partner", "T"),
         ("race", "white", "White", "2106-3"),
-        ("race", "black_or_afri_amer", "Black or African American", "2054-5"),
+        (
+            "race",
+            "black_or_afri_amer",
+            "Black or African American",
+            "2054-5",
+        ),
         ("race", "Asian", "Asian", "2028-9"),
-        ("race", "amer_ind_or_alaska_native", "American Indian or Alaska Native", "1002-5"),
-        ("race", "native_hawai_or_pac_island", "Native Hawaiian or Other Pacific Islander", "2076-8"),
+        (
+            "race",
+            "amer_ind_or_alaska_native",
+            "American Indian or Alaska Native",
+            "1002-5",
+        ),
+        (
+            "race",
+            "native_hawai_or_pac_island",
+            "Native Hawaiian or Other Pacific Islander",
+            "2076-8",
+        ),
         ("race", "decline_to_specify", "Declined To Specify", "ASKU"),
         ("ethnicity", "hisp_or_latin", "Hispanic or Latino", "2135-2"),
-        ("ethnicity", "not_hisp_or_latin", "Not Hispanic or Latino", "2186-5"),
-        ("ethnicity", "decline_to_specify", "Declined To Specify", "ASKU"),
+        (
+            "ethnicity",
+            "not_hisp_or_latin",
+            "Not Hispanic or Latino",
+            "2186-5",
+        ),
+        (
+            "ethnicity",
+            "decline_to_specify",
+            "Declined To Specify",
+            "ASKU",
+        ),
     ]
     .iter()
     .enumerate()
     .map(|(seq, (list, option, title, notes))| {
         // The sex list keeps its codes in `codes`; the others in `notes`, as OpenEMR does.
-        let (notes, codes) = if *list == "sex" { ("", *notes) } else { (*notes, "") };
-        vec![text(list), text(option), text(title), int(seq as i64), text(notes), text(codes), int(1)]
+        let (notes, codes) = if *list == "sex" {
+            ("", *notes)
+        } else {
+            (*notes, "")
+        };
+        vec![
+            text(list),
+            text(option),
+            text(title),
+            int(seq as i64),
+            text(notes),
+            text(codes),
+            int(1),
+        ]
     })
     .collect();
     writer
-        .insert("list_options", &["list_id", "option_id", "title", "seq", "notes", "codes", "activity"], &options)
+        .insert(
+            "list_options",
+            &[
+                "list_id",
+                "option_id",
+                "title",
+                "seq",
+                "notes",
+                "codes",
+                "activity",
+            ],
+            &options,
+        )
         .await?;
 
     let categories: Vec<Vec<Value>> = [
@@ -186,52 +399,184 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
         (9, "established_patient", "Established Patient", 0, 900),
         (10, "new_patient", "New Patient", 0, 1800),
         (11, "reserved", "Reserved", 1, 900),
-        (12, "health_and_behavioral_assessment", "Health and Behavioral Assessment", 0, 900),
-        (13, "preventive_care_services", "Preventive Care Services", 0, 900),
-        (14, "ophthalmological_services", "Ophthalmological Services", 0, 900),
+        (
+            12,
+            "health_and_behavioral_assessment",
+            "Health and Behavioral Assessment",
+            0,
+            900,
+        ),
+        (
+            13,
+            "preventive_care_services",
+            "Preventive Care Services",
+            0,
+            900,
+        ),
+        (
+            14,
+            "ophthalmological_services",
+            "Ophthalmological Services",
+            0,
+            900,
+        ),
         (15, "group_therapy", "Group Therapy", 3, 3600),
     ]
     .iter()
-    .map(|(id, constant, name, kind, duration)| vec![int(*id), text(constant), text(name), int(*duration), int(*kind), int(1)])
+    .map(|(id, constant, name, kind, duration)| {
+        vec![
+            int(*id),
+            text(constant),
+            text(name),
+            int(*duration),
+            int(*kind),
+            int(1),
+        ]
+    })
     .collect();
     writer
         .insert(
             "openemr_postcalendar_categories",
-            &["pc_catid", "pc_constant_id", "pc_catname", "pc_duration", "pc_cattype", "pc_active"],
+            &[
+                "pc_catid",
+                "pc_constant_id",
+                "pc_catname",
+                "pc_duration",
+                "pc_cattype",
+                "pc_active",
+            ],
             &categories,
         )
         .await?;
 
     let facilities = vec![
-        vec![int(1), text("Riverside Family Practice"), text("617-555-0100"), text("617-555-0101"), text("12 Main St"), text("Boston"), text("MA"), text("02108"), text("US"), text("04-1234567"), int(1), int(1), int(11), text("05D1234567"), text("1234567893"), int(1), int(0)],
-        vec![int(2), text("Riverside North Clinic"), text("617-555-0200"), Value::Null, text("88 Oak Ave"), text("Boston"), text("MA"), text("02110"), text("US"), Value::Null, int(1), int(0), int(11), Value::Null, text("1245319599"), int(0), int(0)],
-        vec![int(3), text("Riverside Billing Office"), text("617-555-0300"), Value::Null, text("5 Elm St"), text("Boston"), text("MA"), text("02111"), text("US"), text("04-7654321"), int(0), int(1), Value::Null, Value::Null, Value::Null, int(0), int(0)],
+        vec![
+            int(1),
+            text("Riverside Family Practice"),
+            text("617-555-0100"),
+            text("617-555-0101"),
+            text("12 Main St"),
+            text("Boston"),
+            text("MA"),
+            text("02108"),
+            text("US"),
+            text("04-1234567"),
+            int(1),
+            int(1),
+            int(11),
+            text("05D1234567"),
+            text("1234567893"),
+            int(1),
+            int(0),
+        ],
+        vec![
+            int(2),
+            text("Riverside North Clinic"),
+            text("617-555-0200"),
+            Value::Null,
+            text("88 Oak Ave"),
+            text("Boston"),
+            text("MA"),
+            text("02110"),
+            text("US"),
+            Value::Null,
+            int(1),
+            int(0),
+            int(11),
+            Value::Null,
+            text("1245319599"),
+            int(0),
+            int(0),
+        ],
+        vec![
+            int(3),
+            text("Riverside Billing Office"),
+            text("617-555-0300"),
+            Value::Null,
+            text("5 Elm St"),
+            text("Boston"),
+            text("MA"),
+            text("02111"),
+            text("US"),
+            text("04-7654321"),
+            int(0),
+            int(1),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            int(0),
+            int(0),
+        ],
     ];
     writer
         .insert(
             "facility",
-            &["id", "name", "phone", "fax", "street", "city", "state", "postal_code", "country_code", "federal_ein", "service_location", "billing_location", "pos_code", "domain_identifier", "facility_npi", "primary_business_entity", "inactive"],
+            &[
+                "id",
+                "name",
+                "phone",
+                "fax",
+                "street",
+                "city",
+                "state",
+                "postal_code",
+                "country_code",
+                "federal_ein",
+                "service_location",
+                "billing_location",
+                "pos_code",
+                "domain_identifier",
+                "facility_npi",
+                "primary_business_entity",
+                "inactive",
+            ],
             &facilities,
         )
         .await?;
 
-    let specialties = ["Family Medicine", "Internal Medicine", "Cardiology", "Pediatrics", "Endocrinology", "Family Medicine", "Geriatrics", "Internal Medicine"];
+    let specialties = [
+        "Family Medicine",
+        "Internal Medicine",
+        "Cardiology",
+        "Pediatrics",
+        "Endocrinology",
+        "Family Medicine",
+        "Geriatrics",
+        "Internal Medicine",
+    ];
     let mut users = Vec::new();
     for id in 1..=10i64 {
         let has_npi = id <= 8;
-        let npi = if has_npi { text(&format!("19{:08}", 10_000_000 + id * 7919)) } else { Value::Null };
+        let npi = if has_npi {
+            text(&format!("19{:08}", 10_000_000 + id * 7919))
+        } else {
+            Value::Null
+        };
         users.push(vec![
             int(id),
             text(&format!("user{id}")),
             int(i64::from(has_npi)),
-            text(["Ana", "Ben", "Carla", "Dev", "Elif", "Farid", "Grace", "Hugo", "Ivy", "Jon"][(id - 1) as usize]),
+            text(
+                [
+                    "Ana", "Ben", "Carla", "Dev", "Elif", "Farid", "Grace", "Hugo", "Ivy", "Jon",
+                ][(id - 1) as usize],
+            ),
             text(if id % 3 == 0 { "R" } else { "" }),
-            text(["Alvarez", "Brooks", "Chen", "Desai", "Ekinci", "Farah", "Gupta", "Horvat", "Ito", "Jensen"][(id - 1) as usize]),
+            text(
+                [
+                    "Alvarez", "Brooks", "Chen", "Desai", "Ekinci", "Farah", "Gupta", "Horvat",
+                    "Ito", "Jensen",
+                ][(id - 1) as usize],
+            ),
             text(if has_npi { "MD" } else { "" }),
             int(1 + (id % 2)),
             int(i64::from(id != 7)),
             npi,
-            if has_npi { text(specialties[(id - 1) as usize]) } else { Value::Null },
+            if has_npi {
+                text(specialties[(id - 1) as usize])
+            } else {
+                Value::Null
+            },
             text(&format!("user{id}@riverside.example")),
             text("12 Main St"),
             text("Boston"),
@@ -241,13 +586,39 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
             text(if has_npi { "207Q00000X" } else { "" }),
             int(i64::from(has_npi)),
             text(if has_npi { "" } else { "ord_lab" }),
-            if has_npi { text(&format!("MA-{:05}", id * 311)) } else { Value::Null },
+            if has_npi {
+                text(&format!("MA-{:05}", id * 311))
+            } else {
+                Value::Null
+            },
         ]);
     }
     writer
         .insert(
             "users",
-            &["id", "username", "authorized", "fname", "mname", "lname", "title", "facility_id", "active", "npi", "specialty", "email", "street", "city", "state", "zip", "phone", "taxonomy", "calendar", "abook_type", "state_license_number"],
+            &[
+                "id",
+                "username",
+                "authorized",
+                "fname",
+                "mname",
+                "lname",
+                "title",
+                "facility_id",
+                "active",
+                "npi",
+                "specialty",
+                "email",
+                "street",
+                "city",
+                "state",
+                "zip",
+                "phone",
+                "taxonomy",
+                "calendar",
+                "abook_type",
+                "state_license_number",
+            ],
             &users,
         )
         .await?;
@@ -259,16 +630,38 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
         vec![int(17), text("Commercial"), text("CI")],
         vec![int(19), text("HMO"), text("HM")],
     ];
-    writer.insert("insurance_type_codes", &["id", "type", "claim_type"], &type_codes).await?;
+    writer
+        .insert(
+            "insurance_type_codes",
+            &["id", "type", "claim_type"],
+            &type_codes,
+        )
+        .await?;
     let payers = vec![
         vec![int(1), text("Medicare"), text("00430"), int(2), int(0)],
         vec![int(2), text("MassHealth"), text("00431"), int(3), int(0)],
-        vec![int(3), text("Blue Cross Blue Shield of Massachusetts"), text("00700"), int(6), int(0)],
-        vec![int(4), text("Acme Health Commercial"), text("62308"), int(17), int(0)],
+        vec![
+            int(3),
+            text("Blue Cross Blue Shield of Massachusetts"),
+            text("00700"),
+            int(6),
+            int(0),
+        ],
+        vec![
+            int(4),
+            text("Acme Health Commercial"),
+            text("62308"),
+            int(17),
+            int(0),
+        ],
         vec![int(5), text("Harbor HMO"), text("04271"), int(19), int(1)],
     ];
     writer
-        .insert("insurance_companies", &["id", "name", "cms_id", "ins_type_code", "inactive"], &payers)
+        .insert(
+            "insurance_companies",
+            &["id", "name", "cms_id", "ins_type_code", "inactive"],
+            &payers,
+        )
         .await?;
     Ok(())
 }
@@ -291,7 +684,12 @@ struct Block {
 /// Per-patient id spaces, so that every table's ids depend only on the pid.
 const PER_PATIENT: i64 = 10;
 
-async fn seed_patient_block(writer: &FixtureWriter, first: i64, last: i64, counts: &mut Counts) -> Result<(), DbError> {
+async fn seed_patient_block(
+    writer: &FixtureWriter,
+    first: i64,
+    last: i64,
+    counts: &mut Counts,
+) -> Result<(), DbError> {
     let mut block = Block::default();
     for pid in first..=last {
         generate_patient(pid, &mut block);
@@ -305,73 +703,239 @@ async fn seed_patient_block(writer: &FixtureWriter, first: i64, last: i64, count
     writer
         .insert(
             "patient_data",
-            &["id", "pid", "pubpid", "title", "fname", "mname", "lname", "suffix", "DOB", "sex", "street", "street_line_2", "city", "state", "postal_code", "country_code", "phone_home", "phone_biz", "phone_cell", "email", "ss", "status", "race", "ethnicity", "providerID", "usertext1", "regdate", "deceased_date", "date", "last_updated"],
+            &[
+                "id",
+                "pid",
+                "pubpid",
+                "title",
+                "fname",
+                "mname",
+                "lname",
+                "suffix",
+                "DOB",
+                "sex",
+                "street",
+                "street_line_2",
+                "city",
+                "state",
+                "postal_code",
+                "country_code",
+                "phone_home",
+                "phone_biz",
+                "phone_cell",
+                "email",
+                "ss",
+                "status",
+                "race",
+                "ethnicity",
+                "providerID",
+                "usertext1",
+                "regdate",
+                "deceased_date",
+                "date",
+                "last_updated",
+            ],
             &block.patients,
         )
         .await?;
     writer
         .insert(
             "form_encounter",
-            &["id", "date", "reason", "facility_id", "pid", "encounter", "pc_catid", "provider_id", "billing_facility", "pos_code", "class_code", "date_end", "last_update"],
+            &[
+                "id",
+                "date",
+                "reason",
+                "facility_id",
+                "pid",
+                "encounter",
+                "pc_catid",
+                "provider_id",
+                "billing_facility",
+                "pos_code",
+                "class_code",
+                "date_end",
+                "last_update",
+            ],
             &block.encounters,
         )
         .await?;
     writer
-        .insert("forms", &["id", "date", "encounter", "form_name", "form_id", "pid", "deleted", "formdir"], &block.forms)
+        .insert(
+            "forms",
+            &[
+                "id",
+                "date",
+                "encounter",
+                "form_name",
+                "form_id",
+                "pid",
+                "deleted",
+                "formdir",
+            ],
+            &block.forms,
+        )
         .await?;
     writer
         .insert(
             "form_vitals",
-            &["id", "date", "pid", "user", "activity", "bps", "bpd", "weight", "height", "temperature", "temp_method", "pulse", "respiration", "BMI", "head_circ", "oxygen_saturation", "last_updated"],
+            &[
+                "id",
+                "date",
+                "pid",
+                "user",
+                "activity",
+                "bps",
+                "bpd",
+                "weight",
+                "height",
+                "temperature",
+                "temp_method",
+                "pulse",
+                "respiration",
+                "BMI",
+                "head_circ",
+                "oxygen_saturation",
+                "last_updated",
+            ],
             &block.vitals,
         )
         .await?;
     writer
         .insert(
             "openemr_postcalendar_events",
-            &["pc_eid", "pc_catid", "pc_aid", "pc_pid", "pc_title", "pc_time", "pc_hometext", "pc_eventDate", "pc_duration", "pc_recurrtype", "pc_startTime", "pc_endTime", "pc_eventstatus", "pc_apptstatus", "pc_facility"],
+            &[
+                "pc_eid",
+                "pc_catid",
+                "pc_aid",
+                "pc_pid",
+                "pc_title",
+                "pc_time",
+                "pc_hometext",
+                "pc_eventDate",
+                "pc_duration",
+                "pc_recurrtype",
+                "pc_startTime",
+                "pc_endTime",
+                "pc_eventstatus",
+                "pc_apptstatus",
+                "pc_facility",
+            ],
             &block.events,
         )
         .await?;
     writer
         .insert(
             "procedure_order",
-            &["procedure_order_id", "provider_id", "patient_id", "encounter_id", "date_collected", "date_ordered", "order_priority", "order_status", "activity"],
+            &[
+                "procedure_order_id",
+                "provider_id",
+                "patient_id",
+                "encounter_id",
+                "date_collected",
+                "date_ordered",
+                "order_priority",
+                "order_status",
+                "activity",
+            ],
             &block.orders,
         )
         .await?;
     writer
         .insert(
             "procedure_report",
-            &["procedure_report_id", "procedure_order_id", "date_collected", "date_report", "report_status", "review_status"],
+            &[
+                "procedure_report_id",
+                "procedure_order_id",
+                "date_collected",
+                "date_report",
+                "report_status",
+                "review_status",
+            ],
             &block.reports,
         )
         .await?;
     writer
         .insert(
             "procedure_result",
-            &["procedure_result_id", "procedure_report_id", "result_data_type", "result_code", "result_text", "date", "units", "result", "range", "abnormal", "comments", "result_status"],
+            &[
+                "procedure_result_id",
+                "procedure_report_id",
+                "result_data_type",
+                "result_code",
+                "result_text",
+                "date",
+                "units",
+                "result",
+                "range",
+                "abnormal",
+                "comments",
+                "result_status",
+            ],
             &block.results,
         )
         .await?;
     writer
         .insert(
             "insurance_data",
-            &["id", "type", "provider", "plan_name", "policy_number", "group_number", "subscriber_lname", "subscriber_fname", "subscriber_relationship", "subscriber_DOB", "copay", "date", "pid", "subscriber_sex", "policy_type", "date_end"],
+            &[
+                "id",
+                "type",
+                "provider",
+                "plan_name",
+                "policy_number",
+                "group_number",
+                "subscriber_lname",
+                "subscriber_fname",
+                "subscriber_relationship",
+                "subscriber_DOB",
+                "copay",
+                "date",
+                "pid",
+                "subscriber_sex",
+                "policy_type",
+                "date_end",
+            ],
             &block.insurance,
         )
         .await?;
     writer
         .insert(
             "billing",
-            &["id", "date", "code_type", "code", "pid", "provider_id", "encounter", "code_text", "billed", "activity", "payer_id", "modifier", "units", "fee", "justify"],
+            &[
+                "id",
+                "date",
+                "code_type",
+                "code",
+                "pid",
+                "provider_id",
+                "encounter",
+                "code_text",
+                "billed",
+                "activity",
+                "payer_id",
+                "modifier",
+                "units",
+                "fee",
+                "justify",
+            ],
             &block.billing,
         )
         .await?;
     writer
         .insert(
             "claims",
-            &["patient_id", "encounter_id", "version", "payer_id", "status", "payer_type", "bill_process", "bill_time", "process_time", "target"],
+            &[
+                "patient_id",
+                "encounter_id",
+                "version",
+                "payer_id",
+                "status",
+                "payer_type",
+                "bill_process",
+                "bill_time",
+                "process_time",
+                "target",
+            ],
             &block.claims,
         )
         .await?;
@@ -381,12 +945,23 @@ async fn seed_patient_block(writer: &FixtureWriter, first: i64, last: i64, count
 fn generate_patient(pid: i64, block: &mut Block) {
     let mut rng = Rng(0x5EED_0000 + pid as u64);
     let female = rng.chance(52);
-    let sex = if rng.chance(2) { "UNK" } else if female { "Female" } else { "Male" };
-    let given = if female { rng.pick(GIVEN_FEMALE) } else { rng.pick(GIVEN_MALE) };
+    let sex = if rng.chance(2) {
+        "UNK"
+    } else if female {
+        "Female"
+    } else {
+        "Male"
+    };
+    let given = if female {
+        rng.pick(GIVEN_FEMALE)
+    } else {
+        rng.pick(GIVEN_MALE)
+    };
     let family = rng.pick(FAMILY);
     let middle = rng.pick(MIDDLE);
     let (city, state, zip) = CITIES[rng.below(CITIES.len() as u64) as usize];
-    let birth = NaiveDate::from_ymd_opt(1930, 1, 1).expect("valid") + Duration::days(rng.below(33_000) as i64);
+    let birth = NaiveDate::from_ymd_opt(1930, 1, 1).expect("valid")
+        + Duration::days(rng.below(33_000) as i64);
     // A few legacy quirks: missing and zero birth dates.
     let dob = match rng.below(200) {
         0 => Value::Null,
@@ -404,24 +979,57 @@ fn generate_patient(pid: i64, block: &mut Block) {
         int(pid),
         int(pid),
         text(&format!("MRN{pid:07}")),
-        text(if rng.chance(20) { if female { "Ms." } else { "Mr." } } else { "" }),
+        text(if rng.chance(20) {
+            if female { "Ms." } else { "Mr." }
+        } else {
+            ""
+        }),
         text(given),
         text(middle),
         text(family),
-        if rng.chance(3) { text("Jr.") } else { Value::Null },
+        if rng.chance(3) {
+            text("Jr.")
+        } else {
+            Value::Null
+        },
         dob,
         text(sex),
         text(&format!("{} {}", 1 + rng.below(999), rng.pick(STREETS))),
-        if rng.chance(10) { text(&format!("Apt {}", 1 + rng.below(40))) } else { Value::Null },
+        if rng.chance(10) {
+            text(&format!("Apt {}", 1 + rng.below(40)))
+        } else {
+            Value::Null
+        },
         text(city),
         text(state),
         text(zip),
         text("US"),
-        text(&format!("555-{:03}-{:04}", rng.below(1000), rng.below(10_000))),
+        text(&format!(
+            "555-{:03}-{:04}",
+            rng.below(1000),
+            rng.below(10_000)
+        )),
         text(if rng.chance(30) { "555-010-2000" } else { "" }),
-        text(&if rng.chance(70) { format!("555-{:03}-{:04}", rng.below(1000), rng.below(10_000)) } else { String::new() }),
-        text(&if rng.chance(60) { format!("{}.{}{pid}@example.com", given.to_lowercase().replace(['ë', 'é'], "e"), family.to_lowercase().replace(['\'', ' ', 'ü'], "")) } else { String::new() }),
-        text(&format!("{:03}-{:02}-{:04}", 100 + rng.below(800), rng.below(100), rng.below(10_000))),
+        text(&if rng.chance(70) {
+            format!("555-{:03}-{:04}", rng.below(1000), rng.below(10_000))
+        } else {
+            String::new()
+        }),
+        text(&if rng.chance(60) {
+            format!(
+                "{}.{}{pid}@example.com",
+                given.to_lowercase().replace(['ë', 'é'], "e"),
+                family.to_lowercase().replace(['\'', ' ', 'ü'], "")
+            )
+        } else {
+            String::new()
+        }),
+        text(&format!(
+            "{:03}-{:02}-{:04}",
+            100 + rng.below(800),
+            rng.below(100),
+            rng.below(10_000)
+        )),
         text(rng.pick(MARITAL)),
         text(rng.pick(RACES)),
         text(rng.pick(ETHNICITIES)),
@@ -433,12 +1041,17 @@ fn generate_patient(pid: i64, block: &mut Block) {
         Value::DateTime(updated),
     ]);
 
-    let payer_count = if rng.chance(85) { 1 + rng.below(2) as i64 } else { 0 };
+    let payer_count = if rng.chance(85) {
+        1 + rng.below(2) as i64
+    } else {
+        0
+    };
     let mut payers = Vec::new();
     for order in 0..payer_count {
         let payer = 1 + ((pid + order * 2) % 5);
         payers.push((order + 1, payer));
-        let start = NaiveDate::from_ymd_opt(2020, 1, 1).expect("valid") + Duration::days(rng.below(1500) as i64);
+        let start = NaiveDate::from_ymd_opt(2020, 1, 1).expect("valid")
+            + Duration::days(rng.below(1500) as i64);
         let ended = rng.chance(10);
         block.insurance.push(vec![
             int(pid * PER_PATIENT + order),
@@ -449,14 +1062,26 @@ fn generate_patient(pid: i64, block: &mut Block) {
             text(if rng.chance(70) { "GRP-1001" } else { "" }),
             text(family),
             text(given),
-            text(if rng.chance(80) { "self" } else { rng.pick(&["spouse", "child", "other"]) }),
+            text(if rng.chance(80) {
+                "self"
+            } else {
+                rng.pick(&["spouse", "child", "other"])
+            }),
             Value::Date(birth),
-            text(&if rng.chance(60) { format!("{}", 10 + 5 * rng.below(6)) } else { String::new() }),
+            text(&if rng.chance(60) {
+                format!("{}", 10 + 5 * rng.below(6))
+            } else {
+                String::new()
+            }),
             Value::Date(start),
             int(pid),
             text(if female { "Female" } else { "Male" }),
             text(""),
-            if ended { Value::Date(start + Duration::days(365)) } else { Value::Null },
+            if ended {
+                Value::Date(start + Duration::days(365))
+            } else {
+                Value::Null
+            },
         ]);
     }
 
@@ -465,11 +1090,18 @@ fn generate_patient(pid: i64, block: &mut Block) {
         let encounter = pid * PER_PATIENT + index;
         let facility = 1 + rng.below(2) as i64;
         let doctor = 1 + rng.below(8) as i64;
-        let visit = base_time() - Duration::days(rng.below(700) as i64) + Duration::hours(8 + rng.below(9) as i64);
+        let visit = base_time() - Duration::days(rng.below(700) as i64)
+            + Duration::hours(8 + rng.below(9) as i64);
         block.encounters.push(vec![
             int(encounter),
             Value::DateTime(visit),
-            text(rng.pick(&["Follow-up", "Annual physical", "Cough and fever", "Diabetes check", "Blood pressure review"])),
+            text(rng.pick(&[
+                "Follow-up",
+                "Annual physical",
+                "Cough and fever",
+                "Diabetes check",
+                "Blood pressure review",
+            ])),
             int(facility),
             int(pid),
             int(encounter),
@@ -484,7 +1116,11 @@ fn generate_patient(pid: i64, block: &mut Block) {
         if rng.chance(85) {
             let vitals_id = encounter;
             let recorded = |rng: &mut Rng, percent: u64, low: f64, high: f64, places: u32| {
-                if rng.chance(percent) { decimal(rng.between(low, high), places) } else { decimal(0.0, places) }
+                if rng.chance(percent) {
+                    decimal(rng.between(low, high), places)
+                } else {
+                    decimal(0.0, places)
+                }
             };
             let bp = rng.chance(90);
             let systolic = 100 + rng.below(60);
@@ -495,8 +1131,16 @@ fn generate_patient(pid: i64, block: &mut Block) {
                 int(pid),
                 text(&format!("user{doctor}")),
                 int(1),
-                text(&if bp { systolic.to_string() } else { String::new() }),
-                text(&if bp { diastolic.to_string() } else { String::new() }),
+                text(&if bp {
+                    systolic.to_string()
+                } else {
+                    String::new()
+                }),
+                text(&if bp {
+                    diastolic.to_string()
+                } else {
+                    String::new()
+                }),
                 recorded(&mut rng, 95, 90.0, 260.0, 6),
                 recorded(&mut rng, 80, 55.0, 76.0, 6),
                 recorded(&mut rng, 70, 97.0, 100.4, 6),
@@ -523,8 +1167,25 @@ fn generate_patient(pid: i64, block: &mut Block) {
             let order_id = encounter;
             let collected = visit + Duration::minutes(20);
             let reported = collected + Duration::hours(20);
-            block.orders.push(vec![int(order_id), int(doctor), int(pid), int(encounter), Value::DateTime(collected), Value::DateTime(visit), text("normal"), text("complete"), int(1)]);
-            block.reports.push(vec![int(order_id), int(order_id), Value::DateTime(collected), Value::DateTime(reported), text("complete"), text("reviewed")]);
+            block.orders.push(vec![
+                int(order_id),
+                int(doctor),
+                int(pid),
+                int(encounter),
+                Value::DateTime(collected),
+                Value::DateTime(visit),
+                text("normal"),
+                text("complete"),
+                int(1),
+            ]);
+            block.reports.push(vec![
+                int(order_id),
+                int(order_id),
+                Value::DateTime(collected),
+                Value::DateTime(reported),
+                text("complete"),
+                text("reviewed"),
+            ]);
             for (index, (code, name, unit, low, high, places)) in LABS.iter().enumerate() {
                 let value = rng.between(*low, *high);
                 let scale = 10f64.powi(*places);
@@ -535,7 +1196,13 @@ fn generate_patient(pid: i64, block: &mut Block) {
                     "2093-3" => (125.0, 200.0),
                     _ => (135.0, 145.0),
                 };
-                let abnormal = if value > reference_high { "high" } else if value < reference_low { "low" } else { "no" };
+                let abnormal = if value > reference_high {
+                    "high"
+                } else if value < reference_low {
+                    "low"
+                } else {
+                    "no"
+                };
                 block.results.push(vec![
                     int(order_id * 10 + index as i64),
                     int(order_id),
@@ -568,22 +1235,91 @@ fn generate_patient(pid: i64, block: &mut Block) {
             ]);
         }
         if let Some((payer_type, payer)) = payers.first().copied() {
-            let (procedure_type, procedure, name, fee) = PROCEDURES[rng.below(PROCEDURES.len() as u64) as usize];
+            let (procedure_type, procedure, name, fee) =
+                PROCEDURES[rng.below(PROCEDURES.len() as u64) as usize];
             let (diagnosis, diagnosis_text) = DIAGNOSES[rng.below(DIAGNOSES.len() as u64) as usize];
             let billing_base = encounter * 10;
-            block.billing.push(vec![int(billing_base), Value::DateTime(visit), text("ICD10"), text(diagnosis), int(pid), int(doctor), int(encounter), text(diagnosis_text), int(1), int(1), int(payer), text(""), int(1), decimal(0.0, 2), text("")]);
-            block.billing.push(vec![int(billing_base + 1), Value::DateTime(visit), text(procedure_type), text(procedure), int(pid), int(doctor), int(encounter), text(name), int(1), int(1), int(payer), text(if rng.chance(20) { "25:59" } else { "" }), int(1), decimal(fee, 2), text(&format!("ICD10|{diagnosis}:"))]);
+            block.billing.push(vec![
+                int(billing_base),
+                Value::DateTime(visit),
+                text("ICD10"),
+                text(diagnosis),
+                int(pid),
+                int(doctor),
+                int(encounter),
+                text(diagnosis_text),
+                int(1),
+                int(1),
+                int(payer),
+                text(""),
+                int(1),
+                decimal(0.0, 2),
+                text(""),
+            ]);
+            block.billing.push(vec![
+                int(billing_base + 1),
+                Value::DateTime(visit),
+                text(procedure_type),
+                text(procedure),
+                int(pid),
+                int(doctor),
+                int(encounter),
+                text(name),
+                int(1),
+                int(1),
+                int(payer),
+                text(if rng.chance(20) { "25:59" } else { "" }),
+                int(1),
+                decimal(fee, 2),
+                text(&format!("ICD10|{diagnosis}:")),
+            ]);
             if rng.chance(30) {
-                block.billing.push(vec![int(billing_base + 2), Value::DateTime(visit), text("CPT4"), text("36415"), int(pid), int(doctor), int(encounter), text("Routine venipuncture"), int(1), int(1), int(payer), text(""), int(1), decimal(12.0, 2), text(&format!("ICD10|{diagnosis}:"))]);
+                block.billing.push(vec![
+                    int(billing_base + 2),
+                    Value::DateTime(visit),
+                    text("CPT4"),
+                    text("36415"),
+                    int(pid),
+                    int(doctor),
+                    int(encounter),
+                    text("Routine venipuncture"),
+                    int(1),
+                    int(1),
+                    int(payer),
+                    text(""),
+                    int(1),
+                    decimal(12.0, 2),
+                    text(&format!("ICD10|{diagnosis}:")),
+                ]);
             }
             // A deleted line that must not appear on the claim.
             if rng.chance(10) {
-                block.billing.push(vec![int(billing_base + 3), Value::DateTime(visit), text("CPT4"), text("99215"), int(pid), int(doctor), int(encounter), text("Deleted line"), int(0), int(0), int(payer), text(""), int(1), decimal(210.0, 2), text("")]);
+                block.billing.push(vec![
+                    int(billing_base + 3),
+                    Value::DateTime(visit),
+                    text("CPT4"),
+                    text("99215"),
+                    int(pid),
+                    int(doctor),
+                    int(encounter),
+                    text("Deleted line"),
+                    int(0),
+                    int(0),
+                    int(payer),
+                    text(""),
+                    int(1),
+                    decimal(210.0, 2),
+                    text(""),
+                ]);
             }
             let versions = 1 + rng.below(2) as i64;
             for version in 1..=versions {
                 let latest = version == versions;
-                let status = if latest { [1, 2, 2, 2, 4, 5, 6, 7][rng.below(8) as usize] } else { 2 };
+                let status = if latest {
+                    [1, 2, 2, 2, 4, 5, 6, 7][rng.below(8) as usize]
+                } else {
+                    2
+                };
                 block.claims.push(vec![
                     int(pid),
                     int(encounter),
@@ -592,7 +1328,11 @@ fn generate_patient(pid: i64, block: &mut Block) {
                     int(status),
                     int(payer_type),
                     int(if status == 1 { 0 } else { 2 }),
-                    if status == 1 { Value::Null } else { Value::DateTime(visit + Duration::days(version * 3)) },
+                    if status == 1 {
+                        Value::Null
+                    } else {
+                        Value::DateTime(visit + Duration::days(version * 3))
+                    },
                     Value::Null,
                     text("hcfa"),
                 ]);
@@ -605,7 +1345,12 @@ fn generate_patient(pid: i64, block: &mut Block) {
         let event = pid * PER_PATIENT + index;
         let category = PATIENT_CATEGORIES[rng.below(PATIENT_CATEGORIES.len() as u64) as usize];
         let day = base_time().date() - Duration::days(400) + Duration::days(rng.below(800) as i64);
-        let start = NaiveTime::from_hms_opt(8 + rng.below(9) as u32, [0, 15, 30, 45][rng.below(4) as usize], 0).expect("valid");
+        let start = NaiveTime::from_hms_opt(
+            8 + rng.below(9) as u32,
+            [0, 15, 30, 45][rng.below(4) as usize],
+            0,
+        )
+        .expect("valid");
         let duration = if category == 10 { 1800 } else { 900 };
         let doctor = 1 + rng.below(10) as i64; // 9 and 10 have no NPI
         block.events.push(vec![
@@ -613,9 +1358,18 @@ fn generate_patient(pid: i64, block: &mut Block) {
             int(category),
             text(&doctor.to_string()),
             text(&pid.to_string()),
-            text(rng.pick(&["Office Visit", "Follow up", "New patient visit", "Annual physical"])),
+            text(rng.pick(&[
+                "Office Visit",
+                "Follow up",
+                "New patient visit",
+                "Annual physical",
+            ])),
             Value::DateTime(day.and_time(NaiveTime::MIN) - Duration::days(10)),
-            text(if rng.chance(30) { "Patient requests morning slot" } else { "" }),
+            text(if rng.chance(30) {
+                "Patient requests morning slot"
+            } else {
+                ""
+            }),
             Value::Date(day),
             int(duration),
             int(if rng.chance(5) { 1 } else { 0 }),

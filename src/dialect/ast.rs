@@ -59,7 +59,10 @@ pub struct OrderTerm {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
-    Column { table: String, column: String },
+    Column {
+        table: String,
+        column: String,
+    },
     Value(Value),
     /// `COUNT(*)`.
     CountAll,

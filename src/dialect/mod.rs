@@ -215,7 +215,8 @@ impl Renderer<'_> {
                     return;
                 }
                 self.expr(expr);
-                self.sql.push_str(if *negated { " NOT IN (" } else { " IN (" });
+                self.sql
+                    .push_str(if *negated { " NOT IN (" } else { " IN (" });
                 for (index, value) in values.iter().enumerate() {
                     if index > 0 {
                         self.sql.push_str(", ");
@@ -226,7 +227,8 @@ impl Renderer<'_> {
             }
             Cond::IsNull { expr, negated } => {
                 self.expr(expr);
-                self.sql.push_str(if *negated { " IS NOT NULL" } else { " IS NULL" });
+                self.sql
+                    .push_str(if *negated { " IS NOT NULL" } else { " IS NULL" });
             }
             Cond::Like { expr, text, mode } => {
                 let pattern = match mode {
@@ -243,7 +245,8 @@ impl Renderer<'_> {
                 dialect.exact_text(self, expr, text);
             }
             Cond::Exists { select, negated } => {
-                self.sql.push_str(if *negated { "NOT EXISTS (" } else { "EXISTS (" });
+                self.sql
+                    .push_str(if *negated { "NOT EXISTS (" } else { "EXISTS (" });
                 self.select(select);
                 self.sql.push(')');
             }

@@ -22,7 +22,11 @@ fn sample() -> Select {
                     op: CmpOp::Eq,
                     right: Expr::column("t", "status"),
                 },
-                Cond::compare(Expr::column("m", "list_id"), CmpOp::Eq, Value::Text("marital".into())),
+                Cond::compare(
+                    Expr::column("m", "list_id"),
+                    CmpOp::Eq,
+                    Value::Text("marital".into()),
+                ),
             ]),
         }],
         filter: Cond::and(vec![
@@ -86,7 +90,10 @@ fn sqlite_renders_double_quotes_and_numbered_placeholders() {
 #[test]
 fn quoting_doubles_embedded_quote_characters() {
     assert_eq!(super::quote_ident(DialectKind::Mysql, "a`b"), "`a``b`");
-    assert_eq!(super::quote_ident(DialectKind::Sqlite, "a\"b"), "\"a\"\"b\"");
+    assert_eq!(
+        super::quote_ident(DialectKind::Sqlite, "a\"b"),
+        "\"a\"\"b\""
+    );
 }
 
 #[test]

@@ -35,7 +35,11 @@ pub fn searchset(parts: SearchsetParts<'_>) -> Json {
             "search": {"mode": mode},
         })
     };
-    let mut entries: Vec<Json> = parts.matches.into_iter().map(|r| entry(r, "match")).collect();
+    let mut entries: Vec<Json> = parts
+        .matches
+        .into_iter()
+        .map(|r| entry(r, "match"))
+        .collect();
     entries.extend(parts.included.into_iter().map(|r| entry(r, "include")));
     if let Some(outcome) = parts.outcome {
         entries.push(json!({"resource": outcome, "search": {"mode": "outcome"}}));

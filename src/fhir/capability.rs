@@ -29,9 +29,8 @@ pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date
     });
     let mut resources = Vec::new();
     for def in adapter.resources.values() {
-        let mut params = vec![
-            json!({"name": "_id", "type": "token", "documentation": "Logical id"}),
-        ];
+        let mut params =
+            vec![json!({"name": "_id", "type": "token", "documentation": "Logical id"})];
         if def.mappings.iter().any(|m| m.last_updated.is_some()) {
             params.push(json!({"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, from the legacy row's update time"}));
         }
@@ -65,10 +64,15 @@ pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date
             "readHistory": false,
             "updateCreate": false,
             "conditionalRead": "full-support",
-            "searchInclude": includes,
-            "searchRevInclude": revincludes,
-            "searchParam": params,
         });
+        // FHIR JSON forbids empty arrays.
+        if !includes.is_empty() {
+            resource["searchInclude"] = Json::Array(includes);
+        }
+        if !revincludes.is_empty() {
+            resource["searchRevInclude"] = Json::Array(revincludes);
+        }
+        resource["searchParam"] = Json::Array(params);
         if !def.profiles.is_empty() {
             resource["supportedProfile"] = json!(def.profiles);
         }

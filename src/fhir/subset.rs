@@ -9,40 +9,153 @@ const ALWAYS_KEPT: &[&str] = &["resourceType", "id", "meta"];
 fn summary_elements(resource_type: &str) -> &'static [&'static str] {
     match resource_type {
         "Patient" => &[
-            "identifier", "active", "name", "telecom", "gender", "birthDate", "deceasedBoolean",
-            "deceasedDateTime", "address", "managingOrganization", "link",
+            "identifier",
+            "active",
+            "name",
+            "telecom",
+            "gender",
+            "birthDate",
+            "deceasedBoolean",
+            "deceasedDateTime",
+            "address",
+            "managingOrganization",
+            "link",
         ],
-        "Practitioner" => &["identifier", "active", "name", "telecom", "address", "gender", "birthDate"],
-        "Organization" => &["identifier", "active", "type", "name", "alias", "address", "partOf", "endpoint"],
+        "Practitioner" => &[
+            "identifier",
+            "active",
+            "name",
+            "telecom",
+            "address",
+            "gender",
+            "birthDate",
+        ],
+        "Organization" => &[
+            "identifier",
+            "active",
+            "type",
+            "name",
+            "alias",
+            "address",
+            "partOf",
+            "endpoint",
+        ],
         "Location" => &[
-            "identifier", "status", "operationalStatus", "name", "alias", "mode", "type", "telecom",
-            "address", "physicalType", "managingOrganization", "partOf", "endpoint",
+            "identifier",
+            "status",
+            "operationalStatus",
+            "name",
+            "alias",
+            "mode",
+            "type",
+            "telecom",
+            "address",
+            "physicalType",
+            "managingOrganization",
+            "partOf",
+            "endpoint",
         ],
         "Appointment" => &[
-            "identifier", "status", "cancelationReason", "serviceCategory", "serviceType", "specialty",
-            "appointmentType", "reasonCode", "reasonReference", "priority", "description", "start", "end",
-            "minutesDuration", "slot", "created", "participant", "requestedPeriod",
+            "identifier",
+            "status",
+            "cancelationReason",
+            "serviceCategory",
+            "serviceType",
+            "specialty",
+            "appointmentType",
+            "reasonCode",
+            "reasonReference",
+            "priority",
+            "description",
+            "start",
+            "end",
+            "minutesDuration",
+            "slot",
+            "created",
+            "participant",
+            "requestedPeriod",
         ],
         "Observation" => &[
-            "identifier", "basedOn", "partOf", "status", "category", "code", "subject", "focus",
-            "encounter", "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued", "performer",
-            "valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger",
-            "valueRange", "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod",
-            "hasMember", "derivedFrom",
+            "identifier",
+            "basedOn",
+            "partOf",
+            "status",
+            "category",
+            "code",
+            "subject",
+            "focus",
+            "encounter",
+            "effectiveDateTime",
+            "effectivePeriod",
+            "effectiveInstant",
+            "issued",
+            "performer",
+            "valueQuantity",
+            "valueCodeableConcept",
+            "valueString",
+            "valueBoolean",
+            "valueInteger",
+            "valueRange",
+            "valueRatio",
+            "valueSampledData",
+            "valueTime",
+            "valueDateTime",
+            "valuePeriod",
+            "hasMember",
+            "derivedFrom",
         ],
         "Encounter" => &[
-            "identifier", "status", "class", "type", "serviceType", "priority", "subject", "episodeOfCare",
-            "basedOn", "participant", "appointment", "period", "length", "reasonCode", "reasonReference",
-            "diagnosis", "account", "location", "serviceProvider", "partOf",
+            "identifier",
+            "status",
+            "class",
+            "type",
+            "serviceType",
+            "priority",
+            "subject",
+            "episodeOfCare",
+            "basedOn",
+            "participant",
+            "appointment",
+            "period",
+            "length",
+            "reasonCode",
+            "reasonReference",
+            "diagnosis",
+            "account",
+            "location",
+            "serviceProvider",
+            "partOf",
         ],
         "Coverage" => &[
-            "identifier", "status", "type", "policyHolder", "subscriber", "subscriberId", "beneficiary",
-            "dependent", "relationship", "period", "payor", "class", "order", "network", "subrogation",
+            "identifier",
+            "status",
+            "type",
+            "policyHolder",
+            "subscriber",
+            "subscriberId",
+            "beneficiary",
+            "dependent",
+            "relationship",
+            "period",
+            "payor",
+            "class",
+            "order",
+            "network",
+            "subrogation",
             "contract",
         ],
         "Claim" => &[
-            "identifier", "status", "type", "use", "patient", "billablePeriod", "created", "provider",
-            "priority", "insurance", "total",
+            "identifier",
+            "status",
+            "type",
+            "use",
+            "patient",
+            "billablePeriod",
+            "created",
+            "provider",
+            "priority",
+            "insurance",
+            "total",
         ],
         _ => &[],
     }
@@ -54,7 +167,16 @@ fn mandatory_elements(resource_type: &str) -> &'static [&'static str] {
         "Observation" => &["status", "code"],
         "Appointment" => &["status", "participant"],
         "Coverage" => &["status", "beneficiary", "payor"],
-        "Claim" => &["status", "type", "use", "patient", "created", "provider", "priority", "insurance"],
+        "Claim" => &[
+            "status",
+            "type",
+            "use",
+            "patient",
+            "created",
+            "provider",
+            "priority",
+            "insurance",
+        ],
         "Encounter" => &["status", "class"],
         "Patient" | "Practitioner" | "Organization" | "Location" => &["active", "status"],
         _ => &[],
@@ -84,26 +206,35 @@ fn keep_only(resource: &mut Json, keep: &dyn Fn(&str) -> bool) {
 
 /// `_summary=true`: summary elements only.
 pub fn summary(resource: &mut Json) {
-    let resource_type = resource["resourceType"].as_str().unwrap_or_default().to_owned();
+    let resource_type = resource["resourceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let elements = summary_elements(&resource_type);
     keep_only(resource, &|key| elements.contains(&key));
 }
 
 /// `_summary=data`: everything but the narrative (Portico emits none, so nothing changes).
 pub fn data(resource: &mut Json) {
-    if let Some(object) = resource.as_object_mut() {
-        if object.remove("text").is_some() {
-            mark_subsetted(object);
-        }
+    if let Some(object) = resource.as_object_mut()
+        && object.remove("text").is_some()
+    {
+        mark_subsetted(object);
     }
 }
 
 /// `_elements=a,b`: the named top-level elements plus mandatory ones.
 pub fn elements(resource: &mut Json, names: &[String]) {
-    let resource_type = resource["resourceType"].as_str().unwrap_or_default().to_owned();
+    let resource_type = resource["resourceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let mandatory = mandatory_elements(&resource_type);
     keep_only(resource, &|key| {
-        mandatory.contains(&key) || names.iter().any(|name| name == key || (key.starts_with(name.as_str()) && is_choice_of(key, name)))
+        mandatory.contains(&key)
+            || names.iter().any(|name| {
+                name == key || (key.starts_with(name.as_str()) && is_choice_of(key, name))
+            })
     });
 }
 
@@ -124,7 +255,17 @@ mod tests {
         });
         elements(&mut observation, &["value".into()]);
         let keys: Vec<&String> = observation.as_object().unwrap().keys().collect();
-        assert_eq!(keys, vec!["resourceType", "id", "status", "code", "valueQuantity", "meta"]);
+        assert_eq!(
+            keys,
+            vec![
+                "resourceType",
+                "id",
+                "status",
+                "code",
+                "valueQuantity",
+                "meta"
+            ]
+        );
         assert_eq!(observation["meta"]["tag"][0]["code"], "SUBSETTED");
     }
 

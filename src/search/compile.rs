@@ -13,13 +13,17 @@ use chrono_tz::Tz;
 use super::SearchError;
 use super::cursor::CursorKey;
 use super::date::{DateQuery, Prefix, approximate, ceil_day, parse_date_query};
-use super::parse::{Clause, SearchRequest, SortKey, SummaryMode, TotalMode, split_escaped, unescape};
+use super::parse::{
+    Clause, SearchRequest, SortKey, SummaryMode, TotalMode, split_escaped, unescape,
+};
 use crate::adapter::format::{ColumnType, SearchType};
 use crate::adapter::model::{
     BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, JoinDef, Mapping, Predicate, PredicateOp,
     ReferenceTarget, ResourceDef, SearchKind, TokenTarget,
 };
-use crate::dialect::ast::{CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value};
+use crate::dialect::ast::{
+    CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value,
+};
 
 /// A compiled search over one resource type.
 #[derive(Debug)]
@@ -92,9 +96,14 @@ pub fn plan(
             sort: Vec::new(),
         })
         .collect();
-    let skip = |error: SearchError, errors: &mut Vec<SearchError>, ignored: &mut Vec<SearchError>| {
-        if strict { errors.push(error) } else { ignored.push(error) }
-    };
+    let skip =
+        |error: SearchError, errors: &mut Vec<SearchError>, ignored: &mut Vec<SearchError>| {
+            if strict {
+                errors.push(error)
+            } else {
+                ignored.push(error)
+            }
+        };
 
     for clause in &request.clauses {
         if clause.values.iter().all(|v| v.is_empty()) {
@@ -112,14 +121,19 @@ pub fn plan(
             } else {
                 "not a search parameter of this resource type on this server"
             };
-            skip(SearchError::unsupported(&clause.key(), why), &mut errors, &mut ignored);
+            skip(
+                SearchError::unsupported(&clause.key(), why),
+                &mut errors,
+                &mut ignored,
+            );
             continue;
         }
         let mut clause_ok = true;
         for branch in &mut branches {
             match clause_cond(&branch.mapping, clause, timezone, now) {
                 Ok(ClauseCond { cond, variants }) => {
-                    branch.cond = Cond::and(vec![std::mem::replace(&mut branch.cond, Cond::True), cond]);
+                    branch.cond =
+                        Cond::and(vec![std::mem::replace(&mut branch.cond, Cond::True), cond]);
                     if let (Some(mask), Some(allowed)) = (&mut branch.variants, variants) {
                         for (slot, ok) in mask.iter_mut().zip(allowed) {
                             *slot &= ok;
@@ -151,7 +165,10 @@ pub fn plan(
                     .map(|(variant, _)| predicates_cond(&variant.when, BASE_ALIAS))
                     .collect(),
             );
-            branch.cond = Cond::and(vec![std::mem::replace(&mut branch.cond, Cond::True), any_variant]);
+            branch.cond = Cond::and(vec![
+                std::mem::replace(&mut branch.cond, Cond::True),
+                any_variant,
+            ]);
         }
     }
 
@@ -183,7 +200,9 @@ pub fn plan(
             .map(|info| info.targets.clone())
             .unwrap_or_default()
             .into_iter()
-            .filter(|target| include.target_type.as_ref().is_none_or(|t| t == target) && all.contains_key(target))
+            .filter(|target| {
+                include.target_type.as_ref().is_none_or(|t| t == target) && all.contains_key(target)
+            })
             .collect();
         match targets.is_empty() {
             false if include.source_type == def.resource_type => {
@@ -198,7 +217,13 @@ pub fn plan(
                 }
             }
             _ => skip(
-                SearchError::unsupported("_include", format!("{}:{} is not a mapped reference of {}", include.source_type, include.param, def.resource_type)),
+                SearchError::unsupported(
+                    "_include",
+                    format!(
+                        "{}:{} is not a mapped reference of {}",
+                        include.source_type, include.param, def.resource_type
+                    ),
+                ),
                 &mut errors,
                 &mut ignored,
             ),
@@ -209,13 +234,24 @@ pub fn plan(
         let points_here = all
             .get(&include.source_type)
             .and_then(|source| source.search.get(&include.param))
-            .is_some_and(|info| info.kind == SearchType::Reference && info.targets.contains(&def.resource_type));
+            .is_some_and(|info| {
+                info.kind == SearchType::Reference && info.targets.contains(&def.resource_type)
+            });
         if points_here {
-            applied.push(("_revinclude".into(), format!("{}:{}", include.source_type, include.param)));
+            applied.push((
+                "_revinclude".into(),
+                format!("{}:{}", include.source_type, include.param),
+            ));
             revincludes.push((include.source_type.clone(), include.param.clone()));
         } else {
             skip(
-                SearchError::unsupported("_revinclude", format!("{}:{} is not a mapped reference to {}", include.source_type, include.param, def.resource_type)),
+                SearchError::unsupported(
+                    "_revinclude",
+                    format!(
+                        "{}:{} is not a mapped reference to {}",
+                        include.source_type, include.param, def.resource_type
+                    ),
+                ),
                 &mut errors,
                 &mut ignored,
             );
@@ -265,7 +301,10 @@ struct ClauseCond {
 
 impl ClauseCond {
     fn sql(cond: Cond) -> ClauseCond {
-        ClauseCond { cond, variants: None }
+        ClauseCond {
+            cond,
+            variants: None,
+        }
     }
 }
 
@@ -273,10 +312,20 @@ fn column_expr(column: &ColumnRef) -> Expr {
     Expr::column(&column.alias, &column.column)
 }
 
-fn clause_cond(mapping: &Mapping, clause: &Clause, timezone: Tz, now: NaiveDateTime) -> Result<ClauseCond, SearchError> {
+fn clause_cond(
+    mapping: &Mapping,
+    clause: &Clause,
+    timezone: Tz,
+    now: NaiveDateTime,
+) -> Result<ClauseCond, SearchError> {
     let key = clause.key();
     let modifier = clause.modifier.as_deref();
-    let values: Vec<String> = clause.values.iter().filter(|v| !v.is_empty()).cloned().collect();
+    let values: Vec<String> = clause
+        .values
+        .iter()
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .collect();
     if clause.name == "_id" {
         if modifier.is_some() {
             return Err(SearchError::new(&key, "_id takes no modifier"));
@@ -301,25 +350,53 @@ fn clause_cond(mapping: &Mapping, clause: &Clause, timezone: Tz, now: NaiveDateT
             return Ok(ClauseCond::sql(Cond::False));
         };
         let column = mapping.columns[index].clone();
-        return date_cond(&key, modifier, &values, &column, None, ColumnType::Datetime, timezone, now).map(ClauseCond::sql);
+        return date_cond(
+            &key,
+            modifier,
+            &values,
+            &column,
+            None,
+            ColumnType::Datetime,
+            timezone,
+            now,
+        )
+        .map(ClauseCond::sql);
     }
     let Some(param) = mapping.search.get(&clause.name) else {
         // Another mapping of this type serves the parameter; this one has no such element.
-        return Ok(ClauseCond::sql(if modifier == Some("missing") && values.iter().any(|v| v == "true") {
-            Cond::True
-        } else {
-            Cond::False
-        }));
+        return Ok(ClauseCond::sql(
+            if modifier == Some("missing") && values.iter().any(|v| v == "true") {
+                Cond::True
+            } else {
+                Cond::False
+            },
+        ));
     };
     match &param.kind {
-        SearchKind::String { columns } => string_cond(&key, modifier, &values, columns).map(ClauseCond::sql),
-        SearchKind::Token { targets } => token_cond(mapping, &clause.name, &key, modifier, &values, targets),
+        SearchKind::String { columns } => {
+            string_cond(&key, modifier, &values, columns).map(ClauseCond::sql)
+        }
+        SearchKind::Token { targets } => {
+            token_cond(mapping, &clause.name, &key, modifier, &values, targets)
+        }
         SearchKind::Date {
             column,
             time,
             column_type,
-        } => date_cond(&key, modifier, &values, column, time.as_ref(), *column_type, timezone, now).map(ClauseCond::sql),
-        SearchKind::Reference { targets } => reference_cond(&key, modifier, &values, targets).map(ClauseCond::sql),
+        } => date_cond(
+            &key,
+            modifier,
+            &values,
+            column,
+            time.as_ref(),
+            *column_type,
+            timezone,
+            now,
+        )
+        .map(ClauseCond::sql),
+        SearchKind::Reference { targets } => {
+            reference_cond(&key, modifier, &values, targets).map(ClauseCond::sql)
+        }
     }
 }
 
@@ -339,13 +416,23 @@ fn missing_cond(key: &str, values: &[String], present_cond: Cond) -> Result<Cond
         match value.as_str() {
             "true" => conds.push(Cond::negate(present_cond.clone())),
             "false" => conds.push(present_cond.clone()),
-            other => return Err(SearchError::new(key, format!(":missing takes true or false, got {other:?}"))),
+            other => {
+                return Err(SearchError::new(
+                    key,
+                    format!(":missing takes true or false, got {other:?}"),
+                ));
+            }
         }
     }
     Ok(Cond::or(conds))
 }
 
-fn string_cond(key: &str, modifier: Option<&str>, values: &[String], columns: &[ColumnRef]) -> Result<Cond, SearchError> {
+fn string_cond(
+    key: &str,
+    modifier: Option<&str>,
+    values: &[String],
+    columns: &[ColumnRef],
+) -> Result<Cond, SearchError> {
     if modifier == Some("missing") {
         return missing_cond(key, values, Cond::or(columns.iter().map(present).collect()));
     }
@@ -354,7 +441,12 @@ fn string_cond(key: &str, modifier: Option<&str>, values: &[String], columns: &[
         Some("contains") => Some(LikeMode::Contains),
         Some("exact") => None,
         Some(other) => {
-            return Err(SearchError::new(key, format!("modifier :{other} is not supported on string parameters (use :exact, :contains or :missing)")));
+            return Err(SearchError::new(
+                key,
+                format!(
+                    "modifier :{other} is not supported on string parameters (use :exact, :contains or :missing)"
+                ),
+            ));
         }
     };
     let mut alternatives = Vec::new();
@@ -383,7 +475,10 @@ fn parse_token(key: &str, value: &str) -> Result<(Option<String>, String), Searc
     match parts.as_slice() {
         [code] => Ok((None, unescape(code))),
         [system, code] => Ok((Some(unescape(system)), unescape(code))),
-        _ => Err(SearchError::new(key, format!("a token is [system|]code, got {value:?}"))),
+        _ => Err(SearchError::new(
+            key,
+            format!("a token is [system|]code, got {value:?}"),
+        )),
     }
 }
 
@@ -419,15 +514,27 @@ fn token_cond(
             return missing_cond(key, values, present).map(ClauseCond::sql);
         }
         Some(other) => {
-            return Err(SearchError::new(key, format!("modifier :{other} is not supported on token parameters (use :not or :missing)")));
+            return Err(SearchError::new(
+                key,
+                format!(
+                    "modifier :{other} is not supported on token parameters (use :not or :missing)"
+                ),
+            ));
         }
     };
-    let tokens: Vec<(Option<String>, String)> = values.iter().map(|v| parse_token(key, v)).collect::<Result<_, _>>()?;
+    let tokens: Vec<(Option<String>, String)> = values
+        .iter()
+        .map(|v| parse_token(key, v))
+        .collect::<Result<_, _>>()?;
     let mut alternatives = Vec::new();
     let mut variant_mask: Option<Vec<bool>> = None;
     for target in targets {
         match target {
-            TokenTarget::Column { system, column, map } => {
+            TokenTarget::Column {
+                system,
+                column,
+                map,
+            } => {
                 for (requested, code) in &tokens {
                     if !system_matches(requested, system) {
                         continue;
@@ -447,7 +554,8 @@ fn token_cond(
                                 });
                             }
                             if default_matches {
-                                let listed = map.listed_values().into_iter().map(Value::Text).collect();
+                                let listed =
+                                    map.listed_values().into_iter().map(Value::Text).collect();
                                 alternatives.push(Cond::and(vec![
                                     present(column),
                                     Cond::In {
@@ -458,14 +566,21 @@ fn token_cond(
                                 ]));
                             }
                         }
-                        None => alternatives.push(Cond::compare(column_expr(column), CmpOp::Eq, Value::Text(code.clone()))),
+                        None => alternatives.push(Cond::compare(
+                            column_expr(column),
+                            CmpOp::Eq,
+                            Value::Text(code.clone()),
+                        )),
                     }
                 }
             }
-            TokenTarget::Constant { system, code: constant } => {
-                let hit = tokens
-                    .iter()
-                    .any(|(requested, code)| system_matches(requested, system) && (code.is_empty() || code == constant));
+            TokenTarget::Constant {
+                system,
+                code: constant,
+            } => {
+                let hit = tokens.iter().any(|(requested, code)| {
+                    system_matches(requested, system) && (code.is_empty() || code == constant)
+                });
                 alternatives.push(if hit { Cond::True } else { Cond::False });
             }
             TokenTarget::PerVariant => {
@@ -476,7 +591,8 @@ fn token_cond(
                         variant.search.get(name).is_some_and(|codes| {
                             codes.iter().any(|(system, constant)| {
                                 tokens.iter().any(|(requested, code)| {
-                                    system_matches(requested, system) && (code.is_empty() || code == constant)
+                                    system_matches(requested, system)
+                                        && (code.is_empty() || code == constant)
                                 })
                             })
                         })
@@ -487,7 +603,11 @@ fn token_cond(
         }
     }
     if let Some(mask) = variant_mask {
-        let mask = if negated { mask.iter().map(|m| !m).collect() } else { mask };
+        let mask = if negated {
+            mask.iter().map(|m| !m).collect()
+        } else {
+            mask
+        };
         return Ok(ClauseCond {
             cond: Cond::True,
             variants: Some(mask),
@@ -534,15 +654,23 @@ fn date_cond(
         None => {}
         Some("missing") => return missing_cond(key, values, present),
         Some(other) => {
-            return Err(SearchError::new(key, format!("modifier :{other} is not supported on date parameters (use :missing)")));
+            return Err(SearchError::new(
+                key,
+                format!("modifier :{other} is not supported on date parameters (use :missing)"),
+            ));
         }
     }
     let mut alternatives = Vec::new();
     for value in values {
-        let query = parse_date_query(value, timezone).map_err(|message| SearchError::new(key, message))?;
+        let query =
+            parse_date_query(value, timezone).map_err(|message| SearchError::new(key, message))?;
         alternatives.push(match (column_type, time) {
-            (ColumnType::Datetime, _) => point_cond(&query, now, |op, at| Cond::compare(column_expr(column), op, Value::DateTime(at))),
-            (ColumnType::Date, Some(time)) => point_cond(&query, now, |op, at| split_compare(column, time, op, at)),
+            (ColumnType::Datetime, _) => point_cond(&query, now, |op, at| {
+                Cond::compare(column_expr(column), op, Value::DateTime(at))
+            }),
+            (ColumnType::Date, Some(time)) => {
+                point_cond(&query, now, |op, at| split_compare(column, time, op, at))
+            }
             (ColumnType::Date, None) => day_cond(column, &query, now),
         });
     }
@@ -550,7 +678,11 @@ fn date_cond(
 }
 
 /// Date search against a target that is an instant `t`: the conditions of R4-52 for a point.
-fn point_cond(query: &DateQuery, now: NaiveDateTime, cmp: impl Fn(CmpOp, NaiveDateTime) -> Cond) -> Cond {
+fn point_cond(
+    query: &DateQuery,
+    now: NaiveDateTime,
+    cmp: impl Fn(CmpOp, NaiveDateTime) -> Cond,
+) -> Cond {
     let range = query.range;
     let within = |start, end| Cond::and(vec![cmp(CmpOp::Ge, start), cmp(CmpOp::Lt, end)]);
     match query.prefix {
@@ -577,7 +709,11 @@ fn split_compare(date: &ColumnRef, time: &ColumnRef, op: CmpOp, at: NaiveDateTim
         CmpOp::Ge => (CmpOp::Gt, CmpOp::Ge),
         _ => unreachable!("point conditions only use < and >="),
     };
-    let bound_op = if op == CmpOp::Lt { CmpOp::Le } else { CmpOp::Ge };
+    let bound_op = if op == CmpOp::Lt {
+        CmpOp::Le
+    } else {
+        CmpOp::Ge
+    };
     Cond::and(vec![
         Cond::compare(column_expr(date), bound_op, day.clone()),
         Cond::or(vec![
@@ -596,7 +732,10 @@ fn day_cond(column: &ColumnRef, query: &DateQuery, now: NaiveDateTime) -> Cond {
     let cmp = |op, date| Cond::compare(column_expr(column), op, Value::Date(date));
     let contained = |start: NaiveDateTime, end: NaiveDateTime| {
         // start <= d and d + 1 day <= end
-        Cond::and(vec![cmp(CmpOp::Ge, ceil_day(start)), cmp(CmpOp::Le, (end - day).date())])
+        Cond::and(vec![
+            cmp(CmpOp::Ge, ceil_day(start)),
+            cmp(CmpOp::Le, (end - day).date()),
+        ])
     };
     let range = query.range;
     match query.prefix {
@@ -612,23 +751,47 @@ fn day_cond(column: &ColumnRef, query: &DateQuery, now: NaiveDateTime) -> Cond {
         Prefix::Eb => cmp(CmpOp::Le, (range.start - day).date()),
         Prefix::Ap => {
             let wide = approximate(range, now);
-            Cond::and(vec![cmp(CmpOp::Ge, wide.start.date()), cmp(CmpOp::Lt, ceil_day(wide.end))])
+            Cond::and(vec![
+                cmp(CmpOp::Ge, wide.start.date()),
+                cmp(CmpOp::Lt, ceil_day(wide.end)),
+            ])
         }
     }
 }
 
-fn reference_cond(key: &str, modifier: Option<&str>, values: &[String], targets: &[ReferenceTarget]) -> Result<Cond, SearchError> {
+fn reference_cond(
+    key: &str,
+    modifier: Option<&str>,
+    values: &[String],
+    targets: &[ReferenceTarget],
+) -> Result<Cond, SearchError> {
     let mut type_filter = None;
     match modifier {
         None => {}
         Some("missing") => {
-            let present = Cond::or(targets.iter().map(|t| Cond::and(t.columns.iter().map(present).collect())).collect());
+            let present = Cond::or(
+                targets
+                    .iter()
+                    .map(|t| Cond::and(t.columns.iter().map(present).collect()))
+                    .collect(),
+            );
             return missing_cond(key, values, present);
         }
-        Some(resource_type) if resource_type.starts_with(|c: char| c.is_ascii_uppercase()) => type_filter = Some(resource_type),
+        Some(resource_type) if resource_type.starts_with(|c: char| c.is_ascii_uppercase()) => {
+            type_filter = Some(resource_type)
+        }
         Some(other) => {
-            let names: Vec<String> = targets.iter().map(|t| format!(":{}", t.target_type)).collect();
-            return Err(SearchError::new(key, format!("modifier :{other} is not supported on reference parameters (use {} or :missing)", names.join(", "))));
+            let names: Vec<String> = targets
+                .iter()
+                .map(|t| format!(":{}", t.target_type))
+                .collect();
+            return Err(SearchError::new(
+                key,
+                format!(
+                    "modifier :{other} is not supported on reference parameters (use {} or :missing)",
+                    names.join(", ")
+                ),
+            ));
         }
     }
     let mut alternatives = Vec::new();
@@ -643,7 +806,9 @@ fn reference_cond(key: &str, modifier: Option<&str>, values: &[String], targets:
         };
         for target in targets {
             let wanted = explicit_type.or(type_filter);
-            if wanted.is_some_and(|t| t != target.target_type) || type_filter.is_some_and(|t| t != target.target_type) {
+            if wanted.is_some_and(|t| t != target.target_type)
+                || type_filter.is_some_and(|t| t != target.target_type)
+            {
                 continue;
             }
             if let Some(cond) = reference_key_cond(target, id) {
@@ -709,7 +874,11 @@ pub fn parse_id(mapping: &Mapping, id: &str) -> Option<IdTarget> {
             }
             Value::Int(number)
         };
-        conds.push(Cond::compare(column_expr(&mapping.columns[index]), CmpOp::Eq, value));
+        conds.push(Cond::compare(
+            column_expr(&mapping.columns[index]),
+            CmpOp::Eq,
+            value,
+        ));
     }
     if let Some(variant) = variant {
         conds.push(predicates_cond(&mapping.variants[variant].when, BASE_ALIAS));
@@ -720,13 +889,27 @@ pub fn parse_id(mapping: &Mapping, id: &str) -> Option<IdTarget> {
     })
 }
 
-fn sort_columns(def: &ResourceDef, branches: &[BranchPlan], key: &SortKey) -> Result<Vec<Vec<SortColumn>>, SearchError> {
-    let unsupported = || SearchError::unsupported("_sort", format!("cannot sort {} by {}", def.resource_type, key.name));
+fn sort_columns(
+    def: &ResourceDef,
+    branches: &[BranchPlan],
+    key: &SortKey,
+) -> Result<Vec<Vec<SortColumn>>, SearchError> {
+    let unsupported = || {
+        SearchError::unsupported(
+            "_sort",
+            format!("cannot sort {} by {}", def.resource_type, key.name),
+        )
+    };
     let mut per_branch = Vec::new();
     for branch in branches {
         let mapping = &branch.mapping;
         let columns: Vec<ColumnRef> = match key.name.as_str() {
-            "_id" => mapping.id.columns.iter().map(|&i| mapping.columns[i].clone()).collect(),
+            "_id" => mapping
+                .id
+                .columns
+                .iter()
+                .map(|&i| mapping.columns[i].clone())
+                .collect(),
             "_lastUpdated" => match mapping.last_updated {
                 Some(index) => vec![mapping.columns[index].clone()],
                 None => return Err(unsupported()),
@@ -753,7 +936,9 @@ fn sort_columns(def: &ResourceDef, branches: &[BranchPlan], key: &SortKey) -> Re
         let sort = columns
             .into_iter()
             .map(|column| {
-                let index = mapping.column_index(&column).expect("search columns are selected");
+                let index = mapping
+                    .column_index(&column)
+                    .expect("search columns are selected");
                 SortColumn {
                     column,
                     index,
@@ -768,11 +953,20 @@ fn sort_columns(def: &ResourceDef, branches: &[BranchPlan], key: &SortKey) -> Re
 
 /// SQL for a list of adapter predicates on `alias`'s table.
 pub fn predicates_cond(predicates: &[Predicate], default_alias: &str) -> Cond {
-    Cond::and(predicates.iter().map(|p| predicate_cond(p, default_alias)).collect())
+    Cond::and(
+        predicates
+            .iter()
+            .map(|p| predicate_cond(p, default_alias))
+            .collect(),
+    )
 }
 
 fn predicate_cond(predicate: &Predicate, default_alias: &str) -> Cond {
-    let alias = if predicate.column.alias.is_empty() { default_alias } else { &predicate.column.alias };
+    let alias = if predicate.column.alias.is_empty() {
+        default_alias
+    } else {
+        &predicate.column.alias
+    };
     let expr = Expr::column(alias, &predicate.column.column);
     match &predicate.op {
         PredicateOp::Equals(value) => Cond::compare(expr, CmpOp::Eq, value.clone()),
@@ -787,7 +981,10 @@ fn predicate_cond(predicate: &Predicate, default_alias: &str) -> Cond {
             values: values.clone(),
             negated: true,
         },
-        PredicateOp::Null(null) => Cond::IsNull { expr, negated: !null },
+        PredicateOp::Null(null) => Cond::IsNull {
+            expr,
+            negated: !null,
+        },
         PredicateOp::Empty(true) => Cond::or(vec![
             Cond::IsNull {
                 expr: expr.clone(),
@@ -862,7 +1059,11 @@ fn base_select(mapping: &Mapping, columns: Vec<Expr>, extra: Cond) -> Select {
 
 fn join(def: &JoinDef) -> Join {
     Join {
-        kind: if def.required { JoinKind::Inner } else { JoinKind::Left },
+        kind: if def.required {
+            JoinKind::Inner
+        } else {
+            JoinKind::Left
+        },
         table: TableRef {
             table: def.table.clone(),
             alias: def.alias.clone(),
@@ -877,9 +1078,19 @@ fn selected_columns(mapping: &Mapping) -> Vec<Expr> {
 
 /// The SELECT for one page of one branch, after `after` (the previous page's last resource).
 /// `extra` carries conditions from outside the search (the patient compartment).
-pub fn page_select(branch: &BranchPlan, extra: &Cond, after: Option<&CursorKey>, limit: u64) -> Select {
+pub fn page_select(
+    branch: &BranchPlan,
+    extra: &Cond,
+    after: Option<&CursorKey>,
+    limit: u64,
+) -> Select {
     let mapping = &branch.mapping;
-    let key_columns: Vec<&ColumnRef> = mapping.id.columns.iter().map(|&i| &mapping.columns[i]).collect();
+    let key_columns: Vec<&ColumnRef> = mapping
+        .id
+        .columns
+        .iter()
+        .map(|&i| &mapping.columns[i])
+        .collect();
     let after_cond = match after {
         None => Cond::True,
         Some(cursor) => {
@@ -895,13 +1106,22 @@ pub fn page_select(branch: &BranchPlan, extra: &Cond, after: Option<&CursorKey>,
                 lexicographic_after(&sort_terms, true)
             } else {
                 let mut terms = sort_terms;
-                terms.extend(key_columns.iter().zip(&cursor.key).map(|(c, v)| (column_expr(c), false, v)));
+                terms.extend(
+                    key_columns
+                        .iter()
+                        .zip(&cursor.key)
+                        .map(|(c, v)| (column_expr(c), false, v)),
+                );
                 // An unpivoted row may still hold variants after the cursor's.
                 lexicographic_after(&terms, !mapping.variants.is_empty())
             }
         }
     };
-    let mut select = base_select(mapping, selected_columns(mapping), Cond::and(vec![branch.cond.clone(), extra.clone(), after_cond]));
+    let mut select = base_select(
+        mapping,
+        selected_columns(mapping),
+        Cond::and(vec![branch.cond.clone(), extra.clone(), after_cond]),
+    );
     select.order_by = branch
         .sort
         .iter()
@@ -945,13 +1165,18 @@ fn lexicographic_after(terms: &[(Expr, bool, &Value)], inclusive: bool) -> Cond 
     };
     let mut alternatives = Vec::new();
     for position in 0..terms.len() {
-        let mut conds: Vec<Cond> = terms[..position].iter().map(|(e, _, v)| equal(e, v)).collect();
+        let mut conds: Vec<Cond> = terms[..position]
+            .iter()
+            .map(|(e, _, v)| equal(e, v))
+            .collect();
         let (expr, descending, value) = &terms[position];
         conds.push(beyond(expr, *descending, value));
         alternatives.push(Cond::and(conds));
     }
     if inclusive {
-        alternatives.push(Cond::and(terms.iter().map(|(e, _, v)| equal(e, v)).collect()));
+        alternatives.push(Cond::and(
+            terms.iter().map(|(e, _, v)| equal(e, v)).collect(),
+        ));
     }
     Cond::or(alternatives)
 }
@@ -971,7 +1196,11 @@ pub fn count_select(branch: &BranchPlan, extra: &Cond) -> Select {
                 .collect(),
         ),
     };
-    base_select(mapping, vec![counter], Cond::and(vec![branch.cond.clone(), extra.clone()]))
+    base_select(
+        mapping,
+        vec![counter],
+        Cond::and(vec![branch.cond.clone(), extra.clone()]),
+    )
 }
 
 /// The SELECT reading rows of `mapping` that satisfy `cond` (a read by id, an include).
@@ -1013,7 +1242,13 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
                 collection.columns[..match_count]
                     .iter()
                     .zip(key)
-                    .map(|(column, value)| Cond::compare(Expr::column(COLLECTION_ALIAS, &column.column), CmpOp::Eq, value.clone()))
+                    .map(|(column, value)| {
+                        Cond::compare(
+                            Expr::column(COLLECTION_ALIAS, &column.column),
+                            CmpOp::Eq,
+                            value.clone(),
+                        )
+                    })
                     .collect(),
             )
         })
@@ -1025,7 +1260,10 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
             alias: COLLECTION_ALIAS.into(),
         },
         joins: Vec::new(),
-        filter: Cond::and(vec![predicates_cond(&collection.filter, COLLECTION_ALIAS), Cond::or(alternatives)]),
+        filter: Cond::and(vec![
+            predicates_cond(&collection.filter, COLLECTION_ALIAS),
+            Cond::or(alternatives),
+        ]),
         order_by: collection
             .order_by
             .iter()

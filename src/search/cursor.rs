@@ -42,7 +42,8 @@ impl CursorSigner {
     }
 
     fn mac(&self, payload: &[u8]) -> Vec<u8> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(payload);
         mac.finalize().into_bytes()[..16].to_vec()
     }
@@ -67,8 +68,12 @@ impl CursorSigner {
     /// Opens a cursor; errors say why it was refused.
     pub fn open(&self, query: &str, token: &str) -> Result<CursorKey, &'static str> {
         let (payload, signature) = token.split_once('.').ok_or("malformed cursor")?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| "malformed cursor")?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| "malformed cursor")?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| "malformed cursor")?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| "malformed cursor")?;
         let expected = self.mac(&payload);
         if !constant_time_eq(&expected, &signature) {
             return Err("the cursor signature does not match (edited, or from another server)");
@@ -129,12 +134,21 @@ fn decode_value(json: &Json) -> Result<Value, &'static str> {
         "f" => Value::Float(value.as_f64().ok_or("malformed cursor")?),
         "m" => Value::Decimal(text()?.parse().map_err(|_| "malformed cursor")?),
         "t" => Value::Text(text()?.to_owned()),
-        "x" => Value::Bytes(URL_SAFE_NO_PAD.decode(text()?).map_err(|_| "malformed cursor")?),
-        "d" => Value::Date(NaiveDate::parse_from_str(text()?, "%Y-%m-%d").map_err(|_| "malformed cursor")?),
-        "dt" => Value::DateTime(
-            NaiveDateTime::parse_from_str(text()?, "%Y-%m-%dT%H:%M:%S%.f").map_err(|_| "malformed cursor")?,
+        "x" => Value::Bytes(
+            URL_SAFE_NO_PAD
+                .decode(text()?)
+                .map_err(|_| "malformed cursor")?,
         ),
-        "tm" => Value::Time(NaiveTime::parse_from_str(text()?, "%H:%M:%S%.f").map_err(|_| "malformed cursor")?),
+        "d" => Value::Date(
+            NaiveDate::parse_from_str(text()?, "%Y-%m-%d").map_err(|_| "malformed cursor")?,
+        ),
+        "dt" => Value::DateTime(
+            NaiveDateTime::parse_from_str(text()?, "%Y-%m-%dT%H:%M:%S%.f")
+                .map_err(|_| "malformed cursor")?,
+        ),
+        "tm" => Value::Time(
+            NaiveTime::parse_from_str(text()?, "%H:%M:%S%.f").map_err(|_| "malformed cursor")?,
+        ),
         _ => return Err("malformed cursor"),
     })
 }
@@ -148,7 +162,10 @@ mod tests {
             sort: vec![
                 Value::Text("Smith".into()),
                 Value::Null,
-                Value::DateTime(NaiveDateTime::parse_from_str("2024-01-02T03:04:05", "%Y-%m-%dT%H:%M:%S").unwrap()),
+                Value::DateTime(
+                    NaiveDateTime::parse_from_str("2024-01-02T03:04:05", "%Y-%m-%dT%H:%M:%S")
+                        .unwrap(),
+                ),
             ],
             branch: 1,
             key: vec![Value::Int(42)],
@@ -167,11 +184,22 @@ mod tests {
     fn refuses_other_queries_edits_and_other_keys() {
         let signer = CursorSigner::new(b"secret");
         let token = signer.seal("family=Sm", &key());
-        assert_eq!(signer.open("family=Jo", &token).unwrap_err(), "the cursor belongs to a different query");
+        assert_eq!(
+            signer.open("family=Jo", &token).unwrap_err(),
+            "the cursor belongs to a different query"
+        );
         let mut edited = token.clone().into_bytes();
         edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
-        assert!(signer.open("family=Sm", &String::from_utf8(edited).unwrap()).is_err());
-        assert!(CursorSigner::new(b"other").open("family=Sm", &token).is_err());
+        assert!(
+            signer
+                .open("family=Sm", &String::from_utf8(edited).unwrap())
+                .is_err()
+        );
+        assert!(
+            CursorSigner::new(b"other")
+                .open("family=Sm", &token)
+                .is_err()
+        );
         assert!(signer.open("family=Sm", "garbage").is_err());
     }
 }

@@ -3,7 +3,9 @@
 //! A value without a zone is in the adapter's zone (R4-52). Ranges are half-open, in the legacy
 //! database's local time, because that is how the legacy columns store date-times.
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone};
+use chrono::{
+    DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone,
+};
 use chrono_tz::Tz;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +66,8 @@ const EXPECTED: &str = "expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:
 fn parse_range(value: &str, timezone: Tz) -> Result<LocalRange, String> {
     let bad = || format!("{value:?} is not a date: {EXPECTED}");
     let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    if value.len() < 4 || !digits(&value[..4], 4) {
+    // Only ASCII can be a date; checking first also makes the byte slicing below safe.
+    if !value.is_ascii() || value.len() < 4 || !digits(&value[..4], 4) {
         return Err(bad());
     }
     let year: i32 = value[..4].parse().map_err(|_| bad())?;
@@ -97,7 +100,10 @@ fn parse_range(value: &str, timezone: Tz) -> Result<LocalRange, String> {
     let start = match zone {
         Some(zone) => {
             let offset = parse_offset(zone).ok_or_else(bad)?;
-            let zoned: DateTime<FixedOffset> = offset.from_local_datetime(&naive).single().ok_or_else(bad)?;
+            let zoned: DateTime<FixedOffset> = offset
+                .from_local_datetime(&naive)
+                .single()
+                .ok_or_else(bad)?;
             zoned.with_timezone(&timezone).naive_local()
         }
         None => naive,
@@ -158,7 +164,11 @@ fn parse_local(text: &str) -> Option<(NaiveDateTime, TimeDelta)> {
 /// The range `ap` searches: the value's range widened by 10% of its distance from `now`, and by at
 /// least a day, either side.
 pub fn approximate(range: LocalRange, now: NaiveDateTime) -> LocalRange {
-    let distance = if now > range.end { now - range.end } else { range.start - now };
+    let distance = if now > range.end {
+        now - range.end
+    } else {
+        range.start - now
+    };
     let margin = (distance / 10).max(TimeDelta::days(1));
     LocalRange {
         start: range.start - margin,
@@ -168,7 +178,11 @@ pub fn approximate(range: LocalRange, now: NaiveDateTime) -> LocalRange {
 
 /// The first midnight at or after `t`.
 pub fn ceil_day(t: NaiveDateTime) -> NaiveDate {
-    if t.time() == NaiveTime::MIN { t.date() } else { t.date() + TimeDelta::days(1) }
+    if t.time() == NaiveTime::MIN {
+        t.date()
+    } else {
+        t.date() + TimeDelta::days(1)
+    }
 }
 
 #[cfg(test)]
@@ -187,12 +201,27 @@ mod tests {
             ("2024-02", "2024-02-01 00:00:00", "2024-03-01 00:00:00"),
             ("2024-12", "2024-12-01 00:00:00", "2025-01-01 00:00:00"),
             ("2024-02-29", "2024-02-29 00:00:00", "2024-03-01 00:00:00"),
-            ("2024-02-29T10:30", "2024-02-29 10:30:00", "2024-02-29 10:31:00"),
-            ("2024-02-29T10:30:05", "2024-02-29 10:30:05", "2024-02-29 10:30:06"),
+            (
+                "2024-02-29T10:30",
+                "2024-02-29 10:30:00",
+                "2024-02-29 10:31:00",
+            ),
+            (
+                "2024-02-29T10:30:05",
+                "2024-02-29 10:30:05",
+                "2024-02-29 10:30:06",
+            ),
         ];
         for (text, start, end) in cases {
             let query = parse_date_query(text, tz).unwrap();
-            assert_eq!(query.range, LocalRange { start: at(start), end: at(end) }, "{text}");
+            assert_eq!(
+                query.range,
+                LocalRange {
+                    start: at(start),
+                    end: at(end)
+                },
+                "{text}"
+            );
         }
     }
 
@@ -209,7 +238,19 @@ mod tests {
     #[test]
     fn malformed_values_are_rejected_with_the_expected_shapes() {
         let tz: Tz = "UTC".parse().unwrap();
-        for bad in ["", "20", "2024-13", "2024-02-30", "x2024", "2024-01-01T25:00", "ge", "2024-01-01T10:00+25:00", "1' OR '1'='1"] {
+        for bad in [
+            "",
+            "20",
+            "ﾟ･✿ヾ",
+            "2ｰ024",
+            "2024-13",
+            "2024-02-30",
+            "x2024",
+            "2024-01-01T25:00",
+            "ge",
+            "2024-01-01T10:00+25:00",
+            "1' OR '1'='1",
+        ] {
             let error = parse_date_query(bad, tz).unwrap_err();
             assert!(error.contains("expected YYYY"), "{bad}: {error}");
         }
@@ -217,7 +258,13 @@ mod tests {
 
     #[test]
     fn ceil_day_rounds_up_to_midnight() {
-        assert_eq!(ceil_day(at("2024-01-01 00:00:00")), NaiveDate::from_ymd_opt(2024, 1, 1).unwrap());
-        assert_eq!(ceil_day(at("2024-01-01 00:00:01")), NaiveDate::from_ymd_opt(2024, 1, 2).unwrap());
+        assert_eq!(
+            ceil_day(at("2024-01-01 00:00:00")),
+            NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()
+        );
+        assert_eq!(
+            ceil_day(at("2024-01-01 00:00:01")),
+            NaiveDate::from_ymd_opt(2024, 1, 2).unwrap()
+        );
     }
 }

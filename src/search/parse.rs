@@ -11,8 +11,16 @@ use super::SearchError;
 
 /// The result-shaping parameters Portico understands. Everything else is a filter.
 pub const RESULT_PARAMETERS: &[&str] = &[
-    "_count", "_sort", "_include", "_revinclude", "_total", "_summary", "_elements", "_format",
-    "_pretty", "_cursor",
+    "_count",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_total",
+    "_summary",
+    "_elements",
+    "_format",
+    "_pretty",
+    "_cursor",
 ];
 
 /// Upper bound of `_count`; larger requests get this many.
@@ -111,7 +119,9 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
                     request.count = count.min(MAX_COUNT);
                     request.count_given = true;
                 }
-                Err(_) => errors.push(bad(format!("_count must be a non-negative integer, got {value:?}"))),
+                Err(_) => errors.push(bad(format!(
+                    "_count must be a non-negative integer, got {value:?}"
+                ))),
             },
             "_sort" => {
                 for item in value.split(',').filter(|s| !s.is_empty()) {
@@ -143,7 +153,9 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
                         target_type: Some((*target).to_owned()),
                     },
                     _ => {
-                        errors.push(bad(format!("{name} must be SourceType:parameter[:TargetType], got {value:?}")));
+                        errors.push(bad(format!(
+                            "{name} must be SourceType:parameter[:TargetType], got {value:?}"
+                        )));
                         continue;
                     }
                 };
@@ -159,7 +171,9 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
                     "estimate" => TotalMode::Estimate,
                     "accurate" => TotalMode::Accurate,
                     _ => {
-                        errors.push(bad(format!("_total must be none, estimate or accurate, got {value:?}")));
+                        errors.push(bad(format!(
+                            "_total must be none, estimate or accurate, got {value:?}"
+                        )));
                         continue;
                     }
                 }
@@ -171,11 +185,15 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
                     "count" => SummaryMode::Count,
                     "false" => SummaryMode::False,
                     "text" => {
-                        errors.push(bad("_summary=text is not supported: Portico emits no narrative".into()));
+                        errors.push(bad(
+                            "_summary=text is not supported: Portico emits no narrative".into(),
+                        ));
                         continue;
                     }
                     _ => {
-                        errors.push(bad(format!("_summary must be true, data, count or false, got {value:?}")));
+                        errors.push(bad(format!(
+                            "_summary must be true, data, count or false, got {value:?}"
+                        )));
                         continue;
                     }
                 }
@@ -199,7 +217,11 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
             }),
         }
     }
-    if errors.is_empty() { Ok(request) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(request)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Splits on `separator` where it is not escaped by a backslash. Pieces keep their escapes.
@@ -244,7 +266,9 @@ mod tests {
     use super::*;
 
     fn pairs(query: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
     }
 
     #[test]
@@ -270,16 +294,28 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(request.count, MAX_COUNT);
-        assert_eq!(request.sort[0], SortKey { name: "birthdate".into(), descending: true });
+        assert_eq!(
+            request.sort[0],
+            SortKey {
+                name: "birthdate".into(),
+                descending: true
+            }
+        );
         assert_eq!(request.includes[0].param, "patient");
         assert_eq!(request.total, TotalMode::Accurate);
         assert_eq!(request.summary, SummaryMode::Count);
-        assert_eq!(request.elements.as_deref(), Some(&["name".to_owned(), "gender".to_owned()][..]));
+        assert_eq!(
+            request.elements.as_deref(),
+            Some(&["name".to_owned(), "gender".to_owned()][..])
+        );
     }
 
     #[test]
     fn malformed_result_parameters_are_all_reported() {
-        let errors = parse(&pairs("_count=ten&_total=maybe&_summary=text&_include=Patient")).unwrap_err();
+        let errors = parse(&pairs(
+            "_count=ten&_total=maybe&_summary=text&_include=Patient",
+        ))
+        .unwrap_err();
         let names: Vec<&str> = errors.iter().map(|e| e.parameter.as_str()).collect();
         assert_eq!(names, vec!["_count", "_total", "_summary", "_include"]);
     }

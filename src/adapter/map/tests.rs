@@ -7,10 +7,10 @@ use chrono_tz::Tz;
 use serde_json::json;
 
 use super::{MappedResource, RowData, map_row};
+use crate::adapter::format::ManifestFile;
 use crate::adapter::format::MappingFile;
 use crate::adapter::model::Mapping;
 use crate::adapter::validate::{ParsedMapping, validate};
-use crate::adapter::format::ManifestFile;
 use crate::dialect::ast::Value;
 
 const MANIFEST: &str = "version = 1\nname = \"t\"\ntitle = \"T\"\ntimezone = \"America/New_York\"\ndialects = [\"sqlite\"]\n";
@@ -24,7 +24,13 @@ fn mapping(name: &str, text: &str) -> std::sync::Arc<Mapping> {
         name: name.to_owned(),
         spec,
     };
-    let adapter = validate(&PathBuf::from("."), &PathBuf::from("adapter.toml"), manifest, vec![parsed]).unwrap_or_else(|e| panic!("{e:#?}"));
+    let adapter = validate(
+        &PathBuf::from("."),
+        &PathBuf::from("adapter.toml"),
+        manifest,
+        vec![parsed],
+    )
+    .unwrap_or_else(|e| panic!("{e:#?}"));
     adapter.resources.values().next().unwrap().mappings[0].clone()
 }
 
@@ -37,13 +43,27 @@ fn row(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<Value> {
     mapping
         .columns
         .iter()
-        .map(|c| cells.iter().find(|(name, _)| *name == c.column).map(|(_, v)| v.clone()).unwrap_or(Value::Null))
+        .map(|c| {
+            cells
+                .iter()
+                .find(|(name, _)| *name == c.column)
+                .map(|(_, v)| v.clone())
+                .unwrap_or(Value::Null)
+        })
         .collect()
 }
 
 fn map_one(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<MappedResource> {
     let row = row(mapping, cells);
-    map_row(mapping, &RowData { row: &row, children: &[] }, tz(), &|_| true)
+    map_row(
+        mapping,
+        &RowData {
+            row: &row,
+            children: &[],
+        },
+        tz(),
+        &|_| true,
+    )
 }
 
 const PATIENT: &str = r#"
@@ -106,12 +126,25 @@ fn dates_from_typed_and_text_cells_agree() {
     for dob in [
         Value::Date(NaiveDate::from_ymd_opt(1980, 2, 29).unwrap()),
         Value::Text("1980-02-29".into()),
-        Value::DateTime(NaiveDate::from_ymd_opt(1980, 2, 29).unwrap().and_time(NaiveTime::MIN)),
+        Value::DateTime(
+            NaiveDate::from_ymd_opt(1980, 2, 29)
+                .unwrap()
+                .and_time(NaiveTime::MIN),
+        ),
     ] {
         let mapped = map_one(&patient, &[("pid", Value::Int(1)), ("dob", dob.clone())]);
         assert_eq!(mapped[0].resource["birthDate"], "1980-02-29", "{dob:?}");
     }
-    let sentinel = map_one(&patient, &[("pid", Value::Int(1)), ("dob", Value::Date(NaiveDate::from_ymd_opt(1, 1, 1).unwrap()))]);
+    let sentinel = map_one(
+        &patient,
+        &[
+            ("pid", Value::Int(1)),
+            (
+                "dob",
+                Value::Date(NaiveDate::from_ymd_opt(1, 1, 1).unwrap()),
+            ),
+        ],
+    );
     assert!(sentinel[0].resource.get("birthDate").is_none());
 }
 
@@ -150,7 +183,10 @@ fn unpivot_yields_one_resource_per_recorded_measurement() {
     let vitals = mapping("Observation", VITALS);
     let cells = [
         ("id", Value::Int(3)),
-        ("day", Value::Date(NaiveDate::from_ymd_opt(2024, 1, 15).unwrap())),
+        (
+            "day",
+            Value::Date(NaiveDate::from_ymd_opt(2024, 1, 15).unwrap()),
+        ),
         ("clock", Value::Text("08:05:00".into())),
         ("weight", Value::Decimal("150.000000".parse().unwrap())),
         ("bps", Value::Text("120".into())),
@@ -159,10 +195,26 @@ fn unpivot_yields_one_resource_per_recorded_measurement() {
     let mapped = map_one(&vitals, &cells);
     let ids: Vec<&str> = mapped.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, vec!["vs-3-weight", "vs-3-bp"]);
-    assert_eq!(mapped[0].resource["valueQuantity"], json!({"value": 68, "unit": "kg"}));
-    assert_eq!(mapped[0].resource["effectiveDateTime"], "2024-01-15T08:05:00-05:00");
-    assert_eq!(mapped[1].resource["component"], json!([{"code": {"text": "sys"}, "valueQuantity": {"value": 120}}]));
-    let zero = map_one(&vitals, &[("id", Value::Int(4)), ("weight", Value::Decimal("0.000000".parse().unwrap())), ("bps", Value::Text("0".into()))]);
+    assert_eq!(
+        mapped[0].resource["valueQuantity"],
+        json!({"value": 68, "unit": "kg"})
+    );
+    assert_eq!(
+        mapped[0].resource["effectiveDateTime"],
+        "2024-01-15T08:05:00-05:00"
+    );
+    assert_eq!(
+        mapped[1].resource["component"],
+        json!([{"code": {"text": "sys"}, "valueQuantity": {"value": 120}}])
+    );
+    let zero = map_one(
+        &vitals,
+        &[
+            ("id", Value::Int(4)),
+            ("weight", Value::Decimal("0.000000".parse().unwrap())),
+            ("bps", Value::Text("0".into())),
+        ],
+    );
     assert!(zero.is_empty(), "0 means not recorded");
 }
 
@@ -170,11 +222,30 @@ fn unpivot_yields_one_resource_per_recorded_measurement() {
 fn daylight_saving_gaps_and_folds_have_one_answer() {
     let vitals = mapping("Observation", VITALS);
     let at = |day: &str, clock: &str| {
-        let mapped = map_one(&vitals, &[("id", Value::Int(1)), ("day", Value::Text(day.into())), ("clock", Value::Text(clock.into())), ("weight", Value::Int(1))]);
-        mapped[0].resource["effectiveDateTime"].as_str().unwrap().to_owned()
+        let mapped = map_one(
+            &vitals,
+            &[
+                ("id", Value::Int(1)),
+                ("day", Value::Text(day.into())),
+                ("clock", Value::Text(clock.into())),
+                ("weight", Value::Int(1)),
+            ],
+        );
+        mapped[0].resource["effectiveDateTime"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
-    assert_eq!(at("2024-03-10", "02:30:00"), "2024-03-10T03:30:00-04:00", "spring-forward gap");
-    assert_eq!(at("2024-11-03", "01:30:00"), "2024-11-03T01:30:00-04:00", "fall-back fold: the earlier instant");
+    assert_eq!(
+        at("2024-03-10", "02:30:00"),
+        "2024-03-10T03:30:00-04:00",
+        "spring-forward gap"
+    );
+    assert_eq!(
+        at("2024-11-03", "01:30:00"),
+        "2024-11-03T01:30:00-04:00",
+        "fall-back fold: the earlier instant"
+    );
 }
 
 #[test]
@@ -195,8 +266,19 @@ values = { primary = 1, secondary = 2 }
 default_absent = true
 "#,
     );
-    let mapped = map_one(&claim, &[("a", Value::Int(1)), ("b", Value::Int(20)), ("mods", Value::Text("25: 59:".into())), ("kind", Value::Text("secondary".into()))]);
+    let mapped = map_one(
+        &claim,
+        &[
+            ("a", Value::Int(1)),
+            ("b", Value::Int(20)),
+            ("mods", Value::Text("25: 59:".into())),
+            ("kind", Value::Text("secondary".into())),
+        ],
+    );
     assert_eq!(mapped[0].id, "1-20");
-    assert_eq!(mapped[0].resource["modifier"], json!([{"coding": [{"code": "25"}]}, {"coding": [{"code": "59"}]}]));
+    assert_eq!(
+        mapped[0].resource["modifier"],
+        json!([{"coding": [{"code": "25"}]}, {"coding": [{"code": "59"}]}])
+    );
     assert_eq!(mapped[0].resource["order"], json!(2));
 }

@@ -19,7 +19,11 @@ fn write_adapter(files: &[(&str, &str)]) -> PathBuf {
 const MANIFEST: &str = "version = 1\nname = \"t\"\ntitle = \"T\"\ntimezone = \"America/New_York\"\ndialects = [\"mysql\"]\n";
 
 fn issues(dir: &Path) -> Vec<String> {
-    adapter::load(dir).unwrap_err().iter().map(|i| i.to_string()).collect()
+    adapter::load(dir)
+        .unwrap_err()
+        .iter()
+        .map(|i| i.to_string())
+        .collect()
 }
 
 #[test]
@@ -29,7 +33,17 @@ fn the_shipped_openemr_adapter_is_valid() {
     let types: Vec<&str> = adapter.resources.keys().map(String::as_str).collect();
     assert_eq!(
         types,
-        vec!["Appointment", "Claim", "Coverage", "Encounter", "Location", "Observation", "Organization", "Patient", "Practitioner"]
+        vec![
+            "Appointment",
+            "Claim",
+            "Coverage",
+            "Encounter",
+            "Location",
+            "Observation",
+            "Organization",
+            "Patient",
+            "Practitioner"
+        ]
     );
 }
 
@@ -37,17 +51,26 @@ fn the_shipped_openemr_adapter_is_valid() {
 fn unknown_keys_are_rejected_with_their_location() {
     let dir = write_adapter(&[
         ("adapter.toml", MANIFEST),
-        ("Patient.toml", "version = 1\nresource = \"Patient\"\ncolour = \"red\"\n[source]\ntable = \"p\"\nid = { columns = [\"pid\"] }\n[elements]\n"),
+        (
+            "Patient.toml",
+            "version = 1\nresource = \"Patient\"\ncolour = \"red\"\n[source]\ntable = \"p\"\nid = { columns = [\"pid\"] }\n[elements]\n",
+        ),
     ]);
     let found = issues(&dir);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].contains("Patient.toml") && found[0].contains("colour"), "{found:?}");
+    assert!(
+        found[0].contains("Patient.toml") && found[0].contains("colour"),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn every_problem_is_reported_in_one_pass() {
     let dir = write_adapter(&[
-        ("adapter.toml", "version = 2\nname = \"t\"\ntitle = \"T\"\ntimezone = \"Mars/Olympus\"\ndialects = []\n"),
+        (
+            "adapter.toml",
+            "version = 2\nname = \"t\"\ntitle = \"T\"\ntimezone = \"Mars/Olympus\"\ndialects = []\n",
+        ),
         (
             "Patient.toml",
             r#"
@@ -73,7 +96,10 @@ map = "missing-map"
 type = "date"
 "#,
         ),
-        ("Observation.vitals.toml", "version = 1\nresource = \"Patient\"\n[source]\ntable = \"v\"\nid = { columns = [\"id\"] }\n[elements]\n"),
+        (
+            "Observation.vitals.toml",
+            "version = 1\nresource = \"Patient\"\n[source]\ntable = \"v\"\nid = { columns = [\"id\"] }\n[elements]\n",
+        ),
     ]);
     let found = issues(&dir).join("\n");
     for expected in [
@@ -93,14 +119,28 @@ type = "date"
         "Patient.toml: search.birthdate: a date parameter needs column",
         "Observation.vitals.toml: resource: file name says Observation but resource = \"Patient\"",
     ] {
-        assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+        assert!(
+            found.contains(expected),
+            "missing {expected:?} in:\n{found}"
+        );
     }
 }
 
 #[test]
 fn several_mappings_of_a_type_need_distinct_prefixes() {
-    let mapping = |prefix: &str| format!("version = 1\nresource = \"Organization\"\n[source]\ntable = \"o\"\nid = {{ prefix = \"{prefix}\", columns = [\"id\"] }}\n[elements]\nname = \"$name\"\n");
-    let dir = write_adapter(&[("adapter.toml", MANIFEST), ("Organization.a.toml", &mapping("org-")), ("Organization.b.toml", &mapping("org-x"))]);
+    let mapping = |prefix: &str| {
+        format!(
+            "version = 1\nresource = \"Organization\"\n[source]\ntable = \"o\"\nid = {{ prefix = \"{prefix}\", columns = [\"id\"] }}\n[elements]\nname = \"$name\"\n"
+        )
+    };
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Organization.a.toml", &mapping("org-")),
+        ("Organization.b.toml", &mapping("org-x")),
+    ]);
     let found = issues(&dir).join("\n");
-    assert!(found.contains("overlaps another Organization mapping's prefix"), "{found}");
+    assert!(
+        found.contains("overlaps another Organization mapping's prefix"),
+        "{found}"
+    );
 }

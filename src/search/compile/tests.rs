@@ -18,18 +18,33 @@ use crate::search::cursor::CursorKey;
 use crate::search::parse::parse;
 
 fn openemr() -> Adapter {
-    adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr")).expect("openemr adapter is valid")
+    adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr"))
+        .expect("openemr adapter is valid")
 }
 
 fn now() -> NaiveDateTime {
     NaiveDateTime::parse_from_str("2025-06-15 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
 }
 
-fn compile(adapter: &Adapter, resource_type: &str, query: &str, strict: bool) -> Result<Plan, Vec<crate::search::SearchError>> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+fn compile(
+    adapter: &Adapter,
+    resource_type: &str,
+    query: &str,
+    strict: bool,
+) -> Result<Plan, Vec<crate::search::SearchError>> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     let request = parse(&pairs)?;
     let tz: Tz = adapter.timezone;
-    plan(&adapter.resources[resource_type], &adapter.resources, request, strict, tz, now())
+    plan(
+        &adapter.resources[resource_type],
+        &adapter.resources,
+        request,
+        strict,
+        tz,
+        now(),
+    )
 }
 
 /// Every search case the MySQL and SQLite suites must render identically in meaning.
@@ -46,12 +61,18 @@ const CASES: &[(&str, &str)] = &[
     ("Patient", "name=o'br%_!"),
     ("Patient", "family:missing=true"),
     ("Patient", "gender=female"),
-    ("Patient", "gender=http://hl7.org/fhir/administrative-gender|male"),
+    (
+        "Patient",
+        "gender=http://hl7.org/fhir/administrative-gender|male",
+    ),
     ("Patient", "gender=other"),
     ("Patient", "gender=http://example.org/wrong|male"),
     ("Patient", "gender:not=female"),
     ("Patient", "gender:missing=true"),
-    ("Patient", "identifier=urn:portico:openemr:pubpid|MRN0000001"),
+    (
+        "Patient",
+        "identifier=urn:portico:openemr:pubpid|MRN0000001",
+    ),
     ("Patient", "identifier=MRN0000001"),
     ("Patient", "identifier=urn:portico:openemr:pid|"),
     ("Patient", "birthdate=1980"),
@@ -64,22 +85,40 @@ const CASES: &[(&str, &str)] = &[
     ("Patient", "birthdate=sa1980-02-15"),
     ("Patient", "birthdate=eb1980-02-15"),
     ("Patient", "birthdate=ap1980-02-15"),
-    ("Patient", "birthdate=ge1980-01-01&birthdate=lt1990-01-01&gender=female"),
+    (
+        "Patient",
+        "birthdate=ge1980-01-01&birthdate=lt1990-01-01&gender=female",
+    ),
     ("Patient", "birthdate:missing=true"),
     ("Patient", "death-date=2024-01-01T10:00:00Z"),
     ("Patient", "general-practitioner=Practitioner/3"),
-    ("Patient", "general-practitioner=http://example.org/fhir/Practitioner/3"),
+    (
+        "Patient",
+        "general-practitioner=http://example.org/fhir/Practitioner/3",
+    ),
     ("Patient", "general-practitioner:Practitioner=3"),
     ("Patient", "_sort=family,-birthdate"),
     ("Patient", "_sort=-_lastUpdated&_count=10"),
     ("Observation", "patient=7"),
     ("Observation", "patient=Patient/7&category=vital-signs"),
     ("Observation", "patient=7&category=laboratory"),
-    ("Observation", "patient=7&category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"),
-    ("Observation", "patient=7&code=http://loinc.org|8302-2,http://loinc.org|85354-9"),
+    (
+        "Observation",
+        "patient=7&category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs",
+    ),
+    (
+        "Observation",
+        "patient=7&code=http://loinc.org|8302-2,http://loinc.org|85354-9",
+    ),
     ("Observation", "patient=7&code=2345-7"),
-    ("Observation", "patient=7&code:not=http://loinc.org|8302-2&category=vital-signs"),
-    ("Observation", "patient=7&category=vital-signs&date=ge2024-01-01T00:00:00Z&date=lt2025-01-01"),
+    (
+        "Observation",
+        "patient=7&code:not=http://loinc.org|8302-2&category=vital-signs",
+    ),
+    (
+        "Observation",
+        "patient=7&category=vital-signs&date=ge2024-01-01T00:00:00Z&date=lt2025-01-01",
+    ),
     ("Observation", "patient=7&status=final,amended"),
     ("Observation", "_id=vs-70-bp"),
     ("Observation", "_id=lab-701"),
@@ -93,12 +132,18 @@ const CASES: &[(&str, &str)] = &[
     ("Appointment", "location=1&status=booked,arrived"),
     ("Appointment", "identifier=urn:portico:openemr:pc_eid|70"),
     ("Claim", "patient=7"),
-    ("Claim", "patient=7&created=ge2024-01-01&status=active&use=claim"),
+    (
+        "Claim",
+        "patient=7&created=ge2024-01-01&status=active&use=claim",
+    ),
     ("Claim", "_id=7-70-3"),
     ("Claim", "provider=Practitioner/2"),
     ("Coverage", "patient=7"),
     ("Coverage", "beneficiary=7&payor=Organization/ins-3"),
-    ("Practitioner", "identifier=http://hl7.org/fhir/sid/us-npi|1910087919"),
+    (
+        "Practitioner",
+        "identifier=http://hl7.org/fhir/sid/us-npi|1910087919",
+    ),
     ("Practitioner", "name=gup"),
     ("Organization", "name=river"),
     ("Organization", "_id=ins-3"),
@@ -108,7 +153,8 @@ fn render_all(dialect: DialectKind) -> String {
     let adapter = openemr();
     let mut out = String::new();
     for (resource_type, query) in CASES {
-        let plan = compile(&adapter, resource_type, query, true).unwrap_or_else(|e| panic!("{resource_type}?{query}: {e:?}"));
+        let plan = compile(&adapter, resource_type, query, true)
+            .unwrap_or_else(|e| panic!("{resource_type}?{query}: {e:?}"));
         writeln!(out, "## {resource_type}?{query}").unwrap();
         for branch in &plan.branches {
             if branch.cond == Cond::False {
@@ -118,10 +164,23 @@ fn render_all(dialect: DialectKind) -> String {
             let query = render(dialect, &page_select(branch, &Cond::True, None, 21));
             let columns = query.sql.find(" FROM ").unwrap();
             // The SELECT list is long and the same for every case of a mapping; the rest is what matters.
-            writeln!(out, "-- {}\nSELECT ...{}", branch.mapping.name, &query.sql[columns..]).unwrap();
+            writeln!(
+                out,
+                "-- {}\nSELECT ...{}",
+                branch.mapping.name,
+                &query.sql[columns..]
+            )
+            .unwrap();
             writeln!(out, "   params: {:?}", query.params).unwrap();
             if let Some(mask) = &branch.variants {
-                let admitted: Vec<&str> = branch.mapping.variants.iter().zip(mask).filter(|(_, a)| **a).map(|(v, _)| v.key.as_str()).collect();
+                let admitted: Vec<&str> = branch
+                    .mapping
+                    .variants
+                    .iter()
+                    .zip(mask)
+                    .filter(|(_, a)| **a)
+                    .map(|(v, _)| v.key.as_str())
+                    .collect();
                 writeln!(out, "   variants: {admitted:?}").unwrap();
             }
         }
@@ -131,7 +190,9 @@ fn render_all(dialect: DialectKind) -> String {
 }
 
 fn check_snapshot(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/search/compile/snapshots").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/search/compile/snapshots")
+        .join(name);
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
@@ -166,9 +227,22 @@ fn sqlite_sql_for_every_search_case() {
 #[test]
 fn unknown_parameters_are_ignored_leniently_and_rejected_strictly() {
     let adapter = openemr();
-    let lenient = compile(&adapter, "Patient", "family=Smi&shoe-size=12&subject.name=x", false).unwrap();
-    assert_eq!(lenient.applied, vec![("family".to_owned(), "Smi".to_owned())]);
-    let ignored: Vec<&str> = lenient.ignored.iter().map(|e| e.parameter.as_str()).collect();
+    let lenient = compile(
+        &adapter,
+        "Patient",
+        "family=Smi&shoe-size=12&subject.name=x",
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        lenient.applied,
+        vec![("family".to_owned(), "Smi".to_owned())]
+    );
+    let ignored: Vec<&str> = lenient
+        .ignored
+        .iter()
+        .map(|e| e.parameter.as_str())
+        .collect();
     assert_eq!(ignored, vec!["shoe-size", "subject.name"]);
     let strict = compile(&adapter, "Patient", "family=Smi&shoe-size=12", true).unwrap_err();
     assert_eq!(strict.len(), 1);
@@ -186,7 +260,11 @@ fn malformed_values_are_errors_in_both_modes_and_name_the_parameter() {
         ("Patient", "gender:text=x", "gender:text"),
         ("Patient", "gender=a|b|c", "gender"),
         ("Patient", "family:missing=maybe", "family:missing"),
-        ("Observation", "patient:identifier=x|1", "patient:identifier"),
+        (
+            "Observation",
+            "patient:identifier=x|1",
+            "patient:identifier",
+        ),
         ("Patient", "_id:exact=1", "_id:exact"),
     ] {
         for strict in [false, true] {
@@ -201,7 +279,10 @@ fn malformed_values_are_errors_in_both_modes_and_name_the_parameter() {
 fn empty_values_are_ignored_and_left_out_of_the_self_link() {
     let adapter = openemr();
     let plan = compile(&adapter, "Patient", "family=&gender=female", true).unwrap();
-    assert_eq!(plan.applied, vec![("gender".to_owned(), "female".to_owned())]);
+    assert_eq!(
+        plan.applied,
+        vec![("gender".to_owned(), "female".to_owned())]
+    );
 }
 
 #[test]
@@ -210,25 +291,60 @@ fn result_parameters_are_echoed_in_canonical_form() {
     let plan = compile(&adapter, "Appointment", "patient=1&_include=Appointment:actor:Patient&_revinclude=Claim:patient&_count=5&_sort=-date", false).unwrap();
     let keys: Vec<&str> = plan.applied.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, vec!["patient", "_sort", "_include", "_count"]);
-    assert_eq!(plan.includes, vec![("actor".to_owned(), "Patient".to_owned())]);
-    assert_eq!(plan.ignored[0].parameter, "_revinclude", "Claim:patient points at Patient, not Appointment");
-    let plan = compile(&adapter, "Patient", "_revinclude=Observation:patient&_revinclude=Appointment:actor", true).unwrap();
-    assert_eq!(plan.revincludes, vec![("Observation".to_owned(), "patient".to_owned()), ("Appointment".to_owned(), "actor".to_owned())]);
+    assert_eq!(
+        plan.includes,
+        vec![("actor".to_owned(), "Patient".to_owned())]
+    );
+    assert_eq!(
+        plan.ignored[0].parameter, "_revinclude",
+        "Claim:patient points at Patient, not Appointment"
+    );
+    let plan = compile(
+        &adapter,
+        "Patient",
+        "_revinclude=Observation:patient&_revinclude=Appointment:actor",
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        plan.revincludes,
+        vec![
+            ("Observation".to_owned(), "patient".to_owned()),
+            ("Appointment".to_owned(), "actor".to_owned())
+        ]
+    );
 }
 
 #[test]
 fn category_constants_prune_whole_mappings() {
     let adapter = openemr();
     let plan = compile(&adapter, "Observation", "category=laboratory", true).unwrap();
-    let conds: Vec<(&str, bool)> = plan.branches.iter().map(|b| (b.mapping.name.as_str(), b.cond == Cond::False)).collect();
-    assert_eq!(conds, vec![("Observation.labs", false), ("Observation.vitals", true)]);
+    let conds: Vec<(&str, bool)> = plan
+        .branches
+        .iter()
+        .map(|b| (b.mapping.name.as_str(), b.cond == Cond::False))
+        .collect();
+    assert_eq!(
+        conds,
+        vec![("Observation.labs", false), ("Observation.vitals", true)]
+    );
 }
 
 #[test]
 fn code_searches_select_unpivot_variants() {
     let adapter = openemr();
-    let plan = compile(&adapter, "Observation", "code=http://loinc.org|8480-6", true).unwrap();
-    let vitals = plan.branches.iter().find(|b| b.mapping.name == "Observation.vitals").unwrap();
+    let plan = compile(
+        &adapter,
+        "Observation",
+        "code=http://loinc.org|8480-6",
+        true,
+    )
+    .unwrap();
+    let vitals = plan
+        .branches
+        .iter()
+        .find(|b| b.mapping.name == "Observation.vitals")
+        .unwrap();
     let admitted: Vec<&str> = vitals
         .mapping
         .variants
@@ -245,12 +361,17 @@ fn cursors_continue_after_the_last_row_in_sort_order() {
     let adapter = openemr();
     let plan = compile(&adapter, "Patient", "_sort=-birthdate", true).unwrap();
     let cursor = CursorKey {
-        sort: vec![Value::Date(chrono::NaiveDate::from_ymd_opt(1980, 5, 1).unwrap())],
+        sort: vec![Value::Date(
+            chrono::NaiveDate::from_ymd_opt(1980, 5, 1).unwrap(),
+        )],
         branch: 0,
         key: vec![Value::Int(17)],
         variant: None,
     };
-    let query = render(DialectKind::Mysql, &page_select(&plan.branches[0], &Cond::True, Some(&cursor), 11));
+    let query = render(
+        DialectKind::Mysql,
+        &page_select(&plan.branches[0], &Cond::True, Some(&cursor), 11),
+    );
     let filter = &query.sql[query.sql.find(" WHERE ").unwrap()..];
     assert_eq!(
         filter,
@@ -260,8 +381,17 @@ fn cursors_continue_after_the_last_row_in_sort_order() {
         sort: vec![Value::Null],
         ..cursor
     };
-    let query = render(DialectKind::Sqlite, &page_select(&plan.branches[0], &Cond::True, Some(&null_cursor), 11));
-    assert!(query.sql.contains("WHERE (\"t\".\"DOB\" IS NULL AND \"t\".\"pid\" > ?5) ORDER BY"), "{}", query.sql);
+    let query = render(
+        DialectKind::Sqlite,
+        &page_select(&plan.branches[0], &Cond::True, Some(&null_cursor), 11),
+    );
+    assert!(
+        query
+            .sql
+            .contains("WHERE (\"t\".\"DOB\" IS NULL AND \"t\".\"pid\" > ?5) ORDER BY"),
+        "{}",
+        query.sql
+    );
 }
 
 #[test]
@@ -272,7 +402,11 @@ fn ids_parse_only_in_canonical_form() {
     for bad in ["042", "4 2", "-1", "42-1", "", "x"] {
         assert!(super::parse_id(patient, bad).is_none(), "{bad:?}");
     }
-    let vitals = adapter.resources["Observation"].mappings.iter().find(|m| m.name == "Observation.vitals").unwrap();
+    let vitals = adapter.resources["Observation"]
+        .mappings
+        .iter()
+        .find(|m| m.name == "Observation.vitals")
+        .unwrap();
     assert!(super::parse_id(vitals, "vs-12-bp").is_some());
     assert!(super::parse_id(vitals, "vs-12-nope").is_none());
     assert!(super::parse_id(vitals, "lab-12").is_none());

@@ -1,0 +1,185 @@
+//! Faults: the legacy database goes away and comes back; statements run too long; writes refused.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use portico::db::{Database, DbErrorKind, DbSettings};
+use portico::dialect::RenderedQuery;
+use portico::dialect::ast::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::on_every_backend;
+use crate::support::{Backend, TestApp, mysql_server_url, outcome_code, seed, settings, start};
+
+/// A TCP proxy to MariaDB that can be cut (dropping every connection) and restored.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (accept_up, accept_connections, target) =
+            (up.clone(), connections.clone(), target.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let handle = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                accept_connections.lock().await.push(handle);
+            }
+        });
+        Proxy {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    async fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for handle in self.connections.lock().await.drain(..) {
+            handle.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn database_outage_is_503_and_recovers_without_restart() {
+    let db_url = seed(Backend::MariaDb, "outage").await;
+    let server = mysql_server_url();
+    let target = server
+        .trim_start_matches("mysql://")
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let proxy = Proxy::start(&target).await;
+    let through_proxy = db_url.replace(&target, &format!("127.0.0.1:{}", proxy.port));
+    let base = start(&settings(&through_proxy, 2000)).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}/{path}")).send();
+    assert_eq!(get("Patient/1").await.unwrap().status(), 200);
+
+    proxy.cut().await;
+    let reply = get("Patient/2").await.unwrap();
+    assert_eq!(reply.status(), 503);
+    assert_eq!(reply.headers()["retry-after"], "5");
+    let reply = crate::support::Reply {
+        status: 503,
+        headers: reply.headers().clone(),
+        body: reply.bytes().await.unwrap().to_vec(),
+    };
+    assert_eq!(outcome_code(&reply), "transient");
+    let health = client
+        .get(base.replace("/fhir", "/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = get("Patient/2").await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Portico did not recover: last status {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn statement_timeouts_cancel_the_query_on_the_server() {
+    let database = Database::connect_lazy(&DbSettings {
+        url: format!("{}/mysql", mysql_server_url()),
+        max_connections: 2,
+        statement_timeout: Duration::from_millis(300),
+        acquire_timeout: Duration::from_secs(3),
+    })
+    .unwrap();
+    let started = Instant::now();
+    let sleepy = RenderedQuery {
+        sql: "SELECT SLEEP(3) AS portico_timeout_probe".into(),
+        params: vec![],
+    };
+    let error = database.fetch(&sleepy).await.unwrap_err();
+    assert_eq!(error.kind, DbErrorKind::Timeout, "{}", error.message);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let observer = Database::connect_lazy(&DbSettings {
+        url: format!("{}/mysql", mysql_server_url()),
+        max_connections: 1,
+        statement_timeout: Duration::from_secs(5),
+        acquire_timeout: Duration::from_secs(3),
+    })
+    .unwrap();
+    let running = observer
+        .fetch(&RenderedQuery {
+            sql: "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(3) AS portico_timeout_probe%'".into(),
+            params: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        running[0][0],
+        Value::Int(0),
+        "the timed-out statement still runs on the server"
+    );
+    // The pool keeps serving after a timeout.
+    let quick = RenderedQuery {
+        sql: "SELECT 1".into(),
+        params: vec![],
+    };
+    assert_eq!(database.fetch(&quick).await.unwrap()[0][0], Value::Int(1));
+}
+
+on_every_backend!(legacy_sessions_refuse_writes, |app: TestApp| async move {
+    let database = Database::connect_lazy(&DbSettings {
+        url: app.db_url.clone(),
+        max_connections: 1,
+        statement_timeout: Duration::from_secs(5),
+        acquire_timeout: Duration::from_secs(3),
+    })
+    .unwrap();
+    let insert = RenderedQuery {
+        sql: "INSERT INTO patient_data (id, pid, lname) VALUES (99999, 99999, 'Intruder')".into(),
+        params: vec![],
+    };
+    assert!(
+        database.fetch(&insert).await.is_err(),
+        "the legacy pool must be read-only"
+    );
+    let reply = app.get("Patient?family=Intruder").await;
+    assert_eq!(crate::support::matches(&reply.json()).len(), 0);
+});

@@ -1,0 +1,16 @@
+//! Integration tests: the real application on a random port against real databases.
+//! Each test runs on SQLite and on a fresh MariaDB database (PORTICO_TEST_MYSQL_URL, default
+//! mysql://root@127.0.0.1:3306).
+
+mod support;
+
+// CapabilityStatement, strict R4 validity of everything emitted, formats, OpenAPI, CORS.
+mod conformance;
+// Status codes and OperationOutcomes for bad input; the injection corpus.
+mod errors;
+// Legacy database down, statement timeouts, read-only sessions.
+mod faults;
+// Read: ids, ETag/Last-Modified, conditional reads, subsetting.
+mod read;
+// Search semantics, paging, sorting, includes, totals.
+mod search;

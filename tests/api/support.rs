@@ -1,0 +1,256 @@
+//! Test harness: seeds a fixture database, starts Portico on port 0, and checks FHIR responses.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use portico::app::Application;
+use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+use portico::demo::seed_openemr;
+use serde_json::Value as Json;
+
+/// Patients in each test's fixture database.
+pub const PATIENTS: usize = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    MariaDb,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// URL of the seeded legacy database.
+    pub db_url: String,
+}
+
+pub fn mysql_server_url() -> String {
+    std::env::var("PORTICO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Seeds a fresh database for `test` and returns its URL.
+pub async fn seed(backend: Backend, test: &str) -> String {
+    let url = match backend {
+        Backend::Sqlite => {
+            let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+            let dir = std::env::temp_dir().join(format!("portico-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            format!("sqlite://{}", dir.join(format!("{test}.sqlite")).display())
+        }
+        Backend::MariaDb => {
+            let name = format!("portico_t_{test}");
+            recreate_mysql_database(&mysql_server_url(), &name)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "MariaDB must be running for the integration tests ({}): {}",
+                        mysql_server_url(),
+                        e.message
+                    )
+                });
+            format!("{}/{name}", mysql_server_url())
+        }
+    };
+    let writer = FixtureWriter::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    seed_openemr(&writer, PATIENTS)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer.close().await;
+    url
+}
+
+pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    Settings {
+        server: ServerSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            base_url: None,
+            cursor_secret: Some(Secret::new("test-cursor-secret")),
+            state_dir: std::env::temp_dir()
+                .join(format!("portico-state-{}-{n}", std::process::id())),
+        },
+        legacy: LegacySettings {
+            adapter: "openemr".into(),
+            adapters_dir: default_adapters_dir(),
+            url: Secret::new(db_url),
+            max_connections: 4,
+            statement_timeout_ms,
+            acquire_timeout_ms: 1000,
+            timezone: None,
+        },
+    }
+}
+
+/// Starts Portico on `settings` and returns its FHIR base URL.
+pub async fn start(settings: &Settings) -> String {
+    let application = Application::build(settings)
+        .await
+        .expect("application builds");
+    let base = format!("http://127.0.0.1:{}/fhir", application.port());
+    tokio::spawn(application.run());
+    base
+}
+
+pub async fn spawn(backend: Backend, test: &str) -> TestApp {
+    let db_url = seed(backend, test).await;
+    let base = start(&settings(&db_url, 5000)).await;
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        db_url,
+    }
+}
+
+/// Runs a test body on SQLite and on MariaDB, as two tests.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let app =
+                    $crate::support::spawn($crate::support::Backend::Sqlite, stringify!($name))
+                        .await;
+                ($body)(app).await;
+            }
+
+            #[tokio::test]
+            async fn mariadb() {
+                let app =
+                    $crate::support::spawn($crate::support::Backend::MariaDb, stringify!($name))
+                        .await;
+                ($body)(app).await;
+            }
+        }
+    };
+}
+
+/// A response: status, headers and body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Json {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}/{}", self.base, path)
+        }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request reaches Portico");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("body").to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    /// GETs a FHIR JSON resource, expects `status`, and checks the body is strictly valid R4.
+    pub async fn get_fhir(&self, path: &str, status: u16) -> Json {
+        let reply = self.get(path).await;
+        assert_eq!(
+            reply.status,
+            status,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body = reply.json();
+        assert_valid_r4(&body);
+        body
+    }
+
+    /// Follows `next` links from `path` and returns every match, checking each page.
+    pub async fn all_pages(&self, path: &str) -> Vec<Json> {
+        let mut matches = Vec::new();
+        let mut next = Some(path.to_owned());
+        let mut pages = 0;
+        while let Some(url) = next {
+            pages += 1;
+            assert!(pages < 10_000, "paging does not end");
+            let bundle = self.get_fhir(&url, 200).await;
+            for entry in bundle["entry"].as_array().cloned().unwrap_or_default() {
+                if entry["search"]["mode"] == "match" {
+                    matches.push(entry["resource"].clone());
+                }
+            }
+            next = bundle["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .map(|l| l["url"].as_str().unwrap().to_owned());
+        }
+        matches
+    }
+}
+
+/// Every resource Portico emits deserializes strictly into fhirbolt's R4 model.
+pub fn assert_valid_r4(resource: &Json) {
+    let bytes = serde_json::to_vec(resource).unwrap();
+    if let Err(error) = portico::fhir::xml::parse_strict(&bytes) {
+        panic!(
+            "not valid R4 ({error}):\n{}",
+            serde_json::to_string_pretty(resource).unwrap()
+        );
+    }
+}
+
+/// The `match` entries of a searchset bundle.
+pub fn matches(bundle: &Json) -> Vec<Json> {
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+pub fn ids(resources: &[Json]) -> Vec<String> {
+    resources
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The OperationOutcome of an error reply, with its first issue's code.
+pub fn outcome_code(reply: &Reply) -> String {
+    let body = reply.json();
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    assert_valid_r4(&body);
+    body["issue"][0]["code"].as_str().unwrap().to_owned()
+}
