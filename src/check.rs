@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::adapter::Adapter;
 use crate::adapter::format::ColumnType;
-use crate::adapter::model::{BASE_ALIAS, ColumnRef, Mapping, SearchKind};
+use crate::adapter::model::{BASE_ALIAS, ColumnRef, Mapping, PredicateOp, SearchKind};
 use crate::app::load_adapter;
 use crate::config;
 use crate::db::{self, Database, redact_url};
@@ -126,9 +126,21 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
                     &predicate.column.column,
                     Use::Any,
                 );
+                if let PredicateOp::EqualsColumn(other) = &predicate.op {
+                    need(table_of(other), &other.column, Use::Any);
+                }
+            }
+            if let Some(latest) = &mapping.latest {
+                for column in std::iter::once(&latest.column).chain(&latest.partition) {
+                    need(table_of(column), &column.column, Use::Any);
+                }
             }
             for collection in &mapping.collections {
-                for column in &collection.columns {
+                let columns = collection
+                    .columns
+                    .iter()
+                    .chain(collection.filter.iter().map(|p| &p.column));
+                for column in columns {
                     need(collection.table.clone(), &column.column, Use::Any);
                 }
                 for column in &collection.order_by {

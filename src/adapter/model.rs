@@ -253,8 +253,18 @@ fn json_text(value: &serde_json::Value) -> String {
 }
 
 impl CodeMap {
+    /// The FHIR value of `legacy`. An exact key wins; otherwise keys match ignoring case, as the
+    /// case-insensitive collations of legacy databases compare them in SQL.
     pub fn apply(&self, legacy: &str) -> Option<&serde_json::Value> {
-        self.values.get(legacy).or(self.default.as_ref())
+        self.values
+            .get(legacy)
+            .or_else(|| {
+                self.values
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(legacy))
+                    .map(|(_, value)| value)
+            })
+            .or(self.default.as_ref())
     }
 
     /// The legacy values that map to `code`, and whether unlisted values do too (the default).

@@ -433,6 +433,23 @@ fn compile_mapping(
         .iter()
         .enumerate()
         .map(|(index, join)| {
+            // A join condition sees the base table, earlier joins and its own table, as SQL does.
+            for predicate in &join.on {
+                let referenced =
+                    std::iter::once(&predicate.column).chain(predicate.equals_column.as_ref());
+                for column in referenced {
+                    let Some((alias, _)) = column.split_once('.') else {
+                        continue;
+                    };
+                    let position = source.join.iter().position(|j| j.alias == alias);
+                    if position.is_some_and(|p| p > index) {
+                        ctx.issue(
+                            &format!("source.join[{index}].on"),
+                            format!("{column:?} refers to a table joined later; reorder the joins"),
+                        );
+                    }
+                }
+            }
             if !is_safe_identifier(&join.table) {
                 ctx.issue(
                     &format!("source.join[{index}].table"),
@@ -462,15 +479,15 @@ fn compile_mapping(
     let filter = predicates(ctx, &mut scope, "source.filter", &source.filter, false);
     let latest = source.latest.as_ref().and_then(|latest| {
         let column = scope.resolve(ctx, "source.latest.column", &latest.column)?;
-        let partition = latest
+        let partition: Vec<ColumnRef> = latest
             .partition
             .iter()
             .enumerate()
             .filter_map(|(i, c)| scope.resolve(ctx, &format!("source.latest.partition[{i}]"), c))
             .collect();
-        if column.alias != BASE_ALIAS {
+        if column.alias != BASE_ALIAS || partition.iter().any(|c| c.alias != BASE_ALIAS) {
             ctx.issue(
-                "source.latest.column",
+                "source.latest",
                 "latest compares columns of the base table only",
             );
         }
@@ -628,9 +645,6 @@ fn compile_mapping(
             param,
             !variants.is_empty(),
         ) {
-            if param.per_variant && variants.iter().any(|v| !v.search.contains_key(name)) {
-                ctx.issue(&path, "per_variant is set, so every unpivot variant must list its values under search");
-            }
             search.insert(name.clone(), compiled);
         }
     }
@@ -952,6 +966,12 @@ fn search_param(
                     ctx.issue(
                         &format!("{path}.per_variant"),
                         "per_variant needs [[unpivot]] variants",
+                    );
+                }
+                if !token_targets.is_empty() {
+                    ctx.issue(
+                        &format!("{path}.per_variant"),
+                        "per_variant takes its values from the variants alone; remove column, targets and constant",
                     );
                 }
                 token_targets.push(TokenTarget::PerVariant);

@@ -945,12 +945,12 @@ async fn seed_patient_block(
 fn generate_patient(pid: i64, block: &mut Block) {
     let mut rng = Rng(0x5EED_0000 + pid as u64);
     let female = rng.chance(52);
-    let sex = if rng.chance(2) {
-        "UNK"
-    } else if female {
-        "Female"
-    } else {
-        "Male"
+    // Some sex values are unknown, and some blank, as in real installs.
+    let sex = match rng.below(100) {
+        0 | 1 => "UNK",
+        2 => "",
+        _ if female => "Female",
+        _ => "Male",
     };
     let given = if female {
         rng.pick(GIVEN_FEMALE)

@@ -132,9 +132,15 @@ on_every_backend!(
             vec!["12"]
         );
         let vitals = app
-            .all_pages("Observation?code=http://loinc.org|8480-6&_count=50")
+            .all_pages("Observation?component-code=http://loinc.org|8480-6&_count=50")
             .await;
         assert!(!vitals.is_empty());
+        assert!(
+            app.all_pages("Observation?code=http://loinc.org|8480-6")
+                .await
+                .is_empty(),
+            "code matches Observation.code only"
+        );
         assert!(
             vitals
                 .iter()

@@ -336,7 +336,7 @@ fn code_searches_select_unpivot_variants() {
     let plan = compile(
         &adapter,
         "Observation",
-        "code=http://loinc.org|8480-6",
+        "component-code=http://loinc.org|8480-6",
         true,
     )
     .unwrap();
@@ -354,6 +354,23 @@ fn code_searches_select_unpivot_variants() {
         .map(|(v, _)| v.key.as_str())
         .collect();
     assert_eq!(admitted, vec!["bp"], "a component code finds its panel");
+    let by_code = compile(
+        &adapter,
+        "Observation",
+        "code=http://loinc.org|8480-6",
+        true,
+    )
+    .unwrap();
+    let vitals = by_code
+        .branches
+        .iter()
+        .find(|b| b.mapping.name == "Observation.vitals")
+        .unwrap();
+    assert_eq!(
+        vitals.cond,
+        Cond::False,
+        "code does not search component codes"
+    );
 }
 
 #[test]
@@ -388,7 +405,7 @@ fn cursors_continue_after_the_last_row_in_sort_order() {
     assert!(
         query
             .sql
-            .contains("WHERE (\"t\".\"DOB\" IS NULL AND \"t\".\"pid\" > ?5) ORDER BY"),
+            .contains("WHERE (\"t\".\"DOB\" IS NULL AND \"t\".\"pid\" > ?6) ORDER BY"),
         "{}",
         query.sql
     );
