@@ -81,9 +81,12 @@ pub fn dialect_of(url: &str) -> Option<DialectKind> {
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+            match url[scheme_end + 3..at].split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_owned(),
+            }
         }
         _ => url.to_owned(),
     }
@@ -418,5 +421,6 @@ mod tests {
             "mysql://portico:***@db:3306/openemr"
         );
         assert_eq!(redact_url("sqlite://demo.db"), "sqlite://demo.db");
+        assert_eq!(redact_url("mysql://root@h/db"), "mysql://root@h/db");
     }
 }

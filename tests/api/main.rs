@@ -6,6 +6,8 @@ mod support;
 
 // CapabilityStatement, strict R4 validity of everything emitted, formats, OpenAPI, CORS.
 mod conformance;
+// The binary: portico demo and portico check.
+mod commands;
 // Status codes and OperationOutcomes for bad input; the injection corpus.
 mod errors;
 // Legacy database down, statement timeouts, read-only sessions.

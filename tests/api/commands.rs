@@ -1,0 +1,173 @@
+//! The `portico` binary as a user runs it: `demo` serves, `check` reports.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Backend, seed};
+
+fn portico() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PORTICO_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+#[tokio::test]
+async fn demo_builds_its_database_and_serves_fhir() {
+    let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
+    let mut child = portico()
+        .args(["demo", "--patients", "40", "--port", "0", "--database"])
+        .arg(dir.join("demo.sqlite"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut base = None;
+    let mut printed = Vec::new();
+    while base.is_none() && Instant::now() < deadline {
+        if let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
+            if let Some(url) = line.strip_prefix("FHIR R4 base: ") {
+                base = Some(url.to_owned());
+            }
+            printed.push(line);
+        }
+    }
+    let base = base.unwrap_or_else(|| panic!("demo did not start: {printed:?}"));
+    assert!(
+        printed[0].starts_with("Portico demo: 40 patients"),
+        "{printed:?}"
+    );
+    let client = reqwest::Client::new();
+    let statement: serde_json::Value = client
+        .get(format!("{base}/metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(statement["resourceType"], "CapabilityStatement");
+    let patient = client
+        .get(format!("{base}/Patient/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patient.status(), 200);
+    // The example requests it prints all work.
+    std::thread::sleep(Duration::from_millis(100));
+    while let Ok(line) = receiver.try_recv() {
+        printed.push(line);
+    }
+    let examples: Vec<String> = printed
+        .iter()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("curl '")
+                .and_then(|l| l.strip_suffix('\''))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(examples.len() >= 5, "{printed:?}");
+    for example in examples {
+        assert_eq!(
+            client.get(&example).send().await.unwrap().status(),
+            200,
+            "{example}"
+        );
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+fn check(db_url: &str, adapters_dir: Option<&std::path::Path>) -> (bool, String) {
+    let mut command = portico();
+    command
+        .arg("check")
+        .env("PORTICO_LEGACY__ADAPTER", "openemr")
+        .env("PORTICO_LEGACY__URL", db_url);
+    if let Some(dir) = adapters_dir {
+        command.env("PORTICO_LEGACY__ADAPTERS_DIR", dir);
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn check_accepts_a_matching_database_and_reports_every_gap() {
+    let db_url = seed(Backend::MariaDb, "check").await;
+    let (ok, report) = check(&db_url, None);
+    assert!(ok, "{report}");
+    assert!(report.contains("ok   every table and column"), "{report}");
+
+    // An older OpenEMR without some columns and tables: every gap is listed, exit code non-zero.
+    let writer = portico::db::fixture::FixtureWriter::open(&db_url)
+        .await
+        .unwrap();
+    for statement in [
+        "ALTER TABLE patient_data DROP COLUMN street_line_2",
+        "ALTER TABLE form_vitals DROP COLUMN head_circ",
+        "DROP TABLE claims",
+    ] {
+        writer.execute(statement, &[]).await.unwrap();
+    }
+    writer.close().await;
+    let (ok, report) = check(&db_url, None);
+    assert!(!ok);
+    for expected in [
+        "patient_data.street_line_2 does not exist",
+        "form_vitals.head_circ does not exist",
+        "table claims does not exist",
+        "3 problem(s)",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_adapter_problems_before_connecting() {
+    let dir = std::env::temp_dir().join(format!("portico-broken-adapters-{}", std::process::id()));
+    let adapter = dir.join("openemr");
+    std::fs::create_dir_all(&adapter).unwrap();
+    for entry in
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr"))
+            .unwrap()
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, adapter.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let patient = std::fs::read_to_string(adapter.join("Patient.toml")).unwrap();
+    std::fs::write(
+        adapter.join("Patient.toml"),
+        patient.replace("column = \"lname\"", "colum = \"lname\""),
+    )
+    .unwrap();
+    let (ok, report) = check("mysql://nobody@127.0.0.1:1/none", Some(&dir));
+    assert!(!ok);
+    assert!(report.contains("FAIL adapter validation"), "{report}");
+    assert!(report.contains("Patient.toml"), "{report}");
+    assert!(report.contains("colum"), "{report}");
+    assert!(
+        !report.contains("cannot reach"),
+        "validation fails before any connection: {report}"
+    );
+}
