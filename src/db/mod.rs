@@ -311,19 +311,10 @@ fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
             "FLOAT" => Value::Float(f64::from(row.try_get::<f32, _>(index).map_err(err)?)),
             "DOUBLE" => Value::Float(row.try_get::<f64, _>(index).map_err(err)?),
             "DECIMAL" => Value::Decimal(row.try_get::<Decimal, _>(index).map_err(err)?),
-            // Zero dates (0000-00-00) do not decode; they mean "no date" anyway.
-            "DATE" => row
-                .try_get::<chrono::NaiveDate, _>(index)
-                .map(Value::Date)
-                .unwrap_or(Value::Null),
-            "DATETIME" | "TIMESTAMP" => row
-                .try_get::<chrono::NaiveDateTime, _>(index)
-                .map(Value::DateTime)
-                .unwrap_or(Value::Null),
-            "TIME" => row
-                .try_get::<chrono::NaiveTime, _>(index)
-                .map(Value::Time)
-                .unwrap_or(Value::Null),
+            // TIMESTAMP shares DATETIME's wire format; zero dates (0000-00-00) mean "no date".
+            "DATE" => temporal(row, index, column.name(), Value::Date)?,
+            "DATETIME" | "TIMESTAMP" => temporal(row, index, column.name(), Value::DateTime)?,
+            "TIME" => temporal(row, index, column.name(), Value::Time)?,
             "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" => {
                 match row.try_get::<String, _>(index) {
                     Ok(text) => Value::Text(text),
@@ -335,6 +326,34 @@ fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
         cells.push(cell);
     }
     Ok(cells)
+}
+
+/// Decodes a MySQL date or time cell; an all-zero value (`0000-00-00`) is NULL, anything else
+/// that fails to decode is an error rather than a silent NULL.
+fn temporal<T>(
+    row: &MySqlRow,
+    index: usize,
+    column: &str,
+    wrap: fn(T) -> Value,
+) -> Result<Value, DbError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::MySql>,
+{
+    match row.try_get_unchecked::<T, _>(index) {
+        Ok(value) => Ok(wrap(value)),
+        Err(error) => {
+            // The binary protocol sends a length byte, then the fields; zero values have none.
+            let zero = row
+                .try_get_unchecked::<Vec<u8>, _>(index)
+                .map(|bytes| bytes.iter().skip(1).all(|b| *b == 0))
+                .unwrap_or(false);
+            if zero {
+                Ok(Value::Null)
+            } else {
+                Err(decode_error(column, error))
+            }
+        }
+    }
 }
 
 fn decode_sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {

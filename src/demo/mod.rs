@@ -278,6 +278,17 @@ fn base_time() -> NaiveDateTime {
         .and_time(NaiveTime::MIN)
 }
 
+/// Appends a fixed update time, so that reference tables do not take the seeding time from
+/// their `DEFAULT CURRENT_TIMESTAMP` and the demo stays the same from run to run.
+fn with_update_time(rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+    rows.into_iter()
+        .map(|mut row| {
+            row.push(Value::DateTime(base_time() - Duration::days(90)));
+            row
+        })
+        .collect()
+}
+
 /// Row counts written, for the demo's banner and the benchmarks' report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -529,8 +540,9 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
                 "facility_npi",
                 "primary_business_entity",
                 "inactive",
+                "last_updated",
             ],
-            &facilities,
+            &with_update_time(facilities),
         )
         .await?;
 
@@ -618,8 +630,9 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
                 "calendar",
                 "abook_type",
                 "state_license_number",
+                "last_updated",
             ],
-            &users,
+            &with_update_time(users),
         )
         .await?;
 
@@ -659,8 +672,15 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
     writer
         .insert(
             "insurance_companies",
-            &["id", "name", "cms_id", "ins_type_code", "inactive"],
-            &payers,
+            &[
+                "id",
+                "name",
+                "cms_id",
+                "ins_type_code",
+                "inactive",
+                "last_updated",
+            ],
+            &with_update_time(payers),
         )
         .await?;
     Ok(())

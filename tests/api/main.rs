@@ -8,6 +8,8 @@ mod support;
 mod conformance;
 // The binary: portico demo and portico check.
 mod commands;
+// The same data through both dialects.
+mod dialects;
 // Status codes and OperationOutcomes for bad input; the injection corpus.
 mod errors;
 // Legacy database down, statement timeouts, read-only sessions.
