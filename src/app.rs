@@ -86,6 +86,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let adapter = Arc::new(load_adapter(settings)?);
+        settings.legacy.require_url()?;
         let database =
             db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
         if !adapter.dialects.contains(&database.dialect()) {

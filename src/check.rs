@@ -39,6 +39,7 @@ pub async fn run(config_file: Option<PathBuf>, offline: bool) -> anyhow::Result<
     if offline {
         return Ok(ExitCode::SUCCESS);
     }
+    settings.legacy.require_url()?;
     let database =
         db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
     if let Err(error) = database.ping().await {
@@ -106,6 +107,7 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
                     column,
                     time,
                     column_type,
+                    ..
                 } = &param.kind
                 {
                     if *column_type == ColumnType::Date || *column_type == ColumnType::Datetime {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::db::DbSettings;
 
 /// A string that never shows in `Debug` output or logs.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -74,7 +74,9 @@ pub struct LegacySettings {
     pub adapter: String,
     #[serde(default = "default_adapters_dir")]
     pub adapters_dir: PathBuf,
-    /// mysql://, mariadb:// or sqlite:// URL. A read-only account is enough.
+    /// mysql://, mariadb:// or sqlite:// URL. A read-only account is enough. Only `check --offline`
+    /// runs without it.
+    #[serde(default)]
     pub url: Secret,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
@@ -87,6 +89,16 @@ pub struct LegacySettings {
 }
 
 impl LegacySettings {
+    /// The connection URL, or the error that says how to set it.
+    pub fn require_url(&self) -> Result<&str, ConfigError> {
+        match self.url.expose() {
+            "" => Err(ConfigError::Invalid(
+                "legacy.url is not set (settings file or PORTICO_LEGACY__URL)".into(),
+            )),
+            url => Ok(url),
+        }
+    }
+
     pub fn db_settings(&self) -> DbSettings {
         DbSettings {
             url: self.url.expose().to_owned(),

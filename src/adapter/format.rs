@@ -67,6 +67,9 @@ pub struct IdSpec {
     /// Key columns hold text rather than integers.
     #[serde(default)]
     pub text: bool,
+    /// The single key column is a 16-byte binary UUID, shown as 8-4-4-4-12 hex text.
+    #[serde(default)]
+    pub uuid: bool,
 }
 
 /// One condition on a column; exactly one operator key is set.
@@ -166,6 +169,8 @@ pub struct SearchSpec {
     pub columns: Vec<String>,
     pub time_column: Option<String>,
     pub column_type: Option<ColumnType>,
+    /// IANA zone of a date column when it differs from the adapter's.
+    pub zone: Option<String>,
     pub map: Option<String>,
     pub system: Option<String>,
     #[serde(default)]
@@ -219,6 +224,8 @@ pub enum TransformSpec {
         /// The element is an `instant`: a date without a time becomes local midnight.
         #[serde(default)]
         instant: bool,
+        /// IANA zone of this column when it differs from the adapter's (e.g. "UTC").
+        zone: Option<String>,
     },
     Map {
         column: String,

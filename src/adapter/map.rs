@@ -107,9 +107,39 @@ pub fn row_id(mapping: &Mapping, row: &[Value]) -> Option<String> {
     (id.len() <= 64).then_some(id)
 }
 
-/// A key cell as id text: integers, or text of letters, digits and '.'.
+/// A 16-byte binary UUID as 8-4-4-4-12 lowercase hex.
+pub fn uuid_text(bytes: &[u8]) -> Option<String> {
+    if bytes.len() != 16 {
+        return None;
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
+/// The 16 bytes of an 8-4-4-4-12 hex UUID.
+pub fn uuid_bytes(text: &str) -> Option<Vec<u8>> {
+    let groups: Vec<&str> = text.split('-').collect();
+    let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    if lengths != [8, 4, 4, 4, 12] {
+        return None;
+    }
+    let hex: String = groups.concat();
+    (0..16)
+        .map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect()
+}
+
+/// A key cell as id text: integers, text of letters, digits and '.', or a binary UUID.
 pub fn key_text(value: &Value) -> Option<String> {
     let text = match value {
+        Value::Bytes(bytes) => return uuid_text(bytes),
         Value::Int(i) => i.to_string(),
         Value::Decimal(d) if d.fract().is_zero() => d.trunc().to_string(),
         Value::Text(s) => s.trim().to_owned(),
@@ -122,7 +152,8 @@ pub fn key_text(value: &Value) -> Option<String> {
 /// A cell as text, or `None` when it counts as absent.
 pub fn cell_text(value: &Value) -> Option<String> {
     let text = match value {
-        Value::Null | Value::Bytes(_) => return None,
+        Value::Null => return None,
+        Value::Bytes(bytes) => return uuid_text(bytes),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) => format_number(*f),
@@ -375,16 +406,16 @@ impl<'a> Evaluator<'a> {
                 time,
                 format,
                 instant,
+                zone,
             } => {
+                let timezone = zone.unwrap_or(self.timezone);
                 let local = cell_datetime(self.cell(*column), format.as_deref())?;
                 let time = time.and_then(|t| cell_time(self.cell(t)));
                 let text = match (local, time) {
-                    (LocalDateTime::DateTime(dt), _) => format_instant(dt, self.timezone),
-                    (LocalDateTime::Date(d), Some(t)) => {
-                        format_instant(d.and_time(t), self.timezone)
-                    }
+                    (LocalDateTime::DateTime(dt), _) => format_instant(dt, timezone),
+                    (LocalDateTime::Date(d), Some(t)) => format_instant(d.and_time(t), timezone),
                     (LocalDateTime::Date(d), None) if *instant => {
-                        format_instant(d.and_time(NaiveTime::MIN), self.timezone)
+                        format_instant(d.and_time(NaiveTime::MIN), timezone)
                     }
                     (LocalDateTime::Date(d), None) => d.format("%Y-%m-%d").to_string(),
                 };

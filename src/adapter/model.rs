@@ -105,6 +105,7 @@ pub struct IdDef {
     pub prefix: String,
     pub columns: Vec<usize>,
     pub text: bool,
+    pub uuid: bool,
 }
 
 #[derive(Debug)]
@@ -185,6 +186,7 @@ pub enum Transform {
         time: Option<usize>,
         format: Option<String>,
         instant: bool,
+        zone: Option<Tz>,
     },
     Map {
         column: usize,
@@ -308,6 +310,7 @@ pub enum SearchKind {
         column: ColumnRef,
         time: Option<ColumnRef>,
         column_type: ColumnType,
+        zone: Option<Tz>,
     },
     Reference {
         targets: Vec<ReferenceTarget>,
@@ -322,6 +325,8 @@ pub struct ReferenceTarget {
     pub columns: Vec<ColumnRef>,
     /// The key columns hold text (e.g. OpenEMR `pc_pid` varchar), so ids bind as text.
     pub text_key: bool,
+    /// The target is keyed by a binary UUID.
+    pub uuid: bool,
 }
 
 #[derive(Debug)]

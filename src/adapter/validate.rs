@@ -108,11 +108,12 @@ pub fn validate(
             .or_default()
             .push(parsed);
     }
-    let mut prefixes: HashMap<String, String> = HashMap::new();
+    let mut prefixes: HashMap<String, (String, bool)> = HashMap::new();
     let mut single_mapping: HashMap<String, String> = HashMap::new();
     for (resource_type, group) in &mappings_by_type {
         for parsed in group {
-            prefixes.insert(parsed.name.clone(), parsed.spec.source.id.prefix.clone());
+            let id = &parsed.spec.source.id;
+            prefixes.insert(parsed.name.clone(), (id.prefix.clone(), id.uuid));
         }
         if group.len() == 1 {
             single_mapping.insert(resource_type.clone(), group[0].name.clone());
@@ -251,21 +252,39 @@ fn param_info(param: &SearchParam) -> SearchParamInfo {
 }
 
 struct TargetIndex {
-    /// Mapping name -> id prefix.
-    prefixes: HashMap<String, String>,
+    /// Mapping name -> (id prefix, keyed by a binary UUID).
+    prefixes: HashMap<String, (String, bool)>,
     /// Resource type -> its mapping name, for types with exactly one mapping.
     single_mapping: HashMap<String, String>,
 }
 
+/// Where a reference points: the resource type and how its ids are formed.
+struct Target {
+    resource_type: String,
+    prefix: String,
+    uuid: bool,
+}
+
 impl TargetIndex {
-    /// Resolves `Patient` or `Organization.insurer` (or `resource` + `mapping`) to (type, prefix).
-    fn resolve(&self, target: &str) -> Result<(String, String), String> {
-        if let Some(prefix) = self.prefixes.get(target) {
+    /// Resolves `Patient` or `Organization.insurer` (or `resource` + `mapping`).
+    fn resolve(&self, target: &str) -> Result<Target, String> {
+        if let Some((prefix, uuid)) = self.prefixes.get(target) {
             let resource_type = target.split('.').next().unwrap_or(target).to_owned();
-            return Ok((resource_type, prefix.clone()));
+            return Ok(Target {
+                resource_type,
+                prefix: prefix.clone(),
+                uuid: *uuid,
+            });
         }
         match self.single_mapping.get(target) {
-            Some(name) => Ok((target.to_owned(), self.prefixes[name].clone())),
+            Some(name) => {
+                let (prefix, uuid) = self.prefixes[name].clone();
+                Ok(Target {
+                    resource_type: target.to_owned(),
+                    prefix,
+                    uuid,
+                })
+            }
             None if self
                 .prefixes
                 .keys()
@@ -421,6 +440,12 @@ fn compile_mapping(
         ctx.issue(
             "source.id.prefix",
             "an id prefix may only use letters, digits, '-' and '.'",
+        );
+    }
+    if source.id.uuid && (source.id.columns.len() != 1 || source.id.text) {
+        ctx.issue(
+            "source.id.uuid",
+            "a UUID id has exactly one key column, and is not text",
         );
     }
     let last_updated = source
@@ -677,6 +702,7 @@ fn compile_mapping(
             prefix: source.id.prefix.clone(),
             columns: id_columns,
             text: source.id.text,
+            uuid: source.id.uuid,
         },
         last_updated,
         columns: scope.columns,
@@ -685,6 +711,14 @@ fn compile_mapping(
         collections,
         search,
     })
+}
+
+fn parse_zone(ctx: &mut FileContext, path: &str, zone: &str) -> Option<Tz> {
+    let parsed = zone.parse().ok();
+    if parsed.is_none() {
+        ctx.issue(path, format!("unknown IANA time zone {zone:?}"));
+    }
+    parsed
 }
 
 /// `system|code` or `code` as written in an adapter.
@@ -1021,6 +1055,10 @@ fn search_param(
                 column,
                 time,
                 column_type,
+                zone: spec
+                    .zone
+                    .as_ref()
+                    .and_then(|z| parse_zone(ctx, &format!("{path}.zone"), z)),
             }
         }
         SearchType::Reference => {
@@ -1031,13 +1069,15 @@ fn search_param(
                            columns: Vec<ColumnRef>,
                            text_key: bool| {
                 match targets.resolve(target) {
-                    Ok((target_type, target_prefix)) if !columns.is_empty() => reference_targets
-                        .push(ReferenceTarget {
-                            target_type,
-                            target_prefix,
+                    Ok(resolved) if !columns.is_empty() => {
+                        reference_targets.push(ReferenceTarget {
+                            target_type: resolved.resource_type,
+                            target_prefix: resolved.prefix,
                             columns,
                             text_key,
-                        }),
+                            uuid: resolved.uuid,
+                        })
+                    }
                     Ok(_) => ctx.issue(
                         key,
                         "a reference needs column or columns (the target's key)",
@@ -1233,11 +1273,13 @@ impl NodeBuilder<'_> {
                 time,
                 format,
                 instant,
+                zone,
             } => Transform::DateTime {
                 column: col(self, ctx, "column", &column),
                 time: time.map(|t| col(self, ctx, "time", &t)),
                 format,
                 instant,
+                zone: zone.and_then(|z| parse_zone(ctx, &format!("{path}.zone"), &z)),
             },
             TransformSpec::Map { column, map } => {
                 let Some(code_map) = self.maps.get(&map).cloned() else {
@@ -1315,7 +1357,7 @@ impl NodeBuilder<'_> {
                     None => resource.clone(),
                 };
                 let (resource_type, prefix) = match self.targets.resolve(&target) {
-                    Ok(resolved) => resolved,
+                    Ok(resolved) => (resolved.resource_type, resolved.prefix),
                     Err(message) => {
                         ctx.issue(&format!("{path}.resource"), message);
                         return Node::Literal(serde_json::Value::Null);

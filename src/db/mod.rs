@@ -315,11 +315,9 @@ fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
             "DATE" => temporal(row, index, column.name(), Value::Date)?,
             "DATETIME" | "TIMESTAMP" => temporal(row, index, column.name(), Value::DateTime)?,
             "TIME" => temporal(row, index, column.name(), Value::Time)?,
+            // sqlx names text columns TEXT/VARCHAR; these names mean binary data (e.g. a UUID).
             "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" => {
-                match row.try_get::<String, _>(index) {
-                    Ok(text) => Value::Text(text),
-                    Err(_) => Value::Bytes(row.try_get::<Vec<u8>, _>(index).map_err(err)?),
-                }
+                Value::Bytes(row.try_get::<Vec<u8>, _>(index).map_err(err)?)
             }
             _ => Value::Text(row.try_get::<String, _>(index).map_err(err)?),
         };

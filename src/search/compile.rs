@@ -17,6 +17,7 @@ use super::parse::{
     Clause, SearchRequest, SortKey, SummaryMode, TotalMode, split_escaped, unescape,
 };
 use crate::adapter::format::{ColumnType, SearchType};
+use crate::adapter::map::{uuid_bytes, uuid_text};
 use crate::adapter::model::{
     BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, JoinDef, Mapping, Predicate, PredicateOp,
     ReferenceTarget, ResourceDef, SearchKind, TokenTarget,
@@ -383,6 +384,7 @@ fn clause_cond(
             column,
             time,
             column_type,
+            zone,
         } => date_cond(
             &key,
             modifier,
@@ -390,7 +392,7 @@ fn clause_cond(
             column,
             time.as_ref(),
             *column_type,
-            timezone,
+            zone.unwrap_or(timezone),
             now,
         )
         .map(ClauseCond::sql),
@@ -821,17 +823,44 @@ fn reference_cond(
 
 /// `columns = key parts of id` for one reference target, or `None` if `id` cannot be one of its ids.
 fn reference_key_cond(target: &ReferenceTarget, id: &str) -> Option<Cond> {
-    let parts = key_parts(id, &target.target_prefix, target.columns.len())?;
-    let mut conds = Vec::new();
-    for (column, part) in target.columns.iter().zip(parts) {
-        let value = if target.text_key {
-            Value::Text(part.to_owned())
-        } else {
-            Value::Int(part.parse::<i64>().ok().filter(|n| n.to_string() == part)?)
-        };
-        conds.push(Cond::compare(column_expr(column), CmpOp::Eq, value));
+    let values = key_values(
+        id,
+        &target.target_prefix,
+        target.columns.len(),
+        target.text_key,
+        target.uuid,
+    )?;
+    Some(key_cond(&target.columns, values))
+}
+
+fn key_cond<'a>(columns: impl IntoIterator<Item = &'a ColumnRef>, values: Vec<Value>) -> Cond {
+    Cond::and(
+        columns
+            .into_iter()
+            .zip(values)
+            .map(|(column, value)| Cond::compare(column_expr(column), CmpOp::Eq, value))
+            .collect(),
+    )
+}
+
+/// The key values `id` stands for, for a key of `count` columns, or `None` if it cannot be one of
+/// ours. Integer keys must be canonical, so that the id read back equals the id asked for.
+fn key_values(id: &str, prefix: &str, count: usize, text: bool, uuid: bool) -> Option<Vec<Value>> {
+    if uuid {
+        let rest = id.strip_prefix(prefix)?;
+        let bytes = uuid_bytes(rest)?;
+        return (uuid_text(&bytes)? == rest).then(|| vec![Value::Bytes(bytes)]);
     }
-    Some(Cond::and(conds))
+    key_parts(id, prefix, count)?
+        .into_iter()
+        .map(|part| {
+            if text {
+                return Some(Value::Text(part.to_owned()));
+            }
+            let number: i64 = part.parse().ok()?;
+            (number.to_string() == part).then_some(Value::Int(number))
+        })
+        .collect()
 }
 
 /// Splits `id` (after `prefix`) into `count` key parts, or `None` if it cannot be one of ours.
@@ -861,25 +890,19 @@ pub fn parse_id(mapping: &Mapping, id: &str) -> Option<IdTarget> {
         let variant = mapping.variants.iter().position(|v| v.key == variant_key)?;
         (key, Some(variant))
     };
-    let parts = key_parts(key_part, &mapping.id.prefix, key_count)?;
-    let mut conds = Vec::new();
-    for (&index, part) in mapping.id.columns.iter().zip(parts) {
-        let value = if mapping.id.text {
-            Value::Text(part.to_owned())
-        } else {
-            // Only canonical integers, so that the id read back equals the id asked for.
-            let number: i64 = part.parse().ok()?;
-            if number.to_string() != part {
-                return None;
-            }
-            Value::Int(number)
-        };
-        conds.push(Cond::compare(
-            column_expr(&mapping.columns[index]),
-            CmpOp::Eq,
-            value,
-        ));
-    }
+    let values = key_values(
+        key_part,
+        &mapping.id.prefix,
+        key_count,
+        mapping.id.text,
+        mapping.id.uuid,
+    )?;
+    let columns = mapping
+        .id
+        .columns
+        .iter()
+        .map(|&index| &mapping.columns[index]);
+    let mut conds = vec![key_cond(columns, values)];
     if let Some(variant) = variant {
         conds.push(predicates_cond(&mapping.variants[variant].when, BASE_ALIAS));
     }

@@ -84,3 +84,130 @@ async fn mariadb_temporal_columns_decode_and_zero_dates_are_null() {
     );
     assert_eq!(rows[1][4], Value::Decimal("98.600000".parse().unwrap()));
 }
+
+/// An adapter keyed by binary UUIDs, with a column kept in UTC: reads, searches and references.
+async fn uuid_keys_and_zones(backend: crate::support::Backend) {
+    use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+    use portico::dialect::ast::Value;
+
+    let url = match backend {
+        crate::support::Backend::MariaDb => {
+            let server = crate::support::mysql_server_url();
+            recreate_mysql_database(&server, "portico_t_uuid")
+                .await
+                .unwrap();
+            format!("{server}/portico_t_uuid")
+        }
+        crate::support::Backend::Sqlite => format!(
+            "sqlite://{}",
+            std::env::temp_dir()
+                .join(format!("portico-uuid-{}.sqlite", std::process::id()))
+                .display()
+        ),
+    };
+    let writer = FixtureWriter::open(&url).await.unwrap();
+    writer.execute_script("DROP TABLE IF EXISTS people;\nCREATE TABLE people (uuid binary(16) NOT NULL, name varchar(40), seen_utc datetime, PRIMARY KEY (uuid));\n").await.unwrap();
+    let people: Vec<Vec<Value>> = [(0x01u8, 1), (0x02, 2), (0xab, 3)]
+        .into_iter()
+        .map(|(byte, day)| {
+            vec![
+                Value::Bytes(vec![byte; 16]),
+                Value::Text(format!("Person {day}")),
+                Value::Text(format!("2024-07-0{day} 12:00:00")),
+            ]
+        })
+        .collect();
+    writer
+        .insert("people", &["uuid", "name", "seen_utc"], &people)
+        .await
+        .unwrap();
+    writer.close().await;
+
+    let dir = std::env::temp_dir().join(format!(
+        "portico-uuid-adapter-{}-{backend:?}",
+        std::process::id()
+    ));
+    let adapter = dir.join("people");
+    std::fs::create_dir_all(&adapter).unwrap();
+    std::fs::write(adapter.join("adapter.toml"), "version = 1\nname = \"people\"\ntitle = \"People\"\ntimezone = \"America/New_York\"\ndialects = [\"mysql\", \"sqlite\"]\n").unwrap();
+    std::fs::write(
+        adapter.join("Patient.toml"),
+        r#"
+version = 1
+resource = "Patient"
+[source]
+table = "people"
+id = { columns = ["uuid"], uuid = true }
+[elements]
+identifier = [{ system = "urn:uuid-key", value = "$uuid" }]
+name = [{ text = "$name" }]
+deceasedDateTime = { fn = "datetime", column = "seen_utc", zone = "UTC" }
+[search.death-date]
+type = "date"
+column = "seen_utc"
+zone = "UTC"
+[search.link]
+type = "reference"
+target = "Patient"
+column = "uuid"
+"#,
+    )
+    .unwrap();
+    let mut settings = crate::support::settings(&url, 5000);
+    settings.legacy.adapter = "people".into();
+    settings.legacy.adapters_dir = dir;
+    let base = crate::support::start(&settings).await;
+    let client = reqwest::Client::new();
+    let id = "02020202-0202-0202-0202-020202020202";
+    let patient: serde_json::Value = client
+        .get(format!("{base}/Patient/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patient["id"], id);
+    assert_eq!(patient["identifier"][0]["value"], id);
+    assert_eq!(patient["deceasedDateTime"], "2024-07-02T12:00:00+00:00");
+    for (query, expected) in [
+        (format!("_id={id}"), 1),
+        ("_id=02020202-0202-0202-0202-02020202020".to_owned(), 0),
+        (format!("link=Patient/{id}"), 1),
+        ("death-date=ge2024-07-02T08:00:00-04:00".to_owned(), 2),
+        ("death-date=lt2024-07-02T12:00:00Z".to_owned(), 1),
+    ] {
+        let bundle: serde_json::Value = client
+            .get(format!("{base}/Patient?{query}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(crate::support::matches(&bundle).len(), expected, "{query}");
+    }
+    let lower = "abababab-abab-abab-abab-abababababab";
+    let found = client
+        .get(format!("{base}/Patient/{lower}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.status(), 200);
+    let upper = client
+        .get(format!("{base}/Patient/{}", lower.to_uppercase()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upper.status(), 404, "ids are canonical lowercase");
+}
+
+#[tokio::test]
+async fn uuid_keys_and_column_zones_on_sqlite() {
+    uuid_keys_and_zones(crate::support::Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn uuid_keys_and_column_zones_on_mariadb() {
+    uuid_keys_and_zones(crate::support::Backend::MariaDb).await;
+}

@@ -282,3 +282,44 @@ default_absent = true
     );
     assert_eq!(mapped[0].resource["order"], json!(2));
 }
+
+#[test]
+fn binary_uuid_keys_and_column_zones() {
+    let mapping = mapping(
+        "Patient",
+        r#"
+version = 1
+resource = "Patient"
+[source]
+table = "people"
+id = { prefix = "p-", columns = ["uuid"], uuid = true }
+[elements]
+deceasedDateTime = { fn = "datetime", column = "died_utc", zone = "UTC" }
+"#,
+    );
+    let uuid: Vec<u8> = (0u8..16).map(|i| i * 17).collect();
+    let mapped = map_one(
+        &mapping,
+        &[
+            ("uuid", Value::Bytes(uuid.clone())),
+            ("died_utc", Value::Text("2024-07-01 12:00:00".into())),
+        ],
+    );
+    assert_eq!(mapped[0].id, "p-00112233-4455-6677-8899-aabbccddeeff");
+    assert_eq!(
+        mapped[0].resource["deceasedDateTime"],
+        "2024-07-01T12:00:00+00:00"
+    );
+    assert_eq!(
+        super::uuid_bytes("00112233-4455-6677-8899-aabbccddeeff"),
+        Some(uuid)
+    );
+    assert_eq!(
+        super::uuid_bytes("00112233-4455-6677-8899-aabbccddeef"),
+        None
+    );
+    assert_eq!(
+        super::uuid_bytes("0011223x-4455-6677-8899-aabbccddeeff"),
+        None
+    );
+}
