@@ -50,13 +50,7 @@ on_every_backend!(
                 let name = param["name"].as_str().unwrap();
                 let kind = param["type"].as_str().unwrap();
                 let path = format!("{resource_type}?{name}={}", probe_value(kind, name));
-                let reply = app
-                    .send(
-                        app.client
-                            .get(app.url(&path))
-                            .header("Prefer", "handling=strict"),
-                    )
-                    .await;
+                let reply = app.get_strict(&path).await;
                 assert_eq!(
                     reply.status,
                     200,
@@ -65,41 +59,21 @@ on_every_backend!(
                 );
                 assert_valid_r4(&reply.json());
             }
-            for include in resource["searchInclude"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                let path = format!(
-                    "{resource_type}?_count=3&_include={}",
-                    include.as_str().unwrap()
-                );
-                let reply = app
-                    .send(
-                        app.client
-                            .get(app.url(&path))
-                            .header("Prefer", "handling=strict"),
-                    )
-                    .await;
-                assert_eq!(reply.status, 200, "advertised {path} fails");
-            }
-            for include in resource["searchRevInclude"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                let path = format!(
-                    "{resource_type}?_count=3&_revinclude={}",
-                    include.as_str().unwrap()
-                );
-                let reply = app
-                    .send(
-                        app.client
-                            .get(app.url(&path))
-                            .header("Prefer", "handling=strict"),
-                    )
-                    .await;
-                assert_eq!(reply.status, 200, "advertised {path} fails");
+            for (listed, parameter) in [
+                ("searchInclude", "_include"),
+                ("searchRevInclude", "_revinclude"),
+            ] {
+                for include in resource[listed].as_array().cloned().unwrap_or_default() {
+                    let path = format!(
+                        "{resource_type}?_count=3&{parameter}={}",
+                        include.as_str().unwrap()
+                    );
+                    assert_eq!(
+                        app.get_strict(&path).await.status,
+                        200,
+                        "advertised {path} fails"
+                    );
+                }
             }
         }
         let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();

@@ -31,7 +31,6 @@ async fn mariadb_and_sqlite_serve_identical_resources() {
 #[tokio::test]
 async fn mariadb_temporal_columns_decode_and_zero_dates_are_null() {
     use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
-    use portico::db::{Database, DbSettings};
     use portico::dialect::RenderedQuery;
     use portico::dialect::ast::Value;
 
@@ -53,13 +52,7 @@ async fn mariadb_temporal_columns_decode_and_zero_dates_are_null() {
         .await
         .unwrap();
     writer.close().await;
-    let database = Database::connect_lazy(&DbSettings {
-        url,
-        max_connections: 1,
-        statement_timeout: std::time::Duration::from_secs(5),
-        acquire_timeout: std::time::Duration::from_secs(5),
-    })
-    .unwrap();
+    let database = crate::support::legacy_database(&url, std::time::Duration::from_secs(5));
     let rows = database
         .fetch(&RenderedQuery {
             sql: "SELECT d, dt, ts, tm, n FROM t ORDER BY d".into(),
@@ -156,17 +149,9 @@ column = "uuid"
     let mut settings = crate::support::settings(&url, 5000);
     settings.legacy.adapter = "people".into();
     settings.legacy.adapters_dir = dir;
-    let base = crate::support::start(&settings).await;
-    let client = reqwest::Client::new();
+    let app = crate::support::TestApp::at(crate::support::start(&settings).await, url);
     let id = "02020202-0202-0202-0202-020202020202";
-    let patient: serde_json::Value = client
-        .get(format!("{base}/Patient/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let patient = app.get_fhir(&format!("Patient/{id}"), 200).await;
     assert_eq!(patient["id"], id);
     assert_eq!(patient["identifier"][0]["value"], id);
     assert_eq!(patient["deceasedDateTime"], "2024-07-02T12:00:00+00:00");
@@ -177,29 +162,13 @@ column = "uuid"
         ("death-date=ge2024-07-02T08:00:00-04:00".to_owned(), 2),
         ("death-date=lt2024-07-02T12:00:00Z".to_owned(), 1),
     ] {
-        let bundle: serde_json::Value = client
-            .get(format!("{base}/Patient?{query}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let bundle = app.get_fhir(&format!("Patient?{query}"), 200).await;
         assert_eq!(crate::support::matches(&bundle).len(), expected, "{query}");
     }
     let lower = "abababab-abab-abab-abab-abababababab";
-    let found = client
-        .get(format!("{base}/Patient/{lower}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(found.status(), 200);
-    let upper = client
-        .get(format!("{base}/Patient/{}", lower.to_uppercase()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(upper.status(), 404, "ids are canonical lowercase");
+    app.get_fhir(&format!("Patient/{lower}"), 200).await;
+    let upper = app.get(&format!("Patient/{}", lower.to_uppercase())).await;
+    assert_eq!(upper.status, 404, "ids are canonical lowercase");
 }
 
 #[tokio::test]

@@ -33,13 +33,7 @@ on_every_backend!(
     |app: TestApp| async move {
         let lenient = app.get("Patient?shoe-size=9").await;
         assert_eq!(lenient.status, 200);
-        let strict = app
-            .send(
-                app.client
-                    .get(app.url("Patient?shoe-size=9&_sort=shoe-size"))
-                    .header("Prefer", "handling=strict"),
-            )
-            .await;
+        let strict = app.get_strict("Patient?shoe-size=9&_sort=shoe-size").await;
         assert_eq!(strict.status, 400);
         assert_eq!(outcome_code(&strict), "not-supported");
         let issues = strict.json()["issue"].as_array().unwrap().len();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use portico::db::{Database, DbErrorKind, DbSettings};
+use portico::db::DbErrorKind;
 use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -12,7 +12,9 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::on_every_backend;
-use crate::support::{Backend, TestApp, mysql_server_url, outcome_code, seed, settings, start};
+use crate::support::{
+    Backend, TestApp, legacy_database, mysql_server_url, outcome_code, seed, settings, start,
+};
 
 /// A TCP proxy to MariaDB that can be cut (dropping every connection) and restored.
 struct Proxy {
@@ -117,13 +119,8 @@ async fn database_outage_is_503_and_recovers_without_restart() {
 
 #[tokio::test]
 async fn statement_timeouts_cancel_the_query_on_the_server() {
-    let database = Database::connect_lazy(&DbSettings {
-        url: format!("{}/mysql", mysql_server_url()),
-        max_connections: 2,
-        statement_timeout: Duration::from_millis(300),
-        acquire_timeout: Duration::from_secs(3),
-    })
-    .unwrap();
+    let server = format!("{}/mysql", mysql_server_url());
+    let database = legacy_database(&server, Duration::from_millis(300));
     let started = Instant::now();
     let sleepy = RenderedQuery {
         sql: "SELECT SLEEP(3) AS portico_timeout_probe".into(),
@@ -137,13 +134,7 @@ async fn statement_timeouts_cancel_the_query_on_the_server() {
         started.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let observer = Database::connect_lazy(&DbSettings {
-        url: format!("{}/mysql", mysql_server_url()),
-        max_connections: 1,
-        statement_timeout: Duration::from_secs(5),
-        acquire_timeout: Duration::from_secs(3),
-    })
-    .unwrap();
+    let observer = legacy_database(&server, Duration::from_secs(5));
     let running = observer
         .fetch(&RenderedQuery {
             sql: "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP(3) AS portico_timeout_probe%'".into(),
@@ -165,13 +156,7 @@ async fn statement_timeouts_cancel_the_query_on_the_server() {
 }
 
 on_every_backend!(legacy_sessions_refuse_writes, |app: TestApp| async move {
-    let database = Database::connect_lazy(&DbSettings {
-        url: app.db_url.clone(),
-        max_connections: 1,
-        statement_timeout: Duration::from_secs(5),
-        acquire_timeout: Duration::from_secs(3),
-    })
-    .unwrap();
+    let database = legacy_database(&app.db_url, Duration::from_secs(5));
     let insert = RenderedQuery {
         sql: "INSERT INTO patient_data (id, pid, lname) VALUES (99999, 99999, 'Intruder')".into(),
         params: vec![],

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 
-use portico::db::{Database, DbSettings};
 use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
 use serde_json::Value as Json;
@@ -13,13 +12,7 @@ use crate::support::{PATIENTS, TestApp, ids, matches};
 
 /// Counts rows with plain SQL written for the test: an oracle independent of the compiler.
 async fn oracle_count(app: &TestApp, sql: &str, params: Vec<Value>) -> usize {
-    let database = Database::connect_lazy(&DbSettings {
-        url: app.db_url.clone(),
-        max_connections: 1,
-        statement_timeout: std::time::Duration::from_secs(10),
-        acquire_timeout: std::time::Duration::from_secs(5),
-    })
-    .unwrap();
+    let database = crate::support::legacy_database(&app.db_url, std::time::Duration::from_secs(10));
     let sql = match database.dialect() {
         portico::dialect::DialectKind::Mysql => sql.to_owned(),
         portico::dialect::DialectKind::Sqlite => sql.replace('`', "\""),

@@ -1,10 +1,12 @@
 //! Test harness: seeds a fixture database, starts Portico on port 0, and checks FHIR responses.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use portico::app::Application;
 use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+use portico::db::{Database, DbSettings};
 use portico::demo::seed_openemr;
 use serde_json::Value as Json;
 
@@ -99,11 +101,18 @@ pub async fn start(settings: &Settings) -> String {
 pub async fn spawn(backend: Backend, test: &str) -> TestApp {
     let db_url = seed(backend, test).await;
     let base = start(&settings(&db_url, 5000)).await;
-    TestApp {
-        base,
-        client: reqwest::Client::new(),
-        db_url,
-    }
+    TestApp::at(base, db_url)
+}
+
+/// A read-only pool on a test database, for oracle queries and driver-level checks.
+pub fn legacy_database(url: &str, statement_timeout: Duration) -> Database {
+    Database::connect_lazy(&DbSettings {
+        url: url.to_owned(),
+        max_connections: 2,
+        statement_timeout,
+        acquire_timeout: Duration::from_secs(5),
+    })
+    .unwrap_or_else(|e| panic!("{}", e.message))
 }
 
 /// Runs a test body on SQLite and on MariaDB, as two tests.
@@ -154,6 +163,25 @@ impl Reply {
 }
 
 impl TestApp {
+    /// A client for the Portico serving `base` over the database at `db_url`.
+    pub fn at(base: String, db_url: String) -> TestApp {
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            db_url,
+        }
+    }
+
+    /// GETs with `Prefer: handling=strict`.
+    pub async fn get_strict(&self, path: &str) -> Reply {
+        self.send(
+            self.client
+                .get(self.url(path))
+                .header("Prefer", "handling=strict"),
+        )
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_owned()
