@@ -190,19 +190,33 @@ async fn read_inner(
     {
         return Ok(not_modified(&etag));
     }
-    if param(pairs, "_summary") == Some("true") {
-        subset::summary(&mut resource);
-    } else if param(pairs, "_summary") == Some("data") {
-        subset::data(&mut resource);
-    } else if let Some(elements) = param(pairs, "_elements") {
-        let names: Vec<String> = elements
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        subset::elements(&mut resource, &names);
-    }
-    let mut response = respond(negotiated, body(negotiated, &resource)?);
+    let subsetted = match (param(pairs, "_summary"), param(pairs, "_elements")) {
+        (Some("true"), _) => {
+            subset::summary(&mut resource);
+            true
+        }
+        (Some("data"), _) => {
+            subset::data(&mut resource);
+            true
+        }
+        (_, Some(elements)) => {
+            let names: Vec<String> = elements
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            subset::elements(&mut resource, &names);
+            true
+        }
+        _ => false,
+    };
+    // The plain JSON answer is the bytes the ETag was computed from; serialize only once.
+    let bytes = if !subsetted && negotiated.format == Format::Json && !negotiated.pretty {
+        compact
+    } else {
+        body(negotiated, &resource)?
+    };
+    let mut response = respond(negotiated, bytes);
     let response_headers = response.headers_mut();
     response_headers.insert(
         header::ETAG,
