@@ -14,11 +14,15 @@ use crate::dialect::ast::Value;
 /// The OpenEMR tables the openemr adapter reads, with their real column types.
 pub const OPENEMR_SCHEMA: &str = include_str!("../../adapters/openemr/fixture/schema.sql");
 
-/// SplitMix64: small, fast and the same everywhere.
-struct Rng(u64);
+/// SplitMix64: small, fast and the same everywhere (the benchmarks draw their ids from it too).
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -26,8 +30,8 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
@@ -39,7 +43,7 @@ impl Rng {
     }
 
     fn between(&mut self, low: f64, high: f64) -> f64 {
-        low + (self.next() as f64 / u64::MAX as f64) * (high - low)
+        low + (self.next_u64() as f64 / u64::MAX as f64) * (high - low)
     }
 }
 
@@ -963,7 +967,7 @@ async fn seed_patient_block(
 }
 
 fn generate_patient(pid: i64, block: &mut Block) {
-    let mut rng = Rng(0x5EED_0000 + pid as u64);
+    let mut rng = Rng::new(0x5EED_0000 + pid as u64);
     let female = rng.chance(52);
     // Some sex values are unknown, and some blank, as in real installs.
     let sex = match rng.below(100) {

@@ -1,0 +1,1753 @@
+//! Load benchmark: Portico against a raw-SQL baseline that runs the same SQL, in one process and
+//! one run, so that the ratios hold whatever the machine. BENCHMARKS.md explains the method.
+//!
+//! Run: `cargo bench --bench load` (see the `PORTICO_BENCH_*` variables below).
+//!
+//! 1. Seeds (or reuses) a MariaDB database with `portico::demo::seed_openemr`.
+//! 2. Starts Portico (`Application::build`, port 0) and a minimal baseline server (axum, port 0).
+//!    The baseline compiles each request with Portico's own pure compiler (`search::parse`,
+//!    `search::compile::{plan, page_select, rows_select}`, `dialect::render`), exactly as
+//!    `Repository::read`/`Repository::search` do, runs the SQL on its own sqlx pool and writes the
+//!    rows straight to JSON: no mapping to FHIR, no Bundle.
+//! 3. Closed-loop load, a fixed number of HTTP clients for a fixed time, per scenario and target.
+//! 4. Pages through every Patient with `_count=1000` while sampling the resident memory.
+//! 5. Prints a markdown table.
+//!
+//! Everything targets 127.0.0.1 and stops by itself (a watchdog ends the process if a run
+//! overstays `PORTICO_BENCH_MAX_MINUTES`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use portico::adapter::Adapter;
+use portico::adapter::model::{BASE_ALIAS, Mapping};
+use portico::app::Application;
+use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+use portico::demo::{OPENEMR_SCHEMA, Rng, seed_openemr};
+use portico::dialect::ast::{Cond, Select, Value};
+use portico::dialect::{DialectKind, RenderedQuery, render};
+use portico::search::compile::{Plan, page_select, parse_id, plan, rows_select};
+use portico::search::cursor::CursorKey;
+use portico::search::parse::parse;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+struct Config {
+    patients: usize,
+    seconds: f64,
+    warmup_seconds: f64,
+    concurrency: usize,
+    server_url: String,
+    database: String,
+    server_threads: usize,
+    client_threads: usize,
+    pool_size: u32,
+    reseed: bool,
+    max_minutes: u64,
+    scenarios: Option<Vec<String>>,
+    paging: bool,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let seconds: f64 = env_or("PORTICO_BENCH_SECONDS", 10.0);
+        Config {
+            patients: env_or("PORTICO_BENCH_PATIENTS", 100_000usize),
+            seconds,
+            warmup_seconds: env_or(
+                "PORTICO_BENCH_WARMUP_SECONDS",
+                (seconds / 5.0).clamp(0.5, 3.0),
+            ),
+            concurrency: env_or("PORTICO_BENCH_CONCURRENCY", 16usize).max(1),
+            server_url: env_or(
+                "PORTICO_BENCH_MYSQL",
+                "mysql://root@127.0.0.1:3306".to_owned(),
+            ),
+            database: env_or("PORTICO_BENCH_DATABASE", "portico_bench".to_owned()),
+            server_threads: env_or("PORTICO_BENCH_SERVER_THREADS", cores).max(1),
+            client_threads: env_or("PORTICO_BENCH_CLIENT_THREADS", cores).max(1),
+            pool_size: env_or("PORTICO_BENCH_POOL", 10u32).max(1),
+            reseed: env_or("PORTICO_BENCH_RESEED", 0u8) == 1,
+            max_minutes: env_or("PORTICO_BENCH_MAX_MINUTES", 30u64),
+            scenarios: std::env::var("PORTICO_BENCH_SCENARIOS").ok().map(|s| {
+                s.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            }),
+            paging: env_or("PORTICO_BENCH_PAGING", 1u8) == 1,
+        }
+    }
+
+    fn database_url(&self) -> String {
+        format!(
+            "{}/{}",
+            self.server_url.trim_end_matches('/'),
+            self.database
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios: each yields a request path under the FHIR base, the same for both targets.
+
+/// Prefixes of common seeded surnames (`Wil` matches Williams and Wilson).
+const FAMILY_PREFIXES: &[&str] = &["Smi", "Joh", "Wil", "Bro", "Jon", "Gar", "Mil", "Dav"];
+
+struct Scenario {
+    key: &'static str,
+    title: &'static str,
+    resource_type: &'static str,
+    request: fn(&mut Rng, usize) -> String,
+    /// Request used to show the SQL, its EXPLAIN and a sanity check.
+    example: fn(usize) -> String,
+}
+
+fn random_pid(rng: &mut Rng, patients: usize) -> u64 {
+    1 + rng.below(patients as u64)
+}
+
+static SCENARIOS: &[Scenario] = &[
+    Scenario {
+        key: "read",
+        title: "read Patient/{id}",
+        resource_type: "Patient",
+        request: |rng, n| format!("Patient/{}", random_pid(rng, n)),
+        example: |n| format!("Patient/{}", n / 2 + 1),
+    },
+    Scenario {
+        key: "family",
+        title: "Patient?family={prefix}&_count=20",
+        resource_type: "Patient",
+        request: |rng, _| {
+            format!(
+                "Patient?family={}&_count=20",
+                FAMILY_PREFIXES[rng.below(FAMILY_PREFIXES.len() as u64) as usize]
+            )
+        },
+        example: |_| "Patient?family=Smi&_count=20".to_owned(),
+    },
+    Scenario {
+        key: "vitals",
+        title: "Observation?patient={id}&category=vital-signs",
+        resource_type: "Observation",
+        request: |rng, n| {
+            format!(
+                "Observation?patient={}&category=vital-signs",
+                random_pid(rng, n)
+            )
+        },
+        example: |n| format!("Observation?patient={}&category=vital-signs", n / 2 + 1),
+    },
+    Scenario {
+        key: "appointments",
+        title: "Appointment?patient={id}&date=ge2024-01-01",
+        resource_type: "Appointment",
+        request: |rng, n| {
+            format!(
+                "Appointment?patient={}&date=ge2024-01-01",
+                random_pid(rng, n)
+            )
+        },
+        example: |n| format!("Appointment?patient={}&date=ge2024-01-01", n / 2 + 1),
+    },
+];
+
+// ---------------------------------------------------------------------------------------------
+// SQL: Portico's own compiler, the same calls as `Repository::read` / `Repository::search`.
+
+/// A path under the FHIR base (`Patient/12`, `Patient?family=Smi`) split into its parts.
+enum Request {
+    Read {
+        resource_type: String,
+        id: String,
+    },
+    Search {
+        resource_type: String,
+        pairs: Vec<(String, String)>,
+    },
+}
+
+fn split_request(path: &str) -> Request {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let pairs = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    match path.split_once('/') {
+        Some((resource_type, id)) => Request::Read {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+        },
+        None => Request::Search {
+            resource_type: path.to_owned(),
+            pairs,
+        },
+    }
+}
+
+/// The plan Portico's search handler builds (lenient handling).
+fn search_plan(
+    adapter: &Adapter,
+    resource_type: &str,
+    pairs: &[(String, String)],
+) -> Result<Plan, String> {
+    let def = adapter
+        .resources
+        .get(resource_type)
+        .ok_or_else(|| format!("{resource_type} is not mapped"))?;
+    let request = parse(pairs).map_err(|e| format!("{e:?}"))?;
+    let now = Utc::now().with_timezone(&adapter.timezone).naive_local();
+    plan(
+        def,
+        &adapter.resources,
+        request,
+        false,
+        adapter.timezone,
+        now,
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
+/// The SELECTs of a read: one per mapping the id can belong to, as `Repository::read` runs them.
+fn read_selects(adapter: &Adapter, resource_type: &str, id: &str) -> Vec<(Arc<Mapping>, Select)> {
+    let Some(def) = adapter.resources.get(resource_type) else {
+        return Vec::new();
+    };
+    def.mappings
+        .iter()
+        .filter_map(|mapping| {
+            let target = parse_id(mapping, id)?;
+            Some((
+                mapping.clone(),
+                rows_select(mapping, Cond::and(vec![target.cond, Cond::True]), Some(2)),
+            ))
+        })
+        .collect()
+}
+
+/// The first-page SELECT of each live branch, as `Repository::search` runs them (no cursor).
+fn first_page_selects(plan: &Plan) -> Vec<(Arc<Mapping>, Select)> {
+    plan.branches
+        .iter()
+        .filter(|b| b.cond != Cond::False)
+        .map(|branch| {
+            (
+                branch.mapping.clone(),
+                page_select(branch, &Cond::True, None, plan.count as u64 + 1),
+            )
+        })
+        .collect()
+}
+
+fn bind<'q>(
+    query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
+    value: &Value,
+) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
+    match value.clone() {
+        Value::Null => query.bind(None::<String>),
+        Value::Bool(b) => query.bind(b),
+        Value::Int(i) => query.bind(i),
+        Value::Float(f) => query.bind(f),
+        Value::Decimal(d) => query.bind(d),
+        Value::Text(s) => query.bind(s),
+        Value::Bytes(b) => query.bind(b),
+        Value::Date(d) => query.bind(d),
+        Value::DateTime(dt) => query.bind(dt),
+        Value::Time(t) => query.bind(t),
+    }
+}
+
+/// The SQL with its parameters written in as literals, to show and to EXPLAIN.
+fn inline_sql(query: &RenderedQuery) -> String {
+    let mut out = String::with_capacity(query.sql.len() + 64);
+    let mut params = query.params.iter();
+    for ch in query.sql.chars() {
+        if ch != '?' {
+            out.push(ch);
+            continue;
+        }
+        match params.next() {
+            Some(Value::Null) | None => out.push_str("NULL"),
+            Some(Value::Bool(b)) => out.push_str(if *b { "1" } else { "0" }),
+            Some(Value::Int(i)) => out.push_str(&i.to_string()),
+            Some(Value::Float(f)) => out.push_str(&f.to_string()),
+            Some(Value::Decimal(d)) => out.push_str(&d.to_string()),
+            Some(Value::Text(s)) => {
+                let _ = write!(out, "'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+            }
+            Some(Value::Bytes(b)) => {
+                out.push_str("X'");
+                for byte in b {
+                    let _ = write!(out, "{byte:02x}");
+                }
+                out.push('\'');
+            }
+            Some(Value::Date(d)) => {
+                let _ = write!(out, "'{}'", d.format("%Y-%m-%d"));
+            }
+            Some(Value::DateTime(d)) => {
+                let _ = write!(out, "'{}'", d.format("%Y-%m-%d %H:%M:%S"));
+            }
+            Some(Value::Time(t)) => {
+                let _ = write!(out, "'{}'", t.format("%H:%M:%S"));
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows straight to JSON (the baseline's only "mapping")
+
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing to a Vec");
+}
+
+fn write_cell(out: &mut Vec<u8>, row: &MySqlRow, index: usize) {
+    let Ok(raw) = row.try_get_raw(index) else {
+        out.extend_from_slice(b"null");
+        return;
+    };
+    if raw.is_null() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    let type_name = raw.type_info().name().to_owned();
+    let number = |out: &mut Vec<u8>, text: String| out.extend_from_slice(text.as_bytes());
+    match type_name.as_str() {
+        "BOOLEAN" => match row.try_get::<bool, _>(index) {
+            Ok(v) => out.extend_from_slice(if v { b"1" } else { b"0" }),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+            match row.try_get::<i64, _>(index) {
+                Ok(v) => number(out, v.to_string()),
+                Err(_) => out.extend_from_slice(b"null"),
+            }
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" => match row.try_get::<u64, _>(index) {
+            Ok(v) => number(out, v.to_string()),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+        "FLOAT" => match row.try_get::<f32, _>(index) {
+            Ok(v) if v.is_finite() => number(out, v.to_string()),
+            _ => out.extend_from_slice(b"null"),
+        },
+        "DOUBLE" => match row.try_get::<f64, _>(index) {
+            Ok(v) if v.is_finite() => number(out, v.to_string()),
+            _ => out.extend_from_slice(b"null"),
+        },
+        "DECIMAL" => match row.try_get::<rust_decimal::Decimal, _>(index) {
+            Ok(v) => number(out, v.to_string()),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+        "DATE" => match row.try_get::<chrono::NaiveDate, _>(index) {
+            Ok(v) => json_string(out, &v.format("%Y-%m-%d").to_string()),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+        "DATETIME" | "TIMESTAMP" => match row.try_get::<chrono::NaiveDateTime, _>(index) {
+            Ok(v) => json_string(out, &v.format("%Y-%m-%dT%H:%M:%S").to_string()),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+        "TIME" => match row.try_get::<chrono::NaiveTime, _>(index) {
+            Ok(v) => json_string(out, &v.format("%H:%M:%S").to_string()),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+        _ => match row.try_get::<String, _>(index) {
+            Ok(v) => json_string(out, &v),
+            Err(_) => match row.try_get::<Vec<u8>, _>(index) {
+                Ok(v) => json_string(out, &String::from_utf8_lossy(&v)),
+                Err(_) => out.extend_from_slice(b"null"),
+            },
+        },
+    }
+}
+
+/// One row as a JSON object keyed by the mapping's column names (`pid`, `race.title`...).
+fn write_row(out: &mut Vec<u8>, keys: &[String], row: &MySqlRow) {
+    out.push(b'{');
+    for index in 0..row.len() {
+        if index > 0 {
+            out.push(b',');
+        }
+        match keys.get(index) {
+            Some(key) => json_string(out, key),
+            None => json_string(out, row.columns()[index].name()),
+        }
+        out.push(b':');
+        write_cell(out, row, index);
+    }
+    out.push(b'}');
+}
+
+fn column_keys(mapping: &Mapping) -> Vec<String> {
+    mapping
+        .columns
+        .iter()
+        .map(|c| {
+            if c.alias == BASE_ALIAS {
+                c.column.clone()
+            } else {
+                format!("{}.{}", c.alias, c.column)
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The baseline server
+
+struct Baseline {
+    pool: MySqlPool,
+    adapter: Arc<Adapter>,
+    keys: HashMap<String, Vec<String>>,
+}
+
+async fn baseline_pool(url: &str, size: u32, timeout: Duration) -> Result<MySqlPool, sqlx::Error> {
+    let options: MySqlConnectOptions = url.parse()?;
+    MySqlPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(30))
+        // The same session set-up as Portico's pool (read only, a server-side statement limit).
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
+                conn.execute(
+                    format!("SET SESSION max_statement_time = {}", timeout.as_secs_f64()).as_str(),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+}
+
+impl Baseline {
+    async fn fetch(&self, select: &Select) -> Result<Vec<MySqlRow>, sqlx::Error> {
+        let rendered = render(DialectKind::Mysql, select);
+        let mut query = sqlx::query(&rendered.sql);
+        for param in &rendered.params {
+            query = bind(query, param);
+        }
+        query.fetch_all(&self.pool).await
+    }
+
+    fn keys(&self, mapping: &Mapping) -> &[String] {
+        self.keys
+            .get(&mapping.name)
+            .map(|k| k.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn failure(status: StatusCode, message: String) -> Response {
+    (status, message).into_response()
+}
+
+async fn raw_read(
+    State(state): State<Arc<Baseline>>,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> Response {
+    for (mapping, select) in read_selects(&state.adapter, &resource_type, &id) {
+        match state.fetch(&select).await {
+            Ok(rows) => {
+                if let Some(row) = rows.first() {
+                    let mut out = Vec::with_capacity(1024);
+                    write_row(&mut out, state.keys(&mapping), row);
+                    return json_response(out);
+                }
+            }
+            Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        }
+    }
+    failure(
+        StatusCode::NOT_FOUND,
+        format!("{resource_type}/{id} not found"),
+    )
+}
+
+async fn raw_search(
+    State(state): State<Arc<Baseline>>,
+    Path(resource_type): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let pairs: Vec<(String, String)> = raw
+        .as_deref()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let plan = match search_plan(&state.adapter, &resource_type, &pairs) {
+        Ok(plan) => plan,
+        Err(message) => return failure(StatusCode::BAD_REQUEST, message),
+    };
+    // Branch by branch in order, with Portico's row budget for unsorted searches.
+    // The extra row only tells whether there is a next page: it is fetched, not written.
+    let limit = plan.count;
+    let mut fetched = 0usize;
+    let mut written = 0usize;
+    let mut out = Vec::with_capacity(8 * 1024);
+    out.push(b'[');
+    for branch in plan.branches.iter().filter(|b| b.cond != Cond::False) {
+        if fetched > limit {
+            break;
+        }
+        let wanted = limit + 1 - fetched.min(limit);
+        let select = page_select(branch, &Cond::True, None, wanted as u64);
+        let rows = match state.fetch(&select).await {
+            Ok(rows) => rows,
+            Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        };
+        fetched += rows.len();
+        let keys = state.keys(&branch.mapping);
+        for row in rows.iter().take(limit - written) {
+            if written > 0 {
+                out.push(b',');
+            }
+            write_row(&mut out, keys, row);
+            written += 1;
+        }
+    }
+    out.push(b']');
+    json_response(out)
+}
+
+fn baseline_router(state: Arc<Baseline>) -> Router {
+    Router::new()
+        .route("/raw/{resource_type}", get(raw_search))
+        .route("/raw/{resource_type}/{id}", get(raw_read))
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process measurements: resident memory and CPU per thread group
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (comm, utime + stime in ticks) from a /proc stat file.
+fn stat_ticks(path: &std::path::Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+/// CPU ticks of this process's threads whose name starts with `prefix`.
+fn thread_ticks(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| stat_ticks(&t.path().join("stat")))
+        .filter(|(comm, _)| comm.starts_with(prefix))
+        .map(|(_, ticks)| ticks)
+        .sum()
+}
+
+/// The database server's process, to charge its CPU to each run.
+fn find_db_process() -> Option<PathBuf> {
+    for entry in std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()) {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if matches!(comm.trim(), "mariadbd" | "mysqld") {
+            return Some(entry.path().join("stat"));
+        }
+    }
+    None
+}
+
+#[derive(Clone, Copy, Default)]
+struct CpuSnapshot {
+    server: u64,
+    client: u64,
+    process: u64,
+    db: u64,
+    /// Busy ticks of the whole machine (all CPUs), to spot CPU used by anything else.
+    machine: u64,
+}
+
+fn machine_busy_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().next() else {
+        return 0;
+    };
+    // cpu user nice system idle iowait irq softirq steal ...
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    if fields.len() < 8 {
+        return 0;
+    }
+    fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
+}
+
+fn cpu_snapshot(db: &Option<PathBuf>) -> CpuSnapshot {
+    CpuSnapshot {
+        server: thread_ticks(SERVER_THREAD),
+        client: thread_ticks(CLIENT_THREAD),
+        process: stat_ticks(std::path::Path::new("/proc/self/stat"))
+            .map(|(_, t)| t)
+            .unwrap_or(0),
+        machine: machine_busy_ticks(),
+        db: db
+            .as_deref()
+            .and_then(stat_ticks)
+            .map(|(_, t)| t)
+            .unwrap_or(0),
+    }
+}
+
+const SERVER_THREAD: &str = "portico-srv";
+const CLIENT_THREAD: &str = "bench-client";
+
+// ---------------------------------------------------------------------------------------------
+// Load runs
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Portico,
+    Baseline,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Portico => "Portico",
+            Target::Baseline => "raw SQL",
+        }
+    }
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    latencies_us: Vec<u32>,
+    errors: u64,
+    bytes: u64,
+    samples: Vec<String>,
+}
+
+struct RunResult {
+    scenario: &'static str,
+    target: Target,
+    ok: u64,
+    errors: u64,
+    wall: Duration,
+    p50_ms: f64,
+    p99_ms: f64,
+    bytes: u64,
+    server_cpu_s: f64,
+    client_cpu_s: f64,
+    db_cpu_s: f64,
+    /// CPU used on the machine by neither this process nor the database during the run.
+    other_cpu_s: f64,
+    samples: Vec<String>,
+}
+
+impl RunResult {
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.wall.as_secs_f64()
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+async fn worker(
+    client: reqwest::Client,
+    base: Arc<String>,
+    scenario: &'static Scenario,
+    patients: usize,
+    seed: u64,
+    deadline: Instant,
+) -> WorkerResult {
+    let mut rng = Rng::new(seed);
+    let mut result = WorkerResult {
+        latencies_us: Vec::with_capacity(16 * 1024),
+        ..WorkerResult::default()
+    };
+    while Instant::now() < deadline {
+        let url = format!("{}/{}", base, (scenario.request)(&mut rng, patients));
+        let started = Instant::now();
+        let outcome = match client.get(&url).send().await {
+            Ok(response) => {
+                let status = response.status();
+                match response.bytes().await {
+                    Ok(body) => Ok((status, body)),
+                    Err(error) => Err(format!("GET {url}: reading the body failed: {error}")),
+                }
+            }
+            Err(error) => Err(format!("GET {url}: {error}")),
+        };
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok((status, body)) if status.is_success() => {
+                result
+                    .latencies_us
+                    .push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+                result.bytes += body.len() as u64;
+            }
+            Ok((status, body)) => {
+                result.errors += 1;
+                if result.samples.len() < 3 {
+                    let excerpt: String =
+                        String::from_utf8_lossy(&body).chars().take(300).collect();
+                    result
+                        .samples
+                        .push(format!("GET {url} -> {status}: {excerpt}"));
+                }
+            }
+            Err(message) => {
+                result.errors += 1;
+                if result.samples.len() < 3 {
+                    result.samples.push(message);
+                }
+            }
+        }
+    }
+    result
+}
+
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    scenario: &'static Scenario,
+    scenario_index: usize,
+    config: &Config,
+    duration: Duration,
+    seed_base: u64,
+) -> Vec<WorkerResult> {
+    let base = Arc::new(base.to_owned());
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..config.concurrency)
+        .map(|w| {
+            let seed = seed_base
+                ^ ((scenario_index as u64) << 32)
+                ^ (w as u64 + 1).wrapping_mul(0x1000_0001);
+            tokio::spawn(worker(
+                client.clone(),
+                base.clone(),
+                scenario,
+                config.patients,
+                seed,
+                deadline,
+            ))
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("load worker panicked"));
+    }
+    results
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    client: &reqwest::Client,
+    base: &str,
+    target: Target,
+    scenario: &'static Scenario,
+    scenario_index: usize,
+    config: &Config,
+    db_stat: &Option<PathBuf>,
+    ticks: f64,
+) -> RunResult {
+    // Warm-up on other ids than the measured ones (the same for both targets).
+    if config.warmup_seconds > 0.0 {
+        load(
+            client,
+            base,
+            scenario,
+            scenario_index,
+            config,
+            Duration::from_secs_f64(config.warmup_seconds),
+            0xA11CE,
+        )
+        .await;
+    }
+    let before = cpu_snapshot(db_stat);
+    let started = Instant::now();
+    let workers = load(
+        client,
+        base,
+        scenario,
+        scenario_index,
+        config,
+        Duration::from_secs_f64(config.seconds),
+        0xBE7C4,
+    )
+    .await;
+    let wall = started.elapsed();
+    let after = cpu_snapshot(db_stat);
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut errors = 0;
+    let mut bytes = 0;
+    let mut samples = Vec::new();
+    for w in workers {
+        latencies.extend(w.latencies_us);
+        errors += w.errors;
+        bytes += w.bytes;
+        for s in w.samples {
+            if samples.len() < 5 {
+                samples.push(s);
+            }
+        }
+    }
+    latencies.sort_unstable();
+    RunResult {
+        scenario: scenario.key,
+        target,
+        ok: latencies.len() as u64,
+        errors,
+        wall,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+        bytes,
+        server_cpu_s: after.server.saturating_sub(before.server) as f64 / ticks,
+        client_cpu_s: after.client.saturating_sub(before.client) as f64 / ticks,
+        db_cpu_s: after.db.saturating_sub(before.db) as f64 / ticks,
+        other_cpu_s: after
+            .machine
+            .saturating_sub(before.machine)
+            .saturating_sub(after.process.saturating_sub(before.process))
+            .saturating_sub(after.db.saturating_sub(before.db)) as f64
+            / ticks,
+        samples,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Database preparation
+
+/// FNV-1a, stable across builds: ties a seeded database to the schema it was seeded with.
+fn fnv(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+const META_TABLE: &str = "portico_bench_meta";
+
+async fn admin_pool(config: &Config, database: Option<&str>) -> Result<MySqlPool, sqlx::Error> {
+    let url = match database {
+        Some(db) => format!("{}/{}", config.server_url.trim_end_matches('/'), db),
+        None => config.server_url.clone(),
+    };
+    let options: MySqlConnectOptions = url.parse()?;
+    MySqlPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+}
+
+/// Whether the bench database already holds this seed (same patient count and schema).
+async fn reusable(config: &Config, schema_hash: &str) -> bool {
+    let Ok(pool) = admin_pool(config, None).await else {
+        return false;
+    };
+    let exists: Option<i64> = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, 'patient_data')",
+    )
+    .bind(&config.database)
+    .bind(META_TABLE)
+    .fetch_one(&pool)
+    .await
+    .ok();
+    pool.close().await;
+    if exists != Some(2) {
+        return false;
+    }
+    let Ok(pool) = admin_pool(config, Some(&config.database)).await else {
+        return false;
+    };
+    let meta: Option<(i64, String)> = sqlx::query_as(&format!(
+        "SELECT patients, schema_hash FROM {META_TABLE} LIMIT 1"
+    ))
+    .fetch_optional(&pool)
+    .await
+    .ok()
+    .flatten();
+    let count: Option<i64> = sqlx::query_scalar("SELECT COUNT(*) FROM patient_data")
+        .fetch_one(&pool)
+        .await
+        .ok();
+    pool.close().await;
+    matches!(meta, Some((p, ref h)) if p == config.patients as i64 && h == schema_hash)
+        && count == Some(config.patients as i64)
+}
+
+struct Dataset {
+    seeded_seconds: Option<f64>,
+    tables: Vec<(String, i64, f64)>,
+    buffer_pool_mib: f64,
+}
+
+async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
+    let schema_hash = fnv(OPENEMR_SCHEMA);
+    let mut seeded_seconds = None;
+    if !config.reseed && reusable(config, &schema_hash).await {
+        println!(
+            "- reusing database `{}`: it already holds {} patients with the current schema",
+            config.database, config.patients
+        );
+    } else {
+        println!(
+            "- seeding database `{}` with {} patients (seed_openemr)...",
+            config.database, config.patients
+        );
+        let started = Instant::now();
+        recreate_mysql_database(&config.server_url, &config.database)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the database: {}", e.message))?;
+        let writer = FixtureWriter::open(&config.database_url())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database: {}", e.message))?;
+        let counts = seed_openemr(&writer, config.patients)
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding failed: {}", e.message))?;
+        writer.close().await;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "- seeded in {seconds:.1} s: {} patients, {} appointment rows, {} vitals rows, {} lab results, {} coverages, {} claims",
+            counts.patients,
+            counts.appointments,
+            counts.vitals,
+            counts.lab_results,
+            counts.coverages,
+            counts.claims
+        );
+        let pool = admin_pool(config, Some(&config.database)).await?;
+        sqlx::raw_sql("ANALYZE TABLE patient_data, openemr_postcalendar_events, openemr_postcalendar_categories, form_vitals, forms, users, list_options")
+            .execute(&pool)
+            .await?;
+        sqlx::raw_sql(&format!("CREATE TABLE {META_TABLE} (patients BIGINT NOT NULL, schema_hash VARCHAR(32) NOT NULL, seeded_at DATETIME NOT NULL)"))
+            .execute(&pool)
+            .await?;
+        sqlx::query(&format!("INSERT INTO {META_TABLE} VALUES (?, ?, NOW())"))
+            .bind(config.patients as i64)
+            .bind(&schema_hash)
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        seeded_seconds = Some(seconds);
+    }
+    let pool = admin_pool(config, Some(&config.database)).await?;
+    let tables: Vec<(String, i64, f64)> = sqlx::query_as::<_, (String, Option<u64>, Option<u64>)>(
+        "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() ORDER BY DATA_LENGTH + INDEX_LENGTH DESC",
+    )
+    .fetch_all(&pool)
+    .await?
+    .into_iter()
+    .map(|(name, rows, bytes)| {
+        (
+            name,
+            rows.unwrap_or(0) as i64,
+            bytes.unwrap_or(0) as f64 / 1_048_576.0,
+        )
+    })
+    .collect();
+    let buffer_pool: Option<u64> = sqlx::query_scalar("SELECT @@innodb_buffer_pool_size")
+        .fetch_one(&pool)
+        .await
+        .ok();
+    pool.close().await;
+    Ok(Dataset {
+        seeded_seconds,
+        tables,
+        buffer_pool_mib: buffer_pool.unwrap_or(0) as f64 / 1_048_576.0,
+    })
+}
+
+/// Reads the scenario's tables and their indexes once, so that the first target measured does not
+/// pay for a cold buffer pool that the second then enjoys.
+async fn prewarm(pool: &MySqlPool, mappings: &[Arc<Mapping>]) {
+    let mut tables = Vec::new();
+    for mapping in mappings {
+        tables.push(mapping.table.clone());
+        tables.extend(mapping.joins.iter().map(|j| j.table.clone()));
+    }
+    tables.sort();
+    tables.dedup();
+    for table in tables {
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+        )
+        .bind(&table)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        for index in indexes {
+            let sql = format!("SELECT COUNT(*) FROM `{table}` FORCE INDEX (`{index}`)");
+            let _ = sqlx::raw_sql(&sql).execute(pool).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL report: the compiled SQL of each scenario and MariaDB's EXPLAIN of it
+
+async fn explain(pool: &MySqlPool, sql: &str) -> Vec<String> {
+    let rows = match sqlx::raw_sql(&format!("EXPLAIN {sql}"))
+        .fetch_all(pool)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(error) => return vec![format!("EXPLAIN failed: {error}")],
+    };
+    let mut lines = Vec::new();
+    let wanted = [
+        "id",
+        "select_type",
+        "table",
+        "type",
+        "key",
+        "key_len",
+        "ref",
+        "rows",
+        "Extra",
+    ];
+    if let Some(first) = rows.first() {
+        let header: Vec<&str> = first
+            .columns()
+            .iter()
+            .map(|c| c.name())
+            .filter(|n| wanted.contains(n))
+            .collect();
+        lines.push(format!("| {} |", header.join(" | ")));
+        lines.push(format!("|{}", "---|".repeat(header.len())));
+    }
+    for row in &rows {
+        let mut cells = Vec::new();
+        for (index, column) in row.columns().iter().enumerate() {
+            if !wanted.contains(&column.name()) {
+                continue;
+            }
+            let mut out = Vec::new();
+            write_cell(&mut out, row, index);
+            cells.push(String::from_utf8_lossy(&out).trim_matches('"').to_owned());
+        }
+        lines.push(format!("| {} |", cells.join(" | ")));
+    }
+    lines
+}
+
+fn compiled_sql(adapter: &Adapter, path: &str) -> Vec<RenderedQuery> {
+    match split_request(path) {
+        Request::Read { resource_type, id } => read_selects(adapter, &resource_type, &id)
+            .iter()
+            .map(|(_, s)| render(DialectKind::Mysql, s))
+            .collect(),
+        Request::Search {
+            resource_type,
+            pairs,
+        } => match search_plan(adapter, &resource_type, &pairs) {
+            Ok(plan) => first_page_selects(&plan)
+                .iter()
+                .map(|(_, s)| render(DialectKind::Mysql, s))
+                .collect(),
+            Err(message) => {
+                println!("  (cannot compile {path}: {message})");
+                Vec::new()
+            }
+        },
+    }
+}
+
+/// Microseconds per compilation (parse, plan, page SELECT, render) of `path`: the part of the
+/// baseline's per-request work that is Portico code rather than "raw SQL".
+fn compile_cost_us(adapter: &Adapter, path: &str) -> f64 {
+    let rounds = 20_000;
+    let started = Instant::now();
+    let mut sink = 0usize;
+    for _ in 0..rounds {
+        sink += compiled_sql(adapter, path)
+            .iter()
+            .map(|q| q.sql.len())
+            .sum::<usize>();
+    }
+    std::hint::black_box(sink);
+    started.elapsed().as_secs_f64() * 1e6 / rounds as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sanity: both targets answer the example request; Portico's resources vs the baseline's rows.
+
+async fn sanity(client: &reqwest::Client, portico: &str, baseline: &str, path: &str) -> String {
+    let get = |url: String| async move {
+        match client.get(&url).send().await {
+            Ok(r) => {
+                let status = r.status();
+                let body = r.bytes().await.unwrap_or_default();
+                (Some(status), body)
+            }
+            Err(e) => (None, axum::body::Bytes::from(e.to_string())),
+        }
+    };
+    let (p_status, p_body) = get(format!("{portico}/{path}")).await;
+    let (b_status, b_body) = get(format!("{baseline}/{path}")).await;
+    let p_json: serde_json::Value =
+        serde_json::from_slice(&p_body).unwrap_or(serde_json::Value::Null);
+    let b_json: serde_json::Value =
+        serde_json::from_slice(&b_body).unwrap_or(serde_json::Value::Null);
+    let portico_count = match p_json["resourceType"].as_str() {
+        Some("Bundle") => p_json["entry"]
+            .as_array()
+            .map(|e| e.iter().filter(|e| e["search"]["mode"] == "match").count())
+            .unwrap_or(0),
+        Some(_) => 1,
+        None => 0,
+    };
+    let baseline_count = match &b_json {
+        serde_json::Value::Array(rows) => rows.len(),
+        serde_json::Value::Object(_) => 1,
+        _ => 0,
+    };
+    let status = |s: Option<reqwest::StatusCode>| {
+        s.map(|s| s.as_u16().to_string())
+            .unwrap_or_else(|| "no answer".into())
+    };
+    let mut line = format!(
+        "Portico {} ({} resources, {} bytes); raw SQL {} ({} rows, {} bytes)",
+        status(p_status),
+        portico_count,
+        p_body.len(),
+        status(b_status),
+        baseline_count,
+        b_body.len()
+    );
+    if p_status.is_none_or(|s| !s.is_success()) {
+        let excerpt: String = String::from_utf8_lossy(&p_body).chars().take(300).collect();
+        let _ = write!(line, "\n  Portico body: {excerpt}");
+    }
+    line
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paging through every Patient
+
+struct PagingResult {
+    pages: usize,
+    resources: usize,
+    duplicates: usize,
+    missing: usize,
+    seconds: f64,
+    rss_before_kib: u64,
+    rss_max_kib: u64,
+    rss_after_kib: u64,
+    checkpoints: Vec<(usize, u64)>,
+    failure: Option<String>,
+    bytes: u64,
+    page_ms: Vec<f64>,
+}
+
+async fn page_all(client: &reqwest::Client, portico: &str, patients: usize) -> PagingResult {
+    let mut seen = vec![false; patients + 1];
+    // Let earlier runs' memory settle before the baseline sample.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_kib();
+    let max = Arc::new(AtomicU64::new(rss_before));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let max = max.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                max.fetch_max(rss_kib(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut url = Some(format!("{portico}/Patient?_count=1000"));
+    let mut result = PagingResult {
+        pages: 0,
+        resources: 0,
+        duplicates: 0,
+        missing: 0,
+        seconds: 0.0,
+        rss_before_kib: rss_before,
+        rss_max_kib: 0,
+        rss_after_kib: 0,
+        checkpoints: Vec::new(),
+        failure: None,
+        bytes: 0,
+        page_ms: Vec::new(),
+    };
+    let expected_pages = patients.div_ceil(1000).max(1);
+    let checkpoint_every = (expected_pages / 10).max(1);
+    let mut foreign = 0usize;
+    while let Some(current) = url.take() {
+        let page_started = Instant::now();
+        let response = match client.get(&current).send().await {
+            Ok(r) => r,
+            Err(error) => {
+                result.failure = Some(format!("GET {current}: {error}"));
+                break;
+            }
+        };
+        let status = response.status();
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(error) => {
+                result.failure = Some(format!(
+                    "GET {current} -> {status}: reading the body failed: {error}"
+                ));
+                break;
+            }
+        };
+        if !status.is_success() {
+            let excerpt: String = String::from_utf8_lossy(&body).chars().take(500).collect();
+            result.failure = Some(format!("GET {current} -> {status}: {excerpt}"));
+            break;
+        }
+        result.bytes += body.len() as u64;
+        let bundle: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(error) => {
+                result.failure = Some(format!("GET {current}: the body is not JSON: {error}"));
+                break;
+            }
+        };
+        drop(body);
+        result.pages += 1;
+        result
+            .page_ms
+            .push(page_started.elapsed().as_secs_f64() * 1000.0);
+        for entry in bundle["entry"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or(&[])
+        {
+            if entry["search"]["mode"] != "match" {
+                continue;
+            }
+            result.resources += 1;
+            match entry["resource"]["id"]
+                .as_str()
+                .and_then(|id| id.parse::<usize>().ok())
+            {
+                Some(id) if id >= 1 && id <= patients => {
+                    if seen[id] {
+                        result.duplicates += 1;
+                    }
+                    seen[id] = true;
+                }
+                _ => foreign += 1,
+            }
+        }
+        url = bundle["link"]
+            .as_array()
+            .and_then(|links| links.iter().find(|l| l["relation"] == "next"))
+            .and_then(|l| l["url"].as_str())
+            .map(str::to_owned);
+        if result.pages.is_multiple_of(checkpoint_every) {
+            result.checkpoints.push((result.pages, rss_kib()));
+        }
+        if result.pages > expected_pages * 2 + 10 {
+            result.failure = Some(format!(
+                "stopped after {} pages: the next links do not end",
+                result.pages
+            ));
+            break;
+        }
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    result.rss_max_kib = max.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    result.rss_after_kib = rss_kib();
+    result.missing = seen.iter().skip(1).filter(|s| !**s).count();
+    if foreign > 0 && result.failure.is_none() {
+        result.failure = Some(format!(
+            "{foreign} resources with ids outside 1..={patients}"
+        ));
+    }
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let config = Config::from_env();
+    // Cargo runs benches with `--bench`; a filter argument is accepted and ignored.
+    let total_started = Instant::now();
+    let limit = Duration::from_secs(config.max_minutes * 60);
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("load bench: exceeded PORTICO_BENCH_MAX_MINUTES; stopping");
+        std::process::exit(3);
+    });
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server_threads)
+        .thread_name(SERVER_THREAD)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.client_threads)
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!("# Portico load benchmark\n");
+    println!(
+        "- patients {}, {} s per run (+{} s warm-up), {} concurrent clients, {} cores; server runtime {} threads, client runtime {} threads; pools {} connections each",
+        config.patients,
+        config.seconds,
+        config.warmup_seconds,
+        config.concurrency,
+        cores,
+        config.server_threads,
+        config.client_threads,
+        config.pool_size
+    );
+
+    let dataset = match client_rt.block_on(prepare_database(&config)) {
+        Ok(d) => d,
+        Err(error) => {
+            eprintln!("load bench: database preparation failed: {error:#}");
+            std::process::exit(2);
+        }
+    };
+    let total_mib: f64 = dataset.tables.iter().map(|t| t.2).sum();
+    println!(
+        "- database `{}`: {:.0} MiB in {} tables (InnoDB buffer pool {:.0} MiB); largest: {}",
+        config.database,
+        total_mib,
+        dataset.tables.len(),
+        dataset.buffer_pool_mib,
+        dataset
+            .tables
+            .iter()
+            .take(5)
+            .map(|(n, rows, mib)| format!("{n} ~{rows} rows {mib:.0} MiB"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Portico, as `portico serve` builds it, on port 0.
+    let state_dir =
+        std::env::temp_dir().join(format!("portico-bench-state-{}", std::process::id()));
+    let settings = Settings {
+        server: ServerSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            base_url: None,
+            cursor_secret: Some(Secret::new("portico-load-bench-cursor-key-0123456789")),
+            state_dir: state_dir.clone(),
+        },
+        legacy: LegacySettings {
+            adapter: "openemr".into(),
+            adapters_dir: default_adapters_dir(),
+            url: Secret::new(config.database_url()),
+            max_connections: config.pool_size,
+            statement_timeout_ms: 30_000,
+            acquire_timeout_ms: 30_000,
+            timezone: None,
+        },
+    };
+    let app = match server_rt.block_on(Application::build(&settings)) {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("load bench: Portico did not start: {error:#}");
+            std::process::exit(2);
+        }
+    };
+    let portico_port = app.port();
+    let adapter = app.state.adapter.clone();
+    server_rt.spawn(async move {
+        if let Err(error) = app.run().await {
+            eprintln!("Portico stopped: {error}");
+        }
+    });
+
+    // The baseline, on the same runtime.
+    let baseline_port = {
+        let keys = adapter
+            .resources
+            .values()
+            .flat_map(|def| def.mappings.iter())
+            .map(|m| (m.name.clone(), column_keys(m)))
+            .collect();
+        let url = config.database_url();
+        let pool_size = config.pool_size;
+        let adapter = adapter.clone();
+        server_rt.block_on(async move {
+            let pool = baseline_pool(&url, pool_size, Duration::from_secs(30))
+                .await
+                .expect("baseline pool");
+            let state = Arc::new(Baseline {
+                pool,
+                adapter,
+                keys,
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("baseline listener");
+            let port = listener.local_addr().expect("address").port();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, baseline_router(state)).await;
+            });
+            port
+        })
+    };
+    let portico_base = format!("http://127.0.0.1:{portico_port}/fhir");
+    let baseline_base = format!("http://127.0.0.1:{baseline_port}/raw");
+    println!("- Portico at {portico_base}, raw-SQL baseline at {baseline_base}");
+
+    let db_stat = find_db_process();
+    if db_stat.is_none() {
+        println!("- (no mariadbd/mysqld process visible in /proc: DB CPU not reported)");
+    }
+    let ticks = clock_ticks();
+
+    let selected: Vec<(usize, &'static Scenario)> = SCENARIOS
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            config
+                .scenarios
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k == s.key))
+        })
+        .collect();
+
+    let results: Vec<RunResult>;
+    let mut paging: Option<PagingResult> = None;
+    {
+        let client_for = |size: usize| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(size)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("HTTP client")
+        };
+        let portico_client = client_for(config.concurrency);
+        let baseline_client = client_for(config.concurrency);
+        let admin = client_rt
+            .block_on(admin_pool(&config, Some(&config.database)))
+            .expect("admin pool");
+
+        // The SQL each scenario runs, and MariaDB's plan for it.
+        println!(
+            "\n## SQL per scenario (compiled by portico::search, rendered by portico::dialect)\n"
+        );
+        let mut compile_costs = Vec::new();
+        for (_, scenario) in &selected {
+            let path = (scenario.example)(config.patients);
+            println!("### {} (example: `{path}`)\n", scenario.title);
+            for query in compiled_sql(&adapter, &path) {
+                let sql = inline_sql(&query);
+                println!("```sql\n{sql}\n```\n");
+                for line in client_rt.block_on(explain(&admin, &sql)) {
+                    println!("{line}");
+                }
+                println!();
+            }
+            compile_costs.push((scenario.key, compile_cost_us(&adapter, &path)));
+        }
+        if config.paging {
+            let path = "Patient?_count=1000";
+            let middle = config.patients / 2;
+            println!("### paging: `{path}`, then the page after pid {middle} (keyset condition)\n");
+            let mut queries = compiled_sql(&adapter, path);
+            let pairs = [("_count".to_owned(), "1000".to_owned())];
+            if let Ok(plan) = search_plan(&adapter, "Patient", &pairs) {
+                let cursor = CursorKey {
+                    sort: Vec::new(),
+                    branch: 0,
+                    key: vec![Value::Int(middle as i64)],
+                    variant: None,
+                };
+                if let Some(branch) = plan.branches.first() {
+                    let select =
+                        page_select(branch, &Cond::True, Some(&cursor), plan.count as u64 + 1);
+                    queries.push(render(DialectKind::Mysql, &select));
+                }
+            }
+            for query in queries {
+                let sql = inline_sql(&query);
+                println!("```sql\n{sql}\n```\n");
+                for line in client_rt.block_on(explain(&admin, &sql)) {
+                    println!("{line}");
+                }
+                println!();
+            }
+        }
+        println!(
+            "Compile cost per request inside the baseline (parse + plan + SELECT + render, µs): {}\n",
+            compile_costs
+                .iter()
+                .map(|(k, us)| format!("{k} {us:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+
+        println!("## Sanity checks (example request on both targets)\n");
+        for (_, scenario) in &selected {
+            let path = (scenario.example)(config.patients);
+            let line = client_rt.block_on(sanity(
+                &portico_client,
+                &portico_base,
+                &baseline_base,
+                &path,
+            ));
+            println!("- `{path}`: {line}");
+        }
+
+        println!("\n## Load runs\n");
+        let mut runs = Vec::new();
+        for (index, scenario) in &selected {
+            client_rt.block_on(prewarm(
+                &admin,
+                &adapter.resources[scenario.resource_type].mappings,
+            ));
+            for (target, client, base) in [
+                (Target::Portico, &portico_client, &portico_base),
+                (Target::Baseline, &baseline_client, &baseline_base),
+            ] {
+                let run = client_rt.block_on(measure(
+                    client, base, target, scenario, *index, &config, &db_stat, ticks,
+                ));
+                println!(
+                    "- {} / {}: {} ok, {} errors, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, CPU s: server {:.1}, client {:.1}, DB {:.1}, other {:.1}",
+                    scenario.key,
+                    target.name(),
+                    run.ok,
+                    run.errors,
+                    run.rps(),
+                    run.p50_ms,
+                    run.p99_ms,
+                    run.server_cpu_s,
+                    run.client_cpu_s,
+                    run.db_cpu_s,
+                    run.other_cpu_s
+                );
+                for sample in &run.samples {
+                    println!("  - error: {sample}");
+                }
+                runs.push(run);
+            }
+        }
+        results = runs;
+
+        if config.paging {
+            println!("\n## Paging through all patients (_count=1000)\n");
+            let result =
+                client_rt.block_on(page_all(&portico_client, &portico_base, config.patients));
+            for (page, rss) in &result.checkpoints {
+                println!("- after page {page}: RSS {:.1} MiB", *rss as f64 / 1024.0);
+            }
+            paging = Some(result);
+        }
+        client_rt.block_on(admin.close());
+    }
+
+    // ------------------------------------------------------------------ report
+    println!("\n## Results\n");
+    if let Some(seconds) = dataset.seeded_seconds {
+        println!(
+            "Seeding {} patients took {seconds:.1} s.\n",
+            config.patients
+        );
+    } else {
+        println!("Seeding: reused the existing database.\n");
+    }
+    println!(
+        "| scenario | target | req/s | p50 ms | p99 ms | errors | KiB/resp | server CPU µs/req | DB CPU µs/req | other CPU s | Portico / raw |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (_, scenario) in &selected {
+        let portico = results
+            .iter()
+            .find(|r| r.scenario == scenario.key && r.target == Target::Portico);
+        let raw = results
+            .iter()
+            .find(|r| r.scenario == scenario.key && r.target == Target::Baseline);
+        for run in [portico, raw].into_iter().flatten() {
+            let per_req = |cpu: f64| {
+                if run.ok > 0 {
+                    cpu * 1e6 / run.ok as f64
+                } else {
+                    f64::NAN
+                }
+            };
+            let ratio = match (run.target, portico, raw) {
+                (Target::Portico, Some(p), Some(r)) if r.rps() > 0.0 => {
+                    format!("**{:.2}**", p.rps() / r.rps())
+                }
+                _ => String::new(),
+            };
+            println!(
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {} |",
+                scenario.title,
+                run.target.name(),
+                run.rps(),
+                run.p50_ms,
+                run.p99_ms,
+                run.errors,
+                if run.ok > 0 {
+                    run.bytes as f64 / run.ok as f64 / 1024.0
+                } else {
+                    0.0
+                },
+                per_req(run.server_cpu_s),
+                per_req(run.db_cpu_s),
+                run.other_cpu_s,
+                ratio
+            );
+        }
+    }
+    let mut failed = results.iter().any(|r| r.errors > 0 || r.ok == 0);
+    if let Some(p) = &paging {
+        println!();
+        println!("| paging (Portico, _count=1000) | value |");
+        println!("|---|---:|");
+        println!("| pages | {} |", p.pages);
+        println!(
+            "| resources seen | {} (expected {}) |",
+            p.resources, config.patients
+        );
+        println!(
+            "| duplicates / missing ids | {} / {} |",
+            p.duplicates, p.missing
+        );
+        println!(
+            "| total time | {:.1} s ({:.0} resources/s, {:.1} MiB received) |",
+            p.seconds,
+            p.resources as f64 / p.seconds,
+            p.bytes as f64 / 1_048_576.0
+        );
+        let tenth = (p.page_ms.len() / 10).max(1);
+        let mean = |pages: &[f64]| pages.iter().sum::<f64>() / pages.len().max(1) as f64;
+        if !p.page_ms.is_empty() {
+            println!(
+                "| mean ms per page: first {tenth} / last {tenth} pages | {:.1} / {:.1} |",
+                mean(&p.page_ms[..tenth.min(p.page_ms.len())]),
+                mean(&p.page_ms[p.page_ms.len().saturating_sub(tenth)..])
+            );
+        }
+        println!(
+            "| RSS before | {:.1} MiB |",
+            p.rss_before_kib as f64 / 1024.0
+        );
+        println!(
+            "| RSS max during | {:.1} MiB |",
+            p.rss_max_kib as f64 / 1024.0
+        );
+        println!("| RSS after | {:.1} MiB |", p.rss_after_kib as f64 / 1024.0);
+        if let (Some(first), Some(last)) = (p.checkpoints.first(), p.checkpoints.last()) {
+            println!(
+                "| RSS at page {} → page {} | {:.1} → {:.1} MiB |",
+                first.0,
+                last.0,
+                first.1 as f64 / 1024.0,
+                last.1 as f64 / 1024.0
+            );
+        }
+        let complete = p.resources == config.patients
+            && p.duplicates == 0
+            && p.missing == 0
+            && p.failure.is_none();
+        println!();
+        if complete {
+            println!("PASS: paging saw every patient exactly once.");
+        } else {
+            failed = true;
+            println!(
+                "FAIL: paging saw {} resources ({} duplicates, {} missing) for {} patients.",
+                p.resources, p.duplicates, p.missing, config.patients
+            );
+            if let Some(why) = &p.failure {
+                println!("FAIL: {why}");
+            }
+        }
+    }
+    for run in results.iter().filter(|r| r.errors > 0) {
+        println!("\nErrors in {} / {}:", run.scenario, run.target.name());
+        for sample in &run.samples {
+            println!("- {sample}");
+        }
+    }
+    println!(
+        "\nTotal bench time: {:.0} s.",
+        total_started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&state_dir);
+    client_rt.shutdown_timeout(Duration::from_secs(2));
+    server_rt.shutdown_timeout(Duration::from_secs(2));
+    if failed {
+        std::process::exit(1);
+    }
+}
