@@ -340,11 +340,25 @@ async fn search_inner(
         None => None,
     };
     let base = base_url(state, headers);
-    let self_url = if identity.is_empty() {
-        format!("{base}/{resource_type}")
-    } else {
-        format!("{base}/{resource_type}?{identity}")
+    // Links keep the output format the client chose, outside the cursor's query identity.
+    let presentation: Vec<(String, String)> = ["_format", "_pretty"]
+        .iter()
+        .filter_map(|name| param(pairs, name).map(|v| ((*name).to_owned(), v.to_owned())))
+        .collect();
+    let link = |extra: &[(String, String)]| {
+        let query: Vec<(String, String)> = plan
+            .applied
+            .iter()
+            .chain(extra)
+            .chain(&presentation)
+            .cloned()
+            .collect();
+        match encode_query(&query) {
+            query if query.is_empty() => format!("{base}/{resource_type}"),
+            query => format!("{base}/{resource_type}?{query}"),
+        }
     };
+    let self_url = link(&[]);
 
     let mut warnings: Vec<Issue> = plan
         .ignored
@@ -390,12 +404,10 @@ async fn search_inner(
                 expression: None,
             });
         }
-        let next_url = page.next.as_ref().map(|key| {
-            let token = state.signer.seal(&identity, key);
-            let separator = if identity.is_empty() { "" } else { "&" };
-            let cursor = encode_query(&[("_cursor".to_owned(), token)]);
-            format!("{base}/{resource_type}?{identity}{separator}{cursor}")
-        });
+        let next_url = page
+            .next
+            .as_ref()
+            .map(|key| link(&[("_cursor".to_owned(), state.signer.seal(&identity, key))]));
         let matches: Vec<Json> = page
             .matches
             .into_iter()

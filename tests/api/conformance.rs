@@ -211,6 +211,13 @@ on_every_backend!(xml_output_is_r4_xml, |app: TestApp| async move {
         reply.header("content-type").unwrap(),
         "application/json; charset=utf-8"
     );
+    let bundle = app.get("Patient?_count=2&_format=xml").await;
+    let text = String::from_utf8(bundle.body).unwrap();
+    assert_eq!(
+        text.matches("_format=xml\"/>").count(),
+        2,
+        "self and next links keep the format"
+    );
     let pretty = app.get("Patient/2?_pretty=true").await;
     assert!(
         String::from_utf8(pretty.body)
