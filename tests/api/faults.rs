@@ -168,3 +168,50 @@ on_every_backend!(legacy_sessions_refuse_writes, |app: TestApp| async move {
     let reply = app.get("Patient?family=Intruder").await;
     assert_eq!(crate::support::matches(&reply.json()).len(), 0);
 });
+
+/// A practice gives Portico a SELECT-only account: it serves everything, and its password never
+/// appears in what `portico check` prints.
+#[tokio::test]
+async fn a_select_only_account_is_enough() {
+    let db_url = seed(Backend::MariaDb, "readonly").await;
+    let writer = portico::db::fixture::FixtureWriter::open(&db_url)
+        .await
+        .unwrap();
+    for statement in [
+        "CREATE USER IF NOT EXISTS 'portico_ro'@'127.0.0.1' IDENTIFIED BY 'ro-S3cret'",
+        "CREATE USER IF NOT EXISTS 'portico_ro'@'localhost' IDENTIFIED BY 'ro-S3cret'",
+        "GRANT SELECT ON `portico_t_readonly`.* TO 'portico_ro'@'127.0.0.1'",
+        "GRANT SELECT ON `portico_t_readonly`.* TO 'portico_ro'@'localhost'",
+    ] {
+        writer.execute(statement, &[]).await.unwrap();
+    }
+    writer.close().await;
+    let host = mysql_server_url().rsplit('@').next().unwrap().to_owned();
+    let read_only_url = format!("mysql://portico_ro:ro-S3cret@{host}/portico_t_readonly");
+    let app = TestApp::at(
+        start(&settings(&read_only_url, 5000)).await,
+        read_only_url.clone(),
+    );
+    assert_eq!(
+        app.all_pages("Patient?_count=50").await.len(),
+        crate::support::PATIENTS
+    );
+    app.get_fhir("Claim?_count=5&_include=Claim:patient", 200)
+        .await;
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("check")
+        .env("PORTICO_LEGACY__ADAPTER", "openemr")
+        .env("PORTICO_LEGACY__URL", &read_only_url)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("portico_ro:***@"), "{report}");
+    assert!(
+        !report.contains("ro-S3cret"),
+        "the password leaked: {report}"
+    );
+}
