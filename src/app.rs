@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::adapter;
 use crate::api::{AppState, router};
 use crate::config::Settings;
-use crate::db;
+use crate::db::Database;
 use crate::fhir::capability::BASE_STATEMENT;
 use crate::repository::Repository;
 use crate::search::cursor::CursorSigner;
@@ -87,8 +87,8 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let adapter = Arc::new(load_adapter(settings)?);
         settings.legacy.require_url()?;
-        let database =
-            db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
+        let database = Database::connect_lazy(&settings.legacy.db_settings())
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         if !adapter.dialects.contains(&database.dialect()) {
             anyhow::bail!(
                 "adapter {} does not support {} databases (it lists {:?})",

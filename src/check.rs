@@ -10,7 +10,7 @@ use crate::adapter::format::ColumnType;
 use crate::adapter::model::{BASE_ALIAS, ColumnRef, Mapping, PredicateOp, SearchKind};
 use crate::app::load_adapter;
 use crate::config;
-use crate::db::{self, Database, redact_url};
+use crate::db::{Database, redact_url};
 
 /// What a column must hold for the way a mapping uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +40,8 @@ pub async fn run(config_file: Option<PathBuf>, offline: bool) -> anyhow::Result<
         return Ok(ExitCode::SUCCESS);
     }
     settings.legacy.require_url()?;
-    let database =
-        db::open(&settings.legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
+    let database = Database::connect_lazy(&settings.legacy.db_settings())
+        .map_err(|e| anyhow::anyhow!(e.message))?;
     if let Err(error) = database.ping().await {
         println!(
             "FAIL cannot reach {}: {}",

@@ -113,8 +113,3 @@ fn read_toml<T: serde::de::DeserializeOwned>(
         }
     }
 }
-
-/// Resolves an adapter name to its folder: `<adapters dir>/<name>`.
-pub fn adapter_dir(adapters_dir: &Path, name: &str) -> PathBuf {
-    adapters_dir.join(name)
-}

@@ -158,12 +158,10 @@ impl FixtureWriter {
         };
         for statement in statements(&script) {
             match &self.pool {
-                Pool::MySql(pool) => pool.execute(statement.as_str()).await.map_err(failed)?,
-                Pool::Sqlite(pool) => {
-                    pool.execute(statement.as_str()).await.map_err(failed)?;
-                    continue;
-                }
-            };
+                Pool::MySql(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
+                Pool::Sqlite(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
+            }
+            .map_err(failed)?;
         }
         Ok(())
     }

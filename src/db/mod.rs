@@ -408,11 +408,6 @@ fn classify(error: sqlx::Error) -> DbError {
     DbError::new(kind, error.to_string())
 }
 
-/// Builds the pool for `settings`; the dialect is the URL's.
-pub fn open(settings: &DbSettings) -> Result<Database, DbError> {
-    Database::connect_lazy(settings)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
