@@ -133,7 +133,7 @@ impl FixtureWriter {
                         .map_err(failed)?,
                 )
             }
-            None => {
+            Some(DialectKind::Mssql) | None => {
                 return Err(DbError {
                     kind: DbErrorKind::Query,
                     message: format!("unsupported fixture URL {}", super::redact_url(url)),
@@ -153,8 +153,8 @@ impl FixtureWriter {
     /// Runs a DDL script written for MySQL, adapted for SQLite when needed.
     pub async fn execute_script(&self, mysql_script: &str) -> Result<(), DbError> {
         let script = match self.dialect() {
-            DialectKind::Mysql => mysql_script.to_owned(),
             DialectKind::Sqlite => mysql_ddl_to_sqlite(mysql_script),
+            DialectKind::Mysql | DialectKind::Mssql => mysql_script.to_owned(),
         };
         for statement in statements(&script) {
             match &self.pool {
@@ -268,6 +268,10 @@ fn insert_sql(
                 DialectKind::Mysql => sql.push('?'),
                 DialectKind::Sqlite => {
                     sql.push('?');
+                    sql.push_str(&index.to_string());
+                }
+                DialectKind::Mssql => {
+                    sql.push_str("@P");
                     sql.push_str(&index.to_string());
                 }
             }

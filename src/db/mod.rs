@@ -140,7 +140,8 @@ impl Database {
                     .connect_lazy_with(options.read_only(true));
                 Pool::Sqlite(pool)
             }
-            None => {
+            // SQL Server renders (dialect::Mssql) but has no driver here yet.
+            Some(DialectKind::Mssql) | None => {
                 return Err(DbError::new(
                     DbErrorKind::Unavailable,
                     format!(
@@ -219,6 +220,12 @@ impl Database {
             },
             DialectKind::Sqlite => RenderedQuery {
                 sql: "SELECT name, type FROM pragma_table_info(?1)".into(),
+                params: vec![Value::Text(table.to_owned())],
+            },
+            DialectKind::Mssql => RenderedQuery {
+                sql: "SELECT COLUMN_NAME, DATA_TYPE FROM INFORMATION_SCHEMA.COLUMNS \
+                      WHERE TABLE_NAME = @P1 ORDER BY ORDINAL_POSITION"
+                    .into(),
                 params: vec![Value::Text(table.to_owned())],
             },
         };

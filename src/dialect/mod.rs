@@ -2,11 +2,13 @@
 //!
 //! Architecture invariant: this module does no I/O and knows no driver. Every dialect shares one
 //! renderer; a dialect only answers the questions where SQL engines differ (quoting, placeholders,
-//! row limits, case-sensitive comparison). Adding T-SQL or PostgreSQL means one new `Dialect` impl.
+//! row limits, case-sensitive comparison). MySQL/MariaDB, SQLite and T-SQL are here; PostgreSQL is
+//! one more `Dialect` impl.
 
 pub mod ast;
 mod mysql;
 mod sqlite;
+mod tsql;
 
 use std::fmt::Write;
 
@@ -20,6 +22,8 @@ use self::ast::{CmpOp, Cond, Expr, JoinKind, LikeMode, Select, Value};
 pub enum DialectKind {
     Mysql,
     Sqlite,
+    /// SQL Server. Rendering and snapshot tests exist; the driver (tiberius) is not wired yet.
+    Mssql,
 }
 
 impl DialectKind {
@@ -27,6 +31,7 @@ impl DialectKind {
         match self {
             DialectKind::Mysql => "mysql",
             DialectKind::Sqlite => "sqlite",
+            DialectKind::Mssql => "mssql",
         }
     }
 
@@ -34,6 +39,7 @@ impl DialectKind {
         match self {
             DialectKind::Mysql => &mysql::MySql,
             DialectKind::Sqlite => &sqlite::Sqlite,
+            DialectKind::Mssql => &tsql::Tsql,
         }
     }
 }

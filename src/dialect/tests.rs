@@ -88,6 +88,20 @@ fn sqlite_renders_double_quotes_and_numbered_placeholders() {
 }
 
 #[test]
+fn tsql_renders_brackets_named_placeholders_and_top() {
+    let query = render(DialectKind::Mssql, &sample());
+    assert_eq!(
+        query.sql,
+        "SELECT TOP 21 [t].[pid], [m].[title] FROM [patient_data] [t] LEFT JOIN [list_options] [m] ON \
+         ([m].[option_id] = [t].[status] AND [m].[list_id] = @P1) WHERE ([t].[lname] LIKE @P2 ESCAPE '!' \
+         AND [t].[sex] IN (@P3) AND ([t].[fname] = @P4 AND [t].[fname] COLLATE Latin1_General_BIN2 = @P5)) \
+         ORDER BY [t].[pid] DESC"
+    );
+    assert_eq!(query.params.len(), 5);
+    assert_eq!(super::quote_ident(DialectKind::Mssql, "End]"), "[End]]]");
+}
+
+#[test]
 fn quoting_doubles_embedded_quote_characters() {
     assert_eq!(super::quote_ident(DialectKind::Mysql, "a`b"), "`a``b`");
     assert_eq!(

@@ -13,9 +13,10 @@ use crate::support::{PATIENTS, TestApp, ids, matches};
 /// Counts rows with plain SQL written for the test: an oracle independent of the compiler.
 async fn oracle_count(app: &TestApp, sql: &str, params: Vec<Value>) -> usize {
     let database = crate::support::legacy_database(&app.db_url, std::time::Duration::from_secs(10));
+    // The oracle SQL is written with MySQL quoting; SQLite takes double quotes.
     let sql = match database.dialect() {
-        portico::dialect::DialectKind::Mysql => sql.to_owned(),
         portico::dialect::DialectKind::Sqlite => sql.replace('`', "\""),
+        _ => sql.to_owned(),
     };
     let rows = database
         .fetch(&RenderedQuery { sql, params })

@@ -162,13 +162,16 @@ fn render_all(dialect: DialectKind) -> String {
                 continue;
             }
             let query = render(dialect, &page_select(branch, &Cond::True, None, 21));
-            let columns = query.sql.find(" FROM ").unwrap();
-            // The SELECT list is long and the same for every case of a mapping; the rest is what matters.
+            // The SELECT list is long and the same for every case of a mapping; what precedes it
+            // (T-SQL's TOP) and what follows it are what matter.
+            let first_column = query.sql.find(['`', '"', '[']).unwrap();
+            let from = query.sql.find(" FROM ").unwrap();
             writeln!(
                 out,
-                "-- {}\nSELECT ...{}",
+                "-- {}\n{}...{}",
                 branch.mapping.name,
-                &query.sql[columns..]
+                &query.sql[..first_column],
+                &query.sql[from..]
             )
             .unwrap();
             writeln!(out, "   params: {:?}", query.params).unwrap();
@@ -217,6 +220,11 @@ fn check_snapshot(name: &str, actual: &str) {
 #[test]
 fn mysql_sql_for_every_search_case() {
     check_snapshot("mysql.sql.txt", &render_all(DialectKind::Mysql));
+}
+
+#[test]
+fn tsql_sql_for_every_search_case() {
+    check_snapshot("tsql.sql.txt", &render_all(DialectKind::Mssql));
 }
 
 #[test]
