@@ -25,6 +25,10 @@ use crate::search::cursor::CursorKey;
 /// At most this many resources are added by `_include` and `_revinclude` per page.
 pub const MAX_INCLUDED: usize = 1000;
 
+/// Ids (or parent keys) looked up per statement. A key has at most a few columns, so a statement
+/// stays under SQL Server's 2,100-parameter limit, the lowest of the supported engines.
+const IDS_PER_QUERY: usize = 500;
+
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub adapter: Arc<Adapter>,
@@ -134,8 +138,7 @@ impl Repository {
                 }
             }
             let mut grouped: HashMap<String, Vec<Vec<Value>>> = HashMap::new();
-            // Chunked so that IN lists stay well under every engine's parameter limit.
-            for chunk in keys.chunks(500) {
+            for chunk in keys.chunks(IDS_PER_QUERY) {
                 let select = collection_select(collection, chunk);
                 for child in self.fetch(&select).await? {
                     if let Some(text) = text_key(&child[..collection.match_parent.len()]) {
@@ -320,23 +323,25 @@ impl Repository {
                 continue;
             };
             for (branch_index, mapping) in target_def.mappings.iter().enumerate() {
-                let conds: Vec<Cond> = ids
-                    .iter()
-                    .filter_map(|id| parse_id(mapping, id))
-                    .map(|t| t.cond)
-                    .collect();
-                if conds.is_empty() {
-                    continue;
+                for chunk in ids.chunks(IDS_PER_QUERY) {
+                    let conds: Vec<Cond> = chunk
+                        .iter()
+                        .filter_map(|id| parse_id(mapping, id))
+                        .map(|t| t.cond)
+                        .collect();
+                    if conds.is_empty() {
+                        continue;
+                    }
+                    let select = rows_select(
+                        mapping,
+                        Cond::and(vec![Cond::or(conds), extra.clone()]),
+                        Some(MAX_INCLUDED as u64 + 1),
+                    );
+                    let (loaded, _) = self
+                        .load(branch_index, mapping, &select, &[], &|_| true)
+                        .await?;
+                    add(target_type, loaded, &mut included);
                 }
-                let select = rows_select(
-                    mapping,
-                    Cond::and(vec![Cond::or(conds), extra.clone()]),
-                    Some(MAX_INCLUDED as u64 + 1),
-                );
-                let (loaded, _) = self
-                    .load(branch_index, mapping, &select, &[], &|_| true)
-                    .await?;
-                add(target_type, loaded, &mut included);
             }
         }
         let page_ids: Vec<String> = page.iter().map(|l| l.resource.id.clone()).collect();
@@ -345,19 +350,21 @@ impl Repository {
                 continue;
             };
             for (branch_index, mapping) in source_def.mappings.iter().enumerate() {
-                let cond = referencing_cond(mapping, param, &plan.resource_type, &page_ids);
-                if cond == Cond::False {
-                    continue;
+                for chunk in page_ids.chunks(IDS_PER_QUERY) {
+                    let cond = referencing_cond(mapping, param, &plan.resource_type, chunk);
+                    if cond == Cond::False {
+                        continue;
+                    }
+                    let select = rows_select(
+                        mapping,
+                        Cond::and(vec![cond, extra.clone()]),
+                        Some(MAX_INCLUDED as u64 + 1),
+                    );
+                    let (loaded, _) = self
+                        .load(branch_index, mapping, &select, &[], &|_| true)
+                        .await?;
+                    add(source_type, loaded, &mut included);
                 }
-                let select = rows_select(
-                    mapping,
-                    Cond::and(vec![cond, extra.clone()]),
-                    Some(MAX_INCLUDED as u64 + 1),
-                );
-                let (loaded, _) = self
-                    .load(branch_index, mapping, &select, &[], &|_| true)
-                    .await?;
-                add(source_type, loaded, &mut included);
             }
         }
         Ok((included, truncated))
