@@ -4,7 +4,9 @@
 
 mod support;
 
-// CapabilityStatement, strict R4 validity of everything emitted, formats, OpenAPI, CORS.
+// The adapter conformance kit: every adapter × dialect.
+mod kit;
+// CapabilityStatement shape, formats, OpenAPI, CORS.
 mod conformance;
 // The binary: portico demo and portico check.
 mod commands;

@@ -32,9 +32,22 @@ pub fn mysql_server_url() -> String {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Seeds a fresh database for `test` and returns its URL.
+/// Seeds a fresh OpenEMR database for `test` and returns its URL.
 pub async fn seed(backend: Backend, test: &str) -> String {
-    let url = match backend {
+    let url = fresh_database(backend, test).await;
+    let writer = FixtureWriter::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    seed_openemr(&writer, PATIENTS)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer.close().await;
+    url
+}
+
+/// An empty database for `test` (recreated on MariaDB, a new file on SQLite); returns its URL.
+pub async fn fresh_database(backend: Backend, test: &str) -> String {
+    match backend {
         Backend::Sqlite => {
             let n = COUNTER.fetch_add(1, Ordering::SeqCst);
             let dir = std::env::temp_dir().join(format!("portico-test-{}-{n}", std::process::id()));
@@ -54,15 +67,7 @@ pub async fn seed(backend: Backend, test: &str) -> String {
                 });
             format!("{}/{name}", mysql_server_url())
         }
-    };
-    let writer = FixtureWriter::open(&url)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    seed_openemr(&writer, PATIENTS)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    writer.close().await;
-    url
+    }
 }
 
 pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
