@@ -6,6 +6,7 @@
 //! files are opened read-only. Only `fixture` (demo and test data) writes, through its own pool.
 
 pub mod fixture;
+mod mssql;
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ pub struct DbSettings {
 enum Pool {
     MySql(MySqlPool),
     Sqlite(SqlitePool),
+    Mssql(std::sync::Arc<mssql::MssqlPool>),
 }
 
 /// A pooled, read-only connection to a legacy database.
@@ -73,6 +75,7 @@ pub fn dialect_of(url: &str) -> Option<DialectKind> {
     match scheme {
         "mysql" | "mariadb" => Some(DialectKind::Mysql),
         "sqlite" => Some(DialectKind::Sqlite),
+        "mssql" | "sqlserver" => Some(DialectKind::Mssql),
         _ => None,
     }
 }
@@ -140,12 +143,17 @@ impl Database {
                     .connect_lazy_with(options.read_only(true));
                 Pool::Sqlite(pool)
             }
-            // SQL Server renders (dialect::Mssql) but has no driver here yet.
-            Some(DialectKind::Mssql) | None => {
+            Some(DialectKind::Mssql) => Pool::Mssql(std::sync::Arc::new(mssql::MssqlPool::new(
+                &settings.url,
+                settings.max_connections,
+                settings.statement_timeout,
+                settings.acquire_timeout,
+            )?)),
+            None => {
                 return Err(DbError::new(
                     DbErrorKind::Unavailable,
                     format!(
-                        "unsupported database URL {}: use mysql://, mariadb:// or sqlite://",
+                        "unsupported database URL {}: use mysql://, mariadb://, sqlite:// or mssql://",
                         redact_url(&settings.url)
                     ),
                 ));
@@ -161,6 +169,7 @@ impl Database {
         match self.pool {
             Pool::MySql(_) => DialectKind::Mysql,
             Pool::Sqlite(_) => DialectKind::Sqlite,
+            Pool::Mssql(_) => DialectKind::Mssql,
         }
     }
 
@@ -186,6 +195,8 @@ impl Database {
                     let rows = q.fetch_all(pool).await.map_err(classify)?;
                     rows.iter().map(decode_sqlite_row).collect()
                 }
+                // The SQL Server pool enforces the statement limit itself, connection by connection.
+                Pool::Mssql(pool) => pool.fetch(query).await,
             }
         };
         match tokio::time::timeout(limit, run).await {
@@ -248,6 +259,7 @@ impl Database {
         match &self.pool {
             Pool::MySql(pool) => pool.close().await,
             Pool::Sqlite(pool) => pool.close().await,
+            Pool::Mssql(pool) => pool.close().await,
         }
     }
 }
