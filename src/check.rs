@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use crate::adapter::Adapter;
 use crate::adapter::format::ColumnType;
-use crate::adapter::model::{BASE_ALIAS, ColumnRef, Mapping, PredicateOp, SearchKind};
+use crate::adapter::model::{ColumnRef, SearchKind};
 use crate::app::load_adapter;
 use crate::config;
 use crate::db::{Database, redact_url};
@@ -74,14 +74,13 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
     for def in adapter.resources.values() {
         for mapping in &def.mappings {
             let file = mapping.file.display().to_string();
-            let table_of = |column: &ColumnRef| table_for(mapping, column);
             tables.entry(mapping.table.clone()).or_default();
             for join in &mapping.joins {
                 tables.entry(join.table.clone()).or_default();
             }
-            let mut need = |table: String, column: &str, kind: Use| {
+            let mut need = |table: &str, column: &str, kind: Use| {
                 let entry = tables
-                    .entry(table)
+                    .entry(table.to_owned())
                     .or_default()
                     .entry(column.to_owned())
                     .or_insert((Use::Any, file.clone()));
@@ -89,18 +88,19 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
                     entry.0 = kind;
                 }
             };
-            for column in &mapping.columns {
-                need(table_of(column), &column.column, Use::Any);
+            for (table, column) in mapping.columns_read() {
+                need(table, column, Use::Any);
             }
+            let mut need_ref = |column: &ColumnRef, kind: Use| {
+                need(mapping.table_of(column), &column.column, kind)
+            };
             if !mapping.id.text {
                 for &index in &mapping.id.columns {
-                    let column = &mapping.columns[index];
-                    need(table_of(column), &column.column, Use::IntegerKey);
+                    need_ref(&mapping.columns[index], Use::IntegerKey);
                 }
             }
             if let Some(index) = mapping.last_updated {
-                let column = &mapping.columns[index];
-                need(table_of(column), &column.column, Use::DateOrTime);
+                need_ref(&mapping.columns[index], Use::DateOrTime);
             }
             for param in mapping.search.values() {
                 if let SearchKind::Date {
@@ -111,59 +111,16 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
                 } = &param.kind
                 {
                     if *column_type == ColumnType::Date || *column_type == ColumnType::Datetime {
-                        need(table_of(column), &column.column, Use::DateOrTime);
+                        need_ref(column, Use::DateOrTime);
                     }
                     if let Some(time) = time {
-                        need(table_of(time), &time.column, Use::DateOrTime);
+                        need_ref(time, Use::DateOrTime);
                     }
-                }
-            }
-            for predicate in mapping
-                .filter
-                .iter()
-                .chain(mapping.joins.iter().flat_map(|j| &j.on))
-            {
-                need(
-                    table_of(&predicate.column),
-                    &predicate.column.column,
-                    Use::Any,
-                );
-                if let PredicateOp::EqualsColumn(other) = &predicate.op {
-                    need(table_of(other), &other.column, Use::Any);
-                }
-            }
-            if let Some(latest) = &mapping.latest {
-                for column in std::iter::once(&latest.column).chain(&latest.partition) {
-                    need(table_of(column), &column.column, Use::Any);
-                }
-            }
-            for collection in &mapping.collections {
-                let columns = collection
-                    .columns
-                    .iter()
-                    .chain(collection.filter.iter().map(|p| &p.column));
-                for column in columns {
-                    need(collection.table.clone(), &column.column, Use::Any);
-                }
-                for column in &collection.order_by {
-                    need(collection.table.clone(), column, Use::Any);
                 }
             }
         }
     }
     tables
-}
-
-fn table_for(mapping: &Mapping, column: &ColumnRef) -> String {
-    if column.alias == BASE_ALIAS {
-        return mapping.table.clone();
-    }
-    mapping
-        .joins
-        .iter()
-        .find(|j| j.alias == column.alias)
-        .map(|j| j.table.clone())
-        .unwrap_or_else(|| mapping.table.clone())
 }
 
 fn fits(declared: &str, kind: Use) -> bool {

@@ -1,14 +1,19 @@
-//! The command line: `serve`, `demo` and `check`.
+//! The command line: `serve`, `demo`, `check` and `dictionary`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::Application;
+use crate::adapter::Adapter;
+use crate::app::{Application, load_adapter};
 use crate::config::{self, LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
 use crate::db::fixture::FixtureWriter;
+use crate::db::{Database, redact_url};
 use crate::demo::seed_openemr;
+use crate::dictionary::{self, Dictionary, FIXTURE_SCHEMA, TableColumns};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +55,29 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Print the adapter's data dictionary: every FHIR element with the legacy columns it comes
+    /// from, and the columns no mapping reads.
+    Dictionary {
+        /// Adapter name: a folder of the adapters directory.
+        #[arg(long)]
+        adapter: String,
+        #[arg(long, value_enum, default_value_t = DictionaryFormat::Md)]
+        format: DictionaryFormat,
+        /// Where adapters live (default: legacy.adapters_dir, else ./adapters).
+        #[arg(long)]
+        adapters_dir: Option<PathBuf>,
+        /// Settings file. With a legacy.url (here or in PORTICO_LEGACY__URL), unmapped columns
+        /// come from the live database; without one, from the adapter's fixture/schema.sql.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DictionaryFormat {
+    Md,
+    Csv,
+    Html,
 }
 
 pub fn main() -> ExitCode {
@@ -73,6 +101,12 @@ pub fn main() -> ExitCode {
                 database,
             } => demo(patients, host, port, database).await,
             Command::Check { config, offline } => return crate::check::run(config, offline).await,
+            Command::Dictionary {
+                adapter,
+                format,
+                adapters_dir,
+                config,
+            } => print_dictionary(adapter, format, adapters_dir, config).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -161,4 +195,99 @@ async fn demo(patients: usize, host: String, port: u16, database: PathBuf) -> an
     }
     application.run().await?;
     Ok(())
+}
+
+async fn print_dictionary(
+    adapter_name: String,
+    format: DictionaryFormat,
+    adapters_dir: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    // The command line names the adapter, over the settings file and the environment.
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.push(("PORTICO_LEGACY__ADAPTER".into(), adapter_name));
+    let mut settings = config::load_from(config_file.as_deref(), &env)?;
+    if let Some(dir) = adapters_dir {
+        settings.legacy.adapters_dir = dir;
+    }
+    let adapter = load_adapter(&settings)?;
+    let columns = if settings.legacy.url.expose().is_empty() {
+        fixture_columns(&adapter)?
+    } else {
+        Some(live_columns(&adapter, &settings.legacy).await?)
+    };
+    let dictionary = Dictionary::build(&adapter, columns.as_ref());
+    let page = match format {
+        DictionaryFormat::Md => dictionary::markdown(&dictionary),
+        DictionaryFormat::Csv => dictionary::csv(&dictionary),
+        DictionaryFormat::Html => dictionary::html(&dictionary),
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(page.as_bytes())
+        .context("cannot write the dictionary")?;
+    Ok(())
+}
+
+/// The tables' columns from the adapter's fixture schema, or `None` when it has none.
+fn fixture_columns(adapter: &Adapter) -> anyhow::Result<Option<TableColumns>> {
+    let path = adapter.dir.join(FIXTURE_SCHEMA);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let sql = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(TableColumns {
+        source: format!("the adapter's fixture schema `{FIXTURE_SCHEMA}`"),
+        tables: dictionary::parse_schema(&sql),
+    }))
+}
+
+/// The columns of every table the adapter reads, from the live database.
+async fn live_columns(adapter: &Adapter, legacy: &LegacySettings) -> anyhow::Result<TableColumns> {
+    let url = legacy.require_url()?;
+    let database =
+        Database::connect_lazy(&legacy.db_settings()).map_err(|e| anyhow::anyhow!(e.message))?;
+    let mut tables = std::collections::BTreeMap::new();
+    for table in dictionary::tables_read(adapter) {
+        let columns = database.table_columns(&table).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the columns of {table} from {}: {}",
+                redact_url(url),
+                e.message
+            )
+        })?;
+        if !columns.is_empty() {
+            tables.insert(table, columns.into_iter().map(|(name, _)| name).collect());
+        }
+    }
+    database.close().await;
+    Ok(TableColumns {
+        source: format!("the live database `{}`", redact_url(url)),
+        tables,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// adapters/openemr/DICTIONARY.md is what `portico dictionary --adapter openemr` prints
+    /// without a database (from the fixture schema).
+    #[test]
+    fn the_committed_openemr_dictionary_is_current() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr");
+        let adapter = crate::adapter::load(&dir).expect("the openemr adapter is valid");
+        let columns = fixture_columns(&adapter).expect("the fixture schema is readable");
+        assert!(columns.is_some(), "adapters/openemr has {FIXTURE_SCHEMA}");
+        let generated = dictionary::markdown(&Dictionary::build(&adapter, columns.as_ref()));
+        let committed = std::fs::read_to_string(dir.join("DICTIONARY.md")).unwrap_or_default();
+        assert!(
+            generated == committed,
+            "adapters/openemr/DICTIONARY.md is stale; regenerate it (without PORTICO_LEGACY__URL set) with:\n  \
+             cargo run -- dictionary --adapter openemr > adapters/openemr/DICTIONARY.md"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Portico: a read-only FHIR R4 facade over legacy practice-management databases.
 //!
 //! Modules in reading order: the pure core (`dialect`, `search`, `adapter`, `fhir`), then the
-//! edges (`db`, `repository`, `api`, `app`), then the tools (`cli`, `check`, `demo`, `config`).
+//! edges (`db`, `repository`, `api`, `app`), then the tools (`cli`, `check`,
+//! `dictionary`, `demo`, `config`).
 
 pub mod adapter;
 pub mod api;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod dialect;
+pub mod dictionary;
 pub mod error;
 pub mod fhir;
 pub mod repository;

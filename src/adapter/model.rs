@@ -3,7 +3,7 @@
 //! Every column a mapping mentions is interned once into `Mapping::columns`, the mapping's SELECT
 //! list, so mapping a row is indexing a slice, never a name lookup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -346,5 +346,50 @@ pub enum TokenTarget {
 impl Mapping {
     pub fn column_index(&self, column: &ColumnRef) -> Option<usize> {
         self.columns.iter().position(|c| c == column)
+    }
+
+    /// The table a column of the row scope reads: the table of the join its alias names, else the
+    /// base table.
+    pub fn table_of(&self, column: &ColumnRef) -> &str {
+        self.joins
+            .iter()
+            .find(|join| join.alias == column.alias)
+            .map_or(&self.table, |join| &join.table)
+    }
+
+    /// Every `(table, column)` this mapping's queries read: the SELECT list (elements, keys, search
+    /// columns, row conditions), source filters, join conditions, `latest`, and its collections.
+    pub fn columns_read(&self) -> BTreeSet<(&str, &str)> {
+        let mut read = BTreeSet::new();
+        let predicates = self
+            .filter
+            .iter()
+            .chain(self.joins.iter().flat_map(|j| &j.on));
+        let compared = predicates.flat_map(|predicate| {
+            let other = match &predicate.op {
+                PredicateOp::EqualsColumn(other) => Some(other),
+                _ => None,
+            };
+            std::iter::once(&predicate.column).chain(other)
+        });
+        let latest = self
+            .latest
+            .iter()
+            .flat_map(|latest| std::iter::once(&latest.column).chain(&latest.partition));
+        for column in self.columns.iter().chain(compared).chain(latest) {
+            read.insert((self.table_of(column), column.column.as_str()));
+        }
+        for collection in &self.collections {
+            let columns = collection
+                .columns
+                .iter()
+                .chain(collection.filter.iter().map(|p| &p.column))
+                .map(|c| c.column.as_str());
+            let order = collection.order_by.iter().map(String::as_str);
+            for column in columns.chain(order) {
+                read.insert((collection.table.as_str(), column));
+            }
+        }
+        read
     }
 }
