@@ -11,6 +11,8 @@ use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
 use crate::dialect::ast::Value;
 
+pub mod opendental;
+
 /// The OpenEMR tables the openemr adapter reads, with their real column types.
 pub const OPENEMR_SCHEMA: &str = include_str!("../../adapters/openemr/fixture/schema.sql");
 
@@ -34,20 +36,20 @@ impl Rng {
         self.next_u64() % n
     }
 
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+    pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len() as u64) as usize]
     }
 
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 
-    fn between(&mut self, low: f64, high: f64) -> f64 {
+    pub(crate) fn between(&mut self, low: f64, high: f64) -> f64 {
         low + (self.next_u64() as f64 / u64::MAX as f64) * (high - low)
     }
 }
 
-const FAMILY: &[&str] = &[
+pub(crate) const FAMILY: &[&str] = &[
     "Smith",
     "Johnson",
     "Williams",
@@ -94,7 +96,7 @@ const FAMILY: &[&str] = &[
     "Van der Berg",
     "Nakamura",
 ];
-const GIVEN_FEMALE: &[&str] = &[
+pub(crate) const GIVEN_FEMALE: &[&str] = &[
     "Mary",
     "Patricia",
     "Jennifer",
@@ -117,7 +119,7 @@ const GIVEN_FEMALE: &[&str] = &[
     "Amanda",
     "Zoë",
 ];
-const GIVEN_MALE: &[&str] = &[
+pub(crate) const GIVEN_MALE: &[&str] = &[
     "James",
     "Robert",
     "John",
@@ -150,7 +152,7 @@ const CITIES: &[(&str, &str, &str)] = &[
     ("Madison", "WI", "53703"),
     ("Raleigh", "NC", "27601"),
 ];
-const STREETS: &[&str] = &[
+pub(crate) const STREETS: &[&str] = &[
     "Main St",
     "Oak Ave",
     "Maple Dr",
@@ -258,11 +260,11 @@ const DIAGNOSES: &[(&str, &str)] = &[
     ),
 ];
 
-fn text(s: &str) -> Value {
+pub(crate) fn text(s: &str) -> Value {
     Value::Text(s.to_owned())
 }
 
-fn int(i: i64) -> Value {
+pub(crate) fn int(i: i64) -> Value {
     Value::Int(i)
 }
 
@@ -276,7 +278,7 @@ fn decimal(f: f64, places: u32) -> Value {
     )
 }
 
-fn base_time() -> NaiveDateTime {
+pub(crate) fn base_time() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(2025, 1, 6)
         .expect("valid")
         .and_time(NaiveTime::MIN)
