@@ -274,20 +274,25 @@ mod tests {
 
     use super::*;
 
-    /// adapters/openemr/DICTIONARY.md is what `portico dictionary --adapter openemr` prints
-    /// without a database (from the fixture schema).
+    /// adapters/<name>/DICTIONARY.md is what `portico dictionary --adapter <name>` prints without
+    /// a database (from the fixture schema), for every shipped adapter.
     #[test]
-    fn the_committed_openemr_dictionary_is_current() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr");
-        let adapter = crate::adapter::load(&dir).expect("the openemr adapter is valid");
-        let columns = fixture_columns(&adapter).expect("the fixture schema is readable");
-        assert!(columns.is_some(), "adapters/openemr has {FIXTURE_SCHEMA}");
-        let generated = dictionary::markdown(&Dictionary::build(&adapter, columns.as_ref()));
-        let committed = std::fs::read_to_string(dir.join("DICTIONARY.md")).unwrap_or_default();
-        assert!(
-            generated == committed,
-            "adapters/openemr/DICTIONARY.md is stale; regenerate it (without PORTICO_LEGACY__URL set) with:\n  \
-             cargo run -- dictionary --adapter openemr > adapters/openemr/DICTIONARY.md"
-        );
+    fn the_committed_dictionaries_are_current() {
+        for name in ["openemr", "opendental"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("adapters")
+                .join(name);
+            let adapter = crate::adapter::load(&dir)
+                .unwrap_or_else(|e| panic!("the {name} adapter is invalid: {e:?}"));
+            let columns = fixture_columns(&adapter).expect("the fixture schema is readable");
+            assert!(columns.is_some(), "adapters/{name} has {FIXTURE_SCHEMA}");
+            let generated = dictionary::markdown(&Dictionary::build(&adapter, columns.as_ref()));
+            let committed = std::fs::read_to_string(dir.join("DICTIONARY.md")).unwrap_or_default();
+            assert!(
+                generated == committed,
+                "adapters/{name}/DICTIONARY.md is stale; regenerate it (without PORTICO_LEGACY__URL set) with:\n  \
+                 cargo run -- dictionary --adapter {name} > adapters/{name}/DICTIONARY.md"
+            );
+        }
     }
 }

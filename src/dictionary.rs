@@ -655,12 +655,21 @@ impl Walker<'_> {
             | Transform::Map { column, .. }
             | Transform::Number { column, .. }
             | Transform::Integer { column }
+            | Transform::Length { column, .. }
             | Transform::Boolean { column }
             | Transform::Text { column, .. } => push_at(out, context.at(*column)),
-            Transform::DateTime { column, time, .. } => {
+            Transform::DateTime {
+                column,
+                time,
+                add_minutes,
+                ..
+            } => {
                 push_at(out, context.at(*column));
                 if let Some(time) = time {
                     push_at(out, context.at(*time));
+                }
+                if let Some(minutes) = add_minutes {
+                    self.gather(minutes, context, out);
                 }
             }
             Transform::Reference { columns, .. } => {
@@ -715,6 +724,7 @@ impl Walker<'_> {
                 format,
                 instant,
                 zone,
+                add_minutes,
                 ..
             } => {
                 let mut options = Vec::new();
@@ -729,6 +739,9 @@ impl Walker<'_> {
                 }
                 if *instant {
                     options.push("instant".to_owned());
+                }
+                if add_minutes.is_some() {
+                    options.push("plus minutes".to_owned());
                 }
                 let tail = if options.is_empty() {
                     String::new()
@@ -759,6 +772,10 @@ impl Walker<'_> {
                 ("number".to_owned(), tail)
             }
             Transform::Integer { .. } => ("integer".to_owned(), String::new()),
+            Transform::Length { multiply, .. } => (
+                "length".to_owned(),
+                multiply.map(|m| format!(" ×{m}")).unwrap_or_default(),
+            ),
             Transform::Boolean { .. } => ("boolean".to_owned(), String::new()),
             Transform::Text { case, .. } => (
                 "text".to_owned(),

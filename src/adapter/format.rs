@@ -171,6 +171,9 @@ pub struct SearchSpec {
     pub column_type: Option<ColumnType>,
     /// IANA zone of a date column when it differs from the adapter's.
     pub zone: Option<String>,
+    /// The column holds date-times as text in this strftime layout (e.g. "%Y%m%d%H%M%S"), which
+    /// must sort in time order; search bounds are bound as text in the same layout.
+    pub format: Option<String>,
     pub map: Option<String>,
     pub system: Option<String>,
     #[serde(default)]
@@ -226,6 +229,8 @@ pub enum TransformSpec {
         instant: bool,
         /// IANA zone of this column when it differs from the adapter's (e.g. "UTC").
         zone: Option<String>,
+        /// Minutes to add (a number leaf or transform), e.g. an appointment's length for its end.
+        add_minutes: Option<toml::Value>,
     },
     Map {
         column: String,
@@ -240,6 +245,12 @@ pub enum TransformSpec {
     },
     Integer {
         column: String,
+    },
+    /// The number of characters of a text column, times `multiply` (Open Dental's `Pattern`
+    /// holds an appointment's length as one character per 5 minutes).
+    Length {
+        column: String,
+        multiply: Option<f64>,
     },
     Boolean {
         column: String,

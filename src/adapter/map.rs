@@ -407,17 +407,31 @@ impl<'a> Evaluator<'a> {
                 format,
                 instant,
                 zone,
+                add_minutes,
             } => {
                 let timezone = zone.unwrap_or(self.timezone);
                 let local = cell_datetime(self.cell(*column), format.as_deref())?;
                 let time = time.and_then(|t| cell_time(self.cell(t)));
-                let text = match (local, time) {
-                    (LocalDateTime::DateTime(dt), _) => format_instant(dt, timezone),
-                    (LocalDateTime::Date(d), Some(t)) => format_instant(d.and_time(t), timezone),
-                    (LocalDateTime::Date(d), None) if *instant => {
-                        format_instant(d.and_time(NaiveTime::MIN), timezone)
+                let moment = match (local, time) {
+                    (LocalDateTime::DateTime(dt), _) => Some(dt),
+                    (LocalDateTime::Date(d), Some(t)) => Some(d.and_time(t)),
+                    (LocalDateTime::Date(d), None) if *instant => Some(d.and_time(NaiveTime::MIN)),
+                    (LocalDateTime::Date(_), None) => None,
+                };
+                let shift = match add_minutes {
+                    // A declared offset that is absent on this row makes the value absent too.
+                    Some(minutes) => Some(self.node(minutes)?.as_f64()?),
+                    None => None,
+                };
+                let text = match (moment, local) {
+                    (Some(moment), _) => {
+                        let seconds = (shift.unwrap_or(0.0) * 60.0).round() as i64;
+                        format_instant(moment + TimeDelta::seconds(seconds), timezone)
                     }
-                    (LocalDateTime::Date(d), None) => d.format("%Y-%m-%d").to_string(),
+                    (None, LocalDateTime::Date(d)) if shift.is_none() => {
+                        d.format("%Y-%m-%d").to_string()
+                    }
+                    (None, _) => return None,
                 };
                 Some(Json::String(text))
             }
@@ -443,6 +457,10 @@ impl<'a> Evaluator<'a> {
                     number = (number * scale).round() / scale;
                 }
                 json_number(number)
+            }
+            Transform::Length { column, multiply } => {
+                let text = cell_text(self.cell(*column))?;
+                json_number(text.chars().count() as f64 * multiply.unwrap_or(1.0))
             }
             Transform::Integer { column } => {
                 let number = cell_number(self.cell(*column))?;

@@ -187,6 +187,7 @@ pub enum Transform {
         format: Option<String>,
         instant: bool,
         zone: Option<Tz>,
+        add_minutes: Option<Node>,
     },
     Map {
         column: usize,
@@ -200,6 +201,10 @@ pub enum Transform {
     },
     Integer {
         column: usize,
+    },
+    Length {
+        column: usize,
+        multiply: Option<f64>,
     },
     Boolean {
         column: usize,
@@ -311,6 +316,8 @@ pub enum SearchKind {
         time: Option<ColumnRef>,
         column_type: ColumnType,
         zone: Option<Tz>,
+        /// Text layout of a date-time kept as text (see `SearchSpec::format`).
+        format: Option<String>,
     },
     Reference {
         targets: Vec<ReferenceTarget>,

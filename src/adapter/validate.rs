@@ -713,6 +713,29 @@ fn compile_mapping(
     })
 }
 
+/// The text layout of a date parameter, checked: formatting with a broken layout would fail at
+/// search time, so it must fail here.
+fn text_date_format(ctx: &mut FileContext, path: &str, spec: &SearchSpec) -> Option<String> {
+    let layout = spec.format.as_ref()?;
+    let broken = chrono::format::StrftimeItems::new(layout)
+        .any(|item| matches!(item, chrono::format::Item::Error));
+    if broken || layout.is_empty() {
+        ctx.issue(
+            &format!("{path}.format"),
+            format!("{layout:?} is not a strftime layout"),
+        );
+        return None;
+    }
+    if spec.time_column.is_some() {
+        ctx.issue(
+            &format!("{path}.format"),
+            "a text date-time cannot also take a time_column",
+        );
+        return None;
+    }
+    Some(layout.clone())
+}
+
 fn parse_zone(ctx: &mut FileContext, path: &str, zone: &str) -> Option<Tz> {
     let parsed = zone.parse().ok();
     if parsed.is_none() {
@@ -1059,6 +1082,7 @@ fn search_param(
                     .zone
                     .as_ref()
                     .and_then(|z| parse_zone(ctx, &format!("{path}.zone"), z)),
+                format: text_date_format(ctx, path, spec),
             }
         }
         SearchType::Reference => {
@@ -1274,13 +1298,28 @@ impl NodeBuilder<'_> {
                 format,
                 instant,
                 zone,
-            } => Transform::DateTime {
-                column: col(self, ctx, "column", &column),
-                time: time.map(|t| col(self, ctx, "time", &t)),
-                format,
-                instant,
-                zone: zone.and_then(|z| parse_zone(ctx, &format!("{path}.zone"), &z)),
-            },
+                add_minutes,
+            } => {
+                let column = col(self, ctx, "column", &column);
+                let time = time.map(|t| col(self, ctx, "time", &t));
+                let add_minutes = add_minutes.map(|minutes| {
+                    self.node(
+                        ctx,
+                        scope,
+                        &format!("{path}.add_minutes"),
+                        &minutes,
+                        node_scope,
+                    )
+                });
+                Transform::DateTime {
+                    column,
+                    time,
+                    format,
+                    instant,
+                    zone: zone.and_then(|z| parse_zone(ctx, &format!("{path}.zone"), &z)),
+                    add_minutes,
+                }
+            }
             TransformSpec::Map { column, map } => {
                 let Some(code_map) = self.maps.get(&map).cloned() else {
                     ctx.issue(
@@ -1307,6 +1346,10 @@ impl NodeBuilder<'_> {
             },
             TransformSpec::Integer { column } => Transform::Integer {
                 column: col(self, ctx, "column", &column),
+            },
+            TransformSpec::Length { column, multiply } => Transform::Length {
+                column: col(self, ctx, "column", &column),
+                multiply,
             },
             TransformSpec::Boolean { column } => Transform::Boolean {
                 column: col(self, ctx, "column", &column),

@@ -355,9 +355,12 @@ fn clause_cond(
             &key,
             modifier,
             &values,
-            &column,
-            None,
-            ColumnType::Datetime,
+            DateColumns {
+                column: &column,
+                time: None,
+                column_type: ColumnType::Datetime,
+                text_layout: None,
+            },
             timezone,
             now,
         )
@@ -385,13 +388,17 @@ fn clause_cond(
             time,
             column_type,
             zone,
+            format,
         } => date_cond(
             &key,
             modifier,
             &values,
-            column,
-            time.as_ref(),
-            *column_type,
+            DateColumns {
+                column,
+                time: time.as_ref(),
+                column_type: *column_type,
+                text_layout: format.as_deref(),
+            },
             zone.unwrap_or(timezone),
             now,
         )
@@ -632,25 +639,56 @@ fn token_cond(
     Ok(ClauseCond::sql(Cond::or(either)))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A date-time as a text bound in `layout`. Digit-only layouts (HL7 `YYYYMMDD[HHMM[SS]]`) often
+/// hold values of several precisions; without its trailing zeros the bound compares with a shorter
+/// value as if that value were padded with zeros ("20231102" is midnight).
+fn text_bound(at: NaiveDateTime, layout: &str) -> String {
+    let text = at.format(layout).to_string();
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        text.trim_end_matches('0').to_owned()
+    } else {
+        text
+    }
+}
+
+/// The column(s) a date parameter compares with, and how they hold dates.
+struct DateColumns<'a> {
+    column: &'a ColumnRef,
+    time: Option<&'a ColumnRef>,
+    column_type: ColumnType,
+    /// Set when the column holds date-times as text in this layout.
+    text_layout: Option<&'a str>,
+}
+
 fn date_cond(
     key: &str,
     modifier: Option<&str>,
     values: &[String],
-    column: &ColumnRef,
-    time: Option<&ColumnRef>,
-    column_type: ColumnType,
+    columns: DateColumns<'_>,
     timezone: Tz,
     now: NaiveDateTime,
 ) -> Result<Cond, SearchError> {
+    let DateColumns {
+        column,
+        time,
+        column_type,
+        text_layout,
+    } = columns;
     let date_floor = chrono::NaiveDate::from_ymd_opt(1, 1, 2).expect("valid date");
+    // Sentinel dates (0000-00-00, 0001-01-01) mean "no date" in legacy schemas.
+    let floor = match text_layout {
+        Some(layout) => Value::Text(text_bound(
+            date_floor.and_time(chrono::NaiveTime::MIN),
+            layout,
+        )),
+        None => Value::Date(date_floor),
+    };
     let present = Cond::and(vec![
         Cond::IsNull {
             expr: column_expr(column),
             negated: true,
         },
-        // Sentinel dates (0000-00-00, 0001-01-01) mean "no date" in legacy schemas.
-        Cond::compare(column_expr(column), CmpOp::Ge, Value::Date(date_floor)),
+        Cond::compare(column_expr(column), CmpOp::Ge, floor),
     ]);
     match modifier {
         None => {}
@@ -667,6 +705,11 @@ fn date_cond(
         let query =
             parse_date_query(value, timezone).map_err(|message| SearchError::new(key, message))?;
         alternatives.push(match (column_type, time) {
+            // Text in a layout that sorts in time order: compare as text.
+            _ if text_layout.is_some() => point_cond(&query, now, |op, at| {
+                let layout = text_layout.expect("guarded");
+                Cond::compare(column_expr(column), op, Value::Text(text_bound(at, layout)))
+            }),
             (ColumnType::Datetime, _) => point_cond(&query, now, |op, at| {
                 Cond::compare(column_expr(column), op, Value::DateTime(at))
             }),
@@ -1301,3 +1344,34 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod text_bound_tests {
+    use chrono::NaiveDateTime;
+
+    use super::text_bound;
+
+    #[test]
+    fn digit_bounds_compare_like_zero_padded_values() {
+        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap();
+        let bound = text_bound(at("2023-11-02 00:00:00"), "%Y%m%d%H%M%S");
+        assert_eq!(bound, "20231102");
+        // Values of every precision on and after the bound compare >= it; earlier ones do not.
+        for later in [
+            "20231102",
+            "2023110200",
+            "202311021430",
+            "20231102143000",
+            "20231103",
+        ] {
+            assert!(later >= bound.as_str(), "{later}");
+        }
+        assert!("20231101235959" < bound.as_str());
+        let afternoon = text_bound(at("2023-11-02 14:30:00"), "%Y%m%d%H%M%S");
+        assert!("202311021430" >= afternoon.as_str() && "2023110214" < afternoon.as_str());
+        assert_eq!(
+            text_bound(at("2023-11-02 00:00:00"), "%Y-%m-%d %H:%M:%S"),
+            "2023-11-02 00:00:00"
+        );
+    }
+}

@@ -491,3 +491,9 @@ kit!(
     MariaDb,
     portico::demo::seed_openemr
 );
+kit!(
+    opendental_on_mariadb,
+    "opendental",
+    MariaDb,
+    portico::demo::opendental::seed_opendental
+);

@@ -323,3 +323,45 @@ deceasedDateTime = { fn = "datetime", column = "died_utc", zone = "UTC" }
         None
     );
 }
+
+#[test]
+fn lengths_and_minutes_added_to_a_start() {
+    let appointment = mapping(
+        "Appointment",
+        r#"
+version = 1
+resource = "Appointment"
+[source]
+table = "appointment"
+id = { columns = ["AptNum"] }
+[elements]
+start = { fn = "datetime", column = "AptDateTime", instant = true }
+end = { fn = "datetime", column = "AptDateTime", instant = true, add_minutes = { fn = "length", column = "Pattern", multiply = 5 } }
+minutesDuration = { fn = "length", column = "Pattern", multiply = 5 }
+"#,
+    );
+    let mapped = map_one(
+        &appointment,
+        &[
+            ("AptNum", Value::Int(1)),
+            ("AptDateTime", Value::Text("2024-03-10 01:30:00".into())),
+            ("Pattern", Value::Text("XXXX//".into())),
+        ],
+    );
+    let resource = &mapped[0].resource;
+    assert_eq!(resource["minutesDuration"], 30);
+    assert_eq!(resource["start"], "2024-03-10T01:30:00-05:00");
+    assert_eq!(
+        resource["end"], "2024-03-10T03:00:00-04:00",
+        "the end crosses the clock change"
+    );
+    let without_pattern = map_one(
+        &appointment,
+        &[
+            ("AptNum", Value::Int(2)),
+            ("AptDateTime", Value::Text("2024-03-11 09:00:00".into())),
+        ],
+    );
+    assert!(without_pattern[0].resource.get("end").is_none());
+    assert!(without_pattern[0].resource.get("minutesDuration").is_none());
+}
