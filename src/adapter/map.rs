@@ -425,8 +425,15 @@ impl<'a> Evaluator<'a> {
                 };
                 let text = match (moment, local) {
                     (Some(moment), _) => {
+                        // Legacy data can hold anything: an impossible shift is absent, not a panic.
                         let seconds = (shift.unwrap_or(0.0) * 60.0).round() as i64;
-                        format_instant(moment + TimeDelta::seconds(seconds), timezone)
+                        let shifted =
+                            moment.checked_add_signed(TimeDelta::try_seconds(seconds)?)?;
+                        // FHIR date-times have four-digit years.
+                        if !(1..=9999).contains(&chrono::Datelike::year(&shifted)) {
+                            return None;
+                        }
+                        format_instant(shifted, timezone)
                     }
                     (None, LocalDateTime::Date(d)) if shift.is_none() => {
                         d.format("%Y-%m-%d").to_string()

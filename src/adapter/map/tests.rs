@@ -364,4 +364,17 @@ minutesDuration = { fn = "length", column = "Pattern", multiply = 5 }
     );
     assert!(without_pattern[0].resource.get("end").is_none());
     assert!(without_pattern[0].resource.get("minutesDuration").is_none());
+    let endless = "X".repeat(1 << 20);
+    let absurd = map_one(
+        &appointment,
+        &[
+            ("AptNum", Value::Int(3)),
+            ("AptDateTime", Value::Text("9999-12-31 23:00:00".into())),
+            ("Pattern", Value::Text(endless)),
+        ],
+    );
+    assert!(
+        absurd[0].resource.get("end").is_none(),
+        "an end past year 9999 is left out"
+    );
 }
