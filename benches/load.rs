@@ -2,15 +2,19 @@
 //! one run, so that the ratios hold whatever the machine. BENCHMARKS.md explains the method.
 //!
 //! Run: `cargo bench --bench load` (see the `PORTICO_BENCH_*` variables below).
+//! `PORTICO_BENCH_ADAPTER` picks the adapter: `openemr` (the default) or `opendental`.
 //!
-//! 1. Seeds (or reuses) a MariaDB database with `portico::demo::seed_openemr`.
+//! 1. Seeds (or reuses) a MariaDB database with `portico::demo::seed_openemr` or
+//!    `portico::demo::opendental::seed_opendental`, and reads back the ids of the patients the
+//!    adapter serves (Open Dental's deleted patients, PatStatus 4, are not served: the random ids
+//!    are drawn among the served ones only).
 //! 2. Starts Portico (`Application::build`, port 0) and a minimal baseline server (axum, port 0).
 //!    The baseline compiles each request with Portico's own pure compiler (`search::parse`,
 //!    `search::compile::{plan, page_select, rows_select}`, `dialect::render`), exactly as
 //!    `Repository::read`/`Repository::search` do, runs the SQL on its own sqlx pool and writes the
 //!    rows straight to JSON: no mapping to FHIR, no Bundle.
 //! 3. Closed-loop load, a fixed number of HTTP clients for a fixed time, per scenario and target.
-//! 4. Pages through every Patient with `_count=1000` while sampling the resident memory.
+//! 4. Pages through every served Patient with `_count=1000` while sampling the resident memory.
 //! 5. Prints a markdown table.
 //!
 //! Everything targets 127.0.0.1 and stops by itself (a watchdog ends the process if a run
@@ -34,7 +38,8 @@ use portico::adapter::model::{BASE_ALIAS, Mapping};
 use portico::app::Application;
 use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
-use portico::demo::{OPENEMR_SCHEMA, Rng, seed_openemr};
+use portico::demo::opendental::{OPENDENTAL_SCHEMA, seed_opendental};
+use portico::demo::{Counts, OPENEMR_SCHEMA, Rng, seed_openemr};
 use portico::dialect::ast::{Cond, Select, Value};
 use portico::dialect::{DialectKind, RenderedQuery, render};
 use portico::search::compile::{Plan, page_select, parse_id, plan, rows_select};
@@ -47,6 +52,7 @@ use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 // Configuration
 
 struct Config {
+    profile: &'static Profile,
     patients: usize,
     seconds: f64,
     warmup_seconds: f64,
@@ -78,7 +84,22 @@ impl Config {
             .map(|n| n.get())
             .unwrap_or(2);
         let seconds: f64 = env_or("PORTICO_BENCH_SECONDS", 10.0);
+        let adapter: String = env_or("PORTICO_BENCH_ADAPTER", "openemr".to_owned());
+        let profile = PROFILES
+            .iter()
+            .find(|p| p.adapter == adapter)
+            .unwrap_or_else(|| {
+                panic!(
+                    "PORTICO_BENCH_ADAPTER={adapter:?} is not supported (one of: {})",
+                    PROFILES
+                        .iter()
+                        .map(|p| p.adapter)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
         Config {
+            profile,
             patients: env_or("PORTICO_BENCH_PATIENTS", 100_000usize),
             seconds,
             warmup_seconds: env_or(
@@ -90,7 +111,10 @@ impl Config {
                 "PORTICO_BENCH_MYSQL",
                 "mysql://root@127.0.0.1:3306".to_owned(),
             ),
-            database: env_or("PORTICO_BENCH_DATABASE", "portico_bench".to_owned()),
+            database: env_or(
+                "PORTICO_BENCH_DATABASE",
+                profile.default_database.to_owned(),
+            ),
             server_threads: env_or("PORTICO_BENCH_SERVER_THREADS", cores).max(1),
             client_threads: env_or("PORTICO_BENCH_CLIENT_THREADS", cores).max(1),
             pool_size: env_or("PORTICO_BENCH_POOL", 10u32).max(1),
@@ -116,31 +140,104 @@ impl Config {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Adapters: what differs between the OpenEMR and the Open Dental runs.
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seed {
+    OpenEmr,
+    OpenDental,
+}
+
+struct Profile {
+    /// `[legacy] adapter`, and the value of `PORTICO_BENCH_ADAPTER`.
+    adapter: &'static str,
+    title: &'static str,
+    seed: Seed,
+    /// The fixture schema the seed writes: its hash ties a reused database to it.
+    schema: &'static str,
+    default_database: &'static str,
+    /// The patient table, its id column and its surname column.
+    patient_table: &'static str,
+    patient_id: &'static str,
+    family_column: &'static str,
+    /// SQL condition on `patient_table` for the patients the adapter serves (the ids the load
+    /// draws from, and the ones paging must see).
+    served: &'static str,
+    /// Tables to `ANALYZE` after seeding.
+    analyze: &'static str,
+    scenarios: &'static [Scenario],
+}
+
+static PROFILES: &[Profile] = &[
+    Profile {
+        adapter: "openemr",
+        title: "OpenEMR",
+        seed: Seed::OpenEmr,
+        schema: OPENEMR_SCHEMA,
+        default_database: "portico_bench",
+        patient_table: "patient_data",
+        patient_id: "pid",
+        family_column: "lname",
+        served: "TRUE",
+        analyze: "patient_data, openemr_postcalendar_events, openemr_postcalendar_categories, form_vitals, forms, users, list_options",
+        scenarios: SCENARIOS,
+    },
+    Profile {
+        adapter: "opendental",
+        title: "Open Dental",
+        seed: Seed::OpenDental,
+        schema: OPENDENTAL_SCHEMA,
+        default_database: "portico_bench_opendental",
+        patient_table: "patient",
+        patient_id: "PatNum",
+        family_column: "LName",
+        // PatStatus 4 is Open Dental's soft delete: the adapter serves neither the patient nor
+        // anything of theirs (about 5 % of the seeded patients).
+        served: "PatStatus <> 4",
+        analyze: "patient, provider, clinic, operatory, definition, appointment, vitalsign, ehrlab, ehrlabresult, ehrlabnote",
+        scenarios: SCENARIOS,
+    },
+];
+
+// ---------------------------------------------------------------------------------------------
 // Scenarios: each yields a request path under the FHIR base, the same for both targets.
 
-/// Prefixes of common seeded surnames (`Wil` matches Williams and Wilson).
+/// Prefixes of common seeded surnames (`Wil` matches Williams and Wilson). Both generators draw
+/// surnames from the same list (`portico::demo`); the bench checks that each prefix matches
+/// served patients before it measures.
 const FAMILY_PREFIXES: &[&str] = &["Smi", "Joh", "Wil", "Bro", "Jon", "Gar", "Mil", "Dav"];
 
 struct Scenario {
     key: &'static str,
     title: &'static str,
     resource_type: &'static str,
-    request: fn(&mut Rng, usize) -> String,
+    /// The request, from the run's random generator and the served patient ids (sorted).
+    request: fn(&mut Rng, &[u64]) -> String,
     /// Request used to show the SQL, its EXPLAIN and a sanity check.
-    example: fn(usize) -> String,
+    example: fn(&[u64]) -> String,
 }
 
-fn random_pid(rng: &mut Rng, patients: usize) -> u64 {
-    1 + rng.below(patients as u64)
+/// A random served patient id. With OpenEMR the ids are exactly 1..=N, so this draws the same
+/// sequence as `1 + rng.below(N)`.
+fn random_pid(rng: &mut Rng, ids: &[u64]) -> u64 {
+    ids[rng.below(ids.len() as u64) as usize]
 }
 
+/// The patient of the example requests: the middle id (N/2 + 1 with OpenEMR).
+fn middle_pid(ids: &[u64]) -> u64 {
+    ids[ids.len() / 2]
+}
+
+/// The four FHIR requests. Both adapters map these search parameters, so both profiles use this
+/// list; what differs is the ids they draw from (Open Dental: served PatNums, deleted patients left
+/// out).
 static SCENARIOS: &[Scenario] = &[
     Scenario {
         key: "read",
         title: "read Patient/{id}",
         resource_type: "Patient",
-        request: |rng, n| format!("Patient/{}", random_pid(rng, n)),
-        example: |n| format!("Patient/{}", n / 2 + 1),
+        request: |rng, ids| format!("Patient/{}", random_pid(rng, ids)),
+        example: |ids| format!("Patient/{}", middle_pid(ids)),
     },
     Scenario {
         key: "family",
@@ -158,25 +255,30 @@ static SCENARIOS: &[Scenario] = &[
         key: "vitals",
         title: "Observation?patient={id}&category=vital-signs",
         resource_type: "Observation",
-        request: |rng, n| {
+        request: |rng, ids| {
             format!(
                 "Observation?patient={}&category=vital-signs",
-                random_pid(rng, n)
+                random_pid(rng, ids)
             )
         },
-        example: |n| format!("Observation?patient={}&category=vital-signs", n / 2 + 1),
+        example: |ids| {
+            format!(
+                "Observation?patient={}&category=vital-signs",
+                middle_pid(ids)
+            )
+        },
     },
     Scenario {
         key: "appointments",
         title: "Appointment?patient={id}&date=ge2024-01-01",
         resource_type: "Appointment",
-        request: |rng, n| {
+        request: |rng, ids| {
             format!(
                 "Appointment?patient={}&date=ge2024-01-01",
-                random_pid(rng, n)
+                random_pid(rng, ids)
             )
         },
-        example: |n| format!("Appointment?patient={}&date=ge2024-01-01", n / 2 + 1),
+        example: |ids| format!("Appointment?patient={}&date=ge2024-01-01", middle_pid(ids)),
     },
 ];
 
@@ -718,7 +820,7 @@ async fn worker(
     client: reqwest::Client,
     base: Arc<String>,
     scenario: &'static Scenario,
-    patients: usize,
+    ids: Arc<[u64]>,
     seed: u64,
     deadline: Instant,
 ) -> WorkerResult {
@@ -728,7 +830,7 @@ async fn worker(
         ..WorkerResult::default()
     };
     while Instant::now() < deadline {
-        let url = format!("{}/{}", base, (scenario.request)(&mut rng, patients));
+        let url = format!("{}/{}", base, (scenario.request)(&mut rng, &ids));
         let started = Instant::now();
         let outcome = match client.get(&url).send().await {
             Ok(response) => {
@@ -769,11 +871,13 @@ async fn worker(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn load(
     client: &reqwest::Client,
     base: &str,
     scenario: &'static Scenario,
     scenario_index: usize,
+    ids: &Arc<[u64]>,
     config: &Config,
     duration: Duration,
     seed_base: u64,
@@ -789,7 +893,7 @@ async fn load(
                 client.clone(),
                 base.clone(),
                 scenario,
-                config.patients,
+                ids.clone(),
                 seed,
                 deadline,
             ))
@@ -809,6 +913,7 @@ async fn measure(
     target: Target,
     scenario: &'static Scenario,
     scenario_index: usize,
+    ids: &Arc<[u64]>,
     config: &Config,
     db_stat: &Option<PathBuf>,
     ticks: f64,
@@ -820,6 +925,7 @@ async fn measure(
             base,
             scenario,
             scenario_index,
+            ids,
             config,
             Duration::from_secs_f64(config.warmup_seconds),
             0xA11CE,
@@ -833,6 +939,7 @@ async fn measure(
         base,
         scenario,
         scenario_index,
+        ids,
         config,
         Duration::from_secs_f64(config.seconds),
         0xBE7C4,
@@ -910,10 +1017,11 @@ async fn reusable(config: &Config, schema_hash: &str) -> bool {
         return false;
     };
     let exists: Option<i64> = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, 'patient_data')",
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?)",
     )
     .bind(&config.database)
     .bind(META_TABLE)
+    .bind(config.profile.patient_table)
     .fetch_one(&pool)
     .await
     .ok();
@@ -931,10 +1039,13 @@ async fn reusable(config: &Config, schema_hash: &str) -> bool {
     .await
     .ok()
     .flatten();
-    let count: Option<i64> = sqlx::query_scalar("SELECT COUNT(*) FROM patient_data")
-        .fetch_one(&pool)
-        .await
-        .ok();
+    let count: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM {}",
+        config.profile.patient_table
+    ))
+    .fetch_one(&pool)
+    .await
+    .ok();
     pool.close().await;
     matches!(meta, Some((p, ref h)) if p == config.patients as i64 && h == schema_hash)
         && count == Some(config.patients as i64)
@@ -942,12 +1053,27 @@ async fn reusable(config: &Config, schema_hash: &str) -> bool {
 
 struct Dataset {
     seeded_seconds: Option<f64>,
+    counts: Option<Counts>,
     tables: Vec<(String, i64, f64)>,
     buffer_pool_mib: f64,
+    /// The ids of the patients the adapter serves, ascending (1..=N for OpenEMR; Open Dental
+    /// without its deleted patients). The load draws from them, paging must see each once.
+    ids: Arc<[u64]>,
+    /// Served patients whose surname starts with each of `FAMILY_PREFIXES`.
+    family_matches: Vec<(&'static str, i64)>,
+}
+
+async fn seed(config: &Config, writer: &FixtureWriter) -> Result<Counts, portico::db::DbError> {
+    match config.profile.seed {
+        Seed::OpenEmr => seed_openemr(writer, config.patients).await,
+        Seed::OpenDental => seed_opendental(writer, config.patients).await,
+    }
 }
 
 async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
-    let schema_hash = fnv(OPENEMR_SCHEMA);
+    let profile = config.profile;
+    let schema_hash = fnv(profile.schema);
+    let mut counts = None;
     let mut seeded_seconds = None;
     if !config.reseed && reusable(config, &schema_hash).await {
         println!(
@@ -956,8 +1082,8 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         );
     } else {
         println!(
-            "- seeding database `{}` with {} patients (seed_openemr)...",
-            config.database, config.patients
+            "- seeding database `{}` with {} patients (seed_{})...",
+            config.database, config.patients, profile.adapter
         );
         let started = Instant::now();
         recreate_mysql_database(&config.server_url, &config.database)
@@ -966,22 +1092,23 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         let writer = FixtureWriter::open(&config.database_url())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database: {}", e.message))?;
-        let counts = seed_openemr(&writer, config.patients)
+        let written = seed(config, &writer)
             .await
             .map_err(|e| anyhow::anyhow!("seeding failed: {}", e.message))?;
         writer.close().await;
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "- seeded in {seconds:.1} s: {} patients, {} appointment rows, {} vitals rows, {} lab results, {} coverages, {} claims",
-            counts.patients,
-            counts.appointments,
-            counts.vitals,
-            counts.lab_results,
-            counts.coverages,
-            counts.claims
+            written.patients,
+            written.appointments,
+            written.vitals,
+            written.lab_results,
+            written.coverages,
+            written.claims
         );
+        counts = Some(written);
         let pool = admin_pool(config, Some(&config.database)).await?;
-        sqlx::raw_sql("ANALYZE TABLE patient_data, openemr_postcalendar_events, openemr_postcalendar_categories, form_vitals, forms, users, list_options")
+        sqlx::raw_sql(&format!("ANALYZE TABLE {}", profile.analyze))
             .execute(&pool)
             .await?;
         sqlx::raw_sql(&format!("CREATE TABLE {META_TABLE} (patients BIGINT NOT NULL, schema_hash VARCHAR(32) NOT NULL, seeded_at DATETIME NOT NULL)"))
@@ -1015,11 +1142,39 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         .fetch_one(&pool)
         .await
         .ok();
+    let ids: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT {id} FROM {table} WHERE {served} ORDER BY {id}",
+        id = profile.patient_id,
+        table = profile.patient_table,
+        served = profile.served
+    ))
+    .fetch_all(&pool)
+    .await?;
+    let ids: Arc<[u64]> = ids.into_iter().map(|id| id as u64).collect();
+    if ids.is_empty() {
+        anyhow::bail!("the database serves no patients");
+    }
+    let mut family_matches = Vec::new();
+    for prefix in FAMILY_PREFIXES {
+        let matches: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE {family} LIKE ? AND {served}",
+            table = profile.patient_table,
+            family = profile.family_column,
+            served = profile.served
+        ))
+        .bind(format!("{prefix}%"))
+        .fetch_one(&pool)
+        .await?;
+        family_matches.push((*prefix, matches));
+    }
     pool.close().await;
     Ok(Dataset {
         seeded_seconds,
+        counts,
         tables,
         buffer_pool_mib: buffer_pool.unwrap_or(0) as f64 / 1_048_576.0,
+        ids,
+        family_matches,
     })
 }
 
@@ -1205,8 +1360,16 @@ struct PagingResult {
     page_ms: Vec<f64>,
 }
 
-async fn page_all(client: &reqwest::Client, portico: &str, patients: usize) -> PagingResult {
-    let mut seen = vec![false; patients + 1];
+/// Pages through `Patient?_count=1000`; `ids` are the served patient ids (ascending), each of
+/// which must be seen exactly once, and no other id at all (an Open Dental deleted patient would
+/// count as foreign).
+async fn page_all(client: &reqwest::Client, portico: &str, ids: &[u64]) -> PagingResult {
+    let max_id = ids.last().copied().unwrap_or(0) as usize;
+    let mut expected = vec![false; max_id + 1];
+    for id in ids {
+        expected[*id as usize] = true;
+    }
+    let mut seen = vec![false; max_id + 1];
     // Let earlier runs' memory settle before the baseline sample.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_kib();
@@ -1238,7 +1401,7 @@ async fn page_all(client: &reqwest::Client, portico: &str, patients: usize) -> P
         bytes: 0,
         page_ms: Vec::new(),
     };
-    let expected_pages = patients.div_ceil(1000).max(1);
+    let expected_pages = ids.len().div_ceil(1000).max(1);
     let checkpoint_every = (expected_pages / 10).max(1);
     let mut foreign = 0usize;
     while let Some(current) = url.take() {
@@ -1291,7 +1454,7 @@ async fn page_all(client: &reqwest::Client, portico: &str, patients: usize) -> P
                 .as_str()
                 .and_then(|id| id.parse::<usize>().ok())
             {
-                Some(id) if id >= 1 && id <= patients => {
+                Some(id) if id <= max_id && expected[id] => {
                     if seen[id] {
                         result.duplicates += 1;
                     }
@@ -1322,10 +1485,10 @@ async fn page_all(client: &reqwest::Client, portico: &str, patients: usize) -> P
     result.rss_max_kib = max.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     result.rss_after_kib = rss_kib();
-    result.missing = seen.iter().skip(1).filter(|s| !**s).count();
+    result.missing = ids.iter().filter(|id| !seen[**id as usize]).count();
     if foreign > 0 && result.failure.is_none() {
         result.failure = Some(format!(
-            "{foreign} resources with ids outside 1..={patients}"
+            "{foreign} resources with ids that are not served patients"
         ));
     }
     result
@@ -1362,7 +1525,9 @@ fn main() {
         .unwrap_or(0);
     println!("# Portico load benchmark\n");
     println!(
-        "- patients {}, {} s per run (+{} s warm-up), {} concurrent clients, {} cores; server runtime {} threads, client runtime {} threads; pools {} connections each",
+        "- adapter `{}` ({}), patients {}, {} s per run (+{} s warm-up), {} concurrent clients, {} cores; server runtime {} threads, client runtime {} threads; pools {} connections each",
+        config.profile.adapter,
+        config.profile.title,
         config.patients,
         config.seconds,
         config.warmup_seconds,
@@ -1395,6 +1560,28 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let ids = dataset.ids.clone();
+    println!(
+        "- served patients: {} of {} (ids {}..={}; {} not served by the adapter, left out of the random ids and expected in no response)",
+        ids.len(),
+        config.patients,
+        ids[0],
+        ids[ids.len() - 1],
+        config.patients.saturating_sub(ids.len())
+    );
+    println!(
+        "- served patients per family prefix: {}",
+        dataset
+            .family_matches
+            .iter()
+            .map(|(prefix, n)| format!("{prefix} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some((prefix, _)) = dataset.family_matches.iter().find(|(_, n)| *n == 0) {
+        eprintln!("load bench: the family prefix {prefix:?} matches no served patient");
+        std::process::exit(2);
+    }
 
     // Portico, as `portico serve` builds it, on port 0.
     let state_dir =
@@ -1408,7 +1595,7 @@ fn main() {
             state_dir: state_dir.clone(),
         },
         legacy: LegacySettings {
-            adapter: "openemr".into(),
+            adapter: config.profile.adapter.into(),
             adapters_dir: default_adapters_dir(),
             url: Secret::new(config.database_url()),
             max_connections: config.pool_size,
@@ -1472,7 +1659,9 @@ fn main() {
     }
     let ticks = clock_ticks();
 
-    let selected: Vec<(usize, &'static Scenario)> = SCENARIOS
+    let selected: Vec<(usize, &'static Scenario)> = config
+        .profile
+        .scenarios
         .iter()
         .enumerate()
         .filter(|(_, s)| {
@@ -1505,7 +1694,7 @@ fn main() {
         );
         let mut compile_costs = Vec::new();
         for (_, scenario) in &selected {
-            let path = (scenario.example)(config.patients);
+            let path = (scenario.example)(&ids);
             println!("### {} (example: `{path}`)\n", scenario.title);
             for query in compiled_sql(&adapter, &path) {
                 let sql = inline_sql(&query);
@@ -1556,7 +1745,7 @@ fn main() {
 
         println!("## Sanity checks (example request on both targets)\n");
         for (_, scenario) in &selected {
-            let path = (scenario.example)(config.patients);
+            let path = (scenario.example)(&ids);
             let line = client_rt.block_on(sanity(
                 &portico_client,
                 &portico_base,
@@ -1578,7 +1767,7 @@ fn main() {
                 (Target::Baseline, &baseline_client, &baseline_base),
             ] {
                 let run = client_rt.block_on(measure(
-                    client, base, target, scenario, *index, &config, &db_stat, ticks,
+                    client, base, target, scenario, *index, &ids, &config, &db_stat, ticks,
                 ));
                 println!(
                     "- {} / {}: {} ok, {} errors, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, CPU s: server {:.1}, client {:.1}, DB {:.1}, other {:.1}",
@@ -1604,8 +1793,7 @@ fn main() {
 
         if config.paging {
             println!("\n## Paging through all patients (_count=1000)\n");
-            let result =
-                client_rt.block_on(page_all(&portico_client, &portico_base, config.patients));
+            let result = client_rt.block_on(page_all(&portico_client, &portico_base, &ids));
             for (page, rss) in &result.checkpoints {
                 println!("- after page {page}: RSS {:.1} MiB", *rss as f64 / 1024.0);
             }
@@ -1616,11 +1804,25 @@ fn main() {
 
     // ------------------------------------------------------------------ report
     println!("\n## Results\n");
+    println!(
+        "Adapter `{}` ({}), database `{}`: {} patients, {} served.\n",
+        config.profile.adapter,
+        config.profile.title,
+        config.database,
+        config.patients,
+        ids.len()
+    );
     if let Some(seconds) = dataset.seeded_seconds {
         println!(
             "Seeding {} patients took {seconds:.1} s.\n",
             config.patients
         );
+        if let Some(c) = &dataset.counts {
+            println!(
+                "Seed rows: {} appointments, {} vitals, {} lab results, {} coverages, {} claims.\n",
+                c.appointments, c.vitals, c.lab_results, c.coverages, c.claims
+            );
+        }
     } else {
         println!("Seeding: reused the existing database.\n");
     }
@@ -1677,7 +1879,8 @@ fn main() {
         println!("| pages | {} |", p.pages);
         println!(
             "| resources seen | {} (expected {}) |",
-            p.resources, config.patients
+            p.resources,
+            ids.len()
         );
         println!(
             "| duplicates / missing ids | {} / {} |",
@@ -1716,18 +1919,19 @@ fn main() {
                 last.1 as f64 / 1024.0
             );
         }
-        let complete = p.resources == config.patients
-            && p.duplicates == 0
-            && p.missing == 0
-            && p.failure.is_none();
+        let complete =
+            p.resources == ids.len() && p.duplicates == 0 && p.missing == 0 && p.failure.is_none();
         println!();
         if complete {
-            println!("PASS: paging saw every patient exactly once.");
+            println!("PASS: paging saw every served patient exactly once.");
         } else {
             failed = true;
             println!(
-                "FAIL: paging saw {} resources ({} duplicates, {} missing) for {} patients.",
-                p.resources, p.duplicates, p.missing, config.patients
+                "FAIL: paging saw {} resources ({} duplicates, {} missing) for {} served patients.",
+                p.resources,
+                p.duplicates,
+                p.missing,
+                ids.len()
             );
             if let Some(why) = &p.failure {
                 println!("FAIL: {why}");
