@@ -233,6 +233,18 @@ fn collect_references(value: &Json, out: &mut Vec<String>) {
     }
 }
 
+/// The resources a searchset adds with `search.mode = include`.
+fn included(bundle: &Json) -> Vec<Json> {
+    bundle["entry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
 /// The whole suite against one running Portico.
 pub async fn run_kit(app: &TestApp) {
     let statement = app.get_fhir("metadata", 200).await;
@@ -380,17 +392,11 @@ pub async fn run_kit(app: &TestApp) {
                 )
                 .await;
             let page = matches(&bundle);
-            for entry in bundle["entry"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .filter(|e| e["search"]["mode"] == "include")
-            {
+            for included in included(&bundle) {
                 let reference = format!(
                     "{}/{}",
-                    entry["resource"]["resourceType"].as_str().unwrap(),
-                    entry["resource"]["id"].as_str().unwrap()
+                    included["resourceType"].as_str().unwrap(),
+                    included["id"].as_str().unwrap()
                 );
                 assert!(
                     page.iter()
@@ -417,14 +423,8 @@ pub async fn run_kit(app: &TestApp) {
                 .iter()
                 .map(|m| format!("\"{resource_type}/{}\"", m["id"].as_str().unwrap()))
                 .collect();
-            for entry in bundle["entry"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .filter(|e| e["search"]["mode"] == "include")
-            {
-                let text = entry["resource"].to_string();
+            for included in included(&bundle) {
+                let text = included.to_string();
                 assert!(
                     page_refs.iter().any(|r| text.contains(r)),
                     "{include}: an included resource references no match"
