@@ -14,8 +14,8 @@ use std::fmt;
 use crate::adapter::Adapter;
 use crate::adapter::format::{ColumnType, TextCase};
 use crate::adapter::model::{
-    BASE_ALIAS, CodeMap, Collection, ColumnRef, Mapping, Node, Predicate, PredicateOp, SearchKind,
-    SearchParam, TokenTarget, Transform,
+    BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, Mapping, Node, Predicate,
+    PredicateOp, SearchKind, SearchParam, TokenTarget, Transform,
 };
 use crate::dialect::ast::Value;
 
@@ -877,7 +877,7 @@ impl Walker<'_> {
             At::Row(index) => row_source(self.mapping, &self.mapping.columns[index]),
             At::Collection(collection, index) => {
                 let collection = &self.mapping.collections[collection];
-                collection_source(collection, &collection.columns[index].column)
+                collection_source(collection, &collection.columns[index])
             }
         }
     }
@@ -885,7 +885,7 @@ impl Walker<'_> {
     /// A column of a predicate, which names its column rather than indexing a SELECT list.
     fn scoped_source(&self, column: &ColumnRef, collection: Option<usize>) -> SourceColumn {
         match collection {
-            Some(index) => collection_source(&self.mapping.collections[index], &column.column),
+            Some(index) => collection_source(&self.mapping.collections[index], column),
             None => row_source(self.mapping, column),
         }
     }
@@ -990,13 +990,25 @@ impl Walker<'_> {
             let mut columns = Vec::new();
             let mut matches = Vec::new();
             for (child, &parent) in collection.columns.iter().zip(&collection.match_parent) {
-                let child = collection_source(collection, &child.column);
+                let child = collection_source(collection, child);
                 let parent = self.source(At::Row(parent));
                 matches.push(format!("{child} = {parent}"));
                 push_unique(&mut columns, child);
                 push_unique(&mut columns, parent);
             }
             let mut detail = format!("match {}", matches.join(" and "));
+            for join in &collection.joins {
+                let kind = if join.required { "inner" } else { "left" };
+                for column in self.predicate_columns(&join.on, Some(index)) {
+                    push_unique(&mut columns, column);
+                }
+                detail.push_str(&format!(
+                    "; {kind} join {} AS {} on {}",
+                    join.table,
+                    join.alias,
+                    self.conditions(&join.on, Some(index))
+                ));
+            }
             if !collection.filter.is_empty() {
                 for column in self.predicate_columns(&collection.filter, Some(index)) {
                     push_unique(&mut columns, column);
@@ -1192,11 +1204,15 @@ fn row_source(mapping: &Mapping, column: &ColumnRef) -> SourceColumn {
     }
 }
 
-fn collection_source(collection: &Collection, column: &str) -> SourceColumn {
+fn collection_source(collection: &Collection, column: &ColumnRef) -> SourceColumn {
+    let table = collection.table_of(column);
+    let readings = usize::from(collection.table == table)
+        + collection.joins.iter().filter(|j| j.table == table).count();
+    let alias = (column.alias != COLLECTION_ALIAS && readings > 1).then(|| column.alias.clone());
     SourceColumn {
-        table: collection.table.clone(),
-        column: column.to_owned(),
-        alias: None,
+        table: table.to_owned(),
+        column: column.column.clone(),
+        alias,
     }
 }
 

@@ -794,6 +794,92 @@ async fn opendental_on_mariadb() {
             .any(|c| c["type"]["coding"][0]["code"] == "professional")
     );
 
+    // Dental lines carry the tooth or quadrant and the surfaces of the procedure behind them.
+    let expected_sites: Vec<(String, String, String)> = database
+        .fetch(&RenderedQuery {
+            sql: format!(
+                "SELECT t.ClaimNum, pl.ToothNum, pl.Surf FROM claimproc cp \
+                 JOIN claim t ON t.ClaimNum = cp.ClaimNum {live} \
+                 JOIN procedurelog pl ON pl.ProcNum = cp.ProcNum \
+                 WHERE t.PlanNum > 0 AND t.InsSubNum > 0 AND t.MedType = 0 \
+                 AND cp.Status IN (0, 1, 2, 5) AND cp.ProcNum > 0"
+            ),
+            params: Vec::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message))
+        .into_iter()
+        .map(|row| {
+            let text = |v: &Value| match v {
+                Value::Int(n) => n.to_string(),
+                Value::Text(s) => s.clone(),
+                other => panic!("{other:?}"),
+            };
+            let (tooth, surface) = (text(&row[1]), text(&row[2]));
+            let site = if !tooth.is_empty() {
+                format!("tooth {tooth}")
+            } else {
+                match surface.as_str() {
+                    "UR" => "area 10".into(),
+                    "UL" => "area 20".into(),
+                    "LL" => "area 30".into(),
+                    "LR" => "area 40".into(),
+                    _ => String::new(),
+                }
+            };
+            let surface = if tooth.is_empty() {
+                String::new()
+            } else {
+                surface
+            };
+            (text(&row[0]), site, surface)
+        })
+        .collect();
+    let mut served_sites: Vec<(String, String, String)> = claims
+        .iter()
+        .filter(|c| c["type"]["coding"][0]["code"] == "oral")
+        .flat_map(|claim| {
+            let id = claim["id"].as_str().expect("id").to_owned();
+            claim["item"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |item| {
+                    let site = &item["bodySite"]["coding"][0];
+                    let site = match site["system"].as_str() {
+                        Some("http://terminology.hl7.org/CodeSystem/ADAUniversalToothDesignationSystem") => {
+                            format!("tooth {}", site["code"].as_str().expect("tooth"))
+                        }
+                        Some("http://terminology.hl7.org/CodeSystem/ADAAreaOralCavitySystem") => {
+                            format!("area {}", site["code"].as_str().expect("area"))
+                        }
+                        _ => String::new(),
+                    };
+                    let surface = item["subSite"][0]["text"].as_str().unwrap_or("").to_owned();
+                    if let Some(code) = item["subSite"][0]["coding"][0]["code"].as_str() {
+                        assert_eq!(code, surface, "an FDI surface code is the surface letters");
+                    }
+                    (id.clone(), site, surface)
+                })
+        })
+        .collect();
+    let mut expected_sites = expected_sites;
+    expected_sites.sort();
+    served_sites.sort();
+    assert_eq!(served_sites, expected_sites);
+    assert!(
+        served_sites
+            .iter()
+            .any(|(_, site, _)| site.starts_with("tooth"))
+    );
+    assert!(
+        served_sites
+            .iter()
+            .any(|(_, site, _)| site.starts_with("area"))
+    );
+    assert!(served_sites.iter().any(|(_, _, surface)| surface.len() > 1));
+
     database.close().await;
     drop_mysql_database(&server, DATABASE)
         .await

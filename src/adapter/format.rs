@@ -125,6 +125,9 @@ pub struct CollectionSpec {
     /// Pairs of `[child column, parent column]`.
     #[serde(rename = "match")]
     pub match_columns: Vec<[String; 2]>,
+    /// Tables joined to each child row (e.g. the procedure behind a claim line).
+    #[serde(default)]
+    pub join: Vec<JoinSpec>,
     #[serde(default)]
     pub filter: Vec<FilterSpec>,
     #[serde(default)]

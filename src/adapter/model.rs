@@ -141,11 +141,22 @@ pub struct Variant {
 pub struct Collection {
     pub name: String,
     pub table: String,
+    pub joins: Vec<JoinDef>,
     /// The first `match_parent.len()` entries of `columns` are the child match columns.
     pub match_parent: Vec<usize>,
     pub filter: Vec<Predicate>,
-    pub order_by: Vec<String>,
+    pub order_by: Vec<ColumnRef>,
     pub columns: Vec<ColumnRef>,
+}
+
+impl Collection {
+    /// The table behind a column of this collection's rows: its own table or a joined one.
+    pub fn table_of(&self, column: &ColumnRef) -> &str {
+        self.joins
+            .iter()
+            .find(|join| join.alias == column.alias)
+            .map_or(&self.table, |join| &join.table)
+    }
 }
 
 /// A FHIR-shaped template. Absent leaves prune the objects and arrays that hold them.
@@ -387,14 +398,20 @@ impl Mapping {
             read.insert((self.table_of(column), column.column.as_str()));
         }
         for collection in &self.collections {
-            let columns = collection
-                .columns
+            let compared = collection
+                .filter
                 .iter()
-                .chain(collection.filter.iter().map(|p| &p.column))
-                .map(|c| c.column.as_str());
-            let order = collection.order_by.iter().map(String::as_str);
-            for column in columns.chain(order) {
-                read.insert((collection.table.as_str(), column));
+                .chain(collection.joins.iter().flat_map(|j| &j.on))
+                .flat_map(|predicate| {
+                    let other = match &predicate.op {
+                        PredicateOp::EqualsColumn(other) => Some(other),
+                        _ => None,
+                    };
+                    std::iter::once(&predicate.column).chain(other)
+                });
+            let columns = collection.columns.iter().chain(compared);
+            for column in columns.chain(&collection.order_by) {
+                read.insert((collection.table_of(column), column.column.as_str()));
             }
         }
         read

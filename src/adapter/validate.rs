@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 
 use super::format::{
-    ColumnType, FilterSpec, ManifestFile, MapSpec, MappingFile, SearchSpec, SearchType,
+    ColumnType, FilterSpec, JoinSpec, ManifestFile, MapSpec, MappingFile, SearchSpec, SearchType,
     TransformSpec,
 };
 use super::model::{
@@ -367,6 +367,70 @@ impl Scope {
     }
 }
 
+/// Makes the aliases of `joins` visible in `scope` (before any column is resolved against them).
+fn register_join_aliases(ctx: &mut FileContext, scope: &mut Scope, path: &str, joins: &[JoinSpec]) {
+    for (index, join) in joins.iter().enumerate() {
+        let path = format!("{path}[{index}].alias");
+        if !is_safe_identifier(&join.alias) || join.alias.contains(' ') {
+            ctx.issue(&path, format!("{:?} is not a valid alias", join.alias));
+        } else if scope.aliases.contains(&join.alias) {
+            ctx.issue(&path, format!("alias {:?} is already taken", join.alias));
+        } else {
+            scope.aliases.push(join.alias.clone());
+        }
+    }
+}
+
+/// Compiles joins whose aliases `register_join_aliases` made visible in `scope`.
+fn compile_joins(
+    ctx: &mut FileContext,
+    scope: &mut Scope,
+    path: &str,
+    joins: &[JoinSpec],
+) -> Vec<JoinDef> {
+    joins
+        .iter()
+        .enumerate()
+        .map(|(index, join)| {
+            // A join condition sees the base table, earlier joins and its own table, as SQL does.
+            for predicate in &join.on {
+                let referenced =
+                    std::iter::once(&predicate.column).chain(predicate.equals_column.as_ref());
+                for column in referenced {
+                    let Some((alias, _)) = column.split_once('.') else {
+                        continue;
+                    };
+                    let position = joins.iter().position(|j| j.alias == alias);
+                    if position.is_some_and(|p| p > index) {
+                        ctx.issue(
+                            &format!("{path}[{index}].on"),
+                            format!("{column:?} refers to a table joined later; reorder the joins"),
+                        );
+                    }
+                }
+            }
+            if !is_safe_identifier(&join.table) {
+                ctx.issue(
+                    &format!("{path}[{index}].table"),
+                    format!("{:?} is not a valid table name", join.table),
+                );
+            }
+            if join.on.is_empty() {
+                ctx.issue(
+                    &format!("{path}[{index}].on"),
+                    "a join needs at least one condition",
+                );
+            }
+            JoinDef {
+                alias: join.alias.clone(),
+                table: join.table.clone(),
+                on: predicates(ctx, scope, &format!("{path}[{index}].on"), &join.on, false),
+                required: join.required,
+            }
+        })
+        .collect()
+}
+
 fn compile_mapping(
     ctx: &mut FileContext,
     targets: &TargetIndex,
@@ -410,16 +474,7 @@ fn compile_mapping(
         default_alias: BASE_ALIAS.to_owned(),
         columns: Vec::new(),
     };
-    for (index, join) in source.join.iter().enumerate() {
-        let path = format!("source.join[{index}].alias");
-        if !is_safe_identifier(&join.alias) || join.alias.contains(' ') {
-            ctx.issue(&path, format!("{:?} is not a valid alias", join.alias));
-        } else if join.alias == BASE_ALIAS || scope.aliases.contains(&join.alias) {
-            ctx.issue(&path, format!("alias {:?} is already taken", join.alias));
-        } else {
-            scope.aliases.push(join.alias.clone());
-        }
-    }
+    register_join_aliases(ctx, &mut scope, "source.join", &source.join);
 
     // Id first so that key columns lead the SELECT list.
     let mut id_columns = Vec::new();
@@ -453,54 +508,7 @@ fn compile_mapping(
         .as_ref()
         .and_then(|column| scope.intern(ctx, "source.last_updated", column));
 
-    let joins = source
-        .join
-        .iter()
-        .enumerate()
-        .map(|(index, join)| {
-            // A join condition sees the base table, earlier joins and its own table, as SQL does.
-            for predicate in &join.on {
-                let referenced =
-                    std::iter::once(&predicate.column).chain(predicate.equals_column.as_ref());
-                for column in referenced {
-                    let Some((alias, _)) = column.split_once('.') else {
-                        continue;
-                    };
-                    let position = source.join.iter().position(|j| j.alias == alias);
-                    if position.is_some_and(|p| p > index) {
-                        ctx.issue(
-                            &format!("source.join[{index}].on"),
-                            format!("{column:?} refers to a table joined later; reorder the joins"),
-                        );
-                    }
-                }
-            }
-            if !is_safe_identifier(&join.table) {
-                ctx.issue(
-                    &format!("source.join[{index}].table"),
-                    format!("{:?} is not a valid table name", join.table),
-                );
-            }
-            if join.on.is_empty() {
-                ctx.issue(
-                    &format!("source.join[{index}].on"),
-                    "a join needs at least one condition",
-                );
-            }
-            JoinDef {
-                alias: join.alias.clone(),
-                table: join.table.clone(),
-                on: predicates(
-                    ctx,
-                    &mut scope,
-                    &format!("source.join[{index}].on"),
-                    &join.on,
-                    false,
-                ),
-                required: join.required,
-            }
-        })
-        .collect();
+    let joins = compile_joins(ctx, &mut scope, "source.join", &source.join);
     let filter = predicates(ctx, &mut scope, "source.filter", &source.filter, false);
     let latest = source.latest.as_ref().and_then(|latest| {
         let column = scope.resolve(ctx, "source.latest.column", &latest.column)?;
@@ -547,15 +555,33 @@ fn compile_mapping(
             default_alias: COLLECTION_ALIAS.to_owned(),
             columns: Vec::new(),
         };
+        register_join_aliases(
+            ctx,
+            &mut child_scope,
+            &format!("{path}.join"),
+            &collection.join,
+        );
         let mut match_parent = Vec::new();
         for (i, [child, parent]) in collection.match_columns.iter().enumerate() {
             let child_ref = child_scope.resolve(ctx, &format!("{path}.match[{i}][0]"), child);
             let parent_index = scope.intern(ctx, &format!("{path}.match[{i}][1]"), parent);
             if let (Some(child_ref), Some(parent_index)) = (child_ref, parent_index) {
+                if child_ref.alias != COLLECTION_ALIAS {
+                    ctx.issue(
+                        &format!("{path}.match[{i}][0]"),
+                        "a collection matches its parent on its own table's columns",
+                    );
+                }
                 child_scope.columns.push(child_ref);
                 match_parent.push(parent_index);
             }
         }
+        let joins = compile_joins(
+            ctx,
+            &mut child_scope,
+            &format!("{path}.join"),
+            &collection.join,
+        );
         let filter = predicates(
             ctx,
             &mut child_scope,
@@ -563,20 +589,21 @@ fn compile_mapping(
             &collection.filter,
             false,
         );
-        for (i, column) in collection.order_by.iter().enumerate() {
-            if !is_safe_identifier(column) {
-                ctx.issue(
-                    &format!("{path}.order_by[{i}]"),
-                    format!("{column:?} is not a valid column name"),
-                );
-            }
-        }
+        let order_by = collection
+            .order_by
+            .iter()
+            .enumerate()
+            .filter_map(|(i, column)| {
+                child_scope.resolve(ctx, &format!("{path}.order_by[{i}]"), column)
+            })
+            .collect();
         collections.push(Collection {
             name: name.clone(),
             table: collection.table.clone(),
+            joins,
             match_parent,
             filter,
-            order_by: collection.order_by.clone(),
+            order_by,
             columns: Vec::new(),
         });
         collection_scopes.push(child_scope);

@@ -1325,7 +1325,7 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
             table: collection.table.clone(),
             alias: COLLECTION_ALIAS.into(),
         },
-        joins: Vec::new(),
+        joins: collection.joins.iter().map(join).collect(),
         filter: Cond::and(vec![
             predicates_cond(&collection.filter, COLLECTION_ALIAS),
             Cond::or(alternatives),
@@ -1334,7 +1334,7 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
             .order_by
             .iter()
             .map(|column| OrderTerm {
-                expr: Expr::column(COLLECTION_ALIAS, column),
+                expr: column_expr(column),
                 descending: false,
             })
             .collect(),

@@ -144,3 +144,44 @@ fn several_mappings_of_a_type_need_distinct_prefixes() {
         "{found}"
     );
 }
+
+#[test]
+fn collection_joins_are_checked_like_source_joins() {
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        (
+            "Claim.toml",
+            r#"
+version = 1
+resource = "Claim"
+[source]
+table = "claim"
+id = { columns = ["id"] }
+[collections.lines]
+table = "line"
+match = [["proc.claim_id", "id"]]
+join = [
+  { alias = "proc", table = "procedure", on = [{ column = "proc.id", equals_column = "code.id" }] },
+  { alias = "code", table = "code; x", on = [{ column = "code.id", equals_column = "proc.code_id" }] },
+  { alias = "c", table = "other", on = [{ column = "c.id", equals = 1 }] },
+]
+order_by = ["nope.id"]
+[elements]
+status = "active"
+"#,
+        ),
+    ]);
+    let found = issues(&dir).join("\n");
+    for expected in [
+        "Claim.toml: collections.lines.match[0][0]: a collection matches its parent on its own table's columns",
+        "Claim.toml: collections.lines.join[0].on: \"code.id\" refers to a table joined later",
+        "Claim.toml: collections.lines.join[1].table: \"code; x\" is not a valid table name",
+        "Claim.toml: collections.lines.join[2].alias: alias \"c\" is already taken",
+        "Claim.toml: collections.lines.order_by[0]: unknown table alias \"nope\"",
+    ] {
+        assert!(
+            found.contains(expected),
+            "missing {expected:?} in:\n{found}"
+        );
+    }
+}
