@@ -8,6 +8,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection, Executor};
 
+use tiberius::Query;
+use tokio::sync::Mutex;
+
+use super::mssql::{self, Connection as MssqlConnection};
 use super::{DbError, DbErrorKind, dialect_of};
 use crate::dialect::ast::Value;
 use crate::dialect::{DialectKind, quote_ident};
@@ -15,6 +19,8 @@ use crate::dialect::{DialectKind, quote_ident};
 enum Pool {
     MySql(MySqlPool),
     Sqlite(SqlitePool),
+    /// One connection: fixtures are written by a single task.
+    Mssql(Mutex<MssqlConnection>),
 }
 
 pub struct FixtureWriter {
@@ -61,6 +67,91 @@ pub async fn drop_mysql_database(server_url: &str, name: &str) -> Result<(), DbE
         .await
         .map_err(failed)?;
     conn.close().await.map_err(failed)
+}
+
+/// Creates (or recreates) database `name` on the SQL Server that `url` points at (any database
+/// there), and returns the URL of the new database.
+pub async fn recreate_mssql_database(url: &str, name: &str) -> Result<String, DbError> {
+    let target = mssql_url_with_database(url, name);
+    let mut config = mssql::parse_url(url)?;
+    config.database("master");
+    let mut connection = mssql::connect(&config).await?;
+    let quoted = quote_ident(DialectKind::Mssql, name);
+    connection
+        .simple_query(format!(
+            "IF DB_ID(N'{name}') IS NOT NULL BEGIN \
+             ALTER DATABASE {quoted} SET SINGLE_USER WITH ROLLBACK IMMEDIATE; \
+             DROP DATABASE {quoted}; END; \
+             CREATE DATABASE {quoted};"
+        ))
+        .await
+        .map_err(mssql::classify)?
+        .into_results()
+        .await
+        .map_err(mssql::classify)?;
+    Ok(target)
+}
+
+/// `url` with its database part replaced by `name`.
+pub fn mssql_url_with_database(url: &str, name: &str) -> String {
+    let (location, query) = url
+        .split_once('?')
+        .map_or((url, None), |(l, q)| (l, Some(q)));
+    let scheme_end = location.find("://").map_or(0, |i| i + 3);
+    let base = match location[scheme_end..].find('/') {
+        Some(slash) => &location[..scheme_end + slash],
+        None => location,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Rewrites the fixture subset of T-SQL DDL (`[bracket]` names, `IDENTITY`, `(max)` lengths,
+/// `bit`, `CLUSTERED`) for MySQL or SQLite: the SQL Server fixture schemas are written once, in
+/// T-SQL, with the PMS's own column types.
+pub fn tsql_ddl_to(kind: DialectKind, ddl: &str) -> String {
+    if kind == DialectKind::Mssql {
+        return ddl.to_owned();
+    }
+    let mut out = String::with_capacity(ddl.len());
+    for line in ddl.lines() {
+        let mut converted = String::with_capacity(line.len());
+        let mut rest = line;
+        while let Some(open) = rest.find('[') {
+            let Some(close) = rest[open..].find(']') else {
+                break;
+            };
+            converted.push_str(&rest[..open]);
+            converted.push_str(&quote_ident(kind, &rest[open + 1..open + close]));
+            rest = &rest[open + close + 1..];
+        }
+        converted.push_str(rest);
+        let long_text = match kind {
+            DialectKind::Mysql => "longtext",
+            _ => "text",
+        };
+        let mut line = converted
+            .replace("nvarchar(max)", long_text)
+            .replace("varchar(max)", long_text)
+            .replace("nvarchar(", "varchar(")
+            .replace("nchar(", "char(")
+            .replace(" NONCLUSTERED", "")
+            .replace(" CLUSTERED", "")
+            .replace(" uniqueidentifier", " char(36)")
+            .replace(" datetime2", " datetime")
+            .replace(" money", " decimal(19, 4)");
+        line = match kind {
+            DialectKind::Mysql => line
+                .replace(" IDENTITY(1,1)", " AUTO_INCREMENT")
+                .replace(" bit ", " tinyint(1) "),
+            _ => line.replace(" IDENTITY(1,1)", ""),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Rewrites MySQL DDL into what SQLite accepts: the fixture schemas are written once, for MySQL.
@@ -133,7 +224,11 @@ impl FixtureWriter {
                         .map_err(failed)?,
                 )
             }
-            Some(DialectKind::Mssql) | None => {
+            Some(DialectKind::Mssql) => {
+                let config = mssql::parse_url(url)?;
+                Pool::Mssql(Mutex::new(mssql::connect(&config).await?))
+            }
+            None => {
                 return Err(DbError {
                     kind: DbErrorKind::Query,
                     message: format!("unsupported fixture URL {}", super::redact_url(url)),
@@ -147,19 +242,40 @@ impl FixtureWriter {
         match self.pool {
             Pool::MySql(_) => DialectKind::Mysql,
             Pool::Sqlite(_) => DialectKind::Sqlite,
+            Pool::Mssql(_) => DialectKind::Mssql,
         }
     }
 
-    /// Runs a DDL script written for MySQL, adapted for SQLite when needed.
-    pub async fn execute_script(&self, mysql_script: &str) -> Result<(), DbError> {
-        let script = match self.dialect() {
-            DialectKind::Sqlite => mysql_ddl_to_sqlite(mysql_script),
-            DialectKind::Mysql | DialectKind::Mssql => mysql_script.to_owned(),
+    /// Runs a DDL script written for `written_for` (MySQL or T-SQL), adapted to this database.
+    pub async fn execute_script(
+        &self,
+        script: &str,
+        written_for: DialectKind,
+    ) -> Result<(), DbError> {
+        let script = match (written_for, self.dialect()) {
+            (DialectKind::Mysql, DialectKind::Sqlite) => mysql_ddl_to_sqlite(script),
+            (DialectKind::Mssql, kind) => tsql_ddl_to(kind, script),
+            (from, to) if from == to => script.to_owned(),
+            (from, to) => {
+                return Err(DbError::new(
+                    DbErrorKind::Query,
+                    format!("no conversion of {from:?} DDL for {to:?}"),
+                ));
+            }
         };
         for statement in statements(&script) {
             match &self.pool {
                 Pool::MySql(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
                 Pool::Sqlite(pool) => pool.execute(statement.as_str()).await.map(|_| ()),
+                Pool::Mssql(connection) => {
+                    let mut connection = connection.lock().await;
+                    let results = connection
+                        .simple_query(statement.as_str())
+                        .await
+                        .map_err(mssql::classify)?;
+                    results.into_results().await.map_err(mssql::classify)?;
+                    continue;
+                }
             }
             .map_err(failed)?;
         }
@@ -178,7 +294,11 @@ impl FixtureWriter {
         }
         let kind = self.dialect();
         let column_list: Vec<String> = columns.iter().map(|c| quote_ident(kind, c)).collect();
-        let per_statement = (30_000 / columns.len()).max(1);
+        let per_statement = match kind {
+            // At most 2,100 parameters and 1,000 rows per INSERT ... VALUES.
+            DialectKind::Mssql => (2_000 / columns.len()).clamp(1, 1_000),
+            DialectKind::Mysql | DialectKind::Sqlite => (30_000 / columns.len()).max(1),
+        };
         match &self.pool {
             Pool::MySql(pool) => {
                 let mut tx = pool.begin().await.map_err(failed)?;
@@ -208,6 +328,34 @@ impl FixtureWriter {
                 }
                 tx.commit().await.map_err(failed)?;
             }
+            Pool::Mssql(connection) => {
+                let mut connection = connection.lock().await;
+                // Fixture rows carry their keys; IDENTITY columns accept them only when told to.
+                let quoted = quote_ident(kind, table);
+                let identity = |state: &str| {
+                    format!(
+                        "IF OBJECTPROPERTY(OBJECT_ID(N'{table}'), 'TableHasIdentity') = 1 \
+                         SET IDENTITY_INSERT {quoted} {state};"
+                    )
+                };
+                run_mssql(&mut connection, "BEGIN TRANSACTION", &[]).await?;
+                for chunk in rows.chunks(per_statement) {
+                    let sql = format!(
+                        "{} {}; {}",
+                        identity("ON"),
+                        insert_sql(kind, table, &column_list, columns.len(), chunk.len()),
+                        identity("OFF")
+                    );
+                    let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+                    if let Err(error) = run_mssql(&mut connection, &sql, &params).await {
+                        run_mssql(&mut connection, "IF @@TRANCOUNT > 0 ROLLBACK", &[])
+                            .await
+                            .ok();
+                        return Err(error);
+                    }
+                }
+                run_mssql(&mut connection, "COMMIT", &[]).await?;
+            }
         }
         Ok(())
     }
@@ -229,6 +377,9 @@ impl FixtureWriter {
                 }
                 query.execute(pool).await.map_err(failed)?;
             }
+            Pool::Mssql(connection) => {
+                run_mssql(&mut *connection.lock().await, sql, params).await?;
+            }
         }
         Ok(())
     }
@@ -237,8 +388,26 @@ impl FixtureWriter {
         match self.pool {
             Pool::MySql(pool) => pool.close().await,
             Pool::Sqlite(pool) => pool.close().await,
+            Pool::Mssql(connection) => {
+                connection.into_inner().close().await.ok();
+            }
         }
     }
+}
+
+/// Runs one T-SQL batch with bound values and reads every result, so the connection is ready for
+/// the next.
+async fn run_mssql(
+    connection: &mut MssqlConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<(), DbError> {
+    let mut query = Query::new(sql);
+    for value in params {
+        mssql::bind(&mut query, value);
+    }
+    query.execute(connection).await.map_err(mssql::classify)?;
+    Ok(())
 }
 
 fn insert_sql(
@@ -291,6 +460,32 @@ mod tests {
         assert_eq!(
             mysql_ddl_to_sqlite(ddl),
             "  a int(11) NOT NULL,\n  b varchar(16) default NULL,\n  c DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,\n"
+        );
+    }
+
+    #[test]
+    fn tsql_ddl_becomes_mysql_and_sqlite_ddl() {
+        let ddl = "CREATE TABLE [Appointment] (\n  [Id] int IDENTITY(1,1) NOT NULL,\n  [End] datetime NOT NULL,\n  [Notified] bit NOT NULL,\n  [Description] nvarchar(max) NULL,\n  [Code] nchar(12) NULL,\n  CONSTRAINT [PK_Appointment] PRIMARY KEY CLUSTERED ([Id] ASC)\n);\nCREATE NONCLUSTERED INDEX [IX_End] ON [Appointment] ([End] ASC);";
+        assert_eq!(
+            tsql_ddl_to(DialectKind::Mysql, ddl),
+            "CREATE TABLE `Appointment` (\n  `Id` int AUTO_INCREMENT NOT NULL,\n  `End` datetime NOT NULL,\n  `Notified` tinyint(1) NOT NULL,\n  `Description` longtext NULL,\n  `Code` char(12) NULL,\n  CONSTRAINT `PK_Appointment` PRIMARY KEY (`Id` ASC)\n);\nCREATE INDEX `IX_End` ON `Appointment` (`End` ASC);\n"
+        );
+        assert_eq!(
+            tsql_ddl_to(DialectKind::Sqlite, ddl),
+            "CREATE TABLE \"Appointment\" (\n  \"Id\" int NOT NULL,\n  \"End\" datetime NOT NULL,\n  \"Notified\" bit NOT NULL,\n  \"Description\" text NULL,\n  \"Code\" char(12) NULL,\n  CONSTRAINT \"PK_Appointment\" PRIMARY KEY (\"Id\" ASC)\n);\nCREATE INDEX \"IX_End\" ON \"Appointment\" (\"End\" ASC);\n"
+        );
+        assert_eq!(tsql_ddl_to(DialectKind::Mssql, ddl), ddl);
+    }
+
+    #[test]
+    fn mssql_urls_take_another_database() {
+        assert_eq!(
+            mssql_url_with_database("mssql://sa:p@db:1433/master?encrypt=false", "t1"),
+            "mssql://sa:p@db:1433/t1?encrypt=false"
+        );
+        assert_eq!(
+            mssql_url_with_database("mssql://sa:p@db", "t1"),
+            "mssql://sa:p@db/t1"
         );
     }
 

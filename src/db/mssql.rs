@@ -18,7 +18,7 @@ use super::{DbError, DbErrorKind, redact_url};
 use crate::dialect::RenderedQuery;
 use crate::dialect::ast::Value;
 
-type Connection = Client<Compat<TcpStream>>;
+pub(super) type Connection = Client<Compat<TcpStream>>;
 
 pub(super) struct MssqlPool {
     config: Config,
@@ -109,21 +109,6 @@ impl MssqlPool {
         })
     }
 
-    async fn connect(&self) -> Result<Connection, DbError> {
-        let tcp = TcpStream::connect(self.config.get_addr())
-            .await
-            .map_err(|e| {
-                DbError::new(
-                    DbErrorKind::Unavailable,
-                    format!("cannot reach SQL Server: {e}"),
-                )
-            })?;
-        tcp.set_nodelay(true).ok();
-        Client::connect(self.config.clone(), tcp.compat_write())
-            .await
-            .map_err(classify)
-    }
-
     /// Runs a query on a pooled connection; the connection returns to the pool only when the
     /// whole result was read without error.
     pub(super) async fn fetch(&self, query: &RenderedQuery) -> Result<Vec<Vec<Value>>, DbError> {
@@ -141,7 +126,7 @@ impl MssqlPool {
         let idle = self.idle.lock().await.pop();
         let mut connection = match idle {
             Some(connection) => connection,
-            None => tokio::time::timeout(self.acquire_timeout, self.connect())
+            None => tokio::time::timeout(self.acquire_timeout, connect(&self.config))
                 .await
                 .map_err(|_| {
                     DbError::new(
@@ -173,24 +158,43 @@ impl MssqlPool {
     }
 }
 
+/// Opens one connection (TCP, then TLS and login as the config says).
+pub(super) async fn connect(config: &Config) -> Result<Connection, DbError> {
+    let tcp = TcpStream::connect(config.get_addr()).await.map_err(|e| {
+        DbError::new(
+            DbErrorKind::Unavailable,
+            format!("cannot reach SQL Server: {e}"),
+        )
+    })?;
+    tcp.set_nodelay(true).ok();
+    Client::connect(config.clone(), tcp.compat_write())
+        .await
+        .map_err(classify)
+}
+
+/// Binds one cell as the next `@Pn` parameter.
+pub(super) fn bind(query: &mut Query<'_>, value: &Value) {
+    match value.clone() {
+        Value::Null => query.bind(Option::<String>::None),
+        Value::Bool(b) => query.bind(b),
+        Value::Int(i) => query.bind(i),
+        Value::Float(f) => query.bind(f),
+        Value::Decimal(d) => query.bind(d),
+        Value::Text(s) => query.bind(s),
+        Value::Bytes(b) => query.bind(b),
+        Value::Date(d) => query.bind(d),
+        Value::DateTime(dt) => query.bind(dt),
+        Value::Time(t) => query.bind(t),
+    }
+}
+
 async fn run(
     connection: &mut Connection,
     rendered: &RenderedQuery,
 ) -> Result<Vec<Vec<Value>>, DbError> {
     let mut query = Query::new(rendered.sql.as_str());
     for value in &rendered.params {
-        match value.clone() {
-            Value::Null => query.bind(Option::<String>::None),
-            Value::Bool(b) => query.bind(b),
-            Value::Int(i) => query.bind(i),
-            Value::Float(f) => query.bind(f),
-            Value::Decimal(d) => query.bind(d),
-            Value::Text(s) => query.bind(s),
-            Value::Bytes(b) => query.bind(b),
-            Value::Date(d) => query.bind(d),
-            Value::DateTime(dt) => query.bind(dt),
-            Value::Time(t) => query.bind(t),
-        }
+        bind(&mut query, value);
     }
     let stream = query.query(connection).await.map_err(classify)?;
     let rows = stream.into_first_result().await.map_err(classify)?;
@@ -244,7 +248,7 @@ pub(super) fn cell_value(data: &ColumnData<'static>) -> Result<Value, DbError> {
     Ok(value.unwrap_or(Value::Null))
 }
 
-fn classify(error: tiberius::error::Error) -> DbError {
+pub(super) fn classify(error: tiberius::error::Error) -> DbError {
     use tiberius::error::Error;
     let kind = match &error {
         Error::Io { .. } | Error::Tls(_) | Error::Routing { .. } => DbErrorKind::Unavailable,

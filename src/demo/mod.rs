@@ -9,6 +9,7 @@ use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
 
 use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
+use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
 
 pub mod opendental;
@@ -295,6 +296,46 @@ fn with_update_time(rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// Rows of one table, written with the column names beside each value so that a row can never
+/// drift out of step with its column list.
+pub(crate) struct Rows {
+    table: &'static str,
+    columns: Vec<&'static str>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl Rows {
+    pub(crate) fn new(table: &'static str) -> Rows {
+        Rows {
+            table,
+            columns: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, row: Vec<(&'static str, Value)>) {
+        let (columns, values): (Vec<&'static str>, Vec<Value>) = row.into_iter().unzip();
+        if self.columns.is_empty() {
+            self.columns = columns;
+        } else {
+            assert_eq!(
+                self.columns, columns,
+                "{}: every row lists the same columns",
+                self.table
+            );
+        }
+        self.rows.push(values);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub(crate) async fn write(&self, writer: &FixtureWriter) -> Result<(), DbError> {
+        writer.insert(self.table, &self.columns, &self.rows).await
+    }
+}
+
 /// Row counts written, for the demo's banner and the benchmarks' report.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -308,7 +349,9 @@ pub struct Counts {
 
 /// Creates the OpenEMR tables and fills them with `patients` synthetic patients.
 pub async fn seed_openemr(writer: &FixtureWriter, patients: usize) -> Result<Counts, DbError> {
-    writer.execute_script(OPENEMR_SCHEMA).await?;
+    writer
+        .execute_script(OPENEMR_SCHEMA, DialectKind::Mysql)
+        .await?;
     seed_reference_tables(writer).await?;
     let mut counts = Counts::default();
     // Patients are written in blocks so that memory stays flat for large seeds.

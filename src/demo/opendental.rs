@@ -11,53 +11,14 @@
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
 
-use super::{Counts, FAMILY, GIVEN_FEMALE, GIVEN_MALE, Rng, STREETS, base_time, int, text};
+use super::{Counts, FAMILY, GIVEN_FEMALE, GIVEN_MALE, Rng, Rows, STREETS, base_time, int, text};
 use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
+use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
 
 /// The Open Dental tables the opendental adapter reads, with Open Dental's column types.
 pub const OPENDENTAL_SCHEMA: &str = include_str!("../../adapters/opendental/fixture/schema.sql");
-
-/// Rows of one table, written with the column names beside each value so that a row can never
-/// drift out of step with its column list.
-struct Rows {
-    table: &'static str,
-    columns: Vec<&'static str>,
-    rows: Vec<Vec<Value>>,
-}
-
-impl Rows {
-    fn new(table: &'static str) -> Rows {
-        Rows {
-            table,
-            columns: Vec::new(),
-            rows: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, row: Vec<(&'static str, Value)>) {
-        let (columns, values): (Vec<&'static str>, Vec<Value>) = row.into_iter().unzip();
-        if self.columns.is_empty() {
-            self.columns = columns;
-        } else {
-            assert_eq!(
-                self.columns, columns,
-                "{}: every row lists the same columns",
-                self.table
-            );
-        }
-        self.rows.push(values);
-    }
-
-    fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    async fn write(&self, writer: &FixtureWriter) -> Result<(), DbError> {
-        writer.insert(self.table, &self.columns, &self.rows).await
-    }
-}
 
 /// Open Dental's empty date (C# `DateTime.MinValue`).
 fn min_date() -> NaiveDate {
@@ -510,7 +471,9 @@ struct Coverage {
 
 /// Creates the Open Dental tables and fills them with `patients` synthetic patients.
 pub async fn seed_opendental(writer: &FixtureWriter, patients: usize) -> Result<Counts, DbError> {
-    writer.execute_script(OPENDENTAL_SCHEMA).await?;
+    writer
+        .execute_script(OPENDENTAL_SCHEMA, DialectKind::Mysql)
+        .await?;
     seed_reference_tables(writer).await?;
     let mut counts = Counts::default();
     let block = 2_000;

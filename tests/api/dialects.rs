@@ -81,6 +81,7 @@ async fn mariadb_temporal_columns_decode_and_zero_dates_are_null() {
 /// An adapter keyed by binary UUIDs, with a column kept in UTC: reads, searches and references.
 async fn uuid_keys_and_zones(backend: crate::support::Backend) {
     use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+    use portico::dialect::DialectKind;
     use portico::dialect::ast::Value;
 
     let url = match backend {
@@ -99,7 +100,7 @@ async fn uuid_keys_and_zones(backend: crate::support::Backend) {
         ),
     };
     let writer = FixtureWriter::open(&url).await.unwrap();
-    writer.execute_script("DROP TABLE IF EXISTS people;\nCREATE TABLE people (uuid binary(16) NOT NULL, name varchar(40), seen_utc datetime, PRIMARY KEY (uuid));\n").await.unwrap();
+    writer.execute_script("DROP TABLE IF EXISTS people;\nCREATE TABLE people (uuid binary(16) NOT NULL, name varchar(40), seen_utc datetime, PRIMARY KEY (uuid));\n", DialectKind::Mysql).await.unwrap();
     let people: Vec<Vec<Value>> = [(0x01u8, 1), (0x02, 2), (0xab, 3)]
         .into_iter()
         .map(|(byte, day)| {
