@@ -12,6 +12,7 @@ use crate::app::{Application, load_adapter};
 use crate::config::{self, LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
 use crate::db::fixture::FixtureWriter;
 use crate::db::{Database, redact_url};
+use crate::demo::cerebello::seed_cerebello;
 use crate::demo::seed_openemr;
 use crate::dictionary::{self, Dictionary, FIXTURE_SCHEMA, TableColumns};
 
@@ -34,8 +35,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Build an embedded SQLite database in OpenEMR's shape with synthetic data and serve it.
+    /// Build an embedded SQLite database in a PMS's shape (OpenEMR by default) with synthetic data
+    /// and serve it.
     Demo {
+        /// The PMS to imitate: an adapter with a synthetic data generator.
+        #[arg(long, value_enum, default_value_t = DemoAdapter::Openemr)]
+        adapter: DemoAdapter,
         /// Number of synthetic patients.
         #[arg(long, default_value_t = 1000)]
         patients: usize,
@@ -43,9 +48,9 @@ enum Command {
         port: u16,
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// Where to write the demo database.
-        #[arg(long, default_value = "portico-state/demo-openemr.sqlite")]
-        database: PathBuf,
+        /// Where to write the demo database (default portico-state/demo-<adapter>.sqlite).
+        #[arg(long)]
+        database: Option<PathBuf>,
     },
     /// Validate the adapter, then check it against the live database; non-zero exit on problems.
     Check {
@@ -95,11 +100,17 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config } => serve(config).await,
             Command::Demo {
+                adapter,
                 patients,
                 port,
                 host,
                 database,
-            } => demo(patients, host, port, database).await,
+            } => {
+                let database = database.unwrap_or_else(|| {
+                    PathBuf::from(format!("portico-state/demo-{}.sqlite", adapter.name()))
+                });
+                demo(adapter, patients, host, port, database).await
+            }
             Command::Check { config, offline } => return crate::check::run(config, offline).await,
             Command::Dictionary {
                 adapter,
@@ -133,7 +144,64 @@ async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(patients: usize, host: String, port: u16, database: PathBuf) -> anyhow::Result<()> {
+/// The adapters `portico demo` can imitate (those whose PMS schema loads into SQLite).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DemoAdapter {
+    Openemr,
+    Cerebello,
+}
+
+impl DemoAdapter {
+    fn name(self) -> &'static str {
+        match self {
+            DemoAdapter::Openemr => "openemr",
+            DemoAdapter::Cerebello => "cerebello",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            DemoAdapter::Openemr => "OpenEMR",
+            DemoAdapter::Cerebello => "Cerebello",
+        }
+    }
+
+    /// Requests worth trying on the synthetic data.
+    fn examples(self) -> &'static [&'static str] {
+        match self {
+            DemoAdapter::Openemr => &[
+                "metadata",
+                "Patient/1",
+                "Patient?family=smi&_count=5",
+                "Patient?birthdate=ge1980-01-01&gender=female&_sort=-birthdate",
+                "Observation?patient=1&category=vital-signs",
+                "Observation?patient=1&code=http://loinc.org|4548-4",
+                "Appointment?patient=1&date=ge2024-01-01&_include=Appointment:actor",
+                "Claim?patient=1",
+                "Patient/1?_format=xml",
+            ],
+            DemoAdapter::Cerebello => &[
+                "metadata",
+                "Patient/1",
+                "Patient?name=silva&_count=5",
+                "Patient?birthdate=ge1980-01-01&gender=female&_sort=-birthdate",
+                "Appointment?patient=1&_include=Appointment:actor",
+                "Coverage?patient=1",
+                "Observation?patient=1",
+                "Organization?name=cl",
+                "Patient/1?_format=xml",
+            ],
+        }
+    }
+}
+
+async fn demo(
+    adapter: DemoAdapter,
+    patients: usize,
+    host: String,
+    port: u16,
+    database: PathBuf,
+) -> anyhow::Result<()> {
     if let Some(parent) = database.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -142,15 +210,18 @@ async fn demo(patients: usize, host: String, port: u16, database: PathBuf) -> an
     }
     let url = format!("sqlite://{}", database.display());
     eprintln!(
-        "Creating {} with {patients} synthetic OpenEMR patients...",
-        database.display()
+        "Creating {} with {patients} synthetic {} patients...",
+        database.display(),
+        adapter.title()
     );
     let writer = FixtureWriter::open(&url)
         .await
         .map_err(|e| anyhow::anyhow!(e.message))?;
-    let counts = seed_openemr(&writer, patients)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let counts = match adapter {
+        DemoAdapter::Openemr => seed_openemr(&writer, patients).await,
+        DemoAdapter::Cerebello => seed_cerebello(&writer, patients).await,
+    }
+    .map_err(|e| anyhow::anyhow!(e.message))?;
     writer.close().await;
     let settings = Settings {
         server: ServerSettings {
@@ -159,7 +230,7 @@ async fn demo(patients: usize, host: String, port: u16, database: PathBuf) -> an
             ..ServerSettings::default()
         },
         legacy: LegacySettings {
-            adapter: "openemr".into(),
+            adapter: adapter.name().into(),
             adapters_dir: default_adapters_dir(),
             url: Secret::new(url),
             max_connections: 4,
@@ -180,17 +251,7 @@ async fn demo(patients: usize, host: String, port: u16, database: PathBuf) -> an
         counts.claims
     );
     println!("FHIR R4 base: {base}\n\nTry:");
-    for example in [
-        "metadata",
-        "Patient/1",
-        "Patient?family=smi&_count=5",
-        "Patient?birthdate=ge1980-01-01&gender=female&_sort=-birthdate",
-        "Observation?patient=1&category=vital-signs",
-        "Observation?patient=1&code=http://loinc.org|4548-4",
-        "Appointment?patient=1&date=ge2024-01-01&_include=Appointment:actor",
-        "Claim?patient=1",
-        "Patient/1?_format=xml",
-    ] {
+    for example in adapter.examples() {
         println!("  curl '{base}/{example}'");
     }
     application.run().await?;
@@ -278,7 +339,7 @@ mod tests {
     /// a database (from the fixture schema), for every shipped adapter.
     #[test]
     fn the_committed_dictionaries_are_current() {
-        for name in ["openemr", "opendental"] {
+        for name in ["openemr", "opendental", "cerebello"] {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("adapters")
                 .join(name);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::adapter::Adapter;
-use crate::adapter::format::{ColumnType, TextCase};
+use crate::adapter::format::{ColumnType, SplitKeep, TextCase};
 use crate::adapter::model::{
     BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, Mapping, Node, Predicate,
     PredicateOp, SearchKind, SearchParam, TokenTarget, Transform,
@@ -545,12 +545,18 @@ impl Walker<'_> {
                     column,
                     separator,
                     item,
+                    keep,
                 } => {
                     let inner = Context {
                         split: Some((*column, separator.clone())),
                         ..context.clone()
                     };
-                    self.walk(item, &format!("{path}[]"), &inner, out);
+                    let path = if keep.is_array() {
+                        format!("{path}[]")
+                    } else {
+                        path.to_owned()
+                    };
+                    self.walk(item, &path, &inner, out);
                 }
                 Transform::If { when, then } => {
                     let condition = self.conditions(when, context.collection);
@@ -823,7 +829,17 @@ impl Walker<'_> {
                     self.inline(then, context)
                 );
             }
-            Transform::Split { separator, .. } => return format!("split on {separator:?}"),
+            Transform::Split {
+                separator, keep, ..
+            } => {
+                let which = match keep {
+                    SplitKeep::All => "",
+                    SplitKeep::AllButLast => ", all pieces but the last",
+                    SplitKeep::First => ", first piece",
+                    SplitKeep::Last => ", last piece",
+                };
+                return format!("split on {separator:?}{which}");
+            }
             Transform::Each { collection, .. } => {
                 return format!(
                     "each row of collection {}",
@@ -1050,7 +1066,14 @@ impl Walker<'_> {
                     .map(|column| row_source(self.mapping, column))
                     .collect();
                 let (kind, mut details) = match &param.kind {
-                    SearchKind::String { .. } => ("string", Vec::new()),
+                    SearchKind::String { words, .. } => (
+                        "string",
+                        if *words {
+                            vec!["matches the start of any word".to_owned()]
+                        } else {
+                            Vec::new()
+                        },
+                    ),
                     SearchKind::Token { targets } => ("token", self.token_details(name, targets)),
                     SearchKind::Date {
                         time,
@@ -1177,7 +1200,7 @@ fn push_unique(columns: &mut Vec<SourceColumn>, column: SourceColumn) {
 /// The columns a search parameter compares, in the mapping's row scope.
 fn param_columns(param: &SearchParam) -> Vec<&ColumnRef> {
     match &param.kind {
-        SearchKind::String { columns } => columns.iter().collect(),
+        SearchKind::String { columns, .. } => columns.iter().collect(),
         SearchKind::Token { targets } => targets
             .iter()
             .filter_map(|target| match target {
@@ -1218,7 +1241,11 @@ fn collection_source(collection: &Collection, column: &ColumnRef) -> SourceColum
 
 /// Split and each items are spread into the array that holds them.
 fn flattens(node: &Node) -> bool {
-    matches!(node, Node::Transform(t) if matches!(t.as_ref(), Transform::Split { .. } | Transform::Each { .. }))
+    matches!(node, Node::Transform(t) if match t.as_ref() {
+        Transform::Split { keep, .. } => keep.is_array(),
+        Transform::Each { .. } => true,
+        _ => false,
+    })
 }
 
 /// A value that is one leaf (not objects or arrays), so that `coalesce` over such values is one
@@ -1228,7 +1255,8 @@ fn is_scalar(node: &Node) -> bool {
         Node::Literal(_) | Node::Column(_) | Node::SplitItem => true,
         Node::Object { .. } | Node::Array(_) => false,
         Node::Transform(transform) => match transform.as_ref() {
-            Transform::Split { .. } | Transform::Each { .. } => false,
+            Transform::Split { keep, .. } => !keep.is_array(),
+            Transform::Each { .. } => false,
             Transform::If { then, .. } => is_scalar(then),
             Transform::Coalesce(options) => options.iter().all(is_scalar),
             _ => true,

@@ -191,6 +191,10 @@ pub struct SearchSpec {
     pub text_key: bool,
     #[serde(default)]
     pub sortable: bool,
+    /// String parameters: the column holds several words (e.g. a whole name in one field), and a
+    /// value matches the start of any word, not only of the column.
+    #[serde(default)]
+    pub words: bool,
 }
 
 /// One of several places a token or reference parameter looks: a token column with its system
@@ -206,6 +210,23 @@ pub struct TargetSpec {
     pub target: Option<String>,
     #[serde(default)]
     pub text_key: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitKeep {
+    #[default]
+    All,
+    AllButLast,
+    First,
+    Last,
+}
+
+impl SplitKeep {
+    /// Whether the split yields an array (rather than one value).
+    pub fn is_array(self) -> bool {
+        matches!(self, SplitKeep::All | SplitKeep::AllButLast)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -271,6 +292,10 @@ pub enum TransformSpec {
         column: String,
         separator: String,
         item: toml::Value,
+        /// Which pieces: all of them (an array, the default), all but the last (an array), or
+        /// only the first or the last (a single value).
+        #[serde(default)]
+        keep: SplitKeep,
     },
     Reference {
         resource: String,

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Map, Value as Json};
 
-use super::format::TextCase;
+use super::format::{SplitKeep, TextCase};
 use super::model::{Mapping, Node, Predicate, PredicateOp, Transform};
 use crate::dialect::ast::Value;
 
@@ -515,12 +515,22 @@ impl<'a> Evaluator<'a> {
                 column,
                 separator,
                 item,
+                keep,
             } => {
                 let text = cell_text(self.cell(*column))?;
-                let values: Vec<Json> = text
+                let pieces: Vec<&str> = text
                     .split(separator.as_str())
                     .map(str::trim)
                     .filter(|piece| !piece.is_empty())
+                    .collect();
+                let kept = match keep {
+                    SplitKeep::All => &pieces[..],
+                    SplitKeep::AllButLast => &pieces[..pieces.len().saturating_sub(1)],
+                    SplitKeep::First => &pieces[..pieces.len().min(1)],
+                    SplitKeep::Last => &pieces[pieces.len().saturating_sub(1)..],
+                };
+                let mut values: Vec<Json> = kept
+                    .iter()
                     .filter_map(|piece| {
                         let scoped = Evaluator {
                             split_item: Some(piece),
@@ -529,7 +539,11 @@ impl<'a> Evaluator<'a> {
                         scoped.node(item)
                     })
                     .collect();
-                (!values.is_empty()).then_some(Json::Array(values))
+                if keep.is_array() {
+                    (!values.is_empty()).then_some(Json::Array(values))
+                } else {
+                    values.pop()
+                }
             }
             Transform::Reference {
                 resource_type,
@@ -600,7 +614,11 @@ impl<'a> Evaluator<'a> {
 }
 
 fn is_expanding(node: &Node) -> bool {
-    matches!(node, Node::Transform(t) if matches!(**t, Transform::Split { .. } | Transform::Each { .. }))
+    matches!(node, Node::Transform(t) if match **t {
+        Transform::Split { keep, .. } => keep.is_array(),
+        Transform::Each { .. } => true,
+        _ => false,
+    })
 }
 
 fn json_number(number: f64) -> Option<Json> {

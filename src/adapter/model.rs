@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use super::format::{ColumnType, SearchType, TextCase};
+use super::format::{ColumnType, SearchType, SplitKeep, TextCase};
 use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
 
@@ -232,6 +232,7 @@ pub enum Transform {
         column: usize,
         separator: String,
         item: Node,
+        keep: SplitKeep,
     },
     Reference {
         resource_type: String,
@@ -318,6 +319,8 @@ pub struct SearchParam {
 pub enum SearchKind {
     String {
         columns: Vec<ColumnRef>,
+        /// A value may match the start of any word of a column.
+        words: bool,
     },
     Token {
         targets: Vec<TokenTarget>,

@@ -1000,7 +1000,10 @@ fn search_param(
                     "a parameter over several columns cannot sort",
                 );
             }
-            SearchKind::String { columns }
+            SearchKind::String {
+                columns,
+                words: spec.words,
+            }
         }
         SearchType::Token => {
             let mut token_targets = Vec::new();
@@ -1399,6 +1402,7 @@ impl NodeBuilder<'_> {
                 column,
                 separator,
                 item,
+                keep,
             } => {
                 if separator.is_empty() {
                     ctx.issue(
@@ -1415,6 +1419,7 @@ impl NodeBuilder<'_> {
                     column,
                     separator,
                     item: self.node(ctx, scope, &format!("{path}.item"), &item, item_scope),
+                    keep,
                 }
             }
             TransformSpec::Reference {

@@ -20,7 +20,7 @@ enum Pool {
     MySql(MySqlPool),
     Sqlite(SqlitePool),
     /// One connection: fixtures are written by a single task.
-    Mssql(Mutex<MssqlConnection>),
+    Mssql(Box<Mutex<MssqlConnection>>),
 }
 
 pub struct FixtureWriter {
@@ -226,7 +226,7 @@ impl FixtureWriter {
             }
             Some(DialectKind::Mssql) => {
                 let config = mssql::parse_url(url)?;
-                Pool::Mssql(Mutex::new(mssql::connect(&config).await?))
+                Pool::Mssql(Box::new(Mutex::new(mssql::connect(&config).await?)))
             }
             None => {
                 return Err(DbError {

@@ -12,6 +12,7 @@ use crate::db::fixture::FixtureWriter;
 use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
 
+pub mod cerebello;
 pub mod opendental;
 
 /// The OpenEMR tables the openemr adapter reads, with their real column types.

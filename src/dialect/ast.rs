@@ -84,6 +84,8 @@ pub enum CmpOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LikeMode {
     StartsWith,
+    /// The text follows a space: the start of a word other than the first.
+    WordStartsWith,
     Contains,
 }
 

@@ -239,6 +239,7 @@ impl Renderer<'_> {
             Cond::Like { expr, text, mode } => {
                 let pattern = match mode {
                     LikeMode::StartsWith => format!("{}%", escape_like(text)),
+                    LikeMode::WordStartsWith => format!("% {}%", escape_like(text)),
                     LikeMode::Contains => format!("%{}%", escape_like(text)),
                 };
                 self.expr(expr);

@@ -377,8 +377,8 @@ fn clause_cond(
         ));
     };
     match &param.kind {
-        SearchKind::String { columns } => {
-            string_cond(&key, modifier, &values, columns).map(ClauseCond::sql)
+        SearchKind::String { columns, words } => {
+            string_cond(&key, modifier, &values, columns, *words).map(ClauseCond::sql)
         }
         SearchKind::Token { targets } => {
             token_cond(mapping, &clause.name, &key, modifier, &values, targets)
@@ -441,6 +441,7 @@ fn string_cond(
     modifier: Option<&str>,
     values: &[String],
     columns: &[ColumnRef],
+    words: bool,
 ) -> Result<Cond, SearchError> {
     if modifier == Some("missing") {
         return missing_cond(key, values, Cond::or(columns.iter().map(present).collect()));
@@ -473,6 +474,13 @@ fn string_cond(
                     text: text.clone(),
                 },
             });
+            if words && mode == Some(LikeMode::StartsWith) {
+                alternatives.push(Cond::Like {
+                    expr: column_expr(column),
+                    text: text.clone(),
+                    mode: LikeMode::WordStartsWith,
+                });
+            }
         }
     }
     Ok(Cond::or(alternatives))
@@ -985,7 +993,7 @@ fn sort_columns(
                     return Err(unsupported());
                 }
                 match mapping.search.get(name).map(|p| &p.kind) {
-                    Some(SearchKind::String { columns }) => vec![columns[0].clone()],
+                    Some(SearchKind::String { columns, .. }) => vec![columns[0].clone()],
                     Some(SearchKind::Date { column, time, .. }) => {
                         let mut columns = vec![column.clone()];
                         columns.extend(time.clone());

@@ -19,10 +19,21 @@ fn portico() -> Command {
 
 #[tokio::test]
 async fn demo_builds_its_database_and_serves_fhir() {
+    demo_serves("openemr").await;
+}
+
+#[tokio::test]
+async fn demo_imitates_cerebello_too() {
+    demo_serves("cerebello").await;
+}
+
+/// Runs `portico demo --adapter <adapter>` and tries every example request it prints.
+async fn demo_serves(adapter: &str) {
     let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
     let mut child = portico()
-        .args(["demo", "--patients", "40", "--port", "0", "--database"])
-        .arg(dir.join("demo.sqlite"))
+        .args(["demo", "--adapter", adapter])
+        .args(["--patients", "40", "--port", "0", "--database"])
+        .arg(dir.join(format!("demo-{adapter}.sqlite")))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -98,6 +98,7 @@ async fn uuid_keys_and_zones(backend: crate::support::Backend) {
                 .join(format!("portico-uuid-{}.sqlite", std::process::id()))
                 .display()
         ),
+        crate::support::Backend::SqlServer => unreachable!("binary(16) keys are a MySQL layout"),
     };
     let writer = FixtureWriter::open(&url).await.unwrap();
     writer.execute_script("DROP TABLE IF EXISTS people;\nCREATE TABLE people (uuid binary(16) NOT NULL, name varchar(40), seen_utc datetime, PRIMARY KEY (uuid));\n", DialectKind::Mysql).await.unwrap();

@@ -29,6 +29,8 @@ fn expression(
         (_, "email") => (&["telecom(system=email).value"], None),
         (_, "address-postalcode") => (&["address.postalCode"], None),
         ("Location", "organization") => (&["managingOrganization"], Some("Organization")),
+        ("Patient", "organization") => (&["managingOrganization"], Some("Organization")),
+        ("Organization", "partof") => (&["partOf"], Some("Organization")),
         ("Appointment", "patient") => (&["participant.actor"], Some("Patient")),
         ("Appointment", "practitioner") => (&["participant.actor"], Some("Practitioner")),
         ("Appointment", "location") => (&["participant.actor"], Some("Location")),
@@ -462,7 +464,13 @@ macro_rules! kit {
     ($name:ident, $adapter:literal, $backend:ident, $seed:path) => {
         #[tokio::test]
         async fn $name() {
-            use crate::support::{Backend, PATIENTS, TestApp, fresh_database, settings, start};
+            use crate::support::{
+                Backend, PATIENTS, TestApp, fresh_database, mssql_server_url, settings, start,
+            };
+            if Backend::$backend == Backend::SqlServer && mssql_server_url().is_none() {
+                eprintln!("skipped: set PORTICO_TEST_MSSQL_URL to run the kit on SQL Server");
+                return;
+            }
             let url = fresh_database(Backend::$backend, concat!("kit_", stringify!($name))).await;
             let writer = portico::db::fixture::FixtureWriter::open(&url)
                 .await
@@ -496,4 +504,22 @@ kit!(
     "opendental",
     MariaDb,
     portico::demo::opendental::seed_opendental
+);
+kit!(
+    cerebello_on_sqlite,
+    "cerebello",
+    Sqlite,
+    portico::demo::cerebello::seed_cerebello
+);
+kit!(
+    cerebello_on_mariadb,
+    "cerebello",
+    MariaDb,
+    portico::demo::cerebello::seed_cerebello
+);
+kit!(
+    cerebello_on_sqlserver,
+    "cerebello",
+    SqlServer,
+    portico::demo::cerebello::seed_cerebello
 );

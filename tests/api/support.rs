@@ -17,6 +17,8 @@ pub const PATIENTS: usize = 60;
 pub enum Backend {
     Sqlite,
     MariaDb,
+    /// A real SQL Server, only when PORTICO_TEST_MSSQL_URL names one (none runs on CI machines).
+    SqlServer,
 }
 
 pub struct TestApp {
@@ -28,6 +30,14 @@ pub struct TestApp {
 
 pub fn mysql_server_url() -> String {
     std::env::var("PORTICO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// `PORTICO_TEST_MSSQL_URL`: any database on a SQL Server where the login may create databases,
+/// e.g. `mssql://sa:Secret-123@127.0.0.1:1433/master?encrypt=true&trust_server_certificate=true`.
+pub fn mssql_server_url() -> Option<String> {
+    std::env::var("PORTICO_TEST_MSSQL_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -66,6 +76,12 @@ pub async fn fresh_database(backend: Backend, test: &str) -> String {
                     )
                 });
             format!("{}/{name}", mysql_server_url())
+        }
+        Backend::SqlServer => {
+            let server = mssql_server_url().expect("PORTICO_TEST_MSSQL_URL is set");
+            portico::db::fixture::recreate_mssql_database(&server, &format!("portico_t_{test}"))
+                .await
+                .unwrap_or_else(|e| panic!("SQL Server at PORTICO_TEST_MSSQL_URL: {}", e.message))
         }
     }
 }

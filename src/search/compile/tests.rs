@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 
-use super::{Plan, page_select, plan};
+use super::{Plan, collection_select, page_select, plan};
 use crate::adapter::{self, Adapter};
 use crate::dialect::ast::{Cond, Value};
 use crate::dialect::{DialectKind, render};
@@ -20,6 +20,11 @@ use crate::search::parse::parse;
 fn openemr() -> Adapter {
     adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr"))
         .expect("openemr adapter is valid")
+}
+
+fn cerebello() -> Adapter {
+    adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/cerebello"))
+        .expect("cerebello adapter is valid")
 }
 
 fn now() -> NaiveDateTime {
@@ -149,13 +154,51 @@ const CASES: &[(&str, &str)] = &[
     ("Organization", "_id=ins-3"),
 ];
 
+/// Cases the OpenEMR adapter cannot show: a whole name in one column (word-start matching), joins
+/// through a many-to-many table.
+const CEREBELLO_CASES: &[(&str, &str)] = &[
+    ("Patient", "name=sil"),
+    ("Patient", "name:contains=silva&birthdate=1980-05-02"),
+    ("Patient", "organization=Organization/practice-1&_sort=name"),
+    ("Coverage", "payor=Organization/insurer-12"),
+];
+
 fn render_all(dialect: DialectKind) -> String {
-    let adapter = openemr();
+    let mut out = render_cases(dialect, &openemr(), CASES, "");
+    let cerebello = cerebello();
+    out.push_str(&render_cases(
+        dialect,
+        &cerebello,
+        CEREBELLO_CASES,
+        "cerebello: ",
+    ));
+    // A collection joined to another table: a patient's addresses through PersonAddress.
+    let patient = &cerebello.resources["Patient"].mappings[0];
+    let addresses = collection_select(
+        &patient.collections[0],
+        &[vec![Value::Int(7)], vec![Value::Int(8)]],
+    );
+    let query = render(dialect, &addresses);
+    writeln!(
+        out,
+        "## cerebello: Patient addresses of persons 7 and 8\n{}\n   params: {:?}",
+        query.sql, query.params
+    )
+    .unwrap();
+    out
+}
+
+fn render_cases(
+    dialect: DialectKind,
+    adapter: &Adapter,
+    cases: &[(&str, &str)],
+    heading: &str,
+) -> String {
     let mut out = String::new();
-    for (resource_type, query) in CASES {
-        let plan = compile(&adapter, resource_type, query, true)
+    for (resource_type, query) in cases {
+        let plan = compile(adapter, resource_type, query, true)
             .unwrap_or_else(|e| panic!("{resource_type}?{query}: {e:?}"));
-        writeln!(out, "## {resource_type}?{query}").unwrap();
+        writeln!(out, "## {heading}{resource_type}?{query}").unwrap();
         for branch in &plan.branches {
             if branch.cond == Cond::False {
                 writeln!(out, "-- {}: no match", branch.mapping.name).unwrap();
