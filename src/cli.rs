@@ -339,7 +339,7 @@ mod tests {
     /// a database (from the fixture schema), for every shipped adapter.
     #[test]
     fn the_committed_dictionaries_are_current() {
-        for name in ["openemr", "opendental", "cerebello"] {
+        for name in ["openemr", "opendental", "cerebello", "dentned"] {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("adapters")
                 .join(name);

@@ -13,6 +13,7 @@ use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
 
 pub mod cerebello;
+pub mod dentned;
 pub mod opendental;
 
 /// The OpenEMR tables the openemr adapter reads, with their real column types.

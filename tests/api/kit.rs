@@ -523,3 +523,21 @@ kit!(
     SqlServer,
     portico::demo::cerebello::seed_cerebello
 );
+kit!(
+    dentned_on_sqlite,
+    "dentned",
+    Sqlite,
+    portico::demo::dentned::seed_dentned
+);
+kit!(
+    dentned_on_mariadb,
+    "dentned",
+    MariaDb,
+    portico::demo::dentned::seed_dentned
+);
+kit!(
+    dentned_on_sqlserver,
+    "dentned",
+    SqlServer,
+    portico::demo::dentned::seed_dentned
+);
