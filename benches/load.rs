@@ -368,24 +368,6 @@ fn first_page_selects(plan: &Plan) -> Vec<(Arc<Mapping>, Select)> {
         .collect()
 }
 
-fn bind<'q>(
-    query: sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>,
-    value: &Value,
-) -> sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments> {
-    match value.clone() {
-        Value::Null => query.bind(None::<String>),
-        Value::Bool(b) => query.bind(b),
-        Value::Int(i) => query.bind(i),
-        Value::Float(f) => query.bind(f),
-        Value::Decimal(d) => query.bind(d),
-        Value::Text(s) => query.bind(s),
-        Value::Bytes(b) => query.bind(b),
-        Value::Date(d) => query.bind(d),
-        Value::DateTime(dt) => query.bind(dt),
-        Value::Time(t) => query.bind(t),
-    }
-}
-
 /// The SQL with its parameters written in as literals, to show and to EXPLAIN.
 fn inline_sql(query: &RenderedQuery) -> String {
     let mut out = String::with_capacity(query.sql.len() + 64);
@@ -403,6 +385,13 @@ fn inline_sql(query: &RenderedQuery) -> String {
             Some(Value::Decimal(d)) => out.push_str(&d.to_string()),
             Some(Value::Text(s)) => {
                 let _ = write!(out, "'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+            }
+            Some(Value::Uuid(u)) => {
+                out.push_str("X'");
+                for byte in u {
+                    let _ = write!(out, "{byte:02x}");
+                }
+                out.push('\'');
             }
             Some(Value::Bytes(b)) => {
                 out.push_str("X'");
@@ -558,7 +547,7 @@ impl Baseline {
         let rendered = render(DialectKind::Mysql, select);
         let mut query = sqlx::query(&rendered.sql);
         for param in &rendered.params {
-            query = bind(query, param);
+            query = portico::db::bind_mysql(query, param);
         }
         query.fetch_all(&self.pool).await
     }

@@ -13,6 +13,7 @@ use std::fmt;
 
 use crate::adapter::Adapter;
 use crate::adapter::format::{ColumnType, SplitKeep, TextCase};
+use crate::adapter::map::uuid_text;
 use crate::adapter::model::{
     BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, Mapping, Node, Predicate,
     PredicateOp, SearchKind, SearchParam, TokenTarget, Transform,
@@ -1303,6 +1304,7 @@ fn value_text(value: &Value) -> String {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             format!("0x{hex}")
         }
+        Value::Uuid(uuid) => uuid_text(uuid).unwrap_or_default(),
         Value::Date(d) => json_text(&serde_json::Value::String(d.to_string())),
         Value::DateTime(dt) => json_text(&serde_json::Value::String(dt.to_string())),
         Value::Time(t) => json_text(&serde_json::Value::String(t.to_string())),

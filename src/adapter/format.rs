@@ -67,7 +67,8 @@ pub struct IdSpec {
     /// Key columns hold text rather than integers.
     #[serde(default)]
     pub text: bool,
-    /// The single key column is a 16-byte binary UUID, shown as 8-4-4-4-12 hex text.
+    /// The single key column is a UUID: `binary(16)` on MySQL and SQLite, `uniqueidentifier` on
+    /// SQL Server; ids are its 8-4-4-4-12 lowercase hex text.
     #[serde(default)]
     pub uuid: bool,
 }

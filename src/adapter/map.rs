@@ -140,6 +140,7 @@ pub fn uuid_bytes(text: &str) -> Option<Vec<u8>> {
 pub fn key_text(value: &Value) -> Option<String> {
     let text = match value {
         Value::Bytes(bytes) => return uuid_text(bytes),
+        Value::Uuid(uuid) => return uuid_text(uuid),
         Value::Int(i) => i.to_string(),
         Value::Decimal(d) if d.fract().is_zero() => d.trunc().to_string(),
         Value::Text(s) => s.trim().to_owned(),
@@ -154,6 +155,7 @@ pub fn cell_text(value: &Value) -> Option<String> {
     let text = match value {
         Value::Null => return None,
         Value::Bytes(bytes) => return uuid_text(bytes),
+        Value::Uuid(uuid) => return uuid_text(uuid),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) => format_number(*f),
@@ -443,8 +445,17 @@ impl<'a> Evaluator<'a> {
                 Some(Json::String(text))
             }
             Transform::Map { column, map } => {
-                let legacy = cell_text(self.cell(*column))?;
-                map.apply(&legacy).cloned()
+                let cell = self.cell(*column);
+                let legacy = cell_text(cell)?;
+                // A bit column reads as a boolean from SQL Server and as 0/1 from MySQL: maps
+                // written with "0"/"1" keys serve both.
+                let as_digit = match cell {
+                    Value::Bool(b) => Some(if *b { "1" } else { "0" }),
+                    _ => None,
+                };
+                map.apply(&legacy)
+                    .or_else(|| as_digit.and_then(|digit| map.apply(digit)))
+                    .cloned()
             }
             Transform::Number {
                 column,

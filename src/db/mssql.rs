@@ -182,6 +182,7 @@ pub(super) fn bind(query: &mut Query<'_>, value: &Value) {
         Value::Decimal(d) => query.bind(d),
         Value::Text(s) => query.bind(s),
         Value::Bytes(b) => query.bind(b),
+        Value::Uuid(u) => query.bind(tiberius::Uuid::from_bytes(u)),
         Value::Date(d) => query.bind(d),
         Value::DateTime(dt) => query.bind(dt),
         Value::Time(t) => query.bind(t),
@@ -222,7 +223,7 @@ pub(super) fn cell_value(data: &ColumnData<'static>) -> Result<Value, DbError> {
         ColumnData::F64(v) => v.map(Value::Float),
         ColumnData::Bit(v) => v.map(Value::Bool),
         ColumnData::String(v) => v.as_ref().map(|s| Value::Text(s.to_string())),
-        ColumnData::Guid(v) => v.map(|g| Value::Text(g.to_string())),
+        ColumnData::Guid(v) => v.map(|g| Value::Uuid(g.into_bytes())),
         ColumnData::Binary(v) => v.as_ref().map(|b| Value::Bytes(b.to_vec())),
         ColumnData::Numeric(_) => rust_decimal::Decimal::from_sql(data)
             .map_err(|e| decode_failure("numeric", e))?

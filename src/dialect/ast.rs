@@ -16,6 +16,9 @@ pub enum Value {
     Decimal(Decimal),
     Text(String),
     Bytes(Vec<u8>),
+    /// A UUID key, bytes in RFC 4122 order: 16 bytes for MySQL and SQLite (`binary(16)`), a
+    /// `uniqueidentifier` for SQL Server (which keeps GUIDs in another byte order).
+    Uuid([u8; 16]),
     Date(NaiveDate),
     DateTime(NaiveDateTime),
     Time(NaiveTime),

@@ -899,8 +899,8 @@ fn key_cond<'a>(columns: impl IntoIterator<Item = &'a ColumnRef>, values: Vec<Va
 fn key_values(id: &str, prefix: &str, count: usize, text: bool, uuid: bool) -> Option<Vec<Value>> {
     if uuid {
         let rest = id.strip_prefix(prefix)?;
-        let bytes = uuid_bytes(rest)?;
-        return (uuid_text(&bytes)? == rest).then(|| vec![Value::Bytes(bytes)]);
+        let bytes: [u8; 16] = uuid_bytes(rest)?.try_into().ok()?;
+        return (uuid_text(&bytes)? == rest).then(|| vec![Value::Uuid(bytes)]);
     }
     key_parts(id, prefix, count)?
         .into_iter()

@@ -117,6 +117,7 @@ fn encode_value(value: &Value) -> Json {
         Value::Decimal(d) => json!({"m": d.to_string()}),
         Value::Text(s) => json!({"t": s}),
         Value::Bytes(b) => json!({"x": URL_SAFE_NO_PAD.encode(b)}),
+        Value::Uuid(u) => json!({"u": URL_SAFE_NO_PAD.encode(u)}),
         Value::Date(d) => json!({"d": d.to_string()}),
         Value::DateTime(dt) => json!({"dt": dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string()}),
         Value::Time(t) => json!({"tm": t.format("%H:%M:%S%.f").to_string()}),
@@ -138,6 +139,13 @@ fn decode_value(json: &Json) -> Result<Value, &'static str> {
             URL_SAFE_NO_PAD
                 .decode(text()?)
                 .map_err(|_| "malformed cursor")?,
+        ),
+        "u" => Value::Uuid(
+            URL_SAFE_NO_PAD
+                .decode(text()?)
+                .ok()
+                .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+                .ok_or("malformed cursor")?,
         ),
         "d" => Value::Date(
             NaiveDate::parse_from_str(text()?, "%Y-%m-%d").map_err(|_| "malformed cursor")?,

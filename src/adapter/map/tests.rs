@@ -378,3 +378,39 @@ minutesDuration = { fn = "length", column = "Pattern", multiply = 5 }
         "an end past year 9999 is left out"
     );
 }
+
+#[test]
+fn bit_columns_map_alike_from_sql_server_and_mysql() {
+    // SQL Server returns a bit as a boolean, MySQL and SQLite as 0/1: "0"/"1" map keys and
+    // equals = 0/1 conditions serve both.
+    let organization = mapping(
+        "Organization",
+        r#"
+version = 1
+resource = "Organization"
+[source]
+table = "o"
+id = { columns = ["id"] }
+[elements]
+active = { fn = "map", map = "active", column = "disabled" }
+name = { fn = "if", when = [{ column = "disabled", equals = 1 }], then = "closed" }
+[maps.active]
+values = { "0" = true, "1" = false }
+default_absent = true
+"#,
+    );
+    for (disabled, active, name) in [
+        (Value::Bool(true), json!(false), json!("closed")),
+        (Value::Int(1), json!(false), json!("closed")),
+        (Value::Bool(false), json!(true), serde_json::Value::Null),
+        (Value::Int(0), json!(true), serde_json::Value::Null),
+    ] {
+        let mapped = map_one(
+            &organization,
+            &[("id", Value::Int(1)), ("disabled", disabled.clone())],
+        );
+        let resource = &mapped[0].resource;
+        assert_eq!(resource["active"], active, "{disabled:?}");
+        assert_eq!(resource["name"], name, "{disabled:?}");
+    }
+}

@@ -52,10 +52,7 @@ fn every_tds_type_decodes_to_a_cell() {
             ColumnData::String(Some(Cow::from("D0120   "))),
             Value::Text("D0120   ".into()),
         ),
-        (
-            ColumnData::Guid(Some(guid)),
-            Value::Text("6f9619ff-8b86-d011-b42d-00c04fc964ff".into()),
-        ),
+        (ColumnData::Guid(Some(guid)), Value::Uuid(*guid.as_bytes())),
         // rowversion arrives as binary(8).
         (
             ColumnData::Binary(Some(Cow::from(vec![0, 0, 0, 0, 0, 0, 7, 209]))),
@@ -91,6 +88,24 @@ fn every_tds_type_decodes_to_a_cell() {
                 .unwrap()
         ),
         "datetimeoffset reads as UTC wall time"
+    );
+}
+
+#[test]
+fn guid_keys_read_back_as_the_ids_they_bind_from() {
+    // What a uniqueidentifier key decodes to shows as the id SQL Server prints, and parsing that
+    // id gives the same value, which binds as a uniqueidentifier again.
+    let guid = tiberius::Uuid::parse_str("6F9619FF-8B86-D011-B42D-00C04FC964FF").unwrap();
+    let cell = cell_value(&ColumnData::Guid(Some(guid))).unwrap();
+    let id = crate::adapter::map::key_text(&cell).unwrap();
+    assert_eq!(id, "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+    let Value::Uuid(bytes) = cell else {
+        panic!("{cell:?}")
+    };
+    assert_eq!(tiberius::Uuid::from_bytes(bytes), guid);
+    assert_eq!(
+        crate::adapter::map::uuid_bytes(&id).unwrap(),
+        bytes.to_vec()
     );
 }
 
