@@ -13,6 +13,7 @@ use crate::config::{self, LegacySettings, Secret, ServerSettings, Settings, defa
 use crate::db::fixture::FixtureWriter;
 use crate::db::{Database, redact_url};
 use crate::demo::cerebello::seed_cerebello;
+use crate::demo::dentned::seed_dentned;
 use crate::demo::seed_openemr;
 use crate::dictionary::{self, Dictionary, FIXTURE_SCHEMA, TableColumns};
 
@@ -149,6 +150,7 @@ async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 enum DemoAdapter {
     Openemr,
     Cerebello,
+    Dentned,
 }
 
 impl DemoAdapter {
@@ -156,6 +158,7 @@ impl DemoAdapter {
         match self {
             DemoAdapter::Openemr => "openemr",
             DemoAdapter::Cerebello => "cerebello",
+            DemoAdapter::Dentned => "dentned",
         }
     }
 
@@ -163,6 +166,7 @@ impl DemoAdapter {
         match self {
             DemoAdapter::Openemr => "OpenEMR",
             DemoAdapter::Cerebello => "Cerebello",
+            DemoAdapter::Dentned => "DentneD",
         }
     }
 
@@ -189,6 +193,17 @@ impl DemoAdapter {
                 "Coverage?patient=1",
                 "Observation?patient=1",
                 "Organization?name=cl",
+                "Patient/1?_format=xml",
+            ],
+            DemoAdapter::Dentned => &[
+                "metadata",
+                "Patient/1",
+                "Patient?family=ros&_count=5",
+                "Appointment?patient=1&_include=Appointment:actor",
+                "Claim?patient=1",
+                "Claim?created=ge2024-01-01&_sort=-created&_count=5",
+                "Coverage?patient=1",
+                "Location",
                 "Patient/1?_format=xml",
             ],
         }
@@ -220,6 +235,7 @@ async fn demo(
     let counts = match adapter {
         DemoAdapter::Openemr => seed_openemr(&writer, patients).await,
         DemoAdapter::Cerebello => seed_cerebello(&writer, patients).await,
+        DemoAdapter::Dentned => seed_dentned(&writer, patients).await,
     }
     .map_err(|e| anyhow::anyhow!(e.message))?;
     writer.close().await;

@@ -660,11 +660,16 @@ impl Walker<'_> {
         match transform {
             Transform::Date { column, .. }
             | Transform::Map { column, .. }
-            | Transform::Number { column, .. }
             | Transform::Integer { column }
             | Transform::Length { column, .. }
             | Transform::Boolean { column }
             | Transform::Text { column, .. } => push_at(out, context.at(*column)),
+            Transform::Number { column, times, .. } => {
+                push_at(out, context.at(*column));
+                if let Some(times) = times {
+                    push_at(out, context.at(*times));
+                }
+            }
             Transform::DateTime {
                 column,
                 time,
@@ -762,6 +767,7 @@ impl Walker<'_> {
             }
             Transform::Number {
                 multiply,
+                times,
                 decimals,
                 positive,
                 ..
@@ -769,6 +775,9 @@ impl Walker<'_> {
                 let mut tail = String::new();
                 if let Some(multiply) = multiply {
                     tail.push_str(&format!(" ×{multiply}"));
+                }
+                if let Some(times) = times {
+                    tail.push_str(&format!(" ×{}", self.source(context.at(*times))));
                 }
                 if let Some(decimals) = decimals {
                     tail.push_str(&format!(" {decimals}dp"));

@@ -264,6 +264,8 @@ pub enum TransformSpec {
     Number {
         column: String,
         multiply: Option<f64>,
+        /// Another column to multiply by (e.g. a line's quantity for its net amount).
+        times: Option<String>,
         decimals: Option<u32>,
         #[serde(default)]
         positive: bool,

@@ -460,6 +460,7 @@ impl<'a> Evaluator<'a> {
             Transform::Number {
                 column,
                 multiply,
+                times,
                 decimals,
                 positive,
             } => {
@@ -469,6 +470,9 @@ impl<'a> Evaluator<'a> {
                 }
                 if let Some(factor) = multiply {
                     number *= factor;
+                }
+                if let Some(times) = times {
+                    number *= cell_number(self.cell(*times))?;
                 }
                 if let Some(places) = decimals {
                     let scale = 10f64.powi(*places as i32);

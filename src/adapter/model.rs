@@ -207,6 +207,7 @@ pub enum Transform {
     Number {
         column: usize,
         multiply: Option<f64>,
+        times: Option<usize>,
         decimals: Option<u32>,
         positive: bool,
     },

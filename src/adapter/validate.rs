@@ -1366,11 +1366,13 @@ impl NodeBuilder<'_> {
             TransformSpec::Number {
                 column,
                 multiply,
+                times,
                 decimals,
                 positive,
             } => Transform::Number {
                 column: col(self, ctx, "column", &column),
                 multiply,
+                times: times.map(|times| col(self, ctx, "times", &times)),
                 decimals,
                 positive,
             },

@@ -27,6 +27,11 @@ async fn demo_imitates_cerebello_too() {
     demo_serves("cerebello").await;
 }
 
+#[tokio::test]
+async fn demo_imitates_dentned_too() {
+    demo_serves("dentned").await;
+}
+
 /// Runs `portico demo --adapter <adapter>` and tries every example request it prints.
 async fn demo_serves(adapter: &str) {
     let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
