@@ -535,12 +535,18 @@ impl Walker<'_> {
                 Transform::Each {
                     collection,
                     element,
+                    separator,
                 } => {
                     let inner = Context {
                         collection: Some(*collection),
                         ..context.clone()
                     };
-                    self.walk(element, &format!("{path}[]"), &inner, out);
+                    let path = if separator.is_none() {
+                        format!("{path}[]")
+                    } else {
+                        path.to_owned()
+                    };
+                    self.walk(element, &path, &inner, out);
                 }
                 Transform::Split {
                     column,
@@ -710,6 +716,7 @@ impl Walker<'_> {
             Transform::Each {
                 collection,
                 element,
+                ..
             } => {
                 let inner = Context {
                     collection: Some(*collection),
@@ -850,11 +857,18 @@ impl Walker<'_> {
                 };
                 return format!("split on {separator:?}{which}");
             }
-            Transform::Each { collection, .. } => {
-                return format!(
-                    "each row of collection {}",
-                    self.mapping.collections[*collection].name
-                );
+            Transform::Each {
+                collection,
+                separator,
+                ..
+            } => {
+                let name = &self.mapping.collections[*collection].name;
+                return match separator {
+                    None => format!("each row of collection {name}"),
+                    Some(separator) => {
+                        format!("each row of collection {name}, joined with {separator:?}")
+                    }
+                };
             }
         };
         if !inline {
@@ -1253,7 +1267,7 @@ fn collection_source(collection: &Collection, column: &ColumnRef) -> SourceColum
 fn flattens(node: &Node) -> bool {
     matches!(node, Node::Transform(t) if match t.as_ref() {
         Transform::Split { keep, .. } => keep.is_array(),
-        Transform::Each { .. } => true,
+        Transform::Each { separator, .. } => separator.is_none(),
         _ => false,
     })
 }
@@ -1266,7 +1280,7 @@ fn is_scalar(node: &Node) -> bool {
         Node::Object { .. } | Node::Array(_) => false,
         Node::Transform(transform) => match transform.as_ref() {
             Transform::Split { keep, .. } => !keep.is_array(),
-            Transform::Each { .. } => false,
+            Transform::Each { separator, .. } => separator.is_some(),
             Transform::If { then, .. } => is_scalar(then),
             Transform::Coalesce(options) => options.iter().all(is_scalar),
             _ => true,

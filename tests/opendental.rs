@@ -394,7 +394,9 @@ async fn opendental_on_mariadb() {
         ),
         (
             "Organization",
-            "SELECT (SELECT COUNT(*) FROM clinic) + (SELECT COUNT(*) FROM carrier)".to_owned(),
+            "SELECT (SELECT COUNT(*) FROM clinic) + (SELECT COUNT(*) FROM carrier) \
+             + (SELECT COUNT(*) FROM preference WHERE PrefName = 'PracticeTitle')"
+                .to_owned(),
         ),
     ];
     for (resource_type, sql) in &expect {
@@ -879,6 +881,98 @@ async fn opendental_on_mariadb() {
             .any(|(_, site, _)| site.starts_with("area"))
     );
     assert!(served_sites.iter().any(|(_, _, surface)| surface.len() > 1));
+
+    // Race and ethnicity: every reported OMB category (ASKU for "declined"), names as text.
+    let reported = database
+        .fetch(&RenderedQuery {
+            sql: "SELECT PatNum, CdcrecCode FROM patientrace ORDER BY PatientRaceNum".into(),
+            params: Vec::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    let mut by_patient: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for row in &reported {
+        let (Value::Int(patient), Value::Text(code)) = (&row[0], &row[1]) else {
+            panic!("{row:?}")
+        };
+        let entry = by_patient.entry(patient.to_string()).or_default();
+        match code.as_str() {
+            "2135-2" | "2186-5" => entry.1.push(code.clone()),
+            "ASKU-ETHNICITY" => entry.1.push("ASKU".into()),
+            "ASKU-RACE" => entry.0.push("ASKU".into()),
+            _ => entry.0.push(code.clone()),
+        }
+    }
+    let omb = |patient: &Json, url: &str| -> (Vec<String>, Option<String>) {
+        let Some(extension) = patient["extension"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["url"] == url))
+        else {
+            return (Vec::new(), None);
+        };
+        let parts = extension["extension"].as_array().expect("parts");
+        let codes = parts
+            .iter()
+            .filter(|p| p["url"] == "ombCategory")
+            .map(|p| p["valueCoding"]["code"].as_str().expect("code").to_owned())
+            .collect();
+        let text = parts
+            .iter()
+            .find(|p| p["url"] == "text")
+            .map(|p| p["valueString"].as_str().expect("text").to_owned());
+        (codes, text)
+    };
+    let mut several_races = 0;
+    for patient in &served["Patient"] {
+        let id = patient["id"].as_str().expect("id");
+        let (races, ethnicities) = by_patient.get(id).cloned().unwrap_or_default();
+        let (served_races, race_text) = omb(
+            patient,
+            "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+        );
+        let (served_ethnicities, ethnicity_text) = omb(
+            patient,
+            "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity",
+        );
+        assert_eq!(served_races, races, "{patient}");
+        assert_eq!(served_ethnicities, ethnicities, "{patient}");
+        assert_eq!(race_text.is_some(), !races.is_empty(), "{patient}");
+        assert_eq!(
+            ethnicity_text.is_some(),
+            !ethnicities.is_empty(),
+            "{patient}"
+        );
+        if races.len() > 1 {
+            several_races += 1;
+            assert!(race_text.expect("text").contains(", "), "{patient}");
+        }
+    }
+    assert!(several_races > 0, "the data has patients of several races");
+
+    // Patients of no clinic belong to the practice (its PracticeTitle preference row).
+    let practice = format!(
+        "Organization/practice-{}",
+        first_int(
+            &database,
+            "SELECT PrefNum FROM preference WHERE PrefName = 'PracticeTitle'"
+        )
+        .await
+    );
+    let no_clinic = count(
+        &database,
+        "SELECT COUNT(*) FROM patient WHERE PatStatus <> 4 AND ClinicNum = 0",
+    )
+    .await;
+    let at_practice = served["Patient"]
+        .iter()
+        .filter(|p| p["managingOrganization"]["reference"] == practice.as_str())
+        .count();
+    assert!(no_clinic > 0);
+    assert_eq!(at_practice, no_clinic);
+    let organization = fhir.json(&practice).await;
+    assert_eq!(organization["name"], "Willamette Family Dental");
+    assert_eq!(organization["address"][0]["city"], "Portland");
 
     database.close().await;
     drop_mysql_database(&server, DATABASE)

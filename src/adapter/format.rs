@@ -315,6 +315,9 @@ pub enum TransformSpec {
     Each {
         collection: String,
         element: toml::Value,
+        /// Join the items' text with this separator into one string, instead of an array (e.g.
+        /// the combined text of several race codes).
+        separator: Option<String>,
     },
     Sum {
         collection: String,

@@ -586,6 +586,7 @@ impl<'a> Evaluator<'a> {
             Transform::Each {
                 collection,
                 element,
+                separator,
             } => {
                 let items: Vec<Json> = self.children[*collection]
                     .iter()
@@ -599,7 +600,23 @@ impl<'a> Evaluator<'a> {
                         scoped.node(element)
                     })
                     .collect();
-                (!items.is_empty()).then_some(Json::Array(items))
+                if items.is_empty() {
+                    return None;
+                }
+                match separator {
+                    None => Some(Json::Array(items)),
+                    Some(separator) => {
+                        let texts: Vec<String> = items
+                            .iter()
+                            .filter_map(|item| match item {
+                                Json::String(text) => Some(text.clone()),
+                                Json::Number(number) => Some(number.to_string()),
+                                _ => None,
+                            })
+                            .collect();
+                        (!texts.is_empty()).then(|| Json::String(texts.join(separator)))
+                    }
+                }
             }
             Transform::Sum { collection, column } => {
                 let rows = &self.children[*collection];
@@ -629,9 +646,9 @@ impl<'a> Evaluator<'a> {
 }
 
 fn is_expanding(node: &Node) -> bool {
-    matches!(node, Node::Transform(t) if match **t {
+    matches!(node, Node::Transform(t) if match &**t {
         Transform::Split { keep, .. } => keep.is_array(),
-        Transform::Each { .. } => true,
+        Transform::Each { separator, .. } => separator.is_none(),
         _ => false,
     })
 }

@@ -248,6 +248,8 @@ pub enum Transform {
     Each {
         collection: usize,
         element: Node,
+        /// `Some`: the items' text joined into one string.
+        separator: Option<String>,
     },
     Sum {
         collection: usize,

@@ -1490,6 +1490,7 @@ impl NodeBuilder<'_> {
             TransformSpec::Each {
                 collection,
                 element,
+                separator,
             } => {
                 let Some(index) = self.collection_index(ctx, path, &collection, node_scope) else {
                     return Node::Literal(serde_json::Value::Null);
@@ -1503,6 +1504,7 @@ impl NodeBuilder<'_> {
                         &element,
                         NodeScope::CollectionItem(index),
                     ),
+                    separator,
                 }
             }
             TransformSpec::Sum { collection, column } => {

@@ -720,6 +720,31 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
     }
     clinics.write(writer).await?;
 
+    // The practice itself (Open Dental's Setup > Practice), as preference rows; the PrefNums are
+    // spread out as in a real database, where hundreds of other preferences sit between them.
+    let mut preferences = Rows::new("preference");
+    let practice: &[(i64, &str, &str)] = &[
+        (87, "PracticeTitle", "Willamette Family Dental"),
+        (88, "PracticeAddress", "1450 NE Broadway St"),
+        (89, "PracticeAddress2", "Suite 210"),
+        (90, "PracticeCity", "Portland"),
+        (91, "PracticeST", "OR"),
+        (92, "PracticeZip", "97232"),
+        (93, "PracticePhone", "5035550142"),
+        (94, "PracticeFax", ""),
+        (311, "PracticeDefaultProv", "1"),
+        (412, "TimeCardOvertimeFirstDayOfWeek", "0"),
+    ];
+    for (num, name, value) in practice {
+        preferences.push(vec![
+            ("PrefNum", int(*num)),
+            ("PrefName", text(name)),
+            ("ValueString", text(value)),
+            ("Comments", Value::Null),
+        ]);
+    }
+    preferences.write(writer).await?;
+
     let mut operatories = Rows::new("operatory");
     let ops: &[(i64, &str, &str, i64, i64, i64, i64)] = &[
         (1, "Op 1", "M-OP1", 1, 0, 1, 0),
@@ -964,6 +989,7 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
 
 struct Block {
     patients: Rows,
+    races: Rows,
     appointments: Rows,
     procedures: Rows,
     claims: Rows,
@@ -980,6 +1006,7 @@ impl Block {
     fn new() -> Block {
         Block {
             patients: Rows::new("patient"),
+            races: Rows::new("patientrace"),
             appointments: Rows::new("appointment"),
             procedures: Rows::new("procedurelog"),
             claims: Rows::new("claim"),
@@ -1014,6 +1041,7 @@ async fn seed_patient_block(
         &block.patients,
         &block.subscriptions,
         &block.patplans,
+        &block.races,
         &block.appointments,
         &block.procedures,
         &block.claims,
@@ -1037,7 +1065,43 @@ fn phone(rng: &mut Rng) -> String {
     )
 }
 
+/// The patient's patientrace rows: CDC race codes (sometimes two), an ethnicity, "declined to
+/// specify" for a few, nothing for others. A generator of its own, so that the other columns keep
+/// their values.
+fn generate_races(pid: i64, block: &mut Block) {
+    const RACES: &[&str] = &[
+        "2106-3", "2106-3", "2106-3", "2054-5", "2028-9", "1002-5", "2076-8",
+    ];
+    let mut rng = Rng::new(0x0D5A_CE00 ^ (pid as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut codes: Vec<&str> = Vec::new();
+    match rng.below(20) {
+        0 | 1 => {}
+        2 => codes.extend(["ASKU-RACE", "ASKU-ETHNICITY"]),
+        _ => {
+            codes.push(rng.pick(RACES));
+            if rng.chance(10) {
+                let second = rng.pick(RACES);
+                if !codes.contains(&second) {
+                    codes.push(second);
+                }
+            }
+            if rng.chance(85) {
+                codes.push(if rng.chance(18) { "2135-2" } else { "2186-5" });
+            }
+        }
+    }
+    for (k, code) in codes.into_iter().enumerate() {
+        block.races.push(vec![
+            ("PatientRaceNum", int(pid * 10 + k as i64)),
+            ("PatNum", int(pid)),
+            ("Race", int(0)),
+            ("CdcrecCode", text(code)),
+        ]);
+    }
+}
+
 fn generate_patient(pid: i64, block: &mut Block) {
+    generate_races(pid, block);
     let mut rng = Rng::new(0x0DE7_0000 + pid as u64);
     // PatientStatus: 0 Patient, 1 NonPatient, 2 Inactive, 3 Archived, 4 Deleted, 5 Deceased,
     // 6 Prospective.
