@@ -330,15 +330,17 @@ impl FixtureWriter {
             }
             Pool::Mssql(connection) => {
                 let mut connection = connection.lock().await;
-                // Fixture rows carry their keys; IDENTITY columns accept them only when told to.
+                // Fixture rows carry their keys; IDENTITY columns accept them only when told to,
+                // within the same batch. No explicit transaction: tiberius sends parameterized
+                // batches through sp_executesql, which must end with the transaction count it
+                // started with, and each INSERT is atomic on its own.
                 let quoted = quote_ident(kind, table);
                 let identity = |state: &str| {
                     format!(
-                        "IF OBJECTPROPERTY(OBJECT_ID(N'{table}'), 'TableHasIdentity') = 1 \
+                        "IF OBJECTPROPERTY(OBJECT_ID(N'{quoted}'), 'TableHasIdentity') = 1 \
                          SET IDENTITY_INSERT {quoted} {state};"
                     )
                 };
-                run_mssql(&mut connection, "BEGIN TRANSACTION", &[]).await?;
                 for chunk in rows.chunks(per_statement) {
                     let sql = format!(
                         "{} {}; {}",
@@ -347,14 +349,8 @@ impl FixtureWriter {
                         identity("OFF")
                     );
                     let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
-                    if let Err(error) = run_mssql(&mut connection, &sql, &params).await {
-                        run_mssql(&mut connection, "IF @@TRANCOUNT > 0 ROLLBACK", &[])
-                            .await
-                            .ok();
-                        return Err(error);
-                    }
+                    run_mssql(&mut connection, &sql, &params).await?;
                 }
-                run_mssql(&mut connection, "COMMIT", &[]).await?;
             }
         }
         Ok(())
