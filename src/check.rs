@@ -17,6 +17,8 @@ use crate::db::{Database, redact_url};
 enum Use {
     Any,
     IntegerKey,
+    /// `uuid = true` keys: `uniqueidentifier` (SQL Server), `binary(16)` or UUID text.
+    UuidKey,
     DateOrTime,
 }
 
@@ -94,9 +96,16 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
             let mut need_ref = |column: &ColumnRef, kind: Use| {
                 need(mapping.table_of(column), &column.column, kind)
             };
-            if !mapping.id.text {
+            let key_use = if mapping.id.uuid {
+                Some(Use::UuidKey)
+            } else if mapping.id.text {
+                None
+            } else {
+                Some(Use::IntegerKey)
+            };
+            if let Some(key_use) = key_use {
                 for &index in &mapping.id.columns {
-                    need_ref(&mapping.columns[index], Use::IntegerKey);
+                    need_ref(&mapping.columns[index], key_use);
                 }
             }
             if let Some(index) = mapping.last_updated {
@@ -127,9 +136,13 @@ fn fits(declared: &str, kind: Use) -> bool {
     let declared = declared.to_ascii_lowercase();
     match kind {
         Use::Any => true,
-        Use::IntegerKey => {
-            declared.contains("int") || declared.contains("char") || declared.contains("text")
-        }
+        // Whole numbers, whatever the type: numeric(10,0) keys are common in older PMS schemas.
+        Use::IntegerKey => ["int", "numeric", "decimal", "char", "text"]
+            .iter()
+            .any(|t| declared.contains(t)),
+        Use::UuidKey => ["uniqueidentifier", "binary", "blob", "char"]
+            .iter()
+            .any(|t| declared.contains(t)),
         Use::DateOrTime => ["date", "time", "char", "text"]
             .iter()
             .any(|t| declared.contains(t)),
@@ -170,6 +183,7 @@ async fn check_live(adapter: &Adapter, database: &Database) -> anyhow::Result<Ve
                     "{table}.{column} is {declared}, which does not fit its use as {} (in {file})",
                     match kind {
                         Use::IntegerKey => "an integer key",
+                        Use::UuidKey => "a UUID key",
                         Use::DateOrTime => "a date or time",
                         Use::Any => "a value",
                     }
@@ -179,4 +193,46 @@ async fn check_live(adapter: &Adapter, database: &Database) -> anyhow::Result<Ve
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Use, fits};
+
+    #[test]
+    fn declared_types_of_every_dialect_fit_their_use() {
+        // As MySQL (COLUMN_TYPE), SQLite (declared type) and SQL Server (DATA_TYPE) report them.
+        for declared in [
+            "int(11)",
+            "bigint",
+            "INTEGER",
+            "int",
+            "numeric",
+            "varchar(11)",
+        ] {
+            assert!(fits(declared, Use::IntegerKey), "{declared}");
+        }
+        for declared in ["uniqueidentifier", "binary(16)", "BLOB", "char(36)"] {
+            assert!(fits(declared, Use::UuidKey), "{declared}");
+        }
+        for declared in [
+            "datetime",
+            "datetime2",
+            "smalldatetime",
+            "datetimeoffset",
+            "date",
+            "timestamp",
+            "varchar(14)",
+        ] {
+            assert!(fits(declared, Use::DateOrTime), "{declared}");
+        }
+        for (declared, kind) in [
+            ("uniqueidentifier", Use::IntegerKey),
+            ("int", Use::UuidKey),
+            ("bit", Use::DateOrTime),
+            ("double", Use::DateOrTime),
+        ] {
+            assert!(!fits(declared, kind), "{declared}");
+        }
+    }
 }
