@@ -100,8 +100,12 @@ impl MssqlPool {
         statement_timeout: Duration,
         acquire_timeout: Duration,
     ) -> Result<MssqlPool, DbError> {
+        let mut config = parse_url(url)?;
+        // ApplicationIntent=ReadOnly: Portico only reads, and an availability group then routes it
+        // to a readable secondary, away from the PMS's primary.
+        config.readonly(true);
         Ok(MssqlPool {
-            config: parse_url(url)?,
+            config,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
             statement_timeout,
