@@ -4,18 +4,16 @@
 //! private-pay plans, examinations without a code), and `portico check` accepts the file.
 //! Needs no server.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime};
-use portico::app::Application;
-use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
-use portico::db::fixture::FixtureWriter;
-use portico::db::{Database, DbSettings};
+use common::{Fhir, Seeded, Served, int, rows, text};
+use portico::db::Database;
+use portico::demo::Counts;
 use portico::demo::cerebello::seed_cerebello;
-use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
 use serde_json::Value as Json;
 
@@ -28,55 +26,7 @@ const STATES: [&str; 27] = [
     "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO",
 ];
 
-struct Fhir {
-    base: String,
-    http: reqwest::Client,
-}
-
 impl Fhir {
-    async fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        let url = if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}/{path}", self.base)
-        };
-        let response = self.http.get(&url).send().await.expect("Portico answers");
-        let status = response.status().as_u16();
-        (status, response.bytes().await.expect("body").to_vec())
-    }
-
-    /// GETs FHIR JSON, expects 200, and checks that the body is strictly valid R4.
-    async fn json(&self, path: &str) -> Json {
-        let (status, body) = self.get(path).await;
-        let text = String::from_utf8_lossy(&body);
-        assert_eq!(status, 200, "GET {path}: {text}");
-        if let Err(error) = portico::fhir::xml::parse_strict(&body) {
-            panic!("GET {path}: not valid R4 ({error}):\n{text}");
-        }
-        serde_json::from_slice(&body).expect("JSON")
-    }
-
-    /// Every match of a search, following `next` links.
-    async fn all(&self, path: &str) -> Vec<Json> {
-        let mut found = Vec::new();
-        let mut next = Some(path.to_owned());
-        while let Some(url) = next {
-            let bundle = self.json(&url).await;
-            for entry in bundle["entry"].as_array().cloned().unwrap_or_default() {
-                if entry["search"]["mode"] == "match" {
-                    found.push(entry["resource"].clone());
-                }
-            }
-            next = bundle["link"]
-                .as_array()
-                .expect("links")
-                .iter()
-                .find(|l| l["relation"] == "next")
-                .map(|l| l["url"].as_str().expect("url").to_owned());
-        }
-        found
-    }
-
     /// Every match of a search, by id (each id served once).
     async fn by_id(&self, path: &str) -> BTreeMap<String, Json> {
         let all = self.all(path).await;
@@ -90,98 +40,28 @@ impl Fhir {
     }
 }
 
-struct Cerebello {
-    fhir: Fhir,
-    database: Database,
-}
-
 /// A SQLite file seeded by the generator, in a directory of its own.
-async fn seeded(name: &str) -> (PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("portico-cerebello-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("cerebello.sqlite");
-    std::fs::remove_file(&path).ok();
-    let url = format!("sqlite://{}", path.display());
-    let writer = FixtureWriter::open(&url)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    let counts = seed_cerebello(&writer, PATIENTS)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    writer.close().await;
-    assert_eq!(counts.patients, PATIENTS);
-    (dir, url)
+async fn seeded(name: &str) -> Seeded<Counts> {
+    let seeded = common::seed_sqlite("cerebello", name, async |writer| {
+        seed_cerebello(writer, PATIENTS).await
+    })
+    .await;
+    assert_eq!(seeded.counts.patients, PATIENTS);
+    seeded
 }
 
 /// Seeds a file, serves it with the cerebello adapter on a free port and opens it read-only.
-async fn start(name: &str) -> Cerebello {
-    let (dir, url) = seeded(name).await;
-    let settings = Settings {
-        server: ServerSettings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            base_url: None,
-            cursor_secret: Some(Secret::new("cerebello-test-secret")),
-            state_dir: dir.join("state"),
-        },
-        legacy: LegacySettings {
-            adapter: "cerebello".into(),
-            adapters_dir: default_adapters_dir(),
-            url: Secret::new(&url),
-            max_connections: 4,
-            statement_timeout_ms: 10_000,
-            acquire_timeout_ms: 3_000,
-            timezone: None,
-        },
-    };
-    let application = Application::build(&settings)
+async fn start(name: &str) -> Served {
+    seeded(name).await.serve().await
+}
+
+/// The first column of every row, as integers.
+async fn ids(database: &Database, sql: &str) -> BTreeSet<i64> {
+    rows(database, sql)
         .await
-        .expect("Portico starts with the cerebello adapter");
-    let fhir = Fhir {
-        base: format!("http://127.0.0.1:{}/fhir", application.port()),
-        http: reqwest::Client::new(),
-    };
-    tokio::spawn(application.run());
-    let database = Database::connect_lazy(&DbSettings {
-        url,
-        max_connections: 2,
-        statement_timeout: Duration::from_secs(10),
-        acquire_timeout: Duration::from_secs(5),
-    })
-    .unwrap_or_else(|e| panic!("{}", e.message));
-    Cerebello { fhir, database }
-}
-
-impl Cerebello {
-    async fn rows(&self, sql: &str) -> Vec<Vec<Value>> {
-        self.database
-            .fetch(&RenderedQuery {
-                sql: sql.to_owned(),
-                params: Vec::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {}", e.message))
-    }
-
-    /// The first column of every row, as integers.
-    async fn ids(&self, sql: &str) -> BTreeSet<i64> {
-        self.rows(sql).await.iter().map(|r| int(&r[0])).collect()
-    }
-}
-
-fn int(value: &Value) -> i64 {
-    match value {
-        Value::Int(n) => *n,
-        other => panic!("not an integer: {other:?}"),
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::Text(text) => Some(text.clone()),
-        Value::Null => None,
-        other => panic!("not text: {other:?}"),
-    }
+        .iter()
+        .map(|r| int(&r[0]))
+        .collect()
 }
 
 fn datetime(value: &Value) -> NaiveDateTime {
@@ -232,19 +112,19 @@ fn check_utc_instant(appointment: &Json, element: &str, stored: NaiveDateTime) {
 #[tokio::test]
 async fn patients_come_from_their_person_with_own_cpf_and_addresses() {
     let c = start("patients").await;
-    let expected = c
-        .rows(
-            "SELECT p.Id, p.PersonId, per.FullName, per.CPF, per.CPFOwner, per.DateOfBirth, \
+    let expected = rows(
+        &c.database,
+        "SELECT p.Id, p.PersonId, per.FullName, per.CPF, per.CPFOwner, per.DateOfBirth, \
              per.Gender FROM Patient p JOIN Person per ON per.Id = p.PersonId ORDER BY p.Id",
-        )
-        .await;
+    )
+    .await;
     let mut cities: BTreeMap<i64, Vec<Option<String>>> = BTreeMap::new();
-    for row in c
-        .rows(
-            "SELECT pa.PersonId, a.City FROM PersonAddress pa JOIN Address a ON a.Id = pa.AddressId \
+    for row in rows(
+        &c.database,
+        "SELECT pa.PersonId, a.City FROM PersonAddress pa JOIN Address a ON a.Id = pa.AddressId \
              ORDER BY pa.PersonId, pa.AddressId",
-        )
-        .await
+    )
+    .await
     {
         cities.entry(int(&row[0])).or_default().push(text(&row[1]));
     }
@@ -310,11 +190,14 @@ async fn patients_come_from_their_person_with_own_cpf_and_addresses() {
 }
 
 /// The patients whose FullName is `LIKE` the pattern (case-insensitive for ASCII letters).
-async fn named(c: &Cerebello, like: &str) -> BTreeSet<i64> {
-    c.ids(&format!(
-        "SELECT p.Id FROM Patient p JOIN Person per ON per.Id = p.PersonId \
+async fn named(c: &Served, like: &str) -> BTreeSet<i64> {
+    ids(
+        &c.database,
+        &format!(
+            "SELECT p.Id FROM Patient p JOIN Person per ON per.Id = p.PersonId \
          WHERE per.FullName LIKE '{like}'"
-    ))
+        ),
+    )
     .await
 }
 
@@ -341,12 +224,12 @@ async fn patient_name_matches_the_start_of_any_word() {
 #[tokio::test]
 async fn appointments_are_consultations_in_utc() {
     let c = start("appointments").await;
-    let expected = c
-        .rows(
-            "SELECT Id, Status, Start, \"End\", PatientId FROM Appointment \
+    let expected = rows(
+        &c.database,
+        "SELECT Id, Status, Start, \"End\", PatientId FROM Appointment \
              WHERE Type = 1 AND PatientId IS NOT NULL",
-        )
-        .await;
+    )
+    .await;
     let served = c.fhir.by_id("Appointment?_count=100").await;
     assert_eq!(served.len(), expected.len());
     let mut statuses = BTreeSet::new();
@@ -374,7 +257,7 @@ async fn appointments_are_consultations_in_utc() {
     assert_eq!(statuses, BTreeSet::from([0, 1, 10]));
 
     // Generic appointments (a doctor's own calendar entries) are neither listed nor readable.
-    let generic = c.ids("SELECT Id FROM Appointment WHERE Type = 0").await;
+    let generic = ids(&c.database, "SELECT Id FROM Appointment WHERE Type = 0").await;
     assert!(!generic.is_empty());
     for id in &generic {
         assert!(!served.contains_key(&id.to_string()));
@@ -383,12 +266,12 @@ async fn appointments_are_consultations_in_utc() {
     }
 
     // A date range is a range of the stored UTC Start.
-    let window = c
-        .ids(
-            "SELECT Id FROM Appointment WHERE Type = 1 AND PatientId IS NOT NULL \
+    let window = ids(
+        &c.database,
+        "SELECT Id FROM Appointment WHERE Type = 1 AND PatientId IS NOT NULL \
              AND Start >= '2024-06-01 00:00:00' AND Start < '2024-09-01 00:00:00'",
-        )
-        .await;
+    )
+    .await;
     assert!(!window.is_empty() && window.len() < expected.len());
     let in_window = c
         .fhir
@@ -400,15 +283,17 @@ async fn appointments_are_consultations_in_utc() {
 #[tokio::test]
 async fn coverage_is_the_last_used_plan() {
     let c = start("coverage").await;
-    let expected = c
-        .rows(
-            "SELECT p.Id, hi.Id, hi.IsParticular, hi.IsActive FROM Patient p \
+    let expected = rows(
+        &c.database,
+        "SELECT p.Id, hi.Id, hi.IsParticular, hi.IsActive FROM Patient p \
              JOIN HealthInsurance hi ON hi.Id = p.LastUsedHealthInsuranceId",
-        )
-        .await;
-    let without = c
-        .ids("SELECT Id FROM Patient WHERE LastUsedHealthInsuranceId IS NULL")
-        .await;
+    )
+    .await;
+    let without = ids(
+        &c.database,
+        "SELECT Id FROM Patient WHERE LastUsedHealthInsuranceId IS NULL",
+    )
+    .await;
     assert!(!without.is_empty());
     let served = c.fhir.by_id("Coverage?_count=100").await;
     assert_eq!(
@@ -467,13 +352,17 @@ async fn coverage_is_the_last_used_plan() {
 #[tokio::test]
 async fn organizations_are_practices_and_insurers() {
     let c = start("organizations").await;
-    let practices = c.rows("SELECT Id, Name FROM Practice").await;
-    let insurers = c
-        .rows("SELECT Id, Name, PracticeId FROM HealthInsurance WHERE IsParticular = 0")
-        .await;
-    let particular = c
-        .ids("SELECT Id FROM HealthInsurance WHERE IsParticular = 1")
-        .await;
+    let practices = rows(&c.database, "SELECT Id, Name FROM Practice").await;
+    let insurers = rows(
+        &c.database,
+        "SELECT Id, Name, PracticeId FROM HealthInsurance WHERE IsParticular = 0",
+    )
+    .await;
+    let particular = ids(
+        &c.database,
+        "SELECT Id FROM HealthInsurance WHERE IsParticular = 1",
+    )
+    .await;
     assert!(!particular.is_empty());
     let served = c.fhir.by_id("Organization?_count=100").await;
     let mut expected = BTreeSet::new();
@@ -501,13 +390,11 @@ async fn organizations_are_practices_and_insurers() {
 #[tokio::test]
 async fn practitioners_are_doctors_named_by_their_user() {
     let c = start("practitioners").await;
-    let expected = c
-        .rows(
-            "SELECT d.Id, per.FullName, d.MedicalEntityCode, d.MedicalEntityJurisdiction, d.CRM \
+    let expected = rows(&c.database, "SELECT d.Id, per.FullName, d.MedicalEntityCode, d.MedicalEntityJurisdiction, d.CRM \
              FROM Doctor d JOIN \"User\" u ON u.DoctorId = d.Id JOIN Person per ON per.Id = u.PersonId",
         )
         .await;
-    let doctors = c.ids("SELECT Id FROM Doctor").await;
+    let doctors = ids(&c.database, "SELECT Id FROM Doctor").await;
     assert_eq!(expected.len(), doctors.len(), "one user per doctor");
     let served = c.fhir.by_id("Practitioner?_count=100").await;
     assert_eq!(int_ids(&served), doctors);
@@ -532,12 +419,12 @@ async fn practitioners_are_doctors_named_by_their_user() {
         assert_eq!(official, [&Json::from(registration)], "{practitioner}");
     }
     // A user without a doctor (the secretary) is nobody's name.
-    let secretaries = c
-        .rows(
-            "SELECT per.FullName FROM \"User\" u JOIN Person per ON per.Id = u.PersonId \
+    let secretaries = rows(
+        &c.database,
+        "SELECT per.FullName FROM \"User\" u JOIN Person per ON per.Id = u.PersonId \
              WHERE u.DoctorId IS NULL",
-        )
-        .await;
+    )
+    .await;
     assert!(!secretaries.is_empty());
     for row in &secretaries {
         let name = text(&row[0]).unwrap();
@@ -553,10 +440,12 @@ async fn practitioners_are_doctors_named_by_their_user() {
 #[tokio::test]
 async fn observations_are_examinations_and_results() {
     let c = start("observations").await;
-    let exams = c.ids("SELECT Id FROM PhysicalExamination").await;
-    let results = c
-        .rows("SELECT Id, MedicalProcedureCode, MedicalProcedureName FROM ExaminationResult")
-        .await;
+    let exams = ids(&c.database, "SELECT Id FROM PhysicalExamination").await;
+    let results = rows(
+        &c.database,
+        "SELECT Id, MedicalProcedureCode, MedicalProcedureName FROM ExaminationResult",
+    )
+    .await;
     let served = c.fhir.by_id("Observation?_count=100").await;
     let mut expected: BTreeSet<String> = exams.iter().map(|id| format!("exam-{id}")).collect();
     let mut uncoded = 0;
@@ -584,12 +473,14 @@ async fn observations_are_examinations_and_results() {
     assert_eq!(served.keys().cloned().collect::<BTreeSet<_>>(), expected);
     assert_eq!(served.len(), exams.len() + results.len());
 
-    let hemogram: BTreeSet<String> = c
-        .ids("SELECT Id FROM ExaminationResult WHERE TRIM(MedicalProcedureCode) = '40304361'")
-        .await
-        .iter()
-        .map(|id| format!("result-{id}"))
-        .collect();
+    let hemogram: BTreeSet<String> = ids(
+        &c.database,
+        "SELECT Id FROM ExaminationResult WHERE TRIM(MedicalProcedureCode) = '40304361'",
+    )
+    .await
+    .iter()
+    .map(|id| format!("result-{id}"))
+    .collect();
     assert!(!hemogram.is_empty());
     let found = c
         .fhir
@@ -600,7 +491,7 @@ async fn observations_are_examinations_and_results() {
 
 #[tokio::test]
 async fn check_accepts_the_seeded_file() {
-    let (_, url) = seeded("check").await;
+    let Seeded { url, .. } = seeded("check").await;
     let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
     command.current_dir(env!("CARGO_MANIFEST_DIR"));
     for (name, _) in std::env::vars() {

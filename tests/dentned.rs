@@ -4,77 +4,17 @@
 //! generic behaviour; this file checks what is particular to DentneD against plain SQL.
 //! Needs no server.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone};
-use portico::app::Application;
-use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
-use portico::db::fixture::FixtureWriter;
-use portico::db::{Database, DbSettings};
+use common::{count, int, nullable_int, rows, text};
 use portico::demo::dentned::seed_dentned;
-use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
 use serde_json::Value as Json;
 
 const PATIENTS: usize = 120;
-
-struct Fhir {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Fhir {
-    async fn json(&self, path: &str) -> Json {
-        let url = if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}/{path}", self.base)
-        };
-        let response = self.http.get(&url).send().await.expect("Portico answers");
-        assert_eq!(response.status().as_u16(), 200, "GET {url}");
-        response.json().await.expect("JSON")
-    }
-
-    /// Every match of a search, following `next` links.
-    async fn all(&self, path: &str) -> Vec<Json> {
-        let mut found = Vec::new();
-        let mut next = Some(path.to_owned());
-        while let Some(url) = next {
-            let bundle = self.json(&url).await;
-            for entry in bundle["entry"].as_array().cloned().unwrap_or_default() {
-                if entry["search"]["mode"] == "match" {
-                    found.push(entry["resource"].clone());
-                }
-            }
-            next = bundle["link"]
-                .as_array()
-                .expect("links")
-                .iter()
-                .find(|l| l["relation"] == "next")
-                .map(|l| l["url"].as_str().expect("url").to_owned());
-        }
-        found
-    }
-}
-
-async fn rows(database: &Database, sql: &str) -> Vec<Vec<Value>> {
-    database
-        .fetch(&RenderedQuery {
-            sql: sql.to_owned(),
-            params: Vec::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", e.message))
-}
-
-fn int(value: &Value) -> Option<i64> {
-    match value {
-        Value::Int(n) => Some(*n),
-        Value::Null => None,
-        other => panic!("not an integer: {other:?}"),
-    }
-}
 
 fn number(value: &Value) -> f64 {
     match value {
@@ -82,13 +22,6 @@ fn number(value: &Value) -> f64 {
         Value::Float(f) => *f,
         Value::Decimal(d) => d.to_string().parse().expect("decimal"),
         other => panic!("not a number: {other:?}"),
-    }
-}
-
-fn string(value: &Value) -> String {
-    match value {
-        Value::Text(text) => text.clone(),
-        other => panic!("not text: {other:?}"),
     }
 }
 
@@ -103,53 +36,13 @@ fn id_of(reference: &Json, resource_type: &str) -> i64 {
 
 #[tokio::test]
 async fn dentned_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("portico-dentned-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("dentned.sqlite");
-    std::fs::remove_file(&path).ok();
-    let url = format!("sqlite://{}", path.display());
-    let writer = FixtureWriter::open(&url)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    let counts = seed_dentned(&writer, PATIENTS)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    writer.close().await;
-    assert_eq!(counts.patients, PATIENTS);
-
-    let settings = Settings {
-        server: ServerSettings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            base_url: None,
-            cursor_secret: Some(Secret::new("dentned-test-secret")),
-            state_dir: dir.join("state"),
-        },
-        legacy: LegacySettings {
-            adapter: "dentned".into(),
-            adapters_dir: default_adapters_dir(),
-            url: Secret::new(&url),
-            max_connections: 4,
-            statement_timeout_ms: 10_000,
-            acquire_timeout_ms: 3_000,
-            timezone: None,
-        },
-    };
-    let application = Application::build(&settings)
-        .await
-        .expect("Portico starts with the dentned adapter");
-    let fhir = Fhir {
-        base: format!("http://127.0.0.1:{}/fhir", application.port()),
-        http: reqwest::Client::new(),
-    };
-    tokio::spawn(application.run());
-    let database = Database::connect_lazy(&DbSettings {
-        url: url.clone(),
-        max_connections: 2,
-        statement_timeout: Duration::from_secs(10),
-        acquire_timeout: Duration::from_secs(5),
+    let seeded = common::seed_sqlite("dentned", "all", async |writer| {
+        seed_dentned(writer, PATIENTS).await
     })
-    .unwrap_or_else(|e| panic!("{}", e.message));
+    .await;
+    let counts = &seeded.counts;
+    assert_eq!(counts.patients, PATIENTS);
+    let common::Served { fhir, database } = seeded.serve().await;
 
     // Claims: one per invoice with a patient; items are the invoice's lines, codes trimmed.
     let invoices = rows(
@@ -165,9 +58,9 @@ async fn dentned_on_sqlite() {
     )
     .await
     {
-        lines.entry(int(&row[0]).unwrap()).or_default().push((
-            string(&row[1]),
-            int(&row[2]).unwrap(),
+        lines.entry(int(&row[0])).or_default().push((
+            text(&row[1]).expect("text"),
+            int(&row[2]),
             number(&row[3]),
         ));
     }
@@ -186,8 +79,8 @@ async fn dentned_on_sqlite() {
         .collect();
     let with_patient: BTreeSet<i64> = invoices
         .iter()
-        .filter(|r| int(&r[1]).is_some())
-        .map(|r| int(&r[0]).unwrap())
+        .filter(|r| nullable_int(&r[1]).is_some())
+        .map(|r| int(&r[0]))
         .collect();
     assert!(
         with_patient.len() < invoices.len(),
@@ -200,11 +93,11 @@ async fn dentned_on_sqlite() {
     assert_eq!(claims.len(), counts.claims);
     let (mut without_doctor, mut beyond_ten) = (0, 0);
     for row in &invoices {
-        let Some(claim) = claims.get(&int(&row[0]).unwrap()) else {
+        let Some(claim) = claims.get(&int(&row[0])) else {
             continue;
         };
-        let patient = int(&row[1]).unwrap();
-        let expected = &lines[&int(&row[0]).unwrap()];
+        let patient = int(&row[1]);
+        let expected = &lines[&int(&row[0])];
         let items = claim["item"].as_array().expect("items");
         assert_eq!(items.len(), expected.len(), "{claim}");
         for (item, (code, quantity, unit)) in items.iter().zip(expected) {
@@ -222,7 +115,7 @@ async fn dentned_on_sqlite() {
         assert_eq!(claim["total"]["value"].as_f64(), Some(number(&row[3])));
         assert_eq!(claim["total"]["currency"], "EUR");
         assert_eq!(id_of(&claim["patient"], "Patient"), patient);
-        match int(&row[2]) {
+        match nullable_int(&row[2]) {
             Some(doctor) => assert_eq!(id_of(&claim["provider"], "Practitioner"), doctor),
             None => {
                 without_doctor += 1;
@@ -253,7 +146,7 @@ async fn dentned_on_sqlite() {
     )
     .await
     .iter()
-    .map(|r| int(&r[0]).unwrap())
+    .map(|r| int(&r[0]))
     .collect();
     assert!(!archived.is_empty());
     let patients = fhir.all("Patient?_count=100").await;
@@ -270,25 +163,23 @@ async fn dentned_on_sqlite() {
 
     // Gender and birthdate searches return exactly what the columns say.
     let women = fhir.all("Patient?gender=female&_count=100").await;
-    let expected_women = rows(
+    let expected_women = count(
         &database,
         "SELECT COUNT(*) FROM patients WHERE patients_sex = 'F'",
     )
-    .await[0][0]
-        .clone();
-    assert_eq!(women.len() as i64, int(&expected_women).unwrap());
+    .await;
+    assert_eq!(women.len(), expected_women);
     assert!(women.iter().all(|p| p["gender"] == "female"));
     let eighties = fhir
         .all("Patient?birthdate=ge1980-01-01&birthdate=lt1990-01-01&_count=100")
         .await;
-    let expected_eighties = rows(
+    let expected_eighties = count(
         &database,
         "SELECT COUNT(*) FROM patients WHERE patients_birthdate >= '1980-01-01' \
          AND patients_birthdate < '1990-01-01'",
     )
-    .await[0][0]
-        .clone();
-    assert_eq!(eighties.len() as i64, int(&expected_eighties).unwrap());
+    .await;
+    assert_eq!(eighties.len(), expected_eighties);
     assert!(eighties.iter().all(|p| {
         let day = p["birthDate"].as_str().unwrap();
         ("1980-01-01".."1990-01-01").contains(&day)
@@ -304,8 +195,8 @@ async fn dentned_on_sqlite() {
     .iter()
     .map(|r| {
         (
-            int(&r[0]).unwrap().to_string(),
-            (string(&r[1]), string(&r[2])),
+            int(&r[0]).to_string(),
+            (text(&r[1]).expect("text"), text(&r[2]).expect("text")),
         )
     })
     .collect();

@@ -7,16 +7,15 @@
 //!
 //! Needs MariaDB (PORTICO_TEST_MYSQL_URL, default mysql://root@127.0.0.1:3306).
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+mod common;
 
-use portico::app::Application;
-use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use std::collections::BTreeSet;
+
+use common::{count, first_int, rows, strict};
+use portico::config::default_adapters_dir;
 use portico::db::fixture::{FixtureWriter, drop_mysql_database, recreate_mysql_database};
-use portico::db::{Database, DbSettings};
 use portico::demo::opendental::seed_opendental;
 use portico::dialect::DialectKind;
-use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
 use serde_json::Value as Json;
 
@@ -108,101 +107,6 @@ fn the_adapter_loads_and_validates() {
     }
 }
 
-/// A client for one running Portico.
-struct Fhir {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Fhir {
-    async fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        let url = if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}/{path}", self.base)
-        };
-        let response = self.http.get(&url).send().await.expect("Portico answers");
-        let status = response.status().as_u16();
-        (status, response.bytes().await.expect("body").to_vec())
-    }
-
-    /// GETs FHIR JSON, expects 200, and checks that the body is strictly valid R4.
-    async fn json(&self, path: &str) -> Json {
-        let (status, body) = self.get(path).await;
-        assert_eq!(
-            status,
-            200,
-            "GET {path}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        strict(&body);
-        serde_json::from_slice(&body).expect("JSON")
-    }
-
-    /// Every match of a search, following `next` links.
-    async fn all(&self, path: &str) -> Vec<Json> {
-        let mut found = Vec::new();
-        let mut next = Some(path.to_owned());
-        let mut pages = 0;
-        while let Some(url) = next {
-            pages += 1;
-            assert!(pages < 5_000, "paging does not end");
-            let bundle = self.json(&url).await;
-            for entry in bundle["entry"].as_array().cloned().unwrap_or_default() {
-                if entry["search"]["mode"] == "match" {
-                    found.push(entry["resource"].clone());
-                }
-            }
-            next = bundle["link"]
-                .as_array()
-                .expect("links")
-                .iter()
-                .find(|l| l["relation"] == "next")
-                .map(|l| l["url"].as_str().expect("url").to_owned());
-        }
-        found
-    }
-}
-
-/// Deserializes strictly into fhirbolt's R4 model (unknown elements and wrong types fail).
-fn strict(bytes: &[u8]) {
-    if let Err(error) = portico::fhir::xml::parse_strict(bytes) {
-        panic!(
-            "not valid R4 ({error}):\n{}",
-            String::from_utf8_lossy(bytes)
-        );
-    }
-}
-
-async fn count(database: &Database, sql: &str) -> usize {
-    let rows = database
-        .fetch(&RenderedQuery {
-            sql: sql.to_owned(),
-            params: Vec::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", e.message));
-    match &rows[0][0] {
-        Value::Int(n) => *n as usize,
-        Value::Decimal(d) => d.to_string().parse().expect("count"),
-        other => panic!("{sql}: not a count: {other:?}"),
-    }
-}
-
-async fn first_int(database: &Database, sql: &str) -> i64 {
-    let rows = database
-        .fetch(&RenderedQuery {
-            sql: sql.to_owned(),
-            params: Vec::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {}", e.message));
-    match rows.first().and_then(|r| r.first()) {
-        Some(Value::Int(n)) => *n,
-        other => panic!("{sql}: no integer: {other:?}"),
-    }
-}
-
 fn references(value: &Json, out: &mut BTreeSet<String>) {
     match value {
         Json::Object(map) => {
@@ -260,40 +164,12 @@ async fn opendental_on_mariadb() {
     assert_eq!(counts.patients, PATIENTS);
     assert!(counts.appointments > PATIENTS && counts.claims > 50 && counts.lab_results > 5);
 
-    let settings = Settings {
-        server: ServerSettings {
-            host: "127.0.0.1".into(),
-            port: 0,
-            base_url: None,
-            cursor_secret: Some(Secret::new("opendental-test-secret")),
-            state_dir: std::env::temp_dir()
-                .join(format!("portico-state-opendental-{}", std::process::id())),
-        },
-        legacy: LegacySettings {
-            adapter: "opendental".into(),
-            adapters_dir: default_adapters_dir(),
-            url: Secret::new(&url),
-            max_connections: 4,
-            statement_timeout_ms: 10_000,
-            acquire_timeout_ms: 3_000,
-            timezone: None,
-        },
-    };
-    let application = Application::build(&settings)
-        .await
-        .expect("Portico starts with the opendental adapter");
-    let fhir = Fhir {
-        base: format!("http://127.0.0.1:{}/fhir", application.port()),
-        http: reqwest::Client::new(),
-    };
-    tokio::spawn(application.run());
-    let database = Database::connect_lazy(&DbSettings {
-        url: url.clone(),
-        max_connections: 2,
-        statement_timeout: Duration::from_secs(10),
-        acquire_timeout: Duration::from_secs(5),
-    })
-    .unwrap_or_else(|e| panic!("{}", e.message));
+    let common::Served { fhir, database } = common::serve(
+        "opendental",
+        &url,
+        std::env::temp_dir().join(format!("portico-state-opendental-{}", std::process::id())),
+    )
+    .await;
 
     // Every advertised type: all resources, strictly R4, no Open Dental empty date, each id once,
     // every tenth read back identical, every reference resolvable.
@@ -765,6 +641,7 @@ async fn opendental_on_mariadb() {
         served_lines, lines,
         "claim lines are the claimproc procedure lines"
     );
+    let mut described = 0;
     for claim in claims {
         assert!(
             claim["insurance"][0]["focal"] == true && claim["provider"]["reference"].is_string()
@@ -775,6 +652,7 @@ async fn opendental_on_mariadb() {
             if oral {
                 assert_eq!(coding["system"], "http://www.ada.org/cdt");
                 assert!(coding["code"].as_str().expect("code").starts_with('D'));
+                described += usize::from(coding["display"].is_string());
             } else {
                 assert!(coding.get("system").is_none(), "{claim}");
             }
@@ -795,48 +673,60 @@ async fn opendental_on_mariadb() {
             .iter()
             .any(|c| c["type"]["coding"][0]["code"] == "professional")
     );
+    // A dental line names its code when it sends the procedure's own code.
+    let own_code_lines = count(
+        &database,
+        &format!(
+            "SELECT COUNT(*) FROM claimproc cp JOIN claim t ON t.ClaimNum = cp.ClaimNum {live} \
+             JOIN procedurelog pl ON pl.ProcNum = cp.ProcNum \
+             JOIN procedurecode pc ON pc.CodeNum = pl.CodeNum AND pc.ProcCode = cp.CodeSent \
+             WHERE t.PlanNum > 0 AND t.InsSubNum > 0 AND t.MedType = 0 \
+             AND cp.Status IN (0, 1, 2, 5) AND cp.ProcNum > 0 AND pc.Descript <> ''"
+        ),
+    )
+    .await;
+    assert!(own_code_lines > 0);
+    assert_eq!(described, own_code_lines);
 
     // Dental lines carry the tooth or quadrant and the surfaces of the procedure behind them.
-    let expected_sites: Vec<(String, String, String)> = database
-        .fetch(&RenderedQuery {
-            sql: format!(
-                "SELECT t.ClaimNum, pl.ToothNum, pl.Surf FROM claimproc cp \
-                 JOIN claim t ON t.ClaimNum = cp.ClaimNum {live} \
-                 JOIN procedurelog pl ON pl.ProcNum = cp.ProcNum \
-                 WHERE t.PlanNum > 0 AND t.InsSubNum > 0 AND t.MedType = 0 \
-                 AND cp.Status IN (0, 1, 2, 5) AND cp.ProcNum > 0"
-            ),
-            params: Vec::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message))
-        .into_iter()
-        .map(|row| {
-            let text = |v: &Value| match v {
-                Value::Int(n) => n.to_string(),
-                Value::Text(s) => s.clone(),
-                other => panic!("{other:?}"),
-            };
-            let (tooth, surface) = (text(&row[1]), text(&row[2]));
-            let site = if !tooth.is_empty() {
-                format!("tooth {tooth}")
-            } else {
-                match surface.as_str() {
-                    "UR" => "area 10".into(),
-                    "UL" => "area 20".into(),
-                    "LL" => "area 30".into(),
-                    "LR" => "area 40".into(),
-                    _ => String::new(),
-                }
-            };
-            let surface = if tooth.is_empty() {
-                String::new()
-            } else {
-                surface
-            };
-            (text(&row[0]), site, surface)
-        })
-        .collect();
+    let expected_sites: Vec<(String, String, String)> = rows(
+        &database,
+        &format!(
+            "SELECT t.ClaimNum, pl.ToothNum, pl.Surf FROM claimproc cp \
+             JOIN claim t ON t.ClaimNum = cp.ClaimNum {live} \
+             JOIN procedurelog pl ON pl.ProcNum = cp.ProcNum \
+             WHERE t.PlanNum > 0 AND t.InsSubNum > 0 AND t.MedType = 0 \
+             AND cp.Status IN (0, 1, 2, 5) AND cp.ProcNum > 0"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|row| {
+        let text = |v: &Value| match v {
+            Value::Int(n) => n.to_string(),
+            Value::Text(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (tooth, surface) = (text(&row[1]), text(&row[2]));
+        let site = if !tooth.is_empty() {
+            format!("tooth {tooth}")
+        } else {
+            match surface.as_str() {
+                "UR" => "area 10".into(),
+                "UL" => "area 20".into(),
+                "LL" => "area 30".into(),
+                "LR" => "area 40".into(),
+                _ => String::new(),
+            }
+        };
+        let surface = if tooth.is_empty() {
+            String::new()
+        } else {
+            surface
+        };
+        (text(&row[0]), site, surface)
+    })
+    .collect();
     let mut served_sites: Vec<(String, String, String)> = claims
         .iter()
         .filter(|c| c["type"]["coding"][0]["code"] == "oral")
@@ -883,13 +773,11 @@ async fn opendental_on_mariadb() {
     assert!(served_sites.iter().any(|(_, _, surface)| surface.len() > 1));
 
     // Race and ethnicity: every reported OMB category (ASKU for "declined"), names as text.
-    let reported = database
-        .fetch(&RenderedQuery {
-            sql: "SELECT PatNum, CdcrecCode FROM patientrace ORDER BY PatientRaceNum".into(),
-            params: Vec::new(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
+    let reported = rows(
+        &database,
+        "SELECT PatNum, CdcrecCode FROM patientrace ORDER BY PatientRaceNum",
+    )
+    .await;
     let mut by_patient: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> =
         std::collections::BTreeMap::new();
     for row in &reported {
