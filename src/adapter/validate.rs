@@ -977,6 +977,12 @@ fn search_param(
                 },
             }
         };
+    if spec.words && spec.kind != SearchType::String {
+        ctx.issue(
+            &format!("{path}.words"),
+            "words applies to string parameters only",
+        );
+    }
     if spec.sortable
         && !matches!(
             spec.kind,

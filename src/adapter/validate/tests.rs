@@ -94,6 +94,10 @@ column = "sex"
 map = "missing-map"
 [search.birthdate]
 type = "date"
+[search.gender2]
+type = "token"
+column = "sex"
+words = true
 "#,
         ),
         (
@@ -117,6 +121,7 @@ type = "date"
         "Patient.toml: maps.sex: an explicit default is required",
         "Patient.toml: search.gender.map: no map named \"missing-map\"",
         "Patient.toml: search.birthdate: a date parameter needs column",
+        "Patient.toml: search.gender2.words: words applies to string parameters only",
         "Observation.vitals.toml: resource: file name says Observation but resource = \"Patient\"",
     ] {
         assert!(
