@@ -187,7 +187,11 @@ pub(super) fn bind(query: &mut Query<'_>, value: &Value) {
         Value::Text(s) => query.bind(s),
         Value::Bytes(b) => query.bind(b),
         Value::Uuid(u) => query.bind(tiberius::Uuid::from_bytes(u)),
-        Value::Date(d) => query.bind(d),
+        // As a datetime2 at midnight, not a `date`: compared with a `datetime` column a `date`
+        // parameter is converted to `datetime`, which fails before 1753 (e.g. the year-1 floor that
+        // skips sentinel dates), while a datetime2 converts the column instead. Against `date`
+        // columns, midnight compares as the day itself.
+        Value::Date(d) => query.bind(d.and_time(NaiveTime::MIN)),
         Value::DateTime(dt) => query.bind(dt),
         Value::Time(t) => query.bind(t),
     }
