@@ -673,6 +673,54 @@ async fn opendental_on_mariadb() {
             .iter()
             .any(|c| c["type"]["coding"][0]["code"] == "professional")
     );
+    // Each line with a diagnosis adds one, numbered like the line, which points at it.
+    let diagnosed_lines = count(
+        &database,
+        &format!(
+            "SELECT COUNT(*) FROM claimproc cp JOIN claim t ON t.ClaimNum = cp.ClaimNum {live} \
+             JOIN procedurelog pl ON pl.ProcNum = cp.ProcNum \
+             WHERE t.PlanNum > 0 AND t.InsSubNum > 0 AND cp.Status IN (0, 1, 2, 5) \
+             AND cp.ProcNum > 0 AND pl.DiagnosticCode <> ''"
+        ),
+    )
+    .await;
+    let mut served_diagnoses = 0;
+    for claim in claims {
+        let diagnoses: std::collections::BTreeMap<u64, &Json> = claim["diagnosis"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|d| (d["sequence"].as_u64().expect("sequence"), d))
+                    .collect()
+            })
+            .unwrap_or_default();
+        served_diagnoses += diagnoses.len();
+        let mut pointed = 0;
+        for item in claim["item"].as_array().cloned().unwrap_or_default() {
+            if let Some(pointers) = item["diagnosisSequence"].as_array() {
+                assert_eq!(pointers.len(), 1, "{claim}");
+                assert_eq!(pointers[0], item["sequence"], "{claim}");
+                let diagnosis = diagnoses[&pointers[0].as_u64().expect("pointer")];
+                let coding = &diagnosis["diagnosisCodeableConcept"]["coding"][0];
+                assert!(coding["code"].is_string(), "{claim}");
+                assert!(
+                    coding["system"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("http://hl7.org/fhir/sid/icd-")),
+                    "{claim}"
+                );
+                pointed += 1;
+            }
+        }
+        assert_eq!(
+            pointed,
+            diagnoses.len(),
+            "every diagnosis has its line: {claim}"
+        );
+    }
+    assert!(diagnosed_lines > 0);
+    assert_eq!(served_diagnoses, diagnosed_lines);
+
     // A dental line names its code when it sends the procedure's own code.
     let own_code_lines = count(
         &database,
