@@ -282,7 +282,8 @@ impl FixtureWriter {
         Ok(())
     }
 
-    /// Inserts rows in multi-row statements, all values bound, inside one transaction.
+    /// Inserts rows in multi-row statements, all values bound (inside one transaction on MySQL and
+    /// SQLite).
     pub async fn insert(
         &self,
         table: &str,
@@ -334,20 +335,8 @@ impl FixtureWriter {
                 // within the same batch. No explicit transaction: tiberius sends parameterized
                 // batches through sp_executesql, which must end with the transaction count it
                 // started with, and each INSERT is atomic on its own.
-                let quoted = quote_ident(kind, table);
-                let identity = |state: &str| {
-                    format!(
-                        "IF OBJECTPROPERTY(OBJECT_ID(N'{quoted}'), 'TableHasIdentity') = 1 \
-                         SET IDENTITY_INSERT {quoted} {state};"
-                    )
-                };
                 for chunk in rows.chunks(per_statement) {
-                    let sql = format!(
-                        "{} {}; {}",
-                        identity("ON"),
-                        insert_sql(kind, table, &column_list, columns.len(), chunk.len()),
-                        identity("OFF")
-                    );
+                    let sql = mssql_insert_batch(table, &column_list, chunk.len());
                     let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
                     run_mssql(&mut connection, &sql, &params).await?;
                 }
@@ -404,6 +393,24 @@ async fn run_mssql(
     }
     query.execute(connection).await.map_err(mssql::classify)?;
     Ok(())
+}
+
+/// The T-SQL batch that inserts `rows` rows with their keys: `IDENTITY_INSERT` on around the
+/// INSERT when the table has an IDENTITY column (it is an error to set it on a table without one).
+fn mssql_insert_batch(table: &str, columns: &[String], rows: usize) -> String {
+    let quoted = quote_ident(DialectKind::Mssql, table);
+    let identity = |state: &str| {
+        format!(
+            "IF OBJECTPROPERTY(OBJECT_ID(N'{quoted}'), 'TableHasIdentity') = 1 \
+             SET IDENTITY_INSERT {quoted} {state};"
+        )
+    };
+    format!(
+        "{} {}; {}",
+        identity("ON"),
+        insert_sql(DialectKind::Mssql, table, columns, columns.len(), rows),
+        identity("OFF")
+    )
 }
 
 fn insert_sql(
@@ -471,6 +478,17 @@ mod tests {
             "CREATE TABLE \"Appointment\" (\n  \"Id\" int NOT NULL,\n  \"End\" datetime NOT NULL,\n  \"Notified\" bit NOT NULL,\n  \"Description\" text NULL,\n  \"Code\" char(12) NULL,\n  CONSTRAINT \"PK_Appointment\" PRIMARY KEY (\"Id\" ASC)\n);\nCREATE INDEX \"IX_End\" ON \"Appointment\" (\"End\" ASC);\n"
         );
         assert_eq!(tsql_ddl_to(DialectKind::Mssql, ddl), ddl);
+    }
+
+    #[test]
+    fn sql_server_inserts_carry_their_keys_into_identity_columns() {
+        let columns = vec!["[Id]".to_owned(), "[End]".to_owned()];
+        assert_eq!(
+            mssql_insert_batch("User", &columns, 2),
+            "IF OBJECTPROPERTY(OBJECT_ID(N'[User]'), 'TableHasIdentity') = 1 SET IDENTITY_INSERT [User] ON; \
+             INSERT INTO [User] ([Id], [End]) VALUES (@P1, @P2), (@P3, @P4); \
+             IF OBJECTPROPERTY(OBJECT_ID(N'[User]'), 'TableHasIdentity') = 1 SET IDENTITY_INSERT [User] OFF;"
+        );
     }
 
     #[test]
