@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 use chrono::{DateTime, NaiveDateTime};
 use common::{Fhir, Seeded, Served, int, rows, text};
@@ -492,21 +491,5 @@ async fn observations_are_examinations_and_results() {
 #[tokio::test]
 async fn check_accepts_the_seeded_file() {
     let Seeded { url, .. } = seeded("check").await;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("PORTICO_") {
-            command.env_remove(name);
-        }
-    }
-    let output = command
-        .arg("check")
-        .env("PORTICO_LEGACY__ADAPTER", "cerebello")
-        .env("PORTICO_LEGACY__URL", &url)
-        .output()
-        .expect("portico runs");
-    let report = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{report}");
-    assert!(report.contains("ok   every table and column"), "{report}");
+    common::assert_check_accepts("cerebello", &url);
 }

@@ -163,6 +163,7 @@ async fn opendental_on_mariadb() {
     writer.close().await;
     assert_eq!(counts.patients, PATIENTS);
     assert!(counts.appointments > PATIENTS && counts.claims > 50 && counts.lab_results > 5);
+    common::assert_check_accepts("opendental", &url);
 
     let common::Served { fhir, database } = common::serve(
         "opendental",

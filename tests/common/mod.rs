@@ -1,13 +1,15 @@
 //! The harness shared by the per-adapter integration tests (tests/opendental.rs, tests/cerebello.rs,
 //! tests/dentned.rs): a FHIR client that follows `next` links and checks every body strictly as R4,
 //! plain-SQL helpers over a read-only `Database`, and the start-up of Portico on a free port for an
-//! adapter, on a SQLite file seeded by a generator or on any database URL.
+//! adapter, on a SQLite file seeded by a generator or on any database URL; and `portico check` run
+//! as a user runs it.
 
 // Each integration test file is a crate of its own that compiles this module and uses a different
 // subset of it; what one of them leaves unused is not dead code.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use portico::app::Application;
@@ -221,4 +223,26 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
     })
     .unwrap_or_else(|e| panic!("{}", e.message));
     Served { fhir, database }
+}
+
+/// Runs the built `portico check` for `adapter` against `url` (no other PORTICO_ setting leaks in)
+/// and asserts that it accepts the database: every table and column exists with a fitting type.
+pub fn assert_check_accepts(adapter: &str, url: &str) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PORTICO_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .arg("check")
+        .env("PORTICO_LEGACY__ADAPTER", adapter)
+        .env("PORTICO_LEGACY__URL", url)
+        .output()
+        .expect("portico runs");
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("ok   every table and column"), "{report}");
 }
