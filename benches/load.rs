@@ -2,17 +2,22 @@
 //! one run, so that the ratios hold whatever the machine. BENCHMARKS.md explains the method.
 //!
 //! Run: `cargo bench --bench load` (see the `PORTICO_BENCH_*` variables below).
-//! `PORTICO_BENCH_ADAPTER` picks the adapter: `openemr` (the default) or `opendental`.
+//! `PORTICO_BENCH_ADAPTER` picks the adapter: `openemr` (the default), `opendental`, `cerebello` or
+//! `dentned`. The last two are SQL Server PMSs; the bench runs them on their MariaDB fixture copies
+//! (their T-SQL schemas converted by the fixture writer), so their figures measure the adapters'
+//! mapping and SQL shape, not SQL Server.
 //!
-//! 1. Seeds (or reuses) a MariaDB database with `portico::demo::seed_openemr` or
-//!    `portico::demo::opendental::seed_opendental`, and reads back the ids of the patients the
-//!    adapter serves (Open Dental's deleted patients, PatStatus 4, are not served: the random ids
-//!    are drawn among the served ones only).
+//! 1. Seeds (or reuses) a MariaDB database with the adapter's deterministic generator
+//!    (`portico::demo::seed_openemr`, `opendental::seed_opendental`, `cerebello::seed_cerebello`,
+//!    `dentned::seed_dentned`), and reads back the ids of the patients the adapter serves (Open
+//!    Dental's deleted patients, PatStatus 4, are not served: the random ids are drawn among the
+//!    served ones only).
 //! 2. Starts Portico (`Application::build`, port 0) and a minimal baseline server (axum, port 0).
 //!    The baseline compiles each request with Portico's own pure compiler (`search::parse`,
-//!    `search::compile::{plan, page_select, rows_select}`, `dialect::render`), exactly as
-//!    `Repository::read`/`Repository::search` do, runs the SQL on its own sqlx pool and writes the
-//!    rows straight to JSON: no mapping to FHIR, no Bundle.
+//!    `search::compile::{plan, page_select, rows_select, collection_select}`, `dialect::render`),
+//!    exactly as `Repository::read`/`Repository::search` do, runs the SQL on its own sqlx pool
+//!    (the collection queries included) and writes the rows straight to JSON: no mapping to FHIR,
+//!    no Bundle.
 //! 3. Closed-loop load, a fixed number of HTTP clients for a fixed time, per scenario and target.
 //! 4. Pages through every served Patient with `_count=1000` while sampling the resident memory.
 //! 5. Prints a markdown table.
@@ -20,7 +25,7 @@
 //! Everything targets 127.0.0.1 and stops by itself (a watchdog ends the process if a run
 //! overstays `PORTICO_BENCH_MAX_MINUTES`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,15 +39,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use portico::adapter::Adapter;
-use portico::adapter::model::{BASE_ALIAS, Mapping};
+use portico::adapter::model::{BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, Mapping};
 use portico::app::Application;
 use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+use portico::demo::cerebello::{CEREBELLO_SCHEMA, seed_cerebello};
+use portico::demo::dentned::{DENTNED_SCHEMA, seed_dentned};
 use portico::demo::opendental::{OPENDENTAL_SCHEMA, seed_opendental};
 use portico::demo::{Counts, OPENEMR_SCHEMA, Rng, seed_openemr};
 use portico::dialect::ast::{Cond, Select, Value};
 use portico::dialect::{DialectKind, RenderedQuery, render};
-use portico::search::compile::{Plan, page_select, parse_id, plan, rows_select};
+use portico::search::compile::{Plan, collection_select, page_select, parse_id, plan, rows_select};
 use portico::search::cursor::CursorKey;
 use portico::search::parse::parse;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
@@ -140,12 +147,14 @@ impl Config {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Adapters: what differs between the OpenEMR and the Open Dental runs.
+// Adapters: what differs between the runs.
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Seed {
     OpenEmr,
     OpenDental,
+    Cerebello,
+    DentneD,
 }
 
 struct Profile {
@@ -156,13 +165,17 @@ struct Profile {
     /// The fixture schema the seed writes: its hash ties a reused database to it.
     schema: &'static str,
     default_database: &'static str,
-    /// The patient table, its id column and its surname column.
+    /// The patient table and its id column (the Patient resource's id).
     patient_table: &'static str,
     patient_id: &'static str,
-    family_column: &'static str,
     /// SQL condition on `patient_table` for the patients the adapter serves (the ids the load
     /// draws from, and the ones paging must see).
     served: &'static str,
+    /// The prefixes the name scenario rotates over, and a query counting the served patients each
+    /// one matches the way the adapter's search does (every `?` is bound to the prefix). The bench
+    /// stops before measuring if a prefix matches none.
+    name_prefixes: &'static [&'static str],
+    name_count: &'static str,
     /// Tables to `ANALYZE` after seeding.
     analyze: &'static str,
     scenarios: &'static [Scenario],
@@ -177,8 +190,9 @@ static PROFILES: &[Profile] = &[
         default_database: "portico_bench",
         patient_table: "patient_data",
         patient_id: "pid",
-        family_column: "lname",
         served: "TRUE",
+        name_prefixes: FAMILY_PREFIXES,
+        name_count: "SELECT COUNT(*) FROM patient_data WHERE lname LIKE CONCAT(?, '%')",
         analyze: "patient_data, openemr_postcalendar_events, openemr_postcalendar_categories, form_vitals, forms, users, list_options",
         scenarios: SCENARIOS,
     },
@@ -190,22 +204,61 @@ static PROFILES: &[Profile] = &[
         default_database: "portico_bench_opendental",
         patient_table: "patient",
         patient_id: "PatNum",
-        family_column: "LName",
         // PatStatus 4 is Open Dental's soft delete: the adapter serves neither the patient nor
         // anything of theirs (about 5 % of the seeded patients).
         served: "PatStatus <> 4",
-        analyze: "patient, provider, clinic, operatory, definition, appointment, vitalsign, ehrlab, ehrlabresult, ehrlabnote",
+        name_prefixes: FAMILY_PREFIXES,
+        name_count: "SELECT COUNT(*) FROM patient WHERE LName LIKE CONCAT(?, '%') AND PatStatus <> 4",
+        analyze: "patient, patientrace, provider, clinic, operatory, definition, appointment, vitalsign, ehrlab, ehrlabresult, ehrlabnote",
         scenarios: SCENARIOS,
+    },
+    Profile {
+        adapter: "cerebello",
+        title: "Cerebello (SQL Server PMS, on its MariaDB copy)",
+        seed: Seed::Cerebello,
+        schema: CEREBELLO_SCHEMA,
+        default_database: "portico_bench_cerebello",
+        patient_table: "Patient",
+        patient_id: "Id",
+        served: "TRUE",
+        name_prefixes: CEREBELLO_NAME_PREFIXES,
+        // The adapter's `name` matches the start of any word of Person.FullName (`words = true`).
+        name_count: "SELECT COUNT(*) FROM Patient p JOIN Person per ON per.Id = p.PersonId \
+                     WHERE per.FullName LIKE CONCAT(?, '%') OR per.FullName LIKE CONCAT('% ', ?, '%')",
+        analyze: "Patient, Person, PersonAddress, Address, Doctor, `User`, HealthInsurance, Practice, Appointment, PhysicalExamination, ExaminationResult",
+        scenarios: CEREBELLO_SCENARIOS,
+    },
+    Profile {
+        adapter: "dentned",
+        title: "DentneD (SQL Server PMS, on its MariaDB copy)",
+        seed: Seed::DentneD,
+        schema: DENTNED_SCHEMA,
+        default_database: "portico_bench_dentned",
+        patient_table: "patients",
+        patient_id: "patients_id",
+        // Archived patients are served too (with active false).
+        served: "TRUE",
+        name_prefixes: DENTNED_FAMILY_PREFIXES,
+        name_count: "SELECT COUNT(*) FROM patients WHERE patients_surname LIKE CONCAT(?, '%')",
+        analyze: "patients, patientsaddresses, addressestypes, patientscontacts, contactstypes, doctors, rooms, appointments, invoices, invoiceslines, patientstreatments",
+        scenarios: DENTNED_SCENARIOS,
     },
 ];
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios: each yields a request path under the FHIR base, the same for both targets.
 
-/// Prefixes of common seeded surnames (`Wil` matches Williams and Wilson). Both generators draw
-/// surnames from the same list (`portico::demo`); the bench checks that each prefix matches
-/// served patients before it measures.
+/// Prefixes of common seeded surnames (`Wil` matches Williams and Wilson). The OpenEMR and Open
+/// Dental generators draw surnames from the same list (`portico::demo`).
 const FAMILY_PREFIXES: &[&str] = &["Smi", "Joh", "Wil", "Bro", "Jon", "Gar", "Mil", "Dav"];
+
+/// Word starts in `seed_cerebello`'s full names: surnames, which are never the first word (`Sil`,
+/// `Oli`, `Rod`, `Lim`), given names, which are (`Jos`, `Mar`: Maria, Márcia, Marcos), and both
+/// (`San`: Santos, Sant'Anna; `Fer`: Ferreira, Fernanda).
+const CEREBELLO_NAME_PREFIXES: &[&str] = &["Sil", "San", "Oli", "Fer", "Mar", "Jos", "Rod", "Lim"];
+
+/// Prefixes of `seed_dentned`'s surnames (`D'A` matches D'Amico and D'Angelo, apostrophe included).
+const DENTNED_FAMILY_PREFIXES: &[&str] = &["Ros", "Rus", "Fer", "Esp", "Bia", "Rom", "Col", "D'A"];
 
 struct Scenario {
     key: &'static str,
@@ -228,17 +281,36 @@ fn middle_pid(ids: &[u64]) -> u64 {
     ids[ids.len() / 2]
 }
 
-/// The four FHIR requests. Both adapters map these search parameters, so both profiles use this
-/// list; what differs is the ids they draw from (Open Dental: served PatNums, deleted patients left
-/// out).
-static SCENARIOS: &[Scenario] = &[
-    Scenario {
-        key: "read",
-        title: "read Patient/{id}",
-        resource_type: "Patient",
-        request: |rng, ids| format!("Patient/{}", random_pid(rng, ids)),
-        example: |ids| format!("Patient/{}", middle_pid(ids)),
+/// A random prefix of `prefixes`, to rotate a name search over.
+fn random_prefix(rng: &mut Rng, prefixes: &[&'static str]) -> &'static str {
+    prefixes[rng.below(prefixes.len() as u64) as usize]
+}
+
+const READ: Scenario = Scenario {
+    key: "read",
+    title: "read Patient/{id}",
+    resource_type: "Patient",
+    request: |rng, ids| format!("Patient/{}", random_pid(rng, ids)),
+    example: |ids| format!("Patient/{}", middle_pid(ids)),
+};
+
+const APPOINTMENTS: Scenario = Scenario {
+    key: "appointments",
+    title: "Appointment?patient={id}&date=ge2024-01-01",
+    resource_type: "Appointment",
+    request: |rng, ids| {
+        format!(
+            "Appointment?patient={}&date=ge2024-01-01",
+            random_pid(rng, ids)
+        )
     },
+    example: |ids| format!("Appointment?patient={}&date=ge2024-01-01", middle_pid(ids)),
+};
+
+/// OpenEMR and Open Dental: both adapters map these search parameters; what differs is the ids
+/// they draw from (Open Dental: served PatNums, deleted patients left out).
+static SCENARIOS: &[Scenario] = &[
+    READ,
     Scenario {
         key: "family",
         title: "Patient?family={prefix}&_count=20",
@@ -246,7 +318,7 @@ static SCENARIOS: &[Scenario] = &[
         request: |rng, _| {
             format!(
                 "Patient?family={}&_count=20",
-                FAMILY_PREFIXES[rng.below(FAMILY_PREFIXES.len() as u64) as usize]
+                random_prefix(rng, FAMILY_PREFIXES)
             )
         },
         example: |_| "Patient?family=Smi&_count=20".to_owned(),
@@ -268,17 +340,58 @@ static SCENARIOS: &[Scenario] = &[
             )
         },
     },
+    APPOINTMENTS,
+];
+
+/// Cerebello keeps the whole name in one field, so it offers `name` (any word's start) and no
+/// `family`; it records no vitals: its Observations are examinations (`exam`) and examination
+/// results (`laboratory`), two mappings a `patient=` search runs one after the other.
+static CEREBELLO_SCENARIOS: &[Scenario] = &[
+    READ,
     Scenario {
-        key: "appointments",
-        title: "Appointment?patient={id}&date=ge2024-01-01",
-        resource_type: "Appointment",
-        request: |rng, ids| {
+        key: "name",
+        title: "Patient?name={prefix}&_count=20",
+        resource_type: "Patient",
+        request: |rng, _| {
             format!(
-                "Appointment?patient={}&date=ge2024-01-01",
-                random_pid(rng, ids)
+                "Patient?name={}&_count=20",
+                random_prefix(rng, CEREBELLO_NAME_PREFIXES)
             )
         },
-        example: |ids| format!("Appointment?patient={}&date=ge2024-01-01", middle_pid(ids)),
+        example: |_| "Patient?name=Sil&_count=20".to_owned(),
+    },
+    Scenario {
+        key: "observations",
+        title: "Observation?patient={id}",
+        resource_type: "Observation",
+        request: |rng, ids| format!("Observation?patient={}", random_pid(rng, ids)),
+        example: |ids| format!("Observation?patient={}", middle_pid(ids)),
+    },
+    APPOINTMENTS,
+];
+
+/// DentneD records no vitals; its invoices (with their lines) are Claims instead.
+static DENTNED_SCENARIOS: &[Scenario] = &[
+    READ,
+    Scenario {
+        key: "family",
+        title: "Patient?family={prefix}&_count=20",
+        resource_type: "Patient",
+        request: |rng, _| {
+            format!(
+                "Patient?family={}&_count=20",
+                random_prefix(rng, DENTNED_FAMILY_PREFIXES)
+            )
+        },
+        example: |_| "Patient?family=Ros&_count=20".to_owned(),
+    },
+    APPOINTMENTS,
+    Scenario {
+        key: "claims",
+        title: "Claim?patient={id}",
+        resource_type: "Claim",
+        request: |rng, ids| format!("Claim?patient={}", random_pid(rng, ids)),
+        example: |ids| format!("Claim?patient={}", middle_pid(ids)),
     },
 ];
 
@@ -482,9 +595,8 @@ fn write_cell(out: &mut Vec<u8>, row: &MySqlRow, index: usize) {
     }
 }
 
-/// One row as a JSON object keyed by the mapping's column names (`pid`, `race.title`...).
-fn write_row(out: &mut Vec<u8>, keys: &[String], row: &MySqlRow) {
-    out.push(b'{');
+/// The cells of one row as JSON members keyed by `keys` (no braces).
+fn write_fields(out: &mut Vec<u8>, keys: &[String], row: &MySqlRow) {
     for index in 0..row.len() {
         if index > 0 {
             out.push(b',');
@@ -496,21 +608,69 @@ fn write_row(out: &mut Vec<u8>, keys: &[String], row: &MySqlRow) {
         out.push(b':');
         write_cell(out, row, index);
     }
+}
+
+/// One row as a JSON object keyed by the mapping's column names (`pid`, `race.title`...), with the
+/// child rows of each of its collections as an array under the collection's name.
+fn write_row(out: &mut Vec<u8>, keys: &MappingKeys, row: &MySqlRow, children: &[Children]) {
+    out.push(b'{');
+    write_fields(out, &keys.columns, row);
+    for ((name, child_keys), collection) in keys.collections.iter().zip(children) {
+        out.push(b',');
+        json_string(out, name);
+        out.extend_from_slice(b":[");
+        let rows = collection
+            .rows
+            .get(&parent_key(row, &collection.match_parent))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for (position, child) in rows.iter().enumerate() {
+            if position > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            write_fields(out, child_keys, child);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
     out.push(b'}');
 }
 
-fn column_keys(mapping: &Mapping) -> Vec<String> {
-    mapping
-        .columns
-        .iter()
-        .map(|c| {
-            if c.alias == BASE_ALIAS {
-                c.column.clone()
-            } else {
-                format!("{}.{}", c.alias, c.column)
-            }
-        })
-        .collect()
+fn column_key(column: &ColumnRef, own_alias: &str) -> String {
+    if column.alias == own_alias {
+        column.column.clone()
+    } else {
+        format!("{}.{}", column.alias, column.column)
+    }
+}
+
+/// The JSON keys of a mapping's rows, and the name and keys of each of its collections' rows.
+struct MappingKeys {
+    columns: Vec<String>,
+    collections: Vec<(String, Vec<String>)>,
+}
+
+fn mapping_keys(mapping: &Mapping) -> MappingKeys {
+    MappingKeys {
+        columns: mapping
+            .columns
+            .iter()
+            .map(|c| column_key(c, BASE_ALIAS))
+            .collect(),
+        collections: mapping
+            .collections
+            .iter()
+            .map(|collection| {
+                let keys = collection
+                    .columns
+                    .iter()
+                    .map(|c| column_key(c, COLLECTION_ALIAS))
+                    .collect();
+                (collection.name.clone(), keys)
+            })
+            .collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -519,7 +679,38 @@ fn column_keys(mapping: &Mapping) -> Vec<String> {
 struct Baseline {
     pool: MySqlPool,
     adapter: Arc<Adapter>,
-    keys: HashMap<String, Vec<String>>,
+    keys: HashMap<String, MappingKeys>,
+}
+
+/// One collection's child rows for a set of parent rows, by parent key.
+struct Children {
+    /// The parent row's cells the children match on.
+    match_parent: Vec<usize>,
+    rows: HashMap<String, Vec<MySqlRow>>,
+}
+
+/// Parent keys per collection query, as in `Repository` (its `IDS_PER_QUERY`).
+const KEYS_PER_QUERY: usize = 500;
+
+/// A match cell as a bound value: the adapters match collections on integer or text keys.
+fn key_value(row: &MySqlRow, index: usize) -> Value {
+    if row.try_get_raw(index).is_ok_and(|raw| raw.is_null()) {
+        return Value::Null;
+    }
+    row.try_get::<i64, _>(index)
+        .map(Value::Int)
+        .or_else(|_| row.try_get::<u64, _>(index).map(|v| Value::Int(v as i64)))
+        .or_else(|_| row.try_get::<String, _>(index).map(Value::Text))
+        .unwrap_or(Value::Null)
+}
+
+/// The text that groups children under their parent row.
+fn parent_key(row: &MySqlRow, indices: &[usize]) -> String {
+    let mut key = String::new();
+    for &index in indices {
+        let _ = write!(key, "{:?}\u{1f}", key_value(row, index));
+    }
+    key
 }
 
 async fn baseline_pool(url: &str, size: u32, timeout: Duration) -> Result<MySqlPool, sqlx::Error> {
@@ -552,11 +743,57 @@ impl Baseline {
         query.fetch_all(&self.pool).await
     }
 
-    fn keys(&self, mapping: &Mapping) -> &[String] {
-        self.keys
-            .get(&mapping.name)
-            .map(|k| k.as_slice())
-            .unwrap_or(&[])
+    /// The child rows of each collection of `mapping` for `rows`, fetched as
+    /// `Repository::load_collections` fetches them: `collection_select` over the distinct parent
+    /// keys, one query per collection and per `KEYS_PER_QUERY` keys.
+    async fn children(
+        &self,
+        mapping: &Mapping,
+        rows: &[MySqlRow],
+    ) -> Result<Vec<Children>, sqlx::Error> {
+        let mut result = Vec::with_capacity(mapping.collections.len());
+        for collection in &mapping.collections {
+            result.push(self.collection_rows(collection, rows).await?);
+        }
+        Ok(result)
+    }
+
+    async fn collection_rows(
+        &self,
+        collection: &Collection,
+        rows: &[MySqlRow],
+    ) -> Result<Children, sqlx::Error> {
+        let mut seen = HashSet::new();
+        let mut parents = Vec::new();
+        for row in rows {
+            let key: Vec<Value> = collection
+                .match_parent
+                .iter()
+                .map(|&index| key_value(row, index))
+                .collect();
+            if !key.contains(&Value::Null) && seen.insert(parent_key(row, &collection.match_parent))
+            {
+                parents.push(key);
+            }
+        }
+        let own: Vec<usize> = (0..collection.match_parent.len()).collect();
+        let mut grouped: HashMap<String, Vec<MySqlRow>> = HashMap::new();
+        for chunk in parents.chunks(KEYS_PER_QUERY) {
+            for child in self.fetch(&collection_select(collection, chunk)).await? {
+                grouped
+                    .entry(parent_key(&child, &own))
+                    .or_default()
+                    .push(child);
+            }
+        }
+        Ok(Children {
+            match_parent: collection.match_parent.clone(),
+            rows: grouped,
+        })
+    }
+
+    fn keys(&self, mapping: &Mapping) -> &MappingKeys {
+        &self.keys[&mapping.name]
     }
 }
 
@@ -576,8 +813,14 @@ async fn raw_read(
         match state.fetch(&select).await {
             Ok(rows) => {
                 if let Some(row) = rows.first() {
+                    let children = match state.children(&mapping, &rows).await {
+                        Ok(children) => children,
+                        Err(error) => {
+                            return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string());
+                        }
+                    };
                     let mut out = Vec::with_capacity(1024);
-                    write_row(&mut out, state.keys(&mapping), row);
+                    write_row(&mut out, state.keys(&mapping), row, &children);
                     return json_response(out);
                 }
             }
@@ -621,12 +864,16 @@ async fn raw_search(
             Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
         };
         fetched += rows.len();
+        let children = match state.children(&branch.mapping, &rows).await {
+            Ok(children) => children,
+            Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+        };
         let keys = state.keys(&branch.mapping);
         for row in rows.iter().take(limit - written) {
             if written > 0 {
                 out.push(b',');
             }
-            write_row(&mut out, keys, row);
+            write_row(&mut out, keys, row, &children);
             written += 1;
         }
     }
@@ -1048,14 +1295,16 @@ struct Dataset {
     /// The ids of the patients the adapter serves, ascending (1..=N for OpenEMR; Open Dental
     /// without its deleted patients). The load draws from them, paging must see each once.
     ids: Arc<[u64]>,
-    /// Served patients whose surname starts with each of `FAMILY_PREFIXES`.
-    family_matches: Vec<(&'static str, i64)>,
+    /// Served patients the name scenario's search matches, for each of the profile's prefixes.
+    name_matches: Vec<(&'static str, i64)>,
 }
 
 async fn seed(config: &Config, writer: &FixtureWriter) -> Result<Counts, portico::db::DbError> {
     match config.profile.seed {
         Seed::OpenEmr => seed_openemr(writer, config.patients).await,
         Seed::OpenDental => seed_opendental(writer, config.patients).await,
+        Seed::Cerebello => seed_cerebello(writer, config.patients).await,
+        Seed::DentneD => seed_dentned(writer, config.patients).await,
     }
 }
 
@@ -1143,18 +1392,13 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
     if ids.is_empty() {
         anyhow::bail!("the database serves no patients");
     }
-    let mut family_matches = Vec::new();
-    for prefix in FAMILY_PREFIXES {
-        let matches: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM {table} WHERE {family} LIKE ? AND {served}",
-            table = profile.patient_table,
-            family = profile.family_column,
-            served = profile.served
-        ))
-        .bind(format!("{prefix}%"))
-        .fetch_one(&pool)
-        .await?;
-        family_matches.push((*prefix, matches));
+    let mut name_matches = Vec::new();
+    for prefix in profile.name_prefixes {
+        let mut query = sqlx::query_scalar(profile.name_count);
+        for _ in profile.name_count.matches('?') {
+            query = query.bind(*prefix);
+        }
+        name_matches.push((*prefix, query.fetch_one(&pool).await?));
     }
     pool.close().await;
     Ok(Dataset {
@@ -1163,7 +1407,7 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         tables,
         buffer_pool_mib: buffer_pool.unwrap_or(0) as f64 / 1_048_576.0,
         ids,
-        family_matches,
+        name_matches,
     })
 }
 
@@ -1174,6 +1418,10 @@ async fn prewarm(pool: &MySqlPool, mappings: &[Arc<Mapping>]) {
     for mapping in mappings {
         tables.push(mapping.table.clone());
         tables.extend(mapping.joins.iter().map(|j| j.table.clone()));
+        for collection in &mapping.collections {
+            tables.push(collection.table.clone());
+            tables.extend(collection.joins.iter().map(|j| j.table.clone()));
+        }
     }
     tables.sort();
     tables.dedup();
@@ -1559,16 +1807,16 @@ fn main() {
         config.patients.saturating_sub(ids.len())
     );
     println!(
-        "- served patients per family prefix: {}",
+        "- served patients per name prefix: {}",
         dataset
-            .family_matches
+            .name_matches
             .iter()
             .map(|(prefix, n)| format!("{prefix} {n}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some((prefix, _)) = dataset.family_matches.iter().find(|(_, n)| *n == 0) {
-        eprintln!("load bench: the family prefix {prefix:?} matches no served patient");
+    if let Some((prefix, _)) = dataset.name_matches.iter().find(|(_, n)| *n == 0) {
+        eprintln!("load bench: the name prefix {prefix:?} matches no served patient");
         std::process::exit(2);
     }
 
@@ -1614,7 +1862,7 @@ fn main() {
             .resources
             .values()
             .flat_map(|def| def.mappings.iter())
-            .map(|m| (m.name.clone(), column_keys(m)))
+            .map(|m| (m.name.clone(), mapping_keys(m)))
             .collect();
         let url = config.database_url();
         let pool_size = config.pool_size;
@@ -1807,9 +2055,21 @@ fn main() {
             config.patients
         );
         if let Some(c) = &dataset.counts {
+            // A generator leaves at 0 what its PMS does not record (DentneD has no vitals).
+            let rows = [
+                (c.appointments, "appointments"),
+                (c.vitals, "vitals"),
+                (c.lab_results, "lab results"),
+                (c.coverages, "coverages"),
+                (c.claims, "claims"),
+            ];
             println!(
-                "Seed rows: {} appointments, {} vitals, {} lab results, {} coverages, {} claims.\n",
-                c.appointments, c.vitals, c.lab_results, c.coverages, c.claims
+                "Seed rows: {}.\n",
+                rows.iter()
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, what)| format!("{n} {what}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     } else {
