@@ -10,7 +10,7 @@
 use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 
-use super::{Counts, Rng, Rows, base_time, int, text};
+use super::{Counts, Rng, Rows, base_time, int, patient_blocks, text};
 use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
 use crate::dialect::DialectKind;
@@ -345,19 +345,15 @@ pub async fn seed_cerebello(writer: &FixtureWriter, patients: usize) -> Result<C
         .await?;
     seed_practices(writer).await?;
     let mut counts = Counts::default();
-    let block_size = 2_000;
-    let mut start = 1;
-    while start <= patients {
-        let end = (start + block_size - 1).min(patients);
+    for pids in patient_blocks(patients, 2_000) {
         let mut block = Block::new();
-        for pid in start as i64..=end as i64 {
+        for pid in pids {
             generate_patient(pid, &mut block, &mut counts);
         }
         counts.patients += block.patients.len();
         counts.appointments += block.appointments.len();
         counts.lab_results += block.results.len();
         block.write(writer).await?;
-        start = end + 1;
     }
     Ok(counts)
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, Duration, NaiveDate, NaiveTime, Weekday};
 use rust_decimal::Decimal;
 
-use super::{Counts, Rng, Rows, base_time, int, text};
+use super::{Counts, Rng, Rows, base_time, int, patient_blocks, text};
 use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
 use crate::dialect::DialectKind;
@@ -271,12 +271,15 @@ pub async fn seed_dentned(writer: &FixtureWriter, patients: usize) -> Result<Cou
     seed_reference_tables(writer).await?;
     let mut counts = Counts::default();
     let mut numbers = InvoiceNumbers::default();
-    let block = 2_000;
-    let mut start = 1;
-    while start <= patients {
-        let end = (start + block - 1).min(patients);
-        seed_patient_block(writer, start as i64, end as i64, &mut numbers, &mut counts).await?;
-        start = end + 1;
+    for pids in patient_blocks(patients, 2_000) {
+        seed_patient_block(
+            writer,
+            *pids.start(),
+            *pids.end(),
+            &mut numbers,
+            &mut counts,
+        )
+        .await?;
     }
     Ok(counts)
 }

@@ -349,6 +349,17 @@ pub struct Counts {
     pub claims: usize,
 }
 
+/// Patient ids `1..=patients` in consecutive blocks of `size`: generators write a block at a time
+/// so that memory stays flat for large seeds.
+pub(crate) fn patient_blocks(
+    patients: usize,
+    size: usize,
+) -> impl Iterator<Item = std::ops::RangeInclusive<i64>> {
+    (1..=patients)
+        .step_by(size.max(1))
+        .map(move |start| start as i64..=(start + size - 1).min(patients) as i64)
+}
+
 /// Creates the OpenEMR tables and fills them with `patients` synthetic patients.
 pub async fn seed_openemr(writer: &FixtureWriter, patients: usize) -> Result<Counts, DbError> {
     writer
@@ -356,13 +367,8 @@ pub async fn seed_openemr(writer: &FixtureWriter, patients: usize) -> Result<Cou
         .await?;
     seed_reference_tables(writer).await?;
     let mut counts = Counts::default();
-    // Patients are written in blocks so that memory stays flat for large seeds.
-    let block = 5_000;
-    let mut start = 1;
-    while start <= patients {
-        let end = (start + block - 1).min(patients);
-        seed_patient_block(writer, start as i64, end as i64, &mut counts).await?;
-        start = end + 1;
+    for pids in patient_blocks(patients, 5_000) {
+        seed_patient_block(writer, *pids.start(), *pids.end(), &mut counts).await?;
     }
     Ok(counts)
 }
@@ -1471,5 +1477,15 @@ fn generate_patient(pid: i64, block: &mut Block) {
             text("-"),
             int(1),
         ]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn patient_blocks_cover_every_id_once() {
+        let blocks: Vec<_> = super::patient_blocks(5, 2).collect();
+        assert_eq!(blocks, vec![1..=2, 3..=4, 5..=5]);
+        assert_eq!(super::patient_blocks(0, 2).count(), 0);
     }
 }

@@ -11,7 +11,10 @@
 
 use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
 
-use super::{Counts, FAMILY, GIVEN_FEMALE, GIVEN_MALE, Rng, Rows, STREETS, base_time, int, text};
+use super::{
+    Counts, FAMILY, GIVEN_FEMALE, GIVEN_MALE, Rng, Rows, STREETS, base_time, int, patient_blocks,
+    text,
+};
 use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
 use crate::dialect::DialectKind;
@@ -476,12 +479,8 @@ pub async fn seed_opendental(writer: &FixtureWriter, patients: usize) -> Result<
         .await?;
     seed_reference_tables(writer).await?;
     let mut counts = Counts::default();
-    let block = 2_000;
-    let mut start = 1;
-    while start <= patients {
-        let end = (start + block - 1).min(patients);
-        seed_patient_block(writer, start as i64, end as i64, &mut counts).await?;
-        start = end + 1;
+    for pids in patient_blocks(patients, 2_000) {
+        seed_patient_block(writer, *pids.start(), *pids.end(), &mut counts).await?;
     }
     Ok(counts)
 }
