@@ -618,6 +618,16 @@ impl Walker<'_> {
                 At::Collection(..) => None,
             })
             .collect();
+        let child_columns: Vec<(usize, &ColumnRef)> = columns
+            .iter()
+            .filter_map(|at| match at {
+                At::Collection(collection, index) => Some((
+                    *collection,
+                    &self.mapping.collections[*collection].columns[*index],
+                )),
+                At::Row(_) => None,
+            })
+            .collect();
         let search = self
             .mapping
             .search
@@ -625,7 +635,10 @@ impl Walker<'_> {
             .filter(|(_, param)| {
                 param_columns(param)
                     .iter()
-                    .any(|column| row_columns.contains(column))
+                    .any(|column| match param.collection {
+                        None => row_columns.contains(column),
+                        Some(collection) => child_columns.contains(&(collection, *column)),
+                    })
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -1087,7 +1100,10 @@ impl Walker<'_> {
             .map(|(name, param)| {
                 let columns: Vec<SourceColumn> = param_columns(param)
                     .into_iter()
-                    .map(|column| row_source(self.mapping, column))
+                    .map(|column| match param.collection {
+                        None => row_source(self.mapping, column),
+                        Some(index) => collection_source(&self.mapping.collections[index], column),
+                    })
                     .collect();
                 let (kind, mut details) = match &param.kind {
                     SearchKind::String { words, .. } => (

@@ -221,6 +221,42 @@ async fn patient_name_matches_the_start_of_any_word() {
 }
 
 #[tokio::test]
+async fn address_searches_match_any_of_a_patients_addresses() {
+    let c = start("address").await;
+    // Patients with two addresses match through either: compare with the SQL set.
+    for city in ["Campinas", "Rio de Janeiro"] {
+        let expected = ids(
+            &c.database,
+            &format!(
+                "SELECT DISTINCT p.Id FROM Patient p JOIN PersonAddress pa ON pa.PersonId = p.PersonId \
+                 JOIN Address a ON a.Id = pa.AddressId WHERE a.City = '{city}'"
+            ),
+        )
+        .await;
+        assert!(!expected.is_empty(), "{city}");
+        let found = c
+            .fhir
+            .by_id(&format!(
+                "Patient?address-city:exact={}&_count=100",
+                city.replace(' ', "%20")
+            ))
+            .await;
+        assert_eq!(int_ids(&found), expected, "{city}");
+    }
+    let two = ids(
+        &c.database,
+        "SELECT p.Id FROM Patient p JOIN PersonAddress pa ON pa.PersonId = p.PersonId \
+         GROUP BY p.Id HAVING COUNT(*) > 1",
+    )
+    .await;
+    assert!(!two.is_empty(), "the data has patients with two addresses");
+    let (status, _) = c.fhir.get("Patient?address-postalcode:missing=true").await;
+    assert_eq!(status, 400, ":missing is refused over repeating rows");
+    let (status, _) = c.fhir.get("Patient?address-city:not=Campinas").await;
+    assert_eq!(status, 400, ":not is a token modifier");
+}
+
+#[tokio::test]
 async fn appointments_are_consultations_in_utc() {
     let c = start("appointments").await;
     let expected = rows(

@@ -192,6 +192,9 @@ pub struct SearchSpec {
     pub text_key: bool,
     #[serde(default)]
     pub sortable: bool,
+    /// The parameter reads the rows of this collection (e.g. a patient's addresses): a resource
+    /// matches when one of its rows does. String and token parameters only.
+    pub collection: Option<String>,
     /// String parameters: the column holds several words (e.g. a whole name in one field), and a
     /// value matches the start of any word, not only of the column.
     #[serde(default)]

@@ -316,6 +316,8 @@ pub struct SearchParam {
     pub description: String,
     pub sortable: bool,
     pub kind: SearchKind,
+    /// The collection whose rows the parameter reads (its columns are in that collection's scope).
+    pub collection: Option<usize>,
 }
 
 #[derive(Debug)]

@@ -561,6 +561,16 @@ fn compile_mapping(
             &format!("{path}.join"),
             &collection.join,
         );
+        // A collection's rows may be read inside the mapping's query (a search over them), where
+        // an alias of the mapping's would be shadowed.
+        for (index, join) in collection.join.iter().enumerate() {
+            if scope.aliases.contains(&join.alias) {
+                ctx.issue(
+                    &format!("{path}.join[{index}].alias"),
+                    format!("alias {:?} is already taken by the mapping", join.alias),
+                );
+            }
+        }
         let mut match_parent = Vec::new();
         for (i, [child, parent]) in collection.match_columns.iter().enumerate() {
             let child_ref = child_scope.resolve(ctx, &format!("{path}.match[{i}][0]"), child);
@@ -688,15 +698,45 @@ fn compile_mapping(
             );
             continue;
         }
-        if let Some(compiled) = search_param(
+        let collection = match &param.collection {
+            None => None,
+            Some(collection) => {
+                let index = collections.iter().position(|c| &c.name == collection);
+                if index.is_none() {
+                    ctx.issue(
+                        &format!("{path}.collection"),
+                        format!("no collection named {collection:?} in [collections]"),
+                    );
+                    continue;
+                }
+                if !matches!(param.kind, SearchType::String | SearchType::Token)
+                    || param.sortable
+                    || param.per_variant
+                {
+                    ctx.issue(
+                        &format!("{path}.collection"),
+                        "a parameter over a collection is a string or token parameter, not \
+                         sortable and not per_variant",
+                    );
+                    continue;
+                }
+                index
+            }
+        };
+        let param_scope = match collection {
+            Some(index) => &mut collection_scopes[index],
+            None => &mut scope,
+        };
+        if let Some(mut compiled) = search_param(
             ctx,
-            &mut scope,
+            param_scope,
             targets,
             &maps,
             &path,
             param,
             !variants.is_empty(),
         ) {
+            compiled.collection = collection;
             search.insert(name.clone(), compiled);
         }
     }
@@ -1189,6 +1229,7 @@ fn search_param(
         description: spec.description.clone(),
         sortable: spec.sortable,
         kind,
+        collection: None,
     })
 }
 

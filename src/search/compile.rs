@@ -20,7 +20,7 @@ use crate::adapter::format::{ColumnType, SearchType};
 use crate::adapter::map::{uuid_bytes, uuid_text};
 use crate::adapter::model::{
     BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, JoinDef, Mapping, Predicate, PredicateOp,
-    ReferenceTarget, ResourceDef, SearchKind, TokenTarget,
+    ReferenceTarget, ResourceDef, SearchKind, SearchParam, TokenTarget,
 };
 use crate::dialect::ast::{
     CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value,
@@ -376,6 +376,9 @@ fn clause_cond(
             },
         ));
     };
+    if let Some(index) = param.collection {
+        return collection_param_cond(mapping, index, param, &clause.name, &key, modifier, &values);
+    }
     match &param.kind {
         SearchKind::String { columns, words } => {
             string_cond(&key, modifier, &values, columns, *words).map(ClauseCond::sql)
@@ -407,6 +410,69 @@ fn clause_cond(
             reference_cond(&key, modifier, &values, targets).map(ClauseCond::sql)
         }
     }
+}
+
+/// A string or token parameter over a collection: a resource matches when one of its child rows
+/// does (`EXISTS`), and `:not` when none does.
+fn collection_param_cond(
+    mapping: &Mapping,
+    index: usize,
+    param: &SearchParam,
+    name: &str,
+    key: &str,
+    modifier: Option<&str>,
+    values: &[String],
+) -> Result<ClauseCond, SearchError> {
+    let negated = match modifier {
+        // `:not` is a token modifier; string_cond rejects it on strings.
+        Some("not") => matches!(param.kind, SearchKind::Token { .. }),
+        Some("missing") => {
+            return Err(SearchError::new(
+                key,
+                "modifier :missing is not supported on this parameter (it reads repeating rows)",
+            ));
+        }
+        _ => false,
+    };
+    let row_modifier = if negated { None } else { modifier };
+    let row_cond = match &param.kind {
+        SearchKind::String { columns, words } => {
+            string_cond(key, row_modifier, values, columns, *words)?
+        }
+        SearchKind::Token { targets } => {
+            token_cond(mapping, name, key, row_modifier, values, targets)?.cond
+        }
+        SearchKind::Date { .. } | SearchKind::Reference { .. } => {
+            unreachable!("validation allows string and token parameters over collections")
+        }
+    };
+    let collection = &mapping.collections[index];
+    let mut filter: Vec<Cond> = collection
+        .columns
+        .iter()
+        .zip(&collection.match_parent)
+        .map(|(child, &parent)| Cond::Compare {
+            left: column_expr(child),
+            op: CmpOp::Eq,
+            right: column_expr(&mapping.columns[parent]),
+        })
+        .collect();
+    filter.push(predicates_cond(&collection.filter, COLLECTION_ALIAS));
+    filter.push(row_cond);
+    Ok(ClauseCond::sql(Cond::Exists {
+        select: Box::new(Select {
+            columns: vec![Expr::Value(Value::Int(1))],
+            from: TableRef {
+                table: collection.table.clone(),
+                alias: COLLECTION_ALIAS.into(),
+            },
+            joins: collection.joins.iter().map(join).collect(),
+            filter: Cond::and(filter),
+            order_by: Vec::new(),
+            limit: None,
+        }),
+        negated,
+    }))
 }
 
 fn present(column: &ColumnRef) -> Cond {

@@ -28,6 +28,7 @@ fn expression(
         (_, "phone") => (&["telecom(system=phone).value"], None),
         (_, "email") => (&["telecom(system=email).value"], None),
         (_, "address-postalcode") => (&["address.postalCode"], None),
+        (_, "address-city") => (&["address.city"], None),
         ("Location", "organization") => (&["managingOrganization"], Some("Organization")),
         ("Patient", "organization") => (&["managingOrganization"], Some("Organization")),
         ("Organization", "partof") => (&["partOf"], Some("Organization")),

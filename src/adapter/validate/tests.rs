@@ -190,3 +190,56 @@ status = "active"
         );
     }
 }
+
+#[test]
+fn parameters_over_collections_are_checked() {
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        (
+            "Patient.toml",
+            r#"
+version = 1
+resource = "Patient"
+[source]
+table = "patient"
+id = { columns = ["id"] }
+join = [{ alias = "doc", table = "doctor", on = [{ column = "doc.id", equals_column = "doctor_id" }] }]
+[collections.addresses]
+table = "address"
+match = [["patient_id", "id"]]
+join = [{ alias = "doc", table = "city", on = [{ column = "doc.id", equals_column = "city_id" }] }]
+[elements]
+active = true
+[search.address-city]
+type = "string"
+collection = "addresses"
+column = "doc.name"
+[search.moved]
+type = "date"
+collection = "addresses"
+column = "moved_on"
+[search.address-state]
+type = "string"
+collection = "homes"
+column = "state"
+[search.address-postalcode]
+type = "string"
+collection = "addresses"
+column = "zip"
+sortable = true
+"#,
+        ),
+    ]);
+    let found = issues(&dir).join("\n");
+    for expected in [
+        "Patient.toml: collections.addresses.join[0].alias: alias \"doc\" is already taken by the mapping",
+        "Patient.toml: search.moved.collection: a parameter over a collection is a string or token parameter",
+        "Patient.toml: search.address-state.collection: no collection named \"homes\"",
+        "Patient.toml: search.address-postalcode.collection: a parameter over a collection is a string or token parameter",
+    ] {
+        assert!(
+            found.contains(expected),
+            "missing {expected:?} in:\n{found}"
+        );
+    }
+}

@@ -161,6 +161,10 @@ const CEREBELLO_CASES: &[(&str, &str)] = &[
     ("Patient", "name:contains=silva&birthdate=1980-05-02"),
     ("Patient", "organization=Organization/practice-1&_sort=name"),
     ("Coverage", "payor=Organization/insurer-12"),
+    (
+        "Patient",
+        "address-postalcode=01310&address-city:exact=Campinas",
+    ),
 ];
 
 fn render_all(dialect: DialectKind) -> String {
