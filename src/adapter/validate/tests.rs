@@ -18,6 +18,17 @@ fn write_adapter(files: &[(&str, &str)]) -> PathBuf {
 
 const MANIFEST: &str = "version = 1\nname = \"t\"\ntitle = \"T\"\ntimezone = \"America/New_York\"\ndialects = [\"mysql\"]\n";
 
+/// Asserts that loading the adapter in `dir` reports each of `expected` (among others).
+fn assert_reports(dir: &Path, expected: &[&str]) {
+    let found = issues(dir).join("\n");
+    for expected in expected {
+        assert!(
+            found.contains(expected),
+            "missing {expected:?} in:\n{found}"
+        );
+    }
+}
+
 fn issues(dir: &Path) -> Vec<String> {
     adapter::load(dir)
         .unwrap_err()
@@ -105,30 +116,27 @@ words = true
             "version = 1\nresource = \"Patient\"\n[source]\ntable = \"v\"\nid = { columns = [\"id\"] }\n[elements]\n",
         ),
     ]);
-    let found = issues(&dir).join("\n");
-    for expected in [
-        "adapter.toml: version: unsupported adapter format version 2",
-        "adapter.toml: timezone: unknown IANA time zone",
-        "adapter.toml: dialects: at least one dialect is required",
-        "Patient.toml: source.table: \"p; DROP TABLE x\" is not a valid table name",
-        "Patient.toml: source.filter[0].column: unknown table alias \"x\"",
-        "Patient.toml: source.filter[1]: exactly one of",
-        "Patient.toml: elements.id: set by Portico",
-        "Patient.toml: elements.gender.map: no map named \"nope\"",
-        "Patient.toml: elements.birthDate: invalid transform: unknown variant `dat`",
-        "Patient.toml: elements.name[0].family: \"l`name\" is not a valid column name",
-        "Patient.toml: elements.generalPractitioner[0].reference.resource: no mapping produces Practitioner",
-        "Patient.toml: maps.sex: an explicit default is required",
-        "Patient.toml: search.gender.map: no map named \"missing-map\"",
-        "Patient.toml: search.birthdate: a date parameter needs column",
-        "Patient.toml: search.gender2.words: words applies to string parameters only",
-        "Observation.vitals.toml: resource: file name says Observation but resource = \"Patient\"",
-    ] {
-        assert!(
-            found.contains(expected),
-            "missing {expected:?} in:\n{found}"
-        );
-    }
+    assert_reports(
+        &dir,
+        &[
+            "adapter.toml: version: unsupported adapter format version 2",
+            "adapter.toml: timezone: unknown IANA time zone",
+            "adapter.toml: dialects: at least one dialect is required",
+            "Patient.toml: source.table: \"p; DROP TABLE x\" is not a valid table name",
+            "Patient.toml: source.filter[0].column: unknown table alias \"x\"",
+            "Patient.toml: source.filter[1]: exactly one of",
+            "Patient.toml: elements.id: set by Portico",
+            "Patient.toml: elements.gender.map: no map named \"nope\"",
+            "Patient.toml: elements.birthDate: invalid transform: unknown variant `dat`",
+            "Patient.toml: elements.name[0].family: \"l`name\" is not a valid column name",
+            "Patient.toml: elements.generalPractitioner[0].reference.resource: no mapping produces Practitioner",
+            "Patient.toml: maps.sex: an explicit default is required",
+            "Patient.toml: search.gender.map: no map named \"missing-map\"",
+            "Patient.toml: search.birthdate: a date parameter needs column",
+            "Patient.toml: search.gender2.words: words applies to string parameters only",
+            "Observation.vitals.toml: resource: file name says Observation but resource = \"Patient\"",
+        ],
+    );
 }
 
 #[test]
@@ -176,19 +184,16 @@ status = "active"
 "#,
         ),
     ]);
-    let found = issues(&dir).join("\n");
-    for expected in [
-        "Claim.toml: collections.lines.match[0][0]: a collection matches its parent on its own table's columns",
-        "Claim.toml: collections.lines.join[0].on: \"code.id\" refers to a table joined later",
-        "Claim.toml: collections.lines.join[1].table: \"code; x\" is not a valid table name",
-        "Claim.toml: collections.lines.join[2].alias: alias \"c\" is already taken",
-        "Claim.toml: collections.lines.order_by[0]: unknown table alias \"nope\"",
-    ] {
-        assert!(
-            found.contains(expected),
-            "missing {expected:?} in:\n{found}"
-        );
-    }
+    assert_reports(
+        &dir,
+        &[
+            "Claim.toml: collections.lines.match[0][0]: a collection matches its parent on its own table's columns",
+            "Claim.toml: collections.lines.join[0].on: \"code.id\" refers to a table joined later",
+            "Claim.toml: collections.lines.join[1].table: \"code; x\" is not a valid table name",
+            "Claim.toml: collections.lines.join[2].alias: alias \"c\" is already taken",
+            "Claim.toml: collections.lines.order_by[0]: unknown table alias \"nope\"",
+        ],
+    );
 }
 
 #[test]
@@ -230,16 +235,13 @@ sortable = true
 "#,
         ),
     ]);
-    let found = issues(&dir).join("\n");
-    for expected in [
-        "Patient.toml: collections.addresses.join[0].alias: alias \"doc\" is already taken by the mapping",
-        "Patient.toml: search.moved.collection: a parameter over a collection is a string or token parameter",
-        "Patient.toml: search.address-state.collection: no collection named \"homes\"",
-        "Patient.toml: search.address-postalcode.collection: a parameter over a collection is a string or token parameter",
-    ] {
-        assert!(
-            found.contains(expected),
-            "missing {expected:?} in:\n{found}"
-        );
-    }
+    assert_reports(
+        &dir,
+        &[
+            "Patient.toml: collections.addresses.join[0].alias: alias \"doc\" is already taken by the mapping",
+            "Patient.toml: search.moved.collection: a parameter over a collection is a string or token parameter",
+            "Patient.toml: search.address-state.collection: no collection named \"homes\"",
+            "Patient.toml: search.address-postalcode.collection: a parameter over a collection is a string or token parameter",
+        ],
+    );
 }
