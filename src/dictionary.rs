@@ -15,8 +15,8 @@ use crate::adapter::Adapter;
 use crate::adapter::format::{ColumnType, SplitKeep, TextCase};
 use crate::adapter::map::uuid_text;
 use crate::adapter::model::{
-    BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, Mapping, Node, Predicate,
-    PredicateOp, SearchKind, SearchParam, TokenTarget, Transform,
+    BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, JoinDef, Mapping, Node,
+    Predicate, PredicateOp, SearchKind, SearchParam, TokenTarget, Transform, joined_table,
 };
 use crate::dialect::ast::Value;
 
@@ -949,14 +949,8 @@ impl Walker<'_> {
         collection: Option<usize>,
     ) -> Vec<SourceColumn> {
         let mut columns = Vec::new();
-        for predicate in predicates {
-            let other = match &predicate.op {
-                PredicateOp::EqualsColumn(other) => Some(other),
-                _ => None,
-            };
-            for column in std::iter::once(&predicate.column).chain(other) {
-                push_unique(&mut columns, self.scoped_source(column, collection));
-            }
+        for column in predicates.iter().flat_map(Predicate::columns) {
+            push_unique(&mut columns, self.scoped_source(column, collection));
         }
         columns
     }
@@ -1256,26 +1250,27 @@ fn param_columns(param: &SearchParam) -> Vec<&ColumnRef> {
 /// A row-scope column as `table.column`; the join alias is kept when the mapping reads the table
 /// under several names (Patient joins `list_options` as race, ethnicity, language...).
 fn row_source(mapping: &Mapping, column: &ColumnRef) -> SourceColumn {
-    let table = mapping.table_of(column);
-    let readings = usize::from(mapping.table == table)
-        + mapping.joins.iter().filter(|j| j.table == table).count();
-    let alias = (column.alias != BASE_ALIAS && readings > 1).then(|| column.alias.clone());
-    SourceColumn {
-        table: table.to_owned(),
-        column: column.column.clone(),
-        alias,
-    }
+    source_in(&mapping.table, BASE_ALIAS, &mapping.joins, column)
 }
 
 fn collection_source(collection: &Collection, column: &ColumnRef) -> SourceColumn {
-    let table = collection.table_of(column);
-    let readings = usize::from(collection.table == table)
-        + collection.joins.iter().filter(|j| j.table == table).count();
-    let alias = (column.alias != COLLECTION_ALIAS && readings > 1).then(|| column.alias.clone());
+    source_in(
+        &collection.table,
+        COLLECTION_ALIAS,
+        &collection.joins,
+        column,
+    )
+}
+
+/// A column of a FROM of `table` (as `alias`) plus `joins`, as `table.column`; the join alias is
+/// kept when the FROM reads that table under several names.
+fn source_in(table: &str, alias: &str, joins: &[JoinDef], column: &ColumnRef) -> SourceColumn {
+    let read = joined_table(table, joins, column);
+    let readings = usize::from(table == read) + joins.iter().filter(|j| j.table == read).count();
     SourceColumn {
-        table: table.to_owned(),
+        table: read.to_owned(),
         column: column.column.clone(),
-        alias,
+        alias: (column.alias != alias && readings > 1).then(|| column.alias.clone()),
     }
 }
 

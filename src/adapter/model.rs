@@ -152,10 +152,26 @@ pub struct Collection {
 impl Collection {
     /// The table behind a column of this collection's rows: its own table or a joined one.
     pub fn table_of(&self, column: &ColumnRef) -> &str {
-        self.joins
-            .iter()
-            .find(|join| join.alias == column.alias)
-            .map_or(&self.table, |join| &join.table)
+        joined_table(&self.table, &self.joins, column)
+    }
+}
+
+/// The table a column reads in a FROM of `table` plus `joins`: the join its alias names, else `table`.
+pub fn joined_table<'a>(table: &'a str, joins: &'a [JoinDef], column: &ColumnRef) -> &'a str {
+    joins
+        .iter()
+        .find(|join| join.alias == column.alias)
+        .map_or(table, |join| &join.table)
+}
+
+impl Predicate {
+    /// The columns the condition compares: its column, and the other one of `equals_column`.
+    pub fn columns(&self) -> impl Iterator<Item = &ColumnRef> {
+        let other = match &self.op {
+            PredicateOp::EqualsColumn(other) => Some(other),
+            _ => None,
+        };
+        std::iter::once(&self.column).chain(other)
     }
 }
 
@@ -377,10 +393,7 @@ impl Mapping {
     /// The table a column of the row scope reads: the table of the join its alias names, else the
     /// base table.
     pub fn table_of(&self, column: &ColumnRef) -> &str {
-        self.joins
-            .iter()
-            .find(|join| join.alias == column.alias)
-            .map_or(&self.table, |join| &join.table)
+        joined_table(&self.table, &self.joins, column)
     }
 
     /// Every `(table, column)` this mapping's queries read: the SELECT list (elements, keys, search
@@ -391,13 +404,7 @@ impl Mapping {
             .filter
             .iter()
             .chain(self.joins.iter().flat_map(|j| &j.on));
-        let compared = predicates.flat_map(|predicate| {
-            let other = match &predicate.op {
-                PredicateOp::EqualsColumn(other) => Some(other),
-                _ => None,
-            };
-            std::iter::once(&predicate.column).chain(other)
-        });
+        let compared = predicates.flat_map(Predicate::columns);
         let latest = self
             .latest
             .iter()
@@ -410,13 +417,7 @@ impl Mapping {
                 .filter
                 .iter()
                 .chain(collection.joins.iter().flat_map(|j| &j.on))
-                .flat_map(|predicate| {
-                    let other = match &predicate.op {
-                        PredicateOp::EqualsColumn(other) => Some(other),
-                        _ => None,
-                    };
-                    std::iter::once(&predicate.column).chain(other)
-                });
+                .flat_map(Predicate::columns);
             let columns = collection.columns.iter().chain(compared);
             for column in columns.chain(&collection.order_by) {
                 read.insert((collection.table_of(column), column.column.as_str()));

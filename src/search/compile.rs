@@ -447,7 +447,7 @@ fn collection_param_cond(
         }
     };
     let collection = &mapping.collections[index];
-    let mut filter: Vec<Cond> = collection
+    let mut conds: Vec<Cond> = collection
         .columns
         .iter()
         .zip(&collection.match_parent)
@@ -457,20 +457,15 @@ fn collection_param_cond(
             right: column_expr(&mapping.columns[parent]),
         })
         .collect();
-    filter.push(predicates_cond(&collection.filter, COLLECTION_ALIAS));
-    filter.push(row_cond);
+    conds.push(row_cond);
+    let rows = child_rows(
+        collection,
+        vec![Expr::Value(Value::Int(1))],
+        conds,
+        Vec::new(),
+    );
     Ok(ClauseCond::sql(Cond::Exists {
-        select: Box::new(Select {
-            columns: vec![Expr::Value(Value::Int(1))],
-            from: TableRef {
-                table: collection.table.clone(),
-                alias: COLLECTION_ALIAS.into(),
-            },
-            joins: collection.joins.iter().map(join).collect(),
-            filter: Cond::and(filter),
-            order_by: Vec::new(),
-            limit: None,
-        }),
+        select: Box::new(rows),
         negated,
     }))
 }
@@ -1393,25 +1388,40 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
             )
         })
         .collect();
+    let order_by = collection
+        .order_by
+        .iter()
+        .map(|column| OrderTerm {
+            expr: column_expr(column),
+            descending: false,
+        })
+        .collect();
+    child_rows(
+        collection,
+        collection.columns.iter().map(column_expr).collect(),
+        vec![Cond::or(alternatives)],
+        order_by,
+    )
+}
+
+/// A SELECT over a collection's table and its joins, under its own filter and `conds`.
+fn child_rows(
+    collection: &Collection,
+    columns: Vec<Expr>,
+    conds: Vec<Cond>,
+    order_by: Vec<OrderTerm>,
+) -> Select {
+    let mut filter = vec![predicates_cond(&collection.filter, COLLECTION_ALIAS)];
+    filter.extend(conds);
     Select {
-        columns: collection.columns.iter().map(column_expr).collect(),
+        columns,
         from: TableRef {
             table: collection.table.clone(),
             alias: COLLECTION_ALIAS.into(),
         },
         joins: collection.joins.iter().map(join).collect(),
-        filter: Cond::and(vec![
-            predicates_cond(&collection.filter, COLLECTION_ALIAS),
-            Cond::or(alternatives),
-        ]),
-        order_by: collection
-            .order_by
-            .iter()
-            .map(|column| OrderTerm {
-                expr: column_expr(column),
-                descending: false,
-            })
-            .collect(),
+        filter: Cond::and(filter),
+        order_by,
         limit: None,
     }
 }

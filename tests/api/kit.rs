@@ -493,24 +493,11 @@ async fn run_combination(
     run_kit(&app).await;
 }
 
-/// Declares one combination as a test. SQL Server combinations are ignored unless asked for
-/// (`--include-ignored`), since no SQL Server runs where CI does.
+/// Declares one combination as a test; attributes before the name (such as `#[ignore]`) go on it.
 macro_rules! kit {
-    ($name:ident, $adapter:literal, SqlServer, $seed:path) => {
+    ($(#[$attribute:meta])* $name:ident, $adapter:literal, $backend:ident, $seed:path) => {
         #[tokio::test]
-        #[ignore = "needs a SQL Server: set PORTICO_TEST_MSSQL_URL and pass --include-ignored"]
-        async fn $name() {
-            run_combination(
-                stringify!($name),
-                $adapter,
-                crate::support::Backend::SqlServer,
-                $seed,
-            )
-            .await;
-        }
-    };
-    ($name:ident, $adapter:literal, $backend:ident, $seed:path) => {
-        #[tokio::test]
+        $(#[$attribute])*
         async fn $name() {
             run_combination(
                 stringify!($name),
@@ -554,6 +541,8 @@ kit!(
     portico::demo::cerebello::seed_cerebello
 );
 kit!(
+    // No SQL Server runs where CI does.
+    #[ignore = "needs a SQL Server: set PORTICO_TEST_MSSQL_URL and pass --include-ignored"]
     cerebello_on_sqlserver,
     "cerebello",
     SqlServer,
@@ -572,6 +561,8 @@ kit!(
     portico::demo::dentned::seed_dentned
 );
 kit!(
+    // No SQL Server runs where CI does.
+    #[ignore = "needs a SQL Server: set PORTICO_TEST_MSSQL_URL and pass --include-ignored"]
     dentned_on_sqlserver,
     "dentned",
     SqlServer,
