@@ -16,7 +16,8 @@ use crate::adapter::format::{ColumnType, SplitKeep, TextCase};
 use crate::adapter::map::uuid_text;
 use crate::adapter::model::{
     BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, JoinDef, Mapping, Node,
-    Predicate, PredicateOp, SearchKind, SearchParam, TokenTarget, Transform, joined_table,
+    Predicate, PredicateOp, ProfileClaim, SearchKind, SearchParam, TokenTarget, Transform,
+    joined_table,
 };
 use crate::dialect::ast::Value;
 
@@ -470,7 +471,7 @@ impl Walker<'_> {
             rows.push(ElementRow {
                 element: format!("{resource}.meta.profile[{position}]"),
                 sources: Vec::new(),
-                transform: json_text(&serde_json::Value::String(profile.clone())),
+                transform: profile_transform(profile),
                 search: Vec::new(),
             });
         }
@@ -1326,6 +1327,16 @@ fn json_text(value: &serde_json::Value) -> String {
     value.to_string()
 }
 
+/// A claimed profile in the dictionary: its URL, and when it is claimed if not always.
+fn profile_transform(profile: &ProfileClaim) -> String {
+    let url = json_text(&serde_json::Value::String(profile.url.clone()));
+    if profile.requires.is_empty() {
+        return url;
+    }
+    let paths: Vec<String> = profile.requires.iter().map(|path| path.join(".")).collect();
+    format!("{url} when the resource has {}", paths.join(", "))
+}
+
 fn value_text(value: &Value) -> String {
     match value {
         Value::Null => "null".to_owned(),
@@ -1342,6 +1353,7 @@ fn value_text(value: &Value) -> String {
         Value::Date(d) => json_text(&serde_json::Value::String(d.to_string())),
         Value::DateTime(dt) => json_text(&serde_json::Value::String(dt.to_string())),
         Value::Time(t) => json_text(&serde_json::Value::String(t.to_string())),
+        Value::Undecodable(reason) => format!("undecodable ({reason})"),
     }
 }
 

@@ -27,6 +27,9 @@ pub enum ApiError {
     Unavailable(String),
     /// 504: the legacy database did not answer within the statement time limit.
     Timeout(String),
+    /// 502: the resource exists in the practice database, but its row cannot be served as valid
+    /// R4 (the upstream's data, not the request, is at fault; retrying does not help).
+    Unservable(String),
     /// 500: a fault on Portico's side; details go to the log, not the client.
     Internal(String),
 }
@@ -41,6 +44,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unservable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +62,9 @@ impl ApiError {
                 vec![Issue::error(IssueType::Transient, message.clone())]
             }
             ApiError::Timeout(message) => vec![Issue::error(IssueType::Timeout, message.clone())],
+            ApiError::Unservable(message) => {
+                vec![Issue::error(IssueType::Processing, message.clone())]
+            }
             ApiError::Internal(_) => vec![Issue::error(
                 IssueType::Exception,
                 "internal error; the server log has details",
@@ -142,6 +149,7 @@ mod tests {
             ),
             (ApiError::Unavailable("x".into()), 503, "transient"),
             (ApiError::Timeout("x".into()), 504, "timeout"),
+            (ApiError::Unservable("x".into()), 502, "processing"),
             (ApiError::Internal("secret detail".into()), 500, "exception"),
         ];
         for (error, status, code) in cases {

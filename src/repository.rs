@@ -11,7 +11,9 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 
 use crate::adapter::Adapter;
-use crate::adapter::map::{MappedResource, RowData, cell_text, map_row};
+use crate::adapter::map::{
+    LeftOut, MapOutcome, MappedResource, RowData, cell_text, check_r4, map_row,
+};
 use crate::adapter::model::Mapping;
 use crate::db::{Database, DbError};
 use crate::dialect::ast::{Cond, Select, Value};
@@ -43,6 +45,27 @@ pub struct Loaded {
     pub order: CursorKey,
 }
 
+/// A row, or one unpivot variant of it, that could not be served: where it lives and why.
+#[derive(Debug, Clone)]
+pub struct LeftOutRow {
+    pub resource_type: String,
+    /// The mapping's name (`Observation.vitals`).
+    pub mapping: String,
+    pub table: String,
+    /// The row's key as `column=value` pairs (`pid=12`): PMS keys, no other data.
+    pub key: String,
+    pub left_out: LeftOut,
+}
+
+/// What a row yielded, in the search's total order: paging counts left-out rows too, so a page of
+/// bad rows still advances the cursor.
+#[derive(Debug, Clone)]
+struct Candidate {
+    outcome: MapOutcome,
+    row: Arc<Vec<Value>>,
+    order: CursorKey,
+}
+
 /// One page of a search.
 #[derive(Debug)]
 pub struct Page {
@@ -52,6 +75,17 @@ pub struct Page {
     pub included: Vec<Json>,
     /// `_include`/`_revinclude` hit `MAX_INCLUDED`.
     pub included_truncated: bool,
+    /// Matches and included resources left out because they cannot be served as valid R4.
+    pub left_out: Vec<LeftOutRow>,
+}
+
+/// The outcome of a read by id.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Found(Json),
+    /// The row exists but cannot be served as valid R4.
+    LeftOut(LeftOutRow),
+    Missing,
 }
 
 impl Repository {
@@ -59,7 +93,8 @@ impl Repository {
         self.db.fetch(&render(self.db.dialect(), select)).await
     }
 
-    /// Fetches `select` over `mapping` with its collections, and maps each row.
+    /// Fetches `select` over `mapping` with its collections, and maps each row. Rows that cannot be
+    /// served are logged (table and key) and returned as left out, in order with the others.
     async fn load(
         &self,
         branch_index: usize,
@@ -67,7 +102,7 @@ impl Repository {
         select: &Select,
         sort_indices: &[usize],
         keep_variant: &(dyn Fn(usize) -> bool + Sync),
-    ) -> Result<(Vec<Loaded>, usize), DbError> {
+    ) -> Result<(Vec<Candidate>, usize), DbError> {
         let rows = self.fetch(select).await?;
         let row_count = rows.len();
         let children = self.load_collections(mapping, &rows).await?;
@@ -86,17 +121,32 @@ impl Repository {
                 row: &row,
                 children: &row_children,
             };
-            let resources = map_row(mapping, &data, self.adapter.timezone, keep_variant);
+            let outcomes = map_row(mapping, &data, self.adapter.timezone, keep_variant);
             let row = Arc::new(row);
-            for resource in resources {
+            for outcome in outcomes {
+                let outcome = outcome.and_then(check_r4);
+                let variant = match &outcome {
+                    Ok(resource) => resource.variant,
+                    Err(left_out) => {
+                        let report = left_out_row(mapping, &row, left_out.clone());
+                        tracing::warn!(
+                            table = %report.table,
+                            key = %report.key,
+                            mapping = %report.mapping,
+                            reason = %report.left_out.reason,
+                            "legacy row left out: it cannot be served as valid FHIR R4"
+                        );
+                        left_out.variant
+                    }
+                };
                 let order = CursorKey {
                     sort: sort_indices.iter().map(|&i| row[i].clone()).collect(),
                     branch: branch_index,
                     key: mapping.id.columns.iter().map(|&i| row[i].clone()).collect(),
-                    variant: resource.variant,
+                    variant,
                 };
-                loaded.push(Loaded {
-                    resource,
+                loaded.push(Candidate {
+                    outcome,
                     row: row.clone(),
                     order,
                 });
@@ -159,15 +209,16 @@ impl Repository {
         Ok(result)
     }
 
-    /// Reads one resource by logical id, or `None` when no row has it (or `extra` hides it).
+    /// Reads one resource by logical id: found, left out (the row exists but cannot be served),
+    /// or missing (no row has it, or `extra` hides it).
     pub async fn read(
         &self,
         resource_type: &str,
         id: &str,
         extra: &Cond,
-    ) -> Result<Option<Json>, DbError> {
+    ) -> Result<ReadOutcome, DbError> {
         let Some(def) = self.adapter.resources.get(resource_type) else {
-            return Ok(None);
+            return Ok(ReadOutcome::Missing);
         };
         for (branch_index, mapping) in def.mappings.iter().enumerate() {
             let Some(target) = parse_id(mapping, id) else {
@@ -179,16 +230,26 @@ impl Repository {
                 Some(2),
             );
             let wanted = target.variant;
-            let (loaded, _) = self
+            let (candidates, _) = self
                 .load(branch_index, mapping, &select, &[], &|variant| {
                     wanted.is_none_or(|w| w == variant)
                 })
                 .await?;
-            if let Some(found) = loaded.into_iter().find(|l| l.resource.id == id) {
-                return Ok(Some(found.resource.resource));
+            for candidate in candidates {
+                match candidate.outcome {
+                    Ok(found) if found.id == id => return Ok(ReadOutcome::Found(found.resource)),
+                    Err(left_out) if left_out.id.as_deref().is_none_or(|i| i == id) => {
+                        return Ok(ReadOutcome::LeftOut(left_out_row(
+                            mapping,
+                            &candidate.row,
+                            left_out,
+                        )));
+                    }
+                    _ => {}
+                }
             }
         }
-        Ok(None)
+        Ok(ReadOutcome::Missing)
     }
 
     /// Counts all matches of `plan`.
@@ -218,7 +279,7 @@ impl Repository {
     ) -> Result<Page, DbError> {
         let limit = plan.count;
         let sorted = !plan.sort.is_empty();
-        let mut collected: Vec<Loaded> = Vec::new();
+        let mut collected: Vec<Candidate> = Vec::new();
         let mut more_rows = false;
         for branch in &plan.branches {
             if branch.cond == Cond::False {
@@ -275,13 +336,30 @@ impl Repository {
         } else {
             None
         };
-        let (included, included_truncated) = self.includes(plan, &collected, extra).await?;
+        let mut left_out = Vec::new();
+        let mut matches = Vec::with_capacity(collected.len());
+        for candidate in collected {
+            match candidate.outcome {
+                Ok(resource) => matches.push(Loaded {
+                    resource,
+                    row: candidate.row,
+                    order: candidate.order,
+                }),
+                Err(reason) => {
+                    let mapping = &plan.branches[candidate.order.branch].mapping;
+                    left_out.push(left_out_row(mapping, &candidate.row, reason));
+                }
+            }
+        }
+        let (included, included_truncated) =
+            self.includes(plan, &matches, extra, &mut left_out).await?;
         Ok(Page {
-            matches: collected,
+            matches,
             next,
             total,
             included,
             included_truncated,
+            left_out,
         })
     }
 
@@ -291,6 +369,7 @@ impl Repository {
         plan: &Plan,
         page: &[Loaded],
         extra: &Cond,
+        left_out: &mut Vec<LeftOutRow>,
     ) -> Result<(Vec<Json>, bool), DbError> {
         let mut seen: HashSet<(String, String)> = page
             .iter()
@@ -298,14 +377,19 @@ impl Repository {
             .collect();
         let mut included = Vec::new();
         let mut truncated = false;
-        let mut add = |resource_type: &str, loaded: Vec<Loaded>, included: &mut Vec<Json>| {
+        let mut add = |mapping: &Mapping, loaded: Vec<Candidate>, included: &mut Vec<Json>| {
             for item in loaded {
                 if included.len() >= MAX_INCLUDED {
                     truncated = true;
                     break;
                 }
-                if seen.insert((resource_type.to_owned(), item.resource.id.clone())) {
-                    included.push(item.resource.resource);
+                match item.outcome {
+                    Ok(resource) => {
+                        if seen.insert((mapping.resource_type.clone(), resource.id.clone())) {
+                            included.push(resource.resource);
+                        }
+                    }
+                    Err(reason) => left_out.push(left_out_row(mapping, &item.row, reason)),
                 }
             }
         };
@@ -340,7 +424,7 @@ impl Repository {
                     let (loaded, _) = self
                         .load(branch_index, mapping, &select, &[], &|_| true)
                         .await?;
-                    add(target_type, loaded, &mut included);
+                    add(mapping, loaded, &mut included);
                 }
             }
         }
@@ -363,11 +447,35 @@ impl Repository {
                     let (loaded, _) = self
                         .load(branch_index, mapping, &select, &[], &|_| true)
                         .await?;
-                    add(source_type, loaded, &mut included);
+                    add(mapping, loaded, &mut included);
                 }
             }
         }
         Ok((included, truncated))
+    }
+}
+
+/// Where a left-out row lives: its mapping, table and key (`pid=12`).
+fn left_out_row(mapping: &Mapping, row: &[Value], left_out: LeftOut) -> LeftOutRow {
+    let key = mapping
+        .id
+        .columns
+        .iter()
+        .map(|&index| {
+            let value = match &row[index] {
+                Value::Undecodable(_) => "(undecodable)".to_owned(),
+                cell => cell_text(cell).unwrap_or_else(|| "(absent)".to_owned()),
+            };
+            format!("{}={value}", mapping.columns[index].column)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    LeftOutRow {
+        resource_type: mapping.resource_type.clone(),
+        mapping: mapping.name.clone(),
+        table: mapping.table.clone(),
+        key,
+        left_out,
     }
 }
 
@@ -399,7 +507,7 @@ fn reference_ids(mapping: &Mapping, param: &str, target_type: &str, row: &[Value
 
 /// SQL returns the cursor's own row again when it unpivots (its later variants may follow);
 /// drop the variants at or before the cursor's.
-fn is_after(loaded: &Loaded, after: Option<&CursorKey>, branch: &BranchPlan) -> bool {
+fn is_after(loaded: &Candidate, after: Option<&CursorKey>, branch: &BranchPlan) -> bool {
     let Some(cursor) = after else { return true };
     if branch.index != cursor.branch
         || loaded.order.key != cursor.key

@@ -32,7 +32,7 @@ pub struct MappingFile {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
-    pub profiles: Vec<String>,
+    pub profiles: Vec<ProfileSpec>,
     pub source: SourceSpec,
     pub elements: toml::Table,
     #[serde(default)]
@@ -43,6 +43,24 @@ pub struct MappingFile {
     pub maps: BTreeMap<String, MapSpec>,
     #[serde(default)]
     pub search: BTreeMap<String, SearchSpec>,
+}
+
+/// A profile a mapping claims: its canonical URL alone (claimed by every resource), or with the
+/// elements the profile requires, each a dotted path (`name.family`: at least one `name`, and every
+/// `name` has a `family`). A resource claims the profile in `meta.profile` only when it has them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ProfileSpec {
+    Url(String),
+    Claim(ProfileClaimSpec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileClaimSpec {
+    pub url: String,
+    #[serde(default)]
+    pub requires: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

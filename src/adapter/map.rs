@@ -22,21 +22,120 @@ pub struct MappedResource {
     pub resource: Json,
 }
 
+/// A row (or one unpivot variant of it) that cannot become a valid R4 resource, and why. It is left
+/// out of pages and reported; it never fails the page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftOut {
+    /// The id the resource would have had, when its key could form one.
+    pub id: Option<String>,
+    pub variant: Option<usize>,
+    pub reason: LeftOutReason,
+}
+
+/// Why a row was left out. Carries column and element names and driver or model messages, never a
+/// cell's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeftOutReason {
+    /// The driver refused a cell (`column X: why`).
+    Undecodable(String),
+    /// The key columns are absent or cannot form a FHIR id.
+    InvalidKey,
+    /// A required element is missing (R4 cardinality): its name.
+    MissingRequired(&'static str),
+    /// The R4 model refused the resource: its message.
+    Rejected(String),
+}
+
+impl LeftOutReason {
+    /// A stable name for the kind of failure, for counts and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LeftOutReason::Undecodable(_) => "undecodable-cell",
+            LeftOutReason::InvalidKey => "invalid-key",
+            LeftOutReason::MissingRequired(_) => "missing-required-element",
+            LeftOutReason::Rejected(_) => "invalid-r4",
+        }
+    }
+
+    /// What a client may read: the kind and the column or element it concerns, nothing from a
+    /// row's data.
+    pub fn summary(&self) -> String {
+        match self {
+            LeftOutReason::Undecodable(detail) => {
+                let column = detail
+                    .strip_prefix("column ")
+                    .and_then(|rest| rest.split(':').next())
+                    .unwrap_or("?");
+                format!("a value the database driver cannot decode (column {column})")
+            }
+            LeftOutReason::InvalidKey => "a key that cannot form a FHIR id".to_owned(),
+            LeftOutReason::MissingRequired(element) => {
+                format!("the required element {element} is missing")
+            }
+            LeftOutReason::Rejected(_) => "not valid FHIR R4".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for LeftOutReason {
+    /// The full reason, for the operator (logs, `portico check --data`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeftOutReason::Undecodable(detail) => write!(f, "undecodable {detail}"),
+            LeftOutReason::InvalidKey => f.write_str("the key columns cannot form a FHIR id"),
+            LeftOutReason::MissingRequired(element) => {
+                write!(f, "required element {element} is missing")
+            }
+            LeftOutReason::Rejected(message) => write!(f, "not valid R4: {message}"),
+        }
+    }
+}
+
+/// What one row yields: a resource per admitted variant, or why each cannot be served.
+pub type MapOutcome = Result<MappedResource, LeftOut>;
+
 /// The rows a mapping reads for one parent row: its own cells and, per collection, its child rows.
 pub struct RowData<'a> {
     pub row: &'a [Value],
     pub children: &'a [Vec<&'a [Value]>],
 }
 
-/// Maps `data` to resources; `keep_variant` selects which unpivot variants a search wants.
+/// Maps `data` to resources; `keep_variant` selects which unpivot variants a search wants. A row
+/// with an undecodable cell or a key that cannot form an id yields one `LeftOut`. Whether each
+/// resource is valid R4 is `check_r4`'s question.
 pub fn map_row(
     mapping: &Mapping,
     data: &RowData<'_>,
     timezone: Tz,
     keep_variant: &dyn Fn(usize) -> bool,
-) -> Vec<MappedResource> {
-    let Some(row_id) = row_id(mapping, data.row) else {
-        return Vec::new();
+) -> Vec<MapOutcome> {
+    let undecodable = data
+        .row
+        .iter()
+        .chain(
+            data.children
+                .iter()
+                .flatten()
+                .flat_map(|child| child.iter()),
+        )
+        .find_map(|cell| match cell {
+            Value::Undecodable(detail) => Some(detail.clone()),
+            _ => None,
+        });
+    let row_id = row_id(mapping, data.row);
+    if let Some(detail) = undecodable {
+        return vec![Err(LeftOut {
+            id: row_id,
+            variant: None,
+            reason: LeftOutReason::Undecodable(detail),
+        })];
+    }
+    let Some(row_id) = row_id else {
+        return vec![Err(LeftOut {
+            id: None,
+            variant: None,
+            reason: LeftOutReason::InvalidKey,
+        })];
     };
     let evaluator = Evaluator {
         timezone,
@@ -50,6 +149,10 @@ pub fn map_row(
         .last_updated
         .and_then(|index| instant(&data.row[index], timezone));
     let finish = |elements: Option<Json>, id: String, variant: Option<usize>| {
+        let fields = match elements {
+            Some(Json::Object(fields)) => fields,
+            _ => Map::new(),
+        };
         let mut resource = Map::new();
         resource.insert(
             "resourceType".into(),
@@ -60,20 +163,24 @@ pub fn map_row(
         if let Some(last_updated) = &last_updated {
             meta.insert("lastUpdated".into(), Json::String(last_updated.clone()));
         }
-        if !mapping.profiles.is_empty() {
-            meta.insert("profile".into(), Json::from(mapping.profiles.clone()));
+        let profiles: Vec<Json> = mapping
+            .profiles
+            .iter()
+            .filter(|claim| claim.requires.iter().all(|path| has_path(&fields, path)))
+            .map(|claim| Json::String(claim.url.clone()))
+            .collect();
+        if !profiles.is_empty() {
+            meta.insert("profile".into(), Json::Array(profiles));
         }
         if !meta.is_empty() {
             resource.insert("meta".into(), Json::Object(meta));
         }
-        if let Some(Json::Object(fields)) = elements {
-            resource.extend(fields);
-        }
-        MappedResource {
+        resource.extend(fields);
+        Ok(MappedResource {
             id,
             variant,
             resource: Json::Object(resource),
-        }
+        })
     };
     if mapping.variants.is_empty() {
         return vec![finish(evaluator.node(&mapping.elements), row_id, None)];
@@ -91,6 +198,46 @@ pub fn map_row(
             )
         })
         .collect()
+}
+
+/// Whether `fields` has the element at `path`: present, and for a list, on every item.
+fn has_path(fields: &Map<String, Json>, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return true;
+    };
+    let Some(value) = fields.get(first) else {
+        return false;
+    };
+    let holds = |item: &Json| match item {
+        Json::Object(inner) => has_path(inner, rest),
+        _ => rest.is_empty(),
+    };
+    match value {
+        Json::Array(items) => !items.is_empty() && items.iter().all(holds),
+        other => holds(other),
+    }
+}
+
+/// Passes a mapped resource that is valid R4 (its required elements present, accepted by the
+/// strict model) and leaves out one that is not.
+pub fn check_r4(mapped: MappedResource) -> MapOutcome {
+    let resource_type = mapped.resource["resourceType"].as_str().unwrap_or_default();
+    let reason = match crate::fhir::required::missing_element(resource_type, &mapped.resource) {
+        Some(element) => Some(LeftOutReason::MissingRequired(element)),
+        None => serde_json::to_vec(&mapped.resource)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| crate::fhir::xml::parse_strict(&bytes).map(|_| ()))
+            .err()
+            .map(LeftOutReason::Rejected),
+    };
+    match reason {
+        None => Ok(mapped),
+        Some(reason) => Err(LeftOut {
+            id: Some(mapped.id),
+            variant: mapped.variant,
+            reason,
+        }),
+    }
 }
 
 /// The logical id of a row: prefix plus key parts joined by `-`. `None` when a key part is absent
@@ -153,7 +300,7 @@ pub fn key_text(value: &Value) -> Option<String> {
 /// A cell as text, or `None` when it counts as absent.
 pub fn cell_text(value: &Value) -> Option<String> {
     let text = match value {
-        Value::Null => return None,
+        Value::Null | Value::Undecodable(_) => return None,
         Value::Bytes(bytes) => return uuid_text(bytes),
         Value::Uuid(uuid) => return uuid_text(uuid),
         Value::Bool(b) => b.to_string(),
@@ -236,6 +383,7 @@ pub fn cell_datetime(value: &Value, format: Option<&str>) -> Option<LocalDateTim
             NaiveDate::parse_from_str(text, "%Y-%m-%d")
                 .ok()
                 .map(LocalDateTime::Date)
+                .or_else(|| partial_date(text))
         }
         _ => None,
     }
@@ -258,6 +406,52 @@ fn cell_time(value: &Value) -> Option<NaiveTime> {
 pub enum LocalDateTime {
     Date(NaiveDate),
     DateTime(NaiveDateTime),
+    /// A MySQL partial date: `1958-00-00` is the year 1958, `2001-07-00` (with or without a time,
+    /// which then means nothing) the month. FHIR dates and dateTimes take these precisions.
+    Partial {
+        year: i32,
+        month: Option<u32>,
+    },
+}
+
+impl LocalDateTime {
+    /// The value as a FHIR `date`: `YYYY-MM-DD`, or `YYYY`/`YYYY-MM` for a partial date.
+    fn fhir_date(self) -> String {
+        match self {
+            LocalDateTime::Date(d) => d.format("%Y-%m-%d").to_string(),
+            LocalDateTime::DateTime(dt) => dt.format("%Y-%m-%d").to_string(),
+            LocalDateTime::Partial { year, month: None } => format!("{year:04}"),
+            LocalDateTime::Partial {
+                year,
+                month: Some(month),
+            } => format!("{year:04}-{month:02}"),
+        }
+    }
+}
+
+/// `YYYY-00-00` or `YYYY-MM-00`, optionally followed by a time: the date part it has.
+fn partial_date(text: &str) -> Option<LocalDateTime> {
+    let date = text.get(..10)?;
+    let rest = &text[10..];
+    if !(rest.is_empty() || rest.starts_with([' ', 'T'])) {
+        return None;
+    }
+    let bytes = date.as_bytes();
+    let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
+    if !(digits(0..4) && bytes[4] == b'-' && digits(5..7) && bytes[7] == b'-' && digits(8..10)) {
+        return None;
+    }
+    let year: i32 = date[..4].parse().ok()?;
+    let month: u32 = date[5..7].parse().ok()?;
+    let day: u32 = date[8..10].parse().ok()?;
+    // FHIR years run from 0001; a day without a month is no precision FHIR has.
+    if year == 0 || day != 0 || month > 12 {
+        return None;
+    }
+    Some(LocalDateTime::Partial {
+        year,
+        month: (month != 0).then_some(month),
+    })
 }
 
 /// A legacy local date-time as a FHIR instant (with the zone's offset). Dates become midnight.
@@ -265,6 +459,7 @@ pub fn instant(value: &Value, timezone: Tz) -> Option<String> {
     let local = match cell_datetime(value, None)? {
         LocalDateTime::DateTime(dt) => dt,
         LocalDateTime::Date(d) => d.and_time(NaiveTime::MIN),
+        LocalDateTime::Partial { .. } => return None,
     };
     Some(format_instant(local, timezone))
 }
@@ -397,11 +592,8 @@ impl<'a> Evaluator<'a> {
     fn transform(&self, transform: &Transform) -> Option<Json> {
         match transform {
             Transform::Date { column, format } => {
-                let date = match cell_datetime(self.cell(*column), format.as_deref())? {
-                    LocalDateTime::Date(d) => d,
-                    LocalDateTime::DateTime(dt) => dt.date(),
-                };
-                Some(Json::String(date.format("%Y-%m-%d").to_string()))
+                let date = cell_datetime(self.cell(*column), format.as_deref())?;
+                Some(Json::String(date.fhir_date()))
             }
             Transform::DateTime {
                 column,
@@ -418,7 +610,7 @@ impl<'a> Evaluator<'a> {
                     (LocalDateTime::DateTime(dt), _) => Some(dt),
                     (LocalDateTime::Date(d), Some(t)) => Some(d.and_time(t)),
                     (LocalDateTime::Date(d), None) if *instant => Some(d.and_time(NaiveTime::MIN)),
-                    (LocalDateTime::Date(_), None) => None,
+                    (LocalDateTime::Date(_) | LocalDateTime::Partial { .. }, _) => None,
                 };
                 let shift = match add_minutes {
                     // A declared offset that is absent on this row makes the value absent too.
@@ -437,8 +629,12 @@ impl<'a> Evaluator<'a> {
                         }
                         format_instant(shifted, timezone)
                     }
-                    (None, LocalDateTime::Date(d)) if shift.is_none() => {
-                        d.format("%Y-%m-%d").to_string()
+                    // A day, or the year or month of a partial date, is a FHIR dateTime; an
+                    // instant needs a time of day.
+                    (None, LocalDateTime::Date(_) | LocalDateTime::Partial { .. })
+                        if shift.is_none() && !*instant =>
+                    {
+                        local.fhir_date()
                     }
                     (None, _) => return None,
                 };

@@ -70,7 +70,7 @@ pub struct Mapping {
     pub name: String,
     pub file: PathBuf,
     pub description: String,
-    pub profiles: Vec<String>,
+    pub profiles: Vec<ProfileClaim>,
     pub table: String,
     pub joins: Vec<JoinDef>,
     pub filter: Vec<Predicate>,
@@ -84,6 +84,14 @@ pub struct Mapping {
     pub variants: Vec<Variant>,
     pub collections: Vec<Collection>,
     pub search: BTreeMap<String, SearchParam>,
+}
+
+/// A profile a mapping claims, and the elements a resource must have to claim it.
+#[derive(Debug, Clone)]
+pub struct ProfileClaim {
+    pub url: String,
+    /// Dotted element paths, split: `[["name"], ["name", "family"]]`.
+    pub requires: Vec<Vec<String>>,
 }
 
 #[derive(Debug)]

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 
 use super::format::{
-    ColumnType, FilterSpec, JoinSpec, ManifestFile, MapSpec, MappingFile, SearchSpec, SearchType,
-    TransformSpec,
+    ColumnType, FilterSpec, JoinSpec, ManifestFile, MapSpec, MappingFile, ProfileSpec, SearchSpec,
+    SearchType, TransformSpec,
 };
 use super::model::{
     Adapter, BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, IdDef, JoinDef, Latest,
-    Mapping, Node, Predicate, PredicateOp, ReferenceTarget, ResourceDef, SearchKind, SearchParam,
-    SearchParamInfo, TokenTarget, Transform, Variant,
+    Mapping, Node, Predicate, PredicateOp, ProfileClaim, ReferenceTarget, ResourceDef, SearchKind,
+    SearchParam, SearchParamInfo, TokenTarget, Transform, Variant,
 };
 use crate::dialect::ast::Value;
 use crate::fhir::resource_types::is_resource_type;
@@ -189,8 +189,8 @@ pub fn validate(
             }
         }
         for profile in &mapping.profiles {
-            if !entry.profiles.contains(profile) {
-                entry.profiles.push(profile.clone());
+            if !entry.profiles.contains(&profile.url) {
+                entry.profiles.push(profile.url.clone());
             }
         }
         entry.mappings.push(Arc::new(mapping));
@@ -755,12 +755,13 @@ fn compile_mapping(
         collection.columns = child_scope.columns;
     }
 
+    let profiles = profile_claims(ctx, &spec.profiles);
     Some(Mapping {
         resource_type: spec.resource,
         name: parsed.name,
         file: parsed.file,
         description: spec.description,
-        profiles: spec.profiles,
+        profiles,
         table: source.table.clone(),
         joins,
         filter,
@@ -1596,6 +1597,45 @@ impl NodeBuilder<'_> {
         }
         index
     }
+}
+
+/// The profiles a mapping claims; each required path is dotted FHIR element names.
+fn profile_claims(ctx: &mut FileContext, specs: &[ProfileSpec]) -> Vec<ProfileClaim> {
+    let mut claims = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
+        let (url, requires) = match spec {
+            ProfileSpec::Url(url) => (url, &[][..]),
+            ProfileSpec::Claim(claim) => (&claim.url, &claim.requires[..]),
+        };
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            ctx.issue(
+                &format!("profiles[{index}]"),
+                format!("{url:?} is not a canonical profile URL"),
+            );
+        }
+        let mut paths = Vec::with_capacity(requires.len());
+        for (position, path) in requires.iter().enumerate() {
+            let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+            let valid = segments.iter().all(|segment| {
+                segment.starts_with(|c: char| c.is_ascii_lowercase())
+                    && segment.chars().all(|c| c.is_ascii_alphanumeric())
+            });
+            if !valid {
+                ctx.issue(
+                    &format!("profiles[{index}].requires[{position}]"),
+                    format!(
+                        "{path:?} is not a dotted path of FHIR element names (e.g. name.family)"
+                    ),
+                );
+            }
+            paths.push(segments);
+        }
+        claims.push(ProfileClaim {
+            url: url.clone(),
+            requires: paths,
+        });
+    }
+    claims
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::fhir::capability::capability_statement;
 use crate::fhir::outcome::{Issue, IssueType, Severity, operation_outcome};
 use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::subset;
+use crate::repository::{LeftOutRow, ReadOutcome};
 use crate::search::compile::plan;
 use crate::search::parse::{SummaryMode, TotalMode, parse};
 
@@ -159,11 +160,22 @@ async fn read_inner(
     if !valid_id {
         return Err(not_found());
     }
-    let mut resource = state
+    let mut resource = match state
         .repository
         .read(resource_type, id, &Cond::True)
         .await?
-        .ok_or_else(not_found)?;
+    {
+        ReadOutcome::Found(resource) => resource,
+        ReadOutcome::Missing => return Err(not_found()),
+        ReadOutcome::LeftOut(row) => {
+            return Err(ApiError::Unservable(format!(
+                "{resource_type}/{id} exists in the practice database, but its row cannot be \
+                 served as valid FHIR R4: {}. An administrator can list such rows with \
+                 `portico check --data`.",
+                row.left_out.reason.summary()
+            )));
+        }
+    };
     let compact = serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?;
     let etag = format!("W/\"{}\"", hex_prefix(&Sha256::digest(&compact)));
     let last_modified = resource["meta"]["lastUpdated"]
@@ -393,6 +405,9 @@ async fn search_inner(
                 plan.total == TotalMode::Accurate,
             )
             .await?;
+        if !page.left_out.is_empty() {
+            warnings.push(left_out_issue(&page.left_out));
+        }
         if page.included_truncated {
             warnings.push(Issue {
                 severity: Severity::Warning,
@@ -434,6 +449,34 @@ async fn search_inner(
         })
     };
     Ok(respond(negotiated, body(negotiated, &bundle)?))
+}
+
+/// One warning for the rows a page left out: how many, of which type, and why, without PHI.
+fn left_out_issue(left_out: &[LeftOutRow]) -> Issue {
+    let mut groups: Vec<(String, usize)> = Vec::new();
+    for row in left_out {
+        let label = format!("{} ({})", row.resource_type, row.left_out.reason.summary());
+        match groups.iter_mut().find(|(existing, _)| *existing == label) {
+            Some((_, count)) => *count += 1,
+            None => groups.push((label, 1)),
+        }
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(label, count)| format!("{count} {label}"))
+        .collect();
+    Issue {
+        severity: Severity::Warning,
+        code: IssueType::Processing,
+        diagnostics: format!(
+            "{} resource(s) left out of this page because their rows in the practice database \
+             cannot be served as valid FHIR R4: {}. Paging continues past them; an administrator \
+             can list them with `portico check --data`.",
+            left_out.len(),
+            parts.join("; ")
+        ),
+        expression: None,
+    }
 }
 
 pub async fn vread(

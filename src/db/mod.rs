@@ -7,6 +7,7 @@
 
 pub mod fixture;
 mod mssql;
+mod mysql_temporal;
 
 use std::time::Duration;
 
@@ -281,6 +282,7 @@ pub fn bind_mysql<'q>(query: MySqlQuery<'q>, value: &Value) -> MySqlQuery<'q> {
         Value::Date(d) => query.bind(d),
         Value::DateTime(dt) => query.bind(dt),
         Value::Time(t) => query.bind(t),
+        Value::Undecodable(_) => query.bind(None::<String>),
     }
 }
 
@@ -298,106 +300,89 @@ pub(crate) fn bind_sqlite<'q>(query: SqliteQuery<'q>, value: &Value) -> SqliteQu
         Value::Date(d) => query.bind(d.format("%Y-%m-%d").to_string()),
         Value::DateTime(dt) => query.bind(dt.format("%Y-%m-%d %H:%M:%S").to_string()),
         Value::Time(t) => query.bind(t.format("%H:%M:%S").to_string()),
+        Value::Undecodable(_) => query.bind(None::<String>),
     }
 }
 
-fn decode_error(column: &str, error: sqlx::Error) -> DbError {
-    DbError::new(
-        DbErrorKind::Decode,
-        format!("cannot decode column {column}: {error}"),
-    )
+/// A cell the driver refused: the column and the driver's reason, never the value.
+fn undecodable(column: &str, error: impl std::fmt::Display) -> Value {
+    Value::Undecodable(format!("column {column}: {error}"))
 }
 
+/// Decodes each cell on its own, so one bad cell (invalid text, an out-of-range number) becomes
+/// `Value::Undecodable` without failing the other cells, the row or the page.
 fn decode_mysql_row(row: &MySqlRow) -> Result<Vec<Value>, DbError> {
-    let mut cells = Vec::with_capacity(row.len());
-    for (index, column) in row.columns().iter().enumerate() {
-        let raw = row
-            .try_get_raw(index)
-            .map_err(|e| decode_error(column.name(), e))?;
-        if raw.is_null() {
-            cells.push(Value::Null);
-            continue;
-        }
-        let type_name = raw.type_info().name().to_owned();
-        let err = |e| decode_error(column.name(), e);
-        let cell = match type_name.as_str() {
-            "BOOLEAN" => Value::Int(i64::from(row.try_get::<bool, _>(index).map_err(err)?)),
-            "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
-                Value::Int(row.try_get::<i64, _>(index).map_err(err)?)
-            }
-            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
-            | "BIGINT UNSIGNED" => {
-                let unsigned = row.try_get::<u64, _>(index).map_err(err)?;
-                Value::Int(i64::try_from(unsigned).unwrap_or(i64::MAX))
-            }
-            "FLOAT" => Value::Float(f64::from(row.try_get::<f32, _>(index).map_err(err)?)),
-            "DOUBLE" => Value::Float(row.try_get::<f64, _>(index).map_err(err)?),
-            "DECIMAL" => Value::Decimal(row.try_get::<Decimal, _>(index).map_err(err)?),
-            // TIMESTAMP shares DATETIME's wire format; zero dates (0000-00-00) mean "no date".
-            "DATE" => temporal(row, index, column.name(), Value::Date)?,
-            "DATETIME" | "TIMESTAMP" => temporal(row, index, column.name(), Value::DateTime)?,
-            "TIME" => temporal(row, index, column.name(), Value::Time)?,
-            // sqlx names text columns TEXT/VARCHAR; these names mean binary data (e.g. a UUID).
-            "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" => {
-                Value::Bytes(row.try_get::<Vec<u8>, _>(index).map_err(err)?)
-            }
-            _ => Value::Text(row.try_get::<String, _>(index).map_err(err)?),
-        };
-        cells.push(cell);
-    }
-    Ok(cells)
+    Ok(row
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(index, column)| {
+            decode_mysql_cell(row, index).unwrap_or_else(|e| undecodable(column.name(), e))
+        })
+        .collect())
 }
 
-/// Decodes a MySQL date or time cell; an all-zero value (`0000-00-00`) is NULL, anything else
-/// that fails to decode is an error rather than a silent NULL.
-fn temporal<T>(
-    row: &MySqlRow,
-    index: usize,
-    column: &str,
-    wrap: fn(T) -> Value,
-) -> Result<Value, DbError>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::MySql>,
-{
-    match row.try_get_unchecked::<T, _>(index) {
-        Ok(value) => Ok(wrap(value)),
-        Err(error) => {
-            // The binary protocol sends a length byte, then the fields; zero values have none.
-            let zero = row
-                .try_get_unchecked::<Vec<u8>, _>(index)
-                .map(|bytes| bytes.iter().skip(1).all(|b| *b == 0))
-                .unwrap_or(false);
-            if zero {
-                Ok(Value::Null)
-            } else {
-                Err(decode_error(column, error))
-            }
-        }
+fn decode_mysql_cell(row: &MySqlRow, index: usize) -> Result<Value, sqlx::Error> {
+    let raw = row.try_get_raw(index)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
     }
+    let type_name = raw.type_info().name().to_owned();
+    let cell = match type_name.as_str() {
+        "BOOLEAN" => Value::Int(i64::from(row.try_get::<bool, _>(index)?)),
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+            Value::Int(row.try_get::<i64, _>(index)?)
+        }
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+        | "BIGINT UNSIGNED" => {
+            let unsigned = row.try_get::<u64, _>(index)?;
+            Value::Int(i64::try_from(unsigned).unwrap_or(i64::MAX))
+        }
+        "FLOAT" => Value::Float(f64::from(row.try_get::<f32, _>(index)?)),
+        "DOUBLE" => Value::Float(row.try_get::<f64, _>(index)?),
+        "DECIMAL" => Value::Decimal(row.try_get::<Decimal, _>(index)?),
+        // MySQL's own wire form is read, since the driver refuses what old installs are full of.
+        "DATE" | "DATETIME" | "TIMESTAMP" => mysql_temporal::calendar(
+            &row.try_get_unchecked::<Vec<u8>, _>(index)?,
+            type_name != "DATE",
+        )
+        .map_err(|e| sqlx::Error::Decode(e.into()))?,
+        "TIME" => mysql_temporal::clock(&row.try_get_unchecked::<Vec<u8>, _>(index)?)
+            .map_err(|e| sqlx::Error::Decode(e.into()))?,
+        // sqlx names text columns TEXT/VARCHAR; these names mean binary data (e.g. a UUID).
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" => {
+            Value::Bytes(row.try_get::<Vec<u8>, _>(index)?)
+        }
+        _ => Value::Text(row.try_get::<String, _>(index)?),
+    };
+    Ok(cell)
 }
 
 fn decode_sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
-    let mut cells = Vec::with_capacity(row.len());
-    for (index, column) in row.columns().iter().enumerate() {
-        let raw = row
-            .try_get_raw(index)
-            .map_err(|e| decode_error(column.name(), e))?;
-        if raw.is_null() {
-            cells.push(Value::Null);
-            continue;
-        }
-        // SQLite types values, not columns: decode by the value's storage class.
-        let storage = raw.type_info().name().to_owned();
-        let err = |e| decode_error(column.name(), e);
-        let cell = match storage.as_str() {
-            "INTEGER" => Value::Int(row.try_get_unchecked::<i64, _>(index).map_err(err)?),
-            "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(index).map_err(err)?),
-            "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(index).map_err(err)?),
-            _ => Value::Text(row.try_get_unchecked::<String, _>(index).map_err(err)?),
-        };
-        cells.push(cell);
+    Ok(row
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(index, column)| {
+            decode_sqlite_cell(row, index).unwrap_or_else(|e| undecodable(column.name(), e))
+        })
+        .collect())
+}
+
+fn decode_sqlite_cell(row: &SqliteRow, index: usize) -> Result<Value, sqlx::Error> {
+    let raw = row.try_get_raw(index)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
     }
-    Ok(cells)
+    // SQLite types values, not columns: decode by the value's storage class.
+    let storage = raw.type_info().name().to_owned();
+    let cell = match storage.as_str() {
+        "INTEGER" => Value::Int(row.try_get_unchecked::<i64, _>(index)?),
+        "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(index)?),
+        "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(index)?),
+        _ => Value::Text(row.try_get_unchecked::<String, _>(index)?),
+    };
+    Ok(cell)
 }
 
 fn classify(error: sqlx::Error) -> DbError {

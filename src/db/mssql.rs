@@ -194,6 +194,7 @@ pub(super) fn bind(query: &mut Query<'_>, value: &Value) {
         Value::Date(d) => query.bind(d.and_time(NaiveTime::MIN)),
         Value::DateTime(dt) => query.bind(dt),
         Value::Time(t) => query.bind(t),
+        Value::Undecodable(_) => query.bind(Option::<String>::None),
     }
 }
 
@@ -207,9 +208,22 @@ async fn run(
     }
     let stream = query.query(connection).await.map_err(classify)?;
     let rows = stream.into_first_result().await.map_err(classify)?;
-    rows.into_iter()
-        .map(|row| row.into_iter().map(|cell| cell_value(&cell)).collect())
-        .collect()
+    // Each cell on its own: one that cannot be decoded does not fail its row or the page.
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let names: Vec<String> = row.columns().iter().map(|c| c.name().to_owned()).collect();
+            row.into_iter()
+                .enumerate()
+                .map(|(index, cell)| {
+                    cell_value(&cell).unwrap_or_else(|error| {
+                        let column = names.get(index).map_or("?", String::as_str);
+                        Value::Undecodable(format!("column {column}: {}", error.message))
+                    })
+                })
+                .collect()
+        })
+        .collect())
 }
 
 fn decode_failure(what: &str, error: tiberius::error::Error) -> DbError {

@@ -22,6 +22,9 @@ pub enum Value {
     Date(NaiveDate),
     DateTime(NaiveDateTime),
     Time(NaiveTime),
+    /// A cell the driver refused (invalid UTF-8 text, a number out of range...): never bound,
+    /// it makes its row unservable. The text says which column and why, never the value.
+    Undecodable(String),
 }
 
 /// A query: `SELECT columns FROM table [JOIN ...] WHERE filter ORDER BY ... LIMIT n`.

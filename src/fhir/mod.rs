@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod capability;
 pub mod outcome;
+pub mod required;
 pub mod resource_types;
 pub mod subset;
 pub mod xml;

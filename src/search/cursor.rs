@@ -121,6 +121,8 @@ fn encode_value(value: &Value) -> Json {
         Value::Date(d) => json!({"d": d.to_string()}),
         Value::DateTime(dt) => json!({"dt": dt.format("%Y-%m-%dT%H:%M:%S%.f").to_string()}),
         Value::Time(t) => json!({"tm": t.format("%H:%M:%S%.f").to_string()}),
+        // Only a skipped row's sort cell can be one; NULL keeps the cursor well-formed.
+        Value::Undecodable(_) => json!({"n": null}),
     }
 }
 

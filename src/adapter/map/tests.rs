@@ -6,7 +6,7 @@ use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use serde_json::json;
 
-use super::{MappedResource, RowData, map_row};
+use super::{LeftOut, LeftOutReason, MapOutcome, MappedResource, RowData, map_row};
 use crate::adapter::format::ManifestFile;
 use crate::adapter::format::MappingFile;
 use crate::adapter::model::Mapping;
@@ -53,7 +53,15 @@ fn row(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<Value> {
         .collect()
 }
 
+/// Maps a row; every resource must be servable.
 fn map_one(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<MappedResource> {
+    outcomes(mapping, cells)
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|left_out| panic!("left out: {left_out:?}")))
+        .collect()
+}
+
+fn outcomes(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<MapOutcome> {
     let row = row(mapping, cells);
     map_row(
         mapping,
@@ -149,10 +157,136 @@ fn dates_from_typed_and_text_cells_agree() {
 }
 
 #[test]
-fn rows_without_a_usable_key_yield_nothing() {
+fn rows_without_a_usable_key_are_left_out() {
     let patient = mapping("Patient", PATIENT);
-    assert!(map_one(&patient, &[("pid", Value::Null)]).is_empty());
-    assert!(map_one(&patient, &[("pid", Value::Text("a b".into()))]).is_empty());
+    for key in [Value::Null, Value::Text("a b".into())] {
+        let left = outcomes(&patient, &[("pid", key)]);
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            left[0].as_ref().unwrap_err(),
+            &LeftOut {
+                id: None,
+                variant: None,
+                reason: LeftOutReason::InvalidKey
+            }
+        );
+    }
+}
+
+#[test]
+fn an_undecodable_cell_leaves_its_row_out_and_names_only_the_column() {
+    let patient = mapping("Patient", PATIENT);
+    let left = outcomes(
+        &patient,
+        &[
+            ("pid", Value::Int(4)),
+            (
+                "lname",
+                Value::Undecodable("column lname: invalid utf-8".into()),
+            ),
+        ],
+    );
+    let Err(left_out) = &left[0] else {
+        panic!("served: {left:?}")
+    };
+    assert_eq!(left_out.id.as_deref(), Some("4"));
+    assert_eq!(left_out.reason.kind(), "undecodable-cell");
+    assert_eq!(
+        left_out.reason.summary(),
+        "a value the database driver cannot decode (column lname)"
+    );
+}
+
+#[test]
+fn partial_zero_dates_become_partial_fhir_dates() {
+    let patient = mapping("Patient", PATIENT);
+    for (dob, expected) in [
+        ("1958-00-00", json!("1958")),
+        ("2001-07-00", json!("2001-07")),
+        ("2001-07-00 10:30:00", json!("2001-07")),
+        ("0000-00-00", serde_json::Value::Null),
+        ("1958-13-00", serde_json::Value::Null),
+    ] {
+        let mapped = map_one(
+            &patient,
+            &[("pid", Value::Int(1)), ("dob", Value::Text(dob.into()))],
+        );
+        assert_eq!(mapped[0].resource["birthDate"], expected, "{dob}");
+    }
+}
+
+#[test]
+fn required_elements_and_the_r4_model_decide_what_is_served() {
+    let served = MappedResource {
+        id: "1".into(),
+        variant: None,
+        resource: json!({"resourceType": "Observation", "id": "1", "status": "final",
+            "code": {"text": "x"}}),
+    };
+    assert!(super::check_r4(served).is_ok());
+    let missing = MappedResource {
+        id: "2".into(),
+        variant: Some(1),
+        resource: json!({"resourceType": "Observation", "id": "2", "code": {"text": "x"}}),
+    };
+    assert_eq!(
+        super::check_r4(missing).unwrap_err(),
+        LeftOut {
+            id: Some("2".into()),
+            variant: Some(1),
+            reason: LeftOutReason::MissingRequired("status")
+        }
+    );
+    let refused = MappedResource {
+        id: "3".into(),
+        variant: None,
+        resource: json!({"resourceType": "Patient", "id": "3", "gender": 7}),
+    };
+    let reason = super::check_r4(refused).unwrap_err().reason;
+    assert_eq!(reason.kind(), "invalid-r4", "{reason}");
+    assert_eq!(reason.summary(), "not valid FHIR R4");
+}
+
+#[test]
+fn a_profile_is_claimed_only_by_resources_with_its_required_elements() {
+    let practitioner = mapping(
+        "Practitioner",
+        r#"
+version = 1
+resource = "Practitioner"
+profiles = [
+  { url = "http://example.org/strict", requires = ["name", "name.family"] },
+  "http://example.org/always",
+]
+[source]
+table = "users"
+id = { columns = ["id"] }
+[elements]
+name = [{ family = "$lname", given = ["$fname"] }]
+"#,
+    );
+    let named = map_one(
+        &practitioner,
+        &[("id", Value::Int(1)), ("lname", Value::Text("Ng".into()))],
+    );
+    assert_eq!(
+        named[0].resource["meta"]["profile"],
+        json!(["http://example.org/strict", "http://example.org/always"])
+    );
+    let given_only = map_one(
+        &practitioner,
+        &[("id", Value::Int(2)), ("fname", Value::Text("Ana".into()))],
+    );
+    assert_eq!(
+        given_only[0].resource["meta"]["profile"],
+        json!(["http://example.org/always"])
+    );
+    let blank = map_one(&practitioner, &[("id", Value::Int(3))]);
+    assert_eq!(
+        blank[0].resource["meta"]["profile"],
+        json!(["http://example.org/always"])
+    );
+    assert!(blank[0].resource.get("name").is_none());
 }
 
 const VITALS: &str = r#"
