@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{NaiveDateTime, TimeDelta};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
 use chrono_tz::Tz;
 
 use super::SearchError;
@@ -840,36 +840,98 @@ fn split_compare(date: &ColumnRef, time: &ColumnRef, op: CmpOp, at: NaiveDateTim
     ])
 }
 
-/// Date search against a date column: the target is the whole day `[d, d+1)`.
+/// Date search against a date column. A full value is the day `[d, d+1)`; a MySQL partial date
+/// (`1958-00-00`, `1958-07-00`) is the year or month it names, and sorts just before that period's
+/// first day (after the previous day). Every condition is put in terms of four questions about the
+/// target's range, each answered with valid dates only (so SQL Server, which holds no partial
+/// dates, runs the same SQL): does it start at or after / before a day boundary, does it end at or
+/// before / after one.
 fn day_cond(column: &ColumnRef, query: &DateQuery, now: NaiveDateTime) -> Cond {
-    let day = TimeDelta::days(1);
-    let cmp = |op, date| Cond::compare(column_expr(column), op, Value::Date(date));
+    let range = query.range;
+    let days = DayBounds { column };
     let contained = |start: NaiveDateTime, end: NaiveDateTime| {
-        // start <= d and d + 1 day <= end
         Cond::and(vec![
-            cmp(CmpOp::Ge, ceil_day(start)),
-            cmp(CmpOp::Le, (end - day).date()),
+            days.starts_at_or_after(ceil_day(start)),
+            days.ends_at_or_before(end.date()),
         ])
     };
-    let range = query.range;
     match query.prefix {
         Prefix::Eq => contained(range.start, range.end),
         Prefix::Ne => Cond::negate(contained(range.start, range.end)),
-        // The day starts before the value's range starts.
-        Prefix::Lt => cmp(CmpOp::Lt, ceil_day(range.start)),
-        Prefix::Le => cmp(CmpOp::Lt, ceil_day(range.end)),
-        // The day ends after the value's range ends: d + 1 > end.
-        Prefix::Gt => cmp(CmpOp::Ge, (range.end - day).date() + day),
-        Prefix::Ge => cmp(CmpOp::Ge, (range.start - day).date() + day),
-        Prefix::Sa => cmp(CmpOp::Ge, ceil_day(range.end)),
-        Prefix::Eb => cmp(CmpOp::Le, (range.start - day).date()),
+        Prefix::Lt => days.starts_before(ceil_day(range.start)),
+        Prefix::Le => days.starts_before(ceil_day(range.end)),
+        Prefix::Gt => days.ends_after(range.end.date()),
+        Prefix::Ge => days.ends_after(range.start.date()),
+        Prefix::Sa => days.starts_at_or_after(ceil_day(range.end)),
+        Prefix::Eb => days.ends_at_or_before(range.start.date()),
         Prefix::Ap => {
             let wide = approximate(range, now);
             Cond::and(vec![
-                cmp(CmpOp::Ge, wide.start.date()),
-                cmp(CmpOp::Lt, ceil_day(wide.end)),
+                days.starts_at_or_after(wide.start.date()),
+                days.starts_before(ceil_day(wide.end)),
             ])
         }
+    }
+}
+
+/// The range questions of `day_cond` for one date column, at day boundaries.
+struct DayBounds<'a> {
+    column: &'a ColumnRef,
+}
+
+impl DayBounds<'_> {
+    fn cmp(&self, op: CmpOp, date: NaiveDate) -> Cond {
+        Cond::compare(column_expr(self.column), op, Value::Date(date))
+    }
+
+    /// The partial dates of the period starting at `first` (a first of month or of year): the
+    /// values strictly between the day before and that day.
+    fn gap_before(&self, first: NaiveDate) -> Cond {
+        Cond::and(vec![
+            self.cmp(CmpOp::Gt, first - TimeDelta::days(1)),
+            self.cmp(CmpOp::Lt, first),
+        ])
+    }
+
+    /// The partial periods that contain `boundary` and start at or before it: its year's and its
+    /// month's (one gap when the month is January).
+    fn gaps_covering(&self, boundary: NaiveDate) -> Vec<Cond> {
+        let month = boundary.with_day(1).expect("day 1 exists");
+        let year = month.with_month(1).expect("January exists");
+        let mut gaps = vec![self.gap_before(year)];
+        if month != year {
+            gaps.push(self.gap_before(month));
+        }
+        gaps
+    }
+
+    fn starts_at_or_after(&self, boundary: NaiveDate) -> Cond {
+        if boundary.day() == 1 {
+            // Partial dates of the period starting here sort just before it.
+            self.cmp(CmpOp::Gt, boundary - TimeDelta::days(1))
+        } else {
+            self.cmp(CmpOp::Ge, boundary)
+        }
+    }
+
+    fn starts_before(&self, boundary: NaiveDate) -> Cond {
+        if boundary.day() == 1 {
+            self.cmp(CmpOp::Le, boundary - TimeDelta::days(1))
+        } else {
+            self.cmp(CmpOp::Lt, boundary)
+        }
+    }
+
+    fn ends_at_or_before(&self, boundary: NaiveDate) -> Cond {
+        let mut conds = vec![self.cmp(CmpOp::Lt, boundary)];
+        conds.extend(self.gaps_covering(boundary).into_iter().map(Cond::negate));
+        Cond::and(conds)
+    }
+
+    fn ends_after(&self, boundary: NaiveDate) -> Cond {
+        let mut conds = vec![self.cmp(CmpOp::Ge, boundary)];
+        conds.extend(self.gaps_covering(boundary));
+        Cond::or(conds)
     }
 }
 
