@@ -491,7 +491,7 @@ fn inline_sql(query: &RenderedQuery) -> String {
             continue;
         }
         match params.next() {
-            Some(Value::Null) | None => out.push_str("NULL"),
+            Some(Value::Null | Value::Undecodable(_)) | None => out.push_str("NULL"),
             Some(Value::Bool(b)) => out.push_str(if *b { "1" } else { "0" }),
             Some(Value::Int(i)) => out.push_str(&i.to_string()),
             Some(Value::Float(f)) => out.push_str(&f.to_string()),

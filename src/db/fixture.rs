@@ -205,6 +205,13 @@ impl FixtureWriter {
                 Pool::MySql(
                     MySqlPoolOptions::new()
                         .max_connections(2)
+                        // As OpenEMR's installer does: legacy rows keep partial and zero dates.
+                        .after_connect(|conn, _meta| {
+                            Box::pin(async move {
+                                conn.execute("SET SESSION sql_mode = ''").await?;
+                                Ok(())
+                            })
+                        })
                         .connect_with(options)
                         .await
                         .map_err(failed)?,

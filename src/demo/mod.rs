@@ -5,7 +5,7 @@
 //! "no value", zero dates, `pc_pid` as text, non-patient calendar events, vitals with 0 meaning
 //! "not recorded", superseded claim versions, users without an NPI.
 
-use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime};
 
 use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
@@ -625,16 +625,16 @@ async fn seed_reference_tables(writer: &FixtureWriter) -> Result<(), DbError> {
             int(id),
             text(&format!("user{id}")),
             int(i64::from(has_npi)),
+            // Blank names, as real users tables have: user 5 has no last name, user 8 none at all.
             text(
                 [
-                    "Ana", "Ben", "Carla", "Dev", "Elif", "Farid", "Grace", "Hugo", "Ivy", "Jon",
+                    "Ana", "Ben", "Carla", "Dev", "Elif", "Farid", "Grace", "", "Ivy", "Jon",
                 ][(id - 1) as usize],
             ),
             text(if id % 3 == 0 { "R" } else { "" }),
             text(
                 [
-                    "Alvarez", "Brooks", "Chen", "Desai", "Ekinci", "Farah", "Gupta", "Horvat",
-                    "Ito", "Jensen",
+                    "Alvarez", "Brooks", "Chen", "Desai", " ", "Farah", "Gupta", "", "Ito", "Jensen",
                 ][(id - 1) as usize],
             ),
             text(if has_npi { "MD" } else { "" }),
@@ -1039,10 +1039,13 @@ fn generate_patient(pid: i64, block: &mut Block) {
     let (city, state, zip) = CITIES[rng.below(CITIES.len() as u64) as usize];
     let birth = NaiveDate::from_ymd_opt(1930, 1, 1).expect("valid")
         + Duration::days(rng.below(33_000) as i64);
-    // A few legacy quirks: missing and zero birth dates.
+    // A few legacy quirks: missing, zero and partial birth dates (known only to the year or the
+    // month, as MySQL keeps them under an empty sql_mode).
     let dob = match rng.below(200) {
         0 => Value::Null,
         1 => text("0000-00-00"),
+        2 | 3 => text(&format!("{}-00-00", birth.year())),
+        4 => text(&format!("{}-{:02}-00", birth.year(), birth.month())),
         _ => Value::Date(birth),
     };
     let provider = 1 + rng.below(9) as i64; // 9 has no NPI: not a Practitioner
@@ -1295,13 +1298,19 @@ fn generate_patient(pid: i64, block: &mut Block) {
                     text(if rng.chance(95) { "final" } else { "prelim" }),
                 ]);
             }
-            // A textual result: urine culture.
+            // A textual result: urine culture. Now and then the interface sent neither code nor
+            // name, which leaves the Observation without its required code.
+            let uncoded = order_id % 97 == 0;
             block.results.push(vec![
                 int(order_id * 10 + 9),
                 int(order_id),
                 text("S"),
-                text("630-4"),
-                text("Bacteria identified in Urine by Culture"),
+                text(if uncoded { "" } else { "630-4" }),
+                text(if uncoded {
+                    ""
+                } else {
+                    "Bacteria identified in Urine by Culture"
+                }),
                 Value::DateTime(collected),
                 text(""),
                 text(rng.pick(&["No growth", "Escherichia coli >100,000 CFU/mL"])),

@@ -9,7 +9,7 @@
 //! appointments and patient notes on the schedule, and a non-person billing provider. Every date is
 //! fixed, so two runs write the same rows.
 
-use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime};
 
 use super::{
     Counts, FAMILY, GIVEN_FEMALE, GIVEN_MALE, Rng, Rows, STREETS, base_time, int, patient_blocks,
@@ -1200,10 +1200,13 @@ fn generate_patient(pid: i64, block: &mut Block) {
         ),
         (
             "Birthdate",
-            if unknown_birthdate {
-                no_date()
-            } else {
-                date(birth)
+            // Besides Open Dental's own 0001-01-01, rows imported from older systems carry
+            // MySQL partial dates: the year only, or the year and month.
+            match pid % 61 {
+                _ if unknown_birthdate => no_date(),
+                7 => text(&format!("{}-00-00", birth.year())),
+                19 => text(&format!("{}-{:02}-00", birth.year(), birth.month())),
+                _ => date(birth),
             },
         ),
         ("SSN", text(&ssn)),

@@ -243,7 +243,14 @@ impl TestApp {
 
     /// Follows `next` links from `path` and returns every match, checking each page.
     pub async fn all_pages(&self, path: &str) -> Vec<Json> {
+        self.all_pages_and_left_out(path).await.0
+    }
+
+    /// Follows `next` links from `path`: every match, and how many resources the pages reported
+    /// as left out (rows that cannot be served as valid R4).
+    pub async fn all_pages_and_left_out(&self, path: &str) -> (Vec<Json>, usize) {
         let mut matches = Vec::new();
+        let mut left_out = 0;
         let mut next = Some(path.to_owned());
         let mut pages = 0;
         while let Some(url) = next {
@@ -254,6 +261,7 @@ impl TestApp {
                 if entry["search"]["mode"] == "match" {
                     matches.push(entry["resource"].clone());
                 }
+                left_out += left_out_count(&entry);
             }
             next = bundle["link"]
                 .as_array()
@@ -262,8 +270,23 @@ impl TestApp {
                 .find(|l| l["relation"] == "next")
                 .map(|l| l["url"].as_str().unwrap().to_owned());
         }
-        matches
+        (matches, left_out)
     }
+}
+
+/// The number of resources an outcome entry of a searchset reports as left out.
+pub fn left_out_count(entry: &Json) -> usize {
+    if entry["search"]["mode"] != "outcome" {
+        return 0;
+    }
+    entry["resource"]["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|issue| issue["diagnostics"].as_str())
+        .filter(|text| text.contains("left out of this page"))
+        .filter_map(|text| text.split(' ').next()?.parse::<usize>().ok())
+        .sum()
 }
 
 /// Every resource Portico emits deserializes strictly into fhirbolt's R4 model.
