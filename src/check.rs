@@ -11,6 +11,10 @@ use crate::adapter::model::{ColumnRef, SearchKind};
 use crate::app::load_adapter;
 use crate::config;
 use crate::db::{Database, redact_url};
+use crate::dialect::ast::Cond;
+use crate::repository::{LeftOutRow, Repository};
+use crate::search::compile::plan;
+use crate::search::parse::{MAX_COUNT, parse};
 
 /// What a column must hold for the way a mapping uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +26,11 @@ enum Use {
     DateOrTime,
 }
 
-pub async fn run(config_file: Option<PathBuf>, offline: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config_file: Option<PathBuf>,
+    offline: bool,
+    data: bool,
+) -> anyhow::Result<ExitCode> {
     let settings = config::load(config_file.as_deref())?;
     let adapter = match load_adapter(&settings) {
         Ok(adapter) => adapter,
@@ -61,13 +69,74 @@ pub async fn run(config_file: Option<PathBuf>, offline: bool) -> anyhow::Result<
     for problem in &problems {
         println!("FAIL {problem}");
     }
-    if problems.is_empty() {
-        println!("ok   every table and column the adapter reads exists with a fitting type");
-        Ok(ExitCode::SUCCESS)
-    } else {
+    if !problems.is_empty() {
         println!("{} problem(s)", problems.len());
-        Ok(ExitCode::FAILURE)
+        return Ok(ExitCode::FAILURE);
     }
+    println!("ok   every table and column the adapter reads exists with a fitting type");
+    if !data {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let repository = Repository {
+        adapter: std::sync::Arc::new(adapter),
+        db: database,
+    };
+    let left_out = scan_data(&repository).await?;
+    Ok(if left_out == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `--data`: pages through every resource of every mapping, as a client would, and lists the rows
+/// that cannot be served as valid R4 (table, key, reason), per mapping. Read-only. Returns their
+/// number.
+async fn scan_data(repository: &Repository) -> anyhow::Result<usize> {
+    let adapter = &repository.adapter;
+    let now = chrono::Utc::now()
+        .with_timezone(&adapter.timezone)
+        .naive_local();
+    let mut left_out_total = 0;
+    for (resource_type, def) in &adapter.resources {
+        let request = parse(&[("_count".to_owned(), MAX_COUNT.to_string())])
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let plan = plan(def, &adapter.resources, request, false, adapter.timezone, now)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut served = 0usize;
+        let mut per_mapping: BTreeMap<String, Vec<LeftOutRow>> = BTreeMap::new();
+        let mut after = None;
+        loop {
+            let page = repository
+                .search(&plan, after.as_ref(), &Cond::True, false)
+                .await
+                .map_err(|e| anyhow::anyhow!("{resource_type}: {}", e.message))?;
+            served += page.matches.len();
+            for row in page.left_out {
+                per_mapping.entry(row.mapping.clone()).or_default().push(row);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let left_out: usize = per_mapping.values().map(Vec::len).sum();
+        left_out_total += left_out;
+        let status = if left_out == 0 { "ok  " } else { "FAIL" };
+        println!("{status} data {resource_type}: {served} served, {left_out} left out");
+        for (mapping, rows) in per_mapping {
+            for row in rows {
+                println!(
+                    "       {mapping}: {} {} ({}): {}",
+                    row.table,
+                    row.key,
+                    row.left_out.reason.kind(),
+                    row.left_out.reason
+                );
+            }
+        }
+    }
+    Ok(left_out_total)
 }
 
 /// Every table the adapter reads, with the columns it reads there and how it uses them.

@@ -60,6 +60,10 @@ enum Command {
         /// Only validate the adapter files; do not connect.
         #[arg(long)]
         offline: bool,
+        /// Also page through every resource (read-only) and list the rows that cannot be served
+        /// as valid FHIR R4, per mapping, with table, key and reason.
+        #[arg(long, conflicts_with = "offline")]
+        data: bool,
     },
     /// Print the adapter's data dictionary: every FHIR element with the legacy columns it comes
     /// from, and the columns no mapping reads.
@@ -112,7 +116,11 @@ pub fn main() -> ExitCode {
                 });
                 demo(adapter, patients, host, port, database).await
             }
-            Command::Check { config, offline } => return crate::check::run(config, offline).await,
+            Command::Check {
+                config,
+                offline,
+                data,
+            } => return crate::check::run(config, offline, data).await,
             Command::Dictionary {
                 adapter,
                 format,

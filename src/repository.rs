@@ -238,6 +238,7 @@ impl Repository {
             for candidate in candidates {
                 match candidate.outcome {
                     Ok(found) if found.id == id => return Ok(ReadOutcome::Found(found.resource)),
+                    // The select is by this id's key: a failure without an id is its row's.
                     Err(left_out) if left_out.id.as_deref().is_none_or(|i| i == id) => {
                         return Ok(ReadOutcome::LeftOut(left_out_row(
                             mapping,

@@ -123,20 +123,15 @@ pub fn map_row(
             _ => None,
         });
     let row_id = row_id(mapping, data.row);
-    if let Some(detail) = undecodable {
-        return vec![Err(LeftOut {
-            id: row_id,
-            variant: None,
-            reason: LeftOutReason::Undecodable(detail),
-        })];
-    }
-    let Some(row_id) = row_id else {
-        return vec![Err(LeftOut {
-            id: None,
-            variant: None,
-            reason: LeftOutReason::InvalidKey,
-        })];
+    let reason = match (undecodable, &row_id) {
+        (Some(detail), _) => Some(LeftOutReason::Undecodable(detail)),
+        (None, None) => Some(LeftOutReason::InvalidKey),
+        (None, Some(_)) => None,
     };
+    if let Some(reason) = reason {
+        return left_out_row(mapping, data.row, row_id, reason, keep_variant);
+    }
+    let row_id = row_id.expect("checked above");
     let evaluator = Evaluator {
         timezone,
         row: data.row,
@@ -196,6 +191,48 @@ pub fn map_row(
                 format!("{row_id}-{}", variant.key),
                 Some(index),
             )
+        })
+        .collect()
+}
+
+/// A row that cannot be mapped at all: one `LeftOut`, or for an unpivot one per variant the row
+/// would have yielded (a condition on an undecodable cell counts as met), so reports count what a
+/// SQL count of the same search counts.
+fn left_out_row(
+    mapping: &Mapping,
+    row: &[Value],
+    row_id: Option<String>,
+    reason: LeftOutReason,
+    keep_variant: &dyn Fn(usize) -> bool,
+) -> Vec<MapOutcome> {
+    if mapping.variants.is_empty() {
+        return vec![Err(LeftOut {
+            id: row_id,
+            variant: None,
+            reason,
+        })];
+    }
+    let undecodable = |p: &Predicate| {
+        p.index
+            .is_some_and(|i| matches!(row[i], Value::Undecodable(_)))
+    };
+    mapping
+        .variants
+        .iter()
+        .enumerate()
+        .filter(|(index, variant)| {
+            keep_variant(*index)
+                && variant
+                    .when
+                    .iter()
+                    .all(|p| undecodable(p) || predicate_holds(p, row))
+        })
+        .map(|(index, variant)| {
+            Err(LeftOut {
+                id: row_id.as_ref().map(|id| format!("{id}-{}", variant.key)),
+                variant: Some(index),
+                reason: reason.clone(),
+            })
         })
         .collect()
 }

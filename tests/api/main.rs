@@ -16,6 +16,8 @@ mod dialects;
 mod errors;
 // Legacy database down, statement timeouts, read-only sessions.
 mod faults;
+// Partial zero dates, profile claims, rows that cannot become valid R4.
+mod legacy_rows;
 // Read: ids, ETag/Last-Modified, conditional reads, subsetting.
 mod read;
 // Search semantics, paging, sorting, includes, totals.

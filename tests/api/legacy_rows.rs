@@ -1,0 +1,298 @@
+//! Legacy rows as long-running installs hold them: partial zero dates served and searched as partial
+//! FHIR dates, profiles claimed only where their required elements are filled, and rows that
+//! cannot become valid R4 (an undecodable cell, a key that cannot form an id, a required element
+//! missing) left out and reported without failing a page, while paging goes on past them.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use portico::db::fixture::FixtureWriter;
+use portico::dialect::RenderedQuery;
+use portico::dialect::ast::Value;
+
+use crate::on_every_backend;
+use crate::support::*;
+
+const US_CORE_PRACTITIONER: &str =
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-practitioner";
+
+/// Plain SQL over the test database: the first column of each row, as text.
+async fn column_texts(app: &TestApp, sql: &str) -> Vec<String> {
+    let db = legacy_database(&app.db_url, Duration::from_secs(5));
+    let rows = db
+        .fetch(&RenderedQuery {
+            sql: sql.into(),
+            params: Vec::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", e.message));
+    rows.into_iter()
+        .map(|row| match &row[0] {
+            Value::Int(i) => i.to_string(),
+            Value::Text(t) => t.clone(),
+            other => panic!("{sql}: unexpected cell {other:?}"),
+        })
+        .collect()
+}
+
+/// Changes the test database the way a long-running install has it (the PMS's own rows; Portico
+/// itself never writes there).
+async fn damage(app: &TestApp, statements: &str) {
+    let writer = FixtureWriter::open(&app.db_url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    let dialect = writer.dialect();
+    writer
+        .execute_script(statements, dialect)
+        .await
+        .unwrap_or_else(|e| panic!("{statements}: {}", e.message));
+    writer.close().await;
+}
+
+fn patient_ids(resources: &[serde_json::Value]) -> HashSet<String> {
+    ids(resources).into_iter().collect()
+}
+
+on_every_backend!(partial_zero_dates, |app: TestApp| async move {
+    // The generator plants both kinds; SQL finds them without Portico.
+    let years = column_texts(
+            &app,
+            "SELECT pid FROM patient_data WHERE DOB LIKE '%-00-00' AND DOB NOT LIKE '0000%' ORDER BY pid",
+        )
+        .await;
+    let months = column_texts(
+            &app,
+            "SELECT pid FROM patient_data WHERE DOB LIKE '%-00' AND DOB NOT LIKE '%-00-00' ORDER BY pid",
+        )
+        .await;
+    assert!(
+        !years.is_empty() && !months.is_empty(),
+        "fixture lacks partial dates"
+    );
+    for pid in &years {
+        let patient = app.get_fhir(&format!("Patient/{pid}"), 200).await;
+        assert_valid_r4(&patient);
+        let year = patient["birthDate"].as_str().unwrap().to_owned();
+        assert_eq!(year.len(), 4, "{patient}");
+        let next_year = year.parse::<i32>().unwrap() + 1;
+        let found = |query: String| {
+            let app = &app;
+            async move { patient_ids(&app.all_pages(&query).await) }
+        };
+        // The year 1958 is contained in `birthdate=1958`, not in one of its days; it overlaps
+        // every range that reaches into that year.
+        for (query, expected) in [
+            (format!("Patient?birthdate={year}"), true),
+            (format!("Patient?birthdate={year}-06-01"), false),
+            (format!("Patient?birthdate=ne{year}-06-01"), true),
+            (format!("Patient?birthdate=ge{year}-06-01"), true),
+            (format!("Patient?birthdate=gt{year}-12-31"), false),
+            (format!("Patient?birthdate=le{year}-01-01"), true),
+            (format!("Patient?birthdate=lt{year}-01-01"), false),
+            (format!("Patient?birthdate=lt{year}-01-02"), true),
+            (format!("Patient?birthdate=eb{next_year}"), true),
+            (format!("Patient?birthdate=sa{}", next_year - 2), true),
+            (format!("Patient?birthdate=sa{year}-01-01"), false),
+        ] {
+            let hit = found(format!("{query}&_count=500")).await.contains(pid);
+            assert_eq!(hit, expected, "{query} for birthDate {year}");
+        }
+    }
+    for pid in &months {
+        let patient = app.get_fhir(&format!("Patient/{pid}"), 200).await;
+        let month = patient["birthDate"].as_str().unwrap().to_owned();
+        assert_eq!(month.len(), 7, "{patient}");
+        let year = &month[..4];
+        // A January month (`1971-01-00`) sorts with its year's partial date (`1971-00-00`):
+        // no valid date lies between them, so for where a range ends it counts as the whole
+        // year (README, Limits).
+        let january = month.ends_with("-01");
+        for (query, expected) in [
+            (format!("Patient?birthdate={month}"), !january),
+            (format!("Patient?birthdate={year}"), true),
+            (format!("Patient?birthdate={month}-15"), false),
+            (format!("Patient?birthdate=ge{month}-15"), true),
+            (format!("Patient?birthdate=sa{month}-15"), false),
+        ] {
+            let hit =
+                patient_ids(&app.all_pages(&format!("{query}&_count=500")).await).contains(pid);
+            assert_eq!(hit, expected, "{query} for birthDate {month}");
+        }
+    }
+    // Paging through every patient with a birth date filter goes past them all.
+    let (all, left_out) = app
+        .all_pages_and_left_out("Patient?birthdate=le2100-01-01&_count=9")
+        .await;
+    assert_eq!(left_out, 0);
+    assert!(
+        all.iter()
+            .any(|p| p["birthDate"].as_str().unwrap().len() == 4)
+    );
+});
+
+on_every_backend!(profile_claims, |app: TestApp| async move {
+    let practitioners = app.all_pages("Practitioner?_count=50").await;
+    let claims = |p: &serde_json::Value| {
+        p["meta"]["profile"]
+            .as_array()
+            .is_some_and(|profiles| profiles.iter().any(|u| u == US_CORE_PRACTITIONER))
+    };
+    let mut unnamed = 0;
+    for practitioner in &practitioners {
+        assert_valid_r4(practitioner);
+        let has_family = practitioner["name"]
+            .as_array()
+            .is_some_and(|names| names.iter().all(|n| n["family"].is_string()));
+        assert_eq!(claims(practitioner), has_family, "{practitioner}");
+        unnamed += usize::from(!has_family);
+    }
+    // Users 5 (no last name) and 8 (no name at all) of the generator.
+    assert_eq!(unnamed, 2, "{practitioners:?}");
+    let nameless = app.get_fhir("Practitioner/8", 200).await;
+    assert!(nameless["name"][0].get("family").is_none(), "{nameless}");
+    assert!(nameless["name"][0].get("given").is_none(), "{nameless}");
+    assert!(!claims(&nameless));
+});
+
+on_every_backend!(missing_required_element, |app: TestApp| async move {
+    let uncoded = column_texts(
+            &app,
+            "SELECT procedure_result_id FROM procedure_result WHERE result_code = '' AND result_text = '' ORDER BY procedure_result_id",
+        )
+        .await;
+    assert!(!uncoded.is_empty(), "fixture lacks uncoded lab results");
+    let total = app
+        .get_fhir(
+            "Observation?category=laboratory&_total=accurate&_count=1",
+            200,
+        )
+        .await["total"]
+        .as_u64()
+        .unwrap() as usize;
+    let (served, left_out) = app
+        .all_pages_and_left_out("Observation?category=laboratory&_count=40")
+        .await;
+    assert_eq!(left_out, uncoded.len());
+    assert_eq!(served.len() + left_out, total, "nothing lost");
+    let served_ids = patient_ids(&served);
+    for id in &uncoded {
+        assert!(!served_ids.contains(&format!("lab-{id}")));
+        let reply = app.get(&format!("Observation/lab-{id}")).await;
+        assert_eq!(reply.status, 502, "a read of exactly that resource");
+        assert_eq!(outcome_code(&reply), "processing");
+        let diagnostics = reply.json()["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            diagnostics.contains("required element code is missing"),
+            "{diagnostics}"
+        );
+    }
+    // The page's outcome entry says what was left out and why, and names no patient.
+    let bundle = app
+        .get_fhir("Observation?category=laboratory&_count=1000", 200)
+        .await;
+    let outcome = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("an outcome entry");
+    assert_valid_r4(&outcome["resource"]);
+    let issue = &outcome["resource"]["issue"][0];
+    assert_eq!(issue["severity"], "warning");
+    assert!(
+        issue["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("Observation (the required element code is missing)"),
+        "{issue}"
+    );
+});
+
+on_every_backend!(undecodable_cells_and_bad_keys, |app: TestApp| async move {
+    let sqlite = app.db_url.starts_with("sqlite:");
+    // A key that cannot form an id, on both backends.
+    damage(&app, "UPDATE patient_data SET pid = -4 WHERE pid = 4").await;
+    // A cell the driver refuses: text that is not UTF-8 (SQLite), a decimal wider than any
+    // Rust decimal (MariaDB).
+    let (undecodable_read, column) = if sqlite {
+        damage(
+            &app,
+            "UPDATE patient_data SET fname = CAST(X'C328' AS TEXT) WHERE pid = 3",
+        )
+        .await;
+        ("Patient/3".to_owned(), "fname")
+    } else {
+        let vitals = column_texts(
+            &app,
+            "SELECT id FROM form_vitals WHERE weight > 0 ORDER BY id LIMIT 1",
+        )
+        .await;
+        damage(
+            &app,
+            &format!(
+                "ALTER TABLE form_vitals MODIFY weight DECIMAL(65,2);\n\
+                     UPDATE form_vitals SET weight = 1e50 WHERE id = {}",
+                vitals[0]
+            ),
+        )
+        .await;
+        (format!("Observation/vs-{}-weight", vitals[0]), "weight")
+    };
+    let reply = app.get(&undecodable_read).await;
+    assert_eq!(reply.status, 502, "{undecodable_read}");
+    assert_eq!(outcome_code(&reply), "processing");
+    let diagnostics = reply.json()["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        diagnostics.contains(&format!("cannot decode (column {column})")),
+        "{diagnostics}"
+    );
+
+    for (resource_type, expected_left_out) in [
+        ("Patient", if sqlite { 2 } else { 1 }),
+        ("Observation", if sqlite { 0 } else { 1 }),
+    ] {
+        let total = app
+            .get_fhir(&format!("{resource_type}?_total=accurate&_count=1"), 200)
+            .await["total"]
+            .as_u64()
+            .unwrap() as usize;
+        let (served, left_out) = app
+            .all_pages_and_left_out(&format!("{resource_type}?_count=3"))
+            .await;
+        // Uncoded lab results are left out too (the generator's).
+        let uncoded = if resource_type == "Observation" {
+            column_texts(
+                    &app,
+                    "SELECT procedure_result_id FROM procedure_result WHERE result_code = '' AND result_text = ''",
+                )
+                .await
+                .len()
+        } else {
+            0
+        };
+        // An unpivoted vitals row stands for one Observation per recorded measurement.
+        assert!(
+            left_out >= expected_left_out + uncoded,
+            "{resource_type}: {left_out} left out"
+        );
+        assert_eq!(
+            served.len() + left_out,
+            total,
+            "{resource_type}: nothing lost"
+        );
+        for resource in &served {
+            assert_valid_r4(resource);
+        }
+    }
+    // Paging with a sort over the damaged rows still reaches the end, once each.
+    let sorted = app.all_pages("Patient?_sort=family&_count=4").await;
+    let unique = patient_ids(&sorted);
+    assert_eq!(unique.len(), sorted.len());
+    assert!(!unique.contains("3") || !sqlite);
+});
