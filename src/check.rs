@@ -101,8 +101,15 @@ async fn scan_data(repository: &Repository) -> anyhow::Result<usize> {
     for (resource_type, def) in &adapter.resources {
         let request = parse(&[("_count".to_owned(), MAX_COUNT.to_string())])
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let plan = plan(def, &adapter.resources, request, false, adapter.timezone, now)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let plan = plan(
+            def,
+            &adapter.resources,
+            request,
+            false,
+            adapter.timezone,
+            now,
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let mut served = 0usize;
         let mut per_mapping: BTreeMap<String, Vec<LeftOutRow>> = BTreeMap::new();
         let mut after = None;
@@ -113,7 +120,10 @@ async fn scan_data(repository: &Repository) -> anyhow::Result<usize> {
                 .map_err(|e| anyhow::anyhow!("{resource_type}: {}", e.message))?;
             served += page.matches.len();
             for row in page.left_out {
-                per_mapping.entry(row.mapping.clone()).or_default().push(row);
+                per_mapping
+                    .entry(row.mapping.clone())
+                    .or_default()
+                    .push(row);
             }
             match page.next {
                 Some(next) => after = Some(next),

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Backend, seed};
+use crate::support::{Backend, legacy_database, seed};
 
 fn portico() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
@@ -186,4 +186,52 @@ fn check_reports_adapter_problems_before_connecting() {
         !report.contains("cannot reach"),
         "validation fails before any connection: {report}"
     );
+}
+
+#[tokio::test]
+async fn check_data_lists_every_row_that_cannot_be_served() {
+    let db_url = seed(Backend::MariaDb, "check_data").await;
+    let db = legacy_database(&db_url, Duration::from_secs(5));
+    let uncoded = db
+        .fetch(&portico::dialect::RenderedQuery {
+            sql: "SELECT procedure_result_id FROM procedure_result \
+                  WHERE result_code = '' AND result_text = '' ORDER BY procedure_result_id"
+                .into(),
+            params: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !uncoded.is_empty(),
+        "the generator plants uncoded lab results"
+    );
+    let output = portico()
+        .args(["check", "--data"])
+        .env("PORTICO_LEGACY__ADAPTER", "openemr")
+        .env("PORTICO_LEGACY__URL", &db_url)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        !output.status.success(),
+        "rows left out fail the check: {report}"
+    );
+    assert!(
+        report.contains("ok   data Patient: 60 served, 0 left out"),
+        "{report}"
+    );
+    assert!(
+        report.contains("FAIL data Observation: ")
+            && report.contains(&format!("{} left out", uncoded.len())),
+        "{report}"
+    );
+    for row in uncoded {
+        let portico::dialect::ast::Value::Int(id) = row[0] else {
+            panic!("{row:?}")
+        };
+        let line = format!(
+            "Observation.labs: procedure_result procedure_result_id={id} (missing-required-element): required element code is missing"
+        );
+        assert!(report.contains(&line), "{line}\n{report}");
+    }
 }
