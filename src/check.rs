@@ -1,5 +1,7 @@
 //! `portico check`: validate the adapter files (every problem at once), then check them against
-//! the live database: tables and columns exist, and key and date columns have fitting types.
+//! the live database: tables and columns exist, key and date columns have fitting types, and (a
+//! warning, not a failure) MySQL/MariaDB string search columns have collations that ignore case
+//! and accents, as FHIR string search does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -11,7 +13,8 @@ use crate::adapter::model::{ColumnRef, SearchKind};
 use crate::app::load_adapter;
 use crate::config;
 use crate::db::{Database, redact_url};
-use crate::dialect::ast::Cond;
+use crate::dialect::ast::{Cond, Value};
+use crate::dialect::{DialectKind, RenderedQuery};
 use crate::repository::{LeftOutRow, Repository};
 use crate::search::compile::plan;
 use crate::search::parse::{MAX_COUNT, parse};
@@ -66,6 +69,9 @@ pub async fn run(
         database.dialect().name()
     );
     let problems = check_live(&adapter, &database).await?;
+    for warning in collation_warnings(&adapter, &database).await? {
+        println!("warn {warning}");
+    }
     for problem in &problems {
         println!("FAIL {problem}");
     }
@@ -274,9 +280,176 @@ async fn check_live(adapter: &Adapter, database: &Database) -> anyhow::Result<Ve
     Ok(problems)
 }
 
+/// Every string search parameter's columns: (mapping, parameter, table, column).
+fn string_search_columns(adapter: &Adapter) -> Vec<(&str, &str, &str, &str)> {
+    let mut columns = Vec::new();
+    for def in adapter.resources.values() {
+        for mapping in &def.mappings {
+            for (name, param) in &mapping.search {
+                let SearchKind::String { columns: refs, .. } = &param.kind else {
+                    continue;
+                };
+                for column in refs {
+                    let table = match param.collection {
+                        Some(index) => mapping.collections[index].table_of(column),
+                        None => mapping.table_of(column),
+                    };
+                    columns.push((
+                        mapping.name.as_str(),
+                        name.as_str(),
+                        table,
+                        column.column.as_str(),
+                    ));
+                }
+            }
+        }
+    }
+    columns
+}
+
+/// On MySQL/MariaDB the column collation decides string matching; one line per string search
+/// column whose collation counts case or accents. SQLite folds both sides itself and SQL Server
+/// names a `_CI_AI` collation in the compiled SQL, so neither depends on the column.
+async fn collation_warnings(adapter: &Adapter, database: &Database) -> anyhow::Result<Vec<String>> {
+    if database.dialect() != DialectKind::Mysql {
+        return Ok(Vec::new());
+    }
+    let rows = database
+        .fetch(&RenderedQuery {
+            sql: "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLLATION_NAME \
+                  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+                .into(),
+            params: Vec::new(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let text = |value: &Value| match value {
+        Value::Text(text) => Some(text.clone()),
+        Value::Bytes(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
+    };
+    let catalogue: BTreeMap<(String, String), (String, Option<String>)> = rows
+        .iter()
+        .filter_map(|row| {
+            let table = text(&row[0])?.to_ascii_lowercase();
+            let column = text(&row[1])?.to_ascii_lowercase();
+            Some(((table, column), (text(&row[2])?, text(&row[3]))))
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    for (mapping, param, table, column) in string_search_columns(adapter) {
+        let key = (table.to_ascii_lowercase(), column.to_ascii_lowercase());
+        let Some((data_type, collation)) = catalogue.get(&key) else {
+            continue; // a missing column is already a failure
+        };
+        if let Some(why) = string_match_problem(data_type, collation.as_deref()) {
+            warnings.push(format!(
+                "{mapping} {param}: {table}.{column} is {} ({why}); FHIR string search ignores case and accents, `{param}=` on this column may not",
+                collation.as_deref().unwrap_or(data_type),
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// Collations known to ignore case and accents for MySQL/MariaDB text (`latin1_general_ci` is
+/// not one: it is accent-sensitive; language collations keep some accented letters apart, as
+/// `latin1_swedish_ci` does ü, å, ä and ö).
+const INSENSITIVE_COLLATIONS: &[&str] = &[
+    "general_ci",
+    "general_nopad_ci",
+    "general_mysql500_ci",
+    "unicode_ci",
+    "unicode_nopad_ci",
+    "unicode_520_ci",
+    "unicode_520_nopad_ci",
+    "0900_ai_ci",
+    "uca1400_ai_ci",
+    "uca1400_nopad_ai_ci",
+];
+
+/// Why a MySQL/MariaDB column does not match strings as FHIR does, or `None` when it does (or
+/// holds no text: no collation).
+fn string_match_problem(data_type: &str, collation: Option<&str>) -> Option<&'static str> {
+    let data_type = data_type.to_ascii_lowercase();
+    let binary_types = [
+        "binary",
+        "varbinary",
+        "tinyblob",
+        "blob",
+        "mediumblob",
+        "longblob",
+    ];
+    if binary_types.contains(&data_type.as_str()) {
+        return Some("binary: bytes compare, so case and accents count");
+    }
+    let collation = collation?.to_ascii_lowercase();
+    let (charset, name) = collation
+        .split_once('_')
+        .unwrap_or(("", collation.as_str()));
+    if name == "bin" || name.ends_with("_bin") || collation == "binary" {
+        Some("a binary collation: case and accents count")
+    } else if name.ends_with("_cs") {
+        Some("case-sensitive")
+    } else if name.ends_with("_as_ci") {
+        Some("accent-sensitive")
+    } else if charset == "latin1" || !INSENSITIVE_COLLATIONS.contains(&name) {
+        Some("not known to ignore accents (a latin1 or language-specific collation)")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Use, fits};
+    use super::{Use, fits, string_match_problem};
+
+    #[test]
+    fn collations_that_ignore_case_and_accents_pass_and_others_are_named() {
+        for collation in [
+            "utf8mb4_general_ci",
+            "utf8mb4_unicode_ci",
+            "utf8mb4_unicode_520_ci",
+            "utf8mb4_0900_ai_ci",
+            "utf8mb4_uca1400_ai_ci",
+            "utf8mb3_general_ci",
+            "utf8_unicode_ci",
+        ] {
+            assert_eq!(
+                string_match_problem("varchar", Some(collation)),
+                None,
+                "{collation}"
+            );
+        }
+        assert_eq!(
+            string_match_problem("int", None),
+            None,
+            "no text, no collation"
+        );
+        for (data_type, collation, why) in [
+            ("varchar", Some("utf8mb4_bin"), "binary collation"),
+            ("varchar", Some("utf8mb4_nopad_bin"), "binary collation"),
+            ("varchar", Some("utf8mb4_0900_bin"), "binary collation"),
+            ("varbinary", None, "bytes compare"),
+            ("blob", None, "bytes compare"),
+            ("varchar", Some("latin1_general_cs"), "case-sensitive"),
+            ("varchar", Some("utf8mb4_0900_as_cs"), "case-sensitive"),
+            ("varchar", Some("utf8mb4_0900_as_ci"), "accent-sensitive"),
+            ("varchar", Some("utf8mb4_uca1400_as_ci"), "accent-sensitive"),
+            ("varchar", Some("latin1_swedish_ci"), "not known"),
+            ("varchar", Some("latin1_general_ci"), "not known"),
+            ("varchar", Some("utf8mb4_spanish_ci"), "not known"),
+            (
+                "varchar",
+                Some("utf8mb4_uca1400_swedish_ai_ci"),
+                "not known",
+            ),
+        ] {
+            let why_found = string_match_problem(data_type, collation)
+                .unwrap_or_else(|| panic!("{data_type} {collation:?} passes"));
+            assert!(why_found.contains(why), "{collation:?}: {why_found}");
+        }
+    }
 
     #[test]
     fn declared_types_of_every_dialect_fit_their_use() {

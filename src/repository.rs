@@ -17,6 +17,7 @@ use crate::adapter::map::{
 use crate::adapter::model::Mapping;
 use crate::db::{Database, DbError};
 use crate::dialect::ast::{Cond, Select, Value};
+use crate::dialect::fold::fold;
 use crate::dialect::render;
 use crate::search::compile::{
     BranchPlan, Plan, collection_select, count_select, page_select, parse_id, referencing_cond,
@@ -314,7 +315,11 @@ impl Repository {
             more_rows |= row_count >= wanted_rows;
             collected.extend(loaded.into_iter().filter(|l| is_after(l, after, branch)));
         }
-        if sorted {
+        // One branch's rows are already in the database's order, which its next keyset condition
+        // follows; re-sorting them in Rust would differ wherever the collation does (MariaDB
+        // sorts Müller, MÜLLER and Muller as equals). Only a merge of branches sorts here.
+        let branches_with_rows: HashSet<usize> = collected.iter().map(|l| l.order.branch).collect();
+        if sorted && branches_with_rows.len() > 1 {
             let descending: Vec<bool> = plan
                 .branches
                 .first()
@@ -554,7 +559,8 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
-        (Value::Text(x), Value::Text(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
+        // As the case- and accent-insensitive collations legacy databases use, near enough.
+        (Value::Text(x), Value::Text(y)) => fold(x).cmp(&fold(y)),
         (Value::Date(x), Value::Date(y)) => x.cmp(y),
         (Value::DateTime(x), Value::DateTime(y)) => x.cmp(y),
         (Value::Date(x), Value::DateTime(y)) => x.and_time(chrono::NaiveTime::MIN).cmp(y),

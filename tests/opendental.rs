@@ -17,6 +17,7 @@ use portico::db::fixture::{FixtureWriter, drop_mysql_database, recreate_mysql_da
 use portico::demo::opendental::seed_opendental;
 use portico::dialect::DialectKind;
 use portico::dialect::ast::Value;
+use portico::dialect::fold::fold;
 use serde_json::Value as Json;
 
 const DATABASE: &str = "portico_t_opendental";
@@ -357,7 +358,7 @@ async fn opendental_on_mariadb() {
     assert!(found.iter().all(|p| {
         p["name"][0]["family"]
             .as_str()
-            .is_some_and(|f| f.to_lowercase().starts_with(&prefix.to_lowercase()))
+            .is_some_and(|f| fold(f).starts_with(&fold(&prefix)))
     }));
     assert!(
         patients.iter().any(|p| p["name"]

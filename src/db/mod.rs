@@ -8,6 +8,7 @@
 pub mod fixture;
 mod mssql;
 mod mysql_temporal;
+mod sqlite_fold;
 
 use std::time::Duration;
 
@@ -141,6 +142,8 @@ impl Database {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(settings.max_connections)
                     .acquire_timeout(settings.acquire_timeout)
+                    // String search compiles to `portico_fold(column) LIKE ?` on SQLite.
+                    .after_connect(|conn, _meta| Box::pin(sqlite_fold::register(conn)))
                     .connect_lazy_with(options.read_only(true));
                 Pool::Sqlite(pool)
             }

@@ -11,6 +11,7 @@ use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
 use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
+use crate::dialect::fold::fold;
 
 pub mod cerebello;
 pub mod dentned;
@@ -98,6 +99,19 @@ pub(crate) const FAMILY: &[&str] = &[
     "Chalmers",
     "Van der Berg",
     "Nakamura",
+    // Accents and case for string search: `family=Muller` finds Müller, MÜLLER and Muller,
+    // `:exact` only its own spelling. Eleven, so that 60 test patients draw several of them.
+    "Dvořák",
+    "Gómez",
+    "Ærø",
+    "Nuñez",
+    "García",
+    "MÜLLER",
+    "Peña",
+    "Muller",
+    "Ibáñez",
+    "Øster",
+    "Pena",
 ];
 pub(crate) const GIVEN_FEMALE: &[&str] = &[
     "Mary",
@@ -121,6 +135,8 @@ pub(crate) const GIVEN_FEMALE: &[&str] = &[
     "Carol",
     "Amanda",
     "Zoë",
+    "Inés",
+    "Renée",
 ];
 pub(crate) const GIVEN_MALE: &[&str] = &[
     "James",
@@ -143,6 +159,8 @@ pub(crate) const GIVEN_MALE: &[&str] = &[
     "Paul",
     "Andrew",
     "José",
+    "Søren",
+    "Björn",
 ];
 const MIDDLE: &[&str] = &[
     "", "", "", "A", "B", "C", "J", "L", "M", "Marie", "Lee", "Ann",
@@ -1099,8 +1117,8 @@ fn generate_patient(pid: i64, block: &mut Block) {
         text(&if rng.chance(60) {
             format!(
                 "{}.{}{pid}@example.com",
-                given.to_lowercase().replace(['ë', 'é'], "e"),
-                family.to_lowercase().replace(['\'', ' ', 'ü'], "")
+                fold(given),
+                fold(family).replace(['\'', ' '], "")
             )
         } else {
             String::new()

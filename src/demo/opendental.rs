@@ -19,6 +19,7 @@ use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
 use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
+use crate::dialect::fold::fold;
 
 /// The Open Dental tables the opendental adapter reads, with Open Dental's column types.
 pub const OPENDENTAL_SCHEMA: &str = include_str!("../../adapters/opendental/fixture/schema.sql");
@@ -1169,8 +1170,8 @@ fn generate_patient(pid: i64, block: &mut Block) {
     let email = if rng.chance(65) {
         format!(
             "{}.{}{pid}@example.com",
-            given.to_lowercase().replace(['ë', 'é'], "e"),
-            family.to_lowercase().replace(['\'', ' ', 'ü'], "")
+            fold(given),
+            fold(family).replace(['\'', ' '], "")
         )
     } else {
         String::new()

@@ -116,13 +116,15 @@ pub enum Cond {
         expr: Expr,
         negated: bool,
     },
-    /// Case-insensitive text match (the FHIR string default); wildcards in `text` are escaped.
+    /// Case- and accent-insensitive text match (the FHIR string default); wildcards in `text` are
+    /// escaped. Each dialect decides how: the column collation (MySQL/MariaDB), an explicit
+    /// `_CI_AI` collation (SQL Server), `portico_fold` on both sides (SQLite).
     Like {
         expr: Expr,
         text: String,
         mode: LikeMode,
     },
-    /// Case-sensitive equality, whatever the column collation (`:exact`).
+    /// Case- and accent-sensitive equality, whatever the column collation (`:exact`).
     ExactText {
         expr: Expr,
         text: String,

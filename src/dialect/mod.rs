@@ -2,10 +2,11 @@
 //!
 //! Architecture invariant: this module does no I/O and knows no driver. Every dialect shares one
 //! renderer; a dialect only answers the questions where SQL engines differ (quoting, placeholders,
-//! row limits, case-sensitive comparison). MySQL/MariaDB, SQLite and T-SQL are here; PostgreSQL is
-//! one more `Dialect` impl.
+//! row limits, case- and accent-insensitive matching, exact comparison). MySQL/MariaDB, SQLite and
+//! T-SQL are here; PostgreSQL is one more `Dialect` impl.
 
 pub mod ast;
+pub mod fold;
 mod mysql;
 mod sqlite;
 mod tsql;
@@ -60,7 +61,19 @@ trait Dialect: Sync {
     fn limit_prefix(&self, _out: &mut String, _limit: u64) {}
     /// Text placed after `ORDER BY` (`LIMIT n`).
     fn limit_suffix(&self, out: &mut String, limit: u64);
-    /// Renders a case-sensitive equality between a column and a bound text.
+    /// Renders a case- and accent-insensitive match (the FHIR string default). By default the
+    /// column's collation decides, as on MySQL/MariaDB, whose default collations ignore both.
+    fn insensitive_like(
+        &self,
+        renderer: &mut Renderer<'_>,
+        expr: &Expr,
+        text: &str,
+        mode: LikeMode,
+    ) {
+        renderer.expr(expr);
+        renderer.like(like_pattern(text, mode), None);
+    }
+    /// Renders a case- and accent-sensitive equality between a column and a bound text.
     fn exact_text(&self, renderer: &mut Renderer<'_>, expr: &Expr, text: &str);
 }
 
@@ -77,6 +90,15 @@ fn escape_like(text: &str) -> String {
         escaped.push(ch);
     }
     escaped
+}
+
+/// The LIKE pattern matching `text` (its wildcards escaped) in `mode`.
+fn like_pattern(text: &str, mode: LikeMode) -> String {
+    match mode {
+        LikeMode::StartsWith => format!("{}%", escape_like(text)),
+        LikeMode::WordStartsWith => format!("% {}%", escape_like(text)),
+        LikeMode::Contains => format!("%{}%", escape_like(text)),
+    }
 }
 
 /// Renders `select` for `kind`.
@@ -237,15 +259,8 @@ impl Renderer<'_> {
                     .push_str(if *negated { " IS NOT NULL" } else { " IS NULL" });
             }
             Cond::Like { expr, text, mode } => {
-                let pattern = match mode {
-                    LikeMode::StartsWith => format!("{}%", escape_like(text)),
-                    LikeMode::WordStartsWith => format!("% {}%", escape_like(text)),
-                    LikeMode::Contains => format!("%{}%", escape_like(text)),
-                };
-                self.expr(expr);
-                self.sql.push_str(" LIKE ");
-                self.bind(Value::Text(pattern));
-                let _ = write!(self.sql, " ESCAPE '{LIKE_ESCAPE}'");
+                let dialect = self.dialect;
+                dialect.insensitive_like(self, expr, text, *mode);
             }
             Cond::ExactText { expr, text } => {
                 let dialect = self.dialect;
@@ -258,6 +273,17 @@ impl Renderer<'_> {
                 self.sql.push(')');
             }
         }
+    }
+
+    /// ` LIKE pattern [COLLATE collation] ESCAPE '!'`, after the matched expression.
+    fn like(&mut self, pattern: String, collation: Option<&str>) {
+        self.sql.push_str(" LIKE ");
+        self.bind(Value::Text(pattern));
+        if let Some(collation) = collation {
+            self.sql.push_str(" COLLATE ");
+            self.sql.push_str(collation);
+        }
+        let _ = write!(self.sql, " ESCAPE '{LIKE_ESCAPE}'");
     }
 
     fn joined(&mut self, conds: &[Cond], separator: &str) {

@@ -1,4 +1,5 @@
-//! MySQL and MariaDB: backtick quoting, `?` placeholders, `LIMIT n`.
+//! MySQL and MariaDB: backtick quoting, `?` placeholders, `LIMIT n`; string matching follows the
+//! column collation.
 
 use super::ast::{Expr, Value};
 use super::{Dialect, Renderer};
@@ -21,8 +22,9 @@ impl Dialect for MySql {
         out.push_str(&limit.to_string());
     }
 
-    /// Legacy MySQL columns use case-insensitive collations, so `=` alone would ignore case. The
-    /// plain `=` keeps the index usable; the `BINARY` comparison then enforces case.
+    /// Legacy MySQL columns use case- and accent-insensitive collations, so `=` alone would ignore
+    /// both. The plain `=` keeps the index usable; the `BINARY` comparison (bytes) then enforces
+    /// case and accents.
     fn exact_text(&self, renderer: &mut Renderer<'_>, expr: &Expr, text: &str) {
         renderer.sql.push('(');
         renderer.expr(expr);

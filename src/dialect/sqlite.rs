@@ -1,7 +1,9 @@
-//! SQLite: double-quote quoting, `?N` placeholders, `LIMIT n`.
+//! SQLite: double-quote quoting, `?N` placeholders, `LIMIT n`, string matching through
+//! `portico_fold`.
 
-use super::ast::{Expr, Value};
-use super::{Dialect, Renderer};
+use super::ast::{Expr, LikeMode, Value};
+use super::fold::{SQL_FUNCTION, fold};
+use super::{Dialect, Renderer, like_pattern};
 
 pub(super) struct Sqlite;
 
@@ -22,7 +24,24 @@ impl Dialect for Sqlite {
         out.push_str(&limit.to_string());
     }
 
-    /// SQLite's default BINARY collation already compares case-sensitively.
+    /// SQLite's LIKE ignores the case of ASCII letters only, and no collation of its own ignores
+    /// accents: both sides go through the same fold (`portico_fold`, registered on every reading
+    /// connection), the value folded here and then escaped.
+    fn insensitive_like(
+        &self,
+        renderer: &mut Renderer<'_>,
+        expr: &Expr,
+        text: &str,
+        mode: LikeMode,
+    ) {
+        renderer.sql.push_str(SQL_FUNCTION);
+        renderer.sql.push('(');
+        renderer.expr(expr);
+        renderer.sql.push(')');
+        renderer.like(like_pattern(&fold(text), mode), None);
+    }
+
+    /// SQLite's default BINARY collation already compares code points: case and accents count.
     fn exact_text(&self, renderer: &mut Renderer<'_>, expr: &Expr, text: &str) {
         renderer.expr(expr);
         renderer.sql.push_str(" = ");

@@ -32,7 +32,7 @@ fn sample() -> Select {
         filter: Cond::and(vec![
             Cond::Like {
                 expr: Expr::column("t", "lname"),
-                text: "O'Br%_!".into(),
+                text: "MÜ'l%_!".into(),
                 mode: LikeMode::StartsWith,
             },
             Cond::In {
@@ -67,7 +67,7 @@ fn mysql_renders_backticks_question_marks_and_binary_exact_match() {
         query.params,
         vec![
             Value::Text("marital".into()),
-            Value::Text("O'Br!%!_!!%".into()),
+            Value::Text("MÜ'l!%!_!!%".into()),
             Value::Text("Female".into()),
             Value::Text("Ann".into()),
             Value::Text("Ann".into()),
@@ -76,27 +76,31 @@ fn mysql_renders_backticks_question_marks_and_binary_exact_match() {
 }
 
 #[test]
-fn sqlite_renders_double_quotes_and_numbered_placeholders() {
+fn sqlite_renders_double_quotes_numbered_placeholders_and_folded_matches() {
     let query = render(DialectKind::Sqlite, &sample());
     assert_eq!(
         query.sql,
         "SELECT \"t\".\"pid\", \"m\".\"title\" FROM \"patient_data\" \"t\" LEFT JOIN \"list_options\" \"m\" ON \
-         (\"m\".\"option_id\" = \"t\".\"status\" AND \"m\".\"list_id\" = ?1) WHERE (\"t\".\"lname\" LIKE ?2 ESCAPE '!' \
+         (\"m\".\"option_id\" = \"t\".\"status\" AND \"m\".\"list_id\" = ?1) WHERE (portico_fold(\"t\".\"lname\") LIKE ?2 ESCAPE '!' \
          AND \"t\".\"sex\" IN (?3) AND \"t\".\"fname\" = ?4) ORDER BY \"t\".\"pid\" DESC LIMIT 21"
     );
+    // The value is folded, then escaped.
+    assert_eq!(query.params[1], Value::Text("mu'l!%!_!!%".into()));
     assert_eq!(query.params.len(), 4);
 }
 
 #[test]
-fn tsql_renders_brackets_named_placeholders_and_top() {
+fn tsql_renders_brackets_named_placeholders_top_and_collations() {
     let query = render(DialectKind::Mssql, &sample());
     assert_eq!(
         query.sql,
         "SELECT TOP 21 [t].[pid], [m].[title] FROM [patient_data] [t] LEFT JOIN [list_options] [m] ON \
-         ([m].[option_id] = [t].[status] AND [m].[list_id] = @P1) WHERE ([t].[lname] LIKE @P2 ESCAPE '!' \
-         AND [t].[sex] IN (@P3) AND ([t].[fname] = @P4 AND [t].[fname] COLLATE Latin1_General_BIN2 = @P5)) \
-         ORDER BY [t].[pid] DESC"
+         ([m].[option_id] = [t].[status] AND [m].[list_id] = @P1) WHERE ([t].[lname] LIKE @P2 \
+         COLLATE Latin1_General_100_CI_AI ESCAPE '!' AND [t].[sex] IN (@P3) AND ([t].[fname] = @P4 \
+         AND [t].[fname] = @P5 COLLATE Latin1_General_BIN2)) ORDER BY [t].[pid] DESC"
     );
+    // The collation decides; the value is bound as typed.
+    assert_eq!(query.params[1], Value::Text("MÜ'l!%!_!!%".into()));
     assert_eq!(query.params.len(), 5);
     assert_eq!(super::quote_ident(DialectKind::Mssql, "End]"), "[End]]]");
 }

@@ -1,12 +1,23 @@
-//! SQL Server (T-SQL): bracket quoting, `@P1..` placeholders, `SELECT TOP n`.
+//! SQL Server (T-SQL): bracket quoting, `@P1..` placeholders, `SELECT TOP n`, explicit
+//! collations for string matching.
+//!
+//! The collation is attached to the bound parameter, never to the column: by collation
+//! precedence an explicit collation on either operand governs the comparison, while a `varchar`
+//! column is still converted to the `nvarchar` parameter's type through its own code page. A
+//! `COLLATE` on the column would first move a `varchar` column into the named collation's code
+//! page (1252), losing the letters of other code pages (Czech `ř` under `Czech_CI_AS`, code page
+//! 1250).
 
-use super::ast::{Expr, Value};
-use super::{Dialect, Renderer};
+use super::ast::{Expr, LikeMode, Value};
+use super::{Dialect, Renderer, like_pattern};
 
 pub(super) struct Tsql;
 
 /// A binary collation: compares code points, so case and accents count.
-const CASE_SENSITIVE_COLLATION: &str = "Latin1_General_BIN2";
+const EXACT_COLLATION: &str = "Latin1_General_BIN2";
+
+/// Case- and accent-insensitive, with the version-100 (SQL Server 2008) Unicode weights.
+const INSENSITIVE_COLLATION: &str = "Latin1_General_100_CI_AI";
 
 impl Dialect for Tsql {
     fn quote_ident(&self, out: &mut String, ident: &str) {
@@ -29,8 +40,24 @@ impl Dialect for Tsql {
 
     fn limit_suffix(&self, _out: &mut String, _limit: u64) {}
 
+    /// Legacy SQL Server databases mostly use accent-sensitive collations (the installer's
+    /// default `SQL_Latin1_General_CP1_CI_AS`, `Latin1_General_CI_AS`), so the column's own
+    /// collation cannot be trusted to ignore accents: every match names a `_CI_AI` collation. An
+    /// index on the column can then no longer be sought for a prefix (it is ordered by the
+    /// column's collation); `:contains` and word starts never could.
+    fn insensitive_like(
+        &self,
+        renderer: &mut Renderer<'_>,
+        expr: &Expr,
+        text: &str,
+        mode: LikeMode,
+    ) {
+        renderer.expr(expr);
+        renderer.like(like_pattern(text, mode), Some(INSENSITIVE_COLLATION));
+    }
+
     /// Legacy SQL Server columns are case-insensitive (`*_CI_AS`). The plain `=` keeps an index
-    /// usable; the binary collation then enforces case.
+    /// usable; the binary collation then enforces case and accents.
     fn exact_text(&self, renderer: &mut Renderer<'_>, expr: &Expr, text: &str) {
         renderer.sql.push('(');
         renderer.expr(expr);
@@ -38,10 +65,10 @@ impl Dialect for Tsql {
         renderer.bind(Value::Text(text.to_owned()));
         renderer.sql.push_str(" AND ");
         renderer.expr(expr);
-        renderer.sql.push_str(" COLLATE ");
-        renderer.sql.push_str(CASE_SENSITIVE_COLLATION);
         renderer.sql.push_str(" = ");
         renderer.bind(Value::Text(text.to_owned()));
+        renderer.sql.push_str(" COLLATE ");
+        renderer.sql.push_str(EXACT_COLLATION);
         renderer.sql.push(')');
     }
 }

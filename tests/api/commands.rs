@@ -129,6 +129,10 @@ async fn check_accepts_a_matching_database_and_reports_every_gap() {
     let (ok, report) = check(&db_url, None);
     assert!(ok, "{report}");
     assert!(report.contains("ok   every table and column"), "{report}");
+    assert!(
+        !report.contains("warn "),
+        "utf8mb4_general_ci ignores case and accents: {report}"
+    );
 
     // An older OpenEMR without some columns and tables: every gap is listed, exit code non-zero.
     let writer = portico::db::fixture::FixtureWriter::open(&db_url)
@@ -155,6 +159,40 @@ async fn check_accepts_a_matching_database_and_reports_every_gap() {
             "missing {expected:?} in:\n{report}"
         );
     }
+}
+
+#[tokio::test]
+async fn check_warns_when_a_string_search_column_counts_case_or_accents() {
+    let db_url = seed(Backend::MariaDb, "check_collation").await;
+    let writer = portico::db::fixture::FixtureWriter::open(&db_url)
+        .await
+        .unwrap();
+    for statement in [
+        "ALTER TABLE patient_data MODIFY lname varchar(255) CHARACTER SET utf8mb4 \
+         COLLATE utf8mb4_bin NOT NULL DEFAULT ''",
+        "ALTER TABLE patient_data MODIFY postal_code varchar(255) CHARACTER SET utf8mb4 \
+         COLLATE utf8mb4_unicode_520_ci NOT NULL DEFAULT ''",
+    ] {
+        writer.execute(statement, &[]).await.unwrap();
+    }
+    writer.close().await;
+    let (ok, report) = check(&db_url, None);
+    assert!(ok, "a collation is a warning, not a failure: {report}");
+    let warnings: Vec<&str> = report.lines().filter(|l| l.starts_with("warn ")).collect();
+    for expected in [
+        "warn Patient family: patient_data.lname is utf8mb4_bin (a binary collation",
+        "warn Patient name: patient_data.lname is utf8mb4_bin (a binary collation",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(expected)),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    assert_eq!(
+        warnings.len(),
+        2,
+        "postal_code (unicode_520_ci) ignores both; only lname counts them: {report}"
+    );
 }
 
 #[test]

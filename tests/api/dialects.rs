@@ -76,6 +76,58 @@ async fn mariadb_temporal_columns_decode_and_zero_dates_are_null() {
         Value::Time(chrono::NaiveTime::from_hms_opt(23, 59, 59).unwrap())
     );
     assert_eq!(rows[1][4], Value::Decimal("98.600000".parse().unwrap()));
+
+    // What an install with an empty sql_mode holds, which the driver itself refuses: each cell is
+    // decoded on its own, and a bad one never fails its row or the query.
+    let writer = FixtureWriter::open(&url).await.unwrap();
+    writer
+        .execute(
+            "CREATE TABLE legacy (k int, d date, dt datetime, ts timestamp NULL, tm time,              wide decimal(65,2))",
+            &[],
+        )
+        .await
+        .unwrap();
+    writer
+        .execute(
+            "INSERT INTO legacy VALUES              (1, '1958-00-00', '2001-07-00 10:30:00', NULL, '25:00:00', 1),              (2, '2001-07-00', '1958-00-00 00:00:00', NULL, '-01:30:00', 1e50),              (3, '2021-02-30', '2021-02-30 08:00:00', '2024-01-01 00:00:00', '838:59:59', 2)",
+            &[],
+        )
+        .await
+        .unwrap();
+    writer.close().await;
+    let rows = database
+        .fetch(&RenderedQuery {
+            sql: "SELECT k, d, dt, tm, wide FROM legacy ORDER BY k".into(),
+            params: vec![],
+        })
+        .await
+        .expect("one query returns every row, whatever its cells hold");
+    let text = |s: &str| Value::Text(s.into());
+    assert_eq!(rows[0][1], text("1958-00-00"));
+    assert_eq!(rows[0][2], text("2001-07-00 10:30:00"));
+    assert_eq!(rows[0][3], text("25:00:00"));
+    assert_eq!(rows[1][1], text("2001-07-00"));
+    assert_eq!(rows[1][2], text("1958-00-00 00:00:00"));
+    assert_eq!(rows[1][3], text("-01:30:00"));
+    assert!(
+        matches!(&rows[1][4], Value::Undecodable(why) if why.starts_with("column wide:")),
+        "{:?}",
+        rows[1][4]
+    );
+    // Without ALLOW_INVALID_DATES the server itself stored the impossible day as a zero date.
+    assert_eq!(rows[2][1], Value::Null);
+    assert_eq!(rows[2][2], Value::Null);
+    assert_eq!(rows[2][3], text("838:59:59"));
+    assert_eq!(rows[2][4], Value::Decimal("2.00".parse().unwrap()));
+    // A partial date bound back (a keyset cursor) compares as MySQL orders it.
+    let after = database
+        .fetch(&RenderedQuery {
+            sql: "SELECT k FROM legacy WHERE d > ? ORDER BY d".into(),
+            params: vec![text("1958-00-00")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, vec![vec![Value::Int(2)]]);
 }
 
 /// An adapter keyed by binary UUIDs, with a column kept in UTC: reads, searches and references.

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
+use portico::dialect::fold::fold;
 use serde_json::Value as Json;
 
 use crate::on_every_backend;
@@ -27,6 +28,34 @@ async fn oracle_count(app: &TestApp, sql: &str, params: Vec<Value>) -> usize {
         Value::Int(n) => *n as usize,
         other => panic!("count is {other:?}"),
     }
+}
+
+/// Every `patient_data` row's id and its (lname, fname, mname), in plain SQL: the oracle of
+/// string searches, which the test then matches with the shared fold.
+async fn patient_names(app: &TestApp, order: &str) -> Vec<(String, [String; 3])> {
+    let database = crate::support::legacy_database(&app.db_url, std::time::Duration::from_secs(10));
+    let sql = format!("SELECT `pid`, `lname`, `fname`, `mname` FROM `patient_data` {order}");
+    let sql = match database.dialect() {
+        portico::dialect::DialectKind::Sqlite => sql.replace('`', "\""),
+        _ => sql,
+    };
+    let rows = database
+        .fetch(&RenderedQuery {
+            sql,
+            params: vec![],
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    database.close().await;
+    let cell = |value: &Value| match value {
+        Value::Text(text) => text.clone(),
+        Value::Int(n) => n.to_string(),
+        Value::Null => String::new(),
+        other => panic!("unexpected cell {other:?}"),
+    };
+    rows.iter()
+        .map(|row| (cell(&row[0]), [cell(&row[1]), cell(&row[2]), cell(&row[3])]))
+        .collect()
 }
 
 fn text(value: &Json) -> String {
@@ -66,12 +95,12 @@ on_every_backend!(
             0,
             ":exact is case-sensitive"
         );
-        let contains = app.all_pages("Patient?family:contains=ILL").await;
+        let contains = app.all_pages("Patient?family:contains=ER").await;
         assert!(!contains.is_empty());
         assert!(
             contains
                 .iter()
-                .all(|p| text(&p["name"][0]["family"]).contains("ill"))
+                .all(|p| fold(&text(&p["name"][0]["family"])).contains("er"))
         );
         // name covers family and given names; repeated parameters AND, commas OR.
         let both = app.all_pages("Patient?name=ma&family=j,w").await;
@@ -91,6 +120,87 @@ on_every_backend!(
                 .collect();
             assert!(parts.iter().any(|p| p.starts_with("ma")), "{name}");
         }
+    }
+);
+
+on_every_backend!(
+    strings_ignore_accents_and_case_unless_exact,
+    |app: TestApp| async move {
+        let patients = patient_names(&app, "").await;
+        // The ids whose chosen names, folded, satisfy `matches`: computed without Portico.
+        let expected = |columns: &[usize], matches: &dyn Fn(&str) -> bool| -> HashSet<String> {
+            patients
+                .iter()
+                .filter(|(_, names)| columns.iter().any(|&c| matches(&fold(&names[c]))))
+                .map(|(pid, _)| pid.clone())
+                .collect()
+        };
+        let served = |query: &'static str| {
+            let app = &app;
+            async move {
+                ids(&app.all_pages(&format!("{query}&_count=50")).await)
+                    .into_iter()
+                    .collect::<HashSet<String>>()
+            }
+        };
+        let spellings = |ids: &HashSet<String>| -> HashSet<String> {
+            patients
+                .iter()
+                .filter(|(pid, _)| ids.contains(pid))
+                .map(|(_, names)| names[0].clone())
+                .collect()
+        };
+
+        let muller = expected(&[0], &|f| f.starts_with("muller"));
+        for spelling in ["Müller", "MÜLLER", "Muller"] {
+            assert!(
+                spellings(&muller).contains(spelling),
+                "the fixture has no {spelling}: {muller:?}"
+            );
+        }
+        for query in [
+            "Patient?family=Muller",
+            "Patient?family=muller",
+            "Patient?family=MÜLLER",
+            "Patient?family=mül",
+        ] {
+            assert_eq!(served(query).await, muller, "{query}");
+        }
+        let pena = expected(&[0, 1, 2], &|f| f.starts_with("pena"));
+        assert!(spellings(&pena).contains("Peña"), "{pena:?}");
+        assert_eq!(served("Patient?name=pena").await, pena);
+        assert_eq!(served("Patient?name=PEÑA").await, pena);
+        let ulle = expected(&[0], &|f| f.contains("ulle"));
+        assert!(ulle.is_superset(&muller) && !ulle.is_empty());
+        assert_eq!(served("Patient?family:contains=ulle").await, ulle);
+        assert_eq!(served("Patient?family:contains=ÜLL").await, ulle);
+        let given = expected(&[1, 2], &|f| f.starts_with("rene") || f.starts_with("ines"));
+        assert!(!given.is_empty(), "the fixture has no Renée or Inés");
+        assert_eq!(served("Patient?given=rene,INES").await, given);
+
+        // :exact compares code points: case and accents count.
+        let exactly = |spelling: &str| -> HashSet<String> {
+            patients
+                .iter()
+                .filter(|(_, names)| names[0] == spelling)
+                .map(|(pid, _)| pid.clone())
+                .collect()
+        };
+        for (query, spelling) in [
+            ("Patient?family:exact=Muller", "Muller"),
+            ("Patient?family:exact=Müller", "Müller"),
+            ("Patient?family:exact=MÜLLER", "MÜLLER"),
+        ] {
+            let found = served(query).await;
+            assert!(!found.is_empty(), "{query}");
+            assert_eq!(found, exactly(spelling), "{query}");
+        }
+        assert!(served("Patient?family:exact=müller").await.is_empty());
+        assert!(
+            served("Patient?family:exact=Pena")
+                .await
+                .is_disjoint(&exactly("Peña"))
+        );
     }
 );
 
@@ -390,12 +500,15 @@ on_every_backend!(
             instants.windows(2).all(|w| w[0] <= w[1]),
             "merged across vitals and labs in date order"
         );
+        // Text sorts in the column's collation (Müller beside Muller on MariaDB, after Young in
+        // SQLite's code-point order), ties by key: the same order as plain SQL.
         let families = app.all_pages("Patient?_sort=family&_count=50").await;
-        let names: Vec<String> = families
-            .iter()
-            .map(|p| text(&p["name"][0]["family"]))
+        let expected: Vec<String> = patient_names(&app, "ORDER BY `lname`, `pid`")
+            .await
+            .into_iter()
+            .map(|(pid, _)| pid)
             .collect();
-        assert!(names.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
+        assert_eq!(ids(&families), expected);
     }
 );
 

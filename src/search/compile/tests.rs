@@ -62,6 +62,10 @@ const CASES: &[(&str, &str)] = &[
     ("Patient", "family=Smi"),
     ("Patient", "family:exact=Smith"),
     ("Patient", "family:contains=mit"),
+    // Accents and case: insensitive by default and with :contains, exact with :exact.
+    ("Patient", "family=Müller"),
+    ("Patient", "family:contains=ÜLLE"),
+    ("Patient", "family:exact=Müller"),
     ("Patient", "family=Smi,Jon&given=Ma"),
     ("Patient", "name=o'br%_!"),
     ("Patient", "family:missing=true"),
@@ -158,6 +162,7 @@ const CASES: &[(&str, &str)] = &[
 /// through a many-to-many table.
 const CEREBELLO_CASES: &[(&str, &str)] = &[
     ("Patient", "name=sil"),
+    ("Patient", "name=Conceição"),
     ("Patient", "name:contains=silva&birthdate=1980-05-02"),
     ("Patient", "organization=Organization/practice-1&_sort=name"),
     ("Coverage", "payor=Organization/insurer-12"),
