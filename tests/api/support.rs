@@ -274,6 +274,42 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Pages through `query` (which has no `_count`) in pages of `page` and checks that nothing is
+    /// lost: the resources served plus those reported as left out are `_total=accurate`.
+    /// Returns what was served and how many were left out.
+    pub async fn page_all_nothing_lost(&self, query: &str, page: usize) -> (Vec<Json>, usize) {
+        let separator = if query.contains('?') { '&' } else { '?' };
+        let total = self
+            .get_fhir(&format!("{query}{separator}_total=accurate&_count=1"), 200)
+            .await["total"]
+            .as_u64()
+            .unwrap() as usize;
+        let (served, left_out) = self
+            .all_pages_and_left_out(&format!("{query}{separator}_count={page}"))
+            .await;
+        assert_eq!(
+            served.len() + left_out,
+            total,
+            "{query}: served + left out must be the total"
+        );
+        (served, left_out)
+    }
+
+    /// Reads `path`, whose legacy row cannot be served: 502, an OperationOutcome with code
+    /// `processing`, and diagnostics that contain `why`.
+    pub async fn assert_unservable(&self, path: &str, why: &str) {
+        let reply = self.get(path).await;
+        assert_eq!(reply.status, 502, "{path}");
+        assert_eq!(outcome_code(&reply), "processing");
+        let diagnostics = reply.json()["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(diagnostics.contains(why), "{path}: {diagnostics}");
+    }
+}
+
 /// The number of resources an outcome entry of a searchset reports as left out.
 pub fn left_out_count(entry: &Json) -> usize {
     if entry["search"]["mode"] != "outcome" {
