@@ -91,6 +91,19 @@ pub struct SearchRequest {
     pub cursor: Option<String>,
 }
 
+impl SearchRequest {
+    /// The summary the answer takes: `_count=0` asks for the total only, as `_summary=count` does
+    /// (R4 search.html, "_count"), whatever `_summary` says; `summary` stays as sent, for the self
+    /// link.
+    pub fn effective_summary(&self) -> SummaryMode {
+        if self.count_given && self.count == 0 {
+            SummaryMode::Count
+        } else {
+            self.summary
+        }
+    }
+}
+
 /// Parses decoded `(name, value)` pairs. Malformed result parameters are errors; filter
 /// parameters are checked later, against the adapter.
 pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchError>> {
@@ -307,6 +320,29 @@ mod tests {
         assert_eq!(
             request.elements.as_deref(),
             Some(&["name".to_owned(), "gender".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn count_zero_asks_for_the_total_only() {
+        for query in [
+            "_count=0",
+            "_count=0&_summary=data",
+            "_summary=true&_count=0",
+        ] {
+            let request = parse(&pairs(query)).unwrap();
+            assert_eq!(request.effective_summary(), SummaryMode::Count, "{query}");
+            assert_eq!((request.count, request.count_given), (0, true), "{query}");
+        }
+        let as_sent = parse(&pairs("_count=0&_summary=data")).unwrap();
+        assert_eq!(as_sent.summary, SummaryMode::Data, "kept for the self link");
+        assert_eq!(
+            parse(&pairs("_count=1")).unwrap().effective_summary(),
+            SummaryMode::False
+        );
+        assert_eq!(
+            parse(&pairs("_summary=count")).unwrap().effective_summary(),
+            SummaryMode::Count
         );
     }
 
