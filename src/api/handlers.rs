@@ -332,15 +332,20 @@ async fn search_inner(
 
     let identity = encode_query(&plan.applied);
     let after = match &plan.cursor {
-        Some(token) => Some(state.signer.open(&identity, token).map_err(|why| match why {
-            CursorError::Malformed => ApiError::BadRequest(vec![
-                Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}"))
-                    .at("_cursor"),
-            ]),
-            CursorError::NotIssued(_) => {
-                ApiError::NotFound(format!("no such page of this search: {why}"))
-            }
-        })?),
+        Some(token) => Some(
+            state
+                .signer
+                .open(&identity, token)
+                .map_err(|why| match why {
+                    CursorError::Malformed => ApiError::BadRequest(vec![
+                        Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}"))
+                            .at("_cursor"),
+                    ]),
+                    CursorError::NotIssued(_) => {
+                        ApiError::NotFound(format!("no such page of this search: {why}"))
+                    }
+                })?,
+        ),
         None => None,
     };
     let base = base_url(state, headers);

@@ -61,7 +61,10 @@ pub fn router(state: AppState) -> Router {
             "/fhir/{resource_type}/{id}/_history/{version}",
             get(handlers::vread).fallback(handlers::only_get),
         )
-        .route("/health", get(handlers::health).fallback(handlers::only_get))
+        .route(
+            "/health",
+            get(handlers::health).fallback(handlers::only_get),
+        )
         .route(
             "/openapi.json",
             get(openapi::openapi_json).fallback(handlers::only_get),

@@ -40,7 +40,11 @@ pub const MEDIA_TYPES: &[(&str, Format, &str)] = &[
     ("application/fhir+xml", Format::Xml, FHIR_XML),
     ("application/xml+fhir", Format::Xml, FHIR_XML),
     ("xml", Format::Xml, FHIR_XML),
-    ("application/xml", Format::Xml, "application/xml; charset=utf-8"),
+    (
+        "application/xml",
+        Format::Xml,
+        "application/xml; charset=utf-8",
+    ),
     ("text/xml", Format::Xml, "text/xml; charset=utf-8"),
 ];
 

@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
@@ -83,7 +85,11 @@ fn enumerated(values: &[&str]) -> Schema {
 }
 
 /// A body in each of `types`; JSON ones carry `schema`, XML ones are the same resource as FHIR XML.
-fn fhir_response(description: &str, types: &[(&str, Format)], schema: &RefOr<Schema>) -> ResponseBuilder {
+fn fhir_response(
+    description: &str,
+    types: &[(&str, Format)],
+    schema: &RefOr<Schema>,
+) -> ResponseBuilder {
     let mut response = ResponseBuilder::new().description(description);
     for (media_type, format) in types {
         let content = match format {
@@ -101,7 +107,11 @@ fn retry_after(response: ResponseBuilder) -> ResponseBuilder {
     response.header(
         "Retry-After",
         HeaderBuilder::new()
-            .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
             .description(Some(format!(
                 "Always sent: seconds to wait before retrying ({RETRY_AFTER_SECONDS})"
             )))
@@ -118,7 +128,11 @@ struct Answers {
     unsupported_body: bool,
 }
 
-fn with_responses(mut operation: OperationBuilder, ok: ResponseBuilder, answers: Answers) -> OperationBuilder {
+fn with_responses(
+    mut operation: OperationBuilder,
+    ok: ResponseBuilder,
+    answers: Answers,
+) -> OperationBuilder {
     let outcome = component("OperationOutcome");
     let errors = error_media_types();
     let json_only = [("application/fhir+json", Format::Json)];
@@ -133,7 +147,9 @@ fn with_responses(mut operation: OperationBuilder, ok: ResponseBuilder, answers:
             "Last-Modified",
             HeaderBuilder::new()
                 .schema(string())
-                .description(Some("HTTP date of meta.lastUpdated, when the row has one".to_owned()))
+                .description(Some(
+                    "HTTP date of meta.lastUpdated, when the row has one".to_owned(),
+                ))
                 .build(),
         )
     } else {
@@ -163,7 +179,12 @@ fn with_responses(mut operation: OperationBuilder, ok: ResponseBuilder, answers:
     if answers.not_found {
         operation = operation.response(
             "404",
-            fhir_response("OperationOutcome: no such resource, or no such page", &errors, &outcome).build(),
+            fhir_response(
+                "OperationOutcome: no such resource, or no such page",
+                &errors,
+                &outcome,
+            )
+            .build(),
         );
     }
     operation = operation.response(
@@ -269,11 +290,17 @@ impl Param {
 }
 
 fn format_params() -> Vec<Param> {
-    let names: Vec<String> = MEDIA_TYPES.iter().map(|(name, _, _)| regex_escape(name)).collect();
+    let names: Vec<String> = MEDIA_TYPES
+        .iter()
+        .map(|(name, _, _)| regex_escape(name))
+        .collect();
     vec![
         Param::new(
             "_format",
-            patterned(format!("^[ \\t]*(?:{})[ \\t]*(?:;[\\s\\S]*)?$", names.join("|"))),
+            patterned(format!(
+                "^[ \\t]*(?:{})[ \\t]*(?:;[\\s\\S]*)?$",
+                names.join("|")
+            )),
             "Output format; wins over Accept. json, xml, or a media type (FHIR JSON and XML, application/json, application/xml, text/xml)",
         ),
         Param::new(
@@ -427,7 +454,23 @@ fn search_paths(adapter: &Adapter, def: &ResourceDef) -> (PathItem, PathItem) {
         unsupported_body: false,
     };
     let bundle = component("Bundle");
-    let ok = || fhir_response("A searchset Bundle", &answer_media_types(), &bundle);
+    // The first entry of a page is a match (warnings come last): a link a client (or a stateful
+    // fuzzer) can follow to the read.
+    let ok = || {
+        fhir_response("A searchset Bundle", &answer_media_types(), &bundle).link(
+            "read",
+            LinkBuilder::new()
+                // utoipa 5.5 writes LinkBuilder::operation_id as `operation_id`; OpenAPI's name
+                // is `operationId`, which extensions (written as given) can carry.
+                .extensions(Some(Extensions::from_iter([(
+                    "operationId",
+                    format!("read{resource_type}"),
+                )])))
+                .parameter("id", "$response.body#/entry/0/resource/id")
+                .description("Read the first match")
+                .build(),
+        )
+    };
     let get = OperationBuilder::new()
         .operation_id(Some(format!("search{resource_type}")))
         .tag(resource_type)
@@ -516,7 +559,9 @@ fn metadata_path() -> PathItem {
     let operation = OperationBuilder::new()
         .operation_id(Some("capabilities"))
         .tag("Server")
-        .summary(Some("The CapabilityStatement: what this server and its adapter answer"))
+        .summary(Some(
+            "The CapabilityStatement: what this server and its adapter answer",
+        ))
         .parameters(Some(format_params().iter().map(Param::query)))
         .response(
             "200",

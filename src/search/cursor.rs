@@ -77,8 +77,7 @@ impl CursorSigner {
                 "the cursor signature does not match (edited, or from another server)",
             ));
         }
-        let payload: Json =
-            serde_json::from_slice(&payload).map_err(|_| CursorError::Malformed)?;
+        let payload: Json = serde_json::from_slice(&payload).map_err(|_| CursorError::Malformed)?;
         if payload["q"].as_str() != Some(query_hash(query).as_str()) {
             return Err(CursorError::NotIssued(
                 "the cursor belongs to a different query",

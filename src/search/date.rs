@@ -3,9 +3,7 @@
 //! A value without a zone is in the adapter's zone (R4-52). Ranges are half-open, in the legacy
 //! database's local time, because that is how the legacy columns store date-times.
 
-use chrono::{
-    DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone,
-};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone};
 use chrono_tz::Tz;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

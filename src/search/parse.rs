@@ -129,7 +129,9 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
         match name {
             // Digits only (no sign), any length: larger counts than MAX_COUNT get MAX_COUNT.
             "_count" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                request.count = value.parse::<usize>().map_or(MAX_COUNT, |c| c.min(MAX_COUNT));
+                request.count = value
+                    .parse::<usize>()
+                    .map_or(MAX_COUNT, |c| c.min(MAX_COUNT));
                 request.count_given = true;
             }
             "_count" => errors.push(bad(format!(
@@ -368,7 +370,9 @@ mod tests {
         let names: Vec<&str> = errors.iter().map(|e| e.parameter.as_str()).collect();
         assert_eq!(
             names,
-            vec!["_count", "_total", "_summary", "_include", "_count", "_count"]
+            vec![
+                "_count", "_total", "_summary", "_include", "_count", "_count"
+            ]
         );
     }
 }

@@ -111,7 +111,11 @@ fn assert_agree(
         disagreements.join("\n")
     );
     // The corpus exercises both sides.
-    assert!(matched > 100 && matched < corpus.len() - 100, "{what}: {matched} of {}", corpus.len());
+    assert!(
+        matched > 100 && matched < corpus.len() - 100,
+        "{what}: {matched} of {}",
+        corpus.len()
+    );
 }
 
 #[test]
@@ -252,7 +256,14 @@ fn the_format_pattern_is_what_negotiation_accepts() {
             "*/*",
             "application/json;charset=utf-8",
         ],
-        &["", ";", "JSON", "turtle", "application/fhir json", "\u{a0}json"],
+        &[
+            "",
+            ";",
+            "JSON",
+            "turtle",
+            "application/fhir json",
+            "\u{a0}json",
+        ],
         "jsonxml/+*; \t",
         |text| negotiate(&HeaderMap::new(), Some(text), None).is_ok(),
     );
@@ -282,7 +293,15 @@ fn each_served_type_has_read_search_and_form_search_with_its_parameters() {
         let form_names: Vec<&String> = form.as_object().unwrap().keys().collect();
         assert_eq!(form_names.len(), names.len(), "{path}/_search");
         let read = &document["paths"][format!("{path}/{{id}}")]["get"];
-        assert!(parameter_names(read).contains(&"id".to_owned()), "{path}/{{id}}");
+        assert!(
+            parameter_names(read).contains(&"id".to_owned()),
+            "{path}/{{id}}"
+        );
+        assert_eq!(
+            search["responses"]["200"]["links"]["read"]["operationId"],
+            read["operationId"],
+            "{path}: the search links to the read"
+        );
         for code in ["200", "304", "404", "406", "500", "503", "504"] {
             assert!(read["responses"][code].is_object(), "read {path}: {code}");
         }
