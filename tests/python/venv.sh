@@ -10,7 +10,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 venv="${PORTICO_TEST_VENV:-$HOME/.cache/portico-venv}"
 requirements="$here/requirements.txt"
 
-command -v python3 >/dev/null || { echo "venv.sh: python3 is required for the client tests" >&2; exit 1; }
+if ! command -v python3 >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >&2
+  else
+    echo "venv.sh: python3 is required for the client tests" >&2
+    exit 1
+  fi
+fi
 mkdir -p "$(dirname "$venv")"
 # One builder at a time (CI and a test binary may both ask).
 exec 9>"$venv.lock"
