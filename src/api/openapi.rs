@@ -119,7 +119,8 @@ fn retry_after(response: ResponseBuilder) -> ResponseBuilder {
     )
 }
 
-/// The answers every operation that talks to the legacy database can give besides its own.
+/// Which of the optional answers an operation gives; every operation that reaches the legacy
+/// database also answers 406, 500, 503 and 504.
 #[derive(Clone, Copy)]
 struct Answers {
     not_modified: bool,
