@@ -104,6 +104,7 @@ impl Application {
         let capability_base: serde_json::Value = serde_json::from_str(BASE_STATEMENT)
             .context("capability-statement.json is not valid JSON")?;
         let state = AppState {
+            openapi_json: crate::api::openapi::document_json(&adapter),
             adapter: adapter.clone(),
             repository: Repository {
                 adapter,

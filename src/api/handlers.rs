@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value as Json, json};
@@ -20,6 +20,7 @@ use crate::fhir::resource_types::is_resource_type;
 use crate::fhir::subset;
 use crate::repository::{LeftOutRow, ReadOutcome};
 use crate::search::compile::plan;
+use crate::search::cursor::CursorError;
 use crate::search::parse::{SummaryMode, TotalMode, parse};
 
 fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
@@ -343,12 +344,20 @@ async fn search_inner(
 
     let identity = encode_query(&plan.applied);
     let after = match &plan.cursor {
-        Some(token) => Some(state.signer.open(&identity, token).map_err(|why| {
-            ApiError::BadRequest(vec![
-                Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}"))
-                    .at("_cursor"),
-            ])
-        })?),
+        Some(token) => Some(
+            state
+                .signer
+                .open(&identity, token)
+                .map_err(|why| match why {
+                    CursorError::Malformed => ApiError::BadRequest(vec![
+                        Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}"))
+                            .at("_cursor"),
+                    ]),
+                    CursorError::NotIssued(_) => {
+                        ApiError::NotFound(format!("no such page of this search: {why}"))
+                    }
+                })?,
+        ),
         None => None,
     };
     let base = base_url(state, headers);
@@ -488,11 +497,27 @@ pub async fn vread(
     .into_response()
 }
 
-pub async fn method_not_allowed(Path(resource_type): Path<String>) -> Response {
-    ApiError::MethodNotAllowed(format!(
-        "Portico is read-only: {resource_type} supports GET (read, search) and POST {resource_type}/_search"
+/// The 405 for a method a path does not take: Portico is read-only.
+fn method_not_allowed(method: &Method, uri: &Uri, allow: &'static str) -> Response {
+    let mut response = ApiError::MethodNotAllowed(format!(
+        "Portico is read-only: {} takes {allow}, not {method}",
+        uri.path()
     ))
-    .into_response()
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// For paths that take GET (and so HEAD).
+pub async fn only_get(method: Method, uri: Uri) -> Response {
+    method_not_allowed(&method, &uri, "GET, HEAD")
+}
+
+/// For `{type}/_search`.
+pub async fn only_post(method: Method, uri: Uri) -> Response {
+    method_not_allowed(&method, &uri, "POST")
 }
 
 pub async fn fallback() -> Response {

@@ -10,6 +10,7 @@ pub mod openapi;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::http::Method;
 use axum::routing::{get, post};
 use serde_json::Value as Json;
@@ -28,6 +29,8 @@ pub struct AppState {
     /// Public base URL of the FHIR endpoint; derived from the Host header when `None`.
     pub base_url: Option<String>,
     pub capability_base: Arc<Json>,
+    /// `/openapi.json`, built from the adapter at startup (`openapi::document_json`).
+    pub openapi_json: Bytes,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -36,20 +39,36 @@ pub fn router(state: AppState) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(Any)
         .expose_headers(Any);
+    // Every path answers the methods it does not take with a 405 OperationOutcome and `Allow`.
     Router::new()
-        .route("/fhir/metadata", get(handlers::metadata))
+        .route(
+            "/fhir/metadata",
+            get(handlers::metadata).fallback(handlers::only_get),
+        )
         .route(
             "/fhir/{resource_type}",
-            get(handlers::search_get).post(handlers::method_not_allowed),
+            get(handlers::search_get).fallback(handlers::only_get),
         )
-        .route("/fhir/{resource_type}/_search", post(handlers::search_post))
-        .route("/fhir/{resource_type}/{id}", get(handlers::read))
+        .route(
+            "/fhir/{resource_type}/_search",
+            post(handlers::search_post).fallback(handlers::only_post),
+        )
+        .route(
+            "/fhir/{resource_type}/{id}",
+            get(handlers::read).fallback(handlers::only_get),
+        )
         .route(
             "/fhir/{resource_type}/{id}/_history/{version}",
-            get(handlers::vread),
+            get(handlers::vread).fallback(handlers::only_get),
         )
-        .route("/health", get(handlers::health))
-        .route("/openapi.json", get(openapi::openapi_json))
+        .route(
+            "/health",
+            get(handlers::health).fallback(handlers::only_get),
+        )
+        .route(
+            "/openapi.json",
+            get(openapi::openapi_json).fallback(handlers::only_get),
+        )
         .fallback(handlers::fallback)
         .layer(cors)
         .with_state(state)

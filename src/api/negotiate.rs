@@ -22,19 +22,37 @@ pub struct Negotiated {
     pub pretty: bool,
 }
 
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+const FHIR_XML: &str = "application/fhir+xml; charset=utf-8";
+
+/// Every name `_format` and `Accept` may use, with the format and the media type answered for it.
+pub const MEDIA_TYPES: &[(&str, Format, &str)] = &[
+    ("application/fhir+json", Format::Json, FHIR_JSON),
+    ("application/json+fhir", Format::Json, FHIR_JSON),
+    ("json", Format::Json, FHIR_JSON),
+    ("*/*", Format::Json, FHIR_JSON),
+    ("application/*", Format::Json, FHIR_JSON),
+    (
+        "application/json",
+        Format::Json,
+        "application/json; charset=utf-8",
+    ),
+    ("application/fhir+xml", Format::Xml, FHIR_XML),
+    ("application/xml+fhir", Format::Xml, FHIR_XML),
+    ("xml", Format::Xml, FHIR_XML),
+    (
+        "application/xml",
+        Format::Xml,
+        "application/xml; charset=utf-8",
+    ),
+    ("text/xml", Format::Xml, "text/xml; charset=utf-8"),
+];
+
 fn media_type(name: &str) -> Option<(Format, &'static str)> {
-    Some(match name {
-        "application/fhir+json" | "application/json+fhir" | "json" | "*/*" | "application/*" => {
-            (Format::Json, "application/fhir+json; charset=utf-8")
-        }
-        "application/json" => (Format::Json, "application/json; charset=utf-8"),
-        "application/fhir+xml" | "application/xml+fhir" | "xml" => {
-            (Format::Xml, "application/fhir+xml; charset=utf-8")
-        }
-        "application/xml" => (Format::Xml, "application/xml; charset=utf-8"),
-        "text/xml" => (Format::Xml, "text/xml; charset=utf-8"),
-        _ => return None,
-    })
+    MEDIA_TYPES
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .map(|(_, format, content_type)| (*format, *content_type))
 }
 
 /// Decides the format from `_format` (wins) or `Accept` (by q order).
@@ -45,7 +63,12 @@ pub fn negotiate(
 ) -> Result<Negotiated, ApiError> {
     let pretty = pretty_param == Some("true");
     if let Some(requested) = format_param {
-        let name = requested.split(';').next().unwrap_or_default().trim();
+        // Parameters after `;` (charset, fhirVersion) are allowed; space is HTTP's (blank, tab).
+        let name = requested
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim_matches([' ', '\t']);
         let (format, content_type) = media_type(name).ok_or_else(|| {
             ApiError::NotAcceptable(format!(
                 "_format {requested:?} is not supported: use json or xml"
@@ -65,7 +88,7 @@ pub fn negotiate(
     if accept.is_empty() {
         return Ok(Negotiated {
             format: Format::Json,
-            content_type: "application/fhir+json; charset=utf-8",
+            content_type: FHIR_JSON,
             pretty,
         });
     }

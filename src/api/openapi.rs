@@ -1,57 +1,744 @@
-//! The OpenAPI description of the HTTP surface (utoipa). FHIR bodies are generic objects here: the
-//! CapabilityStatement, not OpenAPI, is the contract FHIR clients read.
+//! The OpenAPI 3.1 document of the HTTP surface, built once at startup from the active adapter:
+//! one read, search and `_search` path per served type, with that type's search parameters as the
+//! CapabilityStatement lists them (`fhir::capability::search_params`), and every status code,
+//! header and content type the handlers really answer. Parameter schemas describe exactly the
+//! values the server accepts (the grammars next to the parsers), so a schema-driven client or
+//! fuzzer can tell a valid request from an invalid one; `tests` holds them to the parsers.
 
-use axum::Json;
-use utoipa::OpenApi;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{
+    ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required,
+};
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Portico FHIR R4 facade",
-        description = "Read-only FHIR R4 API over a legacy practice-management database."
-    ),
-    paths(metadata, read, search_get, search_post, health)
-)]
-pub struct ApiDoc;
+use super::AppState;
+use super::negotiate::{Format, MEDIA_TYPES};
+use crate::adapter::Adapter;
+use crate::adapter::model::ResourceDef;
+use crate::error::RETRY_AFTER_SECONDS;
+use crate::fhir::capability::{search_includes, search_params, search_revincludes};
+use crate::search::cursor::CURSOR_PATTERN;
+use crate::search::date::date_values_pattern;
+use crate::search::parse::{INCLUDE_PATTERN, MAX_COUNT, token_values_pattern};
 
-/// The CapabilityStatement.
-#[utoipa::path(get, path = "/fhir/metadata", params(("_format" = Option<String>, Query, description = "json or xml")),
-    responses((status = 200, description = "CapabilityStatement", content_type = "application/fhir+json", body = Object)))]
-#[allow(dead_code)]
-fn metadata() {}
-
-/// Read a resource by logical id.
-#[utoipa::path(get, path = "/fhir/{resource_type}/{id}",
-    params(("resource_type" = String, Path), ("id" = String, Path), ("_format" = Option<String>, Query), ("_summary" = Option<String>, Query), ("_elements" = Option<String>, Query)),
-    responses((status = 200, description = "The resource", content_type = "application/fhir+json", body = Object),
-        (status = 304, description = "Not modified (If-None-Match / If-Modified-Since)"),
-        (status = 404, description = "OperationOutcome: unknown type or id", body = Object)))]
-#[allow(dead_code)]
-fn read() {}
-
-/// Search a resource type; see the CapabilityStatement for the parameters of each type.
-#[utoipa::path(get, path = "/fhir/{resource_type}",
-    params(("resource_type" = String, Path), ("_count" = Option<u32>, Query), ("_sort" = Option<String>, Query),
-        ("_include" = Option<String>, Query), ("_revinclude" = Option<String>, Query), ("_total" = Option<String>, Query),
-        ("_summary" = Option<String>, Query), ("_elements" = Option<String>, Query), ("_cursor" = Option<String>, Query, description = "Opaque; from a next link")),
-    responses((status = 200, description = "Bundle of type searchset", content_type = "application/fhir+json", body = Object),
-        (status = 400, description = "OperationOutcome naming the bad parameter", body = Object),
-        (status = 503, description = "Legacy database unavailable; see Retry-After", body = Object)))]
-#[allow(dead_code)]
-fn search_get() {}
-
-/// Search with parameters in an application/x-www-form-urlencoded body.
-#[utoipa::path(post, path = "/fhir/{resource_type}/_search", params(("resource_type" = String, Path)),
-    request_body(content_type = "application/x-www-form-urlencoded", content = String),
-    responses((status = 200, description = "Bundle of type searchset", body = Object), (status = 415, description = "Wrong body type", body = Object)))]
-#[allow(dead_code)]
-fn search_post() {}
-
-/// Health: 200 when the legacy database answers, 503 when it does not.
-#[utoipa::path(get, path = "/health", responses((status = 200, description = "Up", body = Object), (status = 503, description = "Database down", body = Object)))]
-#[allow(dead_code)]
-fn health() {}
-
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document as JSON bytes, ready to serve.
+pub fn document_json(adapter: &Adapter) -> Bytes {
+    Bytes::from(serde_json::to_vec(&document(adapter)).expect("the OpenAPI document serializes"))
 }
+
+/// `GET /openapi.json`: the document built at startup.
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi_json.clone(),
+    )
+        .into_response()
+}
+
+/// The media types a FHIR answer (200) may have: every type content negotiation can pick.
+fn answer_media_types() -> Vec<(&'static str, Format)> {
+    let mut types: Vec<(&'static str, Format)> = Vec::new();
+    for (_, format, content_type) in MEDIA_TYPES {
+        let bare = content_type.split(';').next().unwrap_or_default();
+        if !types.iter().any(|(known, _)| *known == bare) {
+            types.push((bare, *format));
+        }
+    }
+    types
+}
+
+/// The media types of an OperationOutcome after negotiation succeeded: FHIR JSON (errors are
+/// written as `application/fhir+json` for every JSON choice) or the negotiated XML type.
+fn error_media_types() -> Vec<(&'static str, Format)> {
+    answer_media_types()
+        .into_iter()
+        .filter(|(name, format)| *format == Format::Xml || *name == "application/fhir+json")
+        .collect()
+}
+
+fn component(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+fn patterned(pattern: impl Into<String>) -> Schema {
+    string().pattern(Some(pattern)).into()
+}
+
+fn enumerated(values: &[&str]) -> Schema {
+    string().enum_values(Some(values.iter().copied())).into()
+}
+
+/// A body in each of `types`; JSON ones carry `schema`, XML ones are the same resource as FHIR XML.
+fn fhir_response(
+    description: &str,
+    types: &[(&str, Format)],
+    schema: &RefOr<Schema>,
+) -> ResponseBuilder {
+    let mut response = ResponseBuilder::new().description(description);
+    for (media_type, format) in types {
+        let content = match format {
+            Format::Json => ContentBuilder::new().schema(Some(schema.clone())).build(),
+            Format::Xml => ContentBuilder::new()
+                .schema(Some(string().description(Some("FHIR XML"))))
+                .build(),
+        };
+        response = response.content(*media_type, content);
+    }
+    response
+}
+
+fn retry_after(response: ResponseBuilder) -> ResponseBuilder {
+    response.header(
+        "Retry-After",
+        HeaderBuilder::new()
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .description(Some(format!(
+                "Always sent: seconds to wait before retrying ({RETRY_AFTER_SECONDS})"
+            )))
+            .build(),
+    )
+}
+
+/// Which of the optional answers an operation gives; every operation that reaches the legacy
+/// database also answers 406, 500, 503 and 504.
+#[derive(Clone, Copy)]
+struct Answers {
+    not_modified: bool,
+    bad_request: bool,
+    not_found: bool,
+    unsupported_body: bool,
+}
+
+fn with_responses(
+    mut operation: OperationBuilder,
+    ok: ResponseBuilder,
+    answers: Answers,
+) -> OperationBuilder {
+    let outcome = component("OperationOutcome");
+    let errors = error_media_types();
+    let json_only = [("application/fhir+json", Format::Json)];
+    let etag = || {
+        HeaderBuilder::new()
+            .schema(string())
+            .description(Some("Weak validator of the resource's content".to_owned()))
+            .build()
+    };
+    let ok = if answers.not_modified {
+        ok.header("ETag", etag()).header(
+            "Last-Modified",
+            HeaderBuilder::new()
+                .schema(string())
+                .description(Some(
+                    "HTTP date of meta.lastUpdated, when the row has one".to_owned(),
+                ))
+                .build(),
+        )
+    } else {
+        ok
+    };
+    operation = operation.response("200", ok.build());
+    if answers.not_modified {
+        operation = operation.response(
+            "304",
+            ResponseBuilder::new()
+                .description("Not modified: If-None-Match matched the ETag, or the resource is not newer than If-Modified-Since")
+                .header("ETag", etag())
+                .build(),
+        );
+    }
+    if answers.bad_request {
+        operation = operation.response(
+            "400",
+            fhir_response(
+                "OperationOutcome naming every malformed parameter (and, under `Prefer: handling=strict`, every unknown one)",
+                &errors,
+                &outcome,
+            )
+            .build(),
+        );
+    }
+    if answers.not_found {
+        operation = operation.response(
+            "404",
+            fhir_response(
+                "OperationOutcome: no such resource, or no such page",
+                &errors,
+                &outcome,
+            )
+            .build(),
+        );
+    }
+    operation = operation.response(
+        "406",
+        fhir_response(
+            "OperationOutcome: neither `_format` nor `Accept` names a format Portico writes",
+            &json_only,
+            &outcome,
+        )
+        .build(),
+    );
+    if answers.unsupported_body {
+        operation = operation.response(
+            "415",
+            fhir_response(
+                "OperationOutcome: the body is not application/x-www-form-urlencoded",
+                &json_only,
+                &outcome,
+            )
+            .build(),
+        );
+    }
+    operation
+        .response(
+            "500",
+            fhir_response("OperationOutcome: a fault on Portico's side (details are in its log)", &errors, &outcome)
+                .build(),
+        )
+        .response(
+            "503",
+            retry_after(fhir_response(
+                "OperationOutcome: the practice database is unavailable",
+                &errors,
+                &outcome,
+            ))
+            .build(),
+        )
+        .response(
+            "504",
+            retry_after(fhir_response(
+                "OperationOutcome: the practice database did not answer within the statement time limit; the query was cancelled",
+                &errors,
+                &outcome,
+            ))
+            .build(),
+        )
+}
+
+/// One query (or form) parameter and its schema.
+struct Param {
+    name: String,
+    schema: Schema,
+    description: String,
+    repeats: bool,
+}
+
+impl Param {
+    fn new(name: &str, schema: Schema, description: impl Into<String>) -> Param {
+        Param {
+            name: name.to_owned(),
+            schema,
+            description: description.into(),
+            repeats: false,
+        }
+    }
+
+    /// The schema as sent: repeatable parameters are arrays, exploded into repeated keys.
+    fn value_schema(&self) -> RefOr<Schema> {
+        if self.repeats {
+            ArrayBuilder::new()
+                .items(RefOr::T(self.schema.clone()))
+                .build()
+                .into()
+        } else {
+            self.schema.clone().into()
+        }
+    }
+
+    /// The schema as sent, with the description (form bodies have no parameter objects).
+    fn value_schema_described(&self) -> RefOr<Schema> {
+        match self.value_schema() {
+            RefOr::T(Schema::Object(mut object)) => {
+                object.description = Some(self.description.clone());
+                RefOr::T(Schema::Object(object))
+            }
+            RefOr::T(Schema::Array(mut array)) => {
+                array.description = Some(self.description.clone());
+                RefOr::T(Schema::Array(array))
+            }
+            other => other,
+        }
+    }
+
+    fn query(&self) -> utoipa::openapi::path::Parameter {
+        ParameterBuilder::new()
+            .name(&self.name)
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(&self.description))
+            .schema(Some(self.value_schema()))
+            .build()
+    }
+}
+
+fn format_params() -> Vec<Param> {
+    let names: Vec<String> = MEDIA_TYPES
+        .iter()
+        .map(|(name, _, _)| regex_escape(name))
+        .collect();
+    vec![
+        Param::new(
+            "_format",
+            patterned(format!(
+                "^[ \\t]*(?:{})[ \\t]*(?:;[\\s\\S]*)?$",
+                names.join("|")
+            )),
+            "Output format; wins over Accept. json, xml, or a media type (FHIR JSON and XML, application/json, application/xml, text/xml)",
+        ),
+        Param::new(
+            "_pretty",
+            string().into(),
+            "true indents the output; any other value is ignored",
+        ),
+    ]
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::new();
+    for ch in text.chars() {
+        if "\\^$.|?*+()[]{}/".contains(ch) {
+            escaped.push('\\');
+        }
+        escaped.push(ch);
+    }
+    escaped
+}
+
+/// The names `_sort` takes for `def` (the rule is `search::compile::sort_columns`).
+fn sort_names(def: &ResourceDef) -> Vec<String> {
+    let mut names = vec!["_id".to_owned()];
+    if def.mappings.iter().any(|m| m.last_updated.is_some()) {
+        names.push("_lastUpdated".into());
+    }
+    names.extend(
+        def.search
+            .iter()
+            .filter(|(_, info)| info.sortable)
+            .map(|(name, _)| name.clone()),
+    );
+    names
+}
+
+/// Every parameter a search of `def` takes: its search parameters, then the result parameters.
+fn search_parameters(adapter: &Adapter, def: &ResourceDef) -> Vec<Param> {
+    let mut params: Vec<Param> = search_params(def)
+        .into_iter()
+        .map(|param| {
+            // `_id` values are ids, read as they are (search::compile), not system|code tokens.
+            let schema = match param.kind {
+                "token" if param.name != "_id" => patterned(token_values_pattern()),
+                "date" => patterned(date_values_pattern()),
+                _ => string().into(),
+            };
+            let mut description = format!("FHIR {} search parameter", param.kind);
+            if let Some(documentation) = param.documentation {
+                description = format!("{documentation} ({description})");
+            }
+            Param::new(&param.name, schema, description)
+        })
+        .collect();
+    let sortable = sort_names(def);
+    let includes = search_includes(adapter, def);
+    let revincludes = search_revincludes(def);
+    let list = |values: &[String]| match values {
+        [] => "none here".to_owned(),
+        values => values.join(", "),
+    };
+    params.push(Param::new(
+        "_count",
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .into(),
+        format!(
+            "Page size (default 50; more than {MAX_COUNT} gives {MAX_COUNT}). 0 answers with the total only, as _summary=count does"
+        ),
+    ));
+    params.push(Param::new(
+        "_sort",
+        string().into(),
+        format!(
+            "Comma-separated names, - for descending: {}. Other names are ignored and reported in an OperationOutcome entry",
+            list(&sortable)
+        ),
+    ));
+    for (name, values) in [("_include", &includes), ("_revinclude", &revincludes)] {
+        let mut param = Param::new(
+            name,
+            patterned(INCLUDE_PATTERN),
+            format!(
+                "SourceType:parameter[:TargetType]; served: {}. Others are ignored and reported",
+                list(values)
+            ),
+        );
+        param.repeats = true;
+        params.push(param);
+    }
+    params.push(Param::new(
+        "_total",
+        enumerated(&["none", "estimate", "accurate"]),
+        "accurate counts every match; none and estimate give a total only when the first page holds every match",
+    ));
+    params.push(Param::new(
+        "_summary",
+        enumerated(&["true", "data", "count", "false"]),
+        "true and data subset each resource; count answers with the total only",
+    ));
+    params.push(Param::new(
+        "_elements",
+        string().into(),
+        "Comma-separated top-level elements to keep",
+    ));
+    params.extend(format_params());
+    params.push(Param::new(
+        "_cursor",
+        patterned(CURSOR_PATTERN),
+        "Opaque position from a next link. One this server did not issue for the same query answers 404",
+    ));
+    params
+}
+
+fn read_parameters() -> Vec<Param> {
+    let mut params = vec![
+        Param::new(
+            "_summary",
+            string().into(),
+            "true or data subset the resource; other values are ignored",
+        ),
+        Param::new(
+            "_elements",
+            string().into(),
+            "Comma-separated top-level elements to keep",
+        ),
+    ];
+    params.extend(format_params());
+    params
+}
+
+fn resource_schema(resource_type: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .required("resourceType")
+        .required("id")
+        .property("resourceType", enumerated(&[resource_type]))
+        .property("id", string())
+        .description(Some(format!("A FHIR R4 {resource_type}")))
+        .into()
+}
+
+/// `/fhir/{type}` (GET search) and `/fhir/{type}/_search` (POST search) for `def`.
+fn search_paths(adapter: &Adapter, def: &ResourceDef) -> (PathItem, PathItem) {
+    let resource_type = &def.resource_type;
+    let params = search_parameters(adapter, def);
+    let answers = Answers {
+        not_modified: false,
+        bad_request: true,
+        not_found: true,
+        unsupported_body: false,
+    };
+    let bundle = component("Bundle");
+    // The first entry of a page is a match (warnings come last): a link a client (or a stateful
+    // fuzzer) can follow to the read.
+    let ok = || {
+        fhir_response("A searchset Bundle", &answer_media_types(), &bundle).link(
+            "read",
+            LinkBuilder::new()
+                // utoipa 5.5 writes LinkBuilder::operation_id as `operation_id`; OpenAPI's name
+                // is `operationId`, which extensions (written as given) can carry.
+                .extensions(Some(Extensions::from_iter([(
+                    "operationId",
+                    format!("read{resource_type}"),
+                )])))
+                .parameter("id", "$response.body#/entry/0/resource/id")
+                .description("Read the first match")
+                .build(),
+        )
+    };
+    let get = OperationBuilder::new()
+        .operation_id(Some(format!("search{resource_type}")))
+        .tag(resource_type)
+        .summary(Some(format!("Search {resource_type}")))
+        .description(Some(
+            "Commas OR values, repeated parameters AND. Modifiers (:missing; :exact and :contains on strings; :not on tokens; :Type on references) are written after the name. Unknown parameters are ignored and reported in an OperationOutcome entry, or answered with 400 under `Prefer: handling=strict`. 404 answers a _cursor this server did not issue for the query.",
+        ))
+        .parameters(Some(params.iter().map(Param::query)));
+    let mut form = ObjectBuilder::new();
+    for param in &params {
+        form = form.property(&param.name, param.value_schema_described());
+    }
+    let post = OperationBuilder::new()
+        .operation_id(Some(format!("search{resource_type}Form")))
+        .tag(resource_type)
+        .summary(Some(format!("Search {resource_type} with a form body")))
+        .description(Some(
+            "The parameters of the GET search, in an application/x-www-form-urlencoded body (query parameters add to them). An empty body without a Content-Type searches without parameters.",
+        ))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content(
+                    "application/x-www-form-urlencoded",
+                    ContentBuilder::new().schema(Some(form)).build(),
+                )
+                .required(Some(Required::False))
+                .build(),
+        ));
+    let post_answers = Answers {
+        unsupported_body: true,
+        ..answers
+    };
+    (
+        PathItem::new(HttpMethod::Get, with_responses(get, ok(), answers)),
+        PathItem::new(HttpMethod::Post, with_responses(post, ok(), post_answers)),
+    )
+}
+
+/// `/fhir/{type}/{id}` for `def`.
+fn read_path(def: &ResourceDef) -> PathItem {
+    let resource_type = &def.resource_type;
+    let mut read = OperationBuilder::new()
+        .operation_id(Some(format!("read{resource_type}")))
+        .tag(resource_type)
+        .summary(Some(format!("Read a {resource_type} by id")))
+        .parameter(
+            ParameterBuilder::new()
+                .name("id")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("Logical id (an id that cannot be one answers 404)"))
+                .schema(Some(string())),
+        )
+        .parameters(Some(read_parameters().iter().map(Param::query)));
+    for (name, description) in [
+        ("If-None-Match", "ETags; a match (or *) answers 304"),
+        (
+            "If-Modified-Since",
+            "HTTP date; a resource not modified since answers 304",
+        ),
+    ] {
+        read = read.parameter(
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(string())),
+        );
+    }
+    let ok = fhir_response(
+        &format!("The {resource_type}"),
+        &answer_media_types(),
+        &resource_schema(resource_type),
+    );
+    let answers = Answers {
+        not_modified: true,
+        bad_request: false,
+        not_found: true,
+        unsupported_body: false,
+    };
+    PathItem::new(HttpMethod::Get, with_responses(read, ok, answers))
+}
+
+fn metadata_path() -> PathItem {
+    let operation = OperationBuilder::new()
+        .operation_id(Some("capabilities"))
+        .tag("Server")
+        .summary(Some(
+            "The CapabilityStatement: what this server and its adapter answer",
+        ))
+        .parameters(Some(format_params().iter().map(Param::query)))
+        .response(
+            "200",
+            fhir_response(
+                "CapabilityStatement",
+                &answer_media_types(),
+                &component("CapabilityStatement"),
+            )
+            .build(),
+        )
+        .response(
+            "406",
+            fhir_response(
+                "OperationOutcome: neither `_format` nor `Accept` names a format Portico writes",
+                &[("application/fhir+json", Format::Json)],
+                &component("OperationOutcome"),
+            )
+            .build(),
+        )
+        .response(
+            "500",
+            fhir_response(
+                "OperationOutcome: a fault on Portico's side (details are in its log)",
+                &error_media_types(),
+                &component("OperationOutcome"),
+            )
+            .build(),
+        );
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+fn plain_json(description: &str, schema: RefOr<Schema>) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new().schema(Some(schema)).build(),
+    )
+}
+
+fn health_path() -> PathItem {
+    let operation = OperationBuilder::new()
+        .operation_id(Some("health"))
+        .tag("Server")
+        .summary(Some("Liveness and a round trip to the practice database"))
+        .response(
+            "200",
+            plain_json("The database answers", component("Health")).build(),
+        )
+        .response(
+            "503",
+            plain_json("The database does not answer", component("Health")).build(),
+        );
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+fn openapi_path() -> PathItem {
+    let document = ObjectBuilder::new()
+        .required("openapi")
+        .required("paths")
+        .property("openapi", string())
+        .property("paths", ObjectBuilder::new());
+    let operation = OperationBuilder::new()
+        .operation_id(Some("openapi"))
+        .tag("Server")
+        .summary(Some("This document"))
+        .response("200", plain_json("OpenAPI 3.1", document.into()).build());
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+fn components() -> utoipa::openapi::Components {
+    let issue = ObjectBuilder::new()
+        .required("severity")
+        .required("code")
+        .property(
+            "severity",
+            enumerated(&["fatal", "error", "warning", "information"]),
+        )
+        .property("code", string())
+        .property("diagnostics", string())
+        .property("expression", ArrayBuilder::new().items(string()));
+    let outcome = ObjectBuilder::new()
+        .required("resourceType")
+        .required("issue")
+        .property("resourceType", enumerated(&["OperationOutcome"]))
+        .property("issue", ArrayBuilder::new().items(issue).min_items(Some(1)))
+        .description(Some("A FHIR R4 OperationOutcome"));
+    let link = ObjectBuilder::new()
+        .required("relation")
+        .required("url")
+        .property("relation", string())
+        .property("url", string());
+    let entry = ObjectBuilder::new()
+        .property("fullUrl", string())
+        .property(
+            "resource",
+            ObjectBuilder::new()
+                .required("resourceType")
+                .property("resourceType", string()),
+        )
+        .property(
+            "search",
+            ObjectBuilder::new().property("mode", enumerated(&["match", "include", "outcome"])),
+        );
+    let bundle = ObjectBuilder::new()
+        .required("resourceType")
+        .required("type")
+        .property("resourceType", enumerated(&["Bundle"]))
+        .property("type", enumerated(&["searchset"]))
+        .property(
+            "total",
+            ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)),
+        )
+        .property("link", ArrayBuilder::new().items(link))
+        .property("entry", ArrayBuilder::new().items(entry))
+        .description(Some(
+            "A FHIR R4 searchset Bundle: matches, included resources and an OperationOutcome entry for warnings",
+        ));
+    let capability = ObjectBuilder::new()
+        .required("resourceType")
+        .required("fhirVersion")
+        .property("resourceType", enumerated(&["CapabilityStatement"]))
+        .property("fhirVersion", enumerated(&["4.0.1"]))
+        .description(Some("A FHIR R4 CapabilityStatement"));
+    let health = ObjectBuilder::new()
+        .required("status")
+        .required("database")
+        .property("status", enumerated(&["ok", "degraded"]))
+        .property("database", enumerated(&["up", "down"]));
+    ComponentsBuilder::new()
+        .schema("OperationOutcome", outcome)
+        .schema("Bundle", bundle)
+        .schema("CapabilityStatement", capability)
+        .schema("Health", health)
+        .response(
+            "MethodNotAllowed",
+            fhir_response(
+                "Any method a path does not document (Portico is read-only): OperationOutcome, with Allow listing the methods the path takes",
+                &[("application/fhir+json", Format::Json)],
+                &component("OperationOutcome"),
+            )
+            .header(
+                "Allow",
+                HeaderBuilder::new().schema(string()).build(),
+            )
+            .build(),
+        )
+        .build()
+}
+
+/// The document for `adapter`.
+pub fn document(adapter: &Adapter) -> OpenApi {
+    let mut paths = PathsBuilder::new()
+        .path("/fhir/metadata", metadata_path())
+        .path("/health", health_path())
+        .path("/openapi.json", openapi_path());
+    for def in adapter.resources.values() {
+        let resource_type = &def.resource_type;
+        let (search, form) = search_paths(adapter, def);
+        paths = paths
+            .path(format!("/fhir/{resource_type}"), search)
+            .path(format!("/fhir/{resource_type}/_search"), form)
+            .path(format!("/fhir/{resource_type}/{{id}}"), read_path(def));
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Portico FHIR R4 facade")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(format!(
+                    "Read-only FHIR R4 API over {} ({}). The CapabilityStatement (/fhir/metadata) is the FHIR contract; this document describes the same surface for HTTP tools. Methods a path does not list answer 405 with an OperationOutcome and Allow (components.responses.MethodNotAllowed). No authentication yet.",
+                    adapter.title, adapter.name
+                ))),
+        )
+        .paths(paths)
+        .components(Some(components()))
+        .build()
+}
+
+#[cfg(test)]
+mod tests;

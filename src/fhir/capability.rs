@@ -6,6 +6,7 @@ use serde_json::{Value as Json, json};
 
 use crate::adapter::Adapter;
 use crate::adapter::format::SearchType;
+use crate::adapter::model::ResourceDef;
 
 /// The base statement shipped with Portico.
 pub const BASE_STATEMENT: &str = include_str!("../../capability-statement.json");
@@ -19,6 +20,63 @@ fn type_code(kind: SearchType) -> &'static str {
     }
 }
 
+/// A search parameter the server answers for one type, as advertised: the CapabilityStatement's
+/// `searchParam` and the OpenAPI document's query parameters both come from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedParam {
+    pub name: String,
+    /// The FHIR search parameter type: string, token, date or reference.
+    pub kind: &'static str,
+    pub documentation: Option<String>,
+}
+
+/// The search parameters of `def`: `_id`, `_lastUpdated` where a mapping has an update time, then
+/// the adapter's parameters by name.
+pub fn search_params(def: &ResourceDef) -> Vec<AdvertisedParam> {
+    let mut params = vec![AdvertisedParam {
+        name: "_id".into(),
+        kind: "token",
+        documentation: Some("Logical id".into()),
+    }];
+    if def.mappings.iter().any(|m| m.last_updated.is_some()) {
+        params.push(AdvertisedParam {
+            name: "_lastUpdated".into(),
+            kind: "date",
+            documentation: Some("meta.lastUpdated, from the legacy row's update time".into()),
+        });
+    }
+    for (name, info) in &def.search {
+        params.push(AdvertisedParam {
+            name: name.clone(),
+            kind: type_code(info.kind),
+            documentation: (!info.description.is_empty()).then(|| info.description.clone()),
+        });
+    }
+    params
+}
+
+/// `_include` values of `def` (`Type:param:Target`) for reference parameters to served types.
+pub fn search_includes(adapter: &Adapter, def: &ResourceDef) -> Vec<String> {
+    def.search
+        .iter()
+        .filter(|(_, info)| info.kind == SearchType::Reference)
+        .flat_map(|(name, info)| {
+            info.targets
+                .iter()
+                .filter(|t| adapter.resources.contains_key(*t))
+                .map(move |t| format!("{}:{}:{}", def.resource_type, name, t))
+        })
+        .collect()
+}
+
+/// `_revinclude` values of `def` (`SourceType:param`).
+pub fn search_revincludes(def: &ResourceDef) -> Vec<String> {
+    def.revincludes
+        .iter()
+        .map(|(source, param)| format!("{source}:{param}"))
+        .collect()
+}
+
 /// Builds the statement for `adapter`. `base` is the parsed base statement.
 pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date: &str) -> Json {
     let mut statement = base.clone();
@@ -29,34 +87,18 @@ pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date
     });
     let mut resources = Vec::new();
     for def in adapter.resources.values() {
-        let mut params =
-            vec![json!({"name": "_id", "type": "token", "documentation": "Logical id"})];
-        if def.mappings.iter().any(|m| m.last_updated.is_some()) {
-            params.push(json!({"name": "_lastUpdated", "type": "date", "documentation": "meta.lastUpdated, from the legacy row's update time"}));
-        }
-        for (name, info) in &def.search {
-            let mut param = json!({"name": name, "type": type_code(info.kind)});
-            if !info.description.is_empty() {
-                param["documentation"] = json!(info.description);
-            }
-            params.push(param);
-        }
-        let includes: Vec<Json> = def
-            .search
-            .iter()
-            .filter(|(_, info)| info.kind == SearchType::Reference)
-            .flat_map(|(name, info)| {
-                info.targets
-                    .iter()
-                    .filter(|t| adapter.resources.contains_key(*t))
-                    .map(move |t| json!(format!("{}:{}:{}", def.resource_type, name, t)))
+        let params: Vec<Json> = search_params(def)
+            .into_iter()
+            .map(|param| {
+                let mut entry = json!({"name": param.name, "type": param.kind});
+                if let Some(documentation) = param.documentation {
+                    entry["documentation"] = json!(documentation);
+                }
+                entry
             })
             .collect();
-        let revincludes: Vec<Json> = def
-            .revincludes
-            .iter()
-            .map(|(source, param)| json!(format!("{source}:{param}")))
-            .collect();
+        let includes = search_includes(adapter, def);
+        let revincludes = search_revincludes(def);
         let mut resource = json!({
             "type": def.resource_type,
             "interaction": [{"code": "read"}, {"code": "search-type"}],
@@ -67,10 +109,10 @@ pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date
         });
         // FHIR JSON forbids empty arrays.
         if !includes.is_empty() {
-            resource["searchInclude"] = Json::Array(includes);
+            resource["searchInclude"] = json!(includes);
         }
         if !revincludes.is_empty() {
-            resource["searchRevInclude"] = Json::Array(revincludes);
+            resource["searchRevInclude"] = json!(revincludes);
         }
         resource["searchParam"] = Json::Array(params);
         if !def.profiles.is_empty() {

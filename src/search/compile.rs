@@ -285,7 +285,7 @@ pub fn plan(
         sort,
         count: request.count,
         total: request.total,
-        summary: request.summary,
+        summary: request.effective_summary(),
         elements: request.elements,
         includes,
         revincludes,

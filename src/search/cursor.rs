@@ -66,21 +66,22 @@ impl CursorSigner {
     }
 
     /// Opens a cursor; errors say why it was refused.
-    pub fn open(&self, query: &str, token: &str) -> Result<CursorKey, &'static str> {
-        let (payload, signature) = token.split_once('.').ok_or("malformed cursor")?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| "malformed cursor")?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| "malformed cursor")?;
+    pub fn open(&self, query: &str, token: &str) -> Result<CursorKey, CursorError> {
+        let malformed = |_: base64::DecodeError| CursorError::Malformed;
+        let (payload, signature) = token.split_once('.').ok_or(CursorError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(malformed)?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(malformed)?;
         let expected = self.mac(&payload);
         if !constant_time_eq(&expected, &signature) {
-            return Err("the cursor signature does not match (edited, or from another server)");
+            return Err(CursorError::NotIssued(
+                "the cursor signature does not match (edited, or from another server)",
+            ));
         }
-        let payload: Json = serde_json::from_slice(&payload).map_err(|_| "malformed cursor")?;
+        let payload: Json = serde_json::from_slice(&payload).map_err(|_| CursorError::Malformed)?;
         if payload["q"].as_str() != Some(query_hash(query).as_str()) {
-            return Err("the cursor belongs to a different query");
+            return Err(CursorError::NotIssued(
+                "the cursor belongs to a different query",
+            ));
         }
         let values = |field: &str| -> Result<Vec<Value>, &'static str> {
             payload[field]
@@ -90,14 +91,47 @@ impl CursorSigner {
                 .map(decode_value)
                 .collect()
         };
-        Ok(CursorKey {
-            sort: values("s")?,
-            branch: payload["b"].as_u64().ok_or("malformed cursor")? as usize,
-            key: values("k")?,
-            variant: payload["v"].as_u64().map(|v| v as usize),
-        })
+        let key = (|| {
+            Ok(CursorKey {
+                sort: values("s")?,
+                branch: payload["b"].as_u64().ok_or("malformed cursor")? as usize,
+                key: values("k")?,
+                variant: payload["v"].as_u64().map(|v| v as usize),
+            })
+        })();
+        key.map_err(|_: &'static str| CursorError::Malformed)
     }
 }
+
+/// Why a cursor was refused. The two kinds answer differently: a token that is not a cursor at
+/// all is a malformed request (400); a well-formed one that this server did not issue for this
+/// query names a page that does not exist (404).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorError {
+    /// Not `<base64url>.<base64url>` (the syntax `CURSOR_PATTERN` describes), or not a payload
+    /// this server writes.
+    Malformed,
+    /// Well-formed, but signed with another key, edited, or issued for another query.
+    NotIssued(&'static str),
+}
+
+impl std::fmt::Display for CursorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CursorError::Malformed => f.write_str("malformed cursor"),
+            CursorError::NotIssued(why) => f.write_str(why),
+        }
+    }
+}
+
+/// The syntax of a cursor, as an ECMA-262 regular expression (the OpenAPI document publishes it):
+/// two unpadded, canonical base64url segments joined by a dot. A remainder of two or three
+/// characters must leave its unused low bits zero, as the decoder requires.
+pub const CURSOR_PATTERN: &str = concat!(
+    "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?",
+    "\\.",
+    "(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?$",
+);
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -196,7 +230,7 @@ mod tests {
         let token = signer.seal("family=Sm", &key());
         assert_eq!(
             signer.open("family=Jo", &token).unwrap_err(),
-            "the cursor belongs to a different query"
+            CursorError::NotIssued("the cursor belongs to a different query")
         );
         let mut edited = token.clone().into_bytes();
         edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
@@ -210,6 +244,9 @@ mod tests {
                 .open("family=Sm", &token)
                 .is_err()
         );
-        assert!(signer.open("family=Sm", "garbage").is_err());
+        assert_eq!(
+            signer.open("family=Sm", "garbage").unwrap_err(),
+            CursorError::Malformed
+        );
     }
 }

@@ -3,9 +3,7 @@
 //! A value without a zone is in the adapter's zone (R4-52). Ranges are half-open, in the legacy
 //! database's local time, because that is how the legacy columns store date-times.
 
-use chrono::{
-    DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone,
-};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone};
 use chrono_tz::Tz;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +59,23 @@ fn split_prefix(text: &str) -> (Prefix, &str) {
     (Prefix::Eq, text)
 }
 
+/// The values a date parameter accepts, as an ECMA-262 regular expression (the OpenAPI document
+/// publishes it): comma-separated values (empty ones are skipped), each `[prefix]` then `YYYY`,
+/// `YYYY-MM`, a calendar day `YYYY-MM-DD` (leap years included), or a day with
+/// `Thh:mm[:ss[.fraction]]` and an optional `Z` or `(+|-)hh:mm` (at most 14 hours). Exactly what
+/// `parse_date_query` accepts; a test in `api::openapi` holds the two together.
+pub fn date_values_pattern() -> String {
+    const VALUE: &str = concat!(
+        "(?:eq|ne|lt|gt|le|ge|sa|eb|ap)?",
+        "(?:[0-9]{4}|[0-9]{4}-(?:0[1-9]|1[0-2])|(?:",
+        "[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)",
+        "|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29",
+        ")(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]+)?)?",
+        "(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])?)?)",
+    );
+    format!("^(?:{VALUE})?(?:,(?:{VALUE})?)*$")
+}
+
 const EXPECTED: &str = "expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|(+|-)hh:mm], optionally after a prefix eq ne lt gt le ge sa eb ap";
 
 fn parse_range(value: &str, timezone: Tz) -> Result<LocalRange, String> {
@@ -88,10 +103,7 @@ fn parse_range(value: &str, timezone: Tz) -> Result<LocalRange, String> {
         return Ok(day_range(start, end));
     }
     if value.len() == 10 {
-        let day = NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| bad())?;
-        if day.year() != year {
-            return Err(bad());
-        }
+        let day = parse_day(value).ok_or_else(bad)?;
         return Ok(day_range(day, day + TimeDelta::days(1)));
     }
     // A date-time: the zone is optional; precision is minutes, seconds or fractions.
@@ -139,26 +151,77 @@ fn parse_offset(zone: &str) -> Option<FixedOffset> {
     if zone == "Z" {
         return FixedOffset::east_opt(0);
     }
-    let sign = if zone.starts_with('-') { -1 } else { 1 };
-    let hours: i32 = zone.get(1..3)?.parse().ok()?;
-    let minutes: i32 = zone.get(4..6)?.parse().ok()?;
+    let sign = match zone.get(..1)? {
+        "+" => 1,
+        "-" => -1,
+        _ => return None,
+    };
+    let hours = two_digits(zone.get(1..3)?)? as i32;
+    let minutes = two_digits(zone.get(4..6)?)? as i32;
     if hours > 14 || minutes > 59 {
         return None;
     }
     FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
+// The parsers below take exactly the layouts FHIR writes (chrono's format parsers also take
+// one-digit fields, longer years and leap seconds); the OpenAPI document's pattern for date
+// parameters describes exactly these layouts.
+
+/// Two ASCII digits.
+fn two_digits(text: &str) -> Option<u32> {
+    let bytes = text.as_bytes();
+    (bytes.len() == 2 && bytes.iter().all(u8::is_ascii_digit))
+        .then(|| u32::from(bytes[0] - b'0') * 10 + u32::from(bytes[1] - b'0'))
+}
+
+/// `YYYY-MM-DD`, a real calendar day.
+fn parse_day(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let year = two_digits(text.get(..2)?)? * 100 + two_digits(text.get(2..4)?)?;
+    let month = two_digits(text.get(5..7)?)?;
+    let day = two_digits(text.get(8..10)?)?;
+    NaiveDate::from_ymd_opt(year as i32, month, day)
+}
+
+/// `YYYY-MM-DDThh:mm[:ss[.fraction]]` and its precision.
 fn parse_local(text: &str) -> Option<(NaiveDateTime, TimeDelta)> {
-    if let Ok(dt) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M") {
-        return Some((dt, TimeDelta::minutes(1)));
+    if text.len() < 16 || text.get(10..11)? != "T" || text.get(13..14)? != ":" {
+        return None;
     }
-    if text.len() == 19 {
-        return NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
-            .ok()
-            .map(|dt| (dt, TimeDelta::seconds(1)));
-    }
-    let dt = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
-    Some((dt, TimeDelta::milliseconds(1)))
+    let day = parse_day(text.get(..10)?)?;
+    let hour = two_digits(text.get(11..13)?)?;
+    let minute = two_digits(text.get(14..16)?)?;
+    let (second, nanos, precision) = match text.get(16..)? {
+        "" => (0, 0, TimeDelta::minutes(1)),
+        rest => {
+            let rest = rest.strip_prefix(':')?;
+            let second = two_digits(rest.get(..2)?)?;
+            match rest.get(2..)? {
+                "" => (second, 0, TimeDelta::seconds(1)),
+                fraction => {
+                    let digits = fraction.strip_prefix('.')?;
+                    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    // Nanoseconds: the first nine digits, padded with zeros.
+                    let nanos = digits
+                        .bytes()
+                        .chain(std::iter::repeat(b'0'))
+                        .take(9)
+                        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+                    (second, nanos, TimeDelta::milliseconds(1))
+                }
+            }
+        }
+    };
+    // Seconds stop at 59: no leap seconds.
+    let time = NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)
+        .filter(|_| second < 60 && nanos < 1_000_000_000)?;
+    Some((day.and_time(time), precision))
 }
 
 /// The range `ap` searches: the value's range widened by 10% of its distance from `now`, and by at

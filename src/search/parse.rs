@@ -91,6 +91,19 @@ pub struct SearchRequest {
     pub cursor: Option<String>,
 }
 
+impl SearchRequest {
+    /// The summary the answer takes: `_count=0` asks for the total only, as `_summary=count` does
+    /// (R4 search.html, "_count"), whatever `_summary` says; `summary` stays as sent, for the self
+    /// link.
+    pub fn effective_summary(&self) -> SummaryMode {
+        if self.count_given && self.count == 0 {
+            SummaryMode::Count
+        } else {
+            self.summary
+        }
+    }
+}
+
 /// Parses decoded `(name, value)` pairs. Malformed result parameters are errors; filter
 /// parameters are checked later, against the adapter.
 pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchError>> {
@@ -114,15 +127,16 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
         };
         let bad = |message: String| SearchError::new(key, message);
         match name {
-            "_count" => match value.parse::<usize>() {
-                Ok(count) => {
-                    request.count = count.min(MAX_COUNT);
-                    request.count_given = true;
-                }
-                Err(_) => errors.push(bad(format!(
-                    "_count must be a non-negative integer, got {value:?}"
-                ))),
-            },
+            // Digits only (no sign), any length: larger counts than MAX_COUNT get MAX_COUNT.
+            "_count" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                request.count = value
+                    .parse::<usize>()
+                    .map_or(MAX_COUNT, |c| c.min(MAX_COUNT));
+                request.count_given = true;
+            }
+            "_count" => errors.push(bad(format!(
+                "_count must be a non-negative integer, got {value:?}"
+            ))),
             "_sort" => {
                 for item in value.split(',').filter(|s| !s.is_empty()) {
                     let (name, descending) = match item.strip_prefix('-') {
@@ -224,6 +238,18 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
     }
 }
 
+/// The values a token parameter accepts, as an ECMA-262 regular expression (the OpenAPI document
+/// publishes it): comma-separated `[system|]code` values, each with at most one unescaped `|`; a
+/// backslash escapes the next character, and a lone one may end the text.
+pub fn token_values_pattern() -> String {
+    // Text without unescaped separators; a backslash takes the next character with it.
+    const TEXT: &str = "(?:[^\\\\|,]|\\\\[\\s\\S])*";
+    format!("^{TEXT}(?:\\|{TEXT})?(?:,{TEXT}(?:\\|{TEXT})?)*(?:\\\\)?$")
+}
+
+/// The values `_include` and `_revinclude` accept: `SourceType:parameter[:TargetType]`.
+pub const INCLUDE_PATTERN: &str = "^[^:]*:[^:]*(?::[^:]*)?$";
+
 /// Splits on `separator` where it is not escaped by a backslash. Pieces keep their escapes.
 pub fn split_escaped(text: &str, separator: char) -> Vec<String> {
     let mut pieces = Vec::new();
@@ -294,6 +320,8 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(request.count, MAX_COUNT);
+        let huge = parse(&pairs("_count=99999999999999999999999999")).unwrap();
+        assert_eq!(huge.count, MAX_COUNT);
         assert_eq!(
             request.sort[0],
             SortKey {
@@ -311,12 +339,40 @@ mod tests {
     }
 
     #[test]
+    fn count_zero_asks_for_the_total_only() {
+        for query in [
+            "_count=0",
+            "_count=0&_summary=data",
+            "_summary=true&_count=0",
+        ] {
+            let request = parse(&pairs(query)).unwrap();
+            assert_eq!(request.effective_summary(), SummaryMode::Count, "{query}");
+            assert_eq!((request.count, request.count_given), (0, true), "{query}");
+        }
+        let as_sent = parse(&pairs("_count=0&_summary=data")).unwrap();
+        assert_eq!(as_sent.summary, SummaryMode::Data, "kept for the self link");
+        assert_eq!(
+            parse(&pairs("_count=1")).unwrap().effective_summary(),
+            SummaryMode::False
+        );
+        assert_eq!(
+            parse(&pairs("_summary=count")).unwrap().effective_summary(),
+            SummaryMode::Count
+        );
+    }
+
+    #[test]
     fn malformed_result_parameters_are_all_reported() {
         let errors = parse(&pairs(
-            "_count=ten&_total=maybe&_summary=text&_include=Patient",
+            "_count=ten&_total=maybe&_summary=text&_include=Patient&_count=+5&_count=-1",
         ))
         .unwrap_err();
         let names: Vec<&str> = errors.iter().map(|e| e.parameter.as_str()).collect();
-        assert_eq!(names, vec!["_count", "_total", "_summary", "_include"]);
+        assert_eq!(
+            names,
+            vec![
+                "_count", "_total", "_summary", "_include", "_count", "_count"
+            ]
+        );
     }
 }

@@ -132,9 +132,14 @@ on_every_backend!(
     openapi_and_cors_serve_browser_apps,
     |app: TestApp| async move {
         let root = app.base.trim_end_matches("/fhir");
-        let openapi = app.get(&format!("{root}/openapi.json")).await.json();
-        assert!(openapi["paths"]["/fhir/{resource_type}"]["get"].is_object());
-        assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
+        let openapi = app.get(&format!("{root}/openapi.json")).await;
+        assert_eq!(openapi.header("content-type").unwrap(), "application/json");
+        assert!(
+            openapi.json()["openapi"]
+                .as_str()
+                .unwrap()
+                .starts_with("3.")
+        );
         let preflight = app
             .send(
                 app.client
@@ -150,5 +155,157 @@ on_every_backend!(
         );
         let health = app.get(&format!("{root}/health")).await;
         assert_eq!(health.status, 200);
+    }
+);
+
+/// The names of an OpenAPI operation's parameters.
+fn parameter_names(operation: &serde_json::Value) -> Vec<String> {
+    operation["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no parameters: {operation}"))
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+on_every_backend!(
+    openapi_documents_what_the_server_answers,
+    |app: TestApp| async move {
+        let root = app.base.trim_end_matches("/fhir");
+        let openapi = app.get(&format!("{root}/openapi.json")).await.json();
+        let statement = app.get_fhir("metadata", 200).await;
+        let common = [
+            "_count",
+            "_sort",
+            "_include",
+            "_revinclude",
+            "_total",
+            "_summary",
+            "_elements",
+            "_format",
+            "_pretty",
+            "_cursor",
+        ];
+        let resources = statement["rest"][0]["resource"].as_array().unwrap();
+        let mut documented_paths = 3; // metadata, health, openapi.json
+        for resource in resources {
+            let resource_type = resource["type"].as_str().unwrap();
+            let capability: Vec<String> = resource["searchParam"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            let search = &openapi["paths"][format!("/fhir/{resource_type}")]["get"];
+            let names = parameter_names(search);
+            // The search parameters are exactly the CapabilityStatement's, then the common ones.
+            assert_eq!(names[..capability.len()], capability[..], "{resource_type}");
+            assert_eq!(names[capability.len()..], common[..], "{resource_type}");
+            let form = &openapi["paths"][format!("/fhir/{resource_type}/_search")]["post"];
+            // Form fields are the same parameters (an object's properties, in name order).
+            let mut fields: Vec<&String> = form["requestBody"]["content"]
+                ["application/x-www-form-urlencoded"]["schema"]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect();
+            fields.sort();
+            let mut sorted_names: Vec<&String> = names.iter().collect();
+            sorted_names.sort();
+            assert_eq!(fields, sorted_names, "{resource_type}");
+            let read = &openapi["paths"][format!("/fhir/{resource_type}/{{id}}")]["get"];
+            assert!(parameter_names(read).contains(&"id".to_owned()));
+            documented_paths += 3;
+            let statuses = |operation: &serde_json::Value| -> Vec<String> {
+                operation["responses"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(
+                statuses(search),
+                ["200", "400", "404", "406", "500", "503", "504"],
+                "{resource_type}"
+            );
+            assert_eq!(
+                statuses(form),
+                ["200", "400", "404", "406", "415", "500", "503", "504"],
+                "{resource_type}"
+            );
+            assert_eq!(
+                statuses(read),
+                ["200", "304", "404", "406", "500", "503", "504"],
+                "{resource_type}"
+            );
+            let ok: Vec<&String> = search["responses"]["200"]["content"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect();
+            assert_eq!(
+                ok,
+                [
+                    "application/fhir+json",
+                    "application/json",
+                    "application/fhir+xml",
+                    "application/xml",
+                    "text/xml"
+                ],
+                "every type negotiation can answer"
+            );
+            for operation in [search, form, read] {
+                for code in ["503", "504"] {
+                    assert!(
+                        operation["responses"][code]["headers"]["Retry-After"].is_object(),
+                        "{resource_type} {code}"
+                    );
+                }
+                assert_eq!(
+                    operation["responses"]["400"]["content"]["application/fhir+json"]["schema"]
+                        ["$ref"]
+                        .as_str()
+                        .unwrap_or("#/components/schemas/OperationOutcome"),
+                    "#/components/schemas/OperationOutcome"
+                );
+            }
+        }
+        assert_eq!(
+            openapi["paths"].as_object().unwrap().len(),
+            documented_paths,
+            "no generic or unserved paths"
+        );
+        for path in ["/fhir/metadata", "/health", "/openapi.json"] {
+            assert!(openapi["paths"][path]["get"].is_object(), "{path}");
+        }
+        assert!(openapi["components"]["responses"]["MethodNotAllowed"].is_object());
+
+        // What the document says about 405 and 404 holds.
+        for (method, path, allow) in [
+            (reqwest::Method::PUT, "Patient/1", "GET, HEAD"),
+            (reqwest::Method::DELETE, "Patient/1", "GET, HEAD"),
+            (reqwest::Method::POST, "Patient", "GET, HEAD"),
+            (reqwest::Method::GET, "Patient/_search", "POST"),
+            (reqwest::Method::PATCH, "metadata", "GET, HEAD"),
+        ] {
+            let reply = app
+                .send(app.client.request(method.clone(), app.url(path)))
+                .await;
+            assert_eq!(reply.status, 405, "{method} {path}");
+            assert_eq!(
+                reply.header("allow").as_deref(),
+                Some(allow),
+                "{method} {path}"
+            );
+            assert_eq!(reply.json()["resourceType"], "OperationOutcome");
+        }
+        let foreign = app.get("Patient?_cursor=AAAA.AAAA").await;
+        assert_eq!(
+            foreign.status, 404,
+            "a well-formed cursor this server did not issue"
+        );
+        let malformed = app.get("Patient?_cursor=AAAAA").await;
+        assert_eq!(malformed.status, 400);
     }
 );

@@ -93,7 +93,8 @@ on_every_backend!(
         let moved = app
             .get(&format!("Patient?gender=male&_count=2&_cursor={cursor}"))
             .await;
-        assert_eq!(moved.status, 400);
+        // A well-formed cursor this server did not issue for the query names no page: 404.
+        assert_eq!(moved.status, 404);
         assert!(String::from_utf8_lossy(&moved.body).contains("different query"));
         let mut edited = cursor.to_owned().into_bytes();
         edited[2] = if edited[2] == b'A' { b'B' } else { b'A' };
@@ -103,7 +104,7 @@ on_every_backend!(
                 String::from_utf8(edited).unwrap()
             ))
             .await;
-        assert_eq!(edited.status, 400);
+        assert_eq!(edited.status, 404);
         // A restarted server with the same key still honours the link.
         let restarted = crate::support::start(&crate::support::settings(&app.db_url, 5000)).await;
         let path = next.replace(&app.base, &restarted);

@@ -596,6 +596,57 @@ on_every_backend!(totals_and_summaries, |app: TestApp| async move {
     }
 });
 
+on_every_backend!(count_zero_gives_the_total_only, |app: TestApp| async move {
+    // R4: `_count=0` answers as `_summary=count` does; fhirpy's count() and HAPI clients rely on it.
+    let female = app.get_fhir("Patient?gender=female&_count=0", 200).await;
+    let expected = oracle_count(
+        &app,
+        "SELECT COUNT(*) FROM `patient_data` WHERE `sex` = 'Female'",
+        vec![],
+    )
+    .await;
+    assert!(expected > 0, "the fixture has female patients");
+    assert_eq!(female["total"].as_u64().unwrap() as usize, expected);
+    assert!(female.get("entry").is_none(), "no entries: {female}");
+    let links: Vec<(&str, &str)> = female["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["relation"].as_str().unwrap(), l["url"].as_str().unwrap()))
+        .collect();
+    let self_url = format!("{}/Patient?gender=female&_count=0", app.base);
+    assert_eq!(links, vec![("self", self_url.as_str())], "no next link");
+    // Counted as `_total=accurate` counts, also when other summaries are asked for and with
+    // includes (which add nothing to a count), and through POST _search.
+    let accurate = app
+        .get_fhir(
+            "Observation?category=vital-signs&_count=1&_total=accurate",
+            200,
+        )
+        .await;
+    for query in [
+        "Observation?category=vital-signs&_count=0",
+        "Observation?category=vital-signs&_count=0&_summary=data",
+        "Observation?category=vital-signs&_count=0&_include=Observation:patient",
+    ] {
+        let counted = app.get_fhir(query, 200).await;
+        assert_eq!(counted["total"], accurate["total"], "{query}");
+        assert!(counted.get("entry").is_none(), "{query}: {counted}");
+    }
+    let posted = app
+        .send(
+            app.client
+                .post(app.url("Patient/_search"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body("gender=female&_count=0"),
+        )
+        .await;
+    assert_eq!(posted.status, 200);
+    let posted = posted.json();
+    assert_eq!(posted["total"], female["total"]);
+    assert!(posted.get("entry").is_none());
+});
+
 on_every_backend!(links_show_what_was_applied, |app: TestApp| async move {
     let bundle = app
         .get_fhir("Patient?family=Sm&shoe-size=9&_count=2&_sort=family", 200)

@@ -1,0 +1,308 @@
+//! The value grammars the OpenAPI document publishes agree with the parsers that answer 400 (or
+//! 404, 406) for everything else: each pattern is run against hand-picked edge cases and thousands
+//! of mutations of valid values, and must match exactly the texts the server accepts. Schema-driven
+//! fuzzers (schemathesis in tests/clients.rs) depend on this: a value the schema allows must not be
+//! refused, and one it forbids must be.
+
+use std::path::PathBuf;
+
+use axum::http::HeaderMap;
+use chrono::NaiveDateTime;
+use regex::Regex;
+use serde_json::Value as Json;
+
+use super::document;
+use crate::adapter::{self, Adapter};
+use crate::api::negotiate::negotiate;
+use crate::fhir::capability::search_params;
+use crate::search::compile::plan;
+use crate::search::cursor::{CURSOR_PATTERN, CursorError, CursorKey, CursorSigner};
+use crate::search::date::date_values_pattern;
+use crate::search::parse::{INCLUDE_PATTERN, parse, token_values_pattern};
+
+fn openemr() -> Adapter {
+    adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr"))
+        .expect("openemr adapter is valid")
+}
+
+/// Whether a search of `resource_type` with `name=value` compiles (is not a 400).
+fn accepted(adapter: &Adapter, resource_type: &str, name: &str, value: &str) -> bool {
+    let pairs = vec![(name.to_owned(), value.to_owned())];
+    let Ok(request) = parse(&pairs) else {
+        return false;
+    };
+    let now = NaiveDateTime::parse_from_str("2025-06-15 12:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+    plan(
+        &adapter.resources[resource_type],
+        &adapter.resources,
+        request,
+        false,
+        adapter.timezone,
+        now,
+    )
+    .is_ok()
+}
+
+/// SplitMix64: deterministic mutations, the same on every run.
+struct Mutator(u64);
+
+impl Mutator {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// `seed` with one to three characters inserted, deleted or replaced from `alphabet`.
+    fn mutate(&mut self, seed: &str, alphabet: &[char]) -> String {
+        let mut chars: Vec<char> = seed.chars().collect();
+        for _ in 0..=self.below(3) {
+            let at = self.below(chars.len() + 1);
+            let ch = alphabet[self.below(alphabet.len())];
+            match self.below(3) {
+                0 => chars.insert(at, ch),
+                1 if at < chars.len() => {
+                    chars.remove(at);
+                }
+                _ if at < chars.len() => chars[at] = ch,
+                _ => chars.push(ch),
+            }
+        }
+        chars.into_iter().collect()
+    }
+}
+
+/// Runs `pattern` and `accepts` over `edges` and mutations of `seeds`; every disagreement fails.
+fn assert_agree(
+    what: &str,
+    pattern: &str,
+    seeds: &[&str],
+    edges: &[&str],
+    alphabet: &str,
+    accepts: impl Fn(&str) -> bool,
+) {
+    let regex = Regex::new(pattern).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let alphabet: Vec<char> = alphabet.chars().collect();
+    let mut mutator = Mutator(0x5EED);
+    let mut corpus: Vec<String> = seeds.iter().chain(edges).map(|s| (*s).to_owned()).collect();
+    for _ in 0..4000 {
+        let seed = seeds[mutator.below(seeds.len())];
+        corpus.push(mutator.mutate(seed, &alphabet));
+    }
+    let mut disagreements = Vec::new();
+    let mut matched = 0;
+    for text in &corpus {
+        let by_pattern = regex.is_match(text);
+        matched += usize::from(by_pattern);
+        if by_pattern != accepts(text) {
+            disagreements.push(format!("{text:?}: pattern {by_pattern}"));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{what}: the pattern and the parser disagree on {} value(s):\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
+    // The corpus exercises both sides.
+    assert!(
+        matched > 100 && matched < corpus.len() - 100,
+        "{what}: {matched} of {}",
+        corpus.len()
+    );
+}
+
+#[test]
+fn the_date_pattern_is_what_date_parameters_accept() {
+    let adapter = openemr();
+    assert_agree(
+        "date",
+        &date_values_pattern(),
+        &[
+            "2024",
+            "1958-06",
+            "2024-02-29",
+            "2023-02-28",
+            "2000-02-29",
+            "1900-02-28",
+            "2024-12-31",
+            "ge2024-03-01T10:00",
+            "lt2024-03-01T10:00:59",
+            "2024-03-01T23:59:59.123",
+            "2024-03-01T10:00Z",
+            "2024-03-01T10:00:00+14:00",
+            "sa2024-03-01T10:00:00.5-05:30",
+            "ap1999,eb2001-11",
+            "2024,,ne2025",
+        ],
+        &[
+            "",
+            ",",
+            "0000",
+            "0000-02-29",
+            "1900-02-29",
+            "2023-02-29",
+            "2024-04-31",
+            "2024-13",
+            "2024-00",
+            "2024-01-00",
+            "20245-01-01T10:00",
+            "2024-1-01",
+            "2024-01-01T24:00",
+            "2024-01-01T10:60",
+            "2024-01-01T10:00:60",
+            "2024-01-01T10:00:00.",
+            "2024-01-01T10:00+15:00",
+            "2024-01-01T10:00++1:00",
+            "2024-01-01T10:00+01:-5",
+            "2024-01-01Z",
+            "2024Z",
+            "GE2024",
+            "ge",
+            "2024\\,2025",
+            "２０２４",
+        ],
+        "0123456789-T:Z+.,elgtnqsabp\\ x",
+        |text| accepted(&adapter, "Patient", "birthdate", text),
+    );
+}
+
+#[test]
+fn the_token_pattern_is_what_token_parameters_accept() {
+    let adapter = openemr();
+    assert_agree(
+        "token",
+        &token_values_pattern(),
+        &[
+            "female",
+            "http://hl7.org/fhir/administrative-gender|male",
+            "|male",
+            "http://hl7.org/fhir/administrative-gender|",
+            "female,male",
+            "a\\|b|c",
+            "a\\,b,c|d",
+            "x\\\\|y",
+            "trailing\\",
+        ],
+        &["", ",", "|", "a|b|c", "a|b\\,c|d", "\\", "a|\\", "\\|\\|"],
+        "ab|,\\ é",
+        |text| accepted(&adapter, "Patient", "gender", text),
+    );
+}
+
+#[test]
+fn the_include_pattern_is_what_include_parameters_accept() {
+    let adapter = openemr();
+    for name in ["_include", "_revinclude"] {
+        assert_agree(
+            name,
+            INCLUDE_PATTERN,
+            &[
+                "Appointment:patient",
+                "Appointment:patient:Patient",
+                "Appointment:actor:Practitioner",
+                "Observation:patient",
+            ],
+            &["", ":", "::", ":::", "Patient", "a:b:c:d"],
+            "ab:*",
+            |text| accepted(&adapter, "Appointment", name, text),
+        );
+    }
+}
+
+#[test]
+fn the_cursor_pattern_is_what_cursors_can_be() {
+    let signer = CursorSigner::new(b"key");
+    let key = CursorKey {
+        sort: Vec::new(),
+        branch: 0,
+        key: vec![crate::dialect::ast::Value::Int(7)],
+        variant: None,
+    };
+    let issued = signer.seal("family=Sm", &key);
+    let other = CursorSigner::new(b"other").seal("", &key);
+    assert_agree(
+        "_cursor",
+        CURSOR_PATTERN,
+        &[&issued, &other, "AA.AA", "AAAA.AAA", "Zm9v.YmFy", "."],
+        &["", "AAAA", "A.A", "AB.AA", "AAA=.AA", "a.b.c", "AAAAA.AA"],
+        "AQgwBb9_-.=+/",
+        |text| signer.open("family=Sm", text) != Err(CursorError::Malformed),
+    );
+}
+
+#[test]
+fn the_format_pattern_is_what_negotiation_accepts() {
+    let document = serde_json::to_value(document(&openemr())).unwrap();
+    let parameters = document["paths"]["/fhir/metadata"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let format = parameters.iter().find(|p| p["name"] == "_format").unwrap();
+    assert_agree(
+        "_format",
+        format["schema"]["pattern"].as_str().unwrap(),
+        &[
+            "json",
+            "xml",
+            "application/fhir+json",
+            "application/fhir+xml; fhirVersion=4.0",
+            " text/xml ",
+            "*/*",
+            "application/json;charset=utf-8",
+        ],
+        &[
+            "",
+            ";",
+            "JSON",
+            "turtle",
+            "application/fhir json",
+            "\u{a0}json",
+        ],
+        "jsonxml/+*; \t",
+        |text| negotiate(&HeaderMap::new(), Some(text), None).is_ok(),
+    );
+}
+
+fn parameter_names(operation: &Json) -> Vec<String> {
+    operation["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn each_served_type_has_read_search_and_form_search_with_its_parameters() {
+    let adapter = openemr();
+    let document = serde_json::to_value(document(&adapter)).unwrap();
+    for def in adapter.resources.values() {
+        let path = format!("/fhir/{}", def.resource_type);
+        let search = &document["paths"][&path]["get"];
+        let names = parameter_names(search);
+        let advertised: Vec<String> = search_params(def).into_iter().map(|p| p.name).collect();
+        assert_eq!(names[..advertised.len()], advertised[..], "{path}");
+        let form = &document["paths"][format!("{path}/_search")]["post"]["requestBody"]["content"]
+            ["application/x-www-form-urlencoded"]["schema"]["properties"];
+        let form_names: Vec<&String> = form.as_object().unwrap().keys().collect();
+        assert_eq!(form_names.len(), names.len(), "{path}/_search");
+        let read = &document["paths"][format!("{path}/{{id}}")]["get"];
+        assert!(
+            parameter_names(read).contains(&"id".to_owned()),
+            "{path}/{{id}}"
+        );
+        assert_eq!(
+            search["responses"]["200"]["links"]["read"]["operationId"], read["operationId"],
+            "{path}: the search links to the read"
+        );
+        for code in ["200", "304", "404", "406", "500", "503", "504"] {
+            assert!(read["responses"][code].is_object(), "read {path}: {code}");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Published clients against a running Portico (an OpenEMR SQLite database from the generator):
+//! fhirpy and fhirclient run the scripts in tests/python/ and their JSON output is compared with
+//! plain SQL and with Portico's own answers; schemathesis fuzzes the server from its
+//! /openapi.json with all its default checks and must find nothing.
+//!
+//! The Python side lives in a venv outside the clone ($PORTICO_TEST_VENV, default
+//! $HOME/.cache/portico-venv), which tests/python/venv.sh creates from the pinned
+//! tests/python/requirements.txt when it is missing or stale: these tests need python3 and, on a
+//! first run, PyPI. They fail (never skip) when that cannot be had.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::{Served, int, rows};
+use portico::demo::seed_openemr;
+use serde_json::Value as Json;
+
+const PATIENTS: usize = 60;
+
+fn python_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+/// The venv, created or refreshed by venv.sh once per test binary (the script is idempotent and
+/// locks against other callers).
+fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let output = std::process::Command::new("bash")
+            .arg(python_dir().join("venv.sh"))
+            .output()
+            .expect("bash runs tests/python/venv.sh");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "tests/python/venv.sh failed (the client tests need python3 and PyPI on a first run):\n{stderr}"
+        );
+        let path = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .expect("venv.sh prints the venv path")
+            .to_owned();
+        PathBuf::from(path)
+    })
+}
+
+/// Runs `program` (from the venv's bin) with `args`; asserts success and returns stdout.
+async fn run_venv(program: &str, args: &[&str]) -> String {
+    let venv = tokio::task::spawn_blocking(venv).await.expect("venv");
+    let output = tokio::process::Command::new(venv.join("bin").join(program))
+        .args(args)
+        .current_dir(python_dir())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Runs a client script from tests/python against `base` and parses the JSON it prints.
+async fn client_script(script: &str, base: &str) -> Json {
+    let stdout = run_venv("python", &[script, base]).await;
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}"))
+}
+
+async fn serve(name: &str) -> Served {
+    let seeded = common::seed_sqlite("openemr", name, async |writer| {
+        seed_openemr(writer, PATIENTS).await
+    })
+    .await;
+    seeded.serve().await
+}
+
+/// Patient ids by plain SQL, as Portico writes them (the pid).
+async fn patient_ids(served: &Served, sex: Option<&str>) -> Vec<String> {
+    let sql = match sex {
+        Some(sex) => format!("SELECT pid FROM patient_data WHERE sex = '{sex}' ORDER BY pid"),
+        None => "SELECT pid FROM patient_data ORDER BY pid".to_owned(),
+    };
+    rows(&served.database, &sql)
+        .await
+        .iter()
+        .map(|row| int(&row[0]).to_string())
+        .collect()
+}
+
+fn strings(value: &Json) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+fn sorted_numerically(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort_by_key(|id| id.parse::<i64>().unwrap_or(i64::MAX));
+    ids
+}
+
+#[tokio::test]
+async fn fhirpy_reads_searches_pages_counts_and_includes() {
+    let served = serve("fhirpy").await;
+    let seen = client_script("fhirpy_client.py", &served.fhir.base).await;
+
+    let patient = served.fhir.json("Patient/1").await;
+    assert_eq!(seen["read"]["resourceType"], "Patient");
+    assert_eq!(seen["read"]["id"], "1");
+    assert_eq!(seen["read"]["family"], patient["name"][0]["family"]);
+
+    // fetch_all over pages of 7 and 9 visits every match once, as plain SQL counts them.
+    let female = patient_ids(&served, Some("Female")).await;
+    assert!(female.len() > 7, "several pages");
+    assert_eq!(sorted_numerically(strings(&seen["female_ids"])), female);
+    assert_eq!(strings(&seen["female_genders"]), ["female"]);
+    let everyone = patient_ids(&served, None).await;
+    let paged = strings(&seen["patient_ids"]);
+    assert_eq!(
+        paged.iter().collect::<BTreeSet<_>>().len(),
+        paged.len(),
+        "no duplicates"
+    );
+    assert_eq!(sorted_numerically(paged), everyone);
+
+    // count() sends _count=0 and reads Bundle.total.
+    assert_eq!(seen["female_count"], female.len());
+    assert_eq!(seen["patient_count"], everyone.len());
+
+    // include(Appointment, patient): the page's appointments and their patient.
+    let appointments = served.fhir.all("Appointment?patient=1&_count=100").await;
+    assert!(!appointments.is_empty(), "patient 1 has appointments");
+    let expected: Vec<String> = appointments
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(strings(&seen["include"]["matches"]), expected);
+    assert_eq!(strings(&seen["include"]["subjects"]), ["Patient/1"]);
+    assert_eq!(strings(&seen["include"]["included"]), ["Patient/1"]);
+}
+
+#[tokio::test]
+async fn fhirclient_parses_the_statement_reads_and_follows_next_links() {
+    let served = serve("fhirclient").await;
+    let seen = client_script("fhirclient_client.py", &served.fhir.base).await;
+
+    let statement = served.fhir.json("metadata").await;
+    assert_eq!(seen["fhirVersion"], "4.0.1");
+    let mut types: Vec<String> = statement["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(strings(&seen["types"]), types);
+
+    let patient = served.fhir.json("Patient/1").await;
+    assert_eq!(seen["read"]["id"], "1");
+    assert_eq!(seen["read"]["family"], patient["name"][0]["family"]);
+    assert_eq!(seen["read"]["gender"], patient["gender"]);
+    assert_eq!(seen["read"]["birthDate"], patient["birthDate"]);
+
+    // perform_resources follows next links: every female patient once, nothing else.
+    let female = patient_ids(&served, Some("Female")).await;
+    let found = seen["female"].as_array().unwrap();
+    assert!(
+        found
+            .iter()
+            .all(|r| r["resourceType"] == "Patient" && r["gender"] == "female")
+    );
+    let ids: Vec<String> = found
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sorted_numerically(ids), female);
+    assert_eq!(seen["pages"], female.len().div_ceil(7));
+}
+
+/// schemathesis with every default check (status codes, content types, headers and bodies
+/// against the document, schema-valid requests accepted, schema-violating ones refused, 405s,
+/// no 5xx) over every operation, a bounded number of examples and a fixed seed.
+#[tokio::test]
+async fn schemathesis_finds_nothing_against_the_openapi_document() {
+    let served = serve("schemathesis").await;
+    let root = served.fhir.base.trim_end_matches("/fhir");
+    let report = std::env::temp_dir().join(format!("portico-schemathesis-{}", std::process::id()));
+    let output = run_venv(
+        "schemathesis",
+        &[
+            "run",
+            &format!("{root}/openapi.json"),
+            "--max-examples",
+            "5",
+            "--seed",
+            "7",
+            // One worker: with threads, CPython 3.11's ast.parse (which hypothesis calls to
+            // describe strategies) can fail with "AST constructor recursion depth mismatch".
+            "--workers",
+            "1",
+            "--no-color",
+            "--report",
+            "junit",
+            "--report-dir",
+            report.to_str().unwrap(),
+        ],
+    )
+    .await;
+    // Exit status 0 already means no failure; the report shows what ran.
+    let junit = std::fs::read_dir(&report)
+        .expect("a report")
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .next()
+        .expect("a junit report");
+    std::fs::remove_dir_all(&report).ok();
+    assert!(
+        junit.contains(r#"failures="0""#) && junit.contains(r#"errors="0""#),
+        "{output}\n{junit}"
+    );
+    let statement = served.fhir.json("metadata").await;
+    for resource in statement["rest"][0]["resource"].as_array().unwrap() {
+        let resource_type = resource["type"].as_str().unwrap();
+        for operation in [
+            format!("GET /fhir/{resource_type}\""),
+            format!("POST /fhir/{resource_type}/_search\""),
+            format!("GET /fhir/{resource_type}/{{id}}\""),
+        ] {
+            assert!(
+                junit.contains(&operation),
+                "{operation} was tested:\n{junit}"
+            );
+        }
+    }
+    assert!(output.contains(" passed"), "{output}");
+}
