@@ -47,12 +47,22 @@ fn venv() -> &'static Path {
     })
 }
 
-/// Runs `program` (from the venv's bin) with `args`; asserts success and returns stdout.
-async fn run_venv(program: &str, args: &[&str]) -> String {
+/// A fresh working directory for one test's Python run: hypothesis and schemathesis keep
+/// databases and caches in the current directory, which must be neither the clone nor a previous
+/// run's (a replayed cache would make runs differ).
+fn work_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portico-clients-{test}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).expect("a working directory");
+    dir
+}
+
+/// Runs `program` (from the venv's bin) with `args` in `dir`; asserts success and returns stdout.
+async fn run_venv(program: &str, args: &[&str], dir: &Path) -> String {
     let venv = tokio::task::spawn_blocking(venv).await.expect("venv");
     let output = tokio::process::Command::new(venv.join("bin").join(program))
         .args(args)
-        .current_dir(python_dir())
+        .current_dir(dir)
         .output()
         .await
         .unwrap_or_else(|e| panic!("{program} runs: {e}"));
@@ -68,7 +78,15 @@ async fn run_venv(program: &str, args: &[&str]) -> String {
 
 /// Runs a client script from tests/python against `base` and parses the JSON it prints.
 async fn client_script(script: &str, base: &str) -> Json {
-    let stdout = run_venv("python", &[script, base]).await;
+    let dir = work_dir(script.trim_end_matches(".py"));
+    let path = python_dir().join(script);
+    let stdout = run_venv(
+        "python",
+        &[path.to_str().expect("a UTF-8 path"), base],
+        &dir,
+    )
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}):\n{stdout}"))
 }
@@ -193,7 +211,8 @@ async fn fhirclient_parses_the_statement_reads_and_follows_next_links() {
 async fn schemathesis_finds_nothing_against_the_openapi_document() {
     let served = serve("schemathesis").await;
     let root = served.fhir.base.trim_end_matches("/fhir");
-    let report = std::env::temp_dir().join(format!("portico-schemathesis-{}", std::process::id()));
+    let dir = work_dir("schemathesis");
+    let report = dir.join("report");
     let output = run_venv(
         "schemathesis",
         &[
@@ -213,6 +232,7 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
             "--report-dir",
             report.to_str().unwrap(),
         ],
+        &dir,
     )
     .await;
     // Exit status 0 already means no failure; the report shows what ran.
@@ -222,7 +242,7 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .next()
         .expect("a junit report");
-    std::fs::remove_dir_all(&report).ok();
+    std::fs::remove_dir_all(&dir).ok();
     assert!(
         junit.contains(r#"failures="0""#) && junit.contains(r#"errors="0""#),
         "{output}\n{junit}"
