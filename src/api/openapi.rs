@@ -127,6 +127,8 @@ struct Answers {
     bad_request: bool,
     not_found: bool,
     unsupported_body: bool,
+    /// A read: the resource's legacy row may be unservable (502).
+    unservable: bool,
 }
 
 fn with_responses(
@@ -203,6 +205,17 @@ fn with_responses(
             fhir_response(
                 "OperationOutcome: the body is not application/x-www-form-urlencoded",
                 &json_only,
+                &outcome,
+            )
+            .build(),
+        );
+    }
+    if answers.unservable {
+        operation = operation.response(
+            "502",
+            fhir_response(
+                "OperationOutcome (code processing): the resource exists in the practice database, but its row cannot be served as valid FHIR R4; retrying does not help",
+                &errors,
                 &outcome,
             )
             .build(),
@@ -453,6 +466,7 @@ fn search_paths(adapter: &Adapter, def: &ResourceDef) -> (PathItem, PathItem) {
         bad_request: true,
         not_found: true,
         unsupported_body: false,
+        unservable: false,
     };
     let bundle = component("Bundle");
     // The first entry of a page is a match (warnings come last): a link a client (or a stateful
@@ -552,6 +566,7 @@ fn read_path(def: &ResourceDef) -> PathItem {
         bad_request: false,
         not_found: true,
         unsupported_body: false,
+        unservable: true,
     };
     PathItem::new(HttpMethod::Get, with_responses(read, ok, answers))
 }

@@ -236,7 +236,7 @@ on_every_backend!(
             );
             assert_eq!(
                 statuses(read),
-                ["200", "304", "404", "406", "500", "503", "504"],
+                ["200", "304", "404", "406", "500", "502", "503", "504"],
                 "{resource_type}"
             );
             let ok: Vec<&String> = search["responses"]["200"]["content"]
