@@ -41,7 +41,10 @@ use chrono::Utc;
 use portico::adapter::Adapter;
 use portico::adapter::model::{BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, Mapping};
 use portico::app::Application;
-use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use portico::config::{
+    LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
+    default_lookup_refresh_ms,
+};
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
 use portico::demo::cerebello::{CEREBELLO_SCHEMA, seed_cerebello};
 use portico::demo::dentned::{DENTNED_SCHEMA, seed_dentned};
@@ -1839,6 +1842,7 @@ fn main() {
             statement_timeout_ms: 30_000,
             acquire_timeout_ms: 30_000,
             timezone: None,
+            lookup_refresh_ms: default_lookup_refresh_ms(),
         },
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
