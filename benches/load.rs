@@ -50,7 +50,7 @@ use portico::demo::cerebello::{CEREBELLO_SCHEMA, seed_cerebello};
 use portico::demo::dentned::{DENTNED_SCHEMA, seed_dentned};
 use portico::demo::opendental::{OPENDENTAL_SCHEMA, seed_opendental};
 use portico::demo::{Counts, OPENEMR_SCHEMA, Rng, seed_openemr};
-use portico::dialect::ast::{Cond, Select, Value};
+use portico::dialect::ast::{Cond, Expr, Select, Value};
 use portico::dialect::{DialectKind, RenderedQuery, render};
 use portico::search::compile::{Plan, collection_select, page_select, parse_id, plan, rows_select};
 use portico::search::cursor::CursorKey;
@@ -76,6 +76,28 @@ struct Config {
     max_minutes: u64,
     scenarios: Option<Vec<String>>,
     paging: bool,
+    indexes: IndexSet,
+    baseline: BaselineKind,
+}
+
+/// Which indexes the run's database has (`PORTICO_BENCH_INDEXES`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IndexSet {
+    /// The fixture schema as written: the PMS's own indexes plus those its README recommends.
+    Recommended,
+    /// The PMS's own indexes only: the profile's recommended indexes are dropped.
+    Stock,
+}
+
+/// What the raw-SQL baseline runs (`PORTICO_BENCH_BASELINE`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BaselineKind {
+    /// Portico's SELECT cut down to the base table: no joins, only the conditions on the base
+    /// table's own columns (lookup key lists written in as constants), the joined columns selected
+    /// as NULL. The plain single-table query of issue 7.
+    SingleTable,
+    /// Portico's SELECT as Portico renders it (lookups as the subquery compiled).
+    SameSql,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -137,6 +159,16 @@ impl Config {
                     .collect()
             }),
             paging: env_or("PORTICO_BENCH_PAGING", 1u8) == 1,
+            indexes: match env_or("PORTICO_BENCH_INDEXES", "recommended".to_owned()).as_str() {
+                "recommended" => IndexSet::Recommended,
+                "stock" => IndexSet::Stock,
+                other => panic!("PORTICO_BENCH_INDEXES={other:?}: recommended or stock"),
+            },
+            baseline: match env_or("PORTICO_BENCH_BASELINE", "single-table".to_owned()).as_str() {
+                "single-table" => BaselineKind::SingleTable,
+                "same-sql" => BaselineKind::SameSql,
+                other => panic!("PORTICO_BENCH_BASELINE={other:?}: single-table or same-sql"),
+            },
         }
     }
 
@@ -181,6 +213,9 @@ struct Profile {
     name_count: &'static str,
     /// Tables to `ANALYZE` after seeding.
     analyze: &'static str,
+    /// `(table, index, columns)` of the fixture schema that the PMS itself lacks (its README
+    /// recommends them): dropped with `PORTICO_BENCH_INDEXES=stock`.
+    recommended_indexes: &'static [(&'static str, &'static str, &'static str)],
     scenarios: &'static [Scenario],
 }
 
@@ -197,6 +232,15 @@ static PROFILES: &[Profile] = &[
         name_prefixes: FAMILY_PREFIXES,
         name_count: "SELECT COUNT(*) FROM patient_data WHERE lname LIKE CONCAT(?, '%')",
         analyze: "patient_data, openemr_postcalendar_events, openemr_postcalendar_categories, form_vitals, forms, users, list_options",
+        recommended_indexes: &[
+            (
+                "openemr_postcalendar_events",
+                "pc_pid_date",
+                "pc_pid, pc_eventDate",
+            ),
+            ("form_encounter", "encounter_number", "encounter"),
+            ("billing", "billing_encounter", "encounter"),
+        ],
         scenarios: SCENARIOS,
     },
     Profile {
@@ -213,6 +257,7 @@ static PROFILES: &[Profile] = &[
         name_prefixes: FAMILY_PREFIXES,
         name_count: "SELECT COUNT(*) FROM patient WHERE LName LIKE CONCAT(?, '%') AND PatStatus <> 4",
         analyze: "patient, patientrace, provider, clinic, operatory, definition, appointment, vitalsign, ehrlab, ehrlabresult, ehrlabnote",
+        recommended_indexes: &[],
         scenarios: SCENARIOS,
     },
     Profile {
@@ -229,6 +274,7 @@ static PROFILES: &[Profile] = &[
         name_count: "SELECT COUNT(*) FROM Patient p JOIN Person per ON per.Id = p.PersonId \
                      WHERE per.FullName LIKE CONCAT(?, '%') OR per.FullName LIKE CONCAT('% ', ?, '%')",
         analyze: "Patient, Person, PersonAddress, Address, Doctor, `User`, HealthInsurance, Practice, Appointment, PhysicalExamination, ExaminationResult",
+        recommended_indexes: &[],
         scenarios: CEREBELLO_SCENARIOS,
     },
     Profile {
@@ -244,6 +290,7 @@ static PROFILES: &[Profile] = &[
         name_prefixes: DENTNED_FAMILY_PREFIXES,
         name_count: "SELECT COUNT(*) FROM patients WHERE patients_surname LIKE CONCAT(?, '%')",
         analyze: "patients, patientsaddresses, addressestypes, patientscontacts, contactstypes, doctors, rooms, appointments, invoices, invoiceslines, patientstreatments",
+        recommended_indexes: &[],
         scenarios: DENTNED_SCENARIOS,
     },
 ];
@@ -530,6 +577,85 @@ fn inline_sql(query: &RenderedQuery) -> String {
     out
 }
 
+/// The key list of every lookup of the adapter's mappings, read once (`Repository` reads the same
+/// lists through its cache), by lookup name.
+async fn lookup_keys(pool: &MySqlPool, adapter: &Adapter) -> HashMap<String, Vec<Value>> {
+    let mut keys = HashMap::new();
+    for mapping in adapter.resources.values().flat_map(|d| d.mappings.iter()) {
+        let select = rows_select(mapping, Cond::True, None);
+        let mut found = Vec::new();
+        select.filter.lookups(&mut found);
+        for (name, lookup) in found {
+            let rendered = render(DialectKind::Mysql, lookup);
+            let mut query = sqlx::query(&rendered.sql);
+            for param in &rendered.params {
+                query = portico::db::bind_mysql(query, param);
+            }
+            let rows = query.fetch_all(pool).await.expect("lookup keys");
+            let list = rows.iter().map(|row| key_value(row, 0)).collect();
+            keys.insert(name.to_owned(), list);
+        }
+    }
+    keys
+}
+
+/// `select` with its lookups resolved from `keys`, as `Repository::fetch` runs it.
+fn resolved(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
+    select.with_lookup_keys(&|name| keys.get(name).cloned())
+}
+
+/// Whether `cond` reads only the base table's columns (no join alias, no subquery).
+fn on_base_table(cond: &Cond) -> bool {
+    let base = |expr: &Expr| match expr {
+        Expr::Column { table, .. } => table == BASE_ALIAS,
+        Expr::Value(_) => true,
+        Expr::CountAll | Expr::CountWhere(_) => false,
+    };
+    match cond {
+        Cond::True | Cond::False => true,
+        Cond::And(conds) | Cond::Or(conds) => conds.iter().all(on_base_table),
+        Cond::Not(inner) => on_base_table(inner),
+        Cond::Compare { left, right, .. } => base(left) && base(right),
+        Cond::In { expr, .. }
+        | Cond::IsNull { expr, .. }
+        | Cond::Like { expr, .. }
+        | Cond::ExactText { expr, .. } => base(expr),
+        Cond::Exists { .. } | Cond::InLookup { .. } => false,
+    }
+}
+
+/// The plain single-table query over `select`'s base table (see `BaselineKind::SingleTable`):
+/// lookups resolved to constants, joins gone, conditions and sort terms on other tables dropped,
+/// joined columns selected as NULL so that the row keys stay in place.
+fn single_table(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
+    let select = resolved(select, keys);
+    let conjuncts = match select.filter {
+        Cond::And(conds) => conds,
+        other => vec![other],
+    };
+    let base_column =
+        |expr: &Expr| matches!(expr, Expr::Column { table, .. } if table == BASE_ALIAS);
+    Select {
+        columns: select
+            .columns
+            .into_iter()
+            .map(|c| match c {
+                Expr::Column { .. } if !base_column(&c) => Expr::Value(Value::Null),
+                other => other,
+            })
+            .collect(),
+        from: select.from,
+        joins: Vec::new(),
+        filter: Cond::and(conjuncts.into_iter().filter(on_base_table).collect()),
+        order_by: select
+            .order_by
+            .into_iter()
+            .filter(|term| base_column(&term.expr))
+            .collect(),
+        limit: select.limit,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rows straight to JSON (the baseline's only "mapping")
 
@@ -683,6 +809,8 @@ struct Baseline {
     pool: MySqlPool,
     adapter: Arc<Adapter>,
     keys: HashMap<String, MappingKeys>,
+    kind: BaselineKind,
+    lookup_keys: HashMap<String, Vec<Value>>,
 }
 
 /// One collection's child rows for a set of parent rows, by parent key.
@@ -798,6 +926,22 @@ impl Baseline {
     fn keys(&self, mapping: &Mapping) -> &MappingKeys {
         &self.keys[&mapping.name]
     }
+
+    /// What the baseline runs for one of Portico's base SELECTs.
+    fn statement(&self, select: &Select) -> Select {
+        baseline_select(self.kind, select, &self.lookup_keys)
+    }
+}
+
+fn baseline_select(
+    kind: BaselineKind,
+    select: &Select,
+    keys: &HashMap<String, Vec<Value>>,
+) -> Select {
+    match kind {
+        BaselineKind::SingleTable => single_table(select, keys),
+        BaselineKind::SameSql => select.clone(),
+    }
 }
 
 fn json_response(body: Vec<u8>) -> Response {
@@ -813,7 +957,7 @@ async fn raw_read(
     Path((resource_type, id)): Path<(String, String)>,
 ) -> Response {
     for (mapping, select) in read_selects(&state.adapter, &resource_type, &id) {
-        match state.fetch(&select).await {
+        match state.fetch(&state.statement(&select)).await {
             Ok(rows) => {
                 if let Some(row) = rows.first() {
                     let children = match state.children(&mapping, &rows).await {
@@ -862,7 +1006,7 @@ async fn raw_search(
         }
         let wanted = limit + 1 - fetched.min(limit);
         let select = page_select(branch, &Cond::True, None, wanted as u64);
-        let rows = match state.fetch(&select).await {
+        let rows = match state.fetch(&state.statement(&select)).await {
             Ok(rows) => rows,
             Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
         };
@@ -1364,6 +1508,7 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         seeded_seconds = Some(seconds);
     }
     let pool = admin_pool(config, Some(&config.database)).await?;
+    apply_index_set(config, &pool).await?;
     let tables: Vec<(String, i64, f64)> = sqlx::query_as::<_, (String, Option<u64>, Option<u64>)>(
         "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES \
          WHERE TABLE_SCHEMA = DATABASE() ORDER BY DATA_LENGTH + INDEX_LENGTH DESC",
@@ -1412,6 +1557,64 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         ids,
         name_matches,
     })
+}
+
+/// Drops (`stock`) or creates (`recommended`) the profile's recommended indexes, then analyzes the
+/// tables whose indexes changed.
+async fn apply_index_set(config: &Config, pool: &MySqlPool) -> anyhow::Result<()> {
+    let mut changed = Vec::new();
+    for (table, index, columns) in config.profile.recommended_indexes {
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?",
+        )
+        .bind(table)
+        .bind(index)
+        .fetch_one(pool)
+        .await?;
+        let sql = match (config.indexes, present > 0) {
+            (IndexSet::Stock, true) => format!("DROP INDEX `{index}` ON `{table}`"),
+            (IndexSet::Recommended, false) => {
+                format!("CREATE INDEX `{index}` ON `{table}` ({columns})")
+            }
+            _ => continue,
+        };
+        sqlx::raw_sql(&sql).execute(pool).await?;
+        changed.push(table.to_string());
+    }
+    changed.sort();
+    changed.dedup();
+    if !changed.is_empty() {
+        sqlx::raw_sql(&format!("ANALYZE TABLE {}", changed.join(", ")))
+            .execute(pool)
+            .await?;
+    }
+    let names: Vec<&str> = config
+        .profile
+        .recommended_indexes
+        .iter()
+        .map(|(_, index, _)| *index)
+        .collect();
+    println!(
+        "- indexes: {} ({})",
+        match config.indexes {
+            IndexSet::Recommended => "recommended: the fixture schema as written",
+            IndexSet::Stock => "stock: the PMS's own indexes only",
+        },
+        if names.is_empty() {
+            "this profile declares no recommended indexes".to_owned()
+        } else {
+            format!(
+                "{} {}",
+                if config.indexes == IndexSet::Stock {
+                    "without"
+                } else {
+                    "with"
+                },
+                names.join(", ")
+            )
+        }
+    );
+    Ok(())
 }
 
 /// Reads the scenario's tables and their indexes once, so that the first target measured does not
@@ -1491,19 +1694,20 @@ async fn explain(pool: &MySqlPool, sql: &str) -> Vec<String> {
     lines
 }
 
-fn compiled_sql(adapter: &Adapter, path: &str) -> Vec<RenderedQuery> {
+/// The base SELECTs of `path` as compiled (lookups unresolved).
+fn compiled_selects(adapter: &Adapter, path: &str) -> Vec<Select> {
     match split_request(path) {
         Request::Read { resource_type, id } => read_selects(adapter, &resource_type, &id)
-            .iter()
-            .map(|(_, s)| render(DialectKind::Mysql, s))
+            .into_iter()
+            .map(|(_, s)| s)
             .collect(),
         Request::Search {
             resource_type,
             pairs,
         } => match search_plan(adapter, &resource_type, &pairs) {
             Ok(plan) => first_page_selects(&plan)
-                .iter()
-                .map(|(_, s)| render(DialectKind::Mysql, s))
+                .into_iter()
+                .map(|(_, s)| s)
                 .collect(),
             Err(message) => {
                 println!("  (cannot compile {path}: {message})");
@@ -1511,6 +1715,13 @@ fn compiled_sql(adapter: &Adapter, path: &str) -> Vec<RenderedQuery> {
             }
         },
     }
+}
+
+fn compiled_sql(adapter: &Adapter, path: &str) -> Vec<RenderedQuery> {
+    compiled_selects(adapter, path)
+        .iter()
+        .map(|s| render(DialectKind::Mysql, s))
+        .collect()
 }
 
 /// Microseconds per compilation (parse, plan, page SELECT, render) of `path`: the part of the
@@ -1777,6 +1988,15 @@ fn main() {
         config.client_threads,
         config.pool_size
     );
+    println!(
+        "- raw-SQL baseline: {}",
+        match config.baseline {
+            BaselineKind::SingleTable => {
+                "single-table (Portico's SELECT on its base table alone: no joins, base-table conditions, lookup lists as constants)"
+            }
+            BaselineKind::SameSql => "same-sql (Portico's SELECTs, lookups as compiled)",
+        }
+    );
 
     let dataset = match client_rt.block_on(prepare_database(&config)) {
         Ok(d) => d,
@@ -1860,6 +2080,20 @@ fn main() {
         }
     });
 
+    // The lookups' key lists, as Portico's cache reads them: the SQL report shows the statements
+    // Portico runs, and the single-table baseline writes them in as constants.
+    let lookup_lists = client_rt.block_on(async {
+        let pool = admin_pool(&config, Some(&config.database))
+            .await
+            .expect("admin pool");
+        let lists = lookup_keys(&pool, &adapter).await;
+        pool.close().await;
+        lists
+    });
+    for (name, keys) in &lookup_lists {
+        println!("- lookup `{name}`: {} keys", keys.len());
+    }
+
     // The baseline, on the same runtime.
     let baseline_port = {
         let keys = adapter
@@ -1871,6 +2105,8 @@ fn main() {
         let url = config.database_url();
         let pool_size = config.pool_size;
         let adapter = adapter.clone();
+        let kind = config.baseline;
+        let lookup_keys = lookup_lists.clone();
         server_rt.block_on(async move {
             let pool = baseline_pool(&url, pool_size, Duration::from_secs(30))
                 .await
@@ -1879,6 +2115,8 @@ fn main() {
                 pool,
                 adapter,
                 keys,
+                kind,
+                lookup_keys,
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -1937,13 +2175,22 @@ fn main() {
         for (_, scenario) in &selected {
             let path = (scenario.example)(&ids);
             println!("### {} (example: `{path}`)\n", scenario.title);
-            for query in compiled_sql(&adapter, &path) {
-                let sql = inline_sql(&query);
-                println!("```sql\n{sql}\n```\n");
-                for line in client_rt.block_on(explain(&admin, &sql)) {
-                    println!("{line}");
+            for select in compiled_selects(&adapter, &path) {
+                let mut statements = vec![("Portico", resolved(&select, &lookup_lists))];
+                if config.baseline == BaselineKind::SingleTable {
+                    statements.push((
+                        "raw SQL",
+                        baseline_select(config.baseline, &select, &lookup_lists),
+                    ));
                 }
-                println!();
+                for (target, statement) in statements {
+                    let sql = inline_sql(&render(DialectKind::Mysql, &statement));
+                    println!("{target}:\n\n```sql\n{sql}\n```\n");
+                    for line in client_rt.block_on(explain(&admin, &sql)) {
+                        println!("{line}");
+                    }
+                    println!();
+                }
             }
             compile_costs.push((scenario.key, compile_cost_us(&adapter, &path)));
         }

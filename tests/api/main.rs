@@ -16,6 +16,8 @@ mod dialects;
 mod errors;
 // Legacy database down, statement timeouts, read-only sessions.
 mod faults;
+// Lookup joins: cached key lists against plain SQL, refreshed after their interval.
+mod lookups;
 // Read: ids, ETag/Last-Modified, conditional reads, subsetting.
 mod read;
 // Search semantics, paging, sorting, includes, totals.
