@@ -52,9 +52,11 @@ use portico::demo::opendental::{OPENDENTAL_SCHEMA, seed_opendental};
 use portico::demo::{Counts, OPENEMR_SCHEMA, Rng, seed_openemr};
 use portico::dialect::ast::{Cond, Expr, Select, Value};
 use portico::dialect::{DialectKind, RenderedQuery, render};
-use portico::search::compile::{Plan, collection_select, page_select, parse_id, plan, rows_select};
+use portico::search::compile::{
+    Plan, collection_select, count_select, page_select, parse_id, plan, rows_select,
+};
 use portico::search::cursor::CursorKey;
-use portico::search::parse::parse;
+use portico::search::parse::{SummaryMode, parse};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
@@ -357,6 +359,22 @@ const APPOINTMENTS: Scenario = Scenario {
     example: |ids| format!("Appointment?patient={}&date=ge2024-01-01", middle_pid(ids)),
 };
 
+/// The count clients such as fhirpy's `count()` ask for: no page, only `Bundle.total`. Without an
+/// index on the patient column, MariaDB ran the former join of OpenEMR's calendar from the category
+/// table (issue 7).
+const APPOINTMENT_COUNT: Scenario = Scenario {
+    key: "appointment-count",
+    title: "Appointment?patient={id}&_summary=count",
+    resource_type: "Appointment",
+    request: |rng, ids| {
+        format!(
+            "Appointment?patient={}&_summary=count",
+            random_pid(rng, ids)
+        )
+    },
+    example: |ids| format!("Appointment?patient={}&_summary=count", middle_pid(ids)),
+};
+
 /// OpenEMR and Open Dental: both adapters map these search parameters; what differs is the ids
 /// they draw from (Open Dental: served PatNums, deleted patients left out).
 static SCENARIOS: &[Scenario] = &[
@@ -391,6 +409,7 @@ static SCENARIOS: &[Scenario] = &[
         },
     },
     APPOINTMENTS,
+    APPOINTMENT_COUNT,
 ];
 
 /// Cerebello keeps the whole name in one field, so it offers `name` (any word's start) and no
@@ -517,16 +536,18 @@ fn read_selects(adapter: &Adapter, resource_type: &str, id: &str) -> Vec<(Arc<Ma
         .collect()
 }
 
-/// The first-page SELECT of each live branch, as `Repository::search` runs them (no cursor).
+/// The first-page SELECT of each live branch, as `Repository::search` runs them (no cursor), or
+/// the count SELECTs of `_summary=count`, as `Repository::count` runs them.
 fn first_page_selects(plan: &Plan) -> Vec<(Arc<Mapping>, Select)> {
     plan.branches
         .iter()
         .filter(|b| b.cond != Cond::False)
         .map(|branch| {
-            (
-                branch.mapping.clone(),
-                page_select(branch, &Cond::True, None, plan.count as u64 + 1),
-            )
+            let select = match plan.summary {
+                SummaryMode::Count => count_select(branch, &Cond::True),
+                _ => page_select(branch, &Cond::True, None, plan.count as u64 + 1),
+            };
+            (branch.mapping.clone(), select)
         })
         .collect()
 }
@@ -993,6 +1014,27 @@ async fn raw_search(
         Ok(plan) => plan,
         Err(message) => return failure(StatusCode::BAD_REQUEST, message),
     };
+    if plan.summary == SummaryMode::Count {
+        let mut total = 0i64;
+        for branch in plan.branches.iter().filter(|b| b.cond != Cond::False) {
+            let select = state.statement(&count_select(branch, &Cond::True));
+            match state.fetch(&select).await {
+                Ok(rows) => {
+                    total += rows
+                        .first()
+                        .map(|r| key_value(r, 0))
+                        .map_or(0, |v| match v {
+                            Value::Int(n) => n,
+                            _ => 0,
+                        })
+                }
+                Err(error) => {
+                    return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string());
+                }
+            }
+        }
+        return json_response(format!("{{\"total\":{total}}}").into_bytes());
+    }
     // Branch by branch in order, with Portico's row budget for unsorted searches.
     // The extra row only tells whether there is a next page: it is fetched, not written.
     let limit = plan.count;
@@ -1085,14 +1127,37 @@ fn thread_ticks(prefix: &str) -> u64 {
 }
 
 /// The database server's process, to charge its CPU to each run.
-fn find_db_process() -> Option<PathBuf> {
+/// The `/proc` stat file of the database server the bench talks to: the `mariadbd`/`mysqld` whose
+/// command line names the port of `server_url` (several servers may run on one machine), else the
+/// only one running.
+fn find_db_process(server_url: &str) -> Option<PathBuf> {
+    let port = server_url
+        .rsplit(':')
+        .next()
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()));
+    let mut servers = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()) {
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if matches!(comm.trim(), "mariadbd" | "mysqld") {
-            return Some(entry.path().join("stat"));
+            let command = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let command = String::from_utf8_lossy(&command).replace('\0', " ");
+            servers.push((command, entry.path().join("stat")));
         }
     }
-    None
+    if let Some(port) = port {
+        let flag = format!("--port={port}");
+        if let Some((_, stat)) = servers
+            .iter()
+            .find(|(c, _)| c.split(' ').any(|a| a == flag))
+        {
+            return Some(stat.clone());
+        }
+    }
+    match servers.len() {
+        1 => servers.pop().map(|(_, stat)| stat),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -1786,6 +1851,9 @@ async fn sanity(client: &reqwest::Client, portico: &str, baseline: &str, path: &
         baseline_count,
         b_body.len()
     );
+    if let (Some(p), Some(b)) = (p_json["total"].as_u64(), b_json["total"].as_u64()) {
+        let _ = write!(line, "; total: Portico {p}, raw SQL {b}");
+    }
     if p_status.is_none_or(|s| !s.is_success()) {
         let excerpt: String = String::from_utf8_lossy(&p_body).chars().take(300).collect();
         let _ = write!(line, "\n  Portico body: {excerpt}");
@@ -2132,9 +2200,11 @@ fn main() {
     let baseline_base = format!("http://127.0.0.1:{baseline_port}/raw");
     println!("- Portico at {portico_base}, raw-SQL baseline at {baseline_base}");
 
-    let db_stat = find_db_process();
+    let db_stat = find_db_process(&config.server_url);
     if db_stat.is_none() {
-        println!("- (no mariadbd/mysqld process visible in /proc: DB CPU not reported)");
+        println!(
+            "- (no mariadbd/mysqld process of this server found in /proc: DB CPU not reported)"
+        );
     }
     let ticks = clock_ticks();
 
