@@ -41,17 +41,22 @@ use chrono::Utc;
 use portico::adapter::Adapter;
 use portico::adapter::model::{BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, Mapping};
 use portico::app::Application;
-use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use portico::config::{
+    LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
+    default_lookup_refresh_ms,
+};
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
 use portico::demo::cerebello::{CEREBELLO_SCHEMA, seed_cerebello};
 use portico::demo::dentned::{DENTNED_SCHEMA, seed_dentned};
 use portico::demo::opendental::{OPENDENTAL_SCHEMA, seed_opendental};
 use portico::demo::{Counts, OPENEMR_SCHEMA, Rng, seed_openemr};
-use portico::dialect::ast::{Cond, Select, Value};
+use portico::dialect::ast::{Cond, Expr, Select, Value};
 use portico::dialect::{DialectKind, RenderedQuery, render};
-use portico::search::compile::{Plan, collection_select, page_select, parse_id, plan, rows_select};
+use portico::search::compile::{
+    Plan, collection_select, count_select, page_select, parse_id, plan, rows_select,
+};
 use portico::search::cursor::CursorKey;
-use portico::search::parse::parse;
+use portico::search::parse::{SummaryMode, parse};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
@@ -73,6 +78,28 @@ struct Config {
     max_minutes: u64,
     scenarios: Option<Vec<String>>,
     paging: bool,
+    indexes: IndexSet,
+    baseline: BaselineKind,
+}
+
+/// Which indexes the run's database has (`PORTICO_BENCH_INDEXES`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IndexSet {
+    /// The fixture schema as written: the PMS's own indexes plus those its README recommends.
+    Recommended,
+    /// The PMS's own indexes only: the profile's recommended indexes are dropped.
+    Stock,
+}
+
+/// What the raw-SQL baseline runs (`PORTICO_BENCH_BASELINE`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BaselineKind {
+    /// Portico's SELECT cut down to the base table: no joins, only the conditions on the base
+    /// table's own columns (lookup key lists written in as constants), the joined columns selected
+    /// as NULL. The plain single-table query of issue 7.
+    SingleTable,
+    /// Portico's SELECT as Portico renders it (lookups as the subquery compiled).
+    SameSql,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -134,6 +161,16 @@ impl Config {
                     .collect()
             }),
             paging: env_or("PORTICO_BENCH_PAGING", 1u8) == 1,
+            indexes: match env_or("PORTICO_BENCH_INDEXES", "recommended".to_owned()).as_str() {
+                "recommended" => IndexSet::Recommended,
+                "stock" => IndexSet::Stock,
+                other => panic!("PORTICO_BENCH_INDEXES={other:?}: recommended or stock"),
+            },
+            baseline: match env_or("PORTICO_BENCH_BASELINE", "single-table".to_owned()).as_str() {
+                "single-table" => BaselineKind::SingleTable,
+                "same-sql" => BaselineKind::SameSql,
+                other => panic!("PORTICO_BENCH_BASELINE={other:?}: single-table or same-sql"),
+            },
         }
     }
 
@@ -178,6 +215,9 @@ struct Profile {
     name_count: &'static str,
     /// Tables to `ANALYZE` after seeding.
     analyze: &'static str,
+    /// `(table, index, columns)` of the fixture schema that the PMS itself lacks (its README
+    /// recommends them): dropped with `PORTICO_BENCH_INDEXES=stock`.
+    recommended_indexes: &'static [(&'static str, &'static str, &'static str)],
     scenarios: &'static [Scenario],
 }
 
@@ -194,6 +234,15 @@ static PROFILES: &[Profile] = &[
         name_prefixes: FAMILY_PREFIXES,
         name_count: "SELECT COUNT(*) FROM patient_data WHERE lname LIKE CONCAT(?, '%')",
         analyze: "patient_data, openemr_postcalendar_events, openemr_postcalendar_categories, form_vitals, forms, users, list_options",
+        recommended_indexes: &[
+            (
+                "openemr_postcalendar_events",
+                "pc_pid_date",
+                "pc_pid, pc_eventDate",
+            ),
+            ("form_encounter", "encounter_number", "encounter"),
+            ("billing", "billing_encounter", "encounter"),
+        ],
         scenarios: SCENARIOS,
     },
     Profile {
@@ -210,6 +259,7 @@ static PROFILES: &[Profile] = &[
         name_prefixes: FAMILY_PREFIXES,
         name_count: "SELECT COUNT(*) FROM patient WHERE LName LIKE CONCAT(?, '%') AND PatStatus <> 4",
         analyze: "patient, patientrace, provider, clinic, operatory, definition, appointment, vitalsign, ehrlab, ehrlabresult, ehrlabnote",
+        recommended_indexes: &[],
         scenarios: SCENARIOS,
     },
     Profile {
@@ -226,6 +276,7 @@ static PROFILES: &[Profile] = &[
         name_count: "SELECT COUNT(*) FROM Patient p JOIN Person per ON per.Id = p.PersonId \
                      WHERE per.FullName LIKE CONCAT(?, '%') OR per.FullName LIKE CONCAT('% ', ?, '%')",
         analyze: "Patient, Person, PersonAddress, Address, Doctor, `User`, HealthInsurance, Practice, Appointment, PhysicalExamination, ExaminationResult",
+        recommended_indexes: &[],
         scenarios: CEREBELLO_SCENARIOS,
     },
     Profile {
@@ -241,6 +292,7 @@ static PROFILES: &[Profile] = &[
         name_prefixes: DENTNED_FAMILY_PREFIXES,
         name_count: "SELECT COUNT(*) FROM patients WHERE patients_surname LIKE CONCAT(?, '%')",
         analyze: "patients, patientsaddresses, addressestypes, patientscontacts, contactstypes, doctors, rooms, appointments, invoices, invoiceslines, patientstreatments",
+        recommended_indexes: &[],
         scenarios: DENTNED_SCENARIOS,
     },
 ];
@@ -307,6 +359,22 @@ const APPOINTMENTS: Scenario = Scenario {
     example: |ids| format!("Appointment?patient={}&date=ge2024-01-01", middle_pid(ids)),
 };
 
+/// The count clients such as fhirpy's `count()` ask for: no page, only `Bundle.total`. Without an
+/// index on the patient column, MariaDB ran the former join of OpenEMR's calendar from the category
+/// table (issue 7).
+const APPOINTMENT_COUNT: Scenario = Scenario {
+    key: "appointment-count",
+    title: "Appointment?patient={id}&_summary=count",
+    resource_type: "Appointment",
+    request: |rng, ids| {
+        format!(
+            "Appointment?patient={}&_summary=count",
+            random_pid(rng, ids)
+        )
+    },
+    example: |ids| format!("Appointment?patient={}&_summary=count", middle_pid(ids)),
+};
+
 /// OpenEMR and Open Dental: both adapters map these search parameters; what differs is the ids
 /// they draw from (Open Dental: served PatNums, deleted patients left out).
 static SCENARIOS: &[Scenario] = &[
@@ -341,6 +409,7 @@ static SCENARIOS: &[Scenario] = &[
         },
     },
     APPOINTMENTS,
+    APPOINTMENT_COUNT,
 ];
 
 /// Cerebello keeps the whole name in one field, so it offers `name` (any word's start) and no
@@ -467,16 +536,18 @@ fn read_selects(adapter: &Adapter, resource_type: &str, id: &str) -> Vec<(Arc<Ma
         .collect()
 }
 
-/// The first-page SELECT of each live branch, as `Repository::search` runs them (no cursor).
+/// The first-page SELECT of each live branch, as `Repository::search` runs them (no cursor), or
+/// the count SELECTs of `_summary=count`, as `Repository::count` runs them.
 fn first_page_selects(plan: &Plan) -> Vec<(Arc<Mapping>, Select)> {
     plan.branches
         .iter()
         .filter(|b| b.cond != Cond::False)
         .map(|branch| {
-            (
-                branch.mapping.clone(),
-                page_select(branch, &Cond::True, None, plan.count as u64 + 1),
-            )
+            let select = match plan.summary {
+                SummaryMode::Count => count_select(branch, &Cond::True),
+                _ => page_select(branch, &Cond::True, None, plan.count as u64 + 1),
+            };
+            (branch.mapping.clone(), select)
         })
         .collect()
 }
@@ -525,6 +596,85 @@ fn inline_sql(query: &RenderedQuery) -> String {
         }
     }
     out
+}
+
+/// The key list of every lookup of the adapter's mappings, read once (`Repository` reads the same
+/// lists through its cache), by lookup name.
+async fn lookup_keys(pool: &MySqlPool, adapter: &Adapter) -> HashMap<String, Vec<Value>> {
+    let mut keys = HashMap::new();
+    for mapping in adapter.resources.values().flat_map(|d| d.mappings.iter()) {
+        let select = rows_select(mapping, Cond::True, None);
+        let mut found = Vec::new();
+        select.filter.lookups(&mut found);
+        for (name, lookup) in found {
+            let rendered = render(DialectKind::Mysql, lookup);
+            let mut query = sqlx::query(&rendered.sql);
+            for param in &rendered.params {
+                query = portico::db::bind_mysql(query, param);
+            }
+            let rows = query.fetch_all(pool).await.expect("lookup keys");
+            let list = rows.iter().map(|row| key_value(row, 0)).collect();
+            keys.insert(name.to_owned(), list);
+        }
+    }
+    keys
+}
+
+/// `select` with its lookups resolved from `keys`, as `Repository::fetch` runs it.
+fn resolved(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
+    select.with_lookup_keys(&|name| keys.get(name).cloned())
+}
+
+/// Whether `cond` reads only the base table's columns (no join alias, no subquery).
+fn on_base_table(cond: &Cond) -> bool {
+    let base = |expr: &Expr| match expr {
+        Expr::Column { table, .. } => table == BASE_ALIAS,
+        Expr::Value(_) => true,
+        Expr::CountAll | Expr::CountWhere(_) => false,
+    };
+    match cond {
+        Cond::True | Cond::False => true,
+        Cond::And(conds) | Cond::Or(conds) => conds.iter().all(on_base_table),
+        Cond::Not(inner) => on_base_table(inner),
+        Cond::Compare { left, right, .. } => base(left) && base(right),
+        Cond::In { expr, .. }
+        | Cond::IsNull { expr, .. }
+        | Cond::Like { expr, .. }
+        | Cond::ExactText { expr, .. } => base(expr),
+        Cond::Exists { .. } | Cond::InLookup { .. } => false,
+    }
+}
+
+/// The plain single-table query over `select`'s base table (see `BaselineKind::SingleTable`):
+/// lookups resolved to constants, joins gone, conditions and sort terms on other tables dropped,
+/// joined columns selected as NULL so that the row keys stay in place.
+fn single_table(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
+    let select = resolved(select, keys);
+    let conjuncts = match select.filter {
+        Cond::And(conds) => conds,
+        other => vec![other],
+    };
+    let base_column =
+        |expr: &Expr| matches!(expr, Expr::Column { table, .. } if table == BASE_ALIAS);
+    Select {
+        columns: select
+            .columns
+            .into_iter()
+            .map(|c| match c {
+                Expr::Column { .. } if !base_column(&c) => Expr::Value(Value::Null),
+                other => other,
+            })
+            .collect(),
+        from: select.from,
+        joins: Vec::new(),
+        filter: Cond::and(conjuncts.into_iter().filter(on_base_table).collect()),
+        order_by: select
+            .order_by
+            .into_iter()
+            .filter(|term| base_column(&term.expr))
+            .collect(),
+        limit: select.limit,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,6 +830,8 @@ struct Baseline {
     pool: MySqlPool,
     adapter: Arc<Adapter>,
     keys: HashMap<String, MappingKeys>,
+    kind: BaselineKind,
+    lookup_keys: HashMap<String, Vec<Value>>,
 }
 
 /// One collection's child rows for a set of parent rows, by parent key.
@@ -795,6 +947,22 @@ impl Baseline {
     fn keys(&self, mapping: &Mapping) -> &MappingKeys {
         &self.keys[&mapping.name]
     }
+
+    /// What the baseline runs for one of Portico's base SELECTs.
+    fn statement(&self, select: &Select) -> Select {
+        baseline_select(self.kind, select, &self.lookup_keys)
+    }
+}
+
+fn baseline_select(
+    kind: BaselineKind,
+    select: &Select,
+    keys: &HashMap<String, Vec<Value>>,
+) -> Select {
+    match kind {
+        BaselineKind::SingleTable => single_table(select, keys),
+        BaselineKind::SameSql => select.clone(),
+    }
 }
 
 fn json_response(body: Vec<u8>) -> Response {
@@ -810,7 +978,7 @@ async fn raw_read(
     Path((resource_type, id)): Path<(String, String)>,
 ) -> Response {
     for (mapping, select) in read_selects(&state.adapter, &resource_type, &id) {
-        match state.fetch(&select).await {
+        match state.fetch(&state.statement(&select)).await {
             Ok(rows) => {
                 if let Some(row) = rows.first() {
                     let children = match state.children(&mapping, &rows).await {
@@ -846,6 +1014,27 @@ async fn raw_search(
         Ok(plan) => plan,
         Err(message) => return failure(StatusCode::BAD_REQUEST, message),
     };
+    if plan.summary == SummaryMode::Count {
+        let mut total = 0i64;
+        for branch in plan.branches.iter().filter(|b| b.cond != Cond::False) {
+            let select = state.statement(&count_select(branch, &Cond::True));
+            match state.fetch(&select).await {
+                Ok(rows) => {
+                    total += rows
+                        .first()
+                        .map(|r| key_value(r, 0))
+                        .map_or(0, |v| match v {
+                            Value::Int(n) => n,
+                            _ => 0,
+                        })
+                }
+                Err(error) => {
+                    return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string());
+                }
+            }
+        }
+        return json_response(format!("{{\"total\":{total}}}").into_bytes());
+    }
     // Branch by branch in order, with Portico's row budget for unsorted searches.
     // The extra row only tells whether there is a next page: it is fetched, not written.
     let limit = plan.count;
@@ -859,7 +1048,7 @@ async fn raw_search(
         }
         let wanted = limit + 1 - fetched.min(limit);
         let select = page_select(branch, &Cond::True, None, wanted as u64);
-        let rows = match state.fetch(&select).await {
+        let rows = match state.fetch(&state.statement(&select)).await {
             Ok(rows) => rows,
             Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
         };
@@ -938,14 +1127,37 @@ fn thread_ticks(prefix: &str) -> u64 {
 }
 
 /// The database server's process, to charge its CPU to each run.
-fn find_db_process() -> Option<PathBuf> {
+/// The `/proc` stat file of the database server the bench talks to: the `mariadbd`/`mysqld` whose
+/// command line names the port of `server_url` (several servers may run on one machine), else the
+/// only one running.
+fn find_db_process(server_url: &str) -> Option<PathBuf> {
+    let port = server_url
+        .rsplit(':')
+        .next()
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()));
+    let mut servers = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()) {
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if matches!(comm.trim(), "mariadbd" | "mysqld") {
-            return Some(entry.path().join("stat"));
+            let command = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let command = String::from_utf8_lossy(&command).replace('\0', " ");
+            servers.push((command, entry.path().join("stat")));
         }
     }
-    None
+    if let Some(port) = port {
+        let flag = format!("--port={port}");
+        if let Some((_, stat)) = servers
+            .iter()
+            .find(|(c, _)| c.split(' ').any(|a| a == flag))
+        {
+            return Some(stat.clone());
+        }
+    }
+    match servers.len() {
+        1 => servers.pop().map(|(_, stat)| stat),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -1361,6 +1573,7 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         seeded_seconds = Some(seconds);
     }
     let pool = admin_pool(config, Some(&config.database)).await?;
+    apply_index_set(config, &pool).await?;
     let tables: Vec<(String, i64, f64)> = sqlx::query_as::<_, (String, Option<u64>, Option<u64>)>(
         "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES \
          WHERE TABLE_SCHEMA = DATABASE() ORDER BY DATA_LENGTH + INDEX_LENGTH DESC",
@@ -1409,6 +1622,64 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         ids,
         name_matches,
     })
+}
+
+/// Drops (`stock`) or creates (`recommended`) the profile's recommended indexes, then analyzes the
+/// tables whose indexes changed.
+async fn apply_index_set(config: &Config, pool: &MySqlPool) -> anyhow::Result<()> {
+    let mut changed = Vec::new();
+    for (table, index, columns) in config.profile.recommended_indexes {
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?",
+        )
+        .bind(table)
+        .bind(index)
+        .fetch_one(pool)
+        .await?;
+        let sql = match (config.indexes, present > 0) {
+            (IndexSet::Stock, true) => format!("DROP INDEX `{index}` ON `{table}`"),
+            (IndexSet::Recommended, false) => {
+                format!("CREATE INDEX `{index}` ON `{table}` ({columns})")
+            }
+            _ => continue,
+        };
+        sqlx::raw_sql(&sql).execute(pool).await?;
+        changed.push(table.to_string());
+    }
+    changed.sort();
+    changed.dedup();
+    if !changed.is_empty() {
+        sqlx::raw_sql(&format!("ANALYZE TABLE {}", changed.join(", ")))
+            .execute(pool)
+            .await?;
+    }
+    let names: Vec<&str> = config
+        .profile
+        .recommended_indexes
+        .iter()
+        .map(|(_, index, _)| *index)
+        .collect();
+    println!(
+        "- indexes: {} ({})",
+        match config.indexes {
+            IndexSet::Recommended => "recommended: the fixture schema as written",
+            IndexSet::Stock => "stock: the PMS's own indexes only",
+        },
+        if names.is_empty() {
+            "this profile declares no recommended indexes".to_owned()
+        } else {
+            format!(
+                "{} {}",
+                if config.indexes == IndexSet::Stock {
+                    "without"
+                } else {
+                    "with"
+                },
+                names.join(", ")
+            )
+        }
+    );
+    Ok(())
 }
 
 /// Reads the scenario's tables and their indexes once, so that the first target measured does not
@@ -1488,19 +1759,20 @@ async fn explain(pool: &MySqlPool, sql: &str) -> Vec<String> {
     lines
 }
 
-fn compiled_sql(adapter: &Adapter, path: &str) -> Vec<RenderedQuery> {
+/// The base SELECTs of `path` as compiled (lookups unresolved).
+fn compiled_selects(adapter: &Adapter, path: &str) -> Vec<Select> {
     match split_request(path) {
         Request::Read { resource_type, id } => read_selects(adapter, &resource_type, &id)
-            .iter()
-            .map(|(_, s)| render(DialectKind::Mysql, s))
+            .into_iter()
+            .map(|(_, s)| s)
             .collect(),
         Request::Search {
             resource_type,
             pairs,
         } => match search_plan(adapter, &resource_type, &pairs) {
             Ok(plan) => first_page_selects(&plan)
-                .iter()
-                .map(|(_, s)| render(DialectKind::Mysql, s))
+                .into_iter()
+                .map(|(_, s)| s)
                 .collect(),
             Err(message) => {
                 println!("  (cannot compile {path}: {message})");
@@ -1508,6 +1780,13 @@ fn compiled_sql(adapter: &Adapter, path: &str) -> Vec<RenderedQuery> {
             }
         },
     }
+}
+
+fn compiled_sql(adapter: &Adapter, path: &str) -> Vec<RenderedQuery> {
+    compiled_selects(adapter, path)
+        .iter()
+        .map(|s| render(DialectKind::Mysql, s))
+        .collect()
 }
 
 /// Microseconds per compilation (parse, plan, page SELECT, render) of `path`: the part of the
@@ -1572,6 +1851,9 @@ async fn sanity(client: &reqwest::Client, portico: &str, baseline: &str, path: &
         baseline_count,
         b_body.len()
     );
+    if let (Some(p), Some(b)) = (p_json["total"].as_u64(), b_json["total"].as_u64()) {
+        let _ = write!(line, "; total: Portico {p}, raw SQL {b}");
+    }
     if p_status.is_none_or(|s| !s.is_success()) {
         let excerpt: String = String::from_utf8_lossy(&p_body).chars().take(300).collect();
         let _ = write!(line, "\n  Portico body: {excerpt}");
@@ -1774,6 +2056,15 @@ fn main() {
         config.client_threads,
         config.pool_size
     );
+    println!(
+        "- raw-SQL baseline: {}",
+        match config.baseline {
+            BaselineKind::SingleTable => {
+                "single-table (Portico's SELECT on its base table alone: no joins, base-table conditions, lookup lists as constants)"
+            }
+            BaselineKind::SameSql => "same-sql (Portico's SELECTs, lookups as compiled)",
+        }
+    );
 
     let dataset = match client_rt.block_on(prepare_database(&config)) {
         Ok(d) => d,
@@ -1839,6 +2130,7 @@ fn main() {
             statement_timeout_ms: 30_000,
             acquire_timeout_ms: 30_000,
             timezone: None,
+            lookup_refresh_ms: default_lookup_refresh_ms(),
         },
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
@@ -1856,6 +2148,20 @@ fn main() {
         }
     });
 
+    // The lookups' key lists, as Portico's cache reads them: the SQL report shows the statements
+    // Portico runs, and the single-table baseline writes them in as constants.
+    let lookup_lists = client_rt.block_on(async {
+        let pool = admin_pool(&config, Some(&config.database))
+            .await
+            .expect("admin pool");
+        let lists = lookup_keys(&pool, &adapter).await;
+        pool.close().await;
+        lists
+    });
+    for (name, keys) in &lookup_lists {
+        println!("- lookup `{name}`: {} keys", keys.len());
+    }
+
     // The baseline, on the same runtime.
     let baseline_port = {
         let keys = adapter
@@ -1867,6 +2173,8 @@ fn main() {
         let url = config.database_url();
         let pool_size = config.pool_size;
         let adapter = adapter.clone();
+        let kind = config.baseline;
+        let lookup_keys = lookup_lists.clone();
         server_rt.block_on(async move {
             let pool = baseline_pool(&url, pool_size, Duration::from_secs(30))
                 .await
@@ -1875,6 +2183,8 @@ fn main() {
                 pool,
                 adapter,
                 keys,
+                kind,
+                lookup_keys,
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
@@ -1890,9 +2200,11 @@ fn main() {
     let baseline_base = format!("http://127.0.0.1:{baseline_port}/raw");
     println!("- Portico at {portico_base}, raw-SQL baseline at {baseline_base}");
 
-    let db_stat = find_db_process();
+    let db_stat = find_db_process(&config.server_url);
     if db_stat.is_none() {
-        println!("- (no mariadbd/mysqld process visible in /proc: DB CPU not reported)");
+        println!(
+            "- (no mariadbd/mysqld process of this server found in /proc: DB CPU not reported)"
+        );
     }
     let ticks = clock_ticks();
 
@@ -1933,13 +2245,22 @@ fn main() {
         for (_, scenario) in &selected {
             let path = (scenario.example)(&ids);
             println!("### {} (example: `{path}`)\n", scenario.title);
-            for query in compiled_sql(&adapter, &path) {
-                let sql = inline_sql(&query);
-                println!("```sql\n{sql}\n```\n");
-                for line in client_rt.block_on(explain(&admin, &sql)) {
-                    println!("{line}");
+            for select in compiled_selects(&adapter, &path) {
+                let mut statements = vec![("Portico", resolved(&select, &lookup_lists))];
+                if config.baseline == BaselineKind::SingleTable {
+                    statements.push((
+                        "raw SQL",
+                        baseline_select(config.baseline, &select, &lookup_lists),
+                    ));
                 }
-                println!();
+                for (target, statement) in statements {
+                    let sql = inline_sql(&render(DialectKind::Mysql, &statement));
+                    println!("{target}:\n\n```sql\n{sql}\n```\n");
+                    for line in client_rt.block_on(explain(&admin, &sql)) {
+                        println!("{line}");
+                    }
+                    println!();
+                }
             }
             compile_costs.push((scenario.key, compile_cost_us(&adapter, &path)));
         }

@@ -13,7 +13,7 @@ use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::db::Database;
 use crate::fhir::capability::BASE_STATEMENT;
-use crate::repository::Repository;
+use crate::repository::{LookupCache, Repository};
 use crate::search::cursor::CursorSigner;
 
 pub struct Application {
@@ -109,6 +109,7 @@ impl Application {
             repository: Repository {
                 adapter,
                 db: database,
+                lookups: Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
             },
             signer: CursorSigner::new(&cursor_key(settings)?),
             base_url: settings.server.base_url.clone(),

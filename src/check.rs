@@ -15,7 +15,7 @@ use crate::config;
 use crate::db::{Database, redact_url};
 use crate::dialect::ast::{Cond, Value};
 use crate::dialect::{DialectKind, RenderedQuery};
-use crate::repository::{LeftOutRow, Repository};
+use crate::repository::{LeftOutRow, LookupCache, Repository};
 use crate::search::compile::plan;
 use crate::search::parse::{MAX_COUNT, parse};
 
@@ -86,6 +86,7 @@ pub async fn run(
     let repository = Repository {
         adapter: std::sync::Arc::new(adapter),
         db: database,
+        lookups: std::sync::Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
     };
     let left_out = scan_data(&repository).await?;
     Ok(if left_out == 0 {

@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::adapter::Adapter;
 use crate::app::{Application, load_adapter};
-use crate::config::{self, LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use crate::config::{
+    self, LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
+    default_lookup_refresh_ms,
+};
 use crate::db::fixture::FixtureWriter;
 use crate::db::{Database, redact_url};
 use crate::demo::cerebello::seed_cerebello;
@@ -261,6 +264,7 @@ async fn demo(
             statement_timeout_ms: 5000,
             acquire_timeout_ms: 3000,
             timezone: None,
+            lookup_refresh_ms: default_lookup_refresh_ms(),
         },
     };
     let application = Application::build(&settings).await?;

@@ -86,6 +86,9 @@ pub struct LegacySettings {
     pub acquire_timeout_ms: u64,
     /// Overrides the adapter's time zone (IANA name) for this site.
     pub timezone: Option<String>,
+    /// How long a lookup table's key list is used before it is read again.
+    #[serde(default = "default_lookup_refresh_ms")]
+    pub lookup_refresh_ms: u64,
 }
 
 impl LegacySettings {
@@ -106,6 +109,10 @@ impl LegacySettings {
             statement_timeout: Duration::from_millis(self.statement_timeout_ms),
             acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
         }
+    }
+
+    pub fn lookup_refresh(&self) -> Duration {
+        Duration::from_millis(self.lookup_refresh_ms)
     }
 
     pub fn adapter_dir(&self) -> PathBuf {
@@ -130,6 +137,9 @@ pub fn default_adapters_dir() -> PathBuf {
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters")
     }
+}
+pub fn default_lookup_refresh_ms() -> u64 {
+    60_000
 }
 fn default_max_connections() -> u32 {
     10

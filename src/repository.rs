@@ -25,6 +25,9 @@ use crate::search::compile::{
 };
 use crate::search::cursor::CursorKey;
 
+mod lookups;
+pub use lookups::{LookupCache, MAX_LOOKUP_KEYS};
+
 /// At most this many resources are added by `_include` and `_revinclude` per page.
 pub const MAX_INCLUDED: usize = 1000;
 
@@ -36,6 +39,7 @@ const IDS_PER_QUERY: usize = 500;
 pub struct Repository {
     pub adapter: Arc<Adapter>,
     pub db: Database,
+    pub lookups: Arc<LookupCache>,
 }
 
 /// A mapped resource with the row it came from and its place in the search's total order.
@@ -90,7 +94,10 @@ pub enum ReadOutcome {
 }
 
 impl Repository {
+    /// Every query runs through here: lookups become their cached key lists, then it renders.
     async fn fetch(&self, select: &Select) -> Result<Vec<Vec<Value>>, DbError> {
+        let resolved = self.lookups.resolve(&self.db, select).await;
+        let select = resolved.as_ref().unwrap_or(select);
         self.db.fetch(&render(self.db.dialect(), select)).await
     }
 

@@ -115,6 +115,10 @@ pub struct JoinSpec {
     pub on: Vec<FilterSpec>,
     #[serde(default)]
     pub required: bool,
+    /// The joined table is a small lookup table (categories, list options, statuses): its
+    /// conditions become a list of its keys on the base table's column (see adapters/README.md).
+    #[serde(default)]
+    pub lookup: bool,
 }
 
 /// Keep only the row with the greatest `column` among rows sharing `partition`.

@@ -100,6 +100,16 @@ pub struct JoinDef {
     pub table: String,
     pub on: Vec<Predicate>,
     pub required: bool,
+    /// Set when the join is declared a lookup (`lookup = true`).
+    pub lookup: Option<LookupKey>,
+}
+
+/// The one column pair that links a lookup table to the base table: `key` (the lookup's column)
+/// equals `foreign` (the base table's). Every other condition on the lookup tests constants.
+#[derive(Debug, Clone)]
+pub struct LookupKey {
+    pub key: ColumnRef,
+    pub foreign: ColumnRef,
 }
 
 #[derive(Debug)]

@@ -16,8 +16,8 @@ use super::format::{
 };
 use super::model::{
     Adapter, BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, IdDef, JoinDef, Latest,
-    Mapping, Node, Predicate, PredicateOp, ProfileClaim, ReferenceTarget, ResourceDef, SearchKind,
-    SearchParam, SearchParamInfo, TokenTarget, Transform, Variant,
+    LookupKey, Mapping, Node, Predicate, PredicateOp, ProfileClaim, ReferenceTarget, ResourceDef,
+    SearchKind, SearchParam, SearchParamInfo, TokenTarget, Transform, Variant,
 };
 use crate::dialect::ast::Value;
 use crate::fhir::resource_types::is_resource_type;
@@ -387,6 +387,7 @@ fn compile_joins(
     scope: &mut Scope,
     path: &str,
     joins: &[JoinSpec],
+    lookups_allowed: bool,
 ) -> Vec<JoinDef> {
     joins
         .iter()
@@ -421,14 +422,68 @@ fn compile_joins(
                     "a join needs at least one condition",
                 );
             }
+            let on = predicates(ctx, scope, &format!("{path}[{index}].on"), &join.on, false);
+            let lookup = match (join.lookup, lookups_allowed) {
+                (false, _) => None,
+                (true, false) => {
+                    ctx.issue(
+                        &format!("{path}[{index}].lookup"),
+                        "only joins of [source] can be lookups",
+                    );
+                    None
+                }
+                (true, true) => lookup_key(ctx, &format!("{path}[{index}]"), &join.alias, &on),
+            };
             JoinDef {
                 alias: join.alias.clone(),
                 table: join.table.clone(),
-                on: predicates(ctx, scope, &format!("{path}[{index}].on"), &join.on, false),
+                on,
                 required: join.required,
+                lookup,
             }
         })
         .collect()
+}
+
+/// The key pair of a lookup join: exactly one `equals_column` between the lookup's column and a
+/// base-table column; every other condition of `on` tests a column of the lookup against constants.
+fn lookup_key(
+    ctx: &mut FileContext,
+    path: &str,
+    alias: &str,
+    on: &[Predicate],
+) -> Option<LookupKey> {
+    // Every equals_column of `on`, as (lookup side, other side) when one side is the lookup's.
+    let mut links = Vec::new();
+    for predicate in on {
+        match &predicate.op {
+            PredicateOp::EqualsColumn(other) if other.alias == alias => {
+                links.push((other, &predicate.column))
+            }
+            PredicateOp::EqualsColumn(other) => links.push((&predicate.column, other)),
+            _ if predicate.column.alias != alias => ctx.issue(
+                &format!("{path}.on"),
+                format!(
+                    "a lookup's other conditions test its own columns; {} is not one",
+                    predicate.column.display()
+                ),
+            ),
+            _ => {}
+        }
+    }
+    match links.as_slice() {
+        [(key, foreign)] if key.alias == alias && foreign.alias == BASE_ALIAS => Some(LookupKey {
+            key: (*key).clone(),
+            foreign: (*foreign).clone(),
+        }),
+        _ => {
+            ctx.issue(
+                &format!("{path}.on"),
+                "a lookup is linked by exactly one equals_column between its column and a base-table column",
+            );
+            None
+        }
+    }
 }
 
 fn compile_mapping(
@@ -508,8 +563,25 @@ fn compile_mapping(
         .as_ref()
         .and_then(|column| scope.intern(ctx, "source.last_updated", column));
 
-    let joins = compile_joins(ctx, &mut scope, "source.join", &source.join);
+    let joins = compile_joins(ctx, &mut scope, "source.join", &source.join, true);
     let filter = predicates(ctx, &mut scope, "source.filter", &source.filter, false);
+    // A filter on a lookup is resolved with the lookup's own conditions, so it tests constants.
+    for (index, predicate) in filter.iter().enumerate() {
+        let on_lookup = |column: &ColumnRef| {
+            source
+                .join
+                .iter()
+                .any(|j| j.lookup && j.alias == column.alias)
+        };
+        if matches!(predicate.op, PredicateOp::EqualsColumn(_))
+            && predicate.columns().any(on_lookup)
+        {
+            ctx.issue(
+                &format!("source.filter[{index}]"),
+                "a filter on a lookup's column compares it with constants, not with another column",
+            );
+        }
+    }
     let latest = source.latest.as_ref().and_then(|latest| {
         let column = scope.resolve(ctx, "source.latest.column", &latest.column)?;
         let partition: Vec<ColumnRef> = latest
@@ -591,6 +663,7 @@ fn compile_mapping(
             &mut child_scope,
             &format!("{path}.join"),
             &collection.join,
+            false,
         );
         let filter = predicates(
             ctx,

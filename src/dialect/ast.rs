@@ -133,6 +133,25 @@ pub enum Cond {
         select: Box<Select>,
         negated: bool,
     },
+    /// `expr IN (keys)`: a semi-join on a small lookup table, `keys` selecting one column of it.
+    /// Before rendering, the repository replaces it with the lookup's cached key list (an `In` of
+    /// constants, which an optimizer cannot turn back into a join that drives the plan); it is
+    /// rendered as the subquery only when no list is at hand. `lookup` names the cache entry.
+    InLookup {
+        expr: Expr,
+        lookup: String,
+        keys: Box<Select>,
+    },
+}
+
+impl Select {
+    /// This query with the lookups `keys` knows resolved to constant lists (`Cond::InLookup`).
+    pub fn with_lookup_keys(&self, keys: &dyn Fn(&str) -> Option<Vec<Value>>) -> Select {
+        Select {
+            filter: self.filter.with_lookup_keys(keys),
+            ..self.clone()
+        }
+    }
 }
 
 impl Expr {
@@ -186,6 +205,39 @@ impl Cond {
             0 => Cond::False,
             1 => kept.pop().expect("one element"),
             _ => Cond::Or(kept),
+        }
+    }
+
+    /// This condition with every `InLookup` that `keys` knows replaced by `expr IN (its keys)`.
+    pub fn with_lookup_keys(&self, keys: &dyn Fn(&str) -> Option<Vec<Value>>) -> Cond {
+        match self {
+            Cond::And(conds) => Cond::And(conds.iter().map(|c| c.with_lookup_keys(keys)).collect()),
+            Cond::Or(conds) => Cond::Or(conds.iter().map(|c| c.with_lookup_keys(keys)).collect()),
+            Cond::Not(inner) => Cond::Not(Box::new(inner.with_lookup_keys(keys))),
+            Cond::Exists { select, negated } => Cond::Exists {
+                select: Box::new(select.with_lookup_keys(keys)),
+                negated: *negated,
+            },
+            Cond::InLookup { expr, lookup, .. } => match keys(lookup) {
+                Some(values) => Cond::In {
+                    expr: expr.clone(),
+                    values,
+                    negated: false,
+                },
+                None => self.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
+    /// The `(lookup, keys)` of every `InLookup` in this condition.
+    pub fn lookups<'a>(&'a self, found: &mut Vec<(&'a str, &'a Select)>) {
+        match self {
+            Cond::And(conds) | Cond::Or(conds) => conds.iter().for_each(|c| c.lookups(found)),
+            Cond::Not(inner) => inner.lookups(found),
+            Cond::Exists { select, .. } => select.filter.lookups(found),
+            Cond::InLookup { lookup, keys, .. } => found.push((lookup, keys)),
+            _ => {}
         }
     }
 

@@ -266,6 +266,12 @@ impl Renderer<'_> {
                 let dialect = self.dialect;
                 dialect.exact_text(self, expr, text);
             }
+            Cond::InLookup { expr, keys, .. } => {
+                self.expr(expr);
+                self.sql.push_str(" IN (");
+                self.select(keys);
+                self.sql.push(')');
+            }
             Cond::Exists { select, negated } => {
                 self.sql
                     .push_str(if *negated { "NOT EXISTS (" } else { "EXISTS (" });

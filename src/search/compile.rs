@@ -19,8 +19,8 @@ use super::parse::{
 use crate::adapter::format::{ColumnType, SearchType};
 use crate::adapter::map::{uuid_bytes, uuid_text};
 use crate::adapter::model::{
-    BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, JoinDef, Mapping, Predicate, PredicateOp,
-    ReferenceTarget, ResourceDef, SearchKind, SearchParam, TokenTarget,
+    BASE_ALIAS, COLLECTION_ALIAS, Collection, ColumnRef, JoinDef, LookupKey, Mapping, Predicate,
+    PredicateOp, ReferenceTarget, ResourceDef, SearchKind, SearchParam, TokenTarget,
 };
 use crate::dialect::ast::{
     CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value,
@@ -1206,9 +1206,47 @@ fn predicate_cond(predicate: &Predicate, default_alias: &str) -> Cond {
 }
 
 /// The mapping's FROM, joins, row filter and `latest` rule, with `extra` ANDed in.
+///
+/// A lookup join that filters (required, or tested by `source.filter`) becomes a LEFT JOIN that
+/// only reads the lookup's columns, and the filter becomes `t.foreign IN (the lookup's keys)`: the
+/// key list guarantees the match, and a LEFT JOIN cannot make the optimizer start from the lookup
+/// table and reach the base table through an index of the lookup's column.
 fn base_select(mapping: &Mapping, columns: Vec<Expr>, extra: Cond) -> Select {
-    let joins = mapping.joins.iter().map(join).collect();
-    let mut filter = vec![predicates_cond(&mapping.filter, BASE_ALIAS)];
+    let filtering: Vec<(&JoinDef, &LookupKey)> = mapping
+        .joins
+        .iter()
+        .filter_map(|j| Some((j, j.lookup.as_ref()?)))
+        .filter(|(j, _)| j.required || mapping.filter.iter().any(|p| p.column.alias == j.alias))
+        .collect();
+    let is_filtering = |alias: &str| filtering.iter().any(|(j, _)| j.alias == alias);
+    let joins = mapping
+        .joins
+        .iter()
+        .map(|def| Join {
+            kind: if is_filtering(&def.alias) {
+                JoinKind::Left
+            } else {
+                join_kind(def)
+            },
+            ..join(def)
+        })
+        .collect();
+    let base_filter: Vec<&Predicate> = mapping
+        .filter
+        .iter()
+        .filter(|p| !is_filtering(&p.column.alias))
+        .collect();
+    let mut filter = vec![Cond::and(
+        base_filter
+            .into_iter()
+            .map(|p| predicate_cond(p, BASE_ALIAS))
+            .collect(),
+    )];
+    filter.extend(
+        filtering
+            .iter()
+            .map(|(def, key)| lookup_cond(mapping, def, key)),
+    );
     if let Some(latest) = &mapping.latest {
         let newer_alias = "newer";
         let mut conds: Vec<Cond> = latest
@@ -1256,17 +1294,55 @@ fn base_select(mapping: &Mapping, columns: Vec<Expr>, extra: Cond) -> Select {
 
 fn join(def: &JoinDef) -> Join {
     Join {
-        kind: if def.required {
-            JoinKind::Inner
-        } else {
-            JoinKind::Left
-        },
+        kind: join_kind(def),
         table: TableRef {
             table: def.table.clone(),
             alias: def.alias.clone(),
         },
         on: predicates_cond(&def.on, &def.alias),
     }
+}
+
+fn join_kind(def: &JoinDef) -> JoinKind {
+    if def.required {
+        JoinKind::Inner
+    } else {
+        JoinKind::Left
+    }
+}
+
+/// `t.foreign IN (SELECT key FROM lookup WHERE its conditions and the mapping's filters on it)`.
+fn lookup_cond(mapping: &Mapping, def: &JoinDef, key: &LookupKey) -> Cond {
+    let own = def
+        .on
+        .iter()
+        .filter(|p| !matches!(p.op, PredicateOp::EqualsColumn(_)))
+        .chain(
+            mapping
+                .filter
+                .iter()
+                .filter(|p| p.column.alias == def.alias),
+        );
+    Cond::InLookup {
+        expr: column_expr(&key.foreign),
+        lookup: lookup_name(mapping, def),
+        keys: Box::new(Select {
+            columns: vec![column_expr(&key.key)],
+            from: TableRef {
+                table: def.table.clone(),
+                alias: def.alias.clone(),
+            },
+            joins: Vec::new(),
+            filter: Cond::and(own.map(|p| predicate_cond(p, &def.alias)).collect()),
+            order_by: Vec::new(),
+            limit: None,
+        }),
+    }
+}
+
+/// The cache entry of a mapping's lookup join: `Appointment:cat`.
+pub fn lookup_name(mapping: &Mapping, def: &JoinDef) -> String {
+    format!("{}:{}", mapping.name, def.alias)
 }
 
 fn selected_columns(mapping: &Mapping) -> Vec<Expr> {

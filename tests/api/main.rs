@@ -18,6 +18,8 @@ mod errors;
 mod faults;
 // Partial zero dates, profile claims, rows that cannot become valid R4.
 mod legacy_rows;
+// Lookup joins: cached key lists against plain SQL, refreshed after their interval.
+mod lookups;
 // Read: ids, ETag/Last-Modified, conditional reads, subsetting.
 mod read;
 // Search semantics, paging, sorting, includes, totals.

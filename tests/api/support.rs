@@ -4,7 +4,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use portico::app::Application;
-use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use portico::config::{
+    LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
+    default_lookup_refresh_ms,
+};
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
 use portico::db::{Database, DbSettings};
 use portico::demo::seed_openemr;
@@ -105,6 +108,7 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
             statement_timeout_ms,
             acquire_timeout_ms: 1000,
             timezone: None,
+            lookup_refresh_ms: default_lookup_refresh_ms(),
         },
     }
 }

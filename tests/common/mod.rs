@@ -13,7 +13,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use portico::app::Application;
-use portico::config::{LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir};
+use portico::config::{
+    LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
+    default_lookup_refresh_ms,
+};
 use portico::db::fixture::FixtureWriter;
 use portico::db::{Database, DbError, DbSettings};
 use portico::dialect::RenderedQuery;
@@ -205,6 +208,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             statement_timeout_ms: 10_000,
             acquire_timeout_ms: 3_000,
             timezone: None,
+            lookup_refresh_ms: default_lookup_refresh_ms(),
         },
     };
     let application = Application::build(&settings)

@@ -245,3 +245,48 @@ sortable = true
         ],
     );
 }
+
+#[test]
+fn lookups_are_linked_by_one_key_and_filtered_by_constants() {
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        (
+            "Appointment.toml",
+            r#"
+version = 1
+resource = "Appointment"
+[source]
+table = "event"
+id = { columns = ["id"] }
+filter = [
+  { column = "cat.kind", equals = 0 },
+  { column = "two.code", equals_column = "code" },
+]
+join = [
+  { alias = "cat", table = "category", on = [{ column = "cat.id", equals_column = "cat_id" }], required = true, lookup = true },
+  { alias = "two", table = "category", on = [{ column = "two.id", equals_column = "cat_id" }, { column = "two.code", equals_column = "code" }], lookup = true },
+  { alias = "far", table = "category", on = [{ column = "far.id", equals_column = "cat.parent" }, { column = "cat.kind", equals = 1 }], lookup = true },
+]
+[collections.notes]
+table = "note"
+match = [["event_id", "id"]]
+join = [{ alias = "k", table = "kind", on = [{ column = "k.id", equals_column = "kind_id" }], lookup = true }]
+[elements]
+status = "booked"
+"#,
+        ),
+    ]);
+    assert_reports(
+        &dir,
+        &[
+            "source.join[1].on: a lookup is linked by exactly one equals_column",
+            "source.join[2].on: a lookup's other conditions test its own columns; cat.kind is not one",
+            "source.join[2].on: a lookup is linked by exactly one equals_column",
+            "source.filter[1]: a filter on a lookup's column compares it with constants",
+            "collections.notes.join[0].lookup: only joins of [source] can be lookups",
+        ],
+    );
+    let found = issues(&dir).join("\n");
+    assert!(!found.contains("source.join[0]"), "{found}");
+    assert!(!found.contains("source.filter[0]"), "{found}");
+}

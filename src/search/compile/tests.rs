@@ -285,6 +285,65 @@ fn sqlite_sql_for_every_search_case() {
 }
 
 #[test]
+fn lookup_filters_become_a_key_list_on_the_base_table() {
+    let adapter = openemr();
+    let plan = compile(&adapter, "Appointment", "patient=7", true).unwrap();
+    let select = page_select(&plan.branches[0], &Cond::True, None, 21);
+    // Compiled: a LEFT JOIN for the category's columns and a semi-join for the filter.
+    let compiled = render(DialectKind::Mysql, &select);
+    assert!(
+        compiled.sql.contains("LEFT JOIN `openemr_postcalendar_categories` `cat` ON `cat`.`pc_catid` = `t`.`pc_catid`")
+            && compiled.sql.contains("`t`.`pc_catid` IN (SELECT `cat`.`pc_catid` FROM `openemr_postcalendar_categories` `cat` WHERE `cat`.`pc_cattype` = ?)")
+            && !compiled.sql.contains("WHERE (`cat`."),
+        "{}",
+        compiled.sql
+    );
+    let mut lookups = Vec::new();
+    select.filter.lookups(&mut lookups);
+    let names: Vec<&str> = lookups.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["Appointment:cat"]);
+    assert_eq!(
+        render(DialectKind::Mysql, lookups[0].1).sql,
+        "SELECT `cat`.`pc_catid` FROM `openemr_postcalendar_categories` `cat` WHERE `cat`.`pc_cattype` = ?"
+    );
+    // Resolved: the keys are bound values, and no subquery is left.
+    let resolved = select.with_lookup_keys(&|name| {
+        (name == "Appointment:cat").then(|| vec![Value::Int(5), Value::Int(9)])
+    });
+    let rendered = render(DialectKind::Mysql, &resolved);
+    assert!(
+        rendered.sql.contains("`t`.`pc_catid` IN (?, ?)") && !rendered.sql.contains("(SELECT"),
+        "{}",
+        rendered.sql
+    );
+    assert_eq!(
+        rendered.params,
+        [
+            Value::Text(String::new()),
+            Value::Int(1),
+            Value::Text(String::new()),
+            Value::Text("0".into()),
+            Value::Int(5),
+            Value::Int(9),
+            Value::Text("7".into()),
+        ]
+    );
+    // An unknown lookup stays a semi-join; an empty list matches nothing.
+    assert_eq!(select.with_lookup_keys(&|_| None), select);
+    let empty = render(
+        DialectKind::Mysql,
+        &select.with_lookup_keys(&|_| Some(Vec::new())),
+    );
+    assert!(empty.sql.contains("1 = 0"), "{}", empty.sql);
+    // Counts and reads share the rewrite; joins without a filter (Encounter's category) do not.
+    let encounter = compile(&adapter, "Encounter", "", true).unwrap();
+    let encounters = page_select(&encounter.branches[0], &Cond::True, None, 21);
+    let mut none = Vec::new();
+    encounters.filter.lookups(&mut none);
+    assert!(none.is_empty());
+}
+
+#[test]
 fn unknown_parameters_are_ignored_leniently_and_rejected_strictly() {
     let adapter = openemr();
     let lenient = compile(

@@ -1,0 +1,114 @@
+//! Lookup joins on MariaDB: OpenEMR's appointment categories are read as a cached key list, whose
+//! results equal plain SQL over the join, and which follows a change of the category table once
+//! the refresh interval has passed (and not before).
+
+use std::time::{Duration, Instant};
+
+use portico::db::fixture::FixtureWriter;
+use portico::dialect::RenderedQuery;
+use portico::dialect::ast::Value;
+
+use crate::support::{Backend, TestApp, ids, seed, settings, start};
+
+/// The Appointment ids plain SQL finds: events of patient categories (pc_cattype 0) with a patient,
+/// optionally of one patient.
+async fn plain_sql_ids(app: &TestApp, patient: Option<&str>) -> Vec<String> {
+    let database = crate::support::legacy_database(&app.db_url, Duration::from_secs(10));
+    let mut sql = "SELECT e.pc_eid FROM openemr_postcalendar_events e \
+                   JOIN openemr_postcalendar_categories c ON c.pc_catid = e.pc_catid \
+                   WHERE c.pc_cattype = 0 AND e.pc_pid NOT IN ('', '0')"
+        .to_owned();
+    let mut params = Vec::new();
+    if let Some(pid) = patient {
+        sql.push_str(" AND e.pc_pid = ?");
+        params.push(Value::Text(pid.to_owned()));
+    }
+    let rows = database
+        .fetch(&RenderedQuery { sql, params })
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    database.close().await;
+    let mut ids: Vec<String> = rows
+        .iter()
+        .map(|row| match &row[0] {
+            Value::Int(id) => id.to_string(),
+            other => panic!("pc_eid is {other:?}"),
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn portico_ids(app: &TestApp, query: &str) -> Vec<String> {
+    let mut found = ids(&app.all_pages(query).await);
+    found.sort();
+    found
+}
+
+async fn total(app: &TestApp, query: &str) -> u64 {
+    app.get_fhir(query, 200).await["total"]
+        .as_u64()
+        .expect("a total")
+}
+
+#[tokio::test]
+async fn lookup_key_lists_equal_plain_sql_and_follow_changes_after_the_refresh_interval() {
+    let refresh = Duration::from_millis(2500);
+    let db_url = seed(Backend::MariaDb, "lookup_refresh").await;
+    let mut settings = settings(&db_url, 5000);
+    settings.legacy.lookup_refresh_ms = refresh.as_millis() as u64;
+    let app = TestApp::at(start(&settings).await, db_url.clone());
+
+    let listed_at = Instant::now();
+    let before = portico_ids(&app, "Appointment?_count=500").await;
+    assert_eq!(before, plain_sql_ids(&app, None).await);
+    assert!(before.len() > 100, "{} appointments", before.len());
+    assert_eq!(
+        total(&app, "Appointment?_summary=count").await,
+        before.len() as u64
+    );
+    let patient = plain_sql_ids(&app, Some("7")).await;
+    assert!(!patient.is_empty());
+    assert_eq!(
+        portico_ids(&app, "Appointment?patient=7&_count=3").await,
+        patient
+    );
+
+    // Category 10, one of the seeded patient categories, stops being one.
+    let writer = FixtureWriter::open(&db_url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer
+        .execute(
+            "UPDATE openemr_postcalendar_categories SET pc_cattype = 1 WHERE pc_catid = 10",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer.close().await;
+    let changed_at = Instant::now();
+    let after = plain_sql_ids(&app, None).await;
+    assert!(after.len() < before.len(), "category 10 held appointments");
+
+    // Within the interval, the list read before the change still applies.
+    let stale = portico_ids(&app, "Appointment?_count=500").await;
+    if listed_at.elapsed() < refresh {
+        assert_eq!(
+            stale, before,
+            "the cached list serves until the interval ends"
+        );
+    }
+
+    // After it, the next request reads the list again: the results are plain SQL's once more.
+    tokio::time::sleep((refresh + Duration::from_millis(100)).saturating_sub(changed_at.elapsed()))
+        .await;
+    assert_eq!(portico_ids(&app, "Appointment?_count=500").await, after);
+    assert_eq!(
+        total(&app, "Appointment?_summary=count").await,
+        after.len() as u64
+    );
+    assert_eq!(
+        portico_ids(&app, "Appointment?patient=7&_count=3").await,
+        plain_sql_ids(&app, Some("7")).await
+    );
+}
