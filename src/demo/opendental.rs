@@ -583,6 +583,12 @@ const PROVIDERS: &[Provider] = &[
         deleted: true,
         ..provider(8, "DOC0", "Adeyemi", "Ruth")
     },
+    // A placeholder a data conversion left behind: a person row with blank names.
+    Provider {
+        hidden: true,
+        npi: false,
+        ..provider(9, "CONV", "", " ")
+    },
 ];
 
 /// A fixed edit time for reference rows, so that their timestamps do not take the seeding time.
