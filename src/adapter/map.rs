@@ -237,6 +237,69 @@ fn left_out_row(
         .collect()
 }
 
+/// Why fhirbolt's strict R4 model refuses `resource`, if it does. The model checks names, nesting,
+/// JSON types and cardinality, not primitive values, so its answer depends only on the resource's
+/// shape: it is asked once per shape and remembered (a mapping yields few shapes), which keeps the
+/// per-resource cost to one walk of the JSON.
+fn model_refusal(resource_type: &str, resource: &Json) -> Option<String> {
+    use std::collections::HashMap;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::sync::{Mutex, OnceLock};
+    /// Past this many shapes the memory is cleared rather than grown.
+    const MAX_SHAPES: usize = 20_000;
+    static VERDICTS: OnceLock<Mutex<HashMap<u64, Option<String>>>> = OnceLock::new();
+
+    let mut hasher = DefaultHasher::new();
+    resource_type.hash(&mut hasher);
+    hash_shape(resource, &mut hasher);
+    let shape = hasher.finish();
+    let verdicts = VERDICTS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(verdict) = verdicts.lock().ok().and_then(|v| v.get(&shape).cloned()) {
+        return verdict;
+    }
+    let verdict = serde_json::to_vec(resource)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| crate::fhir::xml::parse_strict(&bytes).map(|_| ()))
+        .err();
+    if let Ok(mut verdicts) = verdicts.lock() {
+        if verdicts.len() >= MAX_SHAPES {
+            verdicts.clear();
+        }
+        verdicts.insert(shape, verdict.clone());
+    }
+    verdict
+}
+
+/// Names, nesting, array lengths and JSON kinds (with a number's integer-ness and sign), not
+/// the values: everything the model's verdict depends on.
+fn hash_shape(value: &Json, hasher: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    match value {
+        Json::Null => 0u8.hash(hasher),
+        Json::Bool(_) => 1u8.hash(hasher),
+        Json::Number(n) => {
+            2u8.hash(hasher);
+            (n.is_u64(), n.is_i64(), n.as_f64().is_some_and(|f| f < 0.0)).hash(hasher);
+        }
+        Json::String(_) => 3u8.hash(hasher),
+        Json::Array(items) => {
+            4u8.hash(hasher);
+            items.len().hash(hasher);
+            for item in items {
+                hash_shape(item, hasher);
+            }
+        }
+        Json::Object(fields) => {
+            5u8.hash(hasher);
+            fields.len().hash(hasher);
+            for (key, field) in fields {
+                key.hash(hasher);
+                hash_shape(field, hasher);
+            }
+        }
+    }
+}
+
 /// Whether `fields` has the element at `path`: present, and for a list, on every item.
 fn has_path(fields: &Map<String, Json>, path: &[String]) -> bool {
     let Some((first, rest)) = path.split_first() else {
@@ -261,11 +324,7 @@ pub fn check_r4(mapped: MappedResource) -> MapOutcome {
     let resource_type = mapped.resource["resourceType"].as_str().unwrap_or_default();
     let reason = match crate::fhir::required::missing_element(resource_type, &mapped.resource) {
         Some(element) => Some(LeftOutReason::MissingRequired(element)),
-        None => serde_json::to_vec(&mapped.resource)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| crate::fhir::xml::parse_strict(&bytes).map(|_| ()))
-            .err()
-            .map(LeftOutReason::Rejected),
+        None => model_refusal(resource_type, &mapped.resource).map(LeftOutReason::Rejected),
     };
     match reason {
         None => Ok(mapped),

@@ -245,6 +245,31 @@ fn required_elements_and_the_r4_model_decide_what_is_served() {
     let reason = super::check_r4(refused).unwrap_err().reason;
     assert_eq!(reason.kind(), "invalid-r4", "{reason}");
     assert_eq!(reason.summary(), "not valid FHIR R4");
+    // The model's verdict is remembered per shape: the same shape with other values gets the same
+    // answer, a different shape (a string where a number was) gets its own.
+    let again = MappedResource {
+        id: "4".into(),
+        variant: None,
+        resource: json!({"resourceType": "Patient", "id": "4", "gender": 9}),
+    };
+    assert_eq!(
+        super::check_r4(again).unwrap_err().reason.kind(),
+        "invalid-r4"
+    );
+    let fixed = MappedResource {
+        id: "5".into(),
+        variant: None,
+        resource: json!({"resourceType": "Patient", "id": "5", "gender": "female"}),
+    };
+    assert!(super::check_r4(fixed).is_ok());
+    // The same keys under another resource type are that type's question.
+    let observation = MappedResource {
+        id: "6".into(),
+        variant: None,
+        resource: json!({"resourceType": "Observation", "id": "6", "gender": "female",
+            "status": "final", "code": {}}),
+    };
+    assert!(super::check_r4(observation).is_err());
 }
 
 #[test]
