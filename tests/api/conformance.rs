@@ -174,18 +174,8 @@ on_every_backend!(
         let root = app.base.trim_end_matches("/fhir");
         let openapi = app.get(&format!("{root}/openapi.json")).await.json();
         let statement = app.get_fhir("metadata", 200).await;
-        let common = [
-            "_count",
-            "_sort",
-            "_include",
-            "_revinclude",
-            "_total",
-            "_summary",
-            "_elements",
-            "_format",
-            "_pretty",
-            "_cursor",
-        ];
+        // The result parameters the parser knows are documented on every search.
+        let common = portico::search::parse::RESULT_PARAMETERS;
         let resources = statement["rest"][0]["resource"].as_array().unwrap();
         let mut documented_paths = 3; // metadata, health, openapi.json
         for resource in resources {
