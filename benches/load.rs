@@ -2132,6 +2132,7 @@ fn main() {
             timezone: None,
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
+        state: Default::default(),
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
         Ok(app) => app,

@@ -1,4 +1,7 @@
-//! The command line: `serve`, `demo`, `check` and `dictionary`.
+//! The command line: `serve`, `demo`, `check`, `dictionary`, and the state commands `clients`,
+//! `users` and `keys` (in `state_commands`).
+
+mod state_commands;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -84,6 +87,27 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Manage OAuth clients (Portico's state store).
+    Clients {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: state_commands::ClientsCommand,
+    },
+    /// Manage the users who sign in to Portico's authorization server.
+    Users {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: state_commands::UsersCommand,
+    },
+    /// List or rotate the keys Portico signs its tokens with.
+    Keys {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: state_commands::KeysCommand,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -130,6 +154,15 @@ pub fn main() -> ExitCode {
                 adapters_dir,
                 config,
             } => print_dictionary(adapter, format, adapters_dir, config).await,
+            Command::Clients { config, command } => {
+                state_commands::clients(config.as_deref(), command).await
+            }
+            Command::Users { config, command } => {
+                state_commands::users(config.as_deref(), command).await
+            }
+            Command::Keys { config, command } => {
+                state_commands::keys(config.as_deref(), command).await
+            }
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -266,6 +299,7 @@ async fn demo(
             timezone: None,
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
+        state: Default::default(),
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());

@@ -37,6 +37,37 @@ pub struct Settings {
     #[serde(default)]
     pub server: ServerSettings,
     pub legacy: LegacySettings,
+    #[serde(default)]
+    pub state: StateSettings,
+}
+
+/// The settings of the commands that only touch Portico's own state (`clients`, `users`,
+/// `token`): a settings file's `[legacy]` section is not needed, and not read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LocalSettings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub state: StateSettings,
+}
+
+/// Where Portico keeps its own state (never the PMS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    /// `postgres://...` when replicas share state; unset: SQLite `state.db` in `server.state_dir`.
+    pub url: Option<Secret>,
+}
+
+impl StateSettings {
+    /// The store's URL: the configured one, else the SQLite file in `state_dir`.
+    pub fn url(&self, state_dir: &Path) -> Result<String, ConfigError> {
+        match &self.url {
+            Some(url) if !url.expose().is_empty() => Ok(url.expose().to_owned()),
+            _ => crate::state::StateStore::default_url(state_dir)
+                .map_err(|e| ConfigError::Invalid(e.to_string())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +201,23 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
 
 /// Loads settings from `file` and the given `(name, value)` environment pairs.
 pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+    toml::Value::Table(merged_table(file, env)?)
+        .try_into::<Settings>()
+        .map_err(|e| ConfigError::Invalid(e.message().trim().to_owned()))
+}
+
+/// Loads the settings of the state-only commands from `file` and the environment.
+pub fn load_local(file: Option<&Path>) -> Result<LocalSettings, ConfigError> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let mut table = merged_table(file, &vars)?;
+    table.retain(|section, _| section == "server" || section == "state");
+    toml::Value::Table(table)
+        .try_into::<LocalSettings>()
+        .map_err(|e| ConfigError::Invalid(e.message().trim().to_owned()))
+}
+
+/// The settings file's table with the `PORTICO_SECTION__KEY` variables laid over it.
+fn merged_table(file: Option<&Path>, env: &[(String, String)]) -> Result<toml::Table, ConfigError> {
     let mut table = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -200,9 +248,7 @@ pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settin
             section.insert(path[1].clone(), env_value(&path[1], value));
         }
     }
-    toml::Value::Table(table)
-        .try_into::<Settings>()
-        .map_err(|e| ConfigError::Invalid(e.message().trim().to_owned()))
+    Ok(table)
 }
 
 /// Environment values are text; numbers stay numbers for the keys that are numbers.

@@ -7,6 +7,7 @@
 pub mod adapter;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -18,3 +19,4 @@ pub mod error;
 pub mod fhir;
 pub mod repository;
 pub mod search;
+pub mod state;

@@ -24,3 +24,5 @@ mod lookups;
 mod read;
 // Search semantics, paging, sorting, includes, totals.
 mod search;
+// Portico's own state store (clients, users, keys, replay cache) on SQLite and PostgreSQL.
+mod state_store;

@@ -110,6 +110,7 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
             timezone: None,
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
+        state: Default::default(),
     }
 }
 
@@ -365,4 +366,44 @@ pub fn outcome_code(reply: &Reply) -> String {
     assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
     assert_valid_r4(&body);
     body["issue"][0]["code"].as_str().unwrap().to_owned()
+}
+
+/// `PORTICO_TEST_POSTGRES_URL`: a PostgreSQL server where the login may create databases.
+pub fn postgres_server_url() -> String {
+    std::env::var("PORTICO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Portico's state store for `test` on each backend it supports: a new SQLite file and a fresh
+/// PostgreSQL database (`portico_t_<test>`, dropped first).
+pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
+    use sqlx::Connection;
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("portico-state-{}-{n}", std::process::id()));
+    let sqlite_url = portico::state::StateStore::default_url(&dir).expect("state dir");
+    let server = postgres_server_url();
+    let name = format!("portico_t_{test}");
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {server}: {e}"));
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .expect("drop test database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let (root, _) = server.rsplit_once('/').expect("a database in the URL");
+    let postgres_url = format!("{root}/{name}");
+    let mut stores = Vec::new();
+    for url in [sqlite_url, postgres_url] {
+        stores.push(
+            portico::state::StateStore::open(&url)
+                .await
+                .unwrap_or_else(|e| panic!("state store {url}: {e}")),
+        );
+    }
+    stores
 }

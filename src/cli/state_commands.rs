@@ -1,0 +1,308 @@
+//! The commands that manage Portico's own state: `clients`, `users`, `keys`. They read only the
+//! `[server]` and `[state]` settings, so they work before a PMS is configured.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::config;
+use crate::state::StateStore;
+use crate::state::clients::{ClientKind, NewClient};
+use crate::state::users::Role;
+
+#[derive(Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client. A symmetric client's secret is generated and printed once unless given.
+    Add {
+        /// A name people recognise (shown on the consent page).
+        #[arg(long)]
+        name: String,
+        /// The client id (generated when left out).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, value_enum, default_value_t = KindArg::Public)]
+        kind: KindArg,
+        /// An exact redirect URI; repeat for several.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// The scopes the client may be granted, space separated (e.g. "system/*.rs").
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Asymmetric clients: where their JWKS is published.
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// Asymmetric clients: a file holding their JWKS (JSON).
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// Symmetric clients: read the secret from the first line of standard input.
+        #[arg(long)]
+        secret_stdin: bool,
+    },
+    /// Register every client of a TOML file (`[[client]]` tables with the fields of `add`).
+    Load {
+        file: PathBuf,
+    },
+    List,
+    /// Remove a client; every token issued to it stops working.
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    Public,
+    Symmetric,
+    Asymmetric,
+}
+
+impl From<KindArg> for ClientKind {
+    fn from(kind: KindArg) -> ClientKind {
+        match kind {
+            KindArg::Public => ClientKind::Public,
+            KindArg::Symmetric => ClientKind::Symmetric,
+            KindArg::Asymmetric => ClientKind::Asymmetric,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add a user. The password comes from standard input with --password-stdin, or is generated
+    /// and printed once.
+    Add {
+        username: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// `Practitioner/<id>` for a clinician, `Patient/<id>` for a patient-portal user.
+        #[arg(long)]
+        fhir_user: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+    /// Remove a user; their refresh and access tokens are revoked.
+    Remove {
+        username: String,
+    },
+    /// Set a new password (from standard input with --password-stdin, or generated and printed).
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Clinician,
+    Patient,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Clinician => Role::Clinician,
+            RoleArg::Patient => Role::Patient,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key; the current one stops signing and verifies for one more day.
+    Rotate,
+    /// List the signing keys (ids and dates, never the keys).
+    List,
+}
+
+/// Opens the state store the settings (file and PORTICO_* variables) name.
+pub async fn open_store(config_file: Option<&Path>) -> anyhow::Result<StateStore> {
+    let settings = config::load_local(config_file)?;
+    let url = settings.state.url(&settings.server.state_dir)?;
+    StateStore::open(&url).await.with_context(|| {
+        format!(
+            "cannot open the state store {}",
+            crate::db::redact_url(&url)
+        )
+    })
+}
+
+fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+pub async fn clients(config_file: Option<&Path>, command: ClientsCommand) -> anyhow::Result<()> {
+    let store = open_store(config_file).await?;
+    match command {
+        ClientsCommand::Add {
+            name,
+            id,
+            kind,
+            redirect_uris,
+            scopes,
+            jwks_url,
+            jwks,
+            secret_stdin,
+        } => {
+            let jwks = match jwks {
+                Some(path) => Some(
+                    serde_json::from_str(
+                        &std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?,
+                    )
+                    .with_context(|| format!("{} is not JSON", path.display()))?,
+                ),
+                None => None,
+            };
+            let secret = if secret_stdin {
+                Some(read_stdin_line("secret")?)
+            } else {
+                None
+            };
+            let (client, secret) = store
+                .add_client(NewClient {
+                    client_id: id,
+                    name,
+                    kind: Some(kind.into()),
+                    secret,
+                    jwks_url,
+                    jwks,
+                    redirect_uris,
+                    allowed_scopes: scopes,
+                })
+                .await?;
+            println!("client_id: {}", client.client_id);
+            if let Some(secret) = secret {
+                println!("client_secret: {secret}");
+                println!("(shown once: Portico keeps only its hash)");
+            }
+        }
+        ClientsCommand::Load { file } => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct ClientsFile {
+                #[serde(default)]
+                client: Vec<NewClient>,
+            }
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let parsed: ClientsFile = toml::from_str(&text)
+                .with_context(|| format!("{} is not a clients file", file.display()))?;
+            for new in parsed.client {
+                let (client, secret) = store.add_client(new).await?;
+                match secret {
+                    Some(secret) => println!("{} client_secret: {secret}", client.client_id),
+                    None => println!("{}", client.client_id),
+                }
+            }
+        }
+        ClientsCommand::List => {
+            for client in store.clients().await? {
+                println!(
+                    "{}\t{}\t{}\tscopes: {}\tredirect: {}",
+                    client.client_id,
+                    client.kind,
+                    client.name,
+                    client.allowed_scopes,
+                    client.redirect_uris.join(" ")
+                );
+            }
+        }
+        ClientsCommand::Remove { id } => {
+            if !store.remove_client(&id).await? {
+                anyhow::bail!("no client {id}");
+            }
+            println!("removed client {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn users(config_file: Option<&Path>, command: UsersCommand) -> anyhow::Result<()> {
+    let store = open_store(config_file).await?;
+    let password = |from_stdin: bool| -> anyhow::Result<(String, bool)> {
+        if from_stdin {
+            Ok((read_stdin_line("password")?, false))
+        } else {
+            Ok((crate::state::random_token(15), true))
+        }
+    };
+    match command {
+        UsersCommand::Add {
+            username,
+            role,
+            fhir_user,
+            password_stdin,
+        } => {
+            let (password, generated) = password(password_stdin)?;
+            let user = store
+                .add_user(&username, &password, role.into(), fhir_user.as_deref())
+                .await?;
+            println!("added {} user {}", user.role, user.username);
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UsersCommand::List => {
+            for user in store.users().await? {
+                println!(
+                    "{}\t{}\t{}",
+                    user.username,
+                    user.role,
+                    user.fhir_user.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UsersCommand::Remove { username } => {
+            if !store.remove_user(&username).await? {
+                anyhow::bail!("no user {username}");
+            }
+            println!("removed user {username}");
+        }
+        UsersCommand::Passwd {
+            username,
+            password_stdin,
+        } => {
+            let (password, generated) = password(password_stdin)?;
+            if !store.set_password(&username, &password).await? {
+                anyhow::bail!("no user {username}");
+            }
+            println!("password changed for {username}");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn keys(config_file: Option<&Path>, command: KeysCommand) -> anyhow::Result<()> {
+    let store = open_store(config_file).await?;
+    match command {
+        KeysCommand::Rotate => {
+            let key = store.rotate_signing_key().await?;
+            println!("signing with key {}", key.kid);
+        }
+        KeysCommand::List => {
+            store.current_signing_key().await?;
+            for key in store.verification_keys().await? {
+                let state = match key.retired_at {
+                    Some(at) => format!("retired at {at}"),
+                    None => "signing".into(),
+                };
+                println!("{}\tcreated at {}\t{state}", key.kid, key.created_at);
+            }
+        }
+    }
+    Ok(())
+}

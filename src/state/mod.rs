@@ -1,0 +1,131 @@
+//! Portico's own state store: OAuth clients, users, signing keys, tokens, launch contexts and the
+//! audit trail. Never the PMS. Embedded SQLite by default (`state.db` in `server.state_dir`),
+//! PostgreSQL when replicas share state (`state.url = "postgres://..."`). One set of portable,
+//! versioned migrations (`migrations/state`) runs on both through sqlx's `Any` driver; every
+//! statement here is written in the SQL both accept (`$n` placeholders, `ON CONFLICT`).
+
+pub mod clients;
+pub mod keys;
+pub mod tokens;
+pub mod users;
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/state");
+
+/// Which database holds the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("state store migrations: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A handle on the state store; cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct StateStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl StateStore {
+    /// Opens the store at `url` (`sqlite://...` or `postgres://...`) and brings its schema up to
+    /// date. SQLite files are created when missing.
+    pub async fn open(url: &str) -> Result<StateStore, StateError> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StateError::Invalid(
+                "state.url must be a sqlite:// or postgres:// URL".into(),
+            ));
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers go on while one writer commits; the busy timeout makes
+                        // concurrent writers wait instead of failing with "database is locked".
+                        connection.execute("PRAGMA journal_mode = WAL").await?;
+                        connection.execute("PRAGMA busy_timeout = 5000").await?;
+                        connection.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        MIGRATIONS.run(&pool).await?;
+        Ok(StateStore { pool, backend })
+    }
+
+    /// The SQLite file Portico uses when `state.url` is not set.
+    pub fn default_url(state_dir: &Path) -> Result<String, StateError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            StateError::Invalid(format!(
+                "cannot create state directory {}: {e}",
+                state_dir.display()
+            ))
+        })?;
+        Ok(format!(
+            "sqlite://{}?mode=rwc",
+            state_dir.join("state.db").display()
+        ))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Whether the store answers (for health checks).
+    pub async fn ping(&self) -> Result<(), StateError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch: the unit of every time the store keeps.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// `bytes` random bytes from the system's generator, base64url without padding: client ids,
+/// secrets, codes, refresh tokens, jtis.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut buffer).expect("the system random generator failed");
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// What the store keeps of a high-entropy secret (codes, refresh tokens, client secrets): its
+/// SHA-256, so a copy of the store does not hand out working credentials.
+pub fn hash_token(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
