@@ -26,3 +26,6 @@ mod read;
 mod search;
 // Portico's own state store (clients, users, keys, replay cache) on SQLite and PostgreSQL.
 mod state_store;
+// Access tokens and client authentication (JWT and Backend Services negatives).
+mod auth_keys;
+mod tokens;
