@@ -1,12 +1,13 @@
 //! Portico: a read-only FHIR R4 facade over legacy practice-management databases.
 //!
 //! Modules in reading order: the pure core (`dialect`, `search`, `adapter`, `fhir`), then the
-//! edges (`db`, `repository`, `api`, `app`), then the tools (`cli`, `check`,
+//! edges (`db`, `repository`, `auth`, `api`, `app`), then the tools (`cli`, `check`,
 //! `dictionary`, `demo`, `config`).
 
 pub mod adapter;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
