@@ -2121,6 +2121,7 @@ fn main() {
             base_url: None,
             cursor_secret: Some(Secret::new("portico-load-bench-cursor-key-0123456789")),
             state_dir: state_dir.clone(),
+            ..ServerSettings::default()
         },
         legacy: LegacySettings {
             adapter: config.profile.adapter.into(),

@@ -1,14 +1,23 @@
-//! Startup: settings in, a bound server out. `Application::build` loads the adapter, creates the
-//! pool (lazily: Portico starts while the database is down), binds the listener (port 0 allowed)
-//! and assembles the router; `run` serves until the process stops.
+//! Startup and shutdown: settings in, a bound server out. `Application::build` loads the adapter,
+//! creates the pool (lazily: Portico starts while the database is down), reads the TLS files,
+//! binds the listener (port 0 allowed) and assembles the router; `run` serves (HTTP, or HTTPS under
+//! `server.tls_cert`) until SIGTERM or ctrl-c, then drains connections and stops the background
+//! workers (`workers`).
+
+mod tls;
+pub mod workers;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::adapter;
+use crate::api::origin::{Origin, PeerAddr};
 use crate::api::{AppState, router};
 use crate::config::Settings;
 use crate::db::Database;
@@ -16,10 +25,17 @@ use crate::fhir::capability::BASE_STATEMENT;
 use crate::repository::{LookupCache, Repository};
 use crate::search::cursor::CursorSigner;
 
+pub use workers::Workers;
+
+/// How long workers get to return after shutdown is signalled before they are aborted.
+const WORKER_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Application {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: axum::Router,
     pub state: AppState,
+    workers: Workers,
 }
 
 /// Loads and validates the adapter named in `settings`, applying the site's time zone.
@@ -101,6 +117,19 @@ impl Application {
                     .collect::<Vec<_>>()
             );
         }
+        let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "server.tls_cert and server.tls_key go together: set both to serve HTTPS, or neither"
+            ),
+        };
+        let origin = Origin::new(
+            settings.server.base_url.clone(),
+            tls.is_some(),
+            &settings.server.trusted_proxies,
+        )
+        .map_err(anyhow::Error::msg)?;
         let capability_base: serde_json::Value = serde_json::from_str(BASE_STATEMENT)
             .context("capability-statement.json is not valid JSON")?;
         let state = AppState {
@@ -112,7 +141,7 @@ impl Application {
                 lookups: Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
             },
             signer: CursorSigner::new(&cursor_key(settings)?),
-            base_url: settings.server.base_url.clone(),
+            origin: Arc::new(origin),
             capability_base: Arc::new(capability_base),
         };
         let address = format!("{}:{}", settings.server.host, settings.server.port);
@@ -121,8 +150,10 @@ impl Application {
             .with_context(|| format!("cannot listen on {address}"))?;
         Ok(Application {
             listener,
+            tls,
             router: router(state.clone()),
             state,
+            workers: Workers::new(),
         })
     }
 
@@ -130,7 +161,86 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// `https` when Portico serves TLS itself, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Where background work is spawned; it is cancelled when the application stops.
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
+    /// Cancelling this stops the application as SIGTERM does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.workers.shutdown_token()
+    }
+
+    /// Serves until SIGTERM, ctrl-c or the shutdown token; then finishes the requests in flight
+    /// and stops the workers.
     pub async fn run(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).await
+        let token = self.shutdown_token();
+        self.serve_until(async move {
+            tokio::select! {
+                _ = termination_signal() => tracing::info!("shutting down on a signal"),
+                _ = token.cancelled() => {}
+            }
+        })
+        .await
+    }
+
+    /// `run` without signal handlers, for an embedding process (and tests) that keeps its own:
+    /// stops only when the shutdown token is cancelled.
+    pub async fn run_until_cancelled(self) -> std::io::Result<()> {
+        let token = self.shutdown_token();
+        self.serve_until(async move { token.cancelled().await }).await
+    }
+
+    async fn serve_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<PeerAddr>();
+        let served = match self.tls {
+            None => {
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Some(acceptor) => {
+                axum::serve(tls::TlsListener::new(self.listener, acceptor), service)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
+        self.workers.stop(WORKER_GRACE).await;
+        served
+    }
+}
+
+/// SIGTERM (what service managers and container runtimes send) or ctrl-c.
+async fn termination_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
     }
 }

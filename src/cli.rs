@@ -181,7 +181,8 @@ async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(
         adapter = %application.state.adapter.name,
         database = %crate::db::redact_url(settings.legacy.url.expose()),
-        "serving FHIR R4 on http://{}:{}/fhir",
+        "serving FHIR R4 on {}://{}:{}/fhir",
+        application.scheme(),
         settings.server.host,
         application.port()
     );

@@ -84,6 +84,33 @@ pub struct ServerSettings {
     pub cursor_secret: Option<Secret>,
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// PEM certificate chain: with `tls_key`, Portico serves HTTPS itself (TLS 1.2 and 1.3).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Peers (IP addresses or CIDR ranges) whose `Forwarded` / `X-Forwarded-Proto` /
+    /// `X-Forwarded-Host` headers are believed when deriving the public base URL. A list, or one
+    /// comma-separated string (as environment variables give it).
+    #[serde(default, deserialize_with = "list_or_commas")]
+    pub trusted_proxies: Vec<String>,
+}
+
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCommas {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match ListOrCommas::deserialize(d)? {
+        ListOrCommas::List(items) => items,
+        ListOrCommas::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 impl Default for ServerSettings {
@@ -94,6 +121,9 @@ impl Default for ServerSettings {
             base_url: None,
             cursor_secret: None,
             state_dir: default_state_dir(),
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -323,5 +353,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn trusted_proxies_come_as_a_list_or_as_commas() {
+        let file = std::env::temp_dir().join(format!("portico-proxies-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[legacy]\nadapter = \"openemr\"\n[server]\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        let settings = load_from(Some(&file), &[]).unwrap();
+        assert_eq!(settings.server.trusted_proxies, ["10.0.0.1", "fd00::/8"]);
+        let settings = load_from(
+            None,
+            &env(&[
+                ("PORTICO_LEGACY__ADAPTER", "openemr"),
+                ("PORTICO_SERVER__TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,"),
+                ("PORTICO_SERVER__TLS_CERT", "/etc/portico/cert.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.server.trusted_proxies, ["127.0.0.1", "10.0.0.0/8"]);
+        assert_eq!(
+            settings.server.tls_cert.as_deref(),
+            Some(Path::new("/etc/portico/cert.pem"))
+        );
+        assert_eq!(settings.server.tls_key, None);
     }
 }

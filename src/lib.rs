@@ -1,7 +1,7 @@
 //! Portico: a read-only FHIR R4 facade over legacy practice-management databases.
 //!
 //! Modules in reading order: the pure core (`dialect`, `search`, `adapter`, `fhir`), then the
-//! edges (`db`, `repository`, `api`, `app`), then the tools (`cli`, `check`,
+//! edges (`db`, `repository`, `auth`, `api`, `app`), then the tools (`cli`, `check`,
 //! `dictionary`, `demo`, `config`).
 
 pub mod adapter;

@@ -1,7 +1,7 @@
 //! Request handlers: metadata, read, search (GET and POST), and the error-only routes.
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -9,6 +9,7 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::origin::PublicBase;
 use super::negotiate::{Format, Negotiated, body, negotiate, respond};
 use crate::adapter::model::ResourceDef;
 use crate::dialect::ast::Cond;
@@ -42,21 +43,6 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .rev()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(base) = &state.base_url {
-        return base.trim_end_matches('/').to_owned();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}/fhir")
 }
 
 /// An error as a response in the negotiated format (JSON when negotiation itself failed).
@@ -106,6 +92,7 @@ fn now_instant() -> String {
 
 pub async fn metadata(
     State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -117,7 +104,7 @@ pub async fn metadata(
     let statement = capability_statement(
         &state.capability_base,
         &state.adapter,
-        &base_url(&state, &headers),
+        base.fhir(),
         &now_instant(),
     );
     match body(&negotiated, &statement) {
@@ -260,16 +247,18 @@ fn not_modified(etag: &str) -> Response {
 
 pub async fn search_get(
     State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let pairs = query_pairs(raw.as_deref());
-    search_with(state, resource_type, headers, pairs).await
+    search_with(state, &base, resource_type, headers, pairs).await
 }
 
 pub async fn search_post(
     State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -292,11 +281,12 @@ pub async fn search_post(
         );
     }
     pairs.extend(form_urlencoded::parse(&form).into_owned());
-    search_with(state, resource_type, headers, pairs).await
+    search_with(state, &base, resource_type, headers, pairs).await
 }
 
 async fn search_with(
     state: AppState,
+    base: &PublicBase,
     resource_type: String,
     headers: HeaderMap,
     pairs: Vec<(String, String)>,
@@ -305,7 +295,7 @@ async fn search_with(
         Ok(n) => n,
         Err(e) => return error_response(e, None),
     };
-    match search_inner(&state, &resource_type, &headers, &pairs, &negotiated).await {
+    match search_inner(&state, base, &resource_type, &headers, &pairs, &negotiated).await {
         Ok(response) => response,
         Err(e) => error_response(e, Some(&negotiated)),
     }
@@ -323,6 +313,7 @@ fn strict_handling(headers: &HeaderMap) -> bool {
 
 async fn search_inner(
     state: &AppState,
+    base: &PublicBase,
     resource_type: &str,
     headers: &HeaderMap,
     pairs: &[(String, String)],
@@ -360,7 +351,7 @@ async fn search_inner(
         ),
         None => None,
     };
-    let base = base_url(state, headers);
+    let base = base.fhir();
     // Links keep the output format the client chose, outside the cursor's query identity.
     let presentation: Vec<(String, String)> = ["_format", "_pretty"]
         .iter()

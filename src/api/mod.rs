@@ -6,17 +6,22 @@
 mod handlers;
 pub mod negotiate;
 pub mod openapi;
+pub mod origin;
+pub mod request_id;
+mod smart;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::Method;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use serde_json::Value as Json;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::adapter::Adapter;
+use crate::auth::endpoints;
 use crate::repository::Repository;
 use crate::search::cursor::CursorSigner;
 
@@ -26,8 +31,9 @@ pub struct AppState {
     pub adapter: Arc<Adapter>,
     pub repository: Repository,
     pub signer: CursorSigner,
-    /// Public base URL of the FHIR endpoint; derived from the Host header when `None`.
-    pub base_url: Option<String>,
+    /// How the public base URL is decided (`server.base_url`, TLS, trusted proxies); each
+    /// request carries the result as an `origin::PublicBase` extension.
+    pub origin: Arc<origin::Origin>,
     pub capability_base: Arc<Json>,
     /// `/openapi.json`, built from the adapter at startup (`openapi::document_json`).
     pub openapi_json: Bytes,
@@ -40,7 +46,7 @@ pub fn router(state: AppState) -> Router {
         .allow_headers(Any)
         .expose_headers(Any);
     // Every path answers the methods it does not take with a 405 OperationOutcome and `Allow`.
-    Router::new()
+    let router = Router::new()
         .route(
             "/fhir/metadata",
             get(handlers::metadata).fallback(handlers::only_get),
@@ -69,7 +75,27 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(openapi::openapi_json).fallback(handlers::only_get),
         )
+        .route(
+            endpoints::SMART_CONFIGURATION,
+            get(smart::smart_configuration).fallback(handlers::only_get),
+        )
+        .route(
+            &format!("{}{}", endpoints::FHIR, endpoints::SMART_CONFIGURATION),
+            get(smart::smart_configuration).fallback(handlers::only_get),
+        )
         .fallback(handlers::fallback)
-        .layer(cors)
+        .layer(cors);
+    edge_layers(router, state)
+}
+
+/// The layers every response passes, outermost last: the public base URL, HSTS under TLS, and
+/// the request id with its tracing span around all of it.
+fn edge_layers(router: Router<AppState>, state: AppState) -> Router {
+    let mut router = router.layer(from_fn_with_state(state.clone(), origin::public_base));
+    if state.origin.https() {
+        router = router.layer(from_fn(origin::strict_transport_security));
+    }
+    router
+        .layer(from_fn(request_id::request_id))
         .with_state(state)
 }

@@ -1,10 +1,12 @@
 //! The CapabilityStatement: `capability-statement.json` (what Portico is) merged with what the
 //! active adapter maps (resource types, search parameters, includes, profiles). The same adapter
-//! data decides what requests may use, so what is advertised is what works.
+//! data decides what requests may use, so what is advertised is what works. The security part
+//! (SMART on FHIR, with the authorization endpoints) comes from `auth::discovery`.
 
 use serde_json::{Value as Json, json};
 
 use crate::adapter::Adapter;
+use crate::auth::discovery::capability_security;
 use crate::adapter::format::SearchType;
 use crate::adapter::model::ResourceDef;
 
@@ -120,8 +122,11 @@ pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date
         }
         resources.push(resource);
     }
-    if let Some(rest) = statement["rest"].get_mut(0) {
-        rest["resource"] = Json::Array(resources);
+    if let Some(rest) = statement["rest"].get_mut(0).and_then(Json::as_object_mut) {
+        // R4 orders `security` before `resource`.
+        rest.remove("resource");
+        rest.insert("security".into(), capability_security(base_url));
+        rest.insert("resource".into(), Json::Array(resources));
     }
     statement
 }

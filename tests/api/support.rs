@@ -99,6 +99,7 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
             cursor_secret: Some(Secret::new("test-cursor-secret")),
             state_dir: std::env::temp_dir()
                 .join(format!("portico-state-{}-{n}", std::process::id())),
+            ..ServerSettings::default()
         },
         legacy: LegacySettings {
             adapter: "openemr".into(),
@@ -120,7 +121,7 @@ pub async fn start(settings: &Settings) -> String {
         .await
         .expect("application builds");
     let base = format!("http://127.0.0.1:{}/fhir", application.port());
-    tokio::spawn(application.run());
+    tokio::spawn(application.run_until_cancelled());
     base
 }
 

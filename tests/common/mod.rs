@@ -199,6 +199,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             base_url: None,
             cursor_secret: Some(Secret::new(format!("{adapter}-test-secret"))),
             state_dir,
+            ..ServerSettings::default()
         },
         legacy: LegacySettings {
             adapter: adapter.into(),
@@ -210,6 +211,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             timezone: None,
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
+        state: Default::default(),
     };
     let application = Application::build(&settings)
         .await

@@ -1,0 +1,216 @@
+//! The OAuth token endpoint (`POST /auth/token`) and the JWKS (`GET /auth/jwks`). Today it issues
+//! tokens for the client_credentials grant (SMART Backend Services, and confidential clients with
+//! a shared secret); every answer carries `Cache-Control: no-store` and `Pragma: no-cache` and
+//! every error is an RFC 6749 §5.2 JSON error.
+
+use std::collections::BTreeMap;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::client_auth::{self, JwksFetcher, PresentedCredentials};
+use crate::auth::endpoints;
+use crate::auth::scope::{self, Context, Scope};
+use crate::auth::tokens::{Grant, TokenService};
+use crate::state::clients::{Client, ClientKind};
+
+/// Token lifetimes and the rest of the `[auth]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Access tokens of user-facing flows (SMART: SHOULD be at most an hour).
+    #[serde(default = "default_access_token_seconds")]
+    pub access_token_seconds: i64,
+    /// Access tokens of Backend Services (SMART: SHOULD NOT exceed 300).
+    #[serde(default = "default_backend_token_seconds")]
+    pub backend_token_seconds: i64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> AuthSettings {
+        AuthSettings {
+            access_token_seconds: default_access_token_seconds(),
+            backend_token_seconds: default_backend_token_seconds(),
+        }
+    }
+}
+
+fn default_access_token_seconds() -> i64 {
+    3600
+}
+fn default_backend_token_seconds() -> i64 {
+    300
+}
+
+/// The authorization server's shared parts; cheap to clone.
+#[derive(Clone)]
+pub struct AuthServer {
+    pub tokens: TokenService,
+    pub jwks: JwksFetcher,
+    pub settings: AuthSettings,
+}
+
+/// An RFC 6749 §5.2 error answer.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    basic_challenge: bool,
+}
+
+impl OAuthError {
+    pub fn new(error: &'static str, description: impl Into<String>) -> OAuthError {
+        OAuthError { status: StatusCode::BAD_REQUEST, error, description: description.into(), basic_challenge: false }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.error, "error_description": self.description });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        no_store(response.headers_mut());
+        if self.basic_challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portico\""));
+        }
+        response
+    }
+}
+
+/// SMART SHALL: token responses are never cached.
+pub fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// Parses an `application/x-www-form-urlencoded` body; a parameter sent twice is an error
+/// (RFC 6749 §3.2).
+pub fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(OAuthError::new("invalid_request", "the body must be application/x-www-form-urlencoded"));
+    }
+    let mut form = BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if form.insert(name.to_string(), value.into_owned()).is_some() {
+            return Err(OAuthError::new("invalid_request", format!("parameter {name} is repeated")));
+        }
+    }
+    Ok(form)
+}
+
+/// `POST /auth/token` for the server whose FHIR base is `fhir_base`.
+pub async fn token(server: &AuthServer, fhir_base: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    match issue(server, fhir_base, headers, body).await {
+        Ok(answer) => {
+            let mut response = (StatusCode::OK, axum::Json(answer)).into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn issue(server: &AuthServer, fhir_base: &str, headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, OAuthError> {
+    let form = parse_form(headers, body)?;
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::new("invalid_request", "grant_type is missing"))?;
+    let basic = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(value)) => Some(PresentedCredentials::basic_from_header(value).map_err(|e| invalid_client(e.0, true))?),
+        Some(Err(_)) => return Err(invalid_client("the Authorization header is not text", true)),
+    };
+    let used_basic = basic.is_some();
+    let presented = PresentedCredentials {
+        basic,
+        client_id: form.get("client_id").cloned(),
+        client_secret: form.get("client_secret").cloned(),
+        assertion_type: form.get("client_assertion_type").cloned(),
+        assertion: form.get("client_assertion").cloned(),
+    };
+    let token_endpoint = endpoints::absolute(fhir_base, endpoints::TOKEN);
+    match grant_type.as_str() {
+        "client_credentials" => {
+            let client = client_auth::authenticate(server.tokens.store(), &server.jwks, &presented, &token_endpoint)
+                .await
+                .map_err(|e| invalid_client(e.0, used_basic))?;
+            client_credentials(server, fhir_base, &client, form.get("scope").map(String::as_str)).await
+        }
+        "authorization_code" | "refresh_token" => Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!("{grant_type} is not available yet on this server"),
+        )),
+        _ => Err(OAuthError::new("unsupported_grant_type", "grant_type must be client_credentials")),
+    }
+}
+
+fn invalid_client(reason: &'static str, used_basic: bool) -> OAuthError {
+    OAuthError {
+        status: if used_basic { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST },
+        error: "invalid_client",
+        description: reason.to_owned(),
+        basic_challenge: used_basic,
+    }
+}
+
+/// The scopes a client may get for what it asked: each requested scope narrowed by the client's
+/// registered scopes; `keep` says which of the narrowed scopes this grant type can carry.
+pub fn grant_scopes(client: &Client, requested: Option<&str>, keep: impl Fn(&Scope) -> bool) -> Result<Vec<Scope>, OAuthError> {
+    let requested = requested
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_scope", "scope is required"))?;
+    let requested = scope::parse_scopes(requested).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+    let (allowed, _) = scope::parse_scopes_lenient(&client.allowed_scopes);
+    let granted: Vec<Scope> = scope::narrow(&requested, &allowed).into_iter().filter(|s| keep(s)).collect();
+    if granted.is_empty() {
+        return Err(OAuthError::new("invalid_scope", "none of the requested scopes may be granted to this client"));
+    }
+    Ok(granted)
+}
+
+async fn client_credentials(server: &AuthServer, fhir_base: &str, client: &Client, requested: Option<&str>) -> Result<serde_json::Value, OAuthError> {
+    if client.kind == ClientKind::Public {
+        return Err(OAuthError::new("unauthorized_client", "a public client cannot use client_credentials"));
+    }
+    // Without a user or a launch there is no patient in context: only system/ scopes make sense.
+    let granted = grant_scopes(client, requested, |s| matches!(s, Scope::Resource(r) if r.context == Context::System))?;
+    let scope = scope::format_scopes(&granted);
+    let lifetime = server.settings.backend_token_seconds;
+    let grant = Grant {
+        client_id: client.client_id.clone(),
+        subject: client.client_id.clone(),
+        scope: scope.clone(),
+        ..Grant::default()
+    };
+    let (token, _) = server
+        .tokens
+        .issue(&grant, &endpoints::absolute(fhir_base, endpoints::ISSUER), fhir_base, lifetime)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot issue a token");
+            OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: "the token store cannot be written now".into(), basic_challenge: false }
+        })?;
+    Ok(json!({ "access_token": token, "token_type": "bearer", "expires_in": lifetime, "scope": scope }))
+}
+
+/// `GET /auth/jwks`: the public keys Portico's tokens verify with.
+pub async fn jwks(server: &AuthServer) -> Response {
+    match server.tokens.jwks().await {
+        Ok(set) => {
+            let mut response = axum::Json(set).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read signing keys");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
