@@ -2134,6 +2134,7 @@ fn main() {
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
         state: Default::default(),
+        auth: Default::default(),
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
         Ok(app) => app,

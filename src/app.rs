@@ -19,11 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::adapter;
 use crate::api::origin::{Origin, PeerAddr};
 use crate::api::{AppState, router};
+use crate::auth::client_auth::JwksFetcher;
+use crate::auth::token_endpoint::AuthServer;
+use crate::auth::tokens::TokenService;
 use crate::config::Settings;
 use crate::db::Database;
 use crate::fhir::capability::BASE_STATEMENT;
 use crate::repository::{LookupCache, Repository};
 use crate::search::cursor::CursorSigner;
+use crate::state::StateStore;
 
 pub use workers::Workers;
 
@@ -99,6 +103,22 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Opens Portico's state store and the authorization server over it.
+async fn open_auth_server(settings: &Settings) -> anyhow::Result<AuthServer> {
+    let url = settings.state.url(&settings.server.state_dir)?;
+    let store = StateStore::open(&url).await.with_context(|| {
+        format!(
+            "cannot open the state store {}",
+            crate::db::redact_url(&url)
+        )
+    })?;
+    Ok(AuthServer {
+        tokens: TokenService::new(store),
+        jwks: JwksFetcher::default(),
+        settings: settings.auth.clone(),
+    })
+}
+
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let adapter = Arc::new(load_adapter(settings)?);
@@ -143,6 +163,7 @@ impl Application {
             signer: CursorSigner::new(&cursor_key(settings)?),
             origin: Arc::new(origin),
             capability_base: Arc::new(capability_base),
+            auth: open_auth_server(settings).await?,
         };
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
@@ -193,7 +214,8 @@ impl Application {
     /// stops only when the shutdown token is cancelled.
     pub async fn run_until_cancelled(self) -> std::io::Result<()> {
         let token = self.shutdown_token();
-        self.serve_until(async move { token.cancelled().await }).await
+        self.serve_until(async move { token.cancelled().await })
+            .await
     }
 
     async fn serve_until(

@@ -101,6 +101,13 @@ enum Command {
         #[command(subcommand)]
         command: state_commands::UsersCommand,
     },
+    /// Print an access token for a registered client (and nothing else), for scripts and curl.
+    Token {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: state_commands::TokenArgs,
+    },
     /// List or rotate the keys Portico signs its tokens with.
     Keys {
         #[arg(long, global = true)]
@@ -160,6 +167,7 @@ pub fn main() -> ExitCode {
             Command::Users { config, command } => {
                 state_commands::users(config.as_deref(), command).await
             }
+            Command::Token { config, args } => state_commands::token(config.as_deref(), args).await,
             Command::Keys { config, command } => {
                 state_commands::keys(config.as_deref(), command).await
             }
@@ -301,6 +309,7 @@ async fn demo(
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
         state: Default::default(),
+        auth: Default::default(),
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());

@@ -39,6 +39,8 @@ pub struct Settings {
     pub legacy: LegacySettings,
     #[serde(default)]
     pub state: StateSettings,
+    #[serde(default)]
+    pub auth: crate::auth::token_endpoint::AuthSettings,
 }
 
 /// The settings of the commands that only touch Portico's own state (`clients`, `users`,
@@ -49,6 +51,8 @@ pub struct LocalSettings {
     pub server: ServerSettings,
     #[serde(default)]
     pub state: StateSettings,
+    #[serde(default)]
+    pub auth: crate::auth::token_endpoint::AuthSettings,
 }
 
 /// Where Portico keeps its own state (never the PMS).
@@ -240,7 +244,7 @@ pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settin
 pub fn load_local(file: Option<&Path>) -> Result<LocalSettings, ConfigError> {
     let vars: Vec<(String, String)> = std::env::vars().collect();
     let mut table = merged_table(file, &vars)?;
-    table.retain(|section, _| section == "server" || section == "state");
+    table.retain(|section, _| ["server", "state", "auth"].contains(&section.as_ref()));
     toml::Value::Table(table)
         .try_into::<LocalSettings>()
         .map_err(|e| ConfigError::Invalid(e.message().trim().to_owned()))
@@ -357,7 +361,8 @@ mod tests {
 
     #[test]
     fn trusted_proxies_come_as_a_list_or_as_commas() {
-        let file = std::env::temp_dir().join(format!("portico-proxies-{}.toml", std::process::id()));
+        let file =
+            std::env::temp_dir().join(format!("portico-proxies-{}.toml", std::process::id()));
         std::fs::write(
             &file,
             "[legacy]\nadapter = \"openemr\"\n[server]\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n",

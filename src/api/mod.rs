@@ -5,6 +5,7 @@
 
 mod handlers;
 pub mod negotiate;
+mod oauth;
 pub mod openapi;
 pub mod origin;
 pub mod request_id;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub capability_base: Arc<Json>,
     /// `/openapi.json`, built from the adapter at startup (`openapi::document_json`).
     pub openapi_json: Bytes,
+    /// Portico's authorization server: its state store, token signing and validation.
+    pub auth: crate::auth::token_endpoint::AuthServer,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,6 +85,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{}{}", endpoints::FHIR, endpoints::SMART_CONFIGURATION),
             get(smart::smart_configuration).fallback(handlers::only_get),
+        )
+        .route(
+            endpoints::TOKEN,
+            post(oauth::token).fallback(handlers::only_post),
+        )
+        .route(
+            endpoints::JWKS,
+            get(oauth::jwks).fallback(handlers::only_get),
         )
         .fallback(handlers::fallback)
         .layer(cors);

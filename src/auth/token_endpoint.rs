@@ -63,7 +63,16 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(error: &'static str, description: impl Into<String>) -> OAuthError {
-        OAuthError { status: StatusCode::BAD_REQUEST, error, description: description.into(), basic_challenge: false }
+        OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
     }
 }
 
@@ -73,7 +82,10 @@ impl IntoResponse for OAuthError {
         let mut response = (self.status, axum::Json(body)).into_response();
         no_store(response.headers_mut());
         if self.basic_challenge {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portico\""));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portico\""),
+            );
         }
         response
     }
@@ -87,26 +99,40 @@ pub fn no_store(headers: &mut HeaderMap) {
 
 /// Parses an `application/x-www-form-urlencoded` body; a parameter sent twice is an error
 /// (RFC 6749 §3.2).
-pub fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+pub fn parse_form(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<BTreeMap<String, String>, OAuthError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim();
     if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(OAuthError::new("invalid_request", "the body must be application/x-www-form-urlencoded"));
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
     let mut form = BTreeMap::new();
     for (name, value) in form_urlencoded::parse(body) {
         if form.insert(name.to_string(), value.into_owned()).is_some() {
-            return Err(OAuthError::new("invalid_request", format!("parameter {name} is repeated")));
+            return Err(OAuthError::new(
+                "invalid_request",
+                format!("parameter {name} is repeated"),
+            ));
         }
     }
     Ok(form)
 }
 
 /// `POST /auth/token` for the server whose FHIR base is `fhir_base`.
-pub async fn token(server: &AuthServer, fhir_base: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+pub async fn token(
+    server: &AuthServer,
+    fhir_base: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     match issue(server, fhir_base, headers, body).await {
         Ok(answer) => {
             let mut response = (StatusCode::OK, axum::Json(answer)).into_response();
@@ -117,14 +143,22 @@ pub async fn token(server: &AuthServer, fhir_base: &str, headers: &HeaderMap, bo
     }
 }
 
-async fn issue(server: &AuthServer, fhir_base: &str, headers: &HeaderMap, body: &[u8]) -> Result<serde_json::Value, OAuthError> {
+async fn issue(
+    server: &AuthServer,
+    fhir_base: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Value, OAuthError> {
     let form = parse_form(headers, body)?;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::new("invalid_request", "grant_type is missing"))?;
     let basic = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => None,
-        Some(Ok(value)) => Some(PresentedCredentials::basic_from_header(value).map_err(|e| invalid_client(e.0, true))?),
+        Some(Ok(value)) => Some(
+            PresentedCredentials::basic_from_header(value)
+                .map_err(|e| invalid_client(e.0, true))?,
+        ),
         Some(Err(_)) => return Err(invalid_client("the Authorization header is not text", true)),
     };
     let used_basic = basic.is_some();
@@ -138,22 +172,40 @@ async fn issue(server: &AuthServer, fhir_base: &str, headers: &HeaderMap, body: 
     let token_endpoint = endpoints::absolute(fhir_base, endpoints::TOKEN);
     match grant_type.as_str() {
         "client_credentials" => {
-            let client = client_auth::authenticate(server.tokens.store(), &server.jwks, &presented, &token_endpoint)
-                .await
-                .map_err(|e| invalid_client(e.0, used_basic))?;
-            client_credentials(server, fhir_base, &client, form.get("scope").map(String::as_str)).await
+            let client = client_auth::authenticate(
+                server.tokens.store(),
+                &server.jwks,
+                &presented,
+                &token_endpoint,
+            )
+            .await
+            .map_err(|e| invalid_client(e.0, used_basic))?;
+            client_credentials(
+                server,
+                fhir_base,
+                &client,
+                form.get("scope").map(String::as_str),
+            )
+            .await
         }
         "authorization_code" | "refresh_token" => Err(OAuthError::new(
             "unsupported_grant_type",
             format!("{grant_type} is not available yet on this server"),
         )),
-        _ => Err(OAuthError::new("unsupported_grant_type", "grant_type must be client_credentials")),
+        _ => Err(OAuthError::new(
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        )),
     }
 }
 
 fn invalid_client(reason: &'static str, used_basic: bool) -> OAuthError {
     OAuthError {
-        status: if used_basic { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST },
+        status: if used_basic {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        },
         error: "invalid_client",
         description: reason.to_owned(),
         basic_challenge: used_basic,
@@ -162,25 +214,48 @@ fn invalid_client(reason: &'static str, used_basic: bool) -> OAuthError {
 
 /// The scopes a client may get for what it asked: each requested scope narrowed by the client's
 /// registered scopes; `keep` says which of the narrowed scopes this grant type can carry.
-pub fn grant_scopes(client: &Client, requested: Option<&str>, keep: impl Fn(&Scope) -> bool) -> Result<Vec<Scope>, OAuthError> {
+pub fn grant_scopes(
+    client: &Client,
+    requested: Option<&str>,
+    keep: impl Fn(&Scope) -> bool,
+) -> Result<Vec<Scope>, OAuthError> {
     let requested = requested
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| OAuthError::new("invalid_scope", "scope is required"))?;
-    let requested = scope::parse_scopes(requested).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
+    let requested = scope::parse_scopes(requested)
+        .map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
     let (allowed, _) = scope::parse_scopes_lenient(&client.allowed_scopes);
-    let granted: Vec<Scope> = scope::narrow(&requested, &allowed).into_iter().filter(|s| keep(s)).collect();
+    let granted: Vec<Scope> = scope::narrow(&requested, &allowed)
+        .into_iter()
+        .filter(|s| keep(s))
+        .collect();
     if granted.is_empty() {
-        return Err(OAuthError::new("invalid_scope", "none of the requested scopes may be granted to this client"));
+        return Err(OAuthError::new(
+            "invalid_scope",
+            "none of the requested scopes may be granted to this client",
+        ));
     }
     Ok(granted)
 }
 
-async fn client_credentials(server: &AuthServer, fhir_base: &str, client: &Client, requested: Option<&str>) -> Result<serde_json::Value, OAuthError> {
+async fn client_credentials(
+    server: &AuthServer,
+    fhir_base: &str,
+    client: &Client,
+    requested: Option<&str>,
+) -> Result<serde_json::Value, OAuthError> {
     if client.kind == ClientKind::Public {
-        return Err(OAuthError::new("unauthorized_client", "a public client cannot use client_credentials"));
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            "a public client cannot use client_credentials",
+        ));
     }
     // Without a user or a launch there is no patient in context: only system/ scopes make sense.
-    let granted = grant_scopes(client, requested, |s| matches!(s, Scope::Resource(r) if r.context == Context::System))?;
+    let granted = grant_scopes(
+        client,
+        requested,
+        |s| matches!(s, Scope::Resource(r) if r.context == Context::System),
+    )?;
     let scope = scope::format_scopes(&granted);
     let lifetime = server.settings.backend_token_seconds;
     let grant = Grant {
@@ -191,13 +266,25 @@ async fn client_credentials(server: &AuthServer, fhir_base: &str, client: &Clien
     };
     let (token, _) = server
         .tokens
-        .issue(&grant, &endpoints::absolute(fhir_base, endpoints::ISSUER), fhir_base, lifetime)
+        .issue(
+            &grant,
+            &endpoints::absolute(fhir_base, endpoints::ISSUER),
+            fhir_base,
+            lifetime,
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot issue a token");
-            OAuthError { status: StatusCode::SERVICE_UNAVAILABLE, error: "temporarily_unavailable", description: "the token store cannot be written now".into(), basic_challenge: false }
+            OAuthError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: "temporarily_unavailable",
+                description: "the token store cannot be written now".into(),
+                basic_challenge: false,
+            }
         })?;
-    Ok(json!({ "access_token": token, "token_type": "bearer", "expires_in": lifetime, "scope": scope }))
+    Ok(
+        json!({ "access_token": token, "token_type": "bearer", "expires_in": lifetime, "scope": scope }),
+    )
 }
 
 /// `GET /auth/jwks`: the public keys Portico's tokens verify with.
@@ -205,7 +292,10 @@ pub async fn jwks(server: &AuthServer) -> Response {
     match server.tokens.jwks().await {
         Ok(set) => {
             let mut response = axum::Json(set).into_response();
-            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=300"),
+            );
             response
         }
         Err(e) => {

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
+use crate::auth::endpoints;
+use crate::auth::scope::{self, Scope};
+use crate::auth::token_endpoint::grant_scopes;
+use crate::auth::tokens::{Grant, TokenService};
 use crate::config;
 use crate::state::StateStore;
 use crate::state::clients::{ClientKind, NewClient};
@@ -118,6 +122,78 @@ pub enum KeysCommand {
     Rotate,
     /// List the signing keys (ids and dates, never the keys).
     List,
+}
+
+/// What `portico token` needs: a registered client and the scopes to grant it.
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// A registered client id.
+    #[arg(long)]
+    pub client: String,
+    /// Space-separated scopes, narrowed to what the client may have.
+    #[arg(long)]
+    pub scope: String,
+    /// The patient in context (needed by patient/ scopes).
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// Lifetime in seconds (default auth.access_token_seconds).
+    #[arg(long)]
+    pub lifetime: Option<i64>,
+    /// The FHIR base URL the token is for (default server.base_url, else
+    /// http://<server.host>:<server.port>/fhir).
+    #[arg(long)]
+    pub aud: Option<String>,
+}
+
+/// Prints only an access token, signed with the state store's key, so scripts and curl work in
+/// one line.
+pub async fn token(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Result<()> {
+    let settings = config::load_local(config_file)?;
+    let store = open_store(config_file).await?;
+    let client = store
+        .client(&args.client)
+        .await?
+        .with_context(|| format!("no client {} (see portico clients list)", args.client))?;
+    let granted = grant_scopes(&client, Some(&args.scope), |s| {
+        matches!(s, Scope::Resource(_))
+    })
+    .map_err(|e| anyhow::anyhow!("{}", e.description()))?;
+    let needs_patient = granted
+        .iter()
+        .any(|s| matches!(s, Scope::Resource(r) if r.context == scope::Context::Patient));
+    if needs_patient && args.patient.is_none() {
+        anyhow::bail!("patient/ scopes need a patient in context: add --patient <id>");
+    }
+    let audience = args
+        .aud
+        .clone()
+        .unwrap_or_else(|| match &settings.server.base_url {
+            Some(base) => base.trim_end_matches('/').to_owned(),
+            None => {
+                let host = match settings.server.host.as_str() {
+                    "0.0.0.0" | "::" => "127.0.0.1",
+                    host => host,
+                };
+                format!("http://{host}:{}/fhir", settings.server.port)
+            }
+        });
+    let grant = Grant {
+        client_id: client.client_id.clone(),
+        subject: client.client_id.clone(),
+        scope: scope::format_scopes(&granted),
+        patient: args.patient,
+        ..Grant::default()
+    };
+    let lifetime = args.lifetime.unwrap_or(settings.auth.access_token_seconds);
+    if lifetime <= 0 {
+        anyhow::bail!("--lifetime must be a positive number of seconds");
+    }
+    let issuer = endpoints::absolute(&audience, endpoints::ISSUER);
+    let (token, _) = TokenService::new(store)
+        .issue(&grant, &issuer, &audience, lifetime)
+        .await?;
+    println!("{token}");
+    Ok(())
 }
 
 /// Opens the state store the settings (file and PORTICO_* variables) name.

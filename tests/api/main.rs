@@ -29,3 +29,5 @@ mod state_store;
 // Access tokens and client authentication (JWT and Backend Services negatives).
 mod auth_keys;
 mod tokens;
+// The token endpoint over HTTP (oauth2 crate, Backend Services assertions, OAuth errors).
+mod token_endpoint;

@@ -112,6 +112,7 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
         state: Default::default(),
+        auth: Default::default(),
     }
 }
 

@@ -212,6 +212,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             lookup_refresh_ms: default_lookup_refresh_ms(),
         },
         state: Default::default(),
+        auth: Default::default(),
     };
     let application = Application::build(&settings)
         .await
