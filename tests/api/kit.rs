@@ -56,6 +56,7 @@ fn expression(
         (_, "status") => (&["status"], None),
         ("Coverage", "patient" | "beneficiary") => (&["beneficiary"], Some("Patient")),
         ("Coverage", "payor") => (&["payor"], None),
+        ("Coverage", "subscriber") => (&["subscriber"], Some("Patient")),
         ("Claim", "patient") => (&["patient"], Some("Patient")),
         ("Claim", "created") => (&["created"], None),
         ("Claim", "use") => (&["use"], None),
