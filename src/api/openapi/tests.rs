@@ -225,15 +225,15 @@ fn the_cursor_pattern_is_what_cursors_can_be() {
         key: vec![crate::dialect::ast::Value::Int(7)],
         variant: None,
     };
-    let issued = signer.seal("family=Sm", &key);
-    let other = CursorSigner::new(b"other").seal("", &key);
+    let issued = signer.seal("family=Sm", &[0; 32], &key);
+    let other = CursorSigner::new(b"other").seal("", &[0; 32], &key);
     assert_agree(
         "_cursor",
         CURSOR_PATTERN,
         &[&issued, &other, "AA.AA", "AAAA.AAA", "Zm9v.YmFy", "."],
         &["", "AAAA", "A.A", "AB.AA", "AAA=.AA", "a.b.c", "AAAAA.AA"],
         "AQgwBb9_-.=+/",
-        |text| signer.open("family=Sm", text) != Err(CursorError::Malformed),
+        |text| signer.open("family=Sm", &[0; 32], text) != Err(CursorError::Malformed),
     );
 }
 
