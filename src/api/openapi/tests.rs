@@ -301,7 +301,7 @@ fn each_served_type_has_read_search_and_form_search_with_its_parameters() {
             search["responses"]["200"]["links"]["read"]["operationId"], read["operationId"],
             "{path}: the search links to the read"
         );
-        for code in ["200", "304", "404", "406", "500", "503", "504"] {
+        for code in ["200", "304", "403", "404", "406", "500", "503", "504"] {
             assert!(read["responses"][code].is_object(), "read {path}: {code}");
         }
     }

@@ -851,3 +851,56 @@ fn a_code_filter_keeps_only_that_vital_sign() {
         "rows without a weight are not read"
     );
 }
+
+#[test]
+fn variants_granted_under_different_row_conditions_are_never_widened() {
+    let adapter = openemr();
+    // Weights always; heights only when updated since 2020: one mask for all rows cannot say
+    // both, so only the variants sharing one row condition are kept.
+    let access = Access::new(
+        PatientLimit::Everyone,
+        vec![
+            rule("Observation", &[("code", "http://loinc.org|29463-7")]),
+            rule(
+                "Observation",
+                &[
+                    ("code", "http://loinc.org|8302-2"),
+                    ("_lastUpdated", "ge2020-01-01"),
+                ],
+            ),
+        ],
+    );
+    let admitted = access_of(&adapter, "Observation.vitals", &access);
+    let vitals = &adapter.resources["Observation"]
+        .mappings
+        .iter()
+        .find(|m| m.name == "Observation.vitals")
+        .unwrap()
+        .variants;
+    let kept: Vec<&str> = vitals
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| admitted.variant_allowed(*i))
+        .map(|(_, v)| v.key.as_str())
+        .collect();
+    assert_eq!(kept, vec!["height"]);
+    let sql = render(
+        DialectKind::Mysql,
+        &rows_select(
+            &adapter.resources["Observation"]
+                .mappings
+                .iter()
+                .find(|m| m.name == "Observation.vitals")
+                .unwrap()
+                .clone(),
+            &admitted,
+            Cond::True,
+            None,
+        ),
+    );
+    assert!(
+        sql.params.iter().any(|p| matches!(p, Value::DateTime(_))),
+        "heights keep their date condition: {}",
+        sql.sql
+    );
+}
