@@ -3,9 +3,9 @@
 //! advertises, and nothing else (security-reliability.md §2.3 items 35-38 at this level).
 //!
 //! Two servers run over the same fixture: one with everything (the oracle's source, itself
-//! checked against plain SQL by the kit and the per-adapter suites, and here for each patient's
-//! own rows), one per patient with `patient/*.rs` for that patient only, as token validation will
-//! put it in the request.
+//! checked against plain SQL by the kit and the per-adapter suites), one per patient with
+//! `patient/*.rs` for that patient only, as token validation will put it in the request. Each
+//! patient's counts of its own rows in the main tables are also compared with plain SQL.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -156,30 +156,72 @@ async fn assert_inside(app: &TestApp, path: &str, visible: &BTreeSet<String>) ->
     bundle
 }
 
-/// The plain-SQL oracle for the Patient rows: the patient's own row, by the adapter's key.
-async fn patient_row_count(db: &Database, adapter: &str, patient: &str) -> i64 {
-    let (table, column) = match adapter {
-        "openemr" => ("patient_data", "pid"),
-        "opendental" => ("patient", "PatNum"),
-        "cerebello" => ("Patient", "Id"),
-        "dentned" => ("patients", "patients_id"),
-        other => panic!("no Patient table for {other}"),
-    };
+/// Plain SQL per adapter: a count of one patient's rows (`?` is the patient's key), and the
+/// search whose total under that patient's access must equal it.
+fn plain_sql_compartments(adapter: &str) -> &'static [(&'static str, &'static str)] {
+    match adapter {
+        "openemr" => &[
+            ("Patient", "SELECT COUNT(*) FROM patient_data WHERE pid = ?"),
+            (
+                "Encounter",
+                "SELECT COUNT(*) FROM form_encounter WHERE pid = ?",
+            ),
+            (
+                "Observation?category=laboratory",
+                "SELECT COUNT(*) FROM procedure_result r \
+                 JOIN procedure_report rep ON rep.procedure_report_id = r.procedure_report_id \
+                 JOIN procedure_order o ON o.procedure_order_id = rep.procedure_order_id \
+                 WHERE o.activity = 1 AND o.patient_id = ?",
+            ),
+        ],
+        "opendental" => &[
+            (
+                "Patient",
+                "SELECT COUNT(*) FROM patient WHERE PatNum = ? AND PatStatus <> 4",
+            ),
+            (
+                "Observation?category=laboratory",
+                "SELECT COUNT(*) FROM ehrlabresult r JOIN ehrlab l ON l.EhrLabNum = r.EhrLabNum \
+                 JOIN patient p ON p.PatNum = l.PatNum AND p.PatStatus <> 4 WHERE p.PatNum = ?",
+            ),
+        ],
+        "cerebello" => &[
+            ("Patient", "SELECT COUNT(*) FROM Patient WHERE Id = ?"),
+            (
+                "Observation?category=exam",
+                "SELECT COUNT(*) FROM PhysicalExamination WHERE PatientId = ?",
+            ),
+            (
+                "Observation?category=laboratory",
+                "SELECT COUNT(*) FROM ExaminationResult WHERE PatientId = ?",
+            ),
+        ],
+        "dentned" => &[
+            (
+                "Patient",
+                "SELECT COUNT(*) FROM patients WHERE patients_id = ?",
+            ),
+            (
+                "Appointment",
+                "SELECT COUNT(*) FROM appointments WHERE patients_id = ?",
+            ),
+            (
+                "Claim",
+                "SELECT COUNT(*) FROM invoices i JOIN patients p ON p.patients_id = i.patients_id \
+                 WHERE p.patients_id = ?",
+            ),
+        ],
+        other => panic!("no plain-SQL compartments for {other}"),
+    }
+}
+
+/// Runs a plain-SQL count with the patient's key bound.
+async fn plain_count(db: &Database, sql: &str, patient: &str) -> u64 {
     let key = patient.parse::<i64>().expect("integer patient keys");
-    let quote = |name: &str| match db.dialect() {
-        DialectKind::Mssql => format!("[{name}]"),
-        DialectKind::Mysql => format!("`{name}`"),
-        _ => format!("\"{name}\""),
+    let sql = match db.dialect() {
+        DialectKind::Mssql => sql.replace('?', "@P1"),
+        _ => sql.to_owned(),
     };
-    let placeholder = match db.dialect() {
-        DialectKind::Mssql => "@P1",
-        _ => "?",
-    };
-    let sql = format!(
-        "SELECT COUNT(*) FROM {} WHERE {} = {placeholder}",
-        quote(table),
-        quote(column)
-    );
     let rows = db
         .fetch(&RenderedQuery {
             sql,
@@ -188,7 +230,7 @@ async fn patient_row_count(db: &Database, adapter: &str, patient: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{}", e.message));
     match &rows[0][0] {
-        Value::Int(n) => *n,
+        Value::Int(n) => *n as u64,
         Value::Decimal(d) => d.to_string().parse().unwrap(),
         other => panic!("count is {other:?}"),
     }
@@ -529,9 +571,9 @@ async fn run_leak_test(
         .find(|l| l["relation"] == "next")
         .map(|l| l["url"].as_str().unwrap().to_owned())
         .expect("more than one patient");
+    let mut plain_totals: BTreeMap<&str, u64> = BTreeMap::new();
     for (index, patient) in chosen.iter().enumerate() {
         let other = &chosen[(index + 1) % chosen.len()];
-        assert_eq!(patient_row_count(&db, adapter, patient).await, 1);
         let limited = TestApp::at(
             start_with_access(&settings, patient_scopes(patient, every_type())).await,
             url.clone(),
@@ -539,14 +581,34 @@ async fn run_leak_test(
         assert_eq!(
             ids(&limited.all_pages("Patient").await),
             vec![patient.clone()],
-            "the plain-SQL row of patient {patient} is all of Patient"
+            "patient {patient} sees only itself"
         );
+        for (search, sql) in plain_sql_compartments(adapter) {
+            let separator = if search.contains('?') { '&' } else { '?' };
+            let total = limited
+                .get_fhir(&format!("{search}{separator}_summary=count"), 200)
+                .await["total"]
+                .as_u64();
+            let expected = plain_count(&db, sql, patient).await;
+            assert_eq!(
+                total,
+                Some(expected),
+                "{search} for patient {patient} against plain SQL"
+            );
+            *plain_totals.entry(search).or_default() += expected;
+        }
         check_patient(&everything, &limited, &oracle, patient, other).await;
         // A next link made under everything does not open under this access.
         let path = foreign_next.split("/fhir/").nth(1).unwrap();
         let reply = limited.get(path).await;
         assert_eq!(reply.status, 404, "a cursor of another access");
         check_labs_only(&settings, &oracle, patient).await;
+    }
+    for (search, total) in plain_totals {
+        assert!(
+            total > 0,
+            "{search}: the chosen patients have no rows, nothing was compared"
+        );
     }
 }
 
