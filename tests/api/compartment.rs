@@ -511,6 +511,16 @@ async fn check_labs_only(settings: &portico::config::Settings, oracle: &Oracle, 
             assert_eq!(outcome_code(&reply), "forbidden");
         }
     }
+    let post = labs_only
+        .send(
+            labs_only
+                .client
+                .post(labs_only.url("Practitioner/_search"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body("_count=1"),
+        )
+        .await;
+    assert_eq!(post.status, 403, "POST _search of a type not granted");
     // Includes of types the access does not grant are left out silently.
     let bundle = labs_only
         .get_fhir("Patient?_revinclude=Observation:subject&_count=50", 200)
