@@ -531,6 +531,64 @@ async fn check_labs_only(settings: &portico::config::Settings, oracle: &Oracle, 
     }
 }
 
+/// A granular grant by code (`Observation.rs?code=system|code`, which on unpivoted vitals is a
+/// variant, not a row, condition): only observations with that code, for reads and searches.
+async fn check_code_only(settings: &portico::config::Settings, oracle: &Oracle, patient: &str) {
+    let Some(observations) = oracle.all.get("Observation") else {
+        return;
+    };
+    let mine: Vec<&Json> = observations
+        .iter()
+        .filter(|r| in_compartment(r, patient))
+        .collect();
+    // One code from each mapping (ids of a mapping share their prefix): row conditions on some,
+    // unpivot variants on others.
+    let mut codes: Vec<(String, String)> = Vec::new();
+    let mut prefixes: BTreeSet<String> = BTreeSet::new();
+    for observation in &mine {
+        let id = observation["id"].as_str().unwrap();
+        let prefix: String = id.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        let coding = &observation["code"]["coding"][0];
+        if let (Some(system), Some(code)) = (coding["system"].as_str(), coding["code"].as_str())
+            && prefixes.insert(prefix)
+        {
+            codes.push((system.to_owned(), code.to_owned()));
+        }
+    }
+    for (system, code) in &codes {
+        let has_code = |r: &Json| {
+            r["code"]["coding"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["system"] == system.as_str() && c["code"] == code.as_str())
+        };
+        let token = format!("{system}|{code}");
+        let app = TestApp::at(
+            start_with_access(
+                settings,
+                patient_scopes(patient, vec![type_rule("Observation", &[("code", &token)])]),
+            )
+            .await,
+            String::new(),
+        );
+        let wanted: BTreeSet<String> = mine
+            .iter()
+            .filter(|r| has_code(r))
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        let served = app.all_pages("Observation?_count=7").await;
+        assert_eq!(id_set(&served), wanted, "{token} for patient {patient}");
+        let total = app.get_fhir("Observation?_count=0", 200).await["total"].as_u64();
+        assert_eq!(total, Some(wanted.len() as u64), "{token} count");
+        for observation in mine.iter().take(15) {
+            let status = app.get(&key(observation)).await.status;
+            let expected = if has_code(observation) { 200 } else { 404 };
+            assert_eq!(status, expected, "{} under {token}", key(observation));
+        }
+    }
+}
+
 /// One adapter × dialect: the fixture, an unrestricted server, one limited server per patient.
 async fn run_leak_test(
     test: &str,
@@ -613,6 +671,7 @@ async fn run_leak_test(
         let reply = limited.get(path).await;
         assert_eq!(reply.status, 404, "a cursor of another access");
         check_labs_only(&settings, &oracle, patient).await;
+        check_code_only(&settings, &oracle, patient).await;
     }
     for (search, total) in plain_totals {
         assert!(
@@ -655,6 +714,18 @@ leak_test!(
     "cerebello",
     Sqlite,
     portico::demo::cerebello::seed_cerebello
+);
+leak_test!(
+    cerebello_on_mariadb,
+    "cerebello",
+    MariaDb,
+    portico::demo::cerebello::seed_cerebello
+);
+leak_test!(
+    dentned_on_mariadb,
+    "dentned",
+    MariaDb,
+    portico::demo::dentned::seed_dentned
 );
 leak_test!(
     dentned_on_sqlite,
