@@ -53,7 +53,7 @@ use portico::demo::{Counts, OPENEMR_SCHEMA, Rng, seed_openemr};
 use portico::dialect::ast::{Cond, Expr, Select, Value};
 use portico::dialect::{DialectKind, RenderedQuery, render};
 use portico::search::compile::{
-    Plan, collection_select, count_select, page_select, parse_id, plan, rows_select,
+    Plan, RowAccess, collection_select, count_select, page_select, parse_id, plan, rows_select,
 };
 use portico::search::cursor::CursorKey;
 use portico::search::parse::{SummaryMode, parse};
@@ -519,6 +519,13 @@ fn search_plan(
     .map_err(|e| format!("{e:?}"))
 }
 
+/// What `Access::everything()` compiles to for every mapping (the benchmark's clients see
+/// everything; `search::compile` tests check that `row_access` agrees).
+const EVERYTHING: RowAccess = RowAccess {
+    cond: Cond::True,
+    variants: None,
+};
+
 /// The SELECTs of a read: one per mapping the id can belong to, as `Repository::read` runs them.
 fn read_selects(adapter: &Adapter, resource_type: &str, id: &str) -> Vec<(Arc<Mapping>, Select)> {
     let Some(def) = adapter.resources.get(resource_type) else {
@@ -530,7 +537,7 @@ fn read_selects(adapter: &Adapter, resource_type: &str, id: &str) -> Vec<(Arc<Ma
             let target = parse_id(mapping, id)?;
             Some((
                 mapping.clone(),
-                rows_select(mapping, Cond::and(vec![target.cond, Cond::True]), Some(2)),
+                rows_select(mapping, &EVERYTHING, target.cond, Some(2)),
             ))
         })
         .collect()
@@ -544,8 +551,8 @@ fn first_page_selects(plan: &Plan) -> Vec<(Arc<Mapping>, Select)> {
         .filter(|b| b.cond != Cond::False)
         .map(|branch| {
             let select = match plan.summary {
-                SummaryMode::Count => count_select(branch, &Cond::True),
-                _ => page_select(branch, &Cond::True, None, plan.count as u64 + 1),
+                SummaryMode::Count => count_select(branch, &EVERYTHING),
+                _ => page_select(branch, &EVERYTHING, None, plan.count as u64 + 1),
             };
             (branch.mapping.clone(), select)
         })
@@ -603,7 +610,7 @@ fn inline_sql(query: &RenderedQuery) -> String {
 async fn lookup_keys(pool: &MySqlPool, adapter: &Adapter) -> HashMap<String, Vec<Value>> {
     let mut keys = HashMap::new();
     for mapping in adapter.resources.values().flat_map(|d| d.mappings.iter()) {
-        let select = rows_select(mapping, Cond::True, None);
+        let select = rows_select(mapping, &EVERYTHING, Cond::True, None);
         let mut found = Vec::new();
         select.filter.lookups(&mut found);
         for (name, lookup) in found {
@@ -1017,7 +1024,7 @@ async fn raw_search(
     if plan.summary == SummaryMode::Count {
         let mut total = 0i64;
         for branch in plan.branches.iter().filter(|b| b.cond != Cond::False) {
-            let select = state.statement(&count_select(branch, &Cond::True));
+            let select = state.statement(&count_select(branch, &EVERYTHING));
             match state.fetch(&select).await {
                 Ok(rows) => {
                     total += rows
@@ -1047,7 +1054,7 @@ async fn raw_search(
             break;
         }
         let wanted = limit + 1 - fetched.min(limit);
-        let select = page_select(branch, &Cond::True, None, wanted as u64);
+        let select = page_select(branch, &EVERYTHING, None, wanted as u64);
         let rows = match state.fetch(&state.statement(&select)).await {
             Ok(rows) => rows,
             Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
@@ -2282,7 +2289,7 @@ fn main() {
                 };
                 if let Some(branch) = plan.branches.first() {
                     let select =
-                        page_select(branch, &Cond::True, Some(&cursor), plan.count as u64 + 1);
+                        page_select(branch, &EVERYTHING, Some(&cursor), plan.count as u64 + 1);
                     queries.push(render(DialectKind::Mysql, &select));
                 }
             }

@@ -7,13 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::access::Access;
 use crate::adapter::Adapter;
 use crate::adapter::format::ColumnType;
 use crate::adapter::model::{ColumnRef, SearchKind};
 use crate::app::load_adapter;
 use crate::config;
 use crate::db::{Database, redact_url};
-use crate::dialect::ast::{Cond, Value};
+use crate::dialect::ast::Value;
 use crate::dialect::{DialectKind, RenderedQuery};
 use crate::repository::{LeftOutRow, LookupCache, Repository};
 use crate::search::compile::plan;
@@ -122,7 +123,7 @@ async fn scan_data(repository: &Repository) -> anyhow::Result<usize> {
         let mut after = None;
         loop {
             let page = repository
-                .search(&plan, after.as_ref(), &Cond::True, false)
+                .search(&plan, after.as_ref(), &Access::everything(), false)
                 .await
                 .map_err(|e| anyhow::anyhow!("{resource_type}: {}", e.message))?;
             served += page.matches.len();

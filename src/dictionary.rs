@@ -15,8 +15,8 @@ use crate::adapter::Adapter;
 use crate::adapter::format::{ColumnType, SplitKeep, TextCase};
 use crate::adapter::map::uuid_text;
 use crate::adapter::model::{
-    BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, JoinDef, Mapping, Node,
-    Predicate, PredicateOp, ProfileClaim, SearchKind, SearchParam, TokenTarget, Transform,
+    BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, Compartment, JoinDef, Mapping,
+    Node, Predicate, PredicateOp, ProfileClaim, SearchKind, SearchParam, TokenTarget, Transform,
     joined_table,
 };
 use crate::dialect::ast::Value;
@@ -56,6 +56,8 @@ pub struct MappingEntry {
     pub file: String,
     pub description: String,
     pub table: String,
+    /// Which rows a patient-limited access sees: a sentence.
+    pub compartment: String,
     /// The elements every resource of the mapping has, then those of each unpivot variant.
     pub groups: Vec<ElementGroup>,
     pub other_reads: Vec<OtherRead>,
@@ -367,9 +369,30 @@ fn mapping_entry(adapter: &Adapter, mapping: &Mapping) -> MappingEntry {
             .collect::<Vec<_>>()
             .join(" "),
         table: mapping.table.clone(),
+        compartment: compartment_text(&mapping.compartment),
         groups,
         other_reads,
         search: walker.search_entries(),
+    }
+}
+
+/// The `compartment` declaration in words, for readers deciding what patient apps may see.
+fn compartment_text(compartment: &Compartment) -> String {
+    match compartment {
+        Compartment::Undeclared => "Patient compartment: not declared, so an access limited to \
+                                    patients gets none of its rows."
+            .into(),
+        Compartment::Shared => "Patient compartment: shared (no patient's record), served to any \
+                                access that grants the type."
+            .into(),
+        Compartment::Patient(links) => {
+            let links: Vec<String> = links.iter().map(|l| format!("`{l}`")).collect();
+            format!(
+                "Patient compartment: a row belongs to the patient(s) that {} reference{}.",
+                links.join(", "),
+                if links.len() == 1 { "s" } else { "" }
+            )
+        }
     }
 }
 
@@ -1562,6 +1585,7 @@ fn mapping_blocks(mapping: &MappingEntry, blocks: &mut Vec<Block>) {
         code(mapping.table.clone()),
         text("."),
     ]));
+    blocks.push(Block::Paragraph(prose(&mapping.compartment)));
     for (position, group) in mapping.groups.iter().enumerate() {
         if position > 0 {
             blocks.push(heading(3, &group.label));

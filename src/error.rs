@@ -15,6 +15,9 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 pub enum ApiError {
     /// 400: the request is malformed; one issue per problem.
     BadRequest(Vec<Issue>),
+    /// 403: the request's access does not grant this interaction on this type. Answered before
+    /// any query, so it says nothing about which data exist.
+    Forbidden(String),
     /// 404: unknown resource type, unknown id, or unknown path.
     NotFound(String),
     /// 405
@@ -38,6 +41,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
@@ -52,6 +56,9 @@ impl ApiError {
     pub fn issues(&self) -> Vec<Issue> {
         match self {
             ApiError::BadRequest(issues) => issues.clone(),
+            ApiError::Forbidden(message) => {
+                vec![Issue::error(IssueType::Forbidden, message.clone())]
+            }
             ApiError::NotFound(message) => vec![Issue::error(IssueType::NotFound, message.clone())],
             ApiError::MethodNotAllowed(message)
             | ApiError::NotAcceptable(message)

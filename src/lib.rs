@@ -4,6 +4,7 @@
 //! edges (`db`, `repository`, `auth`, `api`, `app`), then the tools (`cli`, `check`,
 //! `dictionary`, `demo`, `config`).
 
+pub mod access;
 pub mod adapter;
 pub mod api;
 pub mod app;

@@ -2,7 +2,9 @@
 //!
 //! The read path after `search::compile`: render for the connection's dialect, fetch (one query
 //! per branch, plus one per collection), map rows, merge branches in sort order, cut the page.
-//! `extra` conditions (the patient compartment, later) are ANDed into every query built here.
+//! Every method takes the request's `Access`: a type it does not grant is never queried, and each
+//! mapping's SELECT carries what the access admits of its rows (`search::compile::row_access`);
+//! collections are read only for rows already admitted.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -10,6 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+use crate::access::{Access, Interaction};
 use crate::adapter::Adapter;
 use crate::adapter::map::{
     LeftOut, MapOutcome, MappedResource, RowData, cell_text, check_r4, map_row,
@@ -20,8 +23,8 @@ use crate::dialect::ast::{Cond, Select, Value};
 use crate::dialect::fold::fold;
 use crate::dialect::render;
 use crate::search::compile::{
-    BranchPlan, Plan, collection_select, count_select, page_select, parse_id, referencing_cond,
-    rows_select,
+    BranchPlan, Plan, RowAccess, collection_select, count_select, page_select, parse_id,
+    referencing_cond, row_access, rows_select,
 };
 use crate::search::cursor::CursorKey;
 
@@ -94,6 +97,31 @@ pub enum ReadOutcome {
 }
 
 impl Repository {
+    /// A round trip to the legacy database (`SELECT 1`), for the health check.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.db.ping().await
+    }
+
+    /// What `access` admits of `mapping`'s rows for `interaction`, compiled now (date filters in
+    /// granular scopes are relative to the current time).
+    fn row_access(
+        &self,
+        mapping: &Mapping,
+        access: &Access,
+        interaction: Interaction,
+    ) -> RowAccess {
+        let denied = RowAccess {
+            cond: Cond::False,
+            variants: None,
+        };
+        let Some(def) = self.adapter.resources.get(&mapping.resource_type) else {
+            return denied;
+        };
+        let timezone = self.adapter.timezone;
+        let now = chrono::Utc::now().with_timezone(&timezone).naive_local();
+        row_access(def, mapping, access, interaction, timezone, now)
+    }
+
     /// Every query runs through here: lookups become their cached key lists, then it renders.
     async fn fetch(&self, select: &Select) -> Result<Vec<Vec<Value>>, DbError> {
         let resolved = self.lookups.resolve(&self.db, select).await;
@@ -218,29 +246,32 @@ impl Repository {
     }
 
     /// Reads one resource by logical id: found, left out (the row exists but cannot be served),
-    /// or missing (no row has it, or `extra` hides it).
+    /// or missing (no row has it, or `access` does not admit it: the same answer, no oracle).
     pub async fn read(
         &self,
         resource_type: &str,
         id: &str,
-        extra: &Cond,
+        access: &Access,
     ) -> Result<ReadOutcome, DbError> {
         let Some(def) = self.adapter.resources.get(resource_type) else {
             return Ok(ReadOutcome::Missing);
         };
+        if !access.allows(resource_type, Interaction::Read) {
+            return Ok(ReadOutcome::Missing);
+        }
         for (branch_index, mapping) in def.mappings.iter().enumerate() {
             let Some(target) = parse_id(mapping, id) else {
                 continue;
             };
-            let select = rows_select(
-                mapping,
-                Cond::and(vec![target.cond, extra.clone()]),
-                Some(2),
-            );
+            let admitted = self.row_access(mapping, access, Interaction::Read);
+            if admitted.denies_all() {
+                continue;
+            }
+            let select = rows_select(mapping, &admitted, target.cond, Some(2));
             let wanted = target.variant;
             let (candidates, _) = self
                 .load(branch_index, mapping, &select, &[], &|variant| {
-                    wanted.is_none_or(|w| w == variant)
+                    wanted.is_none_or(|w| w == variant) && admitted.variant_allowed(variant)
                 })
                 .await?;
             for candidate in candidates {
@@ -261,11 +292,18 @@ impl Repository {
         Ok(ReadOutcome::Missing)
     }
 
-    /// Counts all matches of `plan`.
-    pub async fn count(&self, plan: &Plan, extra: &Cond) -> Result<u64, DbError> {
+    /// Counts all matches of `plan` that `access` admits.
+    pub async fn count(&self, plan: &Plan, access: &Access) -> Result<u64, DbError> {
         let mut total = 0u64;
+        if !access.allows(&plan.resource_type, Interaction::Search) {
+            return Ok(total);
+        }
         for branch in plan.branches.iter().filter(|b| b.cond != Cond::False) {
-            let rows = self.fetch(&count_select(branch, extra)).await?;
+            let admitted = self.row_access(&branch.mapping, access, Interaction::Search);
+            if admitted.denies_all() {
+                continue;
+            }
+            let rows = self.fetch(&count_select(branch, &admitted)).await?;
             let count = rows.first().and_then(|r| r.first()).and_then(|v| match v {
                 Value::Int(i) => Some(*i as u64),
                 Value::Decimal(d) => d.to_string().parse::<u64>().ok(),
@@ -278,20 +316,25 @@ impl Repository {
         Ok(total)
     }
 
-    /// Fetches the page of `plan` that follows `after`.
+    /// Fetches the page of `plan` that follows `after`, within `access`.
     pub async fn search(
         &self,
         plan: &Plan,
         after: Option<&CursorKey>,
-        extra: &Cond,
+        access: &Access,
         want_total: bool,
     ) -> Result<Page, DbError> {
         let limit = plan.count;
         let sorted = !plan.sort.is_empty();
         let mut collected: Vec<Candidate> = Vec::new();
         let mut more_rows = false;
+        let searchable = access.allows(&plan.resource_type, Interaction::Search);
         for branch in &plan.branches {
-            if branch.cond == Cond::False {
+            if branch.cond == Cond::False || !searchable {
+                continue;
+            }
+            let admitted = self.row_access(&branch.mapping, access, Interaction::Search);
+            if admitted.denies_all() {
                 continue;
             }
             if !sorted {
@@ -308,7 +351,7 @@ impl Repository {
             } else {
                 limit + 1 - collected.len().min(limit)
             };
-            let select = page_select(branch, extra, after, wanted_rows as u64);
+            let select = page_select(branch, &admitted, after, wanted_rows as u64);
             let sort_indices: Vec<usize> = branch.sort.iter().map(|s| s.index).collect();
             let (loaded, row_count) = self
                 .load(
@@ -316,7 +359,7 @@ impl Repository {
                     &branch.mapping,
                     &select,
                     &sort_indices,
-                    &|v| branch.variant_allowed(v),
+                    &|v| branch.variant_allowed(v) && admitted.variant_allowed(v),
                 )
                 .await?;
             more_rows |= row_count >= wanted_rows;
@@ -342,7 +385,7 @@ impl Repository {
             None
         };
         let total = if want_total {
-            Some(self.count(plan, extra).await?)
+            Some(self.count(plan, access).await?)
         } else if after.is_none() && !has_more {
             // The first page holds every match, so the total is known for free.
             Some(collected.len() as u64)
@@ -365,7 +408,7 @@ impl Repository {
             }
         }
         let (included, included_truncated) =
-            self.includes(plan, &matches, extra, &mut left_out).await?;
+            self.includes(plan, &matches, access, &mut left_out).await?;
         Ok(Page {
             matches,
             next,
@@ -377,11 +420,14 @@ impl Repository {
     }
 
     /// Resources pulled in by `_include` and `_revinclude`, without duplicates or page matches.
+    /// Each is admitted by `access` on its own type's terms: an included resource as a read of it
+    /// (it is fetched by id), a revincluded one as a search of its type. Types the access does not
+    /// grant are left out silently.
     async fn includes(
         &self,
         plan: &Plan,
         page: &[Loaded],
-        extra: &Cond,
+        access: &Access,
         left_out: &mut Vec<LeftOutRow>,
     ) -> Result<(Vec<Json>, bool), DbError> {
         let mut seen: HashSet<(String, String)> = page
@@ -419,7 +465,14 @@ impl Repository {
             let Some(target_def) = self.adapter.resources.get(target_type) else {
                 continue;
             };
+            if !access.allows(target_type, Interaction::Read) {
+                continue;
+            }
             for (branch_index, mapping) in target_def.mappings.iter().enumerate() {
+                let admitted = self.row_access(mapping, access, Interaction::Read);
+                if admitted.denies_all() {
+                    continue;
+                }
                 for chunk in ids.chunks(IDS_PER_QUERY) {
                     let conds: Vec<Cond> = chunk
                         .iter()
@@ -431,11 +484,14 @@ impl Repository {
                     }
                     let select = rows_select(
                         mapping,
-                        Cond::and(vec![Cond::or(conds), extra.clone()]),
+                        &admitted,
+                        Cond::or(conds),
                         Some(MAX_INCLUDED as u64 + 1),
                     );
                     let (loaded, _) = self
-                        .load(branch_index, mapping, &select, &[], &|_| true)
+                        .load(branch_index, mapping, &select, &[], &|v| {
+                            admitted.variant_allowed(v)
+                        })
                         .await?;
                     add(mapping, loaded, &mut included);
                 }
@@ -446,19 +502,25 @@ impl Repository {
             let Some(source_def) = self.adapter.resources.get(source_type) else {
                 continue;
             };
+            if !access.allows(source_type, Interaction::Search) {
+                continue;
+            }
             for (branch_index, mapping) in source_def.mappings.iter().enumerate() {
+                let admitted = self.row_access(mapping, access, Interaction::Search);
+                if admitted.denies_all() {
+                    continue;
+                }
                 for chunk in page_ids.chunks(IDS_PER_QUERY) {
                     let cond = referencing_cond(mapping, param, &plan.resource_type, chunk);
                     if cond == Cond::False {
                         continue;
                     }
-                    let select = rows_select(
-                        mapping,
-                        Cond::and(vec![cond, extra.clone()]),
-                        Some(MAX_INCLUDED as u64 + 1),
-                    );
+                    let select =
+                        rows_select(mapping, &admitted, cond, Some(MAX_INCLUDED as u64 + 1));
                     let (loaded, _) = self
-                        .load(branch_index, mapping, &select, &[], &|_| true)
+                        .load(branch_index, mapping, &select, &[], &|v| {
+                            admitted.variant_allowed(v)
+                        })
                         .await?;
                     add(mapping, loaded, &mut included);
                 }

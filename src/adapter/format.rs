@@ -43,6 +43,24 @@ pub struct MappingFile {
     pub maps: BTreeMap<String, MapSpec>,
     #[serde(default)]
     pub search: BTreeMap<String, SearchSpec>,
+    /// Which rows belong to a patient's compartment: `{ patient = ["subject"] }`, or `"shared"`.
+    pub compartment: Option<CompartmentSpec>,
+}
+
+/// `compartment`: the search parameters whose Patient reference puts a row in that patient's
+/// compartment (`_id` for the Patient mapping itself), or `"shared"` for data that is no patient's
+/// record (a practice's staff and sites).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CompartmentSpec {
+    Keyword(String),
+    Links(CompartmentLinks),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompartmentLinks {
+    pub patient: Vec<String>,
 }
 
 /// A profile a mapping claims: its canonical URL alone (claimed by every resource), or with the

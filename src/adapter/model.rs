@@ -84,6 +84,20 @@ pub struct Mapping {
     pub variants: Vec<Variant>,
     pub collections: Vec<Collection>,
     pub search: BTreeMap<String, SearchParam>,
+    pub compartment: Compartment,
+}
+
+/// How a mapping's rows belong to patients, for accesses limited to some patients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compartment {
+    /// Not declared: under a patient-limited access no row is served (deny by default).
+    Undeclared,
+    /// No patient's record (a practice's staff, sites, payers): served under any access that
+    /// grants the type.
+    Shared,
+    /// A row belongs to the compartment of each Patient these search parameters reference (`_id`:
+    /// the Patient row itself).
+    Patient(Vec<String>),
 }
 
 /// A profile a mapping claims, and the elements a resource must have to claim it.

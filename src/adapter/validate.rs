@@ -11,13 +11,14 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 
 use super::format::{
-    ColumnType, FilterSpec, JoinSpec, ManifestFile, MapSpec, MappingFile, ProfileSpec, SearchSpec,
-    SearchType, TransformSpec,
+    ColumnType, CompartmentSpec, FilterSpec, JoinSpec, ManifestFile, MapSpec, MappingFile,
+    ProfileSpec, SearchSpec, SearchType, TransformSpec,
 };
 use super::model::{
-    Adapter, BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, IdDef, JoinDef, Latest,
-    LookupKey, Mapping, Node, Predicate, PredicateOp, ProfileClaim, ReferenceTarget, ResourceDef,
-    SearchKind, SearchParam, SearchParamInfo, TokenTarget, Transform, Variant,
+    Adapter, BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, Compartment, IdDef,
+    JoinDef, Latest, LookupKey, Mapping, Node, Predicate, PredicateOp, ProfileClaim,
+    ReferenceTarget, ResourceDef, SearchKind, SearchParam, SearchParamInfo, TokenTarget, Transform,
+    Variant,
 };
 use crate::dialect::ast::Value;
 use crate::fhir::resource_types::is_resource_type;
@@ -829,6 +830,7 @@ fn compile_mapping(
     }
 
     let profiles = profile_claims(ctx, &spec.profiles);
+    let compartment = compartment(ctx, &spec.resource, spec.compartment.as_ref(), &search);
     Some(Mapping {
         resource_type: spec.resource,
         name: parsed.name,
@@ -851,7 +853,89 @@ fn compile_mapping(
         variants,
         collections,
         search,
+        compartment,
     })
+}
+
+/// Clinical types of FHIR R4's Patient compartment (a subset): their rows are always someone's
+/// record, so they cannot be declared shared.
+const PATIENT_COMPARTMENT_TYPES: &[&str] = &[
+    "AllergyIntolerance",
+    "Appointment",
+    "CarePlan",
+    "Claim",
+    "Condition",
+    "Coverage",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Encounter",
+    "ExplanationOfBenefit",
+    "Goal",
+    "Immunization",
+    "MedicationRequest",
+    "Observation",
+    "Patient",
+    "Procedure",
+    "ServiceRequest",
+];
+
+/// `compartment`: `"shared"`, or links that are reference parameters of this mapping with a
+/// Patient target (or `_id` on Patient).
+fn compartment(
+    ctx: &mut FileContext,
+    resource_type: &str,
+    spec: Option<&CompartmentSpec>,
+    search: &BTreeMap<String, SearchParam>,
+) -> Compartment {
+    match spec {
+        None => Compartment::Undeclared,
+        Some(CompartmentSpec::Keyword(word)) if word == "shared" => {
+            if PATIENT_COMPARTMENT_TYPES.contains(&resource_type) {
+                ctx.issue(
+                    "compartment",
+                    format!(
+                        "{resource_type} is in FHIR's Patient compartment: declare the parameters \
+                         that link its rows to patients, e.g. {{ patient = [\"patient\"] }}"
+                    ),
+                );
+            }
+            Compartment::Shared
+        }
+        Some(CompartmentSpec::Keyword(word)) => {
+            ctx.issue(
+                "compartment",
+                format!("{word:?}: compartment is \"shared\" or {{ patient = [parameters] }}"),
+            );
+            Compartment::Undeclared
+        }
+        Some(CompartmentSpec::Links(links)) => {
+            if links.patient.is_empty() {
+                ctx.issue("compartment.patient", "name at least one search parameter");
+            }
+            for (index, name) in links.patient.iter().enumerate() {
+                let path = format!("compartment.patient[{index}]");
+                if name == "_id" {
+                    if resource_type != "Patient" {
+                        ctx.issue(
+                            &path,
+                            "_id links only a Patient mapping to its own compartment",
+                        );
+                    }
+                    continue;
+                }
+                match search.get(name).map(|param| &param.kind) {
+                    Some(SearchKind::Reference { targets })
+                        if targets.iter().any(|t| t.target_type == "Patient") => {}
+                    Some(_) => ctx.issue(
+                        &path,
+                        format!("search.{name} is not a reference parameter to Patient"),
+                    ),
+                    None => ctx.issue(&path, format!("no search parameter {name:?} in [search]")),
+                }
+            }
+            Compartment::Patient(links.patient.clone())
+        }
+    }
 }
 
 /// The text layout of a date parameter, checked: formatting with a broken layout would fail at

@@ -1,5 +1,7 @@
 //! Request handlers: metadata, read, search (GET and POST), and the error-only routes.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -11,8 +13,8 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::negotiate::{Format, Negotiated, body, negotiate, respond};
 use super::origin::PublicBase;
+use crate::access::{Access, Interaction};
 use crate::adapter::model::ResourceDef;
-use crate::dialect::ast::Cond;
 use crate::error::ApiError;
 use crate::fhir::bundle::{SearchsetParts, searchset};
 use crate::fhir::capability::capability_statement;
@@ -86,6 +88,21 @@ fn resource_def<'a>(state: &'a AppState, resource_type: &str) -> Result<&'a Reso
     }
 }
 
+/// 403 when `access` does not grant `interaction` on `resource_type`: decided from the access
+/// alone, before any query, so the answer is the same whether or not such data exist.
+fn require(access: &Access, resource_type: &str, interaction: Interaction) -> Result<(), ApiError> {
+    if access.allows(resource_type, interaction) {
+        return Ok(());
+    }
+    let verb = match interaction {
+        Interaction::Read => "read",
+        Interaction::Search => "search",
+    };
+    Err(ApiError::Forbidden(format!(
+        "this access does not grant {verb} on {resource_type}"
+    )))
+}
+
 fn now_instant() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -115,6 +132,7 @@ pub async fn metadata(
 
 pub async fn read(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -124,21 +142,38 @@ pub async fn read(
         Ok(n) => n,
         Err(e) => return error_response(e, None),
     };
-    match read_inner(&state, &resource_type, &id, &headers, &pairs, &negotiated).await {
+    let request = ReadRequest {
+        resource_type: &resource_type,
+        id: &id,
+        access: &access,
+    };
+    match read_inner(&state, request, &headers, &pairs, &negotiated).await {
         Ok(response) => response,
         Err(e) => error_response(e, Some(&negotiated)),
     }
 }
 
+/// What a read asks for, and under which access.
+struct ReadRequest<'a> {
+    resource_type: &'a str,
+    id: &'a str,
+    access: &'a Access,
+}
+
 async fn read_inner(
     state: &AppState,
-    resource_type: &str,
-    id: &str,
+    request: ReadRequest<'_>,
     headers: &HeaderMap,
     pairs: &[(String, String)],
     negotiated: &Negotiated,
 ) -> Result<Response, ApiError> {
+    let ReadRequest {
+        resource_type,
+        id,
+        access,
+    } = request;
     resource_def(state, resource_type)?;
+    require(access, resource_type, Interaction::Read)?;
     let not_found = || ApiError::NotFound(format!("{resource_type}/{id} is not known"));
     let valid_id = !id.is_empty()
         && id.len() <= 64
@@ -148,11 +183,7 @@ async fn read_inner(
     if !valid_id {
         return Err(not_found());
     }
-    let mut resource = match state
-        .repository
-        .read(resource_type, id, &Cond::True)
-        .await?
-    {
+    let mut resource = match state.repository.read(resource_type, id, access).await? {
         ReadOutcome::Found(resource) => resource,
         ReadOutcome::Missing => return Err(not_found()),
         ReadOutcome::LeftOut(row) => {
@@ -248,17 +279,19 @@ fn not_modified(etag: &str) -> Response {
 pub async fn search_get(
     State(state): State<AppState>,
     Extension(base): Extension<PublicBase>,
+    Extension(access): Extension<Arc<Access>>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let pairs = query_pairs(raw.as_deref());
-    search_with(state, &base, resource_type, headers, pairs).await
+    search_with(state, &base, access, resource_type, headers, pairs).await
 }
 
 pub async fn search_post(
     State(state): State<AppState>,
     Extension(base): Extension<PublicBase>,
+    Extension(access): Extension<Arc<Access>>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -281,12 +314,13 @@ pub async fn search_post(
         );
     }
     pairs.extend(form_urlencoded::parse(&form).into_owned());
-    search_with(state, &base, resource_type, headers, pairs).await
+    search_with(state, &base, access, resource_type, headers, pairs).await
 }
 
 async fn search_with(
     state: AppState,
     base: &PublicBase,
+    access: Arc<Access>,
     resource_type: String,
     headers: HeaderMap,
     pairs: Vec<(String, String)>,
@@ -295,7 +329,17 @@ async fn search_with(
         Ok(n) => n,
         Err(e) => return error_response(e, None),
     };
-    match search_inner(&state, base, &resource_type, &headers, &pairs, &negotiated).await {
+    match search_inner(
+        &state,
+        base,
+        &access,
+        &resource_type,
+        &headers,
+        &pairs,
+        &negotiated,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(e) => error_response(e, Some(&negotiated)),
     }
@@ -314,12 +358,14 @@ fn strict_handling(headers: &HeaderMap) -> bool {
 async fn search_inner(
     state: &AppState,
     base: &PublicBase,
+    access: &Access,
     resource_type: &str,
     headers: &HeaderMap,
     pairs: &[(String, String)],
     negotiated: &Negotiated,
 ) -> Result<Response, ApiError> {
     let def = resource_def(state, resource_type)?;
+    require(access, resource_type, Interaction::Search)?;
     let request = parse(pairs).map_err(ApiError::search)?;
     let timezone = state.adapter.timezone;
     let now = Utc::now().with_timezone(&timezone).naive_local();
@@ -334,12 +380,11 @@ async fn search_inner(
     .map_err(ApiError::search)?;
 
     let identity = encode_query(&plan.applied);
-    let after = match &plan.cursor {
-        Some(token) => Some(
-            state
-                .signer
-                .open(&identity, token)
-                .map_err(|why| match why {
+    let fingerprint = access.fingerprint();
+    let after =
+        match &plan.cursor {
+            Some(token) => Some(state.signer.open(&identity, &fingerprint, token).map_err(
+                |why| match why {
                     CursorError::Malformed => ApiError::BadRequest(vec![
                         Issue::error(IssueType::Invalid, format!("invalid paging cursor: {why}"))
                             .at("_cursor"),
@@ -347,10 +392,10 @@ async fn search_inner(
                     CursorError::NotIssued(_) => {
                         ApiError::NotFound(format!("no such page of this search: {why}"))
                     }
-                })?,
-        ),
-        None => None,
-    };
+                },
+            )?),
+            None => None,
+        };
     let base = base.fhir();
     // Links keep the output format the client chose, outside the cursor's query identity.
     let presentation: Vec<(String, String)> = ["_format", "_pretty"]
@@ -384,7 +429,7 @@ async fn search_inner(
         .collect();
 
     let bundle = if plan.summary == SummaryMode::Count {
-        let total = state.repository.count(&plan, &Cond::True).await?;
+        let total = state.repository.count(&plan, access).await?;
         searchset(SearchsetParts {
             base_url: &base,
             self_url,
@@ -401,7 +446,7 @@ async fn search_inner(
             .search(
                 &plan,
                 after.as_ref(),
-                &Cond::True,
+                access,
                 plan.total == TotalMode::Accurate,
             )
             .await?;
@@ -419,10 +464,12 @@ async fn search_inner(
                 expression: None,
             });
         }
-        let next_url = page
-            .next
-            .as_ref()
-            .map(|key| link(&[("_cursor".to_owned(), state.signer.seal(&identity, key))]));
+        let next_url = page.next.as_ref().map(|key| {
+            link(&[(
+                "_cursor".to_owned(),
+                state.signer.seal(&identity, &fingerprint, key),
+            )])
+        });
         let matches: Vec<Json> = page
             .matches
             .into_iter()
@@ -517,7 +564,7 @@ pub async fn fallback() -> Response {
 
 /// Liveness plus a database round trip: 200 when the legacy database answers, 503 when not.
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.repository.db.ping().await {
+    match state.repository.ping().await {
         Ok(()) => (
             StatusCode::OK,
             axum::Json(json!({"status": "ok", "database": "up"})),

@@ -179,6 +179,16 @@ fn with_responses(
             .build(),
         );
     }
+    // Every resource operation runs under the request's access.
+    operation = operation.response(
+        "403",
+        fhir_response(
+            "OperationOutcome (code forbidden): the request's access does not grant this interaction on this type; answered before any query",
+            &errors,
+            &outcome,
+        )
+        .build(),
+    );
     if answers.not_found {
         operation = operation.response(
             "404",

@@ -13,6 +13,7 @@ pub enum IssueType {
     Transient,
     Informational,
     Processing,
+    Forbidden,
 }
 
 impl IssueType {
@@ -26,6 +27,7 @@ impl IssueType {
             IssueType::Transient => "transient",
             IssueType::Informational => "informational",
             IssueType::Processing => "processing",
+            IssueType::Forbidden => "forbidden",
         }
     }
 }

@@ -1205,13 +1205,14 @@ fn predicate_cond(predicate: &Predicate, default_alias: &str) -> Cond {
     }
 }
 
-/// The mapping's FROM, joins, row filter and `latest` rule, with `extra` ANDed in.
+/// The mapping's FROM, joins, row filter and `latest` rule, with what `access` admits and `cond`
+/// ANDed in: every SELECT over a mapping's rows is built here, so none runs without its access.
 ///
 /// A lookup join that filters (required, or tested by `source.filter`) becomes a LEFT JOIN that
 /// only reads the lookup's columns, and the filter becomes `t.foreign IN (the lookup's keys)`: the
 /// key list guarantees the match, and a LEFT JOIN cannot make the optimizer start from the lookup
 /// table and reach the base table through an index of the lookup's column.
-fn base_select(mapping: &Mapping, columns: Vec<Expr>, extra: Cond) -> Select {
+fn base_select(mapping: &Mapping, columns: Vec<Expr>, access: &RowAccess, cond: Cond) -> Select {
     let filtering: Vec<(&JoinDef, &LookupKey)> = mapping
         .joins
         .iter()
@@ -1278,7 +1279,8 @@ fn base_select(mapping: &Mapping, columns: Vec<Expr>, extra: Cond) -> Select {
             negated: true,
         });
     }
-    filter.push(extra);
+    filter.push(access.cond.clone());
+    filter.push(cond);
     Select {
         columns,
         from: TableRef {
@@ -1349,11 +1351,11 @@ fn selected_columns(mapping: &Mapping) -> Vec<Expr> {
     mapping.columns.iter().map(column_expr).collect()
 }
 
-/// The SELECT for one page of one branch, after `after` (the previous page's last resource).
-/// `extra` carries conditions from outside the search (the patient compartment).
+/// The SELECT for one page of one branch, after `after` (the previous page's last resource),
+/// within what the request's access admits of the branch's mapping.
 pub fn page_select(
     branch: &BranchPlan,
-    extra: &Cond,
+    access: &RowAccess,
     after: Option<&CursorKey>,
     limit: u64,
 ) -> Select {
@@ -1393,7 +1395,8 @@ pub fn page_select(
     let mut select = base_select(
         mapping,
         selected_columns(mapping),
-        Cond::and(vec![branch.cond.clone(), extra.clone(), after_cond]),
+        access,
+        Cond::and(vec![branch.cond.clone(), after_cond]),
     );
     select.order_by = branch
         .sort
@@ -1454,31 +1457,37 @@ fn lexicographic_after(terms: &[(Expr, bool, &Value)], inclusive: bool) -> Cond 
     Cond::or(alternatives)
 }
 
-/// The SELECT counting a branch's matches: rows, or admitted variants for unpivots.
-pub fn count_select(branch: &BranchPlan, extra: &Cond) -> Select {
+/// The SELECT counting a branch's matches within `access`: rows, or for unpivots the variants
+/// both the search and the access admit.
+pub fn count_select(branch: &BranchPlan, access: &RowAccess) -> Select {
     let mapping = &branch.mapping;
-    let counter = match &branch.variants {
-        None => Expr::CountAll,
-        Some(mask) => Expr::CountWhere(
+    let counter = if mapping.variants.is_empty() {
+        Expr::CountAll
+    } else {
+        Expr::CountWhere(
             mapping
                 .variants
                 .iter()
-                .zip(mask)
-                .filter(|(_, allowed)| **allowed)
-                .map(|(variant, _)| predicates_cond(&variant.when, BASE_ALIAS))
+                .enumerate()
+                .filter(|(index, _)| {
+                    branch.variant_allowed(*index) && access.variant_allowed(*index)
+                })
+                .map(|(_, variant)| predicates_cond(&variant.when, BASE_ALIAS))
                 .collect(),
-        ),
+        )
     };
-    base_select(
-        mapping,
-        vec![counter],
-        Cond::and(vec![branch.cond.clone(), extra.clone()]),
-    )
+    base_select(mapping, vec![counter], access, branch.cond.clone())
 }
 
-/// The SELECT reading rows of `mapping` that satisfy `cond` (a read by id, an include).
-pub fn rows_select(mapping: &Mapping, cond: Cond, limit: Option<u64>) -> Select {
-    let mut select = base_select(mapping, selected_columns(mapping), cond);
+/// The SELECT reading rows of `mapping` that satisfy `cond` within `access` (a read by id, an
+/// include).
+pub fn rows_select(
+    mapping: &Mapping,
+    access: &RowAccess,
+    cond: Cond,
+    limit: Option<u64>,
+) -> Select {
+    let mut select = base_select(mapping, selected_columns(mapping), access, cond);
     select.order_by = mapping
         .id
         .columns
@@ -1563,6 +1572,9 @@ fn child_rows(
         limit: None,
     }
 }
+
+mod access;
+pub use access::{RowAccess, row_access};
 
 #[cfg(test)]
 mod tests;

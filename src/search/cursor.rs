@@ -1,8 +1,9 @@
 //! Opaque, tamper-evident paging cursors.
 //!
-//! A cursor carries the sort key of the last resource on a page and a hash of the query it belongs
-//! to, signed with HMAC-SHA256. A cursor moved onto another query, or edited, is rejected; a cursor
-//! stays valid across restarts as long as the signing key does.
+//! A cursor carries the sort key of the last resource on a page, a hash of the query it belongs
+//! to and the fingerprint of the access it was made under (`Access::fingerprint`), signed with
+//! HMAC-SHA256. A cursor moved onto another query or another access, or edited, is rejected; a
+//! cursor stays valid across restarts as long as the signing key does.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,10 +49,11 @@ impl CursorSigner {
         mac.finalize().into_bytes()[..16].to_vec()
     }
 
-    /// Encodes `key` for the query identified by `query`.
-    pub fn seal(&self, query: &str, key: &CursorKey) -> String {
+    /// Encodes `key` for the query identified by `query`, under the access `access` fingerprints.
+    pub fn seal(&self, query: &str, access: &[u8; 32], key: &CursorKey) -> String {
         let payload = json!({
             "q": query_hash(query),
+            "a": access_hash(access),
             "s": key.sort.iter().map(encode_value).collect::<Vec<_>>(),
             "b": key.branch,
             "k": key.key.iter().map(encode_value).collect::<Vec<_>>(),
@@ -65,8 +67,14 @@ impl CursorSigner {
         )
     }
 
-    /// Opens a cursor; errors say why it was refused.
-    pub fn open(&self, query: &str, token: &str) -> Result<CursorKey, CursorError> {
+    /// Opens a cursor for `query` under the access `access` fingerprints; errors say why it was
+    /// refused.
+    pub fn open(
+        &self,
+        query: &str,
+        access: &[u8; 32],
+        token: &str,
+    ) -> Result<CursorKey, CursorError> {
         let malformed = |_: base64::DecodeError| CursorError::Malformed;
         let (payload, signature) = token.split_once('.').ok_or(CursorError::Malformed)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(malformed)?;
@@ -81,6 +89,11 @@ impl CursorSigner {
         if payload["q"].as_str() != Some(query_hash(query).as_str()) {
             return Err(CursorError::NotIssued(
                 "the cursor belongs to a different query",
+            ));
+        }
+        if payload["a"].as_str() != Some(access_hash(access).as_str()) {
+            return Err(CursorError::NotIssued(
+                "the cursor was issued under a different access",
             ));
         }
         let values = |field: &str| -> Result<Vec<Value>, &'static str> {
@@ -142,6 +155,10 @@ fn query_hash(query: &str) -> String {
     URL_SAFE_NO_PAD.encode(&digest[..12])
 }
 
+fn access_hash(fingerprint: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(&fingerprint[..16])
+}
+
 fn encode_value(value: &Value) -> Json {
     match value {
         Value::Null => json!({"n": null}),
@@ -201,6 +218,8 @@ fn decode_value(json: &Json) -> Result<Value, &'static str> {
 mod tests {
     use super::*;
 
+    const ACCESS: [u8; 32] = [7; 32];
+
     fn key() -> CursorKey {
         CursorKey {
             sort: vec![
@@ -220,33 +239,45 @@ mod tests {
     #[test]
     fn round_trips_for_the_same_query() {
         let signer = CursorSigner::new(b"secret");
-        let token = signer.seal("family=Sm", &key());
-        assert_eq!(signer.open("family=Sm", &token).unwrap(), key());
+        let token = signer.seal("family=Sm", &ACCESS, &key());
+        assert_eq!(signer.open("family=Sm", &ACCESS, &token).unwrap(), key());
     }
 
     #[test]
     fn refuses_other_queries_edits_and_other_keys() {
         let signer = CursorSigner::new(b"secret");
-        let token = signer.seal("family=Sm", &key());
+        let token = signer.seal("family=Sm", &ACCESS, &key());
         assert_eq!(
-            signer.open("family=Jo", &token).unwrap_err(),
+            signer.open("family=Jo", &ACCESS, &token).unwrap_err(),
             CursorError::NotIssued("the cursor belongs to a different query")
         );
         let mut edited = token.clone().into_bytes();
         edited[3] = if edited[3] == b'A' { b'B' } else { b'A' };
         assert!(
             signer
-                .open("family=Sm", &String::from_utf8(edited).unwrap())
+                .open("family=Sm", &ACCESS, &String::from_utf8(edited).unwrap())
                 .is_err()
         );
         assert!(
             CursorSigner::new(b"other")
-                .open("family=Sm", &token)
+                .open("family=Sm", &ACCESS, &token)
                 .is_err()
         );
         assert_eq!(
-            signer.open("family=Sm", "garbage").unwrap_err(),
+            signer.open("family=Sm", &ACCESS, "garbage").unwrap_err(),
             CursorError::Malformed
+        );
+    }
+
+    #[test]
+    fn refuses_a_cursor_made_under_another_access() {
+        let signer = CursorSigner::new(b"secret");
+        let token = signer.seal("family=Sm", &ACCESS, &key());
+        let mut other = ACCESS;
+        other[0] ^= 1;
+        assert_eq!(
+            signer.open("family=Sm", &other, &token).unwrap_err(),
+            CursorError::NotIssued("the cursor was issued under a different access")
         );
     }
 }

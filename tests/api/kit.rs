@@ -11,7 +11,7 @@ use crate::support::{TestApp, assert_valid_r4, ids, matches};
 /// Where a search parameter looks in a resource (its FHIRPath, as dotted JSON paths; a segment
 /// `name(key=value)` keeps array items whose `key` is `value`), and for references the resource
 /// type its values point at.
-fn expression(
+pub(crate) fn expression(
     resource_type: &str,
     param: &str,
 ) -> Option<(&'static [&'static str], Option<&'static str>)> {
@@ -56,6 +56,7 @@ fn expression(
         (_, "status") => (&["status"], None),
         ("Coverage", "patient" | "beneficiary") => (&["beneficiary"], Some("Patient")),
         ("Coverage", "payor") => (&["payor"], None),
+        ("Coverage", "subscriber") => (&["subscriber"], Some("Patient")),
         ("Claim", "patient") => (&["patient"], Some("Patient")),
         ("Claim", "created") => (&["created"], None),
         ("Claim", "use") => (&["use"], None),
@@ -119,12 +120,17 @@ fn tokens(value: &Json) -> Vec<(Option<String>, String)> {
 }
 
 /// A search value for `param` taken from `resource`, and the test each match must then pass.
-struct Probe {
-    query: String,
-    holds: Box<dyn Fn(&Json) -> bool>,
+pub(crate) struct Probe {
+    pub(crate) query: String,
+    pub(crate) holds: Box<dyn Fn(&Json) -> bool>,
 }
 
-fn probe(resource_type: &str, param: &str, kind: &str, resource: &Json) -> Option<Probe> {
+pub(crate) fn probe(
+    resource_type: &str,
+    param: &str,
+    kind: &str,
+    resource: &Json,
+) -> Option<Probe> {
     if param == "_id" {
         let id = resource["id"].as_str()?.to_owned();
         return Some(Probe {
@@ -215,7 +221,7 @@ fn probe(resource_type: &str, param: &str, kind: &str, resource: &Json) -> Optio
 }
 
 /// A value of each type that parses, for checking that an advertised parameter is accepted.
-fn any_value(kind: &str, name: &str) -> &'static str {
+pub(crate) fn any_value(kind: &str, name: &str) -> &'static str {
     match (kind, name) {
         ("date", _) => "ge2000-01-01",
         ("reference", _) | ("token", "_id") => "1",
@@ -224,7 +230,7 @@ fn any_value(kind: &str, name: &str) -> &'static str {
     }
 }
 
-fn collect_references(value: &Json, out: &mut Vec<String>) {
+pub(crate) fn collect_references(value: &Json, out: &mut Vec<String>) {
     match value {
         Json::Object(map) => {
             for (key, child) in map {
@@ -240,7 +246,7 @@ fn collect_references(value: &Json, out: &mut Vec<String>) {
 }
 
 /// The resources a searchset adds with `search.mode = include`.
-fn included(bundle: &Json) -> Vec<Json> {
+pub(crate) fn included(bundle: &Json) -> Vec<Json> {
     bundle["entry"]
         .as_array()
         .cloned()

@@ -6,6 +6,8 @@ mod support;
 
 // The adapter conformance kit: every adapter × dialect.
 mod kit;
+// The leak test: a patient-limited access sees exactly its compartment, per adapter.
+mod compartment;
 // CapabilityStatement shape, formats, OpenAPI, CORS.
 mod conformance;
 // The binary: portico demo and portico check.

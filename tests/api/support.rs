@@ -1,8 +1,10 @@
 //! Test harness: seeds a fixture database, starts Portico on port 0, and checks FHIR responses.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use portico::access::Access;
 use portico::app::Application;
 use portico::config::{
     LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
@@ -123,6 +125,25 @@ pub async fn start(settings: &Settings) -> String {
         .expect("application builds");
     let base = format!("http://127.0.0.1:{}/fhir", application.port());
     tokio::spawn(application.run_until_cancelled());
+    base
+}
+
+/// Starts Portico on `settings` with `access` in every request, where token validation puts a
+/// token's access (the router's placeholder would grant everything), and returns its FHIR base URL.
+pub async fn start_with_access(settings: &Settings, access: Access) -> String {
+    let application = Application::build(settings)
+        .await
+        .expect("application builds");
+    let router =
+        portico::api::router(application.state.clone()).layer(axum::Extension(Arc::new(access)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let base = format!(
+        "http://127.0.0.1:{}/fhir",
+        listener.local_addr().expect("bound").port()
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await });
     base
 }
 

@@ -290,3 +290,99 @@ status = "booked"
     assert!(!found.contains("source.join[0]"), "{found}");
     assert!(!found.contains("source.filter[0]"), "{found}");
 }
+
+#[test]
+fn compartment_links_are_patient_references_of_the_mapping() {
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        (
+            "Patient.toml",
+            "version = 1\nresource = \"Patient\"\ncompartment = { patient = [\"_id\"] }\n[source]\ntable = \"p\"\nid = { columns = [\"pid\"] }\n[elements]\n",
+        ),
+        (
+            "Practitioner.toml",
+            "version = 1\nresource = \"Practitioner\"\ncompartment = { patient = [\"_id\"] }\n[source]\ntable = \"u\"\nid = { columns = [\"id\"] }\n[elements]\n",
+        ),
+        (
+            "Location.toml",
+            "version = 1\nresource = \"Location\"\ncompartment = \"public\"\n[source]\ntable = \"f\"\nid = { columns = [\"id\"] }\n[elements]\n",
+        ),
+        (
+            "Observation.toml",
+            r#"
+version = 1
+resource = "Observation"
+compartment = { patient = ["subject", "performer", "code", "nope"] }
+[source]
+table = "v"
+id = { columns = ["id"] }
+[elements]
+[search.subject]
+type = "reference"
+target = "Patient"
+column = "pid"
+[search.performer]
+type = "reference"
+target = "Practitioner"
+column = "uid"
+[search.code]
+type = "token"
+column = "code"
+"#,
+        ),
+        (
+            "Encounter.toml",
+            "version = 1\nresource = \"Encounter\"\ncompartment = \"shared\"\n[source]\ntable = \"e\"\nid = { columns = [\"id\"] }\n[elements]\n",
+        ),
+        (
+            "Organization.toml",
+            "version = 1\nresource = \"Organization\"\ncompartment = { patient = [] }\n[source]\ntable = \"o\"\nid = { columns = [\"id\"] }\n[elements]\n",
+        ),
+    ]);
+    let found = issues(&dir).join("\n");
+    for expected in [
+        "Practitioner.toml: compartment.patient[0]: _id links only a Patient mapping",
+        "Location.toml: compartment: \"public\": compartment is \"shared\"",
+        "Observation.toml: compartment.patient[1]: search.performer is not a reference parameter to Patient",
+        "Observation.toml: compartment.patient[2]: search.code is not a reference parameter to Patient",
+        "Observation.toml: compartment.patient[3]: no search parameter \"nope\"",
+        "Encounter.toml: compartment: Encounter is in FHIR's Patient compartment",
+        "Organization.toml: compartment.patient: name at least one search parameter",
+    ] {
+        assert!(
+            found.contains(expected),
+            "missing {expected:?} in:\n{found}"
+        );
+    }
+    assert!(!found.contains("Patient.toml: compartment"), "{found}");
+    assert!(
+        !found.contains("compartment.patient[0]: search.subject"),
+        "{found}"
+    );
+}
+
+#[test]
+fn every_shipped_mapping_declares_its_compartment() {
+    use crate::adapter::model::Compartment;
+    for name in ["openemr", "opendental", "cerebello", "dentned"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("adapters")
+            .join(name);
+        let adapter = adapter::load(&dir).unwrap_or_else(|issues| panic!("{issues:#?}"));
+        for def in adapter.resources.values() {
+            for mapping in &def.mappings {
+                let shared = matches!(
+                    def.resource_type.as_str(),
+                    "Practitioner" | "Organization" | "Location"
+                );
+                match &mapping.compartment {
+                    Compartment::Shared => assert!(shared, "{name} {}", mapping.name),
+                    Compartment::Patient(links) => {
+                        assert!(!shared && !links.is_empty(), "{name} {}", mapping.name)
+                    }
+                    Compartment::Undeclared => panic!("{name} {} declares none", mapping.name),
+                }
+            }
+        }
+    }
+}

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 
-use super::{Plan, collection_select, page_select, plan};
+use super::{Plan, RowAccess, collection_select, page_select, plan, row_access, rows_select};
+use crate::access::{Access, Interaction, PatientLimit, TypeRule};
 use crate::adapter::{self, Adapter};
 use crate::dialect::ast::{Cond, Value};
 use crate::dialect::{DialectKind, render};
@@ -25,6 +26,70 @@ fn openemr() -> Adapter {
 fn cerebello() -> Adapter {
     adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/cerebello"))
         .expect("cerebello adapter is valid")
+}
+
+fn adapter_named(name: &str) -> Adapter {
+    adapter::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("adapters")
+            .join(name),
+    )
+    .unwrap_or_else(|issues| panic!("{name}: {issues:?}"))
+}
+
+/// What `Access::everything()` compiles to (checked below for every shipped mapping).
+fn unrestricted() -> RowAccess {
+    RowAccess {
+        cond: Cond::True,
+        variants: None,
+    }
+}
+
+/// `patient/*.rs` for the given patients, plus `rules`.
+fn patient_access(ids: &[&str], rules: Vec<TypeRule>) -> Access {
+    let mut all = vec![TypeRule {
+        resource_type: None,
+        read: true,
+        search: true,
+        filter: Vec::new(),
+    }];
+    if !rules.is_empty() {
+        all = rules;
+    }
+    Access::new(
+        PatientLimit::Only(ids.iter().map(|id| (*id).to_owned()).collect()),
+        all,
+    )
+}
+
+fn rule(resource_type: &str, filter: &[(&str, &str)]) -> TypeRule {
+    TypeRule {
+        resource_type: Some(resource_type.to_owned()),
+        read: true,
+        search: true,
+        filter: filter
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn access_of(adapter: &Adapter, mapping_name: &str, access: &Access) -> RowAccess {
+    let resource_type = mapping_name.split('.').next().unwrap();
+    let def = &adapter.resources[resource_type];
+    let mapping = def
+        .mappings
+        .iter()
+        .find(|m| m.name == mapping_name)
+        .unwrap_or_else(|| panic!("no mapping {mapping_name}"));
+    row_access(
+        def,
+        mapping,
+        access,
+        Interaction::Search,
+        adapter.timezone,
+        now(),
+    )
 }
 
 fn now() -> NaiveDateTime {
@@ -194,8 +259,88 @@ fn render_all(dialect: DialectKind) -> String {
         query.sql, query.params
     )
     .unwrap();
+    out.push_str(&render_access(dialect));
     out
 }
+
+/// Every mapping of every adapter read under `patient/*.rs` for patients 7 and 8: the WHERE
+/// clause that keeps the rows inside their compartments.
+fn render_access(dialect: DialectKind) -> String {
+    let mut out = String::new();
+    let access = patient_access(&["7", "8"], Vec::new());
+    for name in ["openemr", "opendental", "cerebello", "dentned"] {
+        let adapter = adapter_named(name);
+        for def in adapter.resources.values() {
+            for mapping in &def.mappings {
+                let admitted = access_of(&adapter, &mapping.name, &access);
+                writeln!(out, "## access {name}: {} for patients 7, 8", mapping.name).unwrap();
+                if admitted.denies_all() {
+                    writeln!(out, "-- not queried").unwrap();
+                    continue;
+                }
+                let query = render(dialect, &rows_select(mapping, &admitted, Cond::True, None));
+                let from = query.sql.find(" FROM ").unwrap();
+                writeln!(
+                    out,
+                    "...{}\n   params: {:?}",
+                    &query.sql[from..],
+                    query.params
+                )
+                .unwrap();
+            }
+        }
+    }
+    // Granular: labs only, and one vital sign by code (an unpivot variant).
+    let openemr = openemr();
+    let granular = [
+        (
+            "Observation.labs",
+            vec![rule("Observation", &[("category", LABORATORY)])],
+        ),
+        (
+            "Observation.vitals",
+            vec![rule("Observation", &[("category", LABORATORY)])],
+        ),
+        (
+            "Observation.vitals",
+            vec![rule("Observation", &[("code", "http://loinc.org|29463-7")])],
+        ),
+    ];
+    for (mapping, rules) in granular {
+        let filter = &rules[0].filter;
+        let admitted = access_of(&openemr, mapping, &patient_access(&["7"], rules.clone()));
+        writeln!(
+            out,
+            "## access openemr: {mapping} for patient 7 with {filter:?}"
+        )
+        .unwrap();
+        if admitted.denies_all() {
+            writeln!(out, "-- not queried").unwrap();
+            continue;
+        }
+        let def_mapping = openemr.resources["Observation"]
+            .mappings
+            .iter()
+            .find(|m| m.name == mapping)
+            .unwrap();
+        let query = render(
+            dialect,
+            &rows_select(def_mapping, &admitted, Cond::True, None),
+        );
+        let from = query.sql.find(" FROM ").unwrap();
+        writeln!(
+            out,
+            "...{}\n   params: {:?}",
+            &query.sql[from..],
+            query.params
+        )
+        .unwrap();
+        writeln!(out, "   variants: {:?}", admitted.variants).unwrap();
+    }
+    out
+}
+
+const LABORATORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
 
 fn render_cases(
     dialect: DialectKind,
@@ -213,7 +358,7 @@ fn render_cases(
                 writeln!(out, "-- {}: no match", branch.mapping.name).unwrap();
                 continue;
             }
-            let query = render(dialect, &page_select(branch, &Cond::True, None, 21));
+            let query = render(dialect, &page_select(branch, &unrestricted(), None, 21));
             // The SELECT list is long and the same for every case of a mapping; what precedes it
             // (T-SQL's TOP) and what follows it are what matter.
             let first_column = query.sql.find(['`', '"', '[']).unwrap();
@@ -288,7 +433,7 @@ fn sqlite_sql_for_every_search_case() {
 fn lookup_filters_become_a_key_list_on_the_base_table() {
     let adapter = openemr();
     let plan = compile(&adapter, "Appointment", "patient=7", true).unwrap();
-    let select = page_select(&plan.branches[0], &Cond::True, None, 21);
+    let select = page_select(&plan.branches[0], &unrestricted(), None, 21);
     // Compiled: a LEFT JOIN for the category's columns and a semi-join for the filter.
     let compiled = render(DialectKind::Mysql, &select);
     assert!(
@@ -337,7 +482,7 @@ fn lookup_filters_become_a_key_list_on_the_base_table() {
     assert!(empty.sql.contains("1 = 0"), "{}", empty.sql);
     // Counts and reads share the rewrite; joins without a filter (Encounter's category) do not.
     let encounter = compile(&adapter, "Encounter", "", true).unwrap();
-    let encounters = page_select(&encounter.branches[0], &Cond::True, None, 21);
+    let encounters = page_select(&encounter.branches[0], &unrestricted(), None, 21);
     let mut none = Vec::new();
     encounters.filter.lookups(&mut none);
     assert!(none.is_empty());
@@ -506,7 +651,7 @@ fn cursors_continue_after_the_last_row_in_sort_order() {
     };
     let query = render(
         DialectKind::Mysql,
-        &page_select(&plan.branches[0], &Cond::True, Some(&cursor), 11),
+        &page_select(&plan.branches[0], &unrestricted(), Some(&cursor), 11),
     );
     let filter = &query.sql[query.sql.find(" WHERE ").unwrap()..];
     assert_eq!(
@@ -519,7 +664,7 @@ fn cursors_continue_after_the_last_row_in_sort_order() {
     };
     let query = render(
         DialectKind::Sqlite,
-        &page_select(&plan.branches[0], &Cond::True, Some(&null_cursor), 11),
+        &page_select(&plan.branches[0], &unrestricted(), Some(&null_cursor), 11),
     );
     assert!(
         query
@@ -546,4 +691,216 @@ fn ids_parse_only_in_canonical_form() {
     assert!(super::parse_id(vitals, "vs-12-bp").is_some());
     assert!(super::parse_id(vitals, "vs-12-nope").is_none());
     assert!(super::parse_id(vitals, "lab-12").is_none());
+}
+
+#[test]
+fn everything_compiles_to_no_restriction_on_every_shipped_mapping() {
+    for name in ["openemr", "opendental", "cerebello", "dentned"] {
+        let adapter = adapter_named(name);
+        for def in adapter.resources.values() {
+            for mapping in &def.mappings {
+                for interaction in [Interaction::Read, Interaction::Search] {
+                    let admitted = row_access(
+                        def,
+                        mapping,
+                        &Access::everything(),
+                        interaction,
+                        adapter.timezone,
+                        now(),
+                    );
+                    assert_eq!(admitted, unrestricted(), "{name} {}", mapping.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn patient_ids_are_bound_and_ids_that_cannot_be_keys_match_nothing() {
+    let adapter = openemr();
+    // `pid` is an integer: "x7" and an injection cannot be one, so only 7 is bound.
+    let access = patient_access(&["7", "x7", "1 OR 1=1", "7/Patient/8"], Vec::new());
+    let admitted = access_of(&adapter, "Patient", &access);
+    let query = render(
+        DialectKind::Mysql,
+        &rows_select(
+            &adapter.resources["Patient"].mappings[0],
+            &admitted,
+            Cond::True,
+            None,
+        ),
+    );
+    assert!(!query.sql.contains("OR 1=1"), "{}", query.sql);
+    assert_eq!(
+        query
+            .params
+            .iter()
+            .filter(|p| matches!(p, Value::Int(7)))
+            .count(),
+        1,
+        "{:?}",
+        query.params
+    );
+    // No usable id at all: nothing of a patient's record is queried.
+    let nobody = patient_access(&["not-a-pid"], Vec::new());
+    assert!(access_of(&adapter, "Patient", &nobody).denies_all());
+    assert!(access_of(&adapter, "Observation.labs", &nobody).denies_all());
+    let empty = patient_access(&[], Vec::new());
+    assert!(access_of(&adapter, "Encounter", &empty).denies_all());
+    // Shared types stay readable.
+    assert_eq!(access_of(&adapter, "Practitioner", &empty), unrestricted());
+}
+
+#[test]
+fn undeclared_mappings_are_denied_under_a_patient_limit_only() {
+    let mut adapter = openemr();
+    let def = adapter.resources.get_mut("Practitioner").unwrap();
+    let mapping = std::sync::Arc::get_mut(&mut def.mappings[0]).unwrap();
+    mapping.compartment = crate::adapter::model::Compartment::Undeclared;
+    assert!(
+        access_of(
+            &adapter,
+            "Practitioner",
+            &patient_access(&["7"], Vec::new())
+        )
+        .denies_all()
+    );
+    assert_eq!(
+        access_of(&adapter, "Practitioner", &Access::everything()),
+        unrestricted()
+    );
+}
+
+#[test]
+fn granular_filters_deny_what_they_cannot_express() {
+    let adapter = openemr();
+    let with = |filter: &[(&str, &str)]| {
+        access_of(
+            &adapter,
+            "Observation.labs",
+            &Access::new(PatientLimit::Everyone, vec![rule("Observation", filter)]),
+        )
+    };
+    // A constant category: labs are all laboratory, so no condition is left.
+    assert_eq!(with(&[("category", LABORATORY)]), unrestricted());
+    for refused in [
+        vec![("no-such-param", "1")],
+        vec![("category", "")],
+        vec![("_count", "5")],
+        vec![("_has:Observation:subject:code", "x")],
+        vec![("subject.name", "Smith")],
+        vec![("date", "not-a-date")],
+        vec![("category:bogus", "laboratory")],
+        vec![("category", LABORATORY), ("nope", "1")],
+    ] {
+        assert!(with(&refused).denies_all(), "{refused:?} must deny");
+    }
+}
+
+#[test]
+fn rules_for_a_type_add_up() {
+    let adapter = openemr();
+    let labs = rule("Observation", &[("category", LABORATORY)]);
+    let vitals = rule(
+        "Observation",
+        &[(
+            "category",
+            "http://terminology.hl7.org/CodeSystem/observation-category|vital-signs",
+        )],
+    );
+    let both = Access::new(PatientLimit::Everyone, vec![labs.clone(), vitals]);
+    assert_eq!(
+        access_of(&adapter, "Observation.labs", &both),
+        unrestricted()
+    );
+    assert_eq!(
+        access_of(&adapter, "Observation.vitals", &both),
+        unrestricted()
+    );
+    let labs_only = Access::new(PatientLimit::Everyone, vec![labs]);
+    assert!(access_of(&adapter, "Observation.vitals", &labs_only).denies_all());
+    // Another type's rule grants nothing here.
+    let patients = Access::new(PatientLimit::Everyone, vec![rule("Patient", &[])]);
+    assert!(access_of(&adapter, "Observation.labs", &patients).denies_all());
+}
+
+#[test]
+fn a_code_filter_keeps_only_that_vital_sign() {
+    let adapter = openemr();
+    let weight = Access::new(
+        PatientLimit::Everyone,
+        vec![rule("Observation", &[("code", "http://loinc.org|29463-7")])],
+    );
+    let admitted = access_of(&adapter, "Observation.vitals", &weight);
+    let vitals = &adapter.resources["Observation"]
+        .mappings
+        .iter()
+        .find(|m| m.name == "Observation.vitals")
+        .unwrap()
+        .variants;
+    let kept: Vec<&str> = vitals
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| admitted.variant_allowed(*i))
+        .map(|(_, v)| v.key.as_str())
+        .collect();
+    assert_eq!(kept, vec!["weight"]);
+    assert_ne!(
+        admitted.cond,
+        Cond::True,
+        "rows without a weight are not read"
+    );
+}
+
+#[test]
+fn variants_granted_under_different_row_conditions_are_never_widened() {
+    let adapter = openemr();
+    // Weights always; heights only when updated since 2020: one mask for all rows cannot say
+    // both, so only the variants sharing one row condition are kept.
+    let access = Access::new(
+        PatientLimit::Everyone,
+        vec![
+            rule("Observation", &[("code", "http://loinc.org|29463-7")]),
+            rule(
+                "Observation",
+                &[
+                    ("code", "http://loinc.org|8302-2"),
+                    ("_lastUpdated", "ge2020-01-01"),
+                ],
+            ),
+        ],
+    );
+    let admitted = access_of(&adapter, "Observation.vitals", &access);
+    let vitals = &adapter.resources["Observation"]
+        .mappings
+        .iter()
+        .find(|m| m.name == "Observation.vitals")
+        .unwrap()
+        .variants;
+    let kept: Vec<&str> = vitals
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| admitted.variant_allowed(*i))
+        .map(|(_, v)| v.key.as_str())
+        .collect();
+    assert_eq!(kept, vec!["height"]);
+    let sql = render(
+        DialectKind::Mysql,
+        &rows_select(
+            &adapter.resources["Observation"]
+                .mappings
+                .iter()
+                .find(|m| m.name == "Observation.vitals")
+                .unwrap()
+                .clone(),
+            &admitted,
+            Cond::True,
+            None,
+        ),
+    );
+    assert!(
+        sql.params.iter().any(|p| matches!(p, Value::DateTime(_))),
+        "heights keep their date condition: {}",
+        sql.sql
+    );
 }
