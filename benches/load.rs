@@ -2152,6 +2152,23 @@ fn main() {
     };
     let portico_port = app.port();
     let adapter = app.state.adapter.clone();
+    // Every request carries a system/*.rs bearer token, as a Backend Services client sends it, so
+    // Portico's figures include token validation. The baseline gets the same header and ignores it.
+    let fhir_base = format!("http://127.0.0.1:{portico_port}/fhir");
+    let bearer = server_rt
+        .block_on(app.state.auth.tokens.issue(
+            &portico::auth::tokens::Grant {
+                client_id: "load-bench".into(),
+                subject: "load-bench".into(),
+                scope: "system/*.rs".into(),
+                ..Default::default()
+            },
+            &portico::auth::endpoints::absolute(&fhir_base, portico::auth::endpoints::ISSUER),
+            &fhir_base,
+            24 * 3600,
+        ))
+        .expect("a bench token")
+        .0;
     server_rt.spawn(async move {
         if let Err(error) = app.run().await {
             eprintln!("Portico stopped: {error}");
@@ -2235,7 +2252,13 @@ fn main() {
     let mut paging: Option<PagingResult> = None;
     {
         let client_for = |size: usize| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {bearer}").parse().expect("a header value"),
+            );
             reqwest::Client::builder()
+                .default_headers(headers)
                 .pool_max_idle_per_host(size)
                 .timeout(Duration::from_secs(60))
                 .build()

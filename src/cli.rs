@@ -296,6 +296,12 @@ async fn demo(
         server: ServerSettings {
             host: host.clone(),
             port,
+            // The demo keeps its state (users, clients, keys) beside its database.
+            state_dir: database
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(|| PathBuf::from(".")),
             ..ServerSettings::default()
         },
         legacy: LegacySettings {
@@ -313,6 +319,21 @@ async fn demo(
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());
+    let store = application.state.auth.tokens.store().clone();
+    let state_dir = settings.server.state_dir.clone();
+    tokio::spawn(application.run());
+    let backend = state_commands::demo_accounts(&store, None, "1").await?;
+    let token =
+        state_commands::issue_token(&store, "demo-backend", "system/*.rs", None, &base, 3600)
+            .await?;
+    let practitioner = first_id(&base, "Practitioner", &token).await;
+    let accounts = match practitioner {
+        Some(_) => state_commands::demo_accounts(&store, practitioner.as_deref(), "1").await?,
+        None => backend,
+    };
+    let token =
+        state_commands::issue_token(&store, "demo-backend", "system/*.rs", None, &base, 3600)
+            .await?;
     println!(
         "Portico demo: {} patients, {} appointments, {} vitals forms, {} lab results, {} coverages, {} claim versions.",
         counts.patients,
@@ -322,12 +343,39 @@ async fn demo(
         counts.coverages,
         counts.claims
     );
+    println!(
+        "Accounts (in {}; new passwords and secret on every start):",
+        state_dir.display()
+    );
+    for line in accounts {
+        println!("{line}");
+    }
+    println!(
+        "A system/*.rs token for demo-backend, valid 1 hour (portico token --client demo-backend --scope 'system/*.rs' makes another):"
+    );
+    println!("export PORTICO_TOKEN={token}");
     println!("FHIR R4 base: {base}\n\nTry:");
     for example in adapter.examples() {
-        println!("  curl '{base}/{example}'");
+        println!("  curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '{base}/{example}'");
     }
-    application.run().await?;
+    std::future::pending::<()>().await;
     Ok(())
+}
+
+/// The id of the first `resource_type` the demo serves, if it serves that type.
+async fn first_id(base: &str, resource_type: &str, token: &str) -> Option<String> {
+    let bundle: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/{resource_type}?_count=1"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    bundle["entry"][0]["resource"]["id"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 async fn print_dictionary(

@@ -292,6 +292,9 @@ fn env_value(key: &str, value: &str) -> toml::Value {
         "max_connections",
         "statement_timeout_ms",
         "acquire_timeout_ms",
+        "lookup_refresh_ms",
+        "access_token_seconds",
+        "backend_token_seconds",
     ];
     if NUMERIC.contains(&key)
         && let Ok(number) = value.parse::<i64>()

@@ -15,6 +15,13 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 pub enum ApiError {
     /// 400: the request is malformed; one issue per problem.
     BadRequest(Vec<Issue>),
+    /// 401: no valid token (RFC 6750 §3.1). `error` is `None` when none was sent, else
+    /// `invalid_token` or `invalid_request`; the description names the check that failed, never
+    /// the token.
+    Unauthorized {
+        error: Option<&'static str>,
+        description: String,
+    },
     /// 403: the request's access does not grant this interaction on this type. Answered before
     /// any query, so it says nothing about which data exist.
     Forbidden(String),
@@ -41,6 +48,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -56,6 +64,9 @@ impl ApiError {
     pub fn issues(&self) -> Vec<Issue> {
         match self {
             ApiError::BadRequest(issues) => issues.clone(),
+            ApiError::Unauthorized { description, .. } => {
+                vec![Issue::error(IssueType::Login, description.clone())]
+            }
             ApiError::Forbidden(message) => {
                 vec![Issue::error(IssueType::Forbidden, message.clone())]
             }
@@ -127,6 +138,29 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/fhir+json; charset=utf-8"),
         );
+        match &self {
+            ApiError::Unauthorized { error, description } => {
+                let challenge = match error {
+                    None => "Bearer realm=\"portico\"".to_owned(),
+                    Some(error) => format!(
+                        "Bearer realm=\"portico\", error=\"{error}\", error_description=\"{}\"",
+                        description.replace(['"', '\\'], "'")
+                    ),
+                };
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::Forbidden(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"portico\", error=\"insufficient_scope\"",
+                    ),
+                );
+            }
+            _ => {}
+        }
         if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }

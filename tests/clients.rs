@@ -77,12 +77,12 @@ async fn run_venv(program: &str, args: &[&str], dir: &Path) -> String {
 }
 
 /// Runs a client script from tests/python against `base` and parses the JSON it prints.
-async fn client_script(script: &str, base: &str) -> Json {
+async fn client_script(script: &str, base: &str, token: &str) -> Json {
     let dir = work_dir(script.trim_end_matches(".py"));
     let path = python_dir().join(script);
     let stdout = run_venv(
         "python",
-        &[path.to_str().expect("a UTF-8 path"), base],
+        &[path.to_str().expect("a UTF-8 path"), base, token],
         &dir,
     )
     .await;
@@ -129,7 +129,7 @@ fn sorted_numerically(mut ids: Vec<String>) -> Vec<String> {
 #[tokio::test]
 async fn fhirpy_reads_searches_pages_counts_and_includes() {
     let served = serve("fhirpy").await;
-    let seen = client_script("fhirpy_client.py", &served.fhir.base).await;
+    let seen = client_script("fhirpy_client.py", &served.fhir.base, &served.fhir.token).await;
 
     let patient = served.fhir.json("Patient/1").await;
     assert_eq!(seen["read"]["resourceType"], "Patient");
@@ -169,7 +169,12 @@ async fn fhirpy_reads_searches_pages_counts_and_includes() {
 #[tokio::test]
 async fn fhirclient_parses_the_statement_reads_and_follows_next_links() {
     let served = serve("fhirclient").await;
-    let seen = client_script("fhirclient_client.py", &served.fhir.base).await;
+    let seen = client_script(
+        "fhirclient_client.py",
+        &served.fhir.base,
+        &served.fhir.token,
+    )
+    .await;
 
     let statement = served.fhir.json("metadata").await;
     assert_eq!(seen["fhirVersion"], "4.0.1");
@@ -227,6 +232,10 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
             "--workers",
             "1",
             "--no-color",
+            // A system/*.rs token: the server's answers to requests without one are fuzzed too
+            // (schemathesis's ignored_auth check), against the 401 the document declares.
+            "--header",
+            &format!("Authorization: Bearer {}", served.fhir.token),
             "--report",
             "junit",
             "--report-dir",

@@ -3,6 +3,7 @@
 //! Architecture invariant: handlers hold no FHIR or SQL logic; they parse, call `search` and the
 //! `Repository`, and format. Every error leaves through `ApiError`.
 
+mod authorize;
 mod handlers;
 pub mod negotiate;
 mod oauth;
@@ -15,15 +16,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::Request;
 use axum::http::Method;
-use axum::middleware::{Next, from_fn, from_fn_with_state};
-use axum::response::Response;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use serde_json::Value as Json;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::access::Access;
 use crate::adapter::Adapter;
 use crate::auth::endpoints;
 use crate::repository::Repository;
@@ -98,7 +96,7 @@ pub fn router(state: AppState) -> Router {
             get(oauth::jwks).fallback(handlers::only_get),
         )
         .fallback(handlers::fallback)
-        .layer(from_fn(unrestricted_access_until_authentication))
+        .layer(from_fn_with_state(state.clone(), authorize::require_token))
         .layer(cors);
     edge_layers(router, state)
 }
@@ -113,17 +111,4 @@ fn edge_layers(router: Router<AppState>, state: AppState) -> Router {
     router
         .layer(from_fn(request_id::request_id))
         .with_state(state)
-}
-
-/// PLACEHOLDER until token validation lands: every request that carries no `Access` yet may see
-/// everything. Handlers read the request's `Arc<Access>` and pass it down to the repository, so
-/// token validation replaces only this layer. A layer outside this one (the tests' fixed patient
-/// access) may insert an `Access` first, which is kept.
-async fn unrestricted_access_until_authentication(mut request: Request, next: Next) -> Response {
-    if request.extensions().get::<Arc<Access>>().is_none() {
-        request
-            .extensions_mut()
-            .insert(Arc::new(Access::everything()));
-    }
-    next.run(request).await
 }

@@ -179,7 +179,23 @@ fn with_responses(
             .build(),
         );
     }
-    // Every resource operation runs under the request's access.
+    // Every resource operation needs a bearer token and runs under the access it grants.
+    operation = operation.response(
+        "401",
+        fhir_response(
+            "OperationOutcome (code login): no bearer token, or one that is invalid, expired or revoked; `WWW-Authenticate: Bearer` says which",
+            &errors,
+            &outcome,
+        )
+        .header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(string())
+                .description(Some("RFC 6750 challenge: `Bearer realm=\"portico\"`, with `error` and `error_description` when a token was sent".to_owned()))
+                .build(),
+        )
+        .build(),
+    );
     operation = operation.response(
         "403",
         fhir_response(

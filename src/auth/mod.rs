@@ -5,6 +5,7 @@
 pub mod client_auth;
 pub mod discovery;
 pub mod endpoints;
+pub mod permissions;
 pub mod scope;
 pub mod token_endpoint;
 pub mod tokens;

@@ -2,7 +2,9 @@
 //! keys, and their strict validation at the resource server: one algorithm, a known `kid`, the
 //! right issuer and audience, time limits with a small leeway, and not revoked.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,7 +84,14 @@ pub struct TokenService {
     store: StateStore,
     keys: Arc<RwLock<KeyCache>>,
     revoked: Arc<RwLock<RevokedCache>>,
+    /// Tokens whose signature and claims were already checked, by SHA-256 of token, issuer and
+    /// audience: a client sends the same token many times, and the RSA check is the costly part.
+    /// Expiry and revocation are still checked on every use.
+    validated: Arc<std::sync::Mutex<HashMap<[u8; 32], AccessClaims>>>,
 }
+
+/// Validated tokens remembered at most; the memory is dropped whole when full.
+const MAX_VALIDATED: usize = 10_000;
 
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// A token revoked on another replica is refused here within this time (issue target: 60 s).
@@ -110,6 +119,7 @@ impl TokenService {
                 jtis: HashSet::new(),
                 read_at: None,
             })),
+            validated: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
@@ -181,6 +191,44 @@ impl TokenService {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRejection::Invalid("the token is too long"));
         }
+        let fingerprint: [u8; 32] = Sha256::new()
+            .chain_update(token.as_bytes())
+            .chain_update([0])
+            .chain_update(issuer.as_bytes())
+            .chain_update([0])
+            .chain_update(audience.as_bytes())
+            .finalize()
+            .into();
+        let remembered = self
+            .validated
+            .lock()
+            .expect("validated tokens")
+            .get(&fingerprint)
+            .cloned();
+        if let Some(claims) = remembered {
+            if claims.exp + (LEEWAY_SECONDS as i64) < now() {
+                return Err(TokenRejection::Expired);
+            }
+            if self.is_revoked(&claims.jti).await? {
+                return Err(TokenRejection::Revoked);
+            }
+            return Ok(claims);
+        }
+        let claims = self.validate_uncached(token, issuer, audience).await?;
+        let mut validated = self.validated.lock().expect("validated tokens");
+        if validated.len() >= MAX_VALIDATED {
+            validated.clear();
+        }
+        validated.insert(fingerprint, claims.clone());
+        Ok(claims)
+    }
+
+    async fn validate_uncached(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AccessClaims, TokenRejection> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| TokenRejection::Invalid("the token is not a signed JWT"))?;
         // One algorithm, whatever the header says (RFC 8725 §3.1): `none`, HS256 signed with the

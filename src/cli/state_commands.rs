@@ -150,20 +150,6 @@ pub struct TokenArgs {
 pub async fn token(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Result<()> {
     let settings = config::load_local(config_file)?;
     let store = open_store(config_file).await?;
-    let client = store
-        .client(&args.client)
-        .await?
-        .with_context(|| format!("no client {} (see portico clients list)", args.client))?;
-    let granted = grant_scopes(&client, Some(&args.scope), |s| {
-        matches!(s, Scope::Resource(_))
-    })
-    .map_err(|e| anyhow::anyhow!("{}", e.description()))?;
-    let needs_patient = granted
-        .iter()
-        .any(|s| matches!(s, Scope::Resource(r) if r.context == scope::Context::Patient));
-    if needs_patient && args.patient.is_none() {
-        anyhow::bail!("patient/ scopes need a patient in context: add --patient <id>");
-    }
     let audience = args
         .aud
         .clone()
@@ -177,23 +163,126 @@ pub async fn token(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Resul
                 format!("http://{host}:{}/fhir", settings.server.port)
             }
         });
+    let lifetime = args.lifetime.unwrap_or(settings.auth.access_token_seconds);
+    let token = issue_token(
+        &store,
+        &args.client,
+        &args.scope,
+        args.patient.as_deref(),
+        &audience,
+        lifetime,
+    )
+    .await?;
+    println!("{token}");
+    Ok(())
+}
+
+/// A token for a registered client, its scopes narrowed to the client's, for the FHIR base
+/// `audience`: what `portico token` prints and the demo shows.
+pub async fn issue_token(
+    store: &StateStore,
+    client_id: &str,
+    scope_text: &str,
+    patient: Option<&str>,
+    audience: &str,
+    lifetime: i64,
+) -> anyhow::Result<String> {
+    let client = store
+        .client(client_id)
+        .await?
+        .with_context(|| format!("no client {client_id} (see portico clients list)"))?;
+    let granted = grant_scopes(&client, Some(scope_text), |s| {
+        matches!(s, Scope::Resource(_))
+    })
+    .map_err(|e| anyhow::anyhow!("{}", e.description()))?;
+    let needs_patient = granted
+        .iter()
+        .any(|s| matches!(s, Scope::Resource(r) if r.context == scope::Context::Patient));
+    if needs_patient && patient.is_none() {
+        anyhow::bail!("patient/ scopes need a patient in context: add --patient <id>");
+    }
+    if lifetime <= 0 {
+        anyhow::bail!("--lifetime must be a positive number of seconds");
+    }
     let grant = Grant {
         client_id: client.client_id.clone(),
         subject: client.client_id.clone(),
         scope: scope::format_scopes(&granted),
-        patient: args.patient,
+        patient: patient.map(str::to_owned),
         ..Grant::default()
     };
-    let lifetime = args.lifetime.unwrap_or(settings.auth.access_token_seconds);
-    if lifetime <= 0 {
-        anyhow::bail!("--lifetime must be a positive number of seconds");
-    }
-    let issuer = endpoints::absolute(&audience, endpoints::ISSUER);
-    let (token, _) = TokenService::new(store)
-        .issue(&grant, &issuer, &audience, lifetime)
+    let issuer = endpoints::absolute(audience, endpoints::ISSUER);
+    let (token, _) = TokenService::new(store.clone())
+        .issue(&grant, &issuer, audience, lifetime)
         .await?;
-    println!("{token}");
-    Ok(())
+    Ok(token)
+}
+
+/// The demo's accounts, made (or given new credentials) on every start: a clinician, a
+/// patient-portal user and an admin, a public app and the confidential `demo-backend` client.
+/// Returns the lines that tell the user about them.
+pub async fn demo_accounts(
+    store: &StateStore,
+    practitioner: Option<&str>,
+    patient: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let mut users = vec![
+        ("patient", Role::Patient, Some(format!("Patient/{patient}"))),
+        ("admin", Role::Admin, None),
+    ];
+    if let Some(practitioner) = practitioner {
+        users.insert(
+            0,
+            (
+                "clinician",
+                Role::Clinician,
+                Some(format!("Practitioner/{practitioner}")),
+            ),
+        );
+    }
+    for (name, role, fhir_user) in users {
+        let password = crate::state::random_token(12);
+        if store.user(name).await?.is_some() {
+            store.set_password(name, &password).await?;
+        } else {
+            store
+                .add_user(name, &password, role, fhir_user.as_deref())
+                .await?;
+        }
+        lines.push(format!(
+            "  {role} user {name}, password {password}{}",
+            fhir_user.map(|u| format!(" ({u})")).unwrap_or_default()
+        ));
+    }
+    for id in ["demo-app", "demo-backend"] {
+        store.remove_client(id).await?;
+    }
+    store
+        .add_client(NewClient {
+            client_id: Some("demo-app".into()),
+            name: "Demo SMART app".into(),
+            kind: Some(ClientKind::Public),
+            redirect_uris: vec!["http://127.0.0.1:9999/callback".into()],
+            allowed_scopes: "launch launch/patient openid fhirUser offline_access online_access patient/*.rs user/*.rs".into(),
+            ..NewClient::default()
+        })
+        .await?;
+    lines.push("  public app client demo-app (redirect URI http://127.0.0.1:9999/callback)".into());
+    let (_, secret) = store
+        .add_client(NewClient {
+            client_id: Some("demo-backend".into()),
+            name: "Demo backend service".into(),
+            kind: Some(ClientKind::Symmetric),
+            allowed_scopes: "system/*.rs patient/*.rs".into(),
+            ..NewClient::default()
+        })
+        .await?;
+    lines.push(format!(
+        "  confidential client demo-backend, secret {} (system/*.rs patient/*.rs)",
+        secret.unwrap_or_default()
+    ));
+    Ok(lines)
 }
 
 /// Opens the state store the settings (file and PORTICO_* variables) name.

@@ -14,6 +14,7 @@ pub enum IssueType {
     Informational,
     Processing,
     Forbidden,
+    Login,
 }
 
 impl IssueType {
@@ -28,6 +29,7 @@ impl IssueType {
             IssueType::Informational => "informational",
             IssueType::Processing => "processing",
             IssueType::Forbidden => "forbidden",
+            IssueType::Login => "login",
         }
     }
 }

@@ -66,7 +66,19 @@ async fn demo_serves(adapter: &str) {
         printed[0].starts_with("Portico demo: 40 patients"),
         "{printed:?}"
     );
+    let token = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("export PORTICO_TOKEN="))
+        .unwrap_or_else(|| panic!("no token printed: {printed:?}"))
+        .to_owned();
     let client = reqwest::Client::new();
+    // Without the token, PHI is refused; /metadata stays public.
+    let refused = client
+        .get(format!("{base}/Patient/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     let statement: serde_json::Value = client
         .get(format!("{base}/metadata"))
         .send()
@@ -78,6 +90,7 @@ async fn demo_serves(adapter: &str) {
     assert_eq!(statement["resourceType"], "CapabilityStatement");
     let patient = client
         .get(format!("{base}/Patient/1"))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
@@ -91,7 +104,7 @@ async fn demo_serves(adapter: &str) {
         .iter()
         .filter_map(|l| {
             l.trim()
-                .strip_prefix("curl '")
+                .strip_prefix("curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '")
                 .and_then(|l| l.strip_suffix('\''))
                 .map(str::to_owned)
         })
@@ -99,7 +112,13 @@ async fn demo_serves(adapter: &str) {
     assert!(examples.len() >= 5, "{printed:?}");
     for example in examples {
         assert_eq!(
-            client.get(&example).send().await.unwrap().status(),
+            client
+                .get(&example)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status(),
             200,
             "{example}"
         );

@@ -108,7 +108,8 @@ on_every_backend!(
         // A restarted server with the same key still honours the link.
         let restarted = crate::support::start(&crate::support::settings(&app.db_url, 5000)).await;
         let path = next.replace(&app.base, &restarted);
-        assert_eq!(app.get(&path).await.status, 200);
+        let client_of_restarted = crate::support::TestApp::at(restarted, app.db_url.clone());
+        assert_eq!(client_of_restarted.get(&path).await.status, 200);
     }
 );
 

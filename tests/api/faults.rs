@@ -82,7 +82,13 @@ async fn database_outage_is_503_and_recovers_without_restart() {
     let through_proxy = db_url.replace(&target, &format!("127.0.0.1:{}", proxy.port));
     let base = start(&settings(&through_proxy, 2000)).await;
     let client = reqwest::Client::new();
-    let get = |path: &str| client.get(format!("{base}/{path}")).send();
+    let token = crate::support::bearer_for(&base);
+    let get = |path: &str| {
+        client
+            .get(format!("{base}/{path}"))
+            .bearer_auth(&token)
+            .send()
+    };
     assert_eq!(get("Patient/1").await.unwrap().status(), 200);
 
     proxy.cut().await;

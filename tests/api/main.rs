@@ -33,3 +33,5 @@ mod auth_keys;
 mod tokens;
 // The token endpoint over HTTP (oauth2 crate, Backend Services assertions, OAuth errors).
 mod token_endpoint;
+// The resource server with real tokens: 401s, 403s, patient and granular scopes over HTTP.
+mod resource_server;

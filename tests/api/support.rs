@@ -118,12 +118,54 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
     }
 }
 
+/// The bearer token `start` issued for each server it started, by FHIR base URL: `TestApp::at`
+/// sends it with every request, so the suites go through token validation like any client.
+static TOKENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// An access token signed by `application`'s own key for `base`, as `portico token` makes them.
+pub async fn mint_token(
+    application: &Application,
+    base: &str,
+    scope: &str,
+    patient: Option<&str>,
+) -> String {
+    let grant = portico::auth::tokens::Grant {
+        client_id: "portico-tests".into(),
+        subject: "portico-tests".into(),
+        scope: scope.into(),
+        patient: patient.map(str::to_owned),
+        ..Default::default()
+    };
+    let issuer = portico::auth::endpoints::absolute(base, portico::auth::endpoints::ISSUER);
+    application
+        .state
+        .auth
+        .tokens
+        .issue(&grant, &issuer, base, 3600)
+        .await
+        .expect("a test token")
+        .0
+}
+
+/// The `system/*.rs` token `start` issued for the server at `base`.
+pub fn bearer_for(base: &str) -> String {
+    TOKENS
+        .lock()
+        .unwrap()
+        .get(base)
+        .cloned()
+        .unwrap_or_else(|| panic!("no server started at {base}"))
+}
+
 /// Starts Portico on `settings` and returns its FHIR base URL.
 pub async fn start(settings: &Settings) -> String {
     let application = Application::build(settings)
         .await
         .expect("application builds");
     let base = format!("http://127.0.0.1:{}/fhir", application.port());
+    let token = mint_token(&application, &base, "system/*.rs", None).await;
+    TOKENS.lock().unwrap().insert(base.clone(), token);
     tokio::spawn(application.run_until_cancelled());
     base
 }
@@ -214,9 +256,21 @@ impl Reply {
 impl TestApp {
     /// A client for the Portico serving `base` over the database at `db_url`.
     pub fn at(base: String, db_url: String) -> TestApp {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = TOKENS.lock().unwrap().get(&base) {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}")
+                    .parse()
+                    .expect("a token is a header value"),
+            );
+        }
         TestApp {
             base,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("an HTTP client"),
             db_url,
         }
     }

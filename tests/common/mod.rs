@@ -27,6 +27,8 @@ use serde_json::Value as Json;
 pub struct Fhir {
     pub base: String,
     http: reqwest::Client,
+    /// The bearer token `http` sends (for clients outside Rust).
+    pub token: String,
 }
 
 impl Fhir {
@@ -217,9 +219,34 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
     let application = Application::build(&settings)
         .await
         .unwrap_or_else(|e| panic!("Portico starts with the {adapter} adapter: {e:?}"));
+    let base = format!("http://127.0.0.1:{}/fhir", application.port());
+    // Every request carries a system/*.rs token signed by this server's own key.
+    let grant = portico::auth::tokens::Grant {
+        client_id: "portico-tests".into(),
+        subject: "portico-tests".into(),
+        scope: "system/*.rs".into(),
+        ..Default::default()
+    };
+    let issuer = portico::auth::endpoints::absolute(&base, portico::auth::endpoints::ISSUER);
+    let (token, _) = application
+        .state
+        .auth
+        .tokens
+        .issue(&grant, &issuer, &base, 3600)
+        .await
+        .expect("a test token");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
     let fhir = Fhir {
-        base: format!("http://127.0.0.1:{}/fhir", application.port()),
-        http: reqwest::Client::new(),
+        base,
+        http: reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("an HTTP client"),
+        token,
     };
     tokio::spawn(application.run());
     let database = Database::connect_lazy(&DbSettings {

@@ -15,10 +15,12 @@ from fhirclient.models.capabilitystatement import CapabilityStatement
 from fhirclient.models.patient import Patient
 
 
-def main(base):
+def main(base, token):
     smart = client.FHIRClient(
         settings={"app_id": "portico-tests", "api_base": base.rstrip("/") + "/"}
     )
+    # fhirclient sends its session's headers with every request: the bearer token goes there.
+    smart.server.session.headers["Authorization"] = f"Bearer {token}"
     seen = {}
 
     statement = CapabilityStatement.read_from("metadata", smart.server)
@@ -48,4 +50,4 @@ def main(base):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

@@ -11,8 +11,8 @@ import sys
 from fhirpy import SyncFHIRClient
 
 
-def main(base):
-    client = SyncFHIRClient(base)
+def main(base, token):
+    client = SyncFHIRClient(base, authorization=f"Bearer {token}")
     seen = {}
 
     patient = client.reference("Patient", "1").to_resource()
@@ -62,4 +62,4 @@ def main(base):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
