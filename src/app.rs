@@ -193,7 +193,8 @@ impl Application {
     /// stops only when the shutdown token is cancelled.
     pub async fn run_until_cancelled(self) -> std::io::Result<()> {
         let token = self.shutdown_token();
-        self.serve_until(async move { token.cancelled().await }).await
+        self.serve_until(async move { token.cancelled().await })
+            .await
     }
 
     async fn serve_until(

@@ -311,7 +311,8 @@ mod tests {
 
     #[test]
     fn trusted_proxies_come_as_a_list_or_as_commas() {
-        let file = std::env::temp_dir().join(format!("portico-proxies-{}.toml", std::process::id()));
+        let file =
+            std::env::temp_dir().join(format!("portico-proxies-{}.toml", std::process::id()));
         std::fs::write(
             &file,
             "[legacy]\nadapter = \"openemr\"\n[server]\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n",

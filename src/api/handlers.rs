@@ -9,8 +9,8 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::origin::PublicBase;
 use super::negotiate::{Format, Negotiated, body, negotiate, respond};
+use super::origin::PublicBase;
 use crate::adapter::model::ResourceDef;
 use crate::dialect::ast::Cond;
 use crate::error::ApiError;

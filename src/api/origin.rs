@@ -53,7 +53,8 @@ pub struct ProxyRange {
 
 impl ProxyRange {
     pub fn parse(text: &str) -> Result<ProxyRange, String> {
-        let refuse = || format!("{text:?} is not an IP address or CIDR range (10.0.0.0/8, fd00::/8)");
+        let refuse =
+            || format!("{text:?} is not an IP address or CIDR range (10.0.0.0/8, fd00::/8)");
         let (address, prefix) = match text.trim().split_once('/') {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text.trim(), None),
@@ -73,11 +74,15 @@ impl ProxyRange {
     pub fn contains(&self, address: IpAddr) -> bool {
         match (self.network, address.to_canonical()) {
             (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(network) & mask == u32::from(address) & mask
             }
             (IpAddr::V6(network), IpAddr::V6(address)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(network) & mask == u128::from(address) & mask
             }
             _ => false,
@@ -177,7 +182,11 @@ impl Origin {
     }
 
     fn trusts(&self, peer: Option<IpAddr>) -> bool {
-        peer.is_some_and(|peer| self.trusted_proxies.iter().any(|range| range.contains(peer)))
+        peer.is_some_and(|peer| {
+            self.trusted_proxies
+                .iter()
+                .any(|range| range.contains(peer))
+        })
     }
 
     /// The public FHIR base URL for a request with these headers and URI from `peer`.
@@ -209,7 +218,11 @@ impl Origin {
 }
 
 /// Middleware: puts the request's `PublicBase` in its extensions.
-pub async fn public_base(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn public_base(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<PeerAddr>>()
@@ -260,7 +273,16 @@ mod tests {
                 "{address} in {range}"
             );
         }
-        for bad in ["", "10.0.0.0/33", "fd00::/129", "10.0.0/8", "example.org", "10.0.0.0/", "10.0.0.0/+8", "1.2.3.4/8/8"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0/8",
+            "example.org",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "1.2.3.4/8/8",
+        ] {
             assert!(ProxyRange::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -281,37 +303,71 @@ mod tests {
         let proxy = Some("10.1.2.3".parse().unwrap());
         let stranger = Some("203.0.113.5".parse().unwrap());
         let cases: &[(&[(&'static str, &str)], Option<IpAddr>, &str)] = &[
-            (&[("host", "portico:8080")], stranger, "http://portico:8080/fhir"),
-            (&[("host", "portico:8080")], proxy, "http://portico:8080/fhir"),
             (
-                &[("host", "portico:8080"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "fhir.example.org")],
-                proxy,
-                "https://fhir.example.org/fhir",
-            ),
-            (
-                &[("host", "portico:8080"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "fhir.example.org")],
+                &[("host", "portico:8080")],
                 stranger,
                 "http://portico:8080/fhir",
             ),
             (
-                &[("host", "portico:8080"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.example")],
+                &[("host", "portico:8080")],
+                proxy,
+                "http://portico:8080/fhir",
+            ),
+            (
+                &[
+                    ("host", "portico:8080"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "fhir.example.org"),
+                ],
+                proxy,
+                "https://fhir.example.org/fhir",
+            ),
+            (
+                &[
+                    ("host", "portico:8080"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "fhir.example.org"),
+                ],
+                stranger,
+                "http://portico:8080/fhir",
+            ),
+            (
+                &[
+                    ("host", "portico:8080"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "evil.example"),
+                ],
                 None,
                 "http://portico:8080/fhir",
             ),
             // The nearest proxy's value comes first.
             (
-                &[("host", "p"), ("x-forwarded-proto", "https, http"), ("x-forwarded-host", "a.example, b.example")],
+                &[
+                    ("host", "p"),
+                    ("x-forwarded-proto", "https, http"),
+                    ("x-forwarded-host", "a.example, b.example"),
+                ],
                 proxy,
                 "https://a.example/fhir",
             ),
             (
-                &[("host", "p"), ("forwarded", "for=198.51.100.1;proto=https;host=\"fhir.example.org:8443\", for=10.0.0.2")],
+                &[
+                    ("host", "p"),
+                    (
+                        "forwarded",
+                        "for=198.51.100.1;proto=https;host=\"fhir.example.org:8443\", for=10.0.0.2",
+                    ),
+                ],
                 proxy,
                 "https://fhir.example.org:8443/fhir",
             ),
             // RFC 7239 wins over the X- headers when both are present.
             (
-                &[("host", "p"), ("forwarded", "proto=https;host=a.example"), ("x-forwarded-host", "b.example")],
+                &[
+                    ("host", "p"),
+                    ("forwarded", "proto=https;host=a.example"),
+                    ("x-forwarded-host", "b.example"),
+                ],
                 proxy,
                 "https://a.example/fhir",
             ),
@@ -322,7 +378,11 @@ mod tests {
             ),
             // Values that cannot stand in a URL are ignored.
             (
-                &[("host", "p"), ("x-forwarded-proto", "javascript"), ("x-forwarded-host", "a.example/evil")],
+                &[
+                    ("host", "p"),
+                    ("x-forwarded-proto", "javascript"),
+                    ("x-forwarded-host", "a.example/evil"),
+                ],
                 proxy,
                 "http://p/fhir",
             ),
@@ -338,24 +398,37 @@ mod tests {
     #[test]
     fn configured_base_wins_and_tls_makes_https() {
         let trusting = ["0.0.0.0/0".to_owned()];
-        let forwarded = headers(&[("host", "p"), ("x-forwarded-proto", "http"), ("x-forwarded-host", "x.example")]);
+        let forwarded = headers(&[
+            ("host", "p"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "x.example"),
+        ]);
         let uri = Uri::from_static("/fhir/metadata");
         let peer = Some("10.0.0.1".parse().unwrap());
-        let configured =
-            Origin::new(Some("https://fhir.example.org/fhir/".into()), false, &trusting).unwrap();
+        let configured = Origin::new(
+            Some("https://fhir.example.org/fhir/".into()),
+            false,
+            &trusting,
+        )
+        .unwrap();
         assert_eq!(
             configured.public_base(&forwarded, &uri, peer).fhir(),
             "https://fhir.example.org/fhir"
         );
         let tls = Origin::new(None, true, &[]).unwrap();
         assert_eq!(
-            tls.public_base(&headers(&[("host", "portico:8443")]), &uri, peer).fhir(),
+            tls.public_base(&headers(&[("host", "portico:8443")]), &uri, peer)
+                .fhir(),
             "https://portico:8443/fhir"
         );
         // HTTP/2 carries the host in the URI's authority.
         assert_eq!(
-            tls.public_base(&HeaderMap::new(), &Uri::from_static("https://h2.example/fhir"), peer)
-                .fhir(),
+            tls.public_base(
+                &HeaderMap::new(),
+                &Uri::from_static("https://h2.example/fhir"),
+                peer
+            )
+            .fhir(),
             "https://h2.example/fhir"
         );
         assert!(Origin::new(None, false, &["10.0.0.0/40".into()]).is_err());

@@ -99,7 +99,17 @@ mod tests {
             let parsed = RequestId::from_client(&HeaderValue::from_str(id).unwrap());
             assert_eq!(parsed.as_ref().map(RequestId::as_str), Some(id));
         }
-        let replaced = ["", " ", "a b", "a\tb", "<script>", "a;b", "a\"b", "%0a", too_long.as_str()];
+        let replaced = [
+            "",
+            " ",
+            "a b",
+            "a\tb",
+            "<script>",
+            "a;b",
+            "a\"b",
+            "%0a",
+            too_long.as_str(),
+        ];
         for id in replaced {
             assert_eq!(
                 RequestId::from_client(&HeaderValue::from_str(id).unwrap()),
@@ -159,7 +169,9 @@ mod tests {
             .unwrap();
         let response = router.clone().oneshot(request).await.unwrap();
         assert_eq!(response.headers()["x-request-id"], "trace-me-42");
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
         assert_eq!(&body[..], b"trace-me-42");
 
         let request = Request::builder()
@@ -168,9 +180,14 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         let response = router.oneshot(request).await.unwrap();
-        let made = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let made = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(made.len(), 36, "a UUID replaces a malformed id: {made}");
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
         assert_eq!(body, made.as_bytes());
 
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -110,7 +110,10 @@ mod tests {
         let started = std::time::Instant::now();
         workers.stop(Duration::from_millis(200)).await;
         assert!(saw_cancel.load(Ordering::SeqCst));
-        assert!(!finished.load(Ordering::SeqCst), "the stubborn worker was aborted");
+        assert!(
+            !finished.load(Ordering::SeqCst),
+            "the stubborn worker was aborted"
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(workers.shutdown_token().is_cancelled());
     }

@@ -67,7 +67,8 @@ pub fn smart_configuration(fhir_base: &str) -> Json {
 }
 
 /// The `oauth-uris` extension SMART 1.0 clients read the endpoints from.
-pub const OAUTH_URIS: &str = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
+pub const OAUTH_URIS: &str =
+    "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
 
 /// `CapabilityStatement.rest.security` for the server at `fhir_base`: SMART-on-FHIR, CORS, and
 /// the endpoints in the `oauth-uris` extension (R4-23).

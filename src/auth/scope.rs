@@ -195,9 +195,7 @@ pub fn parse_scope(word: &str) -> Result<Scope, ScopeError> {
 
 fn parse_resource_scope(word: &str) -> Result<ResourceScope, ScopeError> {
     let error = |reason: &str| ScopeError::new(word, reason);
-    let (context, rest) = word
-        .split_once('/')
-        .ok_or_else(|| error("unknown scope"))?;
+    let (context, rest) = word.split_once('/').ok_or_else(|| error("unknown scope"))?;
     let context = match context {
         "patient" => Context::Patient,
         "user" => Context::User,
@@ -290,7 +288,11 @@ fn parse_filter(query: &str) -> Result<Vec<(String, String)>, String> {
 /// Parses a space-separated scope list (the OAuth `scope` parameter); the first bad word fails
 /// the whole list.
 pub fn parse_scopes(space_separated: &str) -> Result<Vec<Scope>, ScopeError> {
-    space_separated.split(' ').filter(|w| !w.is_empty()).map(parse_scope).collect()
+    space_separated
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(parse_scope)
+        .collect()
 }
 
 /// Parses what it can: the scopes understood, and an error for each word that is not one (for an

@@ -6,9 +6,9 @@
 use serde_json::{Value as Json, json};
 
 use crate::adapter::Adapter;
-use crate::auth::discovery::capability_security;
 use crate::adapter::format::SearchType;
 use crate::adapter::model::ResourceDef;
+use crate::auth::discovery::capability_security;
 
 /// The base statement shipped with Portico.
 pub const BASE_STATEMENT: &str = include_str!("../../capability-statement.json");

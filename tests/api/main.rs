@@ -24,3 +24,7 @@ mod lookups;
 mod read;
 // Search semantics, paging, sorting, includes, totals.
 mod search;
+// HTTPS, trusted proxies, request ids, graceful shutdown and background workers.
+mod serving;
+// SMART discovery and the CapabilityStatement's security part.
+mod smart_discovery;

@@ -219,7 +219,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
         base: format!("http://127.0.0.1:{}/fhir", application.port()),
         http: reqwest::Client::new(),
     };
-    tokio::spawn(application.run());
+    tokio::spawn(application.run_until_cancelled());
     let database = Database::connect_lazy(&DbSettings {
         url: url.to_owned(),
         max_connections: 2,

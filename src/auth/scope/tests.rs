@@ -13,18 +13,54 @@ fn resource(word: &str) -> ResourceScope {
 #[test]
 fn resource_scopes_parse_to_their_permissions() {
     let cases: &[(&str, Context, Option<&str>, &str, bool)] = &[
-        ("patient/Patient.rs", Context::Patient, Some("Patient"), "rs", false),
-        ("user/Observation.r", Context::User, Some("Observation"), "r", false),
+        (
+            "patient/Patient.rs",
+            Context::Patient,
+            Some("Patient"),
+            "rs",
+            false,
+        ),
+        (
+            "user/Observation.r",
+            Context::User,
+            Some("Observation"),
+            "r",
+            false,
+        ),
         ("system/*.cruds", Context::System, None, "cruds", false),
         ("patient/*.s", Context::Patient, None, "s", false),
-        ("user/Encounter.cud", Context::User, Some("Encounter"), "cud", false),
+        (
+            "user/Encounter.cud",
+            Context::User,
+            Some("Encounter"),
+            "cud",
+            false,
+        ),
         ("system/Claim.d", Context::System, Some("Claim"), "d", false),
-        ("patient/Coverage.crs", Context::Patient, Some("Coverage"), "crs", false),
+        (
+            "patient/Coverage.crs",
+            Context::Patient,
+            Some("Coverage"),
+            "crs",
+            false,
+        ),
         // v1 words map to v2 letters and remember they were v1 (SM-31).
         ("patient/*.read", Context::Patient, None, "rs", true),
-        ("user/Patient.write", Context::User, Some("Patient"), "cud", true),
+        (
+            "user/Patient.write",
+            Context::User,
+            Some("Patient"),
+            "cud",
+            true,
+        ),
         ("system/*.*", Context::System, None, "cruds", true),
-        ("patient/Observation.*", Context::Patient, Some("Observation"), "cruds", true),
+        (
+            "patient/Observation.*",
+            Context::Patient,
+            Some("Observation"),
+            "cruds",
+            true,
+        ),
     ];
     for (word, context, resource_type, letters, v1) in cases {
         let scope = resource(word);
@@ -78,7 +114,11 @@ fn granular_scopes_decode_their_parameters_and_print_back() {
             .collect();
         assert_eq!(scope.filter, expected, "{word}");
         assert_eq!(scope.to_string(), *printed, "{word}");
-        assert_eq!(resource(printed), scope, "{printed} parses to the same scope");
+        assert_eq!(
+            resource(printed),
+            scope,
+            "{printed} parses to the same scope"
+        );
     }
 }
 
@@ -170,9 +210,17 @@ fn scope_lists_split_on_spaces() {
 fn narrowing_grants_what_both_sides_permit() {
     let cases = [
         // Exactly what is allowed.
-        ("patient/Patient.rs", "patient/Patient.rs", "patient/Patient.rs"),
+        (
+            "patient/Patient.rs",
+            "patient/Patient.rs",
+            "patient/Patient.rs",
+        ),
         // A wildcard allowance covers any type.
-        ("patient/Observation.rs", "patient/*.rs", "patient/Observation.rs"),
+        (
+            "patient/Observation.rs",
+            "patient/*.rs",
+            "patient/Observation.rs",
+        ),
         // A requested wildcard becomes the allowed types.
         (
             "patient/*.rs",
@@ -190,7 +238,11 @@ fn narrowing_grants_what_both_sides_permit() {
         ("patient/*.read", "patient/*.cruds", "patient/*.read"),
         ("patient/*.*", "patient/*.rs", "patient/*.rs"),
         ("patient/*.read", "patient/*.r", "patient/*.r"),
-        ("patient/*.read", "patient/Patient.rs", "patient/Patient.read"),
+        (
+            "patient/*.read",
+            "patient/Patient.rs",
+            "patient/Patient.read",
+        ),
         // Granular filters are kept, and an allowed filter narrows a plain request.
         (
             "patient/Observation.rs?category=laboratory",
