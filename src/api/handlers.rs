@@ -386,7 +386,7 @@ async fn search_inner(
     let bundle = if plan.summary == SummaryMode::Count {
         let total = state.repository.count(&plan, &Cond::True).await?;
         searchset(SearchsetParts {
-            base_url: &base,
+            base_url: base,
             self_url,
             next_url: None,
             total: Some(total),
@@ -438,7 +438,7 @@ async fn search_inner(
             })
             .collect();
         searchset(SearchsetParts {
-            base_url: &base,
+            base_url: base,
             self_url,
             next_url,
             total: page.total,
