@@ -486,6 +486,17 @@ async fn shutdown_drains_the_server_and_cancels_workers() {
     );
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `portico serve` stops cleanly on SIGTERM (what service managers and container runtimes send).
 #[cfg(unix)]
 #[tokio::test]
@@ -514,6 +525,9 @@ async fn serve_stops_gracefully_on_sigterm() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let pid = child.id();
+    // A failed assertion below must not leave the server running.
+    let mut child = KillOnDrop(child);
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -537,13 +551,13 @@ async fn serve_stops_gracefully_on_sigterm() {
     assert_eq!(response.status(), 200);
 
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
+        if let Some(exit) = child.0.try_wait().unwrap() {
             break exit;
         }
         assert!(
