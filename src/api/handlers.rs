@@ -431,7 +431,7 @@ async fn search_inner(
     let bundle = if plan.summary == SummaryMode::Count {
         let total = state.repository.count(&plan, access).await?;
         searchset(SearchsetParts {
-            base_url: &base,
+            base_url: base,
             self_url,
             next_url: None,
             total: Some(total),
@@ -485,7 +485,7 @@ async fn search_inner(
             })
             .collect();
         searchset(SearchsetParts {
-            base_url: &base,
+            base_url: base,
             self_url,
             next_url,
             total: page.total,

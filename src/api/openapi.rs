@@ -19,14 +19,17 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required,
+    SchemaFormat,
 };
 
 use super::AppState;
 use super::negotiate::{Format, MEDIA_TYPES};
 use crate::adapter::Adapter;
 use crate::adapter::model::ResourceDef;
+use crate::auth::endpoints;
 use crate::error::RETRY_AFTER_SECONDS;
 use crate::fhir::capability::{search_includes, search_params, search_revincludes};
 use crate::search::cursor::CURSOR_PATTERN;
@@ -672,6 +675,52 @@ fn openapi_path() -> PathItem {
     PathItem::new(HttpMethod::Get, operation)
 }
 
+/// The SMART discovery document: the fields Portico always sends, each URL absolute.
+fn smart_configuration_path() -> PathItem {
+    let urls = [
+        "issuer",
+        "jwks_uri",
+        "authorization_endpoint",
+        "token_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+    ];
+    let lists = [
+        "grant_types_supported",
+        "token_endpoint_auth_methods_supported",
+        "token_endpoint_auth_signing_alg_values_supported",
+        "scopes_supported",
+        "response_types_supported",
+        "code_challenge_methods_supported",
+        "capabilities",
+    ];
+    let mut document = ObjectBuilder::new().description(Some(
+        "SMART App Launch 2.x configuration: the authorization server's endpoints and capabilities",
+    ));
+    for name in urls {
+        document = document.required(name).property(
+            name,
+            string().format(Some(SchemaFormat::Custom("uri".into()))),
+        );
+    }
+    for name in lists {
+        document = document
+            .required(name)
+            .property(name, ArrayBuilder::new().items(string()));
+    }
+    let operation = OperationBuilder::new()
+        .operation_id(Some("smart-configuration"))
+        .tag("Authorization")
+        .summary(Some(
+            "SMART on FHIR discovery (JSON whatever Accept says; no token needed)",
+        ))
+        .response(
+            "200",
+            plain_json("The SMART configuration", document.into()).build(),
+        );
+    PathItem::new(HttpMethod::Get, operation)
+}
+
 fn components() -> utoipa::openapi::Components {
     let issue = ObjectBuilder::new()
         .required("severity")
@@ -736,6 +785,18 @@ fn components() -> utoipa::openapi::Components {
         .schema("Bundle", bundle)
         .schema("CapabilityStatement", capability)
         .schema("Health", health)
+        .security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token from the token endpoint that /.well-known/smart-configuration names (SMART App Launch or Backend Services)",
+                    ))
+                    .build(),
+            ),
+        )
         .response(
             "MethodNotAllowed",
             fhir_response(
@@ -757,7 +818,12 @@ pub fn document(adapter: &Adapter) -> OpenApi {
     let mut paths = PathsBuilder::new()
         .path("/fhir/metadata", metadata_path())
         .path("/health", health_path())
-        .path("/openapi.json", openapi_path());
+        .path("/openapi.json", openapi_path())
+        .path(endpoints::SMART_CONFIGURATION, smart_configuration_path())
+        .path(
+            format!("{}{}", endpoints::FHIR, endpoints::SMART_CONFIGURATION),
+            smart_configuration_path(),
+        );
     for def in adapter.resources.values() {
         let resource_type = &def.resource_type;
         let (search, form) = search_paths(adapter, def);
@@ -772,7 +838,7 @@ pub fn document(adapter: &Adapter) -> OpenApi {
                 .title("Portico FHIR R4 facade")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(format!(
-                    "Read-only FHIR R4 API over {} ({}). The CapabilityStatement (/fhir/metadata) is the FHIR contract; this document describes the same surface for HTTP tools. Methods a path does not list answer 405 with an OperationOutcome and Allow (components.responses.MethodNotAllowed). No authentication yet.",
+                    "Read-only FHIR R4 API over {} ({}). The CapabilityStatement (/fhir/metadata) is the FHIR contract; this document describes the same surface for HTTP tools. Methods a path does not list answer 405 with an OperationOutcome and Allow (components.responses.MethodNotAllowed). Authorization is SMART on FHIR: /.well-known/smart-configuration names the endpoints, and tokens are sent as bearer tokens (components.securitySchemes.bearer).",
                     adapter.title, adapter.name
                 ))),
         )

@@ -302,7 +302,8 @@ mod tests {
         let uri = Uri::from_static("/fhir/metadata");
         let proxy = Some("10.1.2.3".parse().unwrap());
         let stranger = Some("203.0.113.5".parse().unwrap());
-        let cases: &[(&[(&'static str, &str)], Option<IpAddr>, &str)] = &[
+        type Case<'a> = (&'a [(&'static str, &'a str)], Option<IpAddr>, &'a str);
+        let cases: &[Case] = &[
             (
                 &[("host", "portico:8080")],
                 stranger,

@@ -177,7 +177,8 @@ on_every_backend!(
         // The result parameters the parser knows are documented on every search.
         let common = portico::search::parse::RESULT_PARAMETERS;
         let resources = statement["rest"][0]["resource"].as_array().unwrap();
-        let mut documented_paths = 3; // metadata, health, openapi.json
+        // metadata, health, openapi.json, SMART discovery at the root and under the base
+        let mut documented_paths = 5;
         for resource in resources {
             let resource_type = resource["type"].as_str().unwrap();
             let capability: Vec<String> = resource["searchParam"]
@@ -272,9 +273,19 @@ on_every_backend!(
             documented_paths,
             "no generic or unserved paths"
         );
-        for path in ["/fhir/metadata", "/health", "/openapi.json"] {
+        for path in [
+            "/fhir/metadata",
+            "/health",
+            "/openapi.json",
+            "/.well-known/smart-configuration",
+            "/fhir/.well-known/smart-configuration",
+        ] {
             assert!(openapi["paths"][path]["get"].is_object(), "{path}");
         }
+        assert_eq!(
+            openapi["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
         assert!(openapi["components"]["responses"]["MethodNotAllowed"].is_object());
 
         // What the document says about 405 and 404 holds.

@@ -35,3 +35,7 @@ mod tokens;
 mod token_endpoint;
 // The resource server with real tokens: 401s, 403s, patient and granular scopes over HTTP.
 mod resource_server;
+// HTTPS, trusted proxies, request ids, graceful shutdown and background workers.
+mod serving;
+// SMART discovery and the CapabilityStatement's security part.
+mod smart_discovery;

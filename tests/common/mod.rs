@@ -248,7 +248,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             .expect("an HTTP client"),
         token,
     };
-    tokio::spawn(application.run());
+    tokio::spawn(application.run_until_cancelled());
     let database = Database::connect_lazy(&DbSettings {
         url: url.to_owned(),
         max_connections: 2,

@@ -75,7 +75,9 @@ fn resource_scopes_parse_to_their_permissions() {
 
 #[test]
 fn granular_scopes_decode_their_parameters_and_print_back() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    /// `(scope, decoded filter, printed back)`.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
             &[(
