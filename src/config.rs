@@ -244,7 +244,7 @@ pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> Result<Settin
 pub fn load_local(file: Option<&Path>) -> Result<LocalSettings, ConfigError> {
     let vars: Vec<(String, String)> = std::env::vars().collect();
     let mut table = merged_table(file, &vars)?;
-    table.retain(|section, _| ["server", "state", "auth"].contains(&section.as_ref()));
+    table.retain(|section, _| section == "server" || section == "state" || section == "auth");
     toml::Value::Table(table)
         .try_into::<LocalSettings>()
         .map_err(|e| ConfigError::Invalid(e.message().trim().to_owned()))

@@ -19,7 +19,7 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required,
     SchemaFormat,
@@ -183,6 +183,7 @@ fn with_responses(
         );
     }
     // Every resource operation needs a bearer token and runs under the access it grants.
+    operation = operation.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
     operation = operation.response(
         "401",
         fhir_response(

@@ -310,9 +310,9 @@ impl TokenService {
             }
         }
         let mut cache = self.keys.write().await;
-        if !cache
+        if cache
             .read_at
-            .is_some_and(|at| at.elapsed() < KEY_REFRESH_INTERVAL)
+            .is_none_or(|at| at.elapsed() >= KEY_REFRESH_INTERVAL)
         {
             cache.keys = self.store.verification_keys().await.map_err(|e| {
                 tracing::warn!(error = %e, "cannot read signing keys");
@@ -334,9 +334,9 @@ impl TokenService {
             }
         }
         let mut cache = self.revoked.write().await;
-        if !cache
+        if cache
             .read_at
-            .is_some_and(|at| at.elapsed() < REVOCATION_REFRESH)
+            .is_none_or(|at| at.elapsed() >= REVOCATION_REFRESH)
         {
             let jtis = self.store.revoked_access_tokens().await.map_err(|e| {
                 tracing::warn!(error = %e, "cannot read revoked tokens");

@@ -212,7 +212,15 @@ async fn backend_services_assertions_and_token_errors() {
         ]
     };
     let bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-    let cases: Vec<(&str, Vec<(&str, String)>, Option<(&str, &str)>, u16, &str)> = vec![
+    /// A refused request: name, form, Basic credentials, status, OAuth error.
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, String)>,
+        Option<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "password grant",
             vec![
