@@ -92,6 +92,14 @@ pub fn router(state: AppState) -> Router {
             post(oauth::token).fallback(handlers::only_post),
         )
         .route(
+            endpoints::INTROSPECT,
+            post(oauth::introspect).fallback(handlers::only_post),
+        )
+        .route(
+            endpoints::REVOKE,
+            post(oauth::revoke).fallback(handlers::only_post),
+        )
+        .route(
             endpoints::JWKS,
             get(oauth::jwks).fallback(handlers::only_get),
         )

@@ -24,3 +24,23 @@ pub async fn token(
 pub async fn jwks(State(state): State<AppState>) -> Response {
     token_endpoint::jwks(&state.auth).await
 }
+
+/// `POST /auth/introspect`.
+pub async fn introspect(
+    State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    token_endpoint::introspect(&state.auth, base.fhir(), &headers, &body).await
+}
+
+/// `POST /auth/revoke`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    token_endpoint::revoke(&state.auth, base.fhir(), &headers, &body).await
+}

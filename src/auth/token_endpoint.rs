@@ -1,7 +1,8 @@
-//! The OAuth token endpoint (`POST /auth/token`) and the JWKS (`GET /auth/jwks`). Today it issues
-//! tokens for the client_credentials grant (SMART Backend Services, and confidential clients with
-//! a shared secret); every answer carries `Cache-Control: no-store` and `Pragma: no-cache` and
-//! every error is an RFC 6749 §5.2 JSON error.
+//! The OAuth endpoints over Portico's tokens: token (`POST /auth/token`; today the
+//! client_credentials grant: SMART Backend Services, and confidential clients with a shared
+//! secret), introspection (`POST /auth/introspect`, RFC 7662), revocation (`POST /auth/revoke`,
+//! RFC 7009) and the JWKS (`GET /auth/jwks`). Every answer carries `Cache-Control: no-store` and
+//! `Pragma: no-cache`; every error is an RFC 6749 §5.2 JSON error.
 
 use std::collections::BTreeMap;
 
@@ -302,5 +303,168 @@ pub async fn jwks(server: &AuthServer) -> Response {
             tracing::error!(error = %e, "cannot read signing keys");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
+    }
+}
+
+/// Who is calling an introspection or revocation endpoint: a client that authenticated as at the
+/// token endpoint (a public client by naming itself), or, for introspection only, the holder of a
+/// valid Portico access token (SMART: an appropriately scoped bearer token SHALL be accepted).
+async fn caller(
+    server: &AuthServer,
+    fhir_base: &str,
+    headers: &HeaderMap,
+    form: &BTreeMap<String, String>,
+    bearer_allowed: bool,
+) -> Result<String, OAuthError> {
+    let authorization = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => return Err(invalid_client("the Authorization header is not text", true)),
+    };
+    if let Some(token) = authorization.and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    }) {
+        if !bearer_allowed {
+            return Err(invalid_client(
+                "authenticate as a client, not with a bearer token",
+                false,
+            ));
+        }
+        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
+        return server
+            .tokens
+            .validate(token.trim(), &issuer, fhir_base)
+            .await
+            .map(|claims| claims.client_id)
+            .map_err(|e| OAuthError {
+                status: StatusCode::UNAUTHORIZED,
+                error: "invalid_token",
+                description: e.to_string(),
+                basic_challenge: false,
+            });
+    }
+    let basic = match authorization {
+        Some(value) => Some(
+            PresentedCredentials::basic_from_header(value)
+                .map_err(|e| invalid_client(e.0, true))?,
+        ),
+        None => None,
+    };
+    let used_basic = basic.is_some();
+    let presented = PresentedCredentials {
+        basic,
+        client_id: form.get("client_id").cloned(),
+        client_secret: form.get("client_secret").cloned(),
+        assertion_type: form.get("client_assertion_type").cloned(),
+        assertion: form.get("client_assertion").cloned(),
+    };
+    let token_endpoint = endpoints::absolute(fhir_base, endpoints::TOKEN);
+    client_auth::authenticate(
+        server.tokens.store(),
+        &server.jwks,
+        &presented,
+        &token_endpoint,
+    )
+    .await
+    .map(|client| client.client_id)
+    .map_err(|e| invalid_client(e.0, used_basic))
+}
+
+/// `POST /auth/introspect` (RFC 7662, SMART token introspection): `active` and, for an active
+/// token, its scope, client, expiry, subject and launch context. Anything that is not a valid,
+/// unrevoked Portico access token for this server is `{"active": false}`.
+pub async fn introspect(
+    server: &AuthServer,
+    fhir_base: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let answer = async {
+        let form = parse_form(headers, body)?;
+        caller(server, fhir_base, headers, &form, true).await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::new("invalid_request", "token is missing"))?;
+        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
+        Ok::<_, OAuthError>(
+            match server.tokens.validate(token, &issuer, fhir_base).await {
+                Ok(claims) => {
+                    let mut active = json!({
+                        "active": true,
+                        "scope": claims.scope,
+                        "client_id": claims.client_id,
+                        "exp": claims.exp,
+                        "iat": claims.iat,
+                        "sub": claims.sub,
+                        "iss": claims.iss,
+                        "aud": claims.aud,
+                        "token_type": "Bearer",
+                    });
+                    for (name, value) in [
+                        ("patient", &claims.patient),
+                        ("encounter", &claims.encounter),
+                        ("fhirUser", &claims.fhir_user),
+                    ] {
+                        if let Some(value) = value {
+                            active[name] = json!(value);
+                        }
+                    }
+                    active
+                }
+                Err(_) => json!({ "active": false }),
+            },
+        )
+    }
+    .await;
+    match answer {
+        Ok(body) => {
+            let mut response = axum::Json(body).into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /auth/revoke` (RFC 7009): revokes an access token issued to the calling client. An
+/// unknown, invalid or expired token, or one of another client, changes nothing and still
+/// answers 200 (the RFC's answer, which also tells a caller nothing about other clients' tokens).
+pub async fn revoke(
+    server: &AuthServer,
+    fhir_base: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let answer = async {
+        let form = parse_form(headers, body)?;
+        let client_id = caller(server, fhir_base, headers, &form, false).await?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::new("invalid_request", "token is missing"))?;
+        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
+        if let Ok(claims) = server.tokens.validate(token, &issuer, fhir_base).await
+            && claims.client_id == client_id
+        {
+            server.tokens.revoke(&claims.jti).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot revoke a token");
+                OAuthError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    error: "temporarily_unavailable",
+                    description: "the token store cannot be written now".into(),
+                    basic_challenge: false,
+                }
+            })?;
+        }
+        Ok::<_, OAuthError>(())
+    }
+    .await;
+    match answer {
+        Ok(()) => {
+            let mut response = StatusCode::OK.into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(error) => error.into_response(),
     }
 }

@@ -343,3 +343,142 @@ async fn backend_services_assertions_and_token_errors() {
     let body: Json = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
 }
+
+#[tokio::test]
+async fn introspection_and_revocation() {
+    let app = AuthApp::start("token_introspect").await;
+    let mut secrets = Vec::new();
+    for id in ["owner", "other"] {
+        let (_, secret) = app
+            .store
+            .add_client(NewClient {
+                client_id: Some(id.into()),
+                name: id.into(),
+                kind: Some(ClientKind::Symmetric),
+                allowed_scopes: "system/*.rs".into(),
+                ..NewClient::default()
+            })
+            .await
+            .unwrap();
+        secrets.push(secret.unwrap());
+    }
+    let (owner_secret, other_secret) = (secrets[0].as_str(), secrets[1].as_str());
+    let issue = || async {
+        let (status, _, body) = app
+            .post_form(
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "system/Patient.rs"),
+                ],
+                Some(("owner", owner_secret)),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let token = issue().await;
+    let introspect =
+        |token: String, basic: Option<(&'static str, String)>, bearer: Option<String>| {
+            let url = format!("{}/auth/introspect", app.root());
+            async move {
+                let mut request = reqwest::Client::new().post(url).form(&[("token", token)]);
+                if let Some((id, secret)) = basic {
+                    request = request.basic_auth(id, Some(secret));
+                }
+                if let Some(bearer) = bearer {
+                    request = request.bearer_auth(bearer);
+                }
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                assert_eq!(response.headers()["cache-control"], "no-store");
+                (status, response.json::<Json>().await.unwrap())
+            }
+        };
+    // Active, with what SMART requires (SM-40), asked by a client or by a bearer token.
+    let (status, body) = introspect(
+        token.clone(),
+        Some(("other", other_secret.to_owned())),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["active"], true);
+    assert_eq!(body["scope"], "system/Patient.rs");
+    assert_eq!(body["client_id"], "owner");
+    assert!(body["exp"].as_i64().unwrap() > portico::state::now());
+    let (_, by_bearer) = introspect(token.clone(), None, Some(token.clone())).await;
+    assert_eq!(by_bearer["active"], true);
+    // Garbage is inactive, not an error; an unauthenticated caller is refused.
+    let (status, body) = introspect(
+        "not-a-token".into(),
+        Some(("other", other_secret.to_owned())),
+        None,
+    )
+    .await;
+    assert_eq!((status, body), (200, serde_json::json!({"active": false})));
+    let (status, body) = introspect(token.clone(), None, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_client"))
+    );
+    let (status, _) = introspect(token.clone(), Some(("other", "wrong".repeat(8))), None).await;
+    assert_eq!(status, 401);
+
+    // Revocation: another client's attempt changes nothing; the owner's revokes at once.
+    let revoke = |basic: (&'static str, &'static str)| {
+        let url = format!("{}/auth/revoke", app.root());
+        let token = token.clone();
+        let (id, secret) = (
+            basic.0,
+            if basic.0 == "owner" {
+                owner_secret.to_owned()
+            } else {
+                other_secret.to_owned()
+            },
+        );
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token), ("token_type_hint", "access_token".into())])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let fhir = |token: String| {
+        let url = format!("{}/Patient?_count=1", app.base);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(fhir(token.clone()).await, 200);
+    assert_eq!(revoke(("other", "")).await, 200);
+    assert_eq!(
+        fhir(token.clone()).await,
+        200,
+        "another client revoked the token"
+    );
+    assert_eq!(revoke(("owner", "")).await, 200);
+    assert_eq!(fhir(token.clone()).await, 401);
+    let (_, body) = introspect(
+        token.clone(),
+        Some(("other", other_secret.to_owned())),
+        None,
+    )
+    .await;
+    assert_eq!(body["active"], false);
+    // Revoking again, or revoking garbage, still answers 200.
+    assert_eq!(revoke(("owner", "")).await, 200);
+    let fresh = issue().await;
+    assert_eq!(fhir(fresh).await, 200, "revocation reached only that token");
+}
