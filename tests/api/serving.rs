@@ -64,6 +64,7 @@ struct Answer {
 async fn https_get(
     config: &Arc<rustls::ClientConfig>,
     port: u16,
+    bearer: Option<&str>,
     path: &str,
 ) -> Result<Answer, String> {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -79,8 +80,11 @@ async fn https_get(
             .await
             .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header("host", format!("localhost:{port}"))
+    let mut request = hyper::Request::get(path).header("host", format!("localhost:{port}"));
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())
         .unwrap();
     let response = sender
@@ -118,8 +122,9 @@ async fn https_is_served_with_hsts_and_plain_http_is_not() {
         .expect("builds with TLS");
     assert_eq!(application.scheme(), "https");
     let port = application.port();
-    tokio::spawn(application.run_until_cancelled());
     let base = format!("https://localhost:{port}/fhir");
+    let token = crate::support::mint_token(&application, &base, "system/*.rs", None).await;
+    tokio::spawn(application.run_until_cancelled());
     let client = trusting(&certificate, rustls::ALL_VERSIONS);
 
     for (path, status) in [
@@ -128,31 +133,40 @@ async fn https_is_served_with_hsts_and_plain_http_is_not() {
         ("/fhir/Patient/999999", 404),
         ("/.well-known/smart-configuration", 200),
     ] {
-        let answer = https_get(&client, port, path).await.unwrap();
+        let answer = https_get(&client, port, Some(&token), path).await.unwrap();
         assert_eq!(answer.status, status, "{path}");
         assert_eq!(
             answer.headers["strict-transport-security"], "max-age=31536000",
             "{path}"
         );
     }
-    let patient = https_get(&client, port, "/fhir/Patient/1").await.unwrap();
+    let patient = https_get(&client, port, Some(&token), "/fhir/Patient/1")
+        .await
+        .unwrap();
     strict(&patient.body);
     let patient: serde_json::Value = serde_json::from_slice(&patient.body).unwrap();
     assert_eq!(patient["id"], "1");
     // Links and endpoints say https: the scheme Portico serves.
-    let statement = https_get(&client, port, "/fhir/metadata").await.unwrap();
+    let statement = https_get(&client, port, Some(&token), "/fhir/metadata")
+        .await
+        .unwrap();
     strict(&statement.body);
     let statement: serde_json::Value = serde_json::from_slice(&statement.body).unwrap();
     assert_eq!(statement["implementation"]["url"], base);
-    let discovery = https_get(&client, port, "/.well-known/smart-configuration")
-        .await
-        .unwrap();
+    let discovery = https_get(
+        &client,
+        port,
+        Some(&token),
+        "/.well-known/smart-configuration",
+    )
+    .await
+    .unwrap();
     let discovery: serde_json::Value = serde_json::from_slice(&discovery.body).unwrap();
     assert_eq!(
         discovery["token_endpoint"],
         format!("https://localhost:{port}/auth/token")
     );
-    let bundle = https_get(&client, port, "/fhir/Patient?_count=1")
+    let bundle = https_get(&client, port, Some(&token), "/fhir/Patient?_count=1")
         .await
         .unwrap();
     let bundle: serde_json::Value = serde_json::from_slice(&bundle.body).unwrap();
@@ -165,7 +179,9 @@ async fn https_is_served_with_hsts_and_plain_http_is_not() {
     // TLS 1.2 alone is enough; TLS 1.3 alone too.
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let only = trusting(&certificate, &[version]);
-        let answer = https_get(&only, port, "/fhir/metadata").await.unwrap();
+        let answer = https_get(&only, port, None, "/fhir/metadata")
+            .await
+            .unwrap();
         assert_eq!(answer.status, 200, "{version:?}");
     }
     // A client that does not trust the certificate refuses it.
@@ -178,7 +194,7 @@ async fn https_is_served_with_hsts_and_plain_http_is_not() {
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth(),
     );
-    let refused = https_get(&stranger, port, "/fhir/metadata").await;
+    let refused = https_get(&stranger, port, None, "/fhir/metadata").await;
     assert!(refused.as_ref().is_err_and(|e| e.contains("handshake")));
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = reqwest::Client::new()
@@ -188,7 +204,9 @@ async fn https_is_served_with_hsts_and_plain_http_is_not() {
         .await;
     assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
     // And the server still serves after all that.
-    let answer = https_get(&client, port, "/fhir/metadata").await.unwrap();
+    let answer = https_get(&client, port, Some(&token), "/fhir/metadata")
+        .await
+        .unwrap();
     assert_eq!(answer.status, 200);
 
     openssl_refuses_old_versions(port).await;
@@ -299,11 +317,14 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
         let direct_root = direct.trim_end_matches("/fhir").to_owned();
         let root = expected_root.map_or(direct_root.clone(), str::to_owned);
         let client = reqwest::Client::new();
+        // A token for the base these requests derive (the one the proxy presents, when trusted).
+        let token = crate::support::token_for_audience(&direct, &format!("{root}/fhir")).await;
         let forwarded = |path: &str| {
             client
                 .get(format!("{direct_root}{path}"))
                 .header("X-Forwarded-Proto", "https")
                 .header("X-Forwarded-Host", "fhir.example.org")
+                .bearer_auth(&token)
         };
         let context = format!("trusted {trusted:?}, base_url {base_url:?}");
 

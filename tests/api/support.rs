@@ -148,6 +148,34 @@ pub async fn mint_token(
         .0
 }
 
+/// The token services of the servers `start` started, by FHIR base URL.
+static SERVICES: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, portico::auth::tokens::TokenService>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A `system/*.rs` token from the server `start` started at `base`, for the public base
+/// `audience` its requests will derive (behind a proxy, say).
+pub async fn token_for_audience(base: &str, audience: &str) -> String {
+    let tokens = SERVICES
+        .lock()
+        .unwrap()
+        .get(base)
+        .cloned()
+        .unwrap_or_else(|| panic!("no server started at {base}"));
+    let grant = portico::auth::tokens::Grant {
+        client_id: "portico-tests".into(),
+        subject: "portico-tests".into(),
+        scope: "system/*.rs".into(),
+        ..Default::default()
+    };
+    let issuer = portico::auth::endpoints::absolute(audience, portico::auth::endpoints::ISSUER);
+    tokens
+        .issue(&grant, &issuer, audience, 3600)
+        .await
+        .expect("a test token")
+        .0
+}
+
 /// The `system/*.rs` token `start` issued for the server at `base`.
 pub fn bearer_for(base: &str) -> String {
     TOKENS
@@ -166,6 +194,10 @@ pub async fn start(settings: &Settings) -> String {
     let base = format!("http://127.0.0.1:{}/fhir", application.port());
     let token = mint_token(&application, &base, "system/*.rs", None).await;
     TOKENS.lock().unwrap().insert(base.clone(), token);
+    SERVICES
+        .lock()
+        .unwrap()
+        .insert(base.clone(), application.state.auth.tokens.clone());
     tokio::spawn(application.run_until_cancelled());
     base
 }
