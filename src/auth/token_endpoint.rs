@@ -154,33 +154,10 @@ async fn issue(
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::new("invalid_request", "grant_type is missing"))?;
-    let basic = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(value)) => Some(
-            PresentedCredentials::basic_from_header(value)
-                .map_err(|e| invalid_client(e.0, true))?,
-        ),
-        Some(Err(_)) => return Err(invalid_client("the Authorization header is not text", true)),
-    };
-    let used_basic = basic.is_some();
-    let presented = PresentedCredentials {
-        basic,
-        client_id: form.get("client_id").cloned(),
-        client_secret: form.get("client_secret").cloned(),
-        assertion_type: form.get("client_assertion_type").cloned(),
-        assertion: form.get("client_assertion").cloned(),
-    };
-    let token_endpoint = endpoints::absolute(fhir_base, endpoints::TOKEN);
+    let authorization = authorization_text(headers)?;
     match grant_type.as_str() {
         "client_credentials" => {
-            let client = client_auth::authenticate(
-                server.tokens.store(),
-                &server.jwks,
-                &presented,
-                &token_endpoint,
-            )
-            .await
-            .map_err(|e| invalid_client(e.0, used_basic))?;
+            let client = authenticate_client(server, fhir_base, authorization, &form).await?;
             client_credentials(
                 server,
                 fhir_base,
@@ -198,6 +175,45 @@ async fn issue(
             "grant_type must be client_credentials",
         )),
     }
+}
+
+/// The Authorization header as text, if there is one.
+fn authorization_text(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
+    match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(value)) => Ok(Some(value)),
+        Some(Err(_)) => Err(invalid_client("the Authorization header is not text", true)),
+    }
+}
+
+/// Authenticates the calling client from `Authorization: Basic` or the form's client fields.
+async fn authenticate_client(
+    server: &AuthServer,
+    fhir_base: &str,
+    authorization: Option<&str>,
+    form: &BTreeMap<String, String>,
+) -> Result<Client, OAuthError> {
+    let basic = authorization
+        .map(PresentedCredentials::basic_from_header)
+        .transpose()
+        .map_err(|e| invalid_client(e.0, true))?;
+    let used_basic = basic.is_some();
+    let presented = PresentedCredentials {
+        basic,
+        client_id: form.get("client_id").cloned(),
+        client_secret: form.get("client_secret").cloned(),
+        assertion_type: form.get("client_assertion_type").cloned(),
+        assertion: form.get("client_assertion").cloned(),
+    };
+    let token_endpoint = endpoints::absolute(fhir_base, endpoints::TOKEN);
+    client_auth::authenticate(
+        server.tokens.store(),
+        &server.jwks,
+        &presented,
+        &token_endpoint,
+    )
+    .await
+    .map_err(|e| invalid_client(e.0, used_basic))
 }
 
 fn invalid_client(reason: &'static str, used_basic: bool) -> OAuthError {
@@ -316,11 +332,7 @@ async fn caller(
     form: &BTreeMap<String, String>,
     bearer_allowed: bool,
 ) -> Result<String, OAuthError> {
-    let authorization = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(value)) => Some(value),
-        Some(Err(_)) => return Err(invalid_client("the Authorization header is not text", true)),
-    };
+    let authorization = authorization_text(headers)?;
     if let Some(token) = authorization.and_then(|v| {
         v.strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
@@ -344,31 +356,9 @@ async fn caller(
                 basic_challenge: false,
             });
     }
-    let basic = match authorization {
-        Some(value) => Some(
-            PresentedCredentials::basic_from_header(value)
-                .map_err(|e| invalid_client(e.0, true))?,
-        ),
-        None => None,
-    };
-    let used_basic = basic.is_some();
-    let presented = PresentedCredentials {
-        basic,
-        client_id: form.get("client_id").cloned(),
-        client_secret: form.get("client_secret").cloned(),
-        assertion_type: form.get("client_assertion_type").cloned(),
-        assertion: form.get("client_assertion").cloned(),
-    };
-    let token_endpoint = endpoints::absolute(fhir_base, endpoints::TOKEN);
-    client_auth::authenticate(
-        server.tokens.store(),
-        &server.jwks,
-        &presented,
-        &token_endpoint,
-    )
-    .await
-    .map(|client| client.client_id)
-    .map_err(|e| invalid_client(e.0, used_basic))
+    authenticate_client(server, fhir_base, authorization, form)
+        .await
+        .map(|client| client.client_id)
 }
 
 /// `POST /auth/introspect` (RFC 7662, SMART token introspection): `active` and, for an active
