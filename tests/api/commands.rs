@@ -34,7 +34,8 @@ async fn demo_imitates_dentned_too() {
 
 /// Runs `portico demo --adapter <adapter>` and tries every example request it prints.
 async fn demo_serves(adapter: &str) {
-    let dir = std::env::temp_dir().join(format!("portico-demo-{}", std::process::id()));
+    // One folder per adapter: the demo keeps its state (users, clients, keys) beside its database.
+    let dir = std::env::temp_dir().join(format!("portico-demo-{}-{adapter}", std::process::id()));
     let mut child = portico()
         .args(["demo", "--adapter", adapter])
         .args(["--patients", "40", "--port", "0", "--database"])
