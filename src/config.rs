@@ -340,6 +340,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_settings_file_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("portico.example.toml");
+        let settings = load_from(Some(&example), &[]).unwrap();
+        assert_eq!(settings.auth.backend_token_seconds, 300);
+        assert!(settings.state.url.is_none());
+        let local = load_from(
+            Some(&example),
+            &env(&[("PORTICO_AUTH__ACCESS_TOKEN_SECONDS", "600")]),
+        )
+        .unwrap();
+        assert_eq!(local.auth.access_token_seconds, 600);
+    }
+
+    #[test]
     fn secrets_do_not_print_and_unknown_keys_fail() {
         let settings = load_from(
             None,
