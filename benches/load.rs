@@ -2156,14 +2156,13 @@ fn main() {
     // Portico's figures include token validation. The baseline gets the same header and ignores it.
     let fhir_base = format!("http://127.0.0.1:{portico_port}/fhir");
     let bearer = server_rt
-        .block_on(app.state.auth.tokens.issue(
+        .block_on(app.state.auth.tokens.issue_for(
             &portico::auth::tokens::Grant {
                 client_id: "load-bench".into(),
                 subject: "load-bench".into(),
                 scope: "system/*.rs".into(),
                 ..Default::default()
             },
-            &portico::auth::endpoints::absolute(&fhir_base, portico::auth::endpoints::ISSUER),
             &fhir_base,
             24 * 3600,
         ))

@@ -322,18 +322,13 @@ async fn demo(
     let store = application.state.auth.tokens.store().clone();
     let state_dir = settings.server.state_dir.clone();
     tokio::spawn(application.run());
-    let backend = state_commands::demo_accounts(&store, None, "1").await?;
+    let mut accounts = state_commands::demo_clients(&store).await?;
     let token =
         state_commands::issue_token(&store, "demo-backend", "system/*.rs", None, &base, 3600)
             .await?;
     let practitioner = first_id(&base, "Practitioner", &token).await;
-    let accounts = match practitioner {
-        Some(_) => state_commands::demo_accounts(&store, practitioner.as_deref(), "1").await?,
-        None => backend,
-    };
-    let token =
-        state_commands::issue_token(&store, "demo-backend", "system/*.rs", None, &base, 3600)
-            .await?;
+    let users = state_commands::demo_users(&store, practitioner.as_deref(), "1").await?;
+    accounts.splice(0..0, users);
     println!(
         "Portico demo: {} patients, {} appointments, {} vitals forms, {} lab results, {} coverages, {} claim versions.",
         counts.patients,

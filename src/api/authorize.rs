@@ -105,11 +105,10 @@ async fn authorize(
             ));
         }
     };
-    let issuer = endpoints::absolute(base, endpoints::ISSUER);
     let claims = state
         .auth
         .tokens
-        .validate(token, &issuer, base)
+        .validate_for(token, base)
         .await
         .map_err(|rejection| match rejection {
             TokenRejection::Unavailable => ApiError::Unavailable(

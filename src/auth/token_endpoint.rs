@@ -283,12 +283,7 @@ async fn client_credentials(
     };
     let (token, _) = server
         .tokens
-        .issue(
-            &grant,
-            &endpoints::absolute(fhir_base, endpoints::ISSUER),
-            fhir_base,
-            lifetime,
-        )
+        .issue_for(&grant, fhir_base, lifetime)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot issue a token");
@@ -343,10 +338,9 @@ async fn caller(
                 false,
             ));
         }
-        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
         return server
             .tokens
-            .validate(token.trim(), &issuer, fhir_base)
+            .validate_for(token.trim(), fhir_base)
             .await
             .map(|claims| claims.client_id)
             .map_err(|e| OAuthError {
@@ -376,35 +370,32 @@ pub async fn introspect(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::new("invalid_request", "token is missing"))?;
-        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
-        Ok::<_, OAuthError>(
-            match server.tokens.validate(token, &issuer, fhir_base).await {
-                Ok(claims) => {
-                    let mut active = json!({
-                        "active": true,
-                        "scope": claims.scope,
-                        "client_id": claims.client_id,
-                        "exp": claims.exp,
-                        "iat": claims.iat,
-                        "sub": claims.sub,
-                        "iss": claims.iss,
-                        "aud": claims.aud,
-                        "token_type": "Bearer",
-                    });
-                    for (name, value) in [
-                        ("patient", &claims.patient),
-                        ("encounter", &claims.encounter),
-                        ("fhirUser", &claims.fhir_user),
-                    ] {
-                        if let Some(value) = value {
-                            active[name] = json!(value);
-                        }
+        Ok::<_, OAuthError>(match server.tokens.validate_for(token, fhir_base).await {
+            Ok(claims) => {
+                let mut active = json!({
+                    "active": true,
+                    "scope": claims.scope,
+                    "client_id": claims.client_id,
+                    "exp": claims.exp,
+                    "iat": claims.iat,
+                    "sub": claims.sub,
+                    "iss": claims.iss,
+                    "aud": claims.aud,
+                    "token_type": "Bearer",
+                });
+                for (name, value) in [
+                    ("patient", &claims.patient),
+                    ("encounter", &claims.encounter),
+                    ("fhirUser", &claims.fhir_user),
+                ] {
+                    if let Some(value) = value {
+                        active[name] = json!(value);
                     }
-                    active
                 }
-                Err(_) => json!({ "active": false }),
-            },
-        )
+                active
+            }
+            Err(_) => json!({ "active": false }),
+        })
     }
     .await;
     match answer {
@@ -432,8 +423,7 @@ pub async fn revoke(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::new("invalid_request", "token is missing"))?;
-        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
-        if let Ok(claims) = server.tokens.validate(token, &issuer, fhir_base).await
+        if let Ok(claims) = server.tokens.validate_for(token, fhir_base).await
             && claims.client_id == client_id
         {
             server.tokens.revoke(&claims.jti).await.map_err(|e| {

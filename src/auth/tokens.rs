@@ -12,6 +12,7 @@ use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
+use crate::auth::endpoints;
 use crate::state::keys::SigningKey;
 use crate::state::tokens::IssuedToken;
 use crate::state::{StateError, StateStore, now, random_token};
@@ -170,6 +171,29 @@ impl TokenService {
             })
             .await?;
         Ok((token, claims))
+    }
+
+    /// Signs an access token for the server whose FHIR base is `fhir_base`: that base is the
+    /// audience, and the issuer is its `/auth` (`endpoints::ISSUER`).
+    pub async fn issue_for(
+        &self,
+        grant: &Grant,
+        fhir_base: &str,
+        lifetime_seconds: i64,
+    ) -> Result<(String, AccessClaims), StateError> {
+        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
+        self.issue(grant, &issuer, fhir_base, lifetime_seconds)
+            .await
+    }
+
+    /// Checks a bearer token presented to the server whose FHIR base is `fhir_base`.
+    pub async fn validate_for(
+        &self,
+        token: &str,
+        fhir_base: &str,
+    ) -> Result<AccessClaims, TokenRejection> {
+        let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
+        self.validate(token, &issuer, fhir_base).await
     }
 
     /// The public keys as a JWKS (`/auth/jwks`).

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Subcommand;
 
-use crate::auth::endpoints;
 use crate::auth::scope::{self, Scope};
 use crate::auth::token_endpoint::grant_scopes;
 use crate::auth::tokens::{Grant, TokenService};
@@ -211,17 +210,16 @@ pub async fn issue_token(
         patient: patient.map(str::to_owned),
         ..Grant::default()
     };
-    let issuer = endpoints::absolute(audience, endpoints::ISSUER);
     let (token, _) = TokenService::new(store.clone())
-        .issue(&grant, &issuer, audience, lifetime)
+        .issue_for(&grant, audience, lifetime)
         .await?;
     Ok(token)
 }
 
-/// The demo's accounts, made (or given new credentials) on every start: a clinician, a
-/// patient-portal user and an admin, a public app and the confidential `demo-backend` client.
-/// Returns the lines that tell the user about them.
-pub async fn demo_accounts(
+/// The demo's users, made (or given new passwords) on every start: a clinician (when the demo
+/// serves a Practitioner), a patient-portal user and an admin. Returns the lines that tell the
+/// user about them.
+pub async fn demo_users(
     store: &StateStore,
     practitioner: Option<&str>,
     patient: &str,
@@ -255,6 +253,13 @@ pub async fn demo_accounts(
             fhir_user.map(|u| format!(" ({u})")).unwrap_or_default()
         ));
     }
+    Ok(lines)
+}
+
+/// The demo's clients, registered anew on every start: the public app `demo-app` and the
+/// confidential `demo-backend`. Returns the lines that tell the user about them.
+pub async fn demo_clients(store: &StateStore) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
     for id in ["demo-app", "demo-backend"] {
         store.remove_client(id).await?;
     }

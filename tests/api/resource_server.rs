@@ -43,7 +43,7 @@ impl Secured {
             ..Grant::default()
         };
         self.tokens
-            .issue(&grant, &absolute(&self.base, ISSUER), &self.base, lifetime)
+            .issue_for(&grant, &self.base, lifetime)
             .await
             .unwrap()
             .0
@@ -187,11 +187,7 @@ async fn tokens_are_required_and_checked_over_http() {
     // Revoked: refused at once.
     let revoked = app.token("system/*.rs", None, None, 300).await;
     assert_eq!(app.get("Patient/1", Some(&revoked)).await.0, 200);
-    let claims = app
-        .tokens
-        .validate(&revoked, &absolute(&app.base, ISSUER), &app.base)
-        .await
-        .unwrap();
+    let claims = app.tokens.validate_for(&revoked, &app.base).await.unwrap();
     app.tokens.revoke(&claims.jti).await.unwrap();
     let (status, headers, _) = app.get("Patient/1", Some(&revoked)).await;
     assert_eq!(status, 401);
@@ -300,14 +296,23 @@ async fn scopes_narrow_what_a_token_sees() {
             Some(&patient_one),
         )
         .await;
-    if let Some(vital) = ids(&vitals).first() {
-        assert_eq!(app.get(vital, Some(&patient_one)).await.0, 200);
-        assert_eq!(
-            app.get(vital, Some(&labs)).await.0,
-            404,
-            "{vital} read under a labs-only scope"
-        );
-    }
+    let vital = ids(&vitals)
+        .into_iter()
+        .next()
+        .expect("patient 1 has vital signs in the fixture");
+    assert_eq!(app.get(&vital, Some(&patient_one)).await.0, 200);
+    assert_eq!(
+        app.get(&vital, Some(&labs)).await.0,
+        404,
+        "{vital} read under a labs-only scope"
+    );
+    let (_, _, hidden) = app
+        .get("Observation?patient=1&category=vital-signs", Some(&labs))
+        .await;
+    assert!(
+        ids(&hidden).is_empty(),
+        "vitals searched under a labs-only scope: {hidden}"
+    );
 
     // A next link made under one token does not open under another.
     let system = app.token("system/*.rs", None, None, 300).await;

@@ -123,7 +123,9 @@ async fn https_is_served_with_hsts_and_plain_http_is_not() {
     assert_eq!(application.scheme(), "https");
     let port = application.port();
     let base = format!("https://localhost:{port}/fhir");
-    let token = crate::support::mint_token(&application, &base, "system/*.rs", None).await;
+    let token =
+        crate::support::mint_token(&application.state.auth.tokens, &base, "system/*.rs", None)
+            .await;
     tokio::spawn(application.run_until_cancelled());
     let client = trusting(&certificate, rustls::ALL_VERSIONS);
 

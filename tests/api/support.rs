@@ -123,9 +123,10 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
 static TOKENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
     std::sync::LazyLock::new(Default::default);
 
-/// An access token signed by `application`'s own key for `base`, as `portico token` makes them.
+/// An access token signed by a server's own key (its `TokenService`) for `base`, as `portico
+/// token` makes them.
 pub async fn mint_token(
-    application: &Application,
+    tokens: &portico::auth::tokens::TokenService,
     base: &str,
     scope: &str,
     patient: Option<&str>,
@@ -137,12 +138,8 @@ pub async fn mint_token(
         patient: patient.map(str::to_owned),
         ..Default::default()
     };
-    let issuer = portico::auth::endpoints::absolute(base, portico::auth::endpoints::ISSUER);
-    application
-        .state
-        .auth
-        .tokens
-        .issue(&grant, &issuer, base, 3600)
+    tokens
+        .issue_for(&grant, base, 3600)
         .await
         .expect("a test token")
         .0
@@ -162,18 +159,7 @@ pub async fn token_for_audience(base: &str, audience: &str) -> String {
         .get(base)
         .cloned()
         .unwrap_or_else(|| panic!("no server started at {base}"));
-    let grant = portico::auth::tokens::Grant {
-        client_id: "portico-tests".into(),
-        subject: "portico-tests".into(),
-        scope: "system/*.rs".into(),
-        ..Default::default()
-    };
-    let issuer = portico::auth::endpoints::absolute(audience, portico::auth::endpoints::ISSUER);
-    tokens
-        .issue(&grant, &issuer, audience, 3600)
-        .await
-        .expect("a test token")
-        .0
+    mint_token(&tokens, audience, "system/*.rs", None).await
 }
 
 /// The `system/*.rs` token `start` issued for the server at `base`.
@@ -192,7 +178,7 @@ pub async fn start(settings: &Settings) -> String {
         .await
         .expect("application builds");
     let base = format!("http://127.0.0.1:{}/fhir", application.port());
-    let token = mint_token(&application, &base, "system/*.rs", None).await;
+    let token = mint_token(&application.state.auth.tokens, &base, "system/*.rs", None).await;
     TOKENS.lock().unwrap().insert(base.clone(), token);
     SERVICES
         .lock()

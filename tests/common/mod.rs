@@ -227,12 +227,11 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
         scope: "system/*.rs".into(),
         ..Default::default()
     };
-    let issuer = portico::auth::endpoints::absolute(&base, portico::auth::endpoints::ISSUER);
     let (token, _) = application
         .state
         .auth
         .tokens
-        .issue(&grant, &issuer, &base, 3600)
+        .issue_for(&grant, &base, 3600)
         .await
         .expect("a test token");
     let mut headers = reqwest::header::HeaderMap::new();
