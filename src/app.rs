@@ -20,6 +20,7 @@ use crate::adapter;
 use crate::api::origin::{Origin, PeerAddr};
 use crate::api::{AppState, router};
 use crate::auth::client_auth::JwksFetcher;
+use crate::auth::external::ExternalValidator;
 use crate::auth::token_endpoint::AuthServer;
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;
@@ -116,6 +117,7 @@ async fn open_auth_server(settings: &Settings) -> anyhow::Result<AuthServer> {
         tokens: TokenService::new(store),
         jwks: JwksFetcher::default(),
         settings: settings.auth.clone(),
+        external: settings.auth.external.clone().map(ExternalValidator::new),
     })
 }
 

@@ -99,7 +99,10 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<String>,
 }
 
-fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A list of strings, or one comma-separated string (as environment variables give a list).
+pub(crate) fn list_or_commas<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrCommas {
@@ -272,15 +275,27 @@ fn merged_table(file: Option<&Path>, env: &[(String, String)]) -> Result<toml::T
             .split("__")
             .map(|part| part.to_ascii_lowercase())
             .collect();
-        if path.len() != 2 {
+        // `SECTION__KEY`, or `SECTION__TABLE__KEY` for a nested table such as `auth.external`.
+        let Some((key, tables)) = path.split_last() else {
+            continue;
+        };
+        if tables.is_empty() || tables.len() > 2 {
             continue;
         }
-        let section = table
-            .entry(path[0].clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let toml::Value::Table(section) = section {
-            section.insert(path[1].clone(), env_value(&path[1], value));
+        let mut current = &mut table;
+        for table_name in tables {
+            let entry = current
+                .entry(table_name.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                return Err(ConfigError::Invalid(format!(
+                    "PORTICO_{name}: {} is not a table",
+                    tables.join(".")
+                )));
+            };
+            current = inner;
         }
+        current.insert(key.clone(), env_value(key, value));
     }
     Ok(table)
 }
@@ -295,6 +310,7 @@ fn env_value(key: &str, value: &str) -> toml::Value {
         "lookup_refresh_ms",
         "access_token_seconds",
         "backend_token_seconds",
+        "leeway_seconds",
     ];
     if NUMERIC.contains(&key)
         && let Ok(number) = value.parse::<i64>()

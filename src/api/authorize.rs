@@ -1,7 +1,9 @@
 //! The resource server's gate: every FHIR data request (all of `/fhir/...` except `metadata` and
 //! `.well-known`) needs a valid bearer token, whose claims become the request's `Access`; the
 //! handlers and the compiled SQL enforce it from there. 401 with `WWW-Authenticate` when the token
-//! is missing or invalid, 503 when it cannot be checked (the state store is down).
+//! is missing or invalid (an external IdP's keys that cannot be fetched included), 503 when it
+//! cannot be checked (the state store is down). `AuthServer::validate_bearer` decides whose
+//! tokens are valid: Portico's own, or the external identity provider's.
 
 use std::sync::Arc;
 
@@ -105,18 +107,16 @@ async fn authorize(
             ));
         }
     };
-    let claims = state
-        .auth
-        .tokens
-        .validate_for(token, base)
-        .await
-        .map_err(|rejection| match rejection {
-            TokenRejection::Unavailable => ApiError::Unavailable(
+    let claims = match state.auth.validate_bearer(token, base).await {
+        Ok(claims) => claims,
+        Err(TokenRejection::Unavailable) => {
+            return Err(ApiError::Unavailable(
                 "tokens cannot be checked now (the state store is unavailable); retry shortly"
                     .into(),
-            ),
-            other => invalid("invalid_token", &other.to_string()),
-        })?;
+            ));
+        }
+        Err(other) => return Err(invalid("invalid_token", &other.to_string())),
+    };
     let access = access_for(&claims)
         .map_err(|rejection| invalid("invalid_token", &rejection.to_string()))?;
     Ok((access, claims))

@@ -123,6 +123,7 @@ pub async fn metadata(
         &state.adapter,
         base.fhir(),
         &now_instant(),
+        state.auth.external.as_ref().map(|external| external.idp()),
     );
     match body(&negotiated, &statement) {
         Ok(bytes) => respond(&negotiated, bytes),

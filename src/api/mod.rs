@@ -140,7 +140,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             endpoints::LAUNCH,
             post(sign_in::launch).fallback(handlers::only_post),
-        );
+        )
+        // In external identity provider mode nothing under /auth answers, sign-in pages included.
+        .layer(from_fn_with_state(
+            state.clone(),
+            oauth::closed_in_external_idp_mode,
+        ));
     edge_layers(router, state)
 }
 

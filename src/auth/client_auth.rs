@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -68,9 +68,10 @@ impl PresentedCredentials {
 #[error("{0}")]
 pub struct ClientAuthError(pub &'static str);
 
-/// Fetches and caches the JWKS of clients that registered a URL. A cached set is used for as long
-/// as its `Cache-Control: max-age` allows (at most an hour); a `kid` not in it causes one refetch,
-/// at most every `REFETCH_INTERVAL` per URL.
+/// Fetches and caches JWKS by URL: those of clients that registered a URL, and an external
+/// identity provider's (`auth::external`). A cached set is used for as long as its
+/// `Cache-Control: max-age` allows (at most an hour); a `kid` not in it causes one refetch, at
+/// most every `REFETCH_INTERVAL` per URL, whether the last attempt succeeded or failed.
 #[derive(Clone)]
 pub struct JwksFetcher {
     http: reqwest::Client,
@@ -81,6 +82,11 @@ struct CachedJwks {
     keys: JwkSet,
     fetched_at: Instant,
     fresh_for: Duration,
+    /// The last fetch attempt, and why it failed if it did: a URL that is down is tried again
+    /// only after `REFETCH_INTERVAL` too, so a flood costs one attempt per interval, not a wait
+    /// on the network per request.
+    tried_at: Instant,
+    failure: Option<ClientAuthError>,
 }
 
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -101,34 +107,54 @@ impl Default for JwksFetcher {
 }
 
 impl JwksFetcher {
-    async fn keys(&self, url: &str, kid: &str) -> Result<JwkSet, ClientAuthError> {
+    /// The key set at `url` for a JWT naming `kid`: the cached set while it is fresh and holds
+    /// `kid`; otherwise fetched again, at most once per `REFETCH_INTERVAL` (within it, the last
+    /// answer stands, keys or failure).
+    pub(crate) async fn keys(&self, url: &str, kid: &str) -> Result<JwkSet, ClientAuthError> {
         let mut cache = self.cache.lock().await;
         if let Some(cached) = cache.get(url) {
-            let age = cached.fetched_at.elapsed();
             let has_kid = cached
                 .keys
                 .keys
                 .iter()
                 .any(|k| k.common.key_id.as_deref() == Some(kid));
-            if (age < cached.fresh_for && has_kid) || age < REFETCH_INTERVAL {
+            if has_kid && cached.fetched_at.elapsed() < cached.fresh_for {
                 return Ok(cached.keys.clone());
             }
+            if cached.tried_at.elapsed() < REFETCH_INTERVAL {
+                return match &cached.failure {
+                    None => Ok(cached.keys.clone()),
+                    Some(failure) => Err(failure.clone()),
+                };
+            }
         }
-        let fetched = self.fetch(url).await;
-        match fetched {
+        match self.fetch(url).await {
             Ok((keys, fresh_for)) => {
+                let now = Instant::now();
                 cache.insert(
                     url.to_owned(),
                     CachedJwks {
                         keys: keys.clone(),
-                        fetched_at: Instant::now(),
+                        fetched_at: now,
                         fresh_for,
+                        tried_at: now,
+                        failure: None,
                     },
                 );
                 Ok(keys)
             }
             Err(error) => {
-                tracing::warn!(url, error = error.0, "cannot fetch a client's JWKS");
+                tracing::warn!(url, error = error.0, "cannot fetch a JWKS");
+                let now = Instant::now();
+                let entry = cache.entry(url.to_owned()).or_insert_with(|| CachedJwks {
+                    keys: JwkSet { keys: Vec::new() },
+                    fetched_at: now,
+                    fresh_for: Duration::ZERO,
+                    tried_at: now,
+                    failure: None,
+                });
+                entry.tried_at = now;
+                entry.failure = Some(error.clone());
                 Err(error)
             }
         }
@@ -320,7 +346,15 @@ async fn authenticate_assertion(
         (None, Some(url)) => jwks.keys(url, &kid).await?,
         (None, None) => return Err(ClientAuthError("this client has no registered keys")),
     };
-    let key = select_key(&set, &kid, header.alg)?;
+    let key = select_key(&set, &kid, header.alg).map_err(|e| match e {
+        KeySelectionError::NoMatch => {
+            ClientAuthError("no registered key matches the assertion's kid and alg")
+        }
+        KeySelectionError::Several => {
+            ClientAuthError("several registered keys match the assertion's kid")
+        }
+        KeySelectionError::Unusable => ClientAuthError("the client's key is unusable"),
+    })?;
     let mut validation = Validation::new(header.alg);
     validation.leeway = ASSERTION_LEEWAY_SECONDS as u64;
     validation.set_audience(&[token_endpoint]);
@@ -387,14 +421,54 @@ fn unverified_issuer(jwt: &str) -> Result<String, ClientAuthError> {
         .map_err(|_| ClientAuthError("client_assertion has no iss"))
 }
 
-/// Exactly one key with this `kid` whose type fits the algorithm (SMART: zero or several fail).
-fn select_key(set: &JwkSet, kid: &str, alg: Algorithm) -> Result<DecodingKey, ClientAuthError> {
-    let fits = |jwk: &Jwk| match (&jwk.algorithm, alg) {
-        (AlgorithmParameters::RSA(_), Algorithm::RS384) => true,
-        (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
-            ec.curve == EllipticCurve::P384
-        }
-        _ => false,
+/// Why no single key of a set can verify a JWT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeySelectionError {
+    /// No key has the JWT's `kid` and fits its `alg`.
+    NoMatch,
+    /// Several do (SMART: the JWT is refused rather than one of them guessed).
+    Several,
+    /// The one key that fits cannot be used (its parameters do not decode).
+    Unusable,
+}
+
+/// Exactly one key with this `kid` that fits `alg`: its type (RSA for RS*/PS*, EC on the
+/// algorithm's curve for ES*), its declared `alg` and `use` if it has them.
+pub(crate) fn select_key(
+    set: &JwkSet,
+    kid: &str,
+    alg: Algorithm,
+) -> Result<DecodingKey, KeySelectionError> {
+    let fits = |jwk: &Jwk| {
+        let type_fits = match (&jwk.algorithm, alg) {
+            (
+                AlgorithmParameters::RSA(_),
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512,
+            ) => true,
+            (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
+                ec.curve == EllipticCurve::P256
+            }
+            (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
+                ec.curve == EllipticCurve::P384
+            }
+            _ => false,
+        };
+        // Debug names are the JOSE names in both enums ("RS256").
+        let declared_fits = jwk
+            .common
+            .key_algorithm
+            .is_none_or(|declared| declared.to_string() == format!("{alg:?}"));
+        let use_fits = jwk
+            .common
+            .public_key_use
+            .as_ref()
+            .is_none_or(|key_use| *key_use == PublicKeyUse::Signature);
+        type_fits && declared_fits && use_fits
     };
     let matching: Vec<&Jwk> = set
         .keys
@@ -402,15 +476,9 @@ fn select_key(set: &JwkSet, kid: &str, alg: Algorithm) -> Result<DecodingKey, Cl
         .filter(|jwk| jwk.common.key_id.as_deref() == Some(kid) && fits(jwk))
         .collect();
     match matching.as_slice() {
-        [jwk] => {
-            DecodingKey::from_jwk(jwk).map_err(|_| ClientAuthError("the client's key is unusable"))
-        }
-        [] => Err(ClientAuthError(
-            "no registered key matches the assertion's kid and alg",
-        )),
-        _ => Err(ClientAuthError(
-            "several registered keys match the assertion's kid",
-        )),
+        [jwk] => DecodingKey::from_jwk(jwk).map_err(|_| KeySelectionError::Unusable),
+        [] => Err(KeySelectionError::NoMatch),
+        _ => Err(KeySelectionError::Several),
     }
 }
 

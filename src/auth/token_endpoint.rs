@@ -29,6 +29,9 @@ pub struct AuthSettings {
     /// Access tokens of Backend Services (SMART: SHOULD NOT exceed 300).
     #[serde(default = "default_backend_token_seconds")]
     pub backend_token_seconds: i64,
+    /// `[auth.external]`: accept an external identity provider's tokens instead of Portico's.
+    #[serde(default)]
+    pub external: Option<crate::auth::external::ExternalIdp>,
 }
 
 impl Default for AuthSettings {
@@ -36,6 +39,7 @@ impl Default for AuthSettings {
         AuthSettings {
             access_token_seconds: default_access_token_seconds(),
             backend_token_seconds: default_backend_token_seconds(),
+            external: None,
         }
     }
 }
@@ -53,6 +57,8 @@ pub struct AuthServer {
     pub tokens: TokenService,
     pub jwks: JwksFetcher,
     pub settings: AuthSettings,
+    /// Set in external identity provider mode (`validate_bearer` then checks its tokens).
+    pub external: Option<crate::auth::external::ExternalValidator>,
 }
 
 /// An RFC 6749 §5.2 error answer.

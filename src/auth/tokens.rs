@@ -107,7 +107,7 @@ pub struct TokenService {
 }
 
 /// Validated tokens remembered at most; the memory is dropped whole when full.
-const MAX_VALIDATED: usize = 10_000;
+pub const MAX_VALIDATED: usize = 10_000;
 
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 /// A token revoked on another replica is refused here within this time (issue target: 60 s).
@@ -300,22 +300,7 @@ impl TokenService {
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<AccessClaims>(token, key.decoding_key(), &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenRejection::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
-                    TokenRejection::Invalid("the token is not valid yet")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                    TokenRejection::Invalid("the token is for another server")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
-                    TokenRejection::Invalid("the token's issuer is not trusted")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    TokenRejection::Invalid("the token's signature does not verify")
-                }
-                _ => TokenRejection::Invalid("the token is malformed"),
-            })?
+            .map_err(|e| rejection_of(&e))?
             .claims;
         if claims.iat > now() + LEEWAY_SECONDS as i64 {
             return Err(TokenRejection::Invalid(
@@ -404,5 +389,20 @@ impl TokenService {
             cache.read_at = Some(Instant::now());
         }
         Ok(cache.jtis.contains(jti))
+    }
+}
+
+/// Why `jsonwebtoken` refused a token, in the words of `TokenRejection`.
+pub fn rejection_of(error: &jsonwebtoken::errors::Error) -> TokenRejection {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => TokenRejection::Expired,
+        ErrorKind::ImmatureSignature => TokenRejection::Invalid("the token is not valid yet"),
+        ErrorKind::InvalidAudience => TokenRejection::Invalid("the token is for another server"),
+        ErrorKind::InvalidIssuer => TokenRejection::Invalid("the token's issuer is not trusted"),
+        ErrorKind::InvalidSignature => {
+            TokenRejection::Invalid("the token's signature does not verify")
+        }
+        _ => TokenRejection::Invalid("the token is malformed"),
     }
 }

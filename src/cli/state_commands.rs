@@ -148,6 +148,12 @@ pub struct TokenArgs {
 /// one line.
 pub async fn token(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Result<()> {
     let settings = config::load_local(config_file)?;
+    if let Some(idp) = &settings.auth.external {
+        anyhow::bail!(
+            "auth.external is set: the server accepts only tokens from the identity provider {}; get one there",
+            idp.issuer
+        );
+    }
     let store = open_store(config_file).await?;
     let audience = args
         .aud

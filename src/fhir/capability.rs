@@ -9,6 +9,7 @@ use crate::adapter::Adapter;
 use crate::adapter::format::SearchType;
 use crate::adapter::model::ResourceDef;
 use crate::auth::discovery::capability_security;
+use crate::auth::external::ExternalIdp;
 
 /// The base statement shipped with Portico.
 pub const BASE_STATEMENT: &str = include_str!("../../capability-statement.json");
@@ -79,8 +80,15 @@ pub fn search_revincludes(def: &ResourceDef) -> Vec<String> {
         .collect()
 }
 
-/// Builds the statement for `adapter`. `base` is the parsed base statement.
-pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date: &str) -> Json {
+/// Builds the statement for `adapter`. `base` is the parsed base statement; `external` is the
+/// identity provider whose tokens the server accepts, if not its own.
+pub fn capability_statement(
+    base: &Json,
+    adapter: &Adapter,
+    base_url: &str,
+    date: &str,
+    external: Option<&ExternalIdp>,
+) -> Json {
     let mut statement = base.clone();
     statement["date"] = json!(date);
     statement["implementation"] = json!({
@@ -125,7 +133,7 @@ pub fn capability_statement(base: &Json, adapter: &Adapter, base_url: &str, date
     if let Some(rest) = statement["rest"].get_mut(0).and_then(Json::as_object_mut) {
         // R4 orders `security` before `resource`.
         rest.remove("resource");
-        rest.insert("security".into(), capability_security(base_url));
+        rest.insert("security".into(), capability_security(base_url, external));
         rest.insert("resource".into(), Json::Array(resources));
     }
     statement

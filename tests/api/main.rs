@@ -41,3 +41,5 @@ mod resource_server;
 mod serving;
 // SMART discovery and the CapabilityStatement's security part.
 mod smart_discovery;
+// External identity provider mode: a test IdP's JWKS, claim mapping, key fetching, discovery.
+mod external_idp;
