@@ -144,16 +144,24 @@ pub struct TokenArgs {
     pub aud: Option<String>,
 }
 
-/// Prints only an access token, signed with the state store's key, so scripts and curl work in
-/// one line.
-pub async fn token(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Result<()> {
+/// The settings, unless `[auth.external]` hands authorization to an identity provider: then
+/// Portico's own authorization server (its tokens, its launches) is not used, and saying so beats
+/// printing something the server will refuse.
+fn own_authorization_server(config_file: Option<&Path>) -> anyhow::Result<config::LocalSettings> {
     let settings = config::load_local(config_file)?;
     if let Some(idp) = &settings.auth.external {
         anyhow::bail!(
-            "auth.external is set: the server accepts only tokens from the identity provider {}; get one there",
+            "auth.external is set: authorization belongs to the identity provider {}; get tokens and launches there",
             idp.issuer
         );
     }
+    Ok(settings)
+}
+
+/// Prints only an access token, signed with the state store's key, so scripts and curl work in
+/// one line.
+pub async fn token(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Result<()> {
+    let settings = own_authorization_server(config_file)?;
     let store = open_store(config_file).await?;
     let audience = args
         .aud
@@ -198,6 +206,7 @@ pub struct LaunchArgs {
 /// Prints only the opaque `launch` value of a new EHR launch context (valid for five minutes, once,
 /// for that client): the app is opened at its launch URL with `iss=<FHIR base>&launch=<value>`.
 pub async fn launch(config_file: Option<&Path>, args: LaunchArgs) -> anyhow::Result<()> {
+    own_authorization_server(config_file)?;
     let store = open_store(config_file).await?;
     let context = crate::state::authorizations::LaunchContext {
         client_id: args.client,

@@ -549,13 +549,21 @@ async fn discovery_names_the_idp_and_portico_issues_nothing() {
     assert_valid_r4(&statement);
     assert!(statement["rest"][0]["security"].get("extension").is_none());
 
-    // Portico's authorization server is closed: RFC 6749 JSON errors naming the IdP.
+    // Portico's authorization server, sign-in pages included, is closed: RFC 6749 JSON errors
+    // naming the IdP.
     for (method, path) in [
         (reqwest::Method::POST, "/auth/token"),
         (reqwest::Method::POST, "/auth/introspect"),
         (reqwest::Method::POST, "/auth/revoke"),
         (reqwest::Method::GET, "/auth/jwks"),
         (reqwest::Method::GET, "/auth/authorize?response_type=code"),
+        (reqwest::Method::GET, "/auth/login"),
+        (reqwest::Method::POST, "/auth/consent"),
+        (reqwest::Method::POST, "/auth/launch"),
+        (
+            reqwest::Method::GET,
+            "/auth/.well-known/openid-configuration",
+        ),
         (reqwest::Method::GET, "/auth"),
     ] {
         let response = client
@@ -586,4 +594,35 @@ async fn discovery_names_the_idp_and_portico_issues_nothing() {
     );
     // The IdP's token still reads data here.
     read(&base, "Patient/1", &idp_token(&key, |_, _| {}), 200).await;
+}
+
+#[test]
+fn portico_token_and_launch_refuse_in_external_idp_mode() {
+    let dir = std::env::temp_dir().join(format!("portico-idp-cli-{}", std::process::id()));
+    for args in [
+        &["token", "--client", "ehr", "--scope", "system/*.rs"][..],
+        &["launch", "--client", "app", "--patient", "1"][..],
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portico"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("PORTICO_") {
+                command.env_remove(name);
+            }
+        }
+        let output = command
+            .args(args)
+            .env("PORTICO_SERVER__STATE_DIR", &dir)
+            .env("PORTICO_AUTH__EXTERNAL__ISSUER", ISSUER)
+            .env("PORTICO_AUTH__EXTERNAL__AUDIENCE", AUDIENCE)
+            .env("PORTICO_AUTH__EXTERNAL__JWKS_URL", "https://idp.test/keys")
+            .output()
+            .expect("portico runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr.contains("auth.external is set") && stderr.contains(ISSUER),
+            "{args:?}: {stderr}"
+        );
+    }
 }
