@@ -108,6 +108,13 @@ enum Command {
         #[command(flatten)]
         args: state_commands::TokenArgs,
     },
+    /// Create an EHR launch context and print its `launch` value (and nothing else).
+    Launch {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: state_commands::LaunchArgs,
+    },
     /// List or rotate the keys Portico signs its tokens with.
     Keys {
         #[arg(long, global = true)]
@@ -168,6 +175,9 @@ pub fn main() -> ExitCode {
                 state_commands::users(config.as_deref(), command).await
             }
             Command::Token { config, args } => state_commands::token(config.as_deref(), args).await,
+            Command::Launch { config, args } => {
+                state_commands::launch(config.as_deref(), args).await
+            }
             Command::Keys { config, command } => {
                 state_commands::keys(config.as_deref(), command).await
             }

@@ -472,6 +472,19 @@ pub fn postgres_server_url() -> String {
 /// Portico's state store for `test` on each backend it supports: a new SQLite file and a fresh
 /// PostgreSQL database (`portico_t_<test>`, dropped first).
 pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
+    let mut stores = Vec::new();
+    for url in state_urls(test).await {
+        stores.push(
+            portico::state::StateStore::open(&url)
+                .await
+                .unwrap_or_else(|e| panic!("state store {url}: {e}")),
+        );
+    }
+    stores
+}
+
+/// The URLs of `state_stores`, for a server to open itself (`state.url`).
+pub async fn state_urls(test: &str) -> Vec<String> {
     use sqlx::Connection;
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("portico-state-{}-{n}", std::process::id()));
@@ -491,14 +504,5 @@ pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
         .expect("create test database");
     admin.close().await.ok();
     let (root, _) = server.rsplit_once('/').expect("a database in the URL");
-    let postgres_url = format!("{root}/{name}");
-    let mut stores = Vec::new();
-    for url in [sqlite_url, postgres_url] {
-        stores.push(
-            portico::state::StateStore::open(&url)
-                .await
-                .unwrap_or_else(|e| panic!("state store {url}: {e}")),
-        );
-    }
-    stores
+    vec![sqlite_url, format!("{root}/{name}")]
 }
