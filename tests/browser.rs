@@ -223,10 +223,19 @@ fn scope_set(scope: &str) -> BTreeSet<&str> {
     scope.split_whitespace().collect()
 }
 
+/// The scopes a consent page offers for `scope`: all but the launch context ones, which come with
+/// the patient picked or launched.
+fn consentable(scope: &str) -> BTreeSet<&str> {
+    scope_set(scope)
+        .into_iter()
+        .filter(|s| !s.starts_with("launch"))
+        .collect()
+}
+
 /// What every completed launch shows: the authorize request carried PKCE S256 and the app's
-/// registration, the consent page offered exactly the requested scopes (all checked), the token
-/// response had the patient and the scopes, and the patient the app read is Portico's own answer
-/// for that patient, strictly R4, and the row plain SQL finds.
+/// registration, the consent page offered the requested scopes but the launch ones (all checked),
+/// the token response had the patient and the scopes, and the patient the app read is Portico's
+/// own answer for that patient, strictly R4, and the row plain SQL finds.
 async fn assert_launch(setup: &Setup, seen: &Json, scope: &str, patient: &str) {
     let app = &seen["app"];
     assert!(app["error"].is_null(), "the app failed: {seen}");
@@ -258,7 +267,7 @@ async fn assert_launch(setup: &Setup, seen: &Json, scope: &str, patient: &str) {
         .iter()
         .map(|s| s["scope"].as_str().unwrap())
         .collect();
-    assert_eq!(offered, scope_set(scope));
+    assert_eq!(offered, consentable(scope));
 
     let token = &app["token"];
     assert_eq!(token["token_type"], "Bearer");
@@ -273,6 +282,15 @@ async fn assert_launch(setup: &Setup, seen: &Json, scope: &str, patient: &str) {
     assert_eq!(token["has_id_token"], true, "openid fhirUser: {token}");
     assert_eq!(app["patientId"], patient);
     assert_eq!(app["serverUrl"], setup.served.fhir.base);
+    // RFC 9207: the redirect names the authorization server, as discovery does.
+    let (_, discovery) = setup
+        .served
+        .fhir
+        .get(".well-known/smart-configuration")
+        .await;
+    let discovery: Json = serde_json::from_slice(&discovery).expect("JSON");
+    assert!(discovery["issuer"].is_string(), "{discovery}");
+    assert_eq!(app["callbackIss"], discovery["issuer"]);
 
     let read = &app["patient"];
     common::strict(&serde_json::to_vec(read).unwrap());

@@ -306,9 +306,14 @@ async fn fhirclient_launches_standalone_with_pkce_and_reads_the_picked_patient()
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
-    assert_eq!(offered, requested);
+    // Launch context scopes come with the picked patient; the user may untick all others.
+    assert_eq!(offered, &requested - &BTreeSet::from(["launch/patient"]));
     assert_eq!(seen["callback"]["state"], authorize["state"]);
-    assert_eq!(seen["callback"]["iss"], served.fhir.base);
+    // RFC 9207: the redirect names the authorization server, as discovery does.
+    let (_, discovery) = served.fhir.get(".well-known/smart-configuration").await;
+    let discovery: Json = serde_json::from_slice(&discovery).expect("JSON");
+    assert!(discovery["issuer"].is_string(), "{discovery}");
+    assert_eq!(seen["callback"]["iss"], discovery["issuer"]);
 
     let context = &seen["context"];
     assert_eq!(context["patient"], "2", "{seen}");
