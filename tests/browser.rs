@@ -338,6 +338,27 @@ async fn clinician_standalone_launch_picks_patient_2_reads_it_and_refreshes() {
     assert_eq!(app["refreshed"]["patient"], "2", "{app}");
 }
 
+/// The picker lists 20 patients at first; the last one is found by its family name.
+#[tokio::test]
+async fn clinician_finds_a_patient_past_the_first_picker_page_by_name() {
+    let setup = start("search").await;
+    let last = PATIENTS.to_string();
+    let scope = "launch/patient openid fhirUser patient/*.rs";
+    let seen = drive(json!({
+        "launchUrl": launch_url(&setup, scope, None, None),
+        "username": CLINICIAN.0,
+        "password": CLINICIAN.1,
+        "pick": {"id": last, "query": family_of(&setup, &last).await},
+        "consent": "allow",
+    }))
+    .await;
+    assert_eq!(
+        seen["pages"],
+        json!(["login", "picker", "search", "consent"])
+    );
+    assert_launch(&setup, &seen, scope, &last).await;
+}
+
 #[tokio::test]
 async fn patient_portal_user_gets_no_picker_and_reads_only_their_own_record() {
     let setup = start("portal").await;

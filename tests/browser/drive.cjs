@@ -6,7 +6,8 @@
 //!   {"launchUrl": "...", "username": "...", "password": "...",
 //!    "pick": {"id": "2", "query": "family name"} | null, "consent": "allow" | "deny",
 //!    "chromium": "/usr/bin/chromium", "timeoutMs": 90000}
-//! Prints one JSON line: {"app": <what the app wrote>, "pages": ["login", "picker", "consent"],
+//! Prints one JSON line: {"app": <what the app wrote>, "pages": ["login", "picker", "consent"]
+//! (with "search" after "picker" when the patient had to be found by name),
 //! "consentScopes": [...], "authorizeRequests": [...]}. On failure it prints the page's URL and
 //! visible text on standard error (never a password: input values are not part of the text) and
 //! exits non-zero. A run that takes longer than timeoutMs is stopped.
@@ -109,6 +110,7 @@ async function main() {
         if (!(await page.$(radio)) && settings.pick.query && (await page.$("input#q"))) {
           await page.type("input#q", settings.pick.query);
           await submit(page, "button#search", remaining());
+          pages.push("search");
           await page.waitForFunction(pageKind, { timeout: remaining(), polling: 100 }, appOrigin);
         }
         if (!(await page.$(radio))) throw new Error(`the picker offers no Patient/${settings.pick.id}`);
