@@ -1,6 +1,7 @@
 //! Published clients against a running Portico (an OpenEMR SQLite database from the generator):
 //! fhirpy and fhirclient run the scripts in tests/python/ and their JSON output is compared with
-//! plain SQL and with Portico's own answers; schemathesis fuzzes the server from its
+//! plain SQL and with Portico's own answers (fhirclient also makes a SMART standalone launch with
+//! PKCE through Portico's login, picker and consent pages); schemathesis fuzzes the server from its
 //! /openapi.json with all its default checks and must find nothing.
 //!
 //! The Python side lives in a venv outside the clone ($PORTICO_TEST_VENV, default
@@ -12,11 +13,15 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use common::{Served, int, rows};
 use portico::demo::seed_openemr;
-use serde_json::Value as Json;
+use portico::state::clients::{ClientKind, NewClient};
+use portico::state::users::Role;
+use serde_json::{Value as Json, json};
+use tokio::io::AsyncWriteExt;
 
 const PATIENTS: usize = 60;
 
@@ -57,13 +62,24 @@ fn work_dir(test: &str) -> PathBuf {
     dir
 }
 
-/// Runs `program` (from the venv's bin) with `args` in `dir`; asserts success and returns stdout.
-async fn run_venv(program: &str, args: &[&str], dir: &Path) -> String {
+/// Runs `program` (from the venv's bin) with `args` in `dir`, `input` on its standard input;
+/// asserts success and returns stdout.
+async fn run_venv(program: &str, args: &[&str], dir: &Path, input: &[u8]) -> String {
     let venv = tokio::task::spawn_blocking(venv).await.expect("venv");
-    let output = tokio::process::Command::new(venv.join("bin").join(program))
+    let mut child = tokio::process::Command::new(venv.join("bin").join(program))
         .args(args)
         .current_dir(dir)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).await.expect("input written");
+    drop(stdin);
+    let output = child
+        .wait_with_output()
         .await
         .unwrap_or_else(|e| panic!("{program} runs: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -84,6 +100,7 @@ async fn client_script(script: &str, base: &str, token: &str) -> Json {
         "python",
         &[path.to_str().expect("a UTF-8 path"), base, token],
         &dir,
+        b"",
     )
     .await;
     std::fs::remove_dir_all(&dir).ok();
@@ -209,6 +226,130 @@ async fn fhirclient_parses_the_statement_reads_and_follows_next_links() {
     assert_eq!(seen["pages"], female.len().div_ceil(7));
 }
 
+/// fhirclient's own SMART standalone launch: its authorize URL (PKCE S256), the user's login,
+/// patient picker and consent played with requests by the script, its handle_callback exchanging
+/// the code, then a read of the picked patient and a refresh.
+#[tokio::test]
+async fn fhirclient_launches_standalone_with_pkce_and_reads_the_picked_patient() {
+    let served = serve("fhirclient-launch").await;
+    // Never contacted: the script stops at the redirect and hands it to the client.
+    let redirect_uri = "http://127.0.0.1:9/fhirclient-callback";
+    served
+        .state
+        .add_client(NewClient {
+            client_id: Some("fhirclient-py".into()),
+            name: "fhirclient (Python)".into(),
+            kind: Some(ClientKind::Public),
+            redirect_uris: vec![redirect_uri.into()],
+            allowed_scopes: "launch/patient openid fhirUser offline_access patient/*.rs".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the client is registered");
+    let practitioner =
+        served.fhir.json("Practitioner?_count=1").await["entry"][0]["resource"]["id"]
+            .as_str()
+            .expect("a practitioner")
+            .to_owned();
+    let password = "clinician-password-1";
+    served
+        .state
+        .add_user(
+            "dr-python",
+            password,
+            Role::Clinician,
+            Some(&format!("Practitioner/{practitioner}")),
+        )
+        .await
+        .expect("a clinician");
+    let dir = work_dir("fhirclient_launch");
+    let script = python_dir().join("fhirclient_launch.py");
+    let settings = json!({
+        "base": served.fhir.base,
+        "client_id": "fhirclient-py",
+        "redirect_uri": redirect_uri,
+        "scope": "openid fhirUser offline_access patient/*.rs",
+        "username": "dr-python",
+        "password": password,
+        "pick": "2",
+        "probe": "3",
+    });
+    let stdout = run_venv(
+        "python",
+        &[script.to_str().expect("a UTF-8 path")],
+        &dir,
+        settings.to_string().as_bytes(),
+    )
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+    let seen: Json = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("fhirclient_launch.py printed no JSON ({e}):\n{stdout}"));
+
+    // fhirclient added launch/patient itself, and PKCE S256.
+    let requested: BTreeSet<&str> = "launch/patient openid fhirUser offline_access patient/*.rs"
+        .split(' ')
+        .collect();
+    let authorize = &seen["authorize"];
+    assert_eq!(authorize["code_challenge_method"], "S256", "{seen}");
+    assert_eq!(seen["has_code_challenge"], true);
+    assert_eq!(authorize["response_type"], "code");
+    assert_eq!(authorize["client_id"], "fhirclient-py");
+    assert_eq!(authorize["redirect_uri"], redirect_uri);
+    assert_eq!(authorize["aud"], served.fhir.base);
+    let scope: BTreeSet<&str> = authorize["scope"].as_str().unwrap().split(' ').collect();
+    assert_eq!(scope, requested);
+
+    assert_eq!(seen["pages"], json!(["login", "picker", "consent"]));
+    let offered: BTreeSet<&str> = seen["consent_scopes"]
+        .as_array()
+        .expect("a consent page")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // Launch context scopes come with the picked patient; the user may untick all others.
+    assert_eq!(offered, &requested - &BTreeSet::from(["launch/patient"]));
+    assert_eq!(seen["callback"]["state"], authorize["state"]);
+    // RFC 9207: the redirect names the authorization server, as discovery does.
+    let (_, discovery) = served.fhir.get(".well-known/smart-configuration").await;
+    let discovery: Json = serde_json::from_slice(&discovery).expect("JSON");
+    assert!(discovery["issuer"].is_string(), "{discovery}");
+    assert_eq!(seen["callback"]["iss"], discovery["issuer"]);
+
+    let context = &seen["context"];
+    assert_eq!(context["patient"], "2", "{seen}");
+    assert_eq!(context["token_type"], "Bearer");
+    assert!(
+        context["scope"]
+            .as_str()
+            .is_some_and(|s| s.split(' ').any(|s| s == "patient/*.rs")),
+        "{seen}"
+    );
+    assert_eq!(context["has_id_token"], true);
+    assert_eq!(seen["patient_id"], "2");
+
+    // The patient the client parsed into its R4 model is Portico's Patient/2, the row SQL finds.
+    let patient = served.fhir.json("Patient/2").await;
+    let read = &seen["patient"];
+    assert_eq!(read["id"], "2");
+    assert_eq!(read["name"], patient["name"]);
+    assert_eq!(read["gender"], patient["gender"]);
+    assert_eq!(read["birthDate"], patient["birthDate"]);
+    let family = rows(
+        &served.database,
+        "SELECT lname FROM patient_data WHERE pid = 2",
+    )
+    .await;
+    assert_eq!(
+        read["name"][0]["family"].as_str(),
+        common::text(&family[0][0]).as_deref()
+    );
+    // Another patient is not there for this token; the refresh token gives a new one.
+    assert_eq!(seen["probe"]["status"], 404, "{seen}");
+    assert_eq!(seen["reauthorized"], true, "{seen}");
+    assert_eq!(seen["new_access_token"], true, "{seen}");
+    assert_eq!(seen["patient_after_refresh"], "2");
+}
+
 /// schemathesis with every default check (status codes, content types, headers and bodies
 /// against the document, schema-valid requests accepted, schema-violating ones refused, 405s,
 /// no 5xx) over every operation, a bounded number of examples and a fixed seed.
@@ -242,6 +383,7 @@ async fn schemathesis_finds_nothing_against_the_openapi_document() {
             report.to_str().unwrap(),
         ],
         &dir,
+        b"",
     )
     .await;
     // Exit status 0 already means no failure; the report shows what ran.

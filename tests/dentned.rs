@@ -43,7 +43,7 @@ async fn dentned_on_sqlite() {
     let counts = &seeded.counts;
     assert_eq!(counts.patients, PATIENTS);
     common::assert_check_accepts("dentned", &seeded.url);
-    let common::Served { fhir, database } = seeded.serve().await;
+    let common::Served { fhir, database, .. } = seeded.serve().await;
 
     // Claims: one per invoice with a patient; items are the invoice's lines, codes trimmed.
     let invoices = rows(

@@ -166,7 +166,7 @@ async fn opendental_on_mariadb() {
     assert!(counts.appointments > PATIENTS && counts.claims > 50 && counts.lab_results > 5);
     common::assert_check_accepts("opendental", &url);
 
-    let common::Served { fhir, database } = common::serve(
+    let common::Served { fhir, database, .. } = common::serve(
         "opendental",
         &url,
         std::env::temp_dir().join(format!("portico-state-opendental-{}", std::process::id())),

@@ -104,8 +104,8 @@ pub async fn refresh(
     let presented = hash_token(presented);
     // A wider scope is refused before the token is spent, so the app can retry with its own.
     let requested = form.get("scope").filter(|s| !s.trim().is_empty());
-    let narrowed = match (requested, store.refresh_token_scope(&presented).await) {
-        (Some(requested), Ok(Some(original))) => Some(narrower_scope(&original, requested)?),
+    let narrowed = match (requested, store.refresh_token_issue(&presented).await) {
+        (Some(requested), Ok(Some((_, original)))) => Some(narrower_scope(&original, requested)?),
         (_, Err(e)) => return Err(unavailable(e)),
         _ => None,
     };

@@ -190,7 +190,10 @@ async fn issue(
             code_grant::exchange_code(server, fhir_base, &client, &form).await
         }
         "refresh_token" => {
-            let client = authenticate_client(server, fhir_base, authorization, &form).await?;
+            let client = match public_refresh_client(server, authorization, &form).await? {
+                Some(client) => client,
+                None => authenticate_client(server, fhir_base, authorization, &form).await?,
+            };
             code_grant::refresh(server, fhir_base, &client, &form).await
         }
         _ => Err(OAuthError::new(
@@ -206,6 +209,44 @@ fn authorization_text(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
         None => Ok(None),
         Some(Ok(value)) => Ok(Some(value)),
         Some(Err(_)) => Err(invalid_client("the Authorization header is not text", true)),
+    }
+}
+
+/// The public client a refresh token was issued to, when the request carries no client
+/// authentication at all: RFC 6749 §6 asks only confidential clients to authenticate, and SMART's
+/// JS client leaves `client_id` out of its refresh by default. The token is bound to its client,
+/// so it names the client; a confidential client's token still needs that client's credentials.
+async fn public_refresh_client(
+    server: &AuthServer,
+    authorization: Option<&str>,
+    form: &BTreeMap<String, String>,
+) -> Result<Option<Client>, OAuthError> {
+    let names_itself = authorization.is_some()
+        || [
+            "client_id",
+            "client_secret",
+            "client_assertion",
+            "client_assertion_type",
+        ]
+        .iter()
+        .any(|field| form.contains_key(*field));
+    let Some(presented) = form.get("refresh_token").filter(|_| !names_itself) else {
+        return Ok(None);
+    };
+    let store = server.tokens.store();
+    let Some((client_id, _)) = store
+        .refresh_token_issue(&hash_token(presented))
+        .await
+        .map_err(unavailable)?
+    else {
+        return Err(OAuthError::new(
+            "invalid_grant",
+            "the refresh token is not valid",
+        ));
+    };
+    match store.client(&client_id).await.map_err(unavailable)? {
+        Some(client) if client.kind == ClientKind::Public => Ok(Some(client)),
+        _ => Err(invalid_client("this client must authenticate", false)),
     }
 }
 

@@ -332,17 +332,18 @@ impl StateStore {
         })
     }
 
-    /// The scope a refresh token was issued with, whatever its state (to check a narrowing
-    /// before the token is spent).
-    pub async fn refresh_token_scope(
+    /// The client and scope a refresh token was issued with, whatever its state: to check a
+    /// narrowing before the token is spent, and to know which public client presents it.
+    pub async fn refresh_token_issue(
         &self,
         token_hash: &str,
-    ) -> Result<Option<String>, StateError> {
-        let row = sqlx::query("SELECT scope FROM refresh_token WHERE token_hash = $1")
+    ) -> Result<Option<(String, String)>, StateError> {
+        let row = sqlx::query("SELECT client_id, scope FROM refresh_token WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(self.pool())
             .await?;
-        row.map(|r| Ok(r.try_get("scope")?)).transpose()
+        row.map(|r| Ok((r.try_get("client_id")?, r.try_get("scope")?)))
+            .transpose()
     }
 
     /// The refresh token's family and client when it is live (for revocation by its holder).

@@ -21,6 +21,7 @@ use portico::db::fixture::FixtureWriter;
 use portico::db::{Database, DbError, DbSettings};
 use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
+use portico::state::StateStore;
 use serde_json::Value as Json;
 
 /// A client for one running Portico.
@@ -186,10 +187,12 @@ impl<C> Seeded<C> {
     }
 }
 
-/// A running Portico and a read-only connection to the database it serves.
+/// A running Portico, a read-only connection to the database it serves, and its state store
+/// (where a test registers the clients and users of an authorization flow).
 pub struct Served {
     pub fhir: Fhir,
     pub database: Database,
+    pub state: StateStore,
 }
 
 /// Starts Portico with `adapter` on `url` on a free port, and opens the same database read-only.
@@ -247,6 +250,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             .expect("an HTTP client"),
         token,
     };
+    let state = application.state.auth.tokens.store().clone();
     tokio::spawn(application.run_until_cancelled());
     let database = Database::connect_lazy(&DbSettings {
         url: url.to_owned(),
@@ -255,7 +259,11 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
         acquire_timeout: Duration::from_secs(5),
     })
     .unwrap_or_else(|e| panic!("{}", e.message));
-    Served { fhir, database }
+    Served {
+        fhir,
+        database,
+        state,
+    }
 }
 
 /// Runs the built `portico check` for `adapter` against `url` (no other PORTICO_ setting leaks in)
