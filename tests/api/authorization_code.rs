@@ -827,8 +827,11 @@ async fn refresh_tokens_are_bound_narrowing_and_revocable() {
         let mut form = vec![
             ("grant_type".to_owned(), "refresh_token".to_owned()),
             ("refresh_token".to_owned(), token.to_owned()),
-            ("client_id".to_owned(), client.to_owned()),
         ];
+        // A public client may leave client_id out (SMART's JS client does by default).
+        if !client.is_empty() {
+            form.push(("client_id".to_owned(), client.to_owned()));
+        }
         if let Some(scope) = scope {
             form.push(("scope".to_owned(), scope.to_owned()));
         }
@@ -858,7 +861,7 @@ async fn refresh_tokens_are_bound_narrowing_and_revocable() {
     );
     let (status, _, body) = send(refresh_form(
         &refresh,
-        "smart-app",
+        "",
         Some("patient/Patient.rs online_access"),
     ))
     .await;
