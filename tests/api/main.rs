@@ -39,3 +39,5 @@ mod resource_server;
 mod serving;
 // SMART discovery and the CapabilityStatement's security part.
 mod smart_discovery;
+// The audit trail: events per request, AuditEvent search, fail closed, the hash chain.
+mod audit;

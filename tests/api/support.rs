@@ -162,6 +162,16 @@ pub async fn token_for_audience(base: &str, audience: &str) -> String {
     mint_token(&tokens, audience, "system/*.rs", None).await
 }
 
+/// The token service of the server `start` started at `base`, to mint other tokens for it.
+pub fn token_service(base: &str) -> portico::auth::tokens::TokenService {
+    SERVICES
+        .lock()
+        .unwrap()
+        .get(base)
+        .cloned()
+        .unwrap_or_else(|| panic!("no server started at {base}"))
+}
+
 /// The `system/*.rs` token `start` issued for the server at `base`.
 pub fn bearer_for(base: &str) -> String {
     TOKENS
@@ -203,7 +213,12 @@ pub async fn start_with_access(settings: &Settings, access: Access) -> String {
         "http://127.0.0.1:{}/fhir",
         listener.local_addr().expect("bound").port()
     );
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    // The application owns the background workers (the audit writer): it lives as long as the
+    // server does.
+    tokio::spawn(async move {
+        let _workers = application;
+        axum::serve(listener, router).await
+    });
     base
 }
 
@@ -472,6 +487,20 @@ pub fn postgres_server_url() -> String {
 /// Portico's state store for `test` on each backend it supports: a new SQLite file and a fresh
 /// PostgreSQL database (`portico_t_<test>`, dropped first).
 pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
+    let mut stores = Vec::new();
+    for url in state_store_urls(test).await {
+        stores.push(
+            portico::state::StateStore::open(&url)
+                .await
+                .unwrap_or_else(|e| panic!("state store {url}: {e}")),
+        );
+    }
+    stores
+}
+
+/// The URLs of a new, empty state store for `test` on each backend: a SQLite file and a fresh
+/// PostgreSQL database (`portico_t_<test>`, dropped first).
+pub async fn state_store_urls(test: &str) -> Vec<String> {
     use sqlx::Connection;
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("portico-state-{}-{n}", std::process::id()));
@@ -491,14 +520,5 @@ pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
         .expect("create test database");
     admin.close().await.ok();
     let (root, _) = server.rsplit_once('/').expect("a database in the URL");
-    let postgres_url = format!("{root}/{name}");
-    let mut stores = Vec::new();
-    for url in [sqlite_url, postgres_url] {
-        stores.push(
-            portico::state::StateStore::open(&url)
-                .await
-                .unwrap_or_else(|e| panic!("state store {url}: {e}")),
-        );
-    }
-    stores
+    vec![sqlite_url, format!("{root}/{name}")]
 }
