@@ -451,6 +451,18 @@ pub fn assert_valid_r4(resource: &Json) {
     }
 }
 
+/// The CapabilityStatement's resource entries the adapter serves: all but the audit trail's
+/// (`AuditEvent`, served from the state store).
+pub fn adapter_resources(statement: &Json) -> Vec<Json> {
+    statement["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|resource| resource["type"] != "AuditEvent")
+        .cloned()
+        .collect()
+}
+
 /// The `match` entries of a searchset bundle.
 pub fn matches(bundle: &Json) -> Vec<Json> {
     bundle["entry"]
