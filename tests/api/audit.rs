@@ -699,3 +699,90 @@ async fn concurrent_requests_are_all_audited_and_the_chain_catches_one_changed_b
         );
     }
 }
+
+/// The audit writer is one of the application's workers: a graceful shutdown still audits the
+/// requests it finishes, and the writer then stops by itself, well before the workers' grace.
+#[tokio::test]
+async fn the_audit_writer_stops_with_the_server() {
+    let db_url = support::seed(Backend::Sqlite, "audit_shutdown").await;
+    let settings = support::settings(&db_url, 5000);
+    let application = portico::app::Application::build(&settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}/fhir", application.port());
+    let store = application.state.auth.tokens.store().clone();
+    let token =
+        support::mint_token(&application.state.auth.tokens, &base, "system/*.rs", None).await;
+    let stop = application.shutdown_token();
+    let server = tokio::spawn(application.run_until_cancelled());
+    let reply = reqwest::Client::new()
+        .get(format!("{base}/Patient/1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+
+    let started = std::time::Instant::now();
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(20), server)
+        .await
+        .expect("the server stops")
+        .expect("the server task ends")
+        .expect("the server ends cleanly");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the audit writer held shutdown for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(1));
+}
+
+/// Events pending while the writer is busy go into one transaction (one commit, one fsync):
+/// on PostgreSQL, every row of the burst carries the same inserting transaction id (`xmin`).
+#[tokio::test]
+async fn pending_events_are_committed_together() {
+    for state_url in support::state_store_urls("audit_group_commit").await {
+        let store = StateStore::open(&state_url).await.unwrap();
+        let (writer, task) = portico::state::audit::audit_writer(store.clone());
+        let mut appends = tokio::task::JoinSet::new();
+        for n in 0..16 {
+            let writer = writer.clone();
+            appends.spawn(async move {
+                writer
+                    .append(portico::state::audit::AuditRecord {
+                        id: format!("burst-{n}"),
+                        recorded_ms: 1_700_000_000_000 + n,
+                        subtype: Some("read".into()),
+                        outcome: "0".into(),
+                        client_id: Some("app".into()),
+                        subject: Some("app".into()),
+                        fhir_user: None,
+                        request_id: format!("r{n}"),
+                        patients: vec![n.to_string()],
+                        resource: "{}".into(),
+                    })
+                    .await
+            });
+        }
+        // Every append is queued before the writer starts.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let running = tokio::spawn(task.run());
+        while let Some(appended) = appends.join_next().await {
+            assert_eq!(appended.unwrap(), Ok(()), "{state_url}");
+        }
+        assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(16));
+        if state_url.starts_with("postgres") {
+            let mut raw = sqlx::AnyConnection::connect(&state_url).await.unwrap();
+            let row = sqlx::query("SELECT COUNT(DISTINCT xmin::text) AS n FROM audit_event")
+                .fetch_one(&mut raw)
+                .await
+                .unwrap();
+            let transactions: i64 = sqlx::Row::get(&row, "n");
+            assert_eq!(transactions, 1, "16 pending events, one transaction");
+        }
+        drop(writer);
+        tokio::time::timeout(std::time::Duration::from_secs(5), running)
+            .await
+            .expect("the writer stops once its handles are gone")
+            .unwrap();
+    }
+}
