@@ -108,6 +108,13 @@ enum Command {
         #[command(flatten)]
         args: state_commands::TokenArgs,
     },
+    /// Create an EHR launch context and print its `launch` value (and nothing else).
+    Launch {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: state_commands::LaunchArgs,
+    },
     /// List or rotate the keys Portico signs its tokens with.
     Keys {
         #[arg(long, global = true)]
@@ -168,6 +175,9 @@ pub fn main() -> ExitCode {
                 state_commands::users(config.as_deref(), command).await
             }
             Command::Token { config, args } => state_commands::token(config.as_deref(), args).await,
+            Command::Launch { config, args } => {
+                state_commands::launch(config.as_deref(), args).await
+            }
             Command::Keys { config, command } => {
                 state_commands::keys(config.as_deref(), command).await
             }
@@ -353,8 +363,38 @@ async fn demo(
     for example in adapter.examples() {
         println!("  curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '{base}/{example}'");
     }
+    print_sign_in_example(&base);
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// How to try the browser sign-in as the demo app: an authorization URL with a fixed PKCE pair
+/// (RFC 7636's example; fine for a local demo, never for an app) and the code exchange.
+fn print_sign_in_example(base: &str) {
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    const REDIRECT: &str = "http://127.0.0.1:9999/callback";
+    let root = crate::auth::endpoints::server_root(base);
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", "demo-app")
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "launch/patient openid fhirUser patient/*.rs")
+        .append_pair("state", "demo")
+        .append_pair("aud", base)
+        .append_pair("code_challenge", CHALLENGE)
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    println!(
+        "\nSign in as the demo app would (a clinician picks a patient; the browser then fails to \
+         reach {REDIRECT}: copy the code from its address bar):"
+    );
+    println!("  {root}{}?{query}", crate::auth::endpoints::AUTHORIZE);
+    println!(
+        "  curl -d grant_type=authorization_code -d client_id=demo-app -d redirect_uri={REDIRECT} \
+         -d code_verifier={VERIFIER} -d code=CODE {root}{}",
+        crate::auth::endpoints::TOKEN
+    );
 }
 
 /// The id of the first `resource_type` the demo serves, if it serves that type.

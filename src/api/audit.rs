@@ -3,7 +3,8 @@
 //! 403 and other failure), and the `/fhir/AuditEvent` read and search served from the state store.
 //!
 //! The middleware wraps `authorize::require_token`, so it sees refused requests too. It learns
-//! who asked from the token's claims (`require_token` puts them in the response's extensions),
+//! who asked from the token's claims (`require_token` puts them in the response's extensions) and
+//! the client's address (`origin::ClientAddress`: behind a trusted proxy, the client it names),
 //! which patients the answer touched from the handlers (`PatientsTouched`), and the query from
 //! the handlers (`AuditQuery`, which includes a POST form) or the URL. The answer leaves only
 //! after its event is committed: when the audit store cannot take it, the client gets 503 and
@@ -14,7 +15,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
@@ -27,7 +27,7 @@ use serde_json::{Value as Json, json};
 use super::AppState;
 use super::handlers::{encode_query, error_response, form_pairs, param, query_pairs};
 use super::negotiate::{body, negotiate, respond};
-use super::origin::{PeerAddr, PublicBase};
+use super::origin::{ClientAddress, PublicBase};
 use super::request_id::RequestId;
 use crate::access::{Access, Interaction, PatientLimit};
 use crate::auth::scope::{Context, Scope, parse_scopes_lenient};
@@ -301,8 +301,8 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .unwrap_or_default();
     let peer = request
         .extensions()
-        .get::<ConnectInfo<PeerAddr>>()
-        .map(|info| info.0.0.ip());
+        .get::<ClientAddress>()
+        .and_then(|address| address.0);
     let base = request
         .extensions()
         .get::<PublicBase>()

@@ -11,6 +11,7 @@ mod oauth;
 pub mod openapi;
 pub mod origin;
 pub mod request_id;
+mod sign_in;
 mod smart;
 
 use std::sync::Arc;
@@ -119,11 +120,45 @@ pub fn router(state: AppState) -> Router {
             endpoints::JWKS,
             get(oauth::jwks).fallback(handlers::only_get),
         )
+        .route(
+            endpoints::OPENID_CONFIGURATION,
+            get(sign_in::openid_configuration).fallback(handlers::only_get),
+        )
         .fallback(handlers::fallback)
         .layer(from_fn_with_state(state.clone(), authorize::require_token))
         // Outside the token check, so refused requests are audited too.
         .layer(from_fn_with_state(state.clone(), audit::record))
-        .layer(cors);
+        .layer(cors)
+        // The sign-in pages answer browsers navigating to them, never scripts of other origins:
+        // no CORS (RFC 9700 §2.6), so they are routed outside the CORS layer.
+        .route(
+            endpoints::AUTHORIZE,
+            get(sign_in::authorize_get)
+                .post(sign_in::authorize_post)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            endpoints::LOGIN,
+            get(sign_in::login_page)
+                .post(sign_in::login)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            endpoints::PICK,
+            get(sign_in::pick_page)
+                .post(sign_in::pick)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            endpoints::CONSENT,
+            get(sign_in::consent_page)
+                .post(sign_in::consent)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            endpoints::LAUNCH,
+            post(sign_in::launch).fallback(handlers::only_post),
+        );
     edge_layers(router, state)
 }
 

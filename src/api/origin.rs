@@ -42,6 +42,11 @@ impl PublicBase {
     pub fn fhir(&self) -> &str {
         &self.0
     }
+
+    #[cfg(test)]
+    pub fn for_tests(base: &str) -> PublicBase {
+        PublicBase(base.to_owned())
+    }
 }
 
 /// An IP address or a CIDR range of them (`10.0.0.0/8`, `fd00::/8`, `192.0.2.7`).
@@ -103,6 +108,19 @@ pub struct Origin {
 struct Forwarded {
     proto: Option<String>,
     host: Option<String>,
+    client: Option<IpAddr>,
+}
+
+/// An address as a forwarding header writes it: `192.0.2.7`, `192.0.2.7:4711`, `[2001:db8::1]`,
+/// `[2001:db8::1]:4711` or a bare IPv6 address; `unknown` and obfuscated names are no address.
+fn forwarded_address(text: &str) -> Option<IpAddr> {
+    if let Ok(address) = text.parse::<IpAddr>() {
+        return Some(address);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    text.rsplit_once(':')?.0.parse().ok()
 }
 
 /// A `Host` value that can stand in a URL: name or address and port, nothing else.
@@ -142,6 +160,7 @@ fn rfc7239(headers: &HeaderMap) -> Option<Forwarded> {
         match name.trim().to_ascii_lowercase().as_str() {
             "proto" => forwarded.proto = usable_proto(value),
             "host" => forwarded.host = usable_host(value).map(str::to_owned),
+            "for" => forwarded.client = forwarded_address(value),
             _ => {}
         }
     }
@@ -154,8 +173,14 @@ fn x_forwarded(headers: &HeaderMap) -> Forwarded {
         host: first_value(headers, "x-forwarded-host")
             .and_then(usable_host)
             .map(str::to_owned),
+        client: first_value(headers, "x-forwarded-for").and_then(forwarded_address),
     }
 }
+
+/// The address of the client a request came from: the peer, or, when the peer is a trusted
+/// proxy, the client its forwarding header names. Rate limits and the audit trail use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub Option<IpAddr>);
 
 impl Origin {
     /// `base_url` wins when set; `https` is whether Portico itself serves TLS; the proxies are
@@ -189,6 +214,15 @@ impl Origin {
         })
     }
 
+    /// The client's address for a request with these headers from `peer`.
+    pub fn client_address(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> ClientAddress {
+        if !self.trusts(peer) {
+            return ClientAddress(peer);
+        }
+        let forwarded = rfc7239(headers).unwrap_or_else(|| x_forwarded(headers));
+        ClientAddress(forwarded.client.or(peer))
+    }
+
     /// The public FHIR base URL for a request with these headers and URI from `peer`.
     pub fn public_base(&self, headers: &HeaderMap, uri: &Uri, peer: Option<IpAddr>) -> PublicBase {
         if let Some(base) = &self.configured {
@@ -217,7 +251,7 @@ impl Origin {
     }
 }
 
-/// Middleware: puts the request's `PublicBase` in its extensions.
+/// Middleware: puts the request's `PublicBase` and `ClientAddress` in its extensions.
 pub async fn public_base(
     State(state): State<AppState>,
     mut request: Request,
@@ -230,7 +264,9 @@ pub async fn public_base(
     let base = state
         .origin
         .public_base(request.headers(), request.uri(), peer);
+    let client = state.origin.client_address(request.headers(), peer);
     request.extensions_mut().insert(base);
+    request.extensions_mut().insert(client);
     next.run(request).await
 }
 
@@ -247,6 +283,37 @@ pub async fn strict_transport_security(request: Request, next: Next) -> Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_comes_from_a_forwarding_header_only_through_a_trusted_proxy() {
+        let origin = Origin::new(None, false, &["10.0.0.0/8".to_owned()]).unwrap();
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.7, 10.1.2.3".parse().unwrap());
+        assert_eq!(
+            origin.client_address(&headers, Some(proxy)),
+            ClientAddress(Some("198.51.100.7".parse().unwrap()))
+        );
+        assert_eq!(
+            origin.client_address(&headers, Some(stranger)),
+            ClientAddress(Some(stranger))
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "forwarded",
+            "for=\"[2001:db8::7]:4711\";proto=https".parse().unwrap(),
+        );
+        assert_eq!(
+            origin.client_address(&headers, Some(proxy)),
+            ClientAddress(Some("2001:db8::7".parse().unwrap()))
+        );
+        headers.insert("forwarded", "for=unknown".parse().unwrap());
+        assert_eq!(
+            origin.client_address(&headers, Some(proxy)),
+            ClientAddress(Some(proxy))
+        );
+    }
 
     #[test]
     fn proxy_ranges_parse_and_match() {

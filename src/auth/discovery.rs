@@ -31,9 +31,12 @@ pub const CAPABILITIES: &[&str] = &[
 pub const SCOPES_SUPPORTED: &[&str] = &[
     "openid",
     "fhirUser",
+    "profile",
     "launch",
     "launch/patient",
+    "launch/encounter",
     "offline_access",
+    "online_access",
     "patient/*.rs",
     "user/*.rs",
     "system/*.rs",

@@ -7,6 +7,12 @@ pub const FHIR: &str = "/fhir";
 /// The issuer of Portico's tokens, relative to the server root.
 pub const ISSUER: &str = "/auth";
 pub const AUTHORIZE: &str = "/auth/authorize";
+/// The sign-in, patient picker and consent pages of a pending authorization.
+pub const LOGIN: &str = "/auth/login";
+pub const PICK: &str = "/auth/pick";
+pub const CONSENT: &str = "/auth/consent";
+/// OpenID Connect discovery for the issuer (`{issuer}/.well-known/openid-configuration`).
+pub const OPENID_CONFIGURATION: &str = "/auth/.well-known/openid-configuration";
 pub const TOKEN: &str = "/auth/token";
 pub const INTROSPECT: &str = "/auth/introspect";
 pub const REVOKE: &str = "/auth/revoke";

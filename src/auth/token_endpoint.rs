@@ -1,6 +1,6 @@
-//! The OAuth endpoints over Portico's tokens: token (`POST /auth/token`; today the
-//! client_credentials grant: SMART Backend Services, and confidential clients with a shared
-//! secret), introspection (`POST /auth/introspect`, RFC 7662), revocation (`POST /auth/revoke`,
+//! The OAuth endpoints over Portico's tokens: token (`POST /auth/token`: authorization_code and
+//! refresh_token through `code_grant`; client_credentials for SMART Backend Services and
+//! confidential clients with a shared secret), introspection (`POST /auth/introspect`, RFC 7662), revocation (`POST /auth/revoke`,
 //! RFC 7009) and the JWKS (`GET /auth/jwks`). Every answer carries `Cache-Control: no-store` and
 //! `Pragma: no-cache`; every error is an RFC 6749 §5.2 JSON error.
 
@@ -12,10 +12,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::client_auth::{self, JwksFetcher, PresentedCredentials};
+use crate::auth::code_grant;
 use crate::auth::endpoints;
 use crate::auth::scope::{self, Context, Scope};
 use crate::auth::tokens::{Grant, TokenService};
 use crate::state::clients::{Client, ClientKind};
+use crate::state::{StateError, hash_token};
 
 /// Token lifetimes and the rest of the `[auth]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +91,17 @@ impl IntoResponse for OAuthError {
             );
         }
         response
+    }
+}
+
+/// The answer when the state store fails under a grant: 503 `temporarily_unavailable`.
+pub fn unavailable(error: StateError) -> OAuthError {
+    tracing::error!(error = %error, "the token store failed");
+    OAuthError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        error: "temporarily_unavailable",
+        description: "the token store cannot be used now".into(),
+        basic_challenge: false,
     }
 }
 
@@ -166,13 +179,17 @@ async fn issue(
             )
             .await
         }
-        "authorization_code" | "refresh_token" => Err(OAuthError::new(
-            "unsupported_grant_type",
-            format!("{grant_type} is not available yet on this server"),
-        )),
+        "authorization_code" => {
+            let client = authenticate_client(server, fhir_base, authorization, &form).await?;
+            code_grant::exchange_code(server, fhir_base, &client, &form).await
+        }
+        "refresh_token" => {
+            let client = authenticate_client(server, fhir_base, authorization, &form).await?;
+            code_grant::refresh(server, fhir_base, &client, &form).await
+        }
         _ => Err(OAuthError::new(
             "unsupported_grant_type",
-            "grant_type must be client_credentials",
+            "grant_type must be authorization_code, refresh_token or client_credentials",
         )),
     }
 }
@@ -285,15 +302,7 @@ async fn client_credentials(
         .tokens
         .issue_for(&grant, fhir_base, lifetime)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot issue a token");
-            OAuthError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                error: "temporarily_unavailable",
-                description: "the token store cannot be written now".into(),
-                basic_challenge: false,
-            }
-        })?;
+        .map_err(unavailable)?;
     Ok(
         json!({ "access_token": token, "token_type": "bearer", "expires_in": lifetime, "scope": scope }),
     )
@@ -408,7 +417,8 @@ pub async fn introspect(
     }
 }
 
-/// `POST /auth/revoke` (RFC 7009): revokes an access token issued to the calling client. An
+/// `POST /auth/revoke` (RFC 7009): revokes an access token issued to the calling client, or a
+/// refresh token of it together with every token of its authorization. An
 /// unknown, invalid or expired token, or one of another client, changes nothing and still
 /// answers 200 (the RFC's answer, which also tells a caller nothing about other clients' tokens).
 pub async fn revoke(
@@ -426,15 +436,26 @@ pub async fn revoke(
         if let Ok(claims) = server.tokens.validate_for(token, fhir_base).await
             && claims.client_id == client_id
         {
-            server.tokens.revoke(&claims.jti).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot revoke a token");
-                OAuthError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    error: "temporarily_unavailable",
-                    description: "the token store cannot be written now".into(),
-                    basic_challenge: false,
-                }
-            })?;
+            server
+                .tokens
+                .revoke(&claims.jti)
+                .await
+                .map_err(unavailable)?;
+        } else if let Some((family_id, owner)) = server
+            .tokens
+            .store()
+            .live_refresh_token(&hash_token(token))
+            .await
+            .map_err(unavailable)?
+            && owner == client_id
+        {
+            // A refresh token ends the whole authorization it belongs to (the patient or the
+            // app withdrawing access): its access tokens too.
+            server
+                .tokens
+                .revoke_family(&family_id)
+                .await
+                .map_err(unavailable)?;
         }
         Ok::<_, OAuthError>(())
     }

@@ -47,6 +47,21 @@ pub struct AccessClaims {
     pub fhir_user: Option<String>,
 }
 
+/// The claims of an OpenID Connect id_token (SMART `openid fhirUser`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdTokenClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The client the token was issued to.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(default, rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+}
+
 /// What an access token is issued for.
 #[derive(Clone, Debug, Default)]
 pub struct Grant {
@@ -318,6 +333,25 @@ impl TokenService {
         let revoked = self.store.revoke_access_token(jti).await?;
         self.revoked.write().await.jtis.insert(jti.to_owned());
         Ok(revoked)
+    }
+
+    /// Revokes every token of one authorization (code reuse, refresh-token replay, the holder's
+    /// revocation) and reads the revoked list again at once, so this replica refuses them now.
+    pub async fn revoke_family(&self, family_id: &str) -> Result<(), StateError> {
+        self.store.revoke_family(family_id).await?;
+        self.revoked.write().await.read_at = None;
+        Ok(())
+    }
+
+    /// Signs an OpenID Connect id_token (RS256, `typ: JWT`) for the user a code was issued to:
+    /// `aud` is the client, `fhirUser` the absolute URL of the user's FHIR resource.
+    pub async fn id_token(&self, claims: &IdTokenClaims) -> Result<String, StateError> {
+        let key = self.store.current_signing_key().await?;
+        let mut header = Header::new(SigningKey::ALGORITHM);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("JWT".to_owned());
+        jsonwebtoken::encode(&header, claims, key.encoding_key())
+            .map_err(|e| StateError::Invalid(format!("cannot sign an id_token: {e}")))
     }
 
     async fn key(&self, kid: &str) -> Result<Option<SigningKey>, TokenRejection> {

@@ -176,6 +176,33 @@ pub async fn token(config_file: Option<&Path>, args: TokenArgs) -> anyhow::Resul
     Ok(())
 }
 
+#[derive(clap::Args)]
+pub struct LaunchArgs {
+    /// The registered client the EHR launches.
+    #[arg(long)]
+    pub client: String,
+    /// The patient the EHR has open.
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// The encounter the EHR has open.
+    #[arg(long)]
+    pub encounter: Option<String>,
+}
+
+/// Prints only the opaque `launch` value of a new EHR launch context (valid for five minutes, once,
+/// for that client): the app is opened at its launch URL with `iss=<FHIR base>&launch=<value>`.
+pub async fn launch(config_file: Option<&Path>, args: LaunchArgs) -> anyhow::Result<()> {
+    let store = open_store(config_file).await?;
+    let context = crate::state::authorizations::LaunchContext {
+        client_id: args.client,
+        patient: args.patient,
+        encounter: args.encounter,
+    };
+    let value = crate::auth::authorization::new_launch(&store, &context, "portico launch").await?;
+    println!("{value}");
+    Ok(())
+}
+
 /// A token for a registered client, its scopes narrowed to the client's, for the FHIR base
 /// `audience`: what `portico token` prints and the demo shows.
 pub async fn issue_token(

@@ -5,6 +5,7 @@
 //! statement here is written in the SQL both accept (`$n` placeholders, `ON CONFLICT`).
 
 pub mod audit;
+pub mod authorizations;
 pub mod clients;
 pub mod keys;
 pub mod tokens;

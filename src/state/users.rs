@@ -158,7 +158,8 @@ impl StateStore {
         rows.iter().map(user_from_row).collect()
     }
 
-    /// Removes a user and revokes the refresh and access tokens issued on their behalf.
+    /// Removes a user, ends their sign-in sessions and revokes the refresh and access tokens
+    /// issued on their behalf.
     pub async fn remove_user(&self, username: &str) -> Result<bool, StateError> {
         let mut tx = self.pool().begin().await?;
         let removed = sqlx::query("DELETE FROM portico_user WHERE username = $1")
@@ -166,6 +167,10 @@ impl StateStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("DELETE FROM login_session WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
         let at = now();
         for table in ["refresh_token", "access_token"] {
             sqlx::query(&format!(
@@ -180,6 +185,8 @@ impl StateStore {
         Ok(removed > 0)
     }
 
+    /// Sets a new password and ends the user's sign-in sessions (a browser signed in with the
+    /// old password signs in again).
     pub async fn set_password(&self, username: &str, password: &str) -> Result<bool, StateError> {
         let changed = sqlx::query("UPDATE portico_user SET password_hash = $1 WHERE username = $2")
             .bind(hash_password(password)?)
@@ -187,6 +194,7 @@ impl StateStore {
             .execute(self.pool())
             .await?
             .rows_affected();
+        self.end_sessions(username).await?;
         Ok(changed > 0)
     }
 

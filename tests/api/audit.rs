@@ -30,7 +30,7 @@ struct Audited {
 async fn servers(test: &str) -> Vec<Audited> {
     let db_url = support::seed(Backend::Sqlite, test).await;
     let mut servers = Vec::new();
-    for state_url in support::state_store_urls(test).await {
+    for state_url in support::state_urls(test).await {
         let mut settings = support::settings(&db_url, 5000);
         settings.state.url = Some(Secret::new(state_url.as_str()));
         let base = support::start(&settings).await;
@@ -740,7 +740,7 @@ async fn the_audit_writer_stops_with_the_server() {
 /// on PostgreSQL, every row of the burst carries the same inserting transaction id (`xmin`).
 #[tokio::test]
 async fn pending_events_are_committed_together() {
-    for state_url in support::state_store_urls("audit_group_commit").await {
+    for state_url in support::state_urls("audit_group_commit").await {
         let store = StateStore::open(&state_url).await.unwrap();
         let (writer, task) = portico::state::audit::audit_writer(store.clone());
         let mut appends = tokio::task::JoinSet::new();

@@ -1,4 +1,4 @@
-//! The `portico` binary as a user runs it: `demo` serves, `check` reports.
+//! The `portico` binary as a user runs it: `demo` serves, `check` reports, `launch` prints a launch value.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -124,6 +124,30 @@ async fn demo_serves(adapter: &str) {
             "{example}"
         );
     }
+    // The printed sign-in URL is a valid authorization request: it leads to the login page.
+    let authorize = printed
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("http")
+                .filter(|u| u.contains("/auth/authorize?"))
+        })
+        .unwrap_or_else(|| panic!("no sign-in example: {printed:?}"));
+    let started = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("http{authorize}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 303);
+    assert!(
+        started.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/auth/login?tx=")
+    );
     child.kill().unwrap();
     let _ = child.wait();
 }
@@ -292,4 +316,77 @@ async fn check_data_lists_every_row_that_cannot_be_served() {
         );
         assert!(report.contains(&line), "{line}\n{report}");
     }
+}
+
+/// `portico clients add` then `portico launch`: the printed launch value is the only output, works
+/// once for that client, and an unknown client is a clear error.
+#[tokio::test]
+async fn launch_prints_a_single_use_launch_value_for_a_registered_client() {
+    let dir = std::env::temp_dir().join(format!("portico-launch-cli-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    let run = |args: &[&str]| {
+        portico()
+            .args(args)
+            .env("PORTICO_SERVER__STATE_DIR", &dir)
+            .output()
+            .expect("portico runs")
+    };
+    let added = run(&[
+        "clients",
+        "add",
+        "--name",
+        "Chart app",
+        "--id",
+        "chart",
+        "--redirect-uri",
+        "https://chart.example/cb",
+        "--scopes",
+        "launch patient/*.rs",
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    let launched = run(&[
+        "launch",
+        "--client",
+        "chart",
+        "--patient",
+        "7",
+        "--encounter",
+        "3",
+    ]);
+    assert!(launched.status.success(), "{launched:?}");
+    let value = String::from_utf8(launched.stdout).unwrap();
+    let value = value.trim_end();
+    assert!(
+        value.len() >= 32 && !value.contains(char::is_whitespace),
+        "{value:?}"
+    );
+
+    let unknown = run(&["launch", "--client", "nobody", "--patient", "7"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no client nobody"));
+
+    let store =
+        portico::state::StateStore::open(&portico::state::StateStore::default_url(&dir).unwrap())
+            .await
+            .unwrap();
+    let launch_hash = portico::state::hash_token(value);
+    assert_eq!(
+        store.take_launch(&launch_hash, "other").await.unwrap(),
+        None
+    );
+    let context = store
+        .take_launch(&launch_hash, "chart")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (context.patient.as_deref(), context.encounter.as_deref()),
+        (Some("7"), Some("3"))
+    );
+    assert_eq!(
+        store.take_launch(&launch_hash, "chart").await.unwrap(),
+        None,
+        "once"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -33,6 +33,8 @@ mod auth_keys;
 mod tokens;
 // The token endpoint over HTTP (oauth2 crate, Backend Services assertions, OAuth errors).
 mod token_endpoint;
+// The authorization-code flow: sign-in pages, PKCE, refresh rotation, EHR launch.
+mod authorization_code;
 // The resource server with real tokens: 401s, 403s, patient and granular scopes over HTTP.
 mod resource_server;
 // HTTPS, trusted proxies, request ids, graceful shutdown and background workers.

@@ -500,7 +500,7 @@ pub fn postgres_server_url() -> String {
 /// PostgreSQL database (`portico_t_<test>`, dropped first).
 pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
     let mut stores = Vec::new();
-    for url in state_store_urls(test).await {
+    for url in state_urls(test).await {
         stores.push(
             portico::state::StateStore::open(&url)
                 .await
@@ -510,9 +510,8 @@ pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
     stores
 }
 
-/// The URLs of a new, empty state store for `test` on each backend: a SQLite file and a fresh
-/// PostgreSQL database (`portico_t_<test>`, dropped first).
-pub async fn state_store_urls(test: &str) -> Vec<String> {
+/// The URLs of `state_stores`, for a server to open itself (`state.url`).
+pub async fn state_urls(test: &str) -> Vec<String> {
     use sqlx::Connection;
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("portico-state-{}-{n}", std::process::id()));
