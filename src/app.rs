@@ -152,6 +152,11 @@ impl Application {
             &settings.server.trusted_proxies,
         )
         .map_err(anyhow::Error::msg)?;
+        let auth = open_auth_server(settings).await?;
+        let workers = Workers::new();
+        let (audit, audit_task) = crate::state::audit::audit_writer(auth.tokens.store().clone());
+        // It returns once the router, the last holder of its handles, is gone (see serve_until).
+        workers.spawn("audit", move |_shutdown| audit_task.run());
         let capability_base: serde_json::Value = serde_json::from_str(BASE_STATEMENT)
             .context("capability-statement.json is not valid JSON")?;
         let state = AppState {
@@ -165,7 +170,8 @@ impl Application {
             signer: CursorSigner::new(&cursor_key(settings)?),
             origin: Arc::new(origin),
             capability_base: Arc::new(capability_base),
-            auth: open_auth_server(settings).await?,
+            auth,
+            audit,
         };
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
@@ -176,7 +182,7 @@ impl Application {
             tls,
             router: router(state.clone()),
             state,
-            workers: Workers::new(),
+            workers,
         })
     }
 
@@ -224,22 +230,30 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<PeerAddr>();
-        let served = match self.tls {
+        let Application {
+            listener,
+            tls,
+            router,
+            state,
+            workers,
+        } = self;
+        // The router holds the only other handles on the state (and the audit writer): once it
+        // has answered its last request and is dropped, the audit writer stops by itself.
+        drop(state);
+        let service = router.into_make_service_with_connect_info::<PeerAddr>();
+        let served = match tls {
             None => {
-                axum::serve(self.listener, service)
+                axum::serve(listener, service)
                     .with_graceful_shutdown(stop)
                     .await
             }
             Some(acceptor) => {
-                axum::serve(tls::TlsListener::new(self.listener, acceptor), service)
+                axum::serve(tls::TlsListener::new(listener, acceptor), service)
                     .with_graceful_shutdown(stop)
                     .await
             }
         };
-        self.workers.stop(WORKER_GRACE).await;
+        workers.stop(WORKER_GRACE).await;
         served
     }
 }

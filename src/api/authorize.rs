@@ -21,7 +21,7 @@ use crate::auth::tokens::{MAX_TOKEN_BYTES, TokenRejection};
 use crate::error::ApiError;
 
 /// Paths under the FHIR base anyone may read: the CapabilityStatement and SMART discovery.
-fn is_public(path: &str) -> bool {
+pub(super) fn is_public(path: &str) -> bool {
     let Some(rest) = path.strip_prefix(endpoints::FHIR) else {
         return true;
     };
@@ -52,9 +52,13 @@ pub async fn require_token(
         .collect();
     match authorize(&state, &base, &authorization).await {
         Ok((access, claims)) => {
+            let claims = Arc::new(claims);
             request.extensions_mut().insert(Arc::new(access));
-            request.extensions_mut().insert(Arc::new(claims));
-            next.run(request).await
+            request.extensions_mut().insert(claims.clone());
+            // The audit layer outside this one reads who asked from the answer.
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(claims);
+            response
         }
         Err(error) => error.into_response(),
     }

@@ -11,6 +11,7 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::audit::{AuditQuery, PatientsTouched};
 use super::negotiate::{Format, Negotiated, body, negotiate, respond};
 use super::origin::PublicBase;
 use crate::access::{Access, Interaction};
@@ -26,12 +27,12 @@ use crate::search::compile::plan;
 use crate::search::cursor::CursorError;
 use crate::search::parse::{SummaryMode, TotalMode, parse};
 
-fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+pub(super) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
     raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
 }
 
-fn encode_query(pairs: &[(String, String)]) -> String {
+pub(super) fn encode_query(pairs: &[(String, String)]) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (key, value) in pairs {
         serializer.append_pair(key, value);
@@ -39,7 +40,7 @@ fn encode_query(pairs: &[(String, String)]) -> String {
     serializer.finish()
 }
 
-fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .rev()
@@ -48,7 +49,7 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// An error as a response in the negotiated format (JSON when negotiation itself failed).
-fn error_response(error: ApiError, negotiated: Option<&Negotiated>) -> Response {
+pub(super) fn error_response(error: ApiError, negotiated: Option<&Negotiated>) -> Response {
     let xml = negotiated.filter(|n| n.format == Format::Xml);
     let Some(negotiated) = xml else {
         return error.into_response();
@@ -196,6 +197,8 @@ async fn read_inner(
             )));
         }
     };
+    let mut patients = PatientsTouched::default();
+    patients.add(&resource);
     let compact = serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?;
     let etag = format!("W/\"{}\"", hex_prefix(&Sha256::digest(&compact)));
     let last_modified = resource["meta"]["lastUpdated"]
@@ -210,7 +213,7 @@ async fn read_inner(
             .split(',')
             .any(|tag| tag.trim() == etag || tag.trim() == "*")
         {
-            return Ok(not_modified(&etag));
+            return Ok(with_patients(not_modified(&etag), patients));
         }
     } else if let (Some(since), Some(modified)) = (
         headers
@@ -220,7 +223,7 @@ async fn read_inner(
         last_modified,
     ) && std::time::SystemTime::from(modified) <= since
     {
-        return Ok(not_modified(&etag));
+        return Ok(with_patients(not_modified(&etag), patients));
     }
     let subsetted = match (param(pairs, "_summary"), param(pairs, "_elements")) {
         (Some("true"), _) => {
@@ -261,7 +264,13 @@ async fn read_inner(
             HeaderValue::from_str(&date).expect("ascii date"),
         );
     }
-    Ok(response)
+    Ok(with_patients(response, patients))
+}
+
+/// `response` with the patients it carries, for the audit trail.
+fn with_patients(mut response: Response, patients: PatientsTouched) -> Response {
+    response.extensions_mut().insert(patients);
+    response
 }
 
 fn hex_prefix(digest: &[u8]) -> String {
@@ -298,7 +307,19 @@ pub async fn search_post(
     RawQuery(raw): RawQuery,
     form: Bytes,
 ) -> Response {
-    let mut pairs = query_pairs(raw.as_deref());
+    match form_pairs(&headers, raw.as_deref(), &form) {
+        Ok(pairs) => search_with(state, &base, access, resource_type, headers, pairs).await,
+        Err(e) => error_response(e, None),
+    }
+}
+
+/// The parameters of a `POST _search`: the query string's, then the form body's.
+pub(super) fn form_pairs(
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    form: &[u8],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs = query_pairs(raw);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -307,15 +328,12 @@ pub async fn search_post(
         content_type.split(';').next().unwrap_or("").trim() == "application/x-www-form-urlencoded";
     let no_body = form.is_empty() && content_type.is_empty();
     if !(is_form || no_body) {
-        return error_response(
-            ApiError::UnsupportedMediaType(format!(
-                "POST _search takes application/x-www-form-urlencoded, not {content_type:?}"
-            )),
-            None,
-        );
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "POST _search takes application/x-www-form-urlencoded, not {content_type:?}"
+        )));
     }
-    pairs.extend(form_urlencoded::parse(&form).into_owned());
-    search_with(state, &base, access, resource_type, headers, pairs).await
+    pairs.extend(form_urlencoded::parse(form).into_owned());
+    Ok(pairs)
 }
 
 async fn search_with(
@@ -330,7 +348,7 @@ async fn search_with(
         Ok(n) => n,
         Err(e) => return error_response(e, None),
     };
-    match search_inner(
+    let mut response = match search_inner(
         &state,
         base,
         &access,
@@ -343,7 +361,11 @@ async fn search_with(
     {
         Ok(response) => response,
         Err(e) => error_response(e, Some(&negotiated)),
-    }
+    };
+    response
+        .extensions_mut()
+        .insert(AuditQuery(encode_query(&pairs)));
+    response
 }
 
 /// `Prefer: handling=strict` turns ignored parameters into 400s (R4-41).
@@ -429,6 +451,7 @@ async fn search_inner(
         })
         .collect();
 
+    let mut patients = PatientsTouched::default();
     let bundle = if plan.summary == SummaryMode::Count {
         let total = state.repository.count(&plan, access).await?;
         searchset(SearchsetParts {
@@ -471,6 +494,13 @@ async fn search_inner(
                 state.signer.seal(&identity, &fingerprint, key),
             )])
         });
+        // The patients of what was read, before `_summary`/`_elements` drop their references.
+        for loaded in &page.matches {
+            patients.add(&loaded.resource.resource);
+        }
+        for included in &page.included {
+            patients.add(included);
+        }
         let matches: Vec<Json> = page
             .matches
             .into_iter()
@@ -496,7 +526,10 @@ async fn search_inner(
             timestamp: now_instant(),
         })
     };
-    Ok(respond(negotiated, body(negotiated, &bundle)?))
+    Ok(with_patients(
+        respond(negotiated, body(negotiated, &bundle)?),
+        patients,
+    ))
 }
 
 /// One warning for the rows a page left out: how many, of which type, and why, without PHI.

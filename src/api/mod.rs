@@ -3,6 +3,7 @@
 //! Architecture invariant: handlers hold no FHIR or SQL logic; they parse, call `search` and the
 //! `Repository`, and format. Every error leaves through `ApiError`.
 
+pub mod audit;
 mod authorize;
 mod handlers;
 pub mod negotiate;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub openapi_json: Bytes,
     /// Portico's authorization server: its state store, token signing and validation.
     pub auth: crate::auth::token_endpoint::AuthServer,
+    /// Appends the audit trail's events (group commit; `state::audit::AuditWriter`).
+    pub audit: crate::state::audit::AuditWriter,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,6 +58,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/fhir/metadata",
             get(handlers::metadata).fallback(handlers::only_get),
+        )
+        // The audit trail comes from the state store; these precede the adapter's types.
+        .route(
+            "/fhir/AuditEvent",
+            get(audit::search_get).fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/AuditEvent/_search",
+            post(audit::search_post).fallback(handlers::only_post),
+        )
+        .route(
+            "/fhir/AuditEvent/{id}",
+            get(audit::read).fallback(handlers::only_get),
         )
         .route(
             "/fhir/{resource_type}",
@@ -110,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(handlers::fallback)
         .layer(from_fn_with_state(state.clone(), authorize::require_token))
+        // Outside the token check, so refused requests are audited too.
+        .layer(from_fn_with_state(state.clone(), audit::record))
         .layer(cors)
         // The sign-in pages answer browsers navigating to them, never scripts of other origins:
         // no CORS (RFC 9700 §2.6), so they are routed outside the CORS layer.

@@ -38,7 +38,12 @@ pub fn access_for(claims: &AccessClaims) -> Result<Access, TokenRejection> {
         let Scope::Resource(resource) = scope else {
             continue;
         };
-        if !(resource.read || resource.search) {
+        // The audit trail is Portico's own security data, not the PMS's: its scopes grant no
+        // PMS rows and are decided by the audit endpoints (`api::audit`), so they need no patient
+        // or fhirUser (an admin user has neither).
+        if !(resource.read || resource.search)
+            || resource.resource_type.as_deref() == Some(crate::state::audit::AUDIT_EVENT)
+        {
             continue;
         }
         match resource.context {

@@ -80,6 +80,26 @@ pub fn search_revincludes(def: &ResourceDef) -> Vec<String> {
         .collect()
 }
 
+/// The audit trail's entry: served from Portico's state store (`api::audit`) whatever the adapter.
+fn audit_event_resource() -> Json {
+    let param = |name: &str, kind: &str, documentation: &str| json!({"name": name, "type": kind, "documentation": documentation});
+    json!({
+        "type": crate::state::audit::AUDIT_EVENT,
+        "documentation": "Portico's audit trail: one event per FHIR data request or refusal, newest \
+            first. Needs system/AuditEvent.rs (or system/*.rs), or user/AuditEvent.rs of an admin user.",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": false,
+        "updateCreate": false,
+        "searchParam": [
+            param("date", "date", "recorded; values without a zone are UTC"),
+            param("patient", "reference", "a patient whose data the answer carried"),
+            param("agent", "token", "a client id, a token subject or a fhirUser reference"),
+            param("outcome", "token", "0, 4, 8 or 12"),
+        ],
+    })
+}
+
 /// Builds the statement for `adapter`. `base` is the parsed base statement; `external` is the
 /// identity provider whose tokens the server accepts, if not its own.
 pub fn capability_statement(
@@ -130,6 +150,12 @@ pub fn capability_statement(
         }
         resources.push(resource);
     }
+    let audit = audit_event_resource();
+    let at = resources
+        .iter()
+        .position(|r| r["type"].as_str() > audit["type"].as_str())
+        .unwrap_or(resources.len());
+    resources.insert(at, audit);
     if let Some(rest) = statement["rest"].get_mut(0).and_then(Json::as_object_mut) {
         // R4 orders `security` before `resource`.
         rest.remove("resource");

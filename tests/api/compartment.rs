@@ -103,7 +103,7 @@ struct Oracle {
 impl Oracle {
     async fn read(everything: &TestApp) -> Oracle {
         let statement = everything.get_fhir("metadata", 200).await;
-        let resources = statement["rest"][0]["resource"].as_array().unwrap().clone();
+        let resources = crate::support::adapter_resources(&statement);
         let mut all = BTreeMap::new();
         for resource in &resources {
             let resource_type = resource["type"].as_str().unwrap().to_owned();

@@ -22,6 +22,7 @@ on_every_backend!(
             types,
             vec![
                 "Appointment",
+                "AuditEvent",
                 "Claim",
                 "Coverage",
                 "Encounter",
@@ -31,6 +32,22 @@ on_every_backend!(
                 "Patient",
                 "Practitioner"
             ]
+        );
+        // The audit trail, from the state store (tests/api/audit.rs checks each parameter).
+        let audit = resources
+            .iter()
+            .find(|r| r["type"] == "AuditEvent")
+            .unwrap();
+        let audit_params: Vec<&str> = audit["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(audit_params, ["date", "patient", "agent", "outcome"]);
+        assert_eq!(
+            audit["interaction"],
+            serde_json::json!([{"code": "read"}, {"code": "search-type"}])
         );
         let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
         assert_eq!(
@@ -176,10 +193,10 @@ on_every_backend!(
         let statement = app.get_fhir("metadata", 200).await;
         // The result parameters the parser knows are documented on every search.
         let common = portico::search::parse::RESULT_PARAMETERS;
-        let resources = statement["rest"][0]["resource"].as_array().unwrap();
+        let resources = crate::support::adapter_resources(&statement);
         // metadata, health, openapi.json, SMART discovery at the root and under the base
         let mut documented_paths = 5;
-        for resource in resources {
+        for resource in &resources {
             let resource_type = resource["type"].as_str().unwrap();
             let capability: Vec<String> = resource["searchParam"]
                 .as_array()

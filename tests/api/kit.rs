@@ -260,7 +260,7 @@ pub(crate) fn included(bundle: &Json) -> Vec<Json> {
 /// The whole suite against one running Portico.
 pub async fn run_kit(app: &TestApp) {
     let statement = app.get_fhir("metadata", 200).await;
-    let resources = statement["rest"][0]["resource"].as_array().unwrap().clone();
+    let resources = crate::support::adapter_resources(&statement);
     assert!(!resources.is_empty());
     for resource in &resources {
         let resource_type = resource["type"].as_str().unwrap();

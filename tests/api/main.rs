@@ -43,3 +43,5 @@ mod serving;
 mod smart_discovery;
 // External identity provider mode: a test IdP's JWKS, claim mapping, key fetching, discovery.
 mod external_idp;
+// The audit trail: events per request, AuditEvent search, fail closed, the hash chain.
+mod audit;

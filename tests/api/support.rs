@@ -162,6 +162,16 @@ pub async fn token_for_audience(base: &str, audience: &str) -> String {
     mint_token(&tokens, audience, "system/*.rs", None).await
 }
 
+/// The token service of the server `start` started at `base`, to mint other tokens for it.
+pub fn token_service(base: &str) -> portico::auth::tokens::TokenService {
+    SERVICES
+        .lock()
+        .unwrap()
+        .get(base)
+        .cloned()
+        .unwrap_or_else(|| panic!("no server started at {base}"))
+}
+
 /// The `system/*.rs` token `start` issued for the server at `base`.
 pub fn bearer_for(base: &str) -> String {
     TOKENS
@@ -203,7 +213,12 @@ pub async fn start_with_access(settings: &Settings, access: Access) -> String {
         "http://127.0.0.1:{}/fhir",
         listener.local_addr().expect("bound").port()
     );
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    // The application owns the background workers (the audit writer): it lives as long as the
+    // server does.
+    tokio::spawn(async move {
+        let _workers = application;
+        axum::serve(listener, router).await
+    });
     base
 }
 
@@ -434,6 +449,18 @@ pub fn assert_valid_r4(resource: &Json) {
             serde_json::to_string_pretty(resource).unwrap()
         );
     }
+}
+
+/// The CapabilityStatement's resource entries the adapter serves: all but the audit trail's
+/// (`AuditEvent`, served from the state store).
+pub fn adapter_resources(statement: &Json) -> Vec<Json> {
+    statement["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|resource| resource["type"] != "AuditEvent")
+        .cloned()
+        .collect()
 }
 
 /// The `match` entries of a searchset bundle.
