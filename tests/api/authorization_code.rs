@@ -1000,6 +1000,13 @@ async fn sign_in_pages_are_bound_to_their_browser_rate_limited_and_locked_down()
     let page = admin.open(&url).await;
     let refused = admin.login(&page, "admin", PASSWORD).await;
     assert_eq!(refused.status, 403);
+    // Only the audit trail: an admin's review tool signs in like any app.
+    let (url, _, verifier) = app.authorize_url("smart-app", "openid user/AuditEvent.rs", &[]);
+    let answer = sign_in(&mut admin, &url, "admin", None, &[]).await;
+    let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
+    let access = tokens.access_token().secret();
+    assert_eq!(app.read(access, "AuditEvent?_count=5").await, 200);
+    assert_eq!(app.read(access, "Patient/1").await, 403);
 }
 
 #[tokio::test]
