@@ -285,6 +285,44 @@ fn audit_record(exchange: &Exchange<'_>) -> AuditRecord {
     }
 }
 
+/// A search Portico runs for a signed-in person outside the FHIR API: the patient picker, which
+/// shows a clinician patients' names and birth dates before any token exists.
+pub struct SignedInSearch<'a> {
+    /// The signed-in user and the app they are authorizing, in the shape of a token's claims
+    /// (`jti` names the sign-in transaction).
+    pub who: &'a AccessClaims,
+    pub resource_type: &'a str,
+    pub query: &'a str,
+    pub patients: &'a BTreeSet<String>,
+    pub peer: Option<IpAddr>,
+    pub base: &'a str,
+    pub request_id: &'a RequestId,
+}
+
+/// Audits a `SignedInSearch` as the FHIR search it amounts to; the caller withholds the page
+/// when this fails (fail closed, as for the API).
+pub async fn record_signed_in_search(
+    state: &AppState,
+    search: SignedInSearch<'_>,
+) -> Result<(), ApiError> {
+    let path = format!("/fhir/{}", search.resource_type);
+    let record = audit_record(&Exchange {
+        method: &Method::GET,
+        path: &path,
+        query: Some(search.query),
+        status: StatusCode::OK,
+        claims: Some(search.who),
+        peer: search.peer,
+        base: Some(search.base),
+        request_id: search.request_id,
+        patients: search.patients,
+    });
+    state.audit.append(record).await.map_err(|error| {
+        tracing::error!(%error, "the audit event was not stored; the page is withheld");
+        ApiError::Unavailable("the audit trail cannot be written now; retry shortly".into())
+    })
+}
+
 /// Middleware: audits every request to a non-public FHIR path and withholds the answer (503)
 /// when its event cannot be committed.
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {

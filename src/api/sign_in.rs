@@ -17,7 +17,9 @@ use chrono::Utc;
 use serde_json::{Value as Json, json};
 
 use super::AppState;
+use super::audit::{SignedInSearch, record_signed_in_search};
 use super::origin::{ClientAddress, PublicBase};
+use super::request_id::RequestId;
 use crate::access::Access;
 use crate::auth::authorization::{
     self, LAUNCH_SECONDS, Refusal, SESSION_SECONDS, Step, consentable, describe,
@@ -27,6 +29,7 @@ use crate::auth::endpoints;
 use crate::auth::pages::{self, PatientChoice, ScopeChoice};
 use crate::auth::scope::Scope;
 use crate::auth::token_endpoint::{OAuthError, no_store, parse_form};
+use crate::auth::tokens::AccessClaims;
 use crate::repository::ReadOutcome;
 use crate::search::compile::plan;
 use crate::search::parse::parse;
@@ -524,20 +527,62 @@ async fn read_patient(state: &AppState, id: &str) -> Result<Option<Json>, Refusa
     }
 }
 
-/// `GET /auth/pick?tx=...[&q=name]`.
+/// `GET /auth/pick?tx=...[&q=name]`. The list is PHI shown to the clinician: it is audited like
+/// a FHIR search by that user through the app being authorized, and withheld if it cannot be.
 pub async fn pick_page(
     State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    Extension(address): Extension<ClientAddress>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = pairs(query.unwrap_or_default().as_bytes());
     let answer = async {
         let pending = pending_for(&state, &headers, single(&query, "tx"), None).await?;
-        if signed_in(&state, &headers, &pending).await?.is_none() {
+        let Some(user) = signed_in(&state, &headers, &pending).await? else {
             return Ok(see_other(&step_url(&Step::Login, &pending.tx)));
-        }
+        };
         let name = single(&query, "q").unwrap_or("");
         let patients = find_patients(&state, name).await?;
+        let issued_at = now();
+        let who = AccessClaims {
+            iss: endpoints::absolute(base.fhir(), endpoints::ISSUER),
+            sub: user.username.clone(),
+            aud: base.fhir().to_owned(),
+            exp: issued_at,
+            iat: issued_at,
+            nbf: issued_at,
+            jti: format!("sign-in {}", pending.tx),
+            client_id: pending.client_id.clone(),
+            scope: String::new(),
+            patient: None,
+            encounter: None,
+            fhir_user: user.fhir_user.clone(),
+        };
+        let search = form_urlencoded::Serializer::new(String::new())
+            .append_pair("name", name)
+            .append_pair("_count", PICKER_ROWS)
+            .finish();
+        record_signed_in_search(
+            &state,
+            SignedInSearch {
+                who: &who,
+                resource_type: "Patient",
+                query: &search,
+                patients: &patients.iter().map(|p| p.id.clone()).collect(),
+                peer: address.0,
+                base: base.fhir(),
+                request_id: &request_id,
+            },
+        )
+        .await
+        .map_err(|_| {
+            Refusal::page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Patients cannot be listed right now (the audit trail is unavailable); try again shortly.",
+            )
+        })?;
         let app = app_name(&state, &pending.client_id).await?;
         Ok::<_, Refusal>(html(
             StatusCode::OK,

@@ -380,6 +380,40 @@ async fn standalone_launch_with_picker_refresh_rotation_and_id_token() {
         );
         assert!(tokens.expires_in().unwrap().as_secs() <= 3600);
 
+        // The picker showed the clinician patients: that was audited as their search through
+        // this app, naming the patient picked among the ones listed.
+        let trail: Json = no_redirects()
+            .get(format!("{}/AuditEvent?agent=dr.house", app.base))
+            .bearer_auth(support::bearer_for(&app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let picker = trail["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .find(|event| event["subtype"][0]["code"] == "search-type")
+            .unwrap_or_else(|| panic!("no picker search audited: {trail}"));
+        let named: Vec<&str> = picker["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["what"]["reference"].as_str())
+            .collect();
+        assert!(named.contains(&"Patient/2"), "{picker}");
+        assert!(
+            picker["agent"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["who"]["identifier"]["value"] == "smart-app"),
+            "{picker}"
+        );
+
         // The picked patient is the token's whole world.
         assert_eq!(app.read(&access, "Patient/2").await, 200);
         assert_eq!(app.read(&access, "Patient/1").await, 404);
