@@ -291,6 +291,22 @@ async fn pending_for(
     Ok(pending)
 }
 
+/// The pending request a posted page form belongs to: its `tx`, checked against this browser and
+/// the form's CSRF token.
+async fn posted_pending(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+) -> Result<PendingAuthorization, Refusal> {
+    pending_for(
+        state,
+        headers,
+        single(form, "tx"),
+        Some(single(form, "csrf")),
+    )
+    .await
+}
+
 /// The pending request and its signed-in user, for the pages after the login; `None` sends the
 /// browser back to the login page.
 async fn signed_in(
@@ -344,13 +360,7 @@ pub async fn login(
 ) -> Response {
     let form = pairs(&body);
     let answer = async {
-        let mut pending = pending_for(
-            &state,
-            &headers,
-            single(&form, "tx"),
-            Some(single(&form, "csrf")),
-        )
-        .await?;
+        let mut pending = posted_pending(&state, &headers, &form).await?;
         let app = app_name(&state, &pending.client_id).await?;
         let username = single(&form, "username").unwrap_or("").trim().to_owned();
         let password = single(&form, "password").unwrap_or("");
@@ -598,13 +608,7 @@ pub async fn pick_page(
 pub async fn pick(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let form = pairs(&body);
     let answer = async {
-        let pending = pending_for(
-            &state,
-            &headers,
-            single(&form, "tx"),
-            Some(single(&form, "csrf")),
-        )
-        .await?;
+        let pending = posted_pending(&state, &headers, &form).await?;
         let Some(user) = signed_in(&state, &headers, &pending).await? else {
             return Ok(see_other(&step_url(&Step::Login, &pending.tx)));
         };
@@ -696,13 +700,7 @@ pub async fn consent(
 ) -> Response {
     let form = pairs(&body);
     let answer = async {
-        let mut pending = pending_for(
-            &state,
-            &headers,
-            single(&form, "tx"),
-            Some(single(&form, "csrf")),
-        )
-        .await?;
+        let mut pending = posted_pending(&state, &headers, &form).await?;
         let Some(user) = signed_in(&state, &headers, &pending).await? else {
             return Ok(see_other(&step_url(&Step::Login, &pending.tx)));
         };

@@ -26,6 +26,21 @@ fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::new("invalid_grant", description)
 }
 
+/// A code or refresh token presented again: one of the two presenters is not the app, so every
+/// token of that sign-in is revoked (RFC 6749 §4.1.2, RFC 9700 §2.2.2).
+async fn replayed(server: &AuthServer, client: &Client, family_id: &str, what: &str) -> OAuthError {
+    if let Err(error) = server.tokens.revoke_family(family_id).await {
+        return unavailable(error);
+    }
+    tracing::warn!(
+        client_id = %client.client_id,
+        "{what} was presented again; every token of its sign-in is revoked"
+    );
+    invalid_grant(&format!(
+        "{what} was presented again; the tokens of this authorization are revoked"
+    ))
+}
+
 /// `grant_type=authorization_code` for an authenticated (or, if public, self-named) `client`.
 pub async fn exchange_code(
     server: &AuthServer,
@@ -45,18 +60,7 @@ pub async fn exchange_code(
         Redeemed::Fresh(code) => code,
         Redeemed::Unknown => return Err(invalid_grant("the code is not valid")),
         Redeemed::Replayed { family_id, .. } => {
-            server
-                .tokens
-                .revoke_family(&family_id)
-                .await
-                .map_err(unavailable)?;
-            tracing::warn!(
-                client_id = %client.client_id,
-                "an authorization code was presented twice; its tokens are revoked"
-            );
-            return Err(invalid_grant(
-                "the code was already used; the tokens issued from it are revoked",
-            ));
+            return Err(replayed(server, client, &family_id, "an authorization code").await);
         }
     };
     if code.client_id != client.client_id {
@@ -117,18 +121,7 @@ pub async fn refresh(
         Redeemed::Fresh(grant) => grant,
         Redeemed::Unknown => return Err(invalid_grant("the refresh token is not valid")),
         Redeemed::Replayed { family_id, .. } => {
-            server
-                .tokens
-                .revoke_family(&family_id)
-                .await
-                .map_err(unavailable)?;
-            tracing::warn!(
-                client_id = %client.client_id,
-                "a spent or revoked refresh token was presented; its family is revoked"
-            );
-            return Err(invalid_grant(
-                "the refresh token was already used or revoked; this authorization is revoked",
-            ));
+            return Err(replayed(server, client, &family_id, "a spent refresh token").await);
         }
     };
     if grant.client_id != client.client_id {
