@@ -35,7 +35,8 @@ use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 use crate::fhir::bundle::{SearchsetParts, searchset};
 use crate::fhir::outcome::{Issue, IssueType};
-use crate::search::date::{Prefix, parse_date_query};
+use crate::search::date::{Prefix, date_value_pattern, parse_date_query};
+use crate::search::parse::{DEFAULT_COUNT, parse_count};
 use crate::state::audit::{AUDIT_EVENT, AuditFilter, AuditRecord, RecordedBound};
 use crate::state::users::Role;
 
@@ -506,13 +507,93 @@ fn store_unavailable(error: crate::state::StateError) -> ApiError {
     ApiError::Unavailable("the audit store is unavailable; retry shortly".into())
 }
 
-/// Events per page unless `_count` says otherwise, and at most.
-const DEFAULT_COUNT: usize = 50;
-const MAX_COUNT: usize = 1000;
+/// A search parameter of the audit trail as the CapabilityStatement and the OpenAPI document
+/// advertise it, with the grammar of the values `parse_search` accepts for it.
+pub struct AuditSearchParam {
+    pub name: &'static str,
+    /// The FHIR search parameter type.
+    pub kind: &'static str,
+    pub documentation: &'static str,
+    /// The values `parse_search` accepts, as an ECMA-262 regular expression (the OpenAPI
+    /// document publishes it; a test in `api::openapi` holds the two together).
+    pub pattern: fn() -> String,
+}
+
+/// The audit trail's search parameters; `_count` and `_cursor` come after them.
+pub const SEARCH_PARAMS: [AuditSearchParam; 4] = [
+    AuditSearchParam {
+        name: "date",
+        kind: "date",
+        documentation: "recorded; values without a zone are UTC",
+        pattern: date_pattern,
+    },
+    AuditSearchParam {
+        name: "patient",
+        kind: "reference",
+        documentation: "a patient whose data the answer carried",
+        pattern: patient_pattern,
+    },
+    AuditSearchParam {
+        name: "agent",
+        kind: "token",
+        documentation: "a client id, a token subject or a fhirUser reference",
+        pattern: agent_pattern,
+    },
+    AuditSearchParam {
+        name: "outcome",
+        kind: "token",
+        documentation: "0, 4, 8 or 12",
+        pattern: outcome_pattern,
+    },
+];
+
+/// The characters `str::trim` takes off each comma-separated value (Unicode White_Space), as the
+/// inside of a regular expression class.
+const TRIMMED: &str =
+    "\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// Comma-separated values as `parse_search` splits them (each trimmed, blank ones skipped): at
+/// least one, each matching `value`.
+fn listed(value: &str) -> String {
+    let blank = format!("[{TRIMMED}]*");
+    let full = format!("{blank}(?:{value}){blank}");
+    format!("^(?:{blank},)*{full}(?:,(?:{full}|{blank}))*$")
+}
+
+/// `date`: one value (no commas), any prefix but `ap`.
+fn date_pattern() -> String {
+    format!("^{}$", date_value_pattern(|prefix| prefix != Prefix::Ap))
+}
+
+/// `patient`: ids or `Patient/<id>`.
+fn patient_pattern() -> String {
+    listed("(?:Patient/)?[-.0-9A-Za-z]{1,64}")
+}
+
+/// `agent`: any text in which one comma-separated value is not blank.
+fn agent_pattern() -> String {
+    format!("^[,{TRIMMED}]*[^,{TRIMMED}][\\s\\S]*$")
+}
+
+/// `outcome`: AuditEvent's outcome codes.
+fn outcome_pattern() -> String {
+    listed("0|4|8|12")
+}
+
+/// The values `_cursor` takes: a position as `next` links write it (an event's sequence number:
+/// positive, without sign or leading zero, at most 18 digits, so it always fits an `i64`).
+pub const CURSOR_PATTERN: &str = "^[1-9][0-9]{0,17}$";
+
+fn parse_cursor(value: &str) -> Option<i64> {
+    let canonical = (1..=18).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && !value.starts_with('0');
+    canonical.then(|| value.parse().ok()).flatten()
+}
 
 /// A parsed AuditEvent search.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct AuditSearch {
+pub(super) struct AuditSearch {
     filter: AuditFilter,
     count: usize,
     before_seq: Option<i64>,
@@ -520,9 +601,9 @@ struct AuditSearch {
     applied: Vec<(String, String)>,
 }
 
-/// The parameters of an AuditEvent search: `date`, `patient`, `agent`, `outcome`, `_count`,
-/// `_cursor` (from a `next` link), `_format` and `_pretty`. Anything else is a 400.
-fn parse_search(pairs: &[(String, String)]) -> Result<AuditSearch, ApiError> {
+/// The parameters of an AuditEvent search: `SEARCH_PARAMS`, `_count`, `_cursor` (from a `next`
+/// link), `_format` and `_pretty`. Anything else is a 400.
+pub(super) fn parse_search(pairs: &[(String, String)]) -> Result<AuditSearch, ApiError> {
     let mut search = AuditSearch {
         count: DEFAULT_COUNT,
         ..AuditSearch::default()
@@ -578,14 +659,14 @@ fn parse_search(pairs: &[(String, String)]) -> Result<AuditSearch, ApiError> {
                     search.filter.outcomes.push(codes);
                 }
             }
-            "_count" => match value.parse::<usize>() {
-                Ok(count) => search.count = count.min(MAX_COUNT),
-                Err(_) => issues.push(invalid(name, format!("{value:?} is not a count"))),
+            "_count" => match parse_count(value) {
+                Some(count) => search.count = count,
+                None => issues.push(invalid(name, format!("{value:?} is not a count"))),
             },
             "_cursor" => {
-                match value.parse::<i64>() {
-                    Ok(seq) if seq > 0 => search.before_seq = Some(seq),
-                    _ => issues.push(invalid(name, "invalid paging cursor".into())),
+                match parse_cursor(value) {
+                    Some(seq) => search.before_seq = Some(seq),
+                    None => issues.push(invalid(name, "invalid paging cursor".into())),
                 }
                 continue;
             }
@@ -594,7 +675,8 @@ fn parse_search(pairs: &[(String, String)]) -> Result<AuditSearch, ApiError> {
                     Issue::error(
                         IssueType::NotSupported,
                         format!(
-                            "{name} is not a search parameter of {AUDIT_EVENT} (date, patient, agent, outcome, _count)"
+                            "{name} is not a search parameter of {AUDIT_EVENT} ({}, _count)",
+                            SEARCH_PARAMS.map(|param| param.name).join(", ")
                         ),
                     )
                     .at(name.as_str()),
@@ -744,6 +826,7 @@ async fn search_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::parse::MAX_COUNT;
 
     #[test]
     fn patients_are_the_patient_itself_and_every_patient_reference() {
@@ -818,7 +901,9 @@ mod tests {
             "date=yesterday",
             "date=ap2026",
             "_count=-1",
+            "_count=+5",
             "_cursor=x",
+            "_cursor=01",
             "agent=",
         ] {
             let Err(ApiError::BadRequest(issues)) = parse_search(&pairs(bad)) else {

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document of the HTTP surface, built once at startup from the active adapter:
 //! one read, search and `_search` path per served type, with that type's search parameters as the
-//! CapabilityStatement lists them (`fhir::capability::search_params`), and every status code,
+//! CapabilityStatement lists them (`fhir::capability::search_params`), the same three for the
+//! audit trail (`api::audit::SEARCH_PARAMS`, whatever the adapter), and every status code,
 //! header and content type the handlers really answer. Parameter schemas describe exactly the
 //! values the server accepts (the grammars next to the parsers), so a schema-driven client or
 //! fuzzer can tell a valid request from an invalid one; `tests` holds them to the parsers.
@@ -18,7 +19,7 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required,
@@ -26,6 +27,7 @@ use utoipa::openapi::{
 };
 
 use super::AppState;
+use super::audit;
 use super::negotiate::{Format, MEDIA_TYPES};
 use crate::adapter::Adapter;
 use crate::adapter::model::ResourceDef;
@@ -34,7 +36,8 @@ use crate::error::RETRY_AFTER_SECONDS;
 use crate::fhir::capability::{search_includes, search_params, search_revincludes};
 use crate::search::cursor::CURSOR_PATTERN;
 use crate::search::date::date_values_pattern;
-use crate::search::parse::{INCLUDE_PATTERN, MAX_COUNT, token_values_pattern};
+use crate::search::parse::{DEFAULT_COUNT, INCLUDE_PATTERN, MAX_COUNT, token_values_pattern};
+use crate::state::audit::AUDIT_EVENT;
 
 /// The document as JSON bytes, ready to serve.
 pub fn document_json(adapter: &Adapter) -> Bytes {
@@ -122,16 +125,26 @@ fn retry_after(response: ResponseBuilder) -> ResponseBuilder {
     )
 }
 
-/// Which of the optional answers an operation gives; every operation that reaches the legacy
-/// database also answers 406, 500, 503 and 504.
+/// Where an operation's data comes from, which decides its 503 and whether it can time out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The practice database: 503 when it is down, 504 past the statement time limit.
+    Practice,
+    /// Portico's state store (the audit trail): 503 when it is down.
+    State,
+}
+
+/// Which of the optional answers an operation gives (with what the 400 and 404 mean); every
+/// resource operation also answers 401, 403, 406, 500 and 503.
 #[derive(Clone, Copy)]
 struct Answers {
     not_modified: bool,
-    bad_request: bool,
-    not_found: bool,
+    bad_request: Option<&'static str>,
+    not_found: Option<&'static str>,
     unsupported_body: bool,
     /// A read: the resource's legacy row may be unservable (502).
     unservable: bool,
+    source: Source,
 }
 
 fn with_responses(
@@ -171,16 +184,9 @@ fn with_responses(
                 .build(),
         );
     }
-    if answers.bad_request {
-        operation = operation.response(
-            "400",
-            fhir_response(
-                "OperationOutcome naming every malformed parameter (and, under `Prefer: handling=strict`, every unknown one)",
-                &errors,
-                &outcome,
-            )
-            .build(),
-        );
+    if let Some(description) = answers.bad_request {
+        operation =
+            operation.response("400", fhir_response(description, &errors, &outcome).build());
     }
     // Every resource operation needs a bearer token and runs under the access it grants.
     operation = operation.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
@@ -209,16 +215,9 @@ fn with_responses(
         )
         .build(),
     );
-    if answers.not_found {
-        operation = operation.response(
-            "404",
-            fhir_response(
-                "OperationOutcome: no such resource, or no such page",
-                &errors,
-                &outcome,
-            )
-            .build(),
-        );
+    if let Some(description) = answers.not_found {
+        operation =
+            operation.response("404", fhir_response(description, &errors, &outcome).build());
     }
     operation = operation.response(
         "406",
@@ -251,22 +250,30 @@ fn with_responses(
             .build(),
         );
     }
-    operation
+    let unavailable = match answers.source {
+        Source::Practice => {
+            "OperationOutcome: the practice database is unavailable, or the request's audit event could not be stored (no answer leaves unaudited)"
+        }
+        Source::State => {
+            "OperationOutcome: the state store holding the audit trail is unavailable, or the request's own audit event could not be stored"
+        }
+    };
+    operation = operation
         .response(
             "500",
-            fhir_response("OperationOutcome: a fault on Portico's side (details are in its log)", &errors, &outcome)
-                .build(),
-        )
-        .response(
-            "503",
-            retry_after(fhir_response(
-                "OperationOutcome: the practice database is unavailable",
+            fhir_response(
+                "OperationOutcome: a fault on Portico's side (details are in its log)",
                 &errors,
                 &outcome,
-            ))
+            )
             .build(),
         )
         .response(
+            "503",
+            retry_after(fhir_response(unavailable, &errors, &outcome)).build(),
+        );
+    if answers.source == Source::Practice {
+        operation = operation.response(
             "504",
             retry_after(fhir_response(
                 "OperationOutcome: the practice database did not answer within the statement time limit; the query was cancelled",
@@ -274,7 +281,9 @@ fn with_responses(
                 &outcome,
             ))
             .build(),
-        )
+        );
+    }
+    operation
 }
 
 /// One query (or form) parameter and its schema.
@@ -406,15 +415,8 @@ fn search_parameters(adapter: &Adapter, def: &ResourceDef) -> Vec<Param> {
         [] => "none here".to_owned(),
         values => values.join(", "),
     };
-    params.push(Param::new(
-        "_count",
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(0))
-            .into(),
-        format!(
-            "Page size (default 50; more than {MAX_COUNT} gives {MAX_COUNT}). 0 answers with the total only, as _summary=count does"
-        ),
+    params.push(count_param(
+        "0 answers with the total only, as _summary=count does",
     ));
     params.push(Param::new(
         "_sort",
@@ -460,6 +462,20 @@ fn search_parameters(adapter: &Adapter, def: &ResourceDef) -> Vec<Param> {
     params
 }
 
+/// `_count` (`search::parse::parse_count`, for every search).
+fn count_param(zero: &str) -> Param {
+    Param::new(
+        "_count",
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .into(),
+        format!(
+            "Page size (default {DEFAULT_COUNT}; more than {MAX_COUNT} gives {MAX_COUNT}). {zero}"
+        ),
+    )
+}
+
 fn read_parameters() -> Vec<Param> {
     let mut params = vec![
         Param::new(
@@ -489,15 +505,34 @@ fn resource_schema(resource_type: &str) -> RefOr<Schema> {
 
 /// `/fhir/{type}` (GET search) and `/fhir/{type}/_search` (POST search) for `def`.
 fn search_paths(adapter: &Adapter, def: &ResourceDef) -> (PathItem, PathItem) {
-    let resource_type = &def.resource_type;
-    let params = search_parameters(adapter, def);
     let answers = Answers {
         not_modified: false,
-        bad_request: true,
-        not_found: true,
+        bad_request: Some(
+            "OperationOutcome naming every malformed parameter (and, under `Prefer: handling=strict`, every unknown one)",
+        ),
+        not_found: Some("OperationOutcome: no such page"),
         unsupported_body: false,
         unservable: false,
+        source: Source::Practice,
     };
+    search_operations(
+        &def.resource_type,
+        &search_parameters(adapter, def),
+        "Commas OR values, repeated parameters AND. Modifiers (:missing; :exact and :contains on strings; :not on tokens; :Type on references) are written after the name. Unknown parameters are ignored and reported in an OperationOutcome entry, or answered with 400 under `Prefer: handling=strict`. 404 answers a _cursor this server did not issue for the query.",
+        answers,
+        false,
+    )
+}
+
+/// The GET search and the POST `_search` of `resource_type`, taking `params`; when
+/// `unknown_refused`, no other parameter is taken (the form allows no other field).
+fn search_operations(
+    resource_type: &str,
+    params: &[Param],
+    description: &str,
+    answers: Answers,
+    unknown_refused: bool,
+) -> (PathItem, PathItem) {
     let bundle = component("Bundle");
     // The first entry of a page is a match (warnings come last): a link a client (or a stateful
     // fuzzer) can follow to the read.
@@ -520,13 +555,14 @@ fn search_paths(adapter: &Adapter, def: &ResourceDef) -> (PathItem, PathItem) {
         .operation_id(Some(format!("search{resource_type}")))
         .tag(resource_type)
         .summary(Some(format!("Search {resource_type}")))
-        .description(Some(
-            "Commas OR values, repeated parameters AND. Modifiers (:missing; :exact and :contains on strings; :not on tokens; :Type on references) are written after the name. Unknown parameters are ignored and reported in an OperationOutcome entry, or answered with 400 under `Prefer: handling=strict`. 404 answers a _cursor this server did not issue for the query.",
-        ))
+        .description(Some(description))
         .parameters(Some(params.iter().map(Param::query)));
     let mut form = ObjectBuilder::new();
-    for param in &params {
+    for param in params {
         form = form.property(&param.name, param.value_schema_described());
+    }
+    if unknown_refused {
+        form = form.additional_properties(Some(AdditionalProperties::FreeForm(false)));
     }
     let post = OperationBuilder::new()
         .operation_id(Some(format!("search{resource_type}Form")))
@@ -556,7 +592,20 @@ fn search_paths(adapter: &Adapter, def: &ResourceDef) -> (PathItem, PathItem) {
 
 /// `/fhir/{type}/{id}` for `def`.
 fn read_path(def: &ResourceDef) -> PathItem {
-    let resource_type = &def.resource_type;
+    let answers = Answers {
+        not_modified: true,
+        bad_request: None,
+        not_found: Some("OperationOutcome: no such resource"),
+        unsupported_body: false,
+        unservable: true,
+        source: Source::Practice,
+    };
+    read_operation(&def.resource_type, &read_parameters(), answers)
+}
+
+/// The read of `resource_type` by id, taking `params`; with the conditional headers when
+/// `answers` has 304.
+fn read_operation(resource_type: &str, params: &[Param], answers: Answers) -> PathItem {
     let mut read = OperationBuilder::new()
         .operation_id(Some(format!("read{resource_type}")))
         .tag(resource_type)
@@ -569,20 +618,21 @@ fn read_path(def: &ResourceDef) -> PathItem {
                 .description(Some("Logical id (an id that cannot be one answers 404)"))
                 .schema(Some(string())),
         )
-        .parameters(Some(read_parameters().iter().map(Param::query)));
-    for (name, description) in [
+        .parameters(Some(params.iter().map(Param::query)));
+    let conditional = [
         ("If-None-Match", "ETags; a match (or *) answers 304"),
         (
             "If-Modified-Since",
             "HTTP date; a resource not modified since answers 304",
         ),
-    ] {
+    ];
+    for (name, description) in conditional.iter().filter(|_| answers.not_modified) {
         read = read.parameter(
             ParameterBuilder::new()
-                .name(name)
+                .name(*name)
                 .parameter_in(ParameterIn::Header)
                 .required(Required::False)
-                .description(Some(description))
+                .description(Some(*description))
                 .schema(Some(string())),
         );
     }
@@ -591,14 +641,59 @@ fn read_path(def: &ResourceDef) -> PathItem {
         &answer_media_types(),
         &resource_schema(resource_type),
     );
-    let answers = Answers {
-        not_modified: true,
-        bad_request: false,
-        not_found: true,
-        unsupported_body: false,
-        unservable: true,
-    };
     PathItem::new(HttpMethod::Get, with_responses(read, ok, answers))
+}
+
+/// `/fhir/AuditEvent` (GET search), `/fhir/AuditEvent/_search` (POST search) and
+/// `/fhir/AuditEvent/{id}`: the audit trail, served from the state store whatever the adapter,
+/// with `api::audit`'s parameters and their grammars.
+fn audit_paths() -> (PathItem, PathItem, PathItem) {
+    let mut params: Vec<Param> = audit::SEARCH_PARAMS
+        .iter()
+        .map(|param| {
+            Param::new(
+                param.name,
+                patterned((param.pattern)()),
+                format!(
+                    "{} (FHIR {} search parameter)",
+                    param.documentation, param.kind
+                ),
+            )
+        })
+        .collect();
+    params.push(count_param(
+        "0 answers with the total only. The total is always given",
+    ));
+    params.push(Param::new(
+        "_cursor",
+        patterned(audit::CURSOR_PATTERN),
+        "Position from a next link: the page of events recorded before it",
+    ));
+    params.extend(format_params());
+    let search_answers = Answers {
+        not_modified: false,
+        bad_request: Some(
+            "OperationOutcome naming every malformed parameter and every parameter not listed here",
+        ),
+        not_found: None,
+        unsupported_body: false,
+        unservable: false,
+        source: Source::State,
+    };
+    let (search, form) = search_operations(
+        AUDIT_EVENT,
+        &params,
+        "Newest first; next links page back in time. Needs system/AuditEvent.rs (or system/*.rs), or user/AuditEvent.rs of an admin user; never a token limited to a patient. Commas OR values, repeated parameters AND. Any parameter not listed here answers 400.",
+        search_answers,
+        true,
+    );
+    let read_answers = Answers {
+        bad_request: None,
+        not_found: Some("OperationOutcome: no such AuditEvent"),
+        ..search_answers
+    };
+    let read = read_operation(AUDIT_EVENT, &format_params(), read_answers);
+    (search, form, read)
 }
 
 fn metadata_path() -> PathItem {
@@ -825,6 +920,11 @@ pub fn document(adapter: &Adapter) -> OpenApi {
             format!("{}{}", endpoints::FHIR, endpoints::SMART_CONFIGURATION),
             smart_configuration_path(),
         );
+    let (search, form, read) = audit_paths();
+    paths = paths
+        .path(format!("/fhir/{AUDIT_EVENT}"), search)
+        .path(format!("/fhir/{AUDIT_EVENT}/_search"), form)
+        .path(format!("/fhir/{AUDIT_EVENT}/{{id}}"), read);
     for def in adapter.resources.values() {
         let resource_type = &def.resource_type;
         let (search, form) = search_paths(adapter, def);

@@ -80,9 +80,13 @@ pub fn search_revincludes(def: &ResourceDef) -> Vec<String> {
         .collect()
 }
 
-/// The audit trail's entry: served from Portico's state store (`api::audit`) whatever the adapter.
+/// The audit trail's entry: served from Portico's state store (`api::audit`) whatever the adapter,
+/// with the search parameters that module parses (the OpenAPI document lists the same).
 fn audit_event_resource() -> Json {
-    let param = |name: &str, kind: &str, documentation: &str| json!({"name": name, "type": kind, "documentation": documentation});
+    let params: Vec<Json> = crate::api::audit::SEARCH_PARAMS
+        .iter()
+        .map(|param| json!({"name": param.name, "type": param.kind, "documentation": param.documentation}))
+        .collect();
     json!({
         "type": crate::state::audit::AUDIT_EVENT,
         "documentation": "Portico's audit trail: one event per FHIR data request or refusal, newest \
@@ -91,12 +95,7 @@ fn audit_event_resource() -> Json {
         "versioning": "no-version",
         "readHistory": false,
         "updateCreate": false,
-        "searchParam": [
-            param("date", "date", "recorded; values without a zone are UTC"),
-            param("patient", "reference", "a patient whose data the answer carried"),
-            param("agent", "token", "a client id, a token subject or a fhirUser reference"),
-            param("outcome", "token", "0, 4, 8 or 12"),
-        ],
+        "searchParam": params,
     })
 }
 

@@ -39,19 +39,21 @@ pub fn parse_date_query(text: &str, timezone: Tz) -> Result<DateQuery, String> {
     Ok(DateQuery { prefix, range })
 }
 
+/// The prefixes a date value may start with.
+const PREFIXES: [(&str, Prefix); 9] = [
+    ("eq", Prefix::Eq),
+    ("ne", Prefix::Ne),
+    ("lt", Prefix::Lt),
+    ("gt", Prefix::Gt),
+    ("le", Prefix::Le),
+    ("ge", Prefix::Ge),
+    ("sa", Prefix::Sa),
+    ("eb", Prefix::Eb),
+    ("ap", Prefix::Ap),
+];
+
 fn split_prefix(text: &str) -> (Prefix, &str) {
-    let prefixes = [
-        ("eq", Prefix::Eq),
-        ("ne", Prefix::Ne),
-        ("lt", Prefix::Lt),
-        ("gt", Prefix::Gt),
-        ("le", Prefix::Le),
-        ("ge", Prefix::Ge),
-        ("sa", Prefix::Sa),
-        ("eb", Prefix::Eb),
-        ("ap", Prefix::Ap),
-    ];
-    for (name, prefix) in prefixes {
+    for (name, prefix) in PREFIXES {
         if let Some(rest) = text.strip_prefix(name) {
             return (prefix, rest);
         }
@@ -59,21 +61,34 @@ fn split_prefix(text: &str) -> (Prefix, &str) {
     (Prefix::Eq, text)
 }
 
-/// The values a date parameter accepts, as an ECMA-262 regular expression (the OpenAPI document
-/// publishes it): comma-separated values (empty ones are skipped), each `[prefix]` then `YYYY`,
-/// `YYYY-MM`, a calendar day `YYYY-MM-DD` (leap years included), or a day with
-/// `Thh:mm[:ss[.fraction]]` and an optional `Z` or `(+|-)hh:mm` (at most 14 hours). Exactly what
-/// `parse_date_query` accepts; a test in `api::openapi` holds the two together.
-pub fn date_values_pattern() -> String {
-    const VALUE: &str = concat!(
-        "(?:eq|ne|lt|gt|le|ge|sa|eb|ap)?",
+/// One value `parse_date_query` accepts, with a prefix among those `admit` keeps, as an unanchored
+/// ECMA-262 regular expression: `[prefix]` then `YYYY`, `YYYY-MM`, a calendar day `YYYY-MM-DD`
+/// (leap years included), or a day with `Thh:mm[:ss[.fraction]]` and an optional `Z` or
+/// `(+|-)hh:mm` (at most 14 hours). The value grammars the OpenAPI document publishes are built
+/// from it (`date_values_pattern`, and the audit trail's `date`).
+pub fn date_value_pattern(admit: impl Fn(Prefix) -> bool) -> String {
+    const DATE: &str = concat!(
         "(?:[0-9]{4}|[0-9]{4}-(?:0[1-9]|1[0-2])|(?:",
         "[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)",
         "|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29",
         ")(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\\.[0-9]+)?)?",
         "(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])?)?)",
     );
-    format!("^(?:{VALUE})?(?:,(?:{VALUE})?)*$")
+    let prefixes: Vec<&str> = PREFIXES
+        .iter()
+        .filter(|(_, prefix)| admit(*prefix))
+        .map(|(name, _)| *name)
+        .collect();
+    format!("(?:{})?{DATE}", prefixes.join("|"))
+}
+
+/// The values a date parameter accepts, as an ECMA-262 regular expression (the OpenAPI document
+/// publishes it): comma-separated values (empty ones are skipped), each as `date_value_pattern`
+/// with any prefix. Exactly what `parse_date_query` accepts; a test in `api::openapi` holds the
+/// two together.
+pub fn date_values_pattern() -> String {
+    let value = date_value_pattern(|_| true);
+    format!("^(?:{value})?(?:,(?:{value})?)*$")
 }
 
 const EXPECTED: &str = "expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|(+|-)hh:mm], optionally after a prefix eq ne lt gt le ge sa eb ap";

@@ -127,16 +127,15 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
         };
         let bad = |message: String| SearchError::new(key, message);
         match name {
-            // Digits only (no sign), any length: larger counts than MAX_COUNT get MAX_COUNT.
-            "_count" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                request.count = value
-                    .parse::<usize>()
-                    .map_or(MAX_COUNT, |c| c.min(MAX_COUNT));
-                request.count_given = true;
-            }
-            "_count" => errors.push(bad(format!(
-                "_count must be a non-negative integer, got {value:?}"
-            ))),
+            "_count" => match parse_count(value) {
+                Some(count) => {
+                    request.count = count;
+                    request.count_given = true;
+                }
+                None => errors.push(bad(format!(
+                    "_count must be a non-negative integer, got {value:?}"
+                ))),
+            },
             "_sort" => {
                 for item in value.split(',').filter(|s| !s.is_empty()) {
                     let (name, descending) = match item.strip_prefix('-') {
@@ -236,6 +235,16 @@ pub fn parse(pairs: &[(String, String)]) -> Result<SearchRequest, Vec<SearchErro
     } else {
         Err(errors)
     }
+}
+
+/// A `_count` value (every search's, the audit trail's too): digits only (no sign), any length;
+/// larger counts than `MAX_COUNT` get `MAX_COUNT`.
+pub fn parse_count(value: &str) -> Option<usize> {
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())).then(|| {
+        value
+            .parse::<usize>()
+            .map_or(MAX_COUNT, |c| c.min(MAX_COUNT))
+    })
 }
 
 /// The values a token parameter accepts, as an ECMA-262 regular expression (the OpenAPI document

@@ -285,6 +285,33 @@ on_every_backend!(
                 );
             }
         }
+        // The audit trail, whatever the adapter: the CapabilityStatement's parameters, then its
+        // own result parameters.
+        let audit = statement["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == "AuditEvent")
+            .expect("the audit trail is listed");
+        let capability: Vec<&str> = audit["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let names = parameter_names(&openapi["paths"]["/fhir/AuditEvent"]["get"]);
+        assert_eq!(
+            names,
+            [
+                &capability[..],
+                &["_count", "_cursor", "_format", "_pretty"]
+            ]
+            .concat()
+        );
+        for path in ["/fhir/AuditEvent/_search", "/fhir/AuditEvent/{id}"] {
+            assert!(openapi["paths"][path].is_object(), "{path}");
+        }
+        documented_paths += 3;
         assert_eq!(
             openapi["paths"].as_object().unwrap().len(),
             documented_paths,

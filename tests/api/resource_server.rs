@@ -3,12 +3,11 @@
 //! request (no existence oracle), patient and granular scopes through real tokens, and cursors
 //! bound to the token's access.
 
-use portico::app::Application;
 use portico::auth::endpoints::{ISSUER, absolute};
 use portico::auth::tokens::{Grant, TokenService};
 use serde_json::Value as Json;
 
-use crate::support::{self, Backend};
+use crate::support;
 
 struct Secured {
     base: String,
@@ -16,15 +15,13 @@ struct Secured {
 }
 
 impl Secured {
-    async fn start(test: &str) -> Secured {
-        let db_url = support::seed(Backend::Sqlite, test).await;
-        let application = Application::build(&support::settings(&db_url, 5000))
-            .await
-            .unwrap();
-        let base = format!("http://127.0.0.1:{}/fhir", application.port());
-        let tokens = application.state.auth.tokens.clone();
-        tokio::spawn(application.run_until_cancelled());
-        Secured { base, tokens }
+    /// Runs `body` against a server on each state store backend (SQLite, PostgreSQL).
+    async fn each(test: &str, body: impl AsyncFn(Secured)) {
+        support::on_each_state_store(test, async |base: String| {
+            let tokens = support::token_service(&base);
+            body(Secured { base, tokens }).await
+        })
+        .await;
     }
 
     async fn token(
@@ -91,123 +88,125 @@ fn ids(bundle: &Json) -> Vec<String> {
 
 #[tokio::test]
 async fn tokens_are_required_and_checked_over_http() {
-    let app = Secured::start("rs_tokens").await;
-    // Public without a token: the CapabilityStatement and SMART discovery.
-    for path in ["metadata", ".well-known/smart-configuration"] {
-        assert_eq!(app.get(path, None).await.0, 200, "{path}");
-    }
-    // No token: 401 with a bare challenge and an OperationOutcome.
-    let (status, headers, body) = app.get("Patient/1", None).await;
-    assert_eq!(status, 401);
-    assert_eq!(headers["www-authenticate"], "Bearer realm=\"portico\"");
-    assert_eq!(body["resourceType"], "OperationOutcome");
-    assert_eq!(body["issue"][0]["code"], "login");
-    assert_eq!(app.get("Observation?patient=1", None).await.0, 401);
+    Secured::each("rs_tokens", async |app: Secured| {
+        // Public without a token: the CapabilityStatement and SMART discovery.
+        for path in ["metadata", ".well-known/smart-configuration"] {
+            assert_eq!(app.get(path, None).await.0, 200, "{path}");
+        }
+        // No token: 401 with a bare challenge and an OperationOutcome.
+        let (status, headers, body) = app.get("Patient/1", None).await;
+        assert_eq!(status, 401);
+        assert_eq!(headers["www-authenticate"], "Bearer realm=\"portico\"");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert_eq!(body["issue"][0]["code"], "login");
+        assert_eq!(app.get("Observation?patient=1", None).await.0, 401);
 
-    let good = app.token("system/*.rs", None, None, 300).await;
-    assert_eq!(app.get("Patient/1", Some(&good)).await.0, 200);
-    let expired = app.token("system/*.rs", None, None, -120).await;
-    let other_base = {
-        let grant = Grant {
-            client_id: "app".into(),
-            subject: "x".into(),
-            scope: "system/*.rs".into(),
-            ..Grant::default()
+        let good = app.token("system/*.rs", None, None, 300).await;
+        assert_eq!(app.get("Patient/1", Some(&good)).await.0, 200);
+        let expired = app.token("system/*.rs", None, None, -120).await;
+        let other_base = {
+            let grant = Grant {
+                client_id: "app".into(),
+                subject: "x".into(),
+                scope: "system/*.rs".into(),
+                ..Grant::default()
+            };
+            let elsewhere = "https://other.example/fhir";
+            app.tokens
+                .issue(&grant, &absolute(&app.base, ISSUER), elsewhere, 300)
+                .await
+                .unwrap()
+                .0
         };
-        let elsewhere = "https://other.example/fhir";
-        app.tokens
-            .issue(&grant, &absolute(&app.base, ISSUER), elsewhere, 300)
-            .await
-            .unwrap()
-            .0
-    };
-    let other_issuer = {
-        let grant = Grant {
-            client_id: "app".into(),
-            subject: "x".into(),
-            scope: "system/*.rs".into(),
-            ..Grant::default()
+        let other_issuer = {
+            let grant = Grant {
+                client_id: "app".into(),
+                subject: "x".into(),
+                scope: "system/*.rs".into(),
+                ..Grant::default()
+            };
+            app.tokens
+                .issue(&grant, "https://idp.example", &app.base, 300)
+                .await
+                .unwrap()
+                .0
         };
-        app.tokens
-            .issue(&grant, "https://idp.example", &app.base, 300)
-            .await
-            .unwrap()
-            .0
-    };
-    for (name, token, reason) in [
-        ("expired", expired.as_str(), "expired"),
-        ("for another server", other_base.as_str(), "another server"),
-        (
-            "from another issuer",
-            other_issuer.as_str(),
-            "issuer is not trusted",
-        ),
-        ("garbage", "abc.def.ghi", "not a signed JWT"),
-    ] {
-        let (status, headers, body) = app.get("Patient/1", Some(token)).await;
-        assert_eq!(status, 401, "{name}");
-        let challenge = headers["www-authenticate"].to_str().unwrap();
-        assert!(
-            challenge.contains("error=\"invalid_token\"") && challenge.contains(reason),
-            "{name}: {challenge}"
-        );
-        assert!(
-            !body.to_string().contains(token),
-            "{name}: the token is echoed"
-        );
-    }
-    // Malformed Authorization headers.
-    let client = reqwest::Client::new();
-    let url = format!("{}/Patient/1", app.base);
-    for value in [
-        "Basic dXNlcjpwYXNz".to_owned(),
-        "Bearer".to_owned(),
-        "Bearer    ".to_owned(),
-        format!("Bearer {}", "a".repeat(9000)),
-    ] {
-        let status = client
+        for (name, token, reason) in [
+            ("expired", expired.as_str(), "expired"),
+            ("for another server", other_base.as_str(), "another server"),
+            (
+                "from another issuer",
+                other_issuer.as_str(),
+                "issuer is not trusted",
+            ),
+            ("garbage", "abc.def.ghi", "not a signed JWT"),
+        ] {
+            let (status, headers, body) = app.get("Patient/1", Some(token)).await;
+            assert_eq!(status, 401, "{name}");
+            let challenge = headers["www-authenticate"].to_str().unwrap();
+            assert!(
+                challenge.contains("error=\"invalid_token\"") && challenge.contains(reason),
+                "{name}: {challenge}"
+            );
+            assert!(
+                !body.to_string().contains(token),
+                "{name}: the token is echoed"
+            );
+        }
+        // Malformed Authorization headers.
+        let client = reqwest::Client::new();
+        let url = format!("{}/Patient/1", app.base);
+        for value in [
+            "Basic dXNlcjpwYXNz".to_owned(),
+            "Bearer".to_owned(),
+            "Bearer    ".to_owned(),
+            format!("Bearer {}", "a".repeat(9000)),
+        ] {
+            let status = client
+                .get(&url)
+                .header("authorization", &value)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(status, 401, "{:.40}", value);
+        }
+        let twice = client
             .get(&url)
-            .header("authorization", &value)
+            .header("authorization", format!("Bearer {good}"))
+            .header("authorization", format!("Bearer {good}"))
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16();
-        assert_eq!(status, 401, "{:.40}", value);
-    }
-    let twice = client
-        .get(&url)
-        .header("authorization", format!("Bearer {good}"))
-        .header("authorization", format!("Bearer {good}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(twice.status().as_u16(), 401);
+            .unwrap();
+        assert_eq!(twice.status().as_u16(), 401);
 
-    // Revoked: refused at once.
-    let revoked = app.token("system/*.rs", None, None, 300).await;
-    assert_eq!(app.get("Patient/1", Some(&revoked)).await.0, 200);
-    let claims = app.tokens.validate_for(&revoked, &app.base).await.unwrap();
-    app.tokens.revoke(&claims.jti).await.unwrap();
-    let (status, headers, _) = app.get("Patient/1", Some(&revoked)).await;
-    assert_eq!(status, 401);
-    assert!(
-        headers["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("revoked")
-    );
+        // Revoked: refused at once.
+        let revoked = app.token("system/*.rs", None, None, 300).await;
+        assert_eq!(app.get("Patient/1", Some(&revoked)).await.0, 200);
+        let claims = app.tokens.validate_for(&revoked, &app.base).await.unwrap();
+        app.tokens.revoke(&claims.jti).await.unwrap();
+        let (status, headers, _) = app.get("Patient/1", Some(&revoked)).await;
+        assert_eq!(status, 401);
+        assert!(
+            headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("revoked")
+        );
 
-    // Context a scope needs but the token lacks: refused, never widened (item 39).
-    let no_patient = app.token("patient/*.rs", None, None, 300).await;
-    assert_eq!(app.get("Patient?_count=5", Some(&no_patient)).await.0, 401);
-    let no_user = app.token("user/*.rs", None, None, 300).await;
-    assert_eq!(app.get("Patient?_count=5", Some(&no_user)).await.0, 401);
+        // Context a scope needs but the token lacks: refused, never widened (item 39).
+        let no_patient = app.token("patient/*.rs", None, None, 300).await;
+        assert_eq!(app.get("Patient?_count=5", Some(&no_patient)).await.0, 401);
+        let no_user = app.token("user/*.rs", None, None, 300).await;
+        assert_eq!(app.get("Patient?_count=5", Some(&no_user)).await.0, 401);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn scopes_narrow_what_a_token_sees() {
-    let app = Secured::start("rs_scopes").await;
+    Secured::each("rs_scopes", async |app: Secured| {
     // A type the token does not cover: 403 whether or not the resource exists (item 35).
     let patients_only = app.token("system/Patient.rs", None, None, 300).await;
     assert_eq!(app.get("Patient/1", Some(&patients_only)).await.0, 200);
@@ -328,4 +327,6 @@ async fn scopes_narrow_what_a_token_sees() {
         .to_owned();
     assert_eq!(app.get(&next, Some(&system)).await.0, 200);
     assert_eq!(app.get(&next, Some(&patient_one)).await.0, 404);
+    })
+    .await;
 }

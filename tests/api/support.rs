@@ -510,6 +510,20 @@ pub async fn state_stores(test: &str) -> Vec<portico::state::StateStore> {
     stores
 }
 
+/// Runs `body` once per state store backend (`state_urls`: SQLite, PostgreSQL) on a server with
+/// that store, over one OpenEMR SQLite database seeded for `test`; `body` gets the server's FHIR
+/// base (`token_service` has its store). Each run is announced, so a failure names its backend.
+pub async fn on_each_state_store(test: &str, body: impl AsyncFn(String)) {
+    let db_url = seed(Backend::Sqlite, test).await;
+    for state_url in state_urls(test).await {
+        let mut settings = settings(&db_url, 5000);
+        settings.state.url = Some(Secret::new(state_url.as_str()));
+        let backend = state_url.split(':').next().unwrap_or_default();
+        eprintln!("{test}: on the {backend} state store");
+        body(start(&settings).await).await;
+    }
+}
+
 /// The URLs of `state_stores`, for a server to open itself (`state.url`).
 pub async fn state_urls(test: &str) -> Vec<String> {
     use sqlx::Connection;

@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 
 use super::document;
 use crate::adapter::{self, Adapter};
+use crate::api::audit::{self, parse_search};
 use crate::api::negotiate::negotiate;
 use crate::fhir::capability::search_params;
 use crate::search::compile::plan;
@@ -269,6 +270,167 @@ fn the_format_pattern_is_what_negotiation_accepts() {
     );
 }
 
+/// Whether an AuditEvent search with `name=value` is answered (is not a 400).
+fn audit_accepts(name: &str, value: &str) -> bool {
+    parse_search(&[(name.to_owned(), value.to_owned())]).is_ok()
+}
+
+#[test]
+fn the_audit_patterns_are_what_the_audit_search_accepts() {
+    // Seeds, edge cases and mutation alphabet per parameter. Blank seeds make the mutations reach
+    // both sides; the alphabets carry the whitespace `str::trim` and ECMA-262 `\s` disagree on
+    // (U+0085, U+FEFF) and the separators C's isspace knows (U+001C).
+    let cases: [(&str, &[&str], &[&str], &str); 5] = [
+        (
+            "date",
+            &[
+                "2024",
+                "ge2024-03-01T10:00",
+                "lt2024-03-01T10:00:59Z",
+                "eb2000-02-29",
+                "ne2024-02",
+                "sa2024-03-01T10:00:00.5-05:30",
+                "2024-12-31T23:59:59+14:00",
+            ],
+            &[
+                "",
+                "ap2024",
+                "2024,2025",
+                ",2024",
+                "2024,",
+                "2023-02-29",
+                "eq",
+                "GE2024",
+                " 2024",
+                "2024-01-01T10:00+15:00",
+            ],
+            "0123456789-T:Z+.,elgtnqsabp x",
+        ),
+        (
+            "patient",
+            &[
+                "1",
+                "Patient/1",
+                "1,Patient/2",
+                " Patient/7 ,\u{a0}8 ",
+                "a.b-C",
+                ",,3",
+                "Patient",
+                " ",
+                ",",
+            ],
+            &[
+                "",
+                "Patient/",
+                "Patient/Patient/1",
+                "Patient/a b",
+                "patient/1",
+                "1,Patient/",
+                "\u{85}1\u{a0}",
+                "\u{3000}1,\u{2028}",
+                "\u{1c}1",
+                "\u{feff}1",
+                "1_2",
+                "Practitioner/1",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "Patient/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ],
+            "Pat/1.-, \u{a0}\u{85}\u{feff}\u{1c}_é",
+        ),
+        (
+            "agent",
+            &[
+                "app",
+                "app,portico-tests",
+                "Practitioner/1",
+                " a ",
+                " ",
+                ",",
+                "\u{a0},",
+            ],
+            &[
+                "",
+                ",",
+                " , ",
+                "\u{85}",
+                "\u{feff}",
+                "\u{1c}",
+                ",,\u{3000}",
+                "\n,\t",
+            ],
+            ", a\u{a0}\u{85}\u{2028}\u{feff}|",
+        ),
+        (
+            "outcome",
+            &["0", "4", "8", "12", "0,4", " 12 , 8", ",8", " "],
+            &[
+                "",
+                "1",
+                "2",
+                "012",
+                "0|4",
+                "00",
+                "12,",
+                ",",
+                "4\u{85}",
+                "4\u{feff}",
+            ],
+            "0123468, \u{a0}\u{feff}",
+        ),
+        (
+            "_cursor",
+            &["1", "9", "10", "123456789012345678", "100", "0"],
+            &[
+                "",
+                "0",
+                "01",
+                "-1",
+                "+1",
+                "1234567890123456789",
+                "9223372036854775807",
+                " 1",
+                "1 ",
+            ],
+            "0123456789+- a",
+        ),
+    ];
+    let advertised: Vec<&str> = audit::SEARCH_PARAMS.iter().map(|p| p.name).collect();
+    let tested: Vec<&str> = cases.iter().map(|(name, ..)| *name).collect();
+    assert_eq!(
+        tested[..advertised.len()],
+        advertised[..],
+        "every parameter is tested"
+    );
+    for (name, seeds, edges, alphabet) in cases {
+        let pattern = match audit::SEARCH_PARAMS.iter().find(|p| p.name == name) {
+            Some(param) => (param.pattern)(),
+            None => audit::CURSOR_PATTERN.to_owned(),
+        };
+        assert_agree(name, &pattern, seeds, edges, alphabet, |text| {
+            audit_accepts(name, text)
+        });
+    }
+}
+
+#[test]
+fn the_audit_agent_pattern_trims_what_rust_trims() {
+    // Every character alone: a value is blank exactly when `str::trim` leaves nothing.
+    let param = audit::SEARCH_PARAMS
+        .iter()
+        .find(|p| p.name == "agent")
+        .unwrap();
+    let regex = Regex::new(&(param.pattern)()).unwrap();
+    let mut disagreements = Vec::new();
+    for ch in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+        let text = ch.to_string();
+        if regex.is_match(&text) != audit_accepts("agent", &text) {
+            disagreements.push(format!("U+{:04X}", u32::from(ch)));
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:?}");
+}
+
 fn parameter_names(operation: &Json) -> Vec<String> {
     operation["parameters"]
         .as_array()
@@ -305,4 +467,62 @@ fn each_served_type_has_read_search_and_form_search_with_its_parameters() {
             assert!(read["responses"][code].is_object(), "read {path}: {code}");
         }
     }
+}
+
+#[test]
+fn the_audit_trail_has_read_search_and_form_search_with_its_parameters() {
+    let document = serde_json::to_value(document(&openemr())).unwrap();
+    let search = &document["paths"]["/fhir/AuditEvent"]["get"];
+    let names = parameter_names(search);
+    let advertised: Vec<&str> = audit::SEARCH_PARAMS.iter().map(|p| p.name).collect();
+    assert_eq!(
+        names,
+        [
+            &advertised[..],
+            &["_count", "_cursor", "_format", "_pretty"]
+        ]
+        .concat()
+    );
+    let form = &document["paths"]["/fhir/AuditEvent/_search"]["post"];
+    let schema = &form["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+    assert_eq!(schema["properties"].as_object().unwrap().len(), names.len());
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "unknown fields answer 400"
+    );
+    let read = &document["paths"]["/fhir/AuditEvent/{id}"]["get"];
+    assert_eq!(parameter_names(read), ["id", "_format", "_pretty"]);
+    assert_eq!(
+        search["responses"]["200"]["links"]["read"]["operationId"],
+        read["operationId"]
+    );
+    let statuses = |operation: &Json| -> Vec<String> {
+        operation["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        statuses(search),
+        ["200", "400", "401", "403", "406", "500", "503"]
+    );
+    assert_eq!(
+        statuses(form),
+        ["200", "400", "401", "403", "406", "415", "500", "503"]
+    );
+    assert_eq!(
+        statuses(read),
+        ["200", "401", "403", "404", "406", "500", "503"]
+    );
+    for operation in [search, form, read] {
+        assert_eq!(operation["security"], serde_json::json!([{"bearer": []}]));
+        assert!(operation["responses"]["503"]["headers"]["Retry-After"].is_object());
+    }
+    assert_eq!(
+        read["responses"]["200"]["content"]["application/fhir+json"]["schema"]["properties"]["resourceType"]
+            ["enum"],
+        serde_json::json!(["AuditEvent"])
+    );
 }
