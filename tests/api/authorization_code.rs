@@ -31,44 +31,39 @@ type AppClient =
     BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 impl SignInApp {
-    /// A server on the OpenEMR fixture whose state store is at `state_url`, with a public app,
-    /// a confidential app, a clinician, a patient-portal user for Patient/1 and an admin.
-    async fn start(test: &str, state_url: &str) -> SignInApp {
-        let db_url = support::seed(Backend::Sqlite, test).await;
-        let mut settings = support::settings(&db_url, 5000);
-        settings.state.url = Some(portico::config::Secret::new(state_url));
-        let base = support::start(&settings).await;
-        let store = StateStore::open(state_url).await.unwrap();
-        for (id, kind) in [
-            ("smart-app", ClientKind::Public),
-            ("other-app", ClientKind::Public),
-        ] {
-            store
-                .add_client(NewClient {
-                    client_id: Some(id.into()),
-                    name: format!("App {id}"),
-                    kind: Some(kind),
-                    redirect_uris: vec![REDIRECT.into()],
-                    allowed_scopes: "launch launch/patient openid fhirUser offline_access online_access patient/*.rs user/*.rs".into(),
-                    ..NewClient::default()
-                })
-                .await
-                .unwrap();
-        }
-        for (name, role, fhir_user) in [
-            ("dr.house", Role::Clinician, Some("Practitioner/1")),
-            ("pat.one", Role::Patient, Some("Patient/1")),
-            ("admin", Role::Admin, None),
-        ] {
-            store
-                .add_user(name, PASSWORD, role, fhir_user)
-                .await
-                .unwrap();
-        }
-        SignInApp {
-            base,
-            state_url: state_url.to_owned(),
-        }
+    /// Runs `body` against a server on each state store backend (SQLite, PostgreSQL), whose
+    /// store has a public app, a second public app, a clinician, a patient-portal user for
+    /// Patient/1 and an admin.
+    async fn each(test: &str, body: impl AsyncFn(SignInApp)) {
+        support::on_each_state_store(test, async |base: String| {
+            let store = support::token_service(&base).store().clone();
+            for id in ["smart-app", "other-app"] {
+                store
+                    .add_client(NewClient {
+                        client_id: Some(id.into()),
+                        name: format!("App {id}"),
+                        kind: Some(ClientKind::Public),
+                        redirect_uris: vec![REDIRECT.into()],
+                        allowed_scopes: "launch launch/patient openid fhirUser offline_access online_access patient/*.rs user/*.rs".into(),
+                        ..NewClient::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+            for (name, role, fhir_user) in [
+                ("dr.house", Role::Clinician, Some("Practitioner/1")),
+                ("pat.one", Role::Patient, Some("Patient/1")),
+                ("admin", Role::Admin, None),
+            ] {
+                store
+                    .add_user(name, PASSWORD, role, fhir_user)
+                    .await
+                    .unwrap();
+            }
+            let state_url = support::state_url_of(&base);
+            body(SignInApp { base, state_url }).await
+        })
+        .await;
     }
 
     fn root(&self) -> String {
@@ -346,15 +341,9 @@ async fn sign_in(
     callback(&done)
 }
 
-async fn each_state_store(test: &str, body: impl AsyncFn(SignInApp)) {
-    for url in support::state_urls(test).await {
-        body(SignInApp::start(test, &url).await).await;
-    }
-}
-
 #[tokio::test]
 async fn standalone_launch_with_picker_refresh_rotation_and_id_token() {
-    each_state_store("code_standalone", async |app: SignInApp| {
+    SignInApp::each("code_standalone", async |app: SignInApp| {
         let scope = "launch/patient openid fhirUser offline_access patient/*.rs";
         let (url, state, verifier) = app.authorize_url("smart-app", scope, &[("nonce", "n-0S6")]);
         let mut browser = Browser::new(&app);
@@ -521,177 +510,181 @@ async fn check_id_token(app: &SignInApp, id_token: &str, client_id: &str, nonce:
 
 #[tokio::test]
 async fn the_code_exchange_answers_with_an_id_token_carrying_the_nonce() {
-    let url = support::state_urls("code_id_token").await.remove(0);
-    let app = SignInApp::start("code_id_token", &url).await;
-    let (url, _, verifier) = app.authorize_url(
-        "smart-app",
-        "openid fhirUser user/*.rs",
-        &[("nonce", "n-0S6_WzA2Mj")],
-    );
-    let mut browser = Browser::new(&app);
-    let answer = sign_in(&mut browser, &url, "dr.house", None, &[]).await;
-    let (status, _, body) = app
-        .token_form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &answer["code"]),
-            ("redirect_uri", REDIRECT),
-            ("client_id", "smart-app"),
-            ("code_verifier", verifier.secret()),
-        ])
+    SignInApp::each("code_id_token", async |app: SignInApp| {
+        let (url, _, verifier) = app.authorize_url(
+            "smart-app",
+            "openid fhirUser user/*.rs",
+            &[("nonce", "n-0S6_WzA2Mj")],
+        );
+        let mut browser = Browser::new(&app);
+        let answer = sign_in(&mut browser, &url, "dr.house", None, &[]).await;
+        let (status, _, body) = app
+            .token_form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &answer["code"]),
+                ("redirect_uri", REDIRECT),
+                ("client_id", "smart-app"),
+                ("code_verifier", verifier.secret()),
+            ])
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.get("refresh_token").is_none(),
+            "no offline/online access asked"
+        );
+        assert!(body.get("patient").is_none(), "no patient context asked");
+        check_id_token(
+            &app,
+            body["id_token"].as_str().unwrap(),
+            "smart-app",
+            Some("n-0S6_WzA2Mj"),
+        )
         .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        body.get("refresh_token").is_none(),
-        "no offline/online access asked"
-    );
-    assert!(body.get("patient").is_none(), "no patient context asked");
-    check_id_token(
-        &app,
-        body["id_token"].as_str().unwrap(),
-        "smart-app",
-        Some("n-0S6_WzA2Mj"),
-    )
+        // A clinician's user/ scopes reach every patient.
+        let access = body["access_token"].as_str().unwrap();
+        assert_eq!(app.read(access, "Patient/1").await, 200);
+        assert_eq!(app.read(access, "Patient/2").await, 200);
+    })
     .await;
-    // A clinician's user/ scopes reach every patient.
-    let access = body["access_token"].as_str().unwrap();
-    assert_eq!(app.read(access, "Patient/1").await, 200);
-    assert_eq!(app.read(access, "Patient/2").await, 200);
 }
 
 #[tokio::test]
 async fn a_patient_portal_user_skips_the_picker_and_sees_only_their_record() {
-    let url = support::state_urls("code_portal").await.remove(0);
-    let app = SignInApp::start("code_portal", &url).await;
-    let (url, _, verifier) =
-        app.authorize_url("smart-app", "launch/patient openid fhirUser user/*.rs", &[]);
-    let mut browser = Browser::new(&app);
-    let answer = sign_in(&mut browser, &url, "pat.one", None, &[]).await;
-    let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
-    let access = tokens.access_token().secret();
-    assert_eq!(app.read(access, "Patient/1").await, 200);
-    assert_eq!(app.read(access, "Patient/2").await, 404);
+    SignInApp::each("code_portal", async |app: SignInApp| {
+        let (url, _, verifier) =
+            app.authorize_url("smart-app", "launch/patient openid fhirUser user/*.rs", &[]);
+        let mut browser = Browser::new(&app);
+        let answer = sign_in(&mut browser, &url, "pat.one", None, &[]).await;
+        let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
+        let access = tokens.access_token().secret();
+        assert_eq!(app.read(access, "Patient/1").await, 200);
+        assert_eq!(app.read(access, "Patient/2").await, 404);
 
-    // Signed in already: a second app's authorization goes straight to consent.
-    let (url, _, _) = app.authorize_url("other-app", "launch/patient patient/*.rs", &[]);
-    let page = browser.open(&url).await;
-    assert!(page.body.contains("id=\"allow\""), "{}", page.body);
-    assert!(!page.body.contains("id=\"username\""));
+        // Signed in already: a second app's authorization goes straight to consent.
+        let (url, _, _) = app.authorize_url("other-app", "launch/patient patient/*.rs", &[]);
+        let page = browser.open(&url).await;
+        assert!(page.body.contains("id=\"allow\""), "{}", page.body);
+        assert!(!page.body.contains("id=\"username\""));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn consent_may_grant_fewer_scopes_or_none() {
-    let url = support::state_urls("code_consent").await.remove(0);
-    let app = SignInApp::start("code_consent", &url).await;
-    let scope = "launch/patient patient/Patient.rs patient/Observation.rs offline_access";
-    let (url, _, verifier) = app.authorize_url("smart-app", scope, &[]);
-    let mut browser = Browser::new(&app);
-    let answer = sign_in(
-        &mut browser,
-        &url,
-        "dr.house",
-        Some("1"),
-        &["patient/Observation.rs", "offline_access"],
-    )
-    .await;
-    let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
-    let granted: Vec<String> = tokens
-        .scopes()
-        .unwrap()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(granted, ["launch/patient", "patient/Patient.rs"]);
-    assert!(tokens.refresh_token().is_none());
-    let access = tokens.access_token().secret();
-    assert_eq!(app.read(access, "Patient/1").await, 200);
-    assert_eq!(app.read(access, "Observation?patient=1").await, 403);
+    SignInApp::each("code_consent", async |app: SignInApp| {
+        let scope = "launch/patient patient/Patient.rs patient/Observation.rs offline_access";
+        let (url, _, verifier) = app.authorize_url("smart-app", scope, &[]);
+        let mut browser = Browser::new(&app);
+        let answer = sign_in(
+            &mut browser,
+            &url,
+            "dr.house",
+            Some("1"),
+            &["patient/Observation.rs", "offline_access"],
+        )
+        .await;
+        let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
+        let granted: Vec<String> = tokens
+            .scopes()
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(granted, ["launch/patient", "patient/Patient.rs"]);
+        assert!(tokens.refresh_token().is_none());
+        let access = tokens.access_token().secret();
+        assert_eq!(app.read(access, "Patient/1").await, 200);
+        assert_eq!(app.read(access, "Observation?patient=1").await, 403);
 
-    // Deny: the app hears access_denied with its state, and gets no code.
-    let (url, state, _) = app.authorize_url("smart-app", scope, &[]);
-    let page = browser.open(&url).await;
-    let page = if page.body.contains("name=\"patient\"") {
-        browser.pick(&page, "1").await
-    } else {
-        page
-    };
-    let denied = callback(&browser.consent(&page, "deny", &[]).await);
-    assert_eq!(denied["error"], "access_denied");
-    assert_eq!(denied["state"], *state.secret());
-    assert!(!denied.contains_key("code"));
+        // Deny: the app hears access_denied with its state, and gets no code.
+        let (url, state, _) = app.authorize_url("smart-app", scope, &[]);
+        let page = browser.open(&url).await;
+        let page = if page.body.contains("name=\"patient\"") {
+            browser.pick(&page, "1").await
+        } else {
+            page
+        };
+        let denied = callback(&browser.consent(&page, "deny", &[]).await);
+        assert_eq!(denied["error"], "access_denied");
+        assert_eq!(denied["state"], *state.secret());
+        assert!(!denied.contains_key("code"));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn authorization_requests_that_must_not_yield_a_code() {
-    let url = support::state_urls("code_authorize_errors").await.remove(0);
-    let app = SignInApp::start("code_authorize_errors", &url).await;
-    let (good, _, _) = app.authorize_url("smart-app", "launch/patient patient/*.rs", &[]);
-    let mut browser = Browser::new(&app);
+    SignInApp::each("code_authorize_errors", async |app: SignInApp| {
+        let (good, _, _) = app.authorize_url("smart-app", "launch/patient patient/*.rs", &[]);
+        let mut browser = Browser::new(&app);
 
-    // 1, 7: redirect URIs that are not exactly the registered one get Portico's page, never a
-    // redirect, and the endpoint allows no cross-origin reads.
-    let registered = form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
-    for wrong in [
-        format!("{REDIRECT}/"),
-        REDIRECT.to_uppercase(),
-        format!("{REDIRECT}?x=1"),
-        REDIRECT.replace("http:", "https:"),
-        REDIRECT.replace(":9/", ":10/"),
-    ] {
-        let wrong = form_urlencoded::byte_serialize(wrong.as_bytes()).collect::<String>();
-        let answer = browser.get(&good.replace(&registered, &wrong)).await;
-        assert_eq!(answer.status, 400, "{wrong}");
-        assert!(answer.location.is_none(), "{wrong}");
-        assert!(answer.headers.get("access-control-allow-origin").is_none());
-    }
-    let unknown = browser
-        .get(&good.replace("client_id=smart-app", "client_id=nobody"))
-        .await;
-    assert_eq!((unknown.status, unknown.location.is_none()), (400, true));
+        // 1, 7: redirect URIs that are not exactly the registered one get Portico's page, never a
+        // redirect, and the endpoint allows no cross-origin reads.
+        let registered = form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>();
+        for wrong in [
+            format!("{REDIRECT}/"),
+            REDIRECT.to_uppercase(),
+            format!("{REDIRECT}?x=1"),
+            REDIRECT.replace("http:", "https:"),
+            REDIRECT.replace(":9/", ":10/"),
+        ] {
+            let wrong = form_urlencoded::byte_serialize(wrong.as_bytes()).collect::<String>();
+            let answer = browser.get(&good.replace(&registered, &wrong)).await;
+            assert_eq!(answer.status, 400, "{wrong}");
+            assert!(answer.location.is_none(), "{wrong}");
+            assert!(answer.headers.get("access-control-allow-origin").is_none());
+        }
+        let unknown = browser
+            .get(&good.replace("client_id=smart-app", "client_id=nobody"))
+            .await;
+        assert_eq!((unknown.status, unknown.location.is_none()), (400, true));
 
-    // 2-5 and a missing state: an error at the app's redirect URI, never a code.
-    let aud = form_urlencoded::byte_serialize(app.base.as_bytes()).collect::<String>();
-    let cases = [
-        (
-            good.replace(&aud, "https%3A%2F%2Fevil.example%2Ffhir"),
-            "invalid_request",
-        ),
-        (strip_param(&good, "code_challenge"), "invalid_request"),
-        (
-            good.replace("code_challenge_method=S256", "code_challenge_method=plain"),
-            "invalid_request",
-        ),
-        (
-            strip_param(&good, "code_challenge_method"),
-            "invalid_request",
-        ),
-        (
-            good.replace("response_type=code", "response_type=token"),
-            "unsupported_response_type",
-        ),
-        (strip_param(&good, "state"), "invalid_request"),
-        (strip_param(&good, "aud"), "invalid_request"),
-        (
-            good.replace(
-                "scope=launch%2Fpatient+patient%2F*.rs",
-                "scope=system%2F*.rs",
+        // 2-5 and a missing state: an error at the app's redirect URI, never a code.
+        let aud = form_urlencoded::byte_serialize(app.base.as_bytes()).collect::<String>();
+        let cases = [
+            (
+                good.replace(&aud, "https%3A%2F%2Fevil.example%2Ffhir"),
+                "invalid_request",
             ),
-            "invalid_scope",
-        ),
-    ];
-    for (url, error) in cases {
-        let answer = callback(&browser.get(&url).await);
-        assert_eq!(
-            answer.get("error").map(String::as_str),
-            Some(error),
-            "{url}"
-        );
-        assert!(!answer.contains_key("code"));
-    }
+            (strip_param(&good, "code_challenge"), "invalid_request"),
+            (
+                good.replace("code_challenge_method=S256", "code_challenge_method=plain"),
+                "invalid_request",
+            ),
+            (
+                strip_param(&good, "code_challenge_method"),
+                "invalid_request",
+            ),
+            (
+                good.replace("response_type=code", "response_type=token"),
+                "unsupported_response_type",
+            ),
+            (strip_param(&good, "state"), "invalid_request"),
+            (strip_param(&good, "aud"), "invalid_request"),
+            (
+                good.replace(
+                    "scope=launch%2Fpatient+patient%2F*.rs",
+                    "scope=system%2F*.rs",
+                ),
+                "invalid_scope",
+            ),
+        ];
+        for (url, error) in cases {
+            let answer = callback(&browser.get(&url).await);
+            assert_eq!(
+                answer.get("error").map(String::as_str),
+                Some(error),
+                "{url}"
+            );
+            assert!(!answer.contains_key("code"));
+        }
 
-    // A parameter sent twice is refused on Portico's page.
-    let twice = browser.get(&format!("{good}&scope=openid")).await;
-    assert_eq!(twice.status, 400);
-    assert!(twice.location.is_none());
+        // A parameter sent twice is refused on Portico's page.
+        let twice = browser.get(&format!("{good}&scope=openid")).await;
+        assert_eq!(twice.status, 400);
+        assert!(twice.location.is_none());
+    })
+    .await;
 }
 
 fn strip_param(url: &str, name: &str) -> String {
@@ -705,7 +698,7 @@ fn strip_param(url: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn codes_are_single_use_bound_and_pkce_checked() {
-    each_state_store("code_exchange_errors", async |app: SignInApp| {
+    SignInApp::each("code_exchange_errors", async |app: SignInApp| {
         let scope = "launch/patient patient/*.rs";
         let fresh_code = async |app: &SignInApp| {
             let (url, _, verifier) = app.authorize_url("smart-app", scope, &[]);
@@ -845,285 +838,291 @@ async fn age_codes(state_url: &str) {
 
 #[tokio::test]
 async fn refresh_tokens_are_bound_narrowing_and_revocable() {
-    let url = support::state_urls("code_refresh").await.remove(0);
-    let app = SignInApp::start("code_refresh", &url).await;
-    let scope = "launch/patient patient/*.rs online_access";
-    let (url, _, verifier) = app.authorize_url("smart-app", scope, &[]);
-    let mut browser = Browser::new(&app);
-    let answer = sign_in(&mut browser, &url, "dr.house", Some("1"), &[]).await;
-    let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
-    let refresh = tokens
-        .refresh_token()
-        .expect("online_access")
-        .secret()
-        .clone();
-    let refresh_form = |token: &str, client: &str, scope: Option<&str>| {
-        let mut form = vec![
-            ("grant_type".to_owned(), "refresh_token".to_owned()),
-            ("refresh_token".to_owned(), token.to_owned()),
-        ];
-        // A public client may leave client_id out (SMART's JS client does by default).
-        if !client.is_empty() {
-            form.push(("client_id".to_owned(), client.to_owned()));
-        }
-        if let Some(scope) = scope {
-            form.push(("scope".to_owned(), scope.to_owned()));
-        }
-        form
-    };
-    let send = async |form: Vec<(String, String)>| {
-        let form: Vec<(&str, &str)> = form.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        app.token_form(&form).await
-    };
+    SignInApp::each("code_refresh", async |app: SignInApp| {
+        let scope = "launch/patient patient/*.rs online_access";
+        let (url, _, verifier) = app.authorize_url("smart-app", scope, &[]);
+        let mut browser = Browser::new(&app);
+        let answer = sign_in(&mut browser, &url, "dr.house", Some("1"), &[]).await;
+        let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
+        let refresh = tokens
+            .refresh_token()
+            .expect("online_access")
+            .secret()
+            .clone();
+        let refresh_form = |token: &str, client: &str, scope: Option<&str>| {
+            let mut form = vec![
+                ("grant_type".to_owned(), "refresh_token".to_owned()),
+                ("refresh_token".to_owned(), token.to_owned()),
+            ];
+            // A public client may leave client_id out (SMART's JS client does by default).
+            if !client.is_empty() {
+                form.push(("client_id".to_owned(), client.to_owned()));
+            }
+            if let Some(scope) = scope {
+                form.push(("scope".to_owned(), scope.to_owned()));
+            }
+            form
+        };
+        let send = async |form: Vec<(String, String)>| {
+            let form: Vec<(&str, &str)> =
+                form.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            app.token_form(&form).await
+        };
 
-    // 16: a made-up refresh token.
-    let (status, _, body) = send(refresh_form("f0e1d2c3-made-up", "smart-app", None)).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
-    // 18: a wider scope is refused; a narrower one is granted (and rotates).
-    let (status, _, body) = send(refresh_form(
-        &refresh,
-        "smart-app",
-        Some("patient/*.cruds user/*.rs"),
-    ))
+        // 16: a made-up refresh token.
+        let (status, _, body) = send(refresh_form("f0e1d2c3-made-up", "smart-app", None)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        // 18: a wider scope is refused; a narrower one is granted (and rotates).
+        let (status, _, body) = send(refresh_form(
+            &refresh,
+            "smart-app",
+            Some("patient/*.cruds user/*.rs"),
+        ))
+        .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_scope"))
+        );
+        let (status, _, body) = send(refresh_form(
+            &refresh,
+            "",
+            Some("patient/Patient.rs online_access"),
+        ))
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["scope"], "patient/Patient.rs online_access");
+        let narrowed = body["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(app.read(&narrowed, "Patient/1").await, 200);
+        assert_eq!(app.read(&narrowed, "Observation?patient=1").await, 403);
+        let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+
+        // 17: another client presenting it: refused, and the authorization ends (it leaked).
+        let (status, _, body) = send(refresh_form(&refresh, "other-app", None)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        assert_eq!(app.read(&narrowed, "Patient/1").await, 401);
+
+        // 20: the app (for its user) revokes a refresh token: its access tokens stop at once and the
+        // refresh fails.
+        let (url, _, verifier) = app.authorize_url("smart-app", scope, &[]);
+        let answer = sign_in(&mut browser, &url, "dr.house", Some("1"), &[]).await;
+        let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
+        let access = tokens.access_token().secret().clone();
+        let refresh = tokens.refresh_token().unwrap().secret().clone();
+        let revoked = no_redirects()
+            .post(format!("{}/auth/revoke", app.root()))
+            .form(&[
+                ("token", refresh.as_str()),
+                ("client_id", "smart-app"),
+                ("token_type_hint", "refresh_token"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200);
+        assert_eq!(app.read(&access, "Patient/1").await, 401);
+        let (status, _, _) = send(refresh_form(&refresh, "smart-app", None)).await;
+        assert_eq!(status, 400);
+    })
     .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_scope"))
-    );
-    let (status, _, body) = send(refresh_form(
-        &refresh,
-        "",
-        Some("patient/Patient.rs online_access"),
-    ))
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["scope"], "patient/Patient.rs online_access");
-    let narrowed = body["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(app.read(&narrowed, "Patient/1").await, 200);
-    assert_eq!(app.read(&narrowed, "Observation?patient=1").await, 403);
-    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
-
-    // 17: another client presenting it: refused, and the authorization ends (it leaked).
-    let (status, _, body) = send(refresh_form(&refresh, "other-app", None)).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
-    assert_eq!(app.read(&narrowed, "Patient/1").await, 401);
-
-    // 20: the app (for its user) revokes a refresh token: its access tokens stop at once and the
-    // refresh fails.
-    let (url, _, verifier) = app.authorize_url("smart-app", scope, &[]);
-    let answer = sign_in(&mut browser, &url, "dr.house", Some("1"), &[]).await;
-    let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
-    let access = tokens.access_token().secret().clone();
-    let refresh = tokens.refresh_token().unwrap().secret().clone();
-    let revoked = no_redirects()
-        .post(format!("{}/auth/revoke", app.root()))
-        .form(&[
-            ("token", refresh.as_str()),
-            ("client_id", "smart-app"),
-            ("token_type_hint", "refresh_token"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 200);
-    assert_eq!(app.read(&access, "Patient/1").await, 401);
-    let (status, _, _) = send(refresh_form(&refresh, "smart-app", None)).await;
-    assert_eq!(status, 400);
 }
 
 #[tokio::test]
 async fn sign_in_pages_are_bound_to_their_browser_rate_limited_and_locked_down() {
-    let url = support::state_urls("code_pages").await.remove(0);
-    let app = SignInApp::start("code_pages", &url).await;
-    let (url, _, _) = app.authorize_url("smart-app", "launch/patient patient/*.rs", &[]);
-    let mut browser = Browser::new(&app);
-    let start = browser.get(&url).await;
-    assert_eq!(start.status, 303);
-    let cookie = start.headers["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
-        "{cookie}"
-    );
-    assert!(
-        cookie.contains("Path=/auth") && !cookie.contains("Secure"),
-        "{cookie}"
-    );
-    let page = browser.follow(start).await;
-    let policy = page.headers["content-security-policy"].to_str().unwrap();
-    assert!(
-        policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
-        "{policy}"
-    );
-    assert_eq!(page.headers["x-frame-options"], "DENY");
-    assert_eq!(page.headers["cache-control"], "no-store");
-    let (tx, csrf) = (page.hidden("tx"), page.hidden("csrf"));
+    SignInApp::each("code_pages", async |app: SignInApp| {
+        let (url, _, _) = app.authorize_url("smart-app", "launch/patient patient/*.rs", &[]);
+        let mut browser = Browser::new(&app);
+        let start = browser.get(&url).await;
+        assert_eq!(start.status, 303);
+        let cookie = start.headers["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        assert!(
+            cookie.contains("Path=/auth") && !cookie.contains("Secure"),
+            "{cookie}"
+        );
+        let page = browser.follow(start).await;
+        let policy = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"),
+            "{policy}"
+        );
+        assert_eq!(page.headers["x-frame-options"], "DENY");
+        assert_eq!(page.headers["cache-control"], "no-store");
+        let (tx, csrf) = (page.hidden("tx"), page.hidden("csrf"));
 
-    // CSRF: a form without the page's token, or from a browser without the cookie.
-    let forged = browser
-        .post(
-            "/auth/login",
-            &[
-                ("tx", &tx),
-                ("csrf", "guess"),
-                ("username", "dr.house"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
-    assert_eq!(forged.status, 403);
-    let mut elsewhere = Browser::new(&app);
-    let stolen = elsewhere
-        .post(
-            "/auth/login",
-            &[
-                ("tx", &tx),
-                ("csrf", &csrf),
-                ("username", "dr.house"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
-    assert_eq!(stolen.status, 403);
-    assert!(
-        !stolen.headers.contains_key("set-cookie"),
-        "no session for a stolen transaction"
-    );
-
-    // Wrong passwords: 401 on the page, then the account is locked for the window, even for
-    // the right password.
-    for _ in 0..5 {
-        let wrong = browser
+        // CSRF: a form without the page's token, or from a browser without the cookie.
+        let forged = browser
+            .post(
+                "/auth/login",
+                &[
+                    ("tx", &tx),
+                    ("csrf", "guess"),
+                    ("username", "dr.house"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(forged.status, 403);
+        let mut elsewhere = Browser::new(&app);
+        let stolen = elsewhere
             .post(
                 "/auth/login",
                 &[
                     ("tx", &tx),
                     ("csrf", &csrf),
                     ("username", "dr.house"),
-                    ("password", "wrong password!"),
+                    ("password", PASSWORD),
                 ],
             )
             .await;
-        assert_eq!(wrong.status, 401);
-        assert!(wrong.body.contains("Wrong user name or password"));
-    }
-    let locked = browser
-        .post(
-            "/auth/login",
-            &[
-                ("tx", &tx),
-                ("csrf", &csrf),
-                ("username", "dr.house"),
-                ("password", PASSWORD),
-            ],
-        )
-        .await;
-    assert_eq!(locked.status, 429);
-    // Another account is not locked by it (and the address is under its own limit).
-    let page = browser.open(&url).await;
-    let next = browser.login(&page, "pat.one", PASSWORD).await;
-    assert!(next.body.contains("id=\"allow\""), "{}", next.body);
+        assert_eq!(stolen.status, 403);
+        assert!(
+            !stolen.headers.contains_key("set-cookie"),
+            "no session for a stolen transaction"
+        );
 
-    // An administrator may not authorize an app to read patient data.
-    let mut admin = Browser::new(&app);
-    let page = admin.open(&url).await;
-    let refused = admin.login(&page, "admin", PASSWORD).await;
-    assert_eq!(refused.status, 403);
-    // Only the audit trail: an admin's review tool signs in like any app.
-    let (url, _, verifier) = app.authorize_url("smart-app", "openid user/AuditEvent.rs", &[]);
-    let answer = sign_in(&mut admin, &url, "admin", None, &[]).await;
-    let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
-    let access = tokens.access_token().secret();
-    assert_eq!(app.read(access, "AuditEvent?_count=5").await, 200);
-    assert_eq!(app.read(access, "Patient/1").await, 403);
+        // Wrong passwords: 401 on the page, then the account is locked for the window, even for
+        // the right password.
+        for _ in 0..5 {
+            let wrong = browser
+                .post(
+                    "/auth/login",
+                    &[
+                        ("tx", &tx),
+                        ("csrf", &csrf),
+                        ("username", "dr.house"),
+                        ("password", "wrong password!"),
+                    ],
+                )
+                .await;
+            assert_eq!(wrong.status, 401);
+            assert!(wrong.body.contains("Wrong user name or password"));
+        }
+        let locked = browser
+            .post(
+                "/auth/login",
+                &[
+                    ("tx", &tx),
+                    ("csrf", &csrf),
+                    ("username", "dr.house"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(locked.status, 429);
+        // Another account is not locked by it (and the address is under its own limit).
+        let page = browser.open(&url).await;
+        let next = browser.login(&page, "pat.one", PASSWORD).await;
+        assert!(next.body.contains("id=\"allow\""), "{}", next.body);
+
+        // An administrator may not authorize an app to read patient data.
+        let mut admin = Browser::new(&app);
+        let page = admin.open(&url).await;
+        let refused = admin.login(&page, "admin", PASSWORD).await;
+        assert_eq!(refused.status, 403);
+        // Only the audit trail: an admin's review tool signs in like any app.
+        let (url, _, verifier) = app.authorize_url("smart-app", "openid user/AuditEvent.rs", &[]);
+        let answer = sign_in(&mut admin, &url, "admin", None, &[]).await;
+        let tokens = app.exchange("smart-app", &answer["code"], verifier).await;
+        let access = tokens.access_token().secret();
+        assert_eq!(app.read(access, "AuditEvent?_count=5").await, 200);
+        assert_eq!(app.read(access, "Patient/1").await, 403);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn ehr_launch_binds_the_patient_and_the_client() {
-    let url = support::state_urls("code_ehr_launch").await.remove(0);
-    let app = SignInApp::start("code_ehr_launch", &url).await;
-    let launch = async |user: &str, form: &[(&str, &str)]| {
-        let response = no_redirects()
-            .post(format!("{}/auth/launch", app.root()))
-            .basic_auth(user, Some(PASSWORD))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json::<Json>().await.unwrap(),
+    SignInApp::each("code_ehr_launch", async |app: SignInApp| {
+        let launch = async |user: &str, form: &[(&str, &str)]| {
+            let response = no_redirects()
+                .post(format!("{}/auth/launch", app.root()))
+                .basic_auth(user, Some(PASSWORD))
+                .form(form)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Json>().await.unwrap(),
+            )
+        };
+        let (status, body) =
+            launch("dr.house", &[("client_id", "smart-app"), ("patient", "2")]).await;
+        assert_eq!(status, 401, "only administrators launch: {body}");
+        let (status, body) = launch(
+            "admin",
+            &[("client_id", "smart-app"), ("patient", "999999")],
         )
-    };
-    let (status, body) = launch("dr.house", &[("client_id", "smart-app"), ("patient", "2")]).await;
-    assert_eq!(status, 401, "only administrators launch: {body}");
-    let (status, body) = launch(
-        "admin",
-        &[("client_id", "smart-app"), ("patient", "999999")],
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = launch(
-        "admin",
-        &[
-            ("client_id", "smart-app"),
-            ("patient", "2"),
-            ("encounter", "5"),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let value = body["launch"].as_str().unwrap().to_owned();
-
-    // Another client cannot use it; the client it was made for can, once.
-    let (url, _, _) = app.authorize_url(
-        "other-app",
-        "launch openid fhirUser patient/*.rs",
-        &[("launch", &value)],
-    );
-    let mut browser = Browser::new(&app);
-    assert_eq!(
-        callback(&browser.get(&url).await)["error"],
-        "invalid_request"
-    );
-    let (url, _, verifier) = app.authorize_url(
-        "smart-app",
-        "launch openid fhirUser patient/*.rs",
-        &[("launch", &value)],
-    );
-    let page = browser.open(&url).await;
-    let page = browser.login(&page, "dr.house", PASSWORD).await;
-    assert!(
-        !page.body.contains("name=\"patient\""),
-        "no picker in an EHR launch"
-    );
-    assert!(page.body.contains("id=\"allow\""), "{}", page.body);
-    let answer = callback(&browser.consent(&page, "allow", &[]).await);
-    let (status, _, body) = app
-        .token_form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &answer["code"]),
-            ("redirect_uri", REDIRECT),
-            ("client_id", "smart-app"),
-            ("code_verifier", verifier.secret()),
-        ])
         .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["patient"], "2");
-    assert_eq!(body["encounter"], "5");
-    assert_eq!(body["need_patient_banner"], true);
-    let access = body["access_token"].as_str().unwrap();
-    assert_eq!(app.read(access, "Patient/2").await, 200);
-    assert_eq!(app.read(access, "Patient/1").await, 404);
-    let (url, _, _) = app.authorize_url("smart-app", "launch patient/*.rs", &[("launch", &value)]);
-    assert_eq!(
-        callback(&browser.get(&url).await)["error"],
-        "invalid_request",
-        "used once"
-    );
+        assert_eq!(status, 400, "{body}");
+        let (status, body) = launch(
+            "admin",
+            &[
+                ("client_id", "smart-app"),
+                ("patient", "2"),
+                ("encounter", "5"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let value = body["launch"].as_str().unwrap().to_owned();
+
+        // Another client cannot use it; the client it was made for can, once.
+        let (url, _, _) = app.authorize_url(
+            "other-app",
+            "launch openid fhirUser patient/*.rs",
+            &[("launch", &value)],
+        );
+        let mut browser = Browser::new(&app);
+        assert_eq!(
+            callback(&browser.get(&url).await)["error"],
+            "invalid_request"
+        );
+        let (url, _, verifier) = app.authorize_url(
+            "smart-app",
+            "launch openid fhirUser patient/*.rs",
+            &[("launch", &value)],
+        );
+        let page = browser.open(&url).await;
+        let page = browser.login(&page, "dr.house", PASSWORD).await;
+        assert!(
+            !page.body.contains("name=\"patient\""),
+            "no picker in an EHR launch"
+        );
+        assert!(page.body.contains("id=\"allow\""), "{}", page.body);
+        let answer = callback(&browser.consent(&page, "allow", &[]).await);
+        let (status, _, body) = app
+            .token_form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &answer["code"]),
+                ("redirect_uri", REDIRECT),
+                ("client_id", "smart-app"),
+                ("code_verifier", verifier.secret()),
+            ])
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["patient"], "2");
+        assert_eq!(body["encounter"], "5");
+        assert_eq!(body["need_patient_banner"], true);
+        let access = body["access_token"].as_str().unwrap();
+        assert_eq!(app.read(access, "Patient/2").await, 200);
+        assert_eq!(app.read(access, "Patient/1").await, 404);
+        let (url, _, _) =
+            app.authorize_url("smart-app", "launch patient/*.rs", &[("launch", &value)]);
+        assert_eq!(
+            callback(&browser.get(&url).await)["error"],
+            "invalid_request",
+            "used once"
+        );
+    })
+    .await;
 }

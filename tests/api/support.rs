@@ -520,8 +520,29 @@ pub async fn on_each_state_store(test: &str, body: impl AsyncFn(String)) {
         settings.state.url = Some(Secret::new(state_url.as_str()));
         let backend = state_url.split(':').next().unwrap_or_default();
         eprintln!("{test}: on the {backend} state store");
-        body(start(&settings).await).await;
+        let base = start(&settings).await;
+        STATE_URLS
+            .lock()
+            .unwrap()
+            .insert(base.clone(), state_url.clone());
+        body(base).await;
     }
+}
+
+/// The state store URL of each server `on_each_state_store` started, by FHIR base URL.
+static STATE_URLS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, String>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The state store URL of the server `on_each_state_store` started at `base` (for a test that
+/// must reach past the API, such as ageing a code).
+pub fn state_url_of(base: &str) -> String {
+    STATE_URLS
+        .lock()
+        .unwrap()
+        .get(base)
+        .cloned()
+        .unwrap_or_else(|| panic!("no server started at {base} by on_each_state_store"))
 }
 
 /// The URLs of `state_stores`, for a server to open itself (`state.url`).
