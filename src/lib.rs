@@ -21,3 +21,4 @@ pub mod fhir;
 pub mod repository;
 pub mod search;
 pub mod state;
+pub mod subscriptions;

@@ -45,3 +45,5 @@ mod smart_discovery;
 mod external_idp;
 // The audit trail: events per request, AuditEvent search, fail closed, the hash chain.
 mod audit;
+// Outbound OAuth of the rest-hook sender against Portico's own token endpoint.
+mod rest_hook;
