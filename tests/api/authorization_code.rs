@@ -12,12 +12,11 @@ use oauth2::{
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope as OAuthScope,
     TokenResponse, TokenUrl,
 };
-use portico::state::StateStore;
 use portico::state::clients::{ClientKind, NewClient};
 use portico::state::users::Role;
 use serde_json::Value as Json;
 
-use crate::support::{self, Backend};
+use crate::support;
 
 const REDIRECT: &str = "http://127.0.0.1:9/app/callback";
 const PASSWORD: &str = "correct horse battery";
