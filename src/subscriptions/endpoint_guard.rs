@@ -15,9 +15,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SubscriptionSettings {
-    /// Admit `http` endpoints and addresses inside private, loopback, link-local and other
-    /// non-public ranges: for tests on 127.0.0.1, the demo, and EHRs on the practice's own
-    /// network. Off by default.
+    /// Admit `http` endpoints and addresses inside private, loopback and other non-public
+    /// ranges: for tests on 127.0.0.1, the demo, and EHRs on the practice's own network. Off by
+    /// default. Link-local (the cloud metadata service) and multicast stay refused.
     pub allow_private_endpoints: bool,
 }
 
@@ -116,11 +116,19 @@ fn check_addresses(
     addrs: &[SocketAddr],
     settings: &SubscriptionSettings,
 ) -> Result<(), EndpointRefused> {
-    if settings.allow_private_endpoints {
-        return Ok(());
-    }
     for addr in addrs {
-        if let Some(kind) = non_public(addr.ip()) {
+        let Some(kind) = non_public(addr.ip()) else {
+            continue;
+        };
+        // Link-local holds the cloud metadata service (169.254.169.254) and multicast reaches
+        // everyone on the segment: no practice network needs a subscriber there.
+        if matches!(kind, LINK_LOCAL | MULTICAST) {
+            return Err(EndpointRefused(format!(
+                "the endpoint's address {} is {kind}, never a subscriber",
+                addr.ip()
+            )));
+        }
+        if !settings.allow_private_endpoints {
             return Err(EndpointRefused(format!(
                 "the endpoint's address {} is {kind} (allowed only with \
                  subscriptions.allow_private_endpoints)",
@@ -130,6 +138,9 @@ fn check_addresses(
     }
     Ok(())
 }
+
+const LINK_LOCAL: &str = "link-local";
+const MULTICAST: &str = "multicast";
 
 /// What kind of non-public address `ip` is, or `None` for a public one. IPv6 forms that embed an
 /// IPv4 address (mapped, compatible, NAT64, 6to4) are judged by the address they carry.
@@ -149,10 +160,10 @@ fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
         (172, 16..=31, _) => "private (RFC 1918)",
         (192, 168, _) => "private (RFC 1918)",
         (100, 64..=127, _) => "shared address space (CGNAT, 100.64.0.0/10)",
-        (169, 254, _) => "link-local",
+        (169, 254, _) => LINK_LOCAL,
         (192, 0, 0) => "IETF protocol assignments (192.0.0.0/24)",
         (198, 18..=19, _) => "benchmarking (198.18.0.0/15)",
-        (224..=239, _, _) => "multicast",
+        (224..=239, _, _) => MULTICAST,
         (240..=255, _, _) => "reserved or broadcast (240.0.0.0/4)",
         _ => return None,
     })
@@ -187,13 +198,13 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("unique local (fc00::/7)");
     }
     if first & 0xffc0 == 0xfe80 {
-        return Some("link-local");
+        return Some(LINK_LOCAL);
     }
     if first & 0xffc0 == 0xfec0 {
         return Some("site-local (fec0::/10)");
     }
     if first & 0xff00 == 0xff00 {
-        return Some("multicast");
+        return Some(MULTICAST);
     }
     None
 }
