@@ -1,6 +1,6 @@
 //! HL7 v2.5.1 messages for the MLLP channel, encoded from the FHIR R4 resources Portico serves:
 //! ADT^A04/A08 (patients), SIU^S12/S13/S14/S15/S26 (appointments), ORU^R01 (results). Pure: JSON in,
-//! message text out. The field-by-field layout is documented in docs/hl7v2.md.
+//! message text out. The field-by-field layout: README, "Subscriptions: HL7 v2 over MLLP".
 
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value as Json;
