@@ -14,7 +14,7 @@ use common::{Fhir, python_dir, venv};
 use portico::demo::seed_openemr;
 use portico::subscriptions::hl7v2::{EventKind, Header, ProcessingId, Resources, encode};
 use portico::subscriptions::mllp::{
-    AckCode, Delivery, MllpSender, MllpTimeouts, OutgoingMessage, RetryCause,
+    AckCode, DeliveryOutcome, MllpSender, MllpTimeouts, OutgoingMessage, RetryCause,
 };
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -127,9 +127,9 @@ fn timeouts() -> MllpTimeouts {
     }
 }
 
-fn accepted(delivery: Delivery) {
+fn accepted(delivery: DeliveryOutcome) {
     match delivery {
-        Delivery::Accepted(ack) => assert_eq!(ack.code, AckCode::ApplicationAccept),
+        DeliveryOutcome::Accepted(ack) => assert_eq!(ack.code, AckCode::ApplicationAccept),
         other => panic!("not accepted: {other:?}"),
     }
 }
@@ -163,7 +163,7 @@ async fn every_message_type_made_from_served_resources_is_parsed_by_the_peer() {
         let control_id = format!("ADT-{trigger}");
         accepted(
             sender
-                .send(&message(kind, Resources::Patient(&patient), &control_id))
+                .deliver(&message(kind, Resources::Patient(&patient), &control_id))
                 .await,
         );
         let received = peer.received().await;
@@ -208,7 +208,7 @@ async fn every_message_type_made_from_served_resources_is_parsed_by_the_peer() {
             appointment,
             patient: &patient,
         };
-        accepted(sender.send(&message(kind, resources, &control_id)).await);
+        accepted(sender.deliver(&message(kind, resources, &control_id)).await);
         let received = peer.received().await;
         assert_eq!(received.control_id(), control_id);
         assert_eq!(received.0["type"], format!("SIU^{trigger}^SIU_S12"));
@@ -260,7 +260,7 @@ async fn every_message_type_made_from_served_resources_is_parsed_by_the_peer() {
     };
     accepted(
         sender
-            .send(&message(EventKind::ResultAvailable, resources, "ORU-1"))
+            .deliver(&message(EventKind::ResultAvailable, resources, "ORU-1"))
             .await,
     );
     let received = peer.received().await;
@@ -321,7 +321,7 @@ async fn delimiters_line_breaks_and_partial_dates_reach_the_peer_intact() {
     });
     accepted(
         sender
-            .send(&message(
+            .deliver(&message(
                 EventKind::PatientUpdated,
                 Resources::Patient(&patient),
                 "ESC-1",
@@ -375,7 +375,7 @@ async fn delimiters_line_breaks_and_partial_dates_reach_the_peer_intact() {
         };
         accepted(
             sender
-                .send(&message(EventKind::ResultAvailable, resources, "ESC-2"))
+                .deliver(&message(EventKind::ResultAvailable, resources, "ESC-2"))
                 .await,
         );
         let received = peer.received().await;
@@ -408,11 +408,11 @@ async fn every_acknowledgement_is_classified() {
         ("ack CR", "rejected CR"),
     ] {
         peer.answer(mode).await;
-        let class = match sender.send(&outgoing).await {
-            Delivery::Accepted(ack) => format!("accepted {}", ack.code.as_str()),
-            Delivery::Error(ack) => format!("error {}", ack.code.as_str()),
-            Delivery::Rejected(ack) => format!("rejected {}", ack.code.as_str()),
-            Delivery::Retry(cause) => format!("retry {cause}"),
+        let class = match sender.deliver(&outgoing).await {
+            DeliveryOutcome::Accepted(ack) => format!("accepted {}", ack.code.as_str()),
+            DeliveryOutcome::Error(ack) => format!("error {}", ack.code.as_str()),
+            DeliveryOutcome::Rejected(ack) => format!("rejected {}", ack.code.as_str()),
+            DeliveryOutcome::Retry(cause) => format!("retry {cause}"),
         };
         assert_eq!(class, expected);
         assert_eq!(peer.received().await.control_id(), "ACK-1");
@@ -420,29 +420,29 @@ async fn every_acknowledgement_is_classified() {
 
     peer.answer("wrong-id").await;
     assert_eq!(
-        sender.send(&outgoing).await,
-        Delivery::Retry(RetryCause::WrongControlId {
+        sender.deliver(&outgoing).await,
+        DeliveryOutcome::Retry(RetryCause::WrongControlId {
             sent: "ACK-1".into(),
             received: "NOT-ACK-1".into()
         })
     );
     peer.received().await;
     peer.answer("garbled").await;
-    let delivery = sender.send(&outgoing).await;
+    let delivery = sender.deliver(&outgoing).await;
     assert!(
-        matches!(delivery, Delivery::Retry(RetryCause::Garbled(_))),
+        matches!(delivery, DeliveryOutcome::Retry(RetryCause::Garbled(_))),
         "{delivery:?}"
     );
     peer.received().await;
     peer.answer("silent").await;
     assert_eq!(
-        sender.send(&outgoing).await,
-        Delivery::Retry(RetryCause::AckTimeout(timeouts().ack))
+        sender.deliver(&outgoing).await,
+        DeliveryOutcome::Retry(RetryCause::AckTimeout(timeouts().ack))
     );
     peer.received().await;
     // Each failure dropped the connection; the next message goes on a new one.
     peer.answer("ack AA").await;
-    accepted(sender.send(&outgoing).await);
+    accepted(sender.deliver(&outgoing).await);
     assert_eq!(peer.received().await.control_id(), "ACK-1");
     peer.stop().await;
 }
@@ -459,7 +459,7 @@ async fn a_peer_that_goes_down_and_comes_back_gets_the_same_message_again() {
         "DOWN-1",
     );
     let mut peer = peer;
-    accepted(sender.send(&first).await);
+    accepted(sender.deliver(&first).await);
     assert_eq!(peer.received().await.control_id(), "DOWN-1");
     peer.stop().await;
 
@@ -468,14 +468,14 @@ async fn a_peer_that_goes_down_and_comes_back_gets_the_same_message_again() {
         Resources::Patient(&patient),
         "DOWN-2",
     );
-    let delivery = sender.send(&second).await;
+    let delivery = sender.deliver(&second).await;
     assert!(
-        matches!(delivery, Delivery::Retry(RetryCause::Connect(_))),
+        matches!(delivery, DeliveryOutcome::Retry(RetryCause::Connect(_))),
         "the kept connection is dead and nobody listens: {delivery:?}"
     );
 
     let mut peer = Peer::start(port).await;
-    accepted(sender.send(&second).await);
+    accepted(sender.deliver(&second).await);
     let received = peer.received().await;
     assert_eq!(
         received.control_id(),

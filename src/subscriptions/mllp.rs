@@ -172,7 +172,7 @@ impl OutgoingMessage {
 
 /// What the outbox does with a message after one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub enum DeliveryOutcome {
     /// AA or CA with our MSH-10: delivered.
     Accepted(Ack),
     /// AR or CR: the peer refuses this message; resending it as it is would be refused again.
@@ -217,9 +217,9 @@ impl Default for MllpTimeouts {
     }
 }
 
-/// The sender for one peer. `send` takes `&mut self`: one message in flight on the one connection.
+/// The sender for one peer. `deliver` takes `&mut self`: one message in flight on the one connection.
 /// After any failure the connection is dropped (a late ACK on it could be taken for the next
-/// message's) and the next `send` connects again.
+/// message's) and the next `deliver` connects again.
 #[derive(Debug)]
 pub struct MllpSender {
     peer: String,
@@ -243,7 +243,7 @@ impl MllpSender {
 
     /// Sends the message as it is (its MSH-10 unchanged, so a resend is recognisably the same
     /// message) and classifies the answer.
-    pub async fn send(&mut self, message: &OutgoingMessage) -> Delivery {
+    pub async fn deliver(&mut self, message: &OutgoingMessage) -> DeliveryOutcome {
         let reused = self.connection.is_some();
         match self.attempt(message).await {
             // A kept connection the peer closed while idle (engines time idle ones out) fails
@@ -252,24 +252,24 @@ impl MllpSender {
             Err(RetryCause::Closed | RetryCause::Connection(_)) if reused => {
                 match self.attempt(message).await {
                     Ok(delivery) => delivery,
-                    Err(cause) => Delivery::Retry(cause),
+                    Err(cause) => DeliveryOutcome::Retry(cause),
                 }
             }
             Ok(delivery) => delivery,
-            Err(cause) => Delivery::Retry(cause),
+            Err(cause) => DeliveryOutcome::Retry(cause),
         }
     }
 
-    async fn attempt(&mut self, message: &OutgoingMessage) -> Result<Delivery, RetryCause> {
+    async fn attempt(&mut self, message: &OutgoingMessage) -> Result<DeliveryOutcome, RetryCause> {
         let result = self.exchange(message).await;
         if result.is_err() {
             self.connection = None;
         }
         let ack = result?;
         Ok(match ack.code {
-            AckCode::ApplicationAccept | AckCode::CommitAccept => Delivery::Accepted(ack),
-            AckCode::ApplicationReject | AckCode::CommitReject => Delivery::Rejected(ack),
-            AckCode::ApplicationError | AckCode::CommitError => Delivery::Error(ack),
+            AckCode::ApplicationAccept | AckCode::CommitAccept => DeliveryOutcome::Accepted(ack),
+            AckCode::ApplicationReject | AckCode::CommitReject => DeliveryOutcome::Rejected(ack),
+            AckCode::ApplicationError | AckCode::CommitError => DeliveryOutcome::Error(ack),
         })
     }
 

@@ -139,18 +139,20 @@ async fn each_ack_code_is_classified() {
     ] {
         let (address, mut seen) = peer(move |_, _| Some(frame(&ack(code, "EVT-42")))).await;
         let mut sender = MllpSender::new(address, quick());
-        let delivery = sender.send(&message()).await;
+        let delivery = sender.deliver(&message()).await;
         let class = match &delivery {
-            Delivery::Accepted(ack) | Delivery::Error(ack) | Delivery::Rejected(ack) => {
+            DeliveryOutcome::Accepted(ack)
+            | DeliveryOutcome::Error(ack)
+            | DeliveryOutcome::Rejected(ack) => {
                 assert_eq!(ack.code.as_str(), code);
                 assert_eq!(ack.text, "told so");
                 match delivery {
-                    Delivery::Accepted(_) => "accepted",
-                    Delivery::Error(_) => "error",
+                    DeliveryOutcome::Accepted(_) => "accepted",
+                    DeliveryOutcome::Error(_) => "error",
                     _ => "rejected",
                 }
             }
-            Delivery::Retry(cause) => panic!("{code}: retry {cause}"),
+            DeliveryOutcome::Retry(cause) => panic!("{code}: retry {cause}"),
         };
         assert_eq!(class, expected, "{code}");
         assert_eq!(seen.recv().await.unwrap(), MESSAGE, "sent as it is");
@@ -160,29 +162,29 @@ async fn each_ack_code_is_classified() {
 #[tokio::test]
 async fn a_wrong_control_id_a_garbled_answer_and_silence_are_retries() {
     let (address, _) = peer(|_, _| Some(frame(&ack("AA", "EVT-41")))).await;
-    let delivery = MllpSender::new(address, quick()).send(&message()).await;
+    let delivery = MllpSender::new(address, quick()).deliver(&message()).await;
     assert_eq!(
         delivery,
-        Delivery::Retry(RetryCause::WrongControlId {
+        DeliveryOutcome::Retry(RetryCause::WrongControlId {
             sent: "EVT-42".into(),
             received: "EVT-41".into()
         })
     );
     let (address, _) = peer(|_, _| Some(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec())).await;
-    let delivery = MllpSender::new(address, quick()).send(&message()).await;
+    let delivery = MllpSender::new(address, quick()).deliver(&message()).await;
     assert!(
-        matches!(delivery, Delivery::Retry(RetryCause::Garbled(_))),
+        matches!(delivery, DeliveryOutcome::Retry(RetryCause::Garbled(_))),
         "{delivery:?}"
     );
     let (address, _) = peer(|_, _| Some(Vec::new())).await;
-    let delivery = MllpSender::new(address, quick()).send(&message()).await;
+    let delivery = MllpSender::new(address, quick()).deliver(&message()).await;
     assert_eq!(
         delivery,
-        Delivery::Retry(RetryCause::AckTimeout(Duration::from_millis(300)))
+        DeliveryOutcome::Retry(RetryCause::AckTimeout(Duration::from_millis(300)))
     );
     let (address, _) = peer(|_, _| None).await;
-    let delivery = MllpSender::new(address, quick()).send(&message()).await;
-    assert_eq!(delivery, Delivery::Retry(RetryCause::Closed));
+    let delivery = MllpSender::new(address, quick()).deliver(&message()).await;
+    assert_eq!(delivery, DeliveryOutcome::Retry(RetryCause::Closed));
 }
 
 #[tokio::test]
@@ -190,9 +192,9 @@ async fn a_refused_connection_is_a_retry() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let delivery = MllpSender::new(address, quick()).send(&message()).await;
+    let delivery = MllpSender::new(address, quick()).deliver(&message()).await;
     assert!(
-        matches!(delivery, Delivery::Retry(RetryCause::Connect(_))),
+        matches!(delivery, DeliveryOutcome::Retry(RetryCause::Connect(_))),
         "{delivery:?}"
     );
 }
@@ -212,8 +214,8 @@ async fn one_connection_carries_message_after_message_and_a_dropped_one_is_repla
     let mut sender = MllpSender::new(address, quick());
     for _ in 0..3 {
         assert!(matches!(
-            sender.send(&message()).await,
-            Delivery::Accepted(_)
+            sender.deliver(&message()).await,
+            DeliveryOutcome::Accepted(_)
         ));
     }
     let mut received = Vec::new();
