@@ -14,9 +14,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 
-use common::{Served, int, rows};
+use common::{Served, int, python_dir, rows, venv};
 use portico::demo::seed_openemr;
 use portico::state::clients::{ClientKind, NewClient};
 use portico::state::users::Role;
@@ -24,33 +23,6 @@ use serde_json::{Value as Json, json};
 use tokio::io::AsyncWriteExt;
 
 const PATIENTS: usize = 60;
-
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
-}
-
-/// The venv, created or refreshed by venv.sh once per test binary (the script is idempotent and
-/// locks against other callers).
-fn venv() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let output = std::process::Command::new("bash")
-            .arg(python_dir().join("venv.sh"))
-            .output()
-            .expect("bash runs tests/python/venv.sh");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "tests/python/venv.sh failed (the client tests need python3 and PyPI on a first run):\n{stderr}"
-        );
-        let path = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .expect("venv.sh prints the venv path")
-            .to_owned();
-        PathBuf::from(path)
-    })
-}
 
 /// A fresh working directory for one test's Python run: hypothesis and schemathesis keep
 /// databases and caches in the current directory, which must be neither the clone nor a previous

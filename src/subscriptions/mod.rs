@@ -1,5 +1,8 @@
-//! Subscriptions: pushing PMS changes to subscribers (issue 9); here the rest-hook delivery pieces.
+//! Subscriptions: pushing PMS changes to subscribers (issue 9); here the delivery pieces: rest-hook
+//! (retry schedule, SSRF guard, signed sender) and HL7 v2 over MLLP (encoder and sender).
 
 pub mod endpoint_guard;
+pub mod hl7v2;
+pub mod mllp;
 pub mod rest_hook;
 pub mod schedule;

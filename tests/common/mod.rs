@@ -1,15 +1,16 @@
 //! The harness shared by the per-adapter integration tests (tests/opendental.rs, tests/cerebello.rs,
 //! tests/dentned.rs): a FHIR client that follows `next` links and checks every body strictly as R4,
 //! plain-SQL helpers over a read-only `Database`, and the start-up of Portico on a free port for an
-//! adapter, on a SQLite file seeded by a generator or on any database URL; and `portico check` run
-//! as a user runs it.
+//! adapter, on a SQLite file seeded by a generator or on any database URL; `portico check` run
+//! as a user runs it; and the pinned Python venv of tests/clients.rs and tests/hl7v2.rs.
 
 // Each integration test file is a crate of its own that compiles this module and uses a different
 // subset of it; what one of them leaves unused is not dead code.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use portico::app::Application;
@@ -286,4 +287,32 @@ pub fn assert_check_accepts(adapter: &str, url: &str) {
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}");
     assert!(report.contains("ok   every table and column"), "{report}");
+}
+
+/// tests/python: the Python side of the client and HL7 v2 tests.
+pub fn python_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+/// The venv, created or refreshed by venv.sh once per test binary (the script is idempotent and
+/// locks against other callers).
+pub fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let output = std::process::Command::new("bash")
+            .arg(python_dir().join("venv.sh"))
+            .output()
+            .expect("bash runs tests/python/venv.sh");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "tests/python/venv.sh failed (the client tests need python3 and PyPI on a first run):\n{stderr}"
+        );
+        let path = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .expect("venv.sh prints the venv path")
+            .to_owned();
+        PathBuf::from(path)
+    })
 }
