@@ -52,6 +52,8 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = std::env::temp_dir().join(format!("portico-auth-bench-{}", std::process::id()));
+    // The legacy fixture lives here whichever store holds the state.
+    std::fs::create_dir_all(&dir).expect("bench directory");
     let state_url = match std::env::var("PORTICO_BENCH_STATE")
         .ok()
         .filter(|v| v.starts_with("postgres"))
