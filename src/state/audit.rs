@@ -214,36 +214,62 @@ impl StateStore {
             .await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut hash: String = head.try_get("hash")?;
+        // One multi-row INSERT per table for the whole batch: a statement costs far more than a
+        // row here, and the batch is what every waiting request's answer waits for.
+        let mut events = Vec::with_capacity(records.len());
         for record in records {
             seq += 1;
             let prev_hash = std::mem::take(&mut hash);
             hash = chain_hash(&prev_hash, seq, record);
-            sqlx::query(
-                "INSERT INTO audit_event (seq, id, recorded_ms, subtype, outcome, client_id, subject, \
-                 fhir_user, request_id, resource, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(seq)
-            .bind(&record.id)
-            .bind(record.recorded_ms)
-            .bind(&record.subtype)
-            .bind(&record.outcome)
-            .bind(&record.client_id)
-            .bind(&record.subject)
-            .bind(&record.fhir_user)
-            .bind(&record.request_id)
-            .bind(&record.resource)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            for patient in &record.patients {
-                sqlx::query("INSERT INTO audit_event_patient (event_seq, patient) VALUES ($1, $2)")
-                    .bind(seq)
-                    .bind(patient)
-                    .execute(&mut *tx)
-                    .await?;
+            events.push((seq, record, prev_hash, hash.clone()));
+        }
+        let mut insert_events = String::from(
+            "INSERT INTO audit_event (seq, id, recorded_ms, subtype, outcome, client_id, subject, \
+             fhir_user, request_id, resource, prev_hash, hash) VALUES ",
+        );
+        for (at, _) in events.iter().enumerate() {
+            let first = at * 12;
+            let placeholders: Vec<String> = (1..=12).map(|n| format!("${}", first + n)).collect();
+            if at > 0 {
+                insert_events.push_str(", ");
             }
+            insert_events.push_str(&format!("({})", placeholders.join(", ")));
+        }
+        let mut query = sqlx::query(&insert_events);
+        for (seq, record, prev_hash, hash) in &events {
+            query = query
+                .bind(*seq)
+                .bind(&record.id)
+                .bind(record.recorded_ms)
+                .bind(&record.subtype)
+                .bind(&record.outcome)
+                .bind(&record.client_id)
+                .bind(&record.subject)
+                .bind(&record.fhir_user)
+                .bind(&record.request_id)
+                .bind(&record.resource)
+                .bind(prev_hash)
+                .bind(hash);
+        }
+        query.execute(&mut *tx).await?;
+        let patients: Vec<(i64, &String)> = events
+            .iter()
+            .flat_map(|(seq, record, _, _)| record.patients.iter().map(move |p| (*seq, p)))
+            .collect();
+        // At most 1,000 rows (2,000 parameters) per statement, within every backend's limit.
+        for chunk in patients.chunks(1000) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|at| format!("(${}, ${})", at * 2 + 1, at * 2 + 2))
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_event_patient (event_seq, patient) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (seq, patient) in chunk {
+                query = query.bind(*seq).bind(*patient);
+            }
+            query.execute(&mut *tx).await?;
         }
         sqlx::query("UPDATE audit_chain_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
