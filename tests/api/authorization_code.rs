@@ -771,32 +771,22 @@ async fn codes_are_single_use_bound_and_pkce_checked() {
         }
 
         // 12: another client, another redirect_uri.
-        let (code, verifier) = fresh_code(&app).await;
-        let (status, _, body) = exchange(
-            &code,
-            &[
-                ("client_id", "other-app"),
-                ("code_verifier", verifier.secret()),
-            ],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_grant"))
-        );
-        let (code, verifier) = fresh_code(&app).await;
-        let (status, _, body) = exchange(
-            &code,
-            &[
-                ("redirect_uri", "http://127.0.0.1:9/other"),
-                ("code_verifier", verifier.secret()),
-            ],
-        )
-        .await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (400, Some("invalid_grant"))
-        );
+        for (name, value) in [
+            ("client_id", "other-app"),
+            ("redirect_uri", "http://127.0.0.1:9/other"),
+        ] {
+            let (code, verifier) = fresh_code(&app).await;
+            let (status, _, body) = exchange(
+                &code,
+                &[(name, value), ("code_verifier", verifier.secret())],
+            )
+            .await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_grant")),
+                "{name}"
+            );
+        }
 
         // 10: a code used twice: the second use fails and the first use's token is revoked.
         let (code, verifier) = fresh_code(&app).await;
