@@ -78,22 +78,21 @@ pub fn redirect_to(redirect_uri: &str, parameters: &[(&str, &str)]) -> String {
     format!("{base}{separator}{query}")
 }
 
-fn error_redirect(
+/// The app's redirect URI carrying an RFC 6749 §4.1.2.1 error.
+fn error_url(
     fhir_base: &str,
     redirect_uri: &str,
     state: Option<&str>,
     error: &str,
     description: &str,
-) -> Refusal {
+) -> String {
     let issuer = endpoints::absolute(fhir_base, endpoints::ISSUER);
     let mut parameters = vec![("error", error), ("error_description", description)];
     if let Some(state) = state {
         parameters.push(("state", state));
     }
     parameters.push(("iss", &issuer));
-    Refusal::Redirect {
-        url: redirect_to(redirect_uri, &parameters),
-    }
+    redirect_to(redirect_uri, &parameters)
 }
 
 /// Whether `challenge` can be an S256 code challenge (the base64url SHA-256 of a verifier).
@@ -157,8 +156,8 @@ pub async fn begin(
             )
         })?;
     let state = get("state").filter(|s| !s.is_empty());
-    let refuse = |error: &str, description: &str| {
-        error_redirect(fhir_base, redirect_uri, state, error, description)
+    let refuse = |error: &str, description: &str| Refusal::Redirect {
+        url: error_url(fhir_base, redirect_uri, state, error, description),
     };
     if get("response_type") != Some("code") {
         return Err(refuse(
@@ -435,15 +434,14 @@ pub async fn decide(
     allow: bool,
     chosen: &[String],
 ) -> Result<String, Refusal> {
-    let refuse = |error: &str, description: &str| match error_redirect(
-        fhir_base,
-        &pending.redirect_uri,
-        Some(&pending.state),
-        error,
-        description,
-    ) {
-        Refusal::Redirect { url } => url,
-        Refusal::Page { .. } => unreachable!("error_redirect always redirects"),
+    let refuse = |error: &str, description: &str| {
+        error_url(
+            fhir_base,
+            &pending.redirect_uri,
+            Some(&pending.state),
+            error,
+            description,
+        )
     };
     let store = server.tokens.store();
     // Only one submission of a pending request leads anywhere.
