@@ -28,6 +28,82 @@ pub struct Adapter {
     pub dialects: Vec<DialectKind>,
     /// Keyed by FHIR resource type.
     pub resources: BTreeMap<String, ResourceDef>,
+    /// The subscription topics the adapter offers (`topics.toml`), in file order.
+    pub topics: Vec<Topic>,
+}
+
+/// Canonical URLs of Portico's subscription topics: this prefix and the topic's slug. Stable
+/// whatever the server's address, so a subscription names the same topic on every install.
+pub const TOPIC_URL_PREFIX: &str = "https://portico.health/fhir/SubscriptionTopic/";
+
+/// A subscription topic (`[[topic]]` in `topics.toml`): which served changes of which mappings
+/// notify its subscribers, and which search parameters they may filter on.
+#[derive(Debug, Clone)]
+pub struct Topic {
+    /// `appointment-cancelled`.
+    pub slug: String,
+    /// `TOPIC_URL_PREFIX` + slug: the value of `Subscription.criteria`.
+    pub url: String,
+    pub title: String,
+    pub description: String,
+    pub resource_type: String,
+    /// Names of the mappings whose changes fire it (`Observation.labs`); each declares `[changes]`.
+    pub mappings: Vec<String>,
+    /// Which kinds of change fire it.
+    pub on: Vec<ChangeKind>,
+    /// For updates: fires only when one of these top-level elements of the served resource
+    /// differs from before. Empty: any served change.
+    pub changed: Vec<String>,
+    /// Fires only when this element's value is now one of these and was not before (on create:
+    /// is one of these).
+    pub became: Option<Became>,
+    /// Search parameters of `resource_type` a subscriber may filter on.
+    pub filters: Vec<String>,
+}
+
+/// `became = { element = "status", values = ["cancelled"] }`.
+#[derive(Debug, Clone)]
+pub struct Became {
+    /// A top-level element holding a primitive (a code).
+    pub element: String,
+    pub values: Vec<String>,
+}
+
+/// A change of a served resource, as change detection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Delete,
+}
+
+/// How Portico notices changes of a mapping's served resources (`[changes]`).
+#[derive(Debug, Clone)]
+pub struct ChangeDetection {
+    pub strategy: ChangeStrategy,
+    /// Rows read per pass by a keyset scan (`Scan`, and reconcile scans).
+    pub scan_rows: usize,
+    /// For `Timestamp` and `RowVersion`: a full keyset scan every so often as well, which finds
+    /// hard deletes and edits that do not move the change columns.
+    pub reconcile: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChangeStrategy {
+    /// Columns (indexes into `Mapping::columns`, base or joined tables) that move forward when
+    /// the served resource may have changed: each pass re-reads the rows at or after the
+    /// watermark minus `overlap` and compares their content hashes.
+    Timestamp {
+        columns: Vec<usize>,
+        overlap: std::time::Duration,
+    },
+    /// A SQL Server rowversion column of the base table: rows above the watermark and below
+    /// `MIN_ACTIVE_ROWVERSION()`.
+    RowVersion { column: usize },
+    /// No usable change column: a keyset scan of `scan_rows` rows per pass, continuing where the
+    /// last pass stopped; a full cycle finds creates, updates and deletes.
+    Scan,
 }
 
 /// Everything an adapter serves for one FHIR resource type: one or more mappings (branches).
@@ -85,6 +161,8 @@ pub struct Mapping {
     pub collections: Vec<Collection>,
     pub search: BTreeMap<String, SearchParam>,
     pub compartment: Compartment,
+    /// `[changes]`: how subscriptions notice this mapping's changes; `None`: they do not.
+    pub changes: Option<ChangeDetection>,
 }
 
 /// How a mapping's rows belong to patients, for accesses limited to some patients.

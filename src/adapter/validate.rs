@@ -231,6 +231,8 @@ pub fn validate(
         timezone: timezone.expect("checked above"),
         dialects: manifest.dialects,
         resources,
+        // Parsed from `topics.toml` (issue 9, adapter data helper).
+        topics: Vec::new(),
     })
 }
 
@@ -854,6 +856,8 @@ fn compile_mapping(
         collections,
         search,
         compartment,
+        // Parsed from `[changes]` (issue 9, adapter data helper).
+        changes: None,
     })
 }
 
