@@ -87,6 +87,17 @@ pub struct Page {
     pub left_out: Vec<LeftOutRow>,
 }
 
+/// One step of a keyset scan (`Repository::scan`).
+#[derive(Debug)]
+pub struct Scanned {
+    /// What each row (or unpivot variant) yielded, in key order, with its row.
+    pub outcomes: Vec<(MapOutcome, Arc<Vec<Value>>)>,
+    /// The key of the last row read: where the next step starts.
+    pub last_key: Option<Vec<Value>>,
+    /// Rows read (a step that read fewer than its limit reached the end).
+    pub rows: usize,
+}
+
 /// The outcome of a read by id.
 #[derive(Debug)]
 pub enum ReadOutcome {
@@ -290,6 +301,49 @@ impl Repository {
             }
         }
         Ok(ReadOutcome::Missing)
+    }
+
+    /// One step of a keyset scan for change detection: the rows of `mapping` (the
+    /// `branch_index`-th of its type) that satisfy `cond`, after the key `after`, in key order,
+    /// at most `limit`, mapped (left-out rows included, in order). It reads everything the
+    /// mapping serves: what a subscriber may see is decided when it is notified.
+    pub async fn scan(
+        &self,
+        branch_index: usize,
+        mapping: &Arc<Mapping>,
+        cond: Cond,
+        after: Option<Vec<Value>>,
+        limit: u64,
+    ) -> Result<Scanned, DbError> {
+        let admitted = self.row_access(mapping, &Access::everything(), Interaction::Search);
+        let branch = BranchPlan {
+            index: branch_index,
+            mapping: mapping.clone(),
+            cond,
+            variants: None,
+            sort: Vec::new(),
+        };
+        let cursor = after.map(|key| CursorKey {
+            sort: Vec::new(),
+            branch: branch_index,
+            key,
+            variant: None,
+        });
+        let select = page_select(&branch, &admitted, cursor.as_ref(), limit);
+        let (candidates, rows) = self
+            .load(branch_index, mapping, &select, &[], &|variant| {
+                admitted.variant_allowed(variant)
+            })
+            .await?;
+        let last_key = candidates.last().map(|c| c.order.key.clone());
+        Ok(Scanned {
+            outcomes: candidates
+                .into_iter()
+                .map(|c| (c.outcome, c.row))
+                .collect(),
+            last_key,
+            rows,
+        })
     }
 
     /// Counts all matches of `plan` that `access` admits.

@@ -18,7 +18,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{StateError, StateStore};
+use super::{StateError, StateStore, placeholders, value_rows};
 
 /// The resource type of the audit trail (served from this store, never from the PMS).
 pub const AUDIT_EVENT: &str = "AuditEvent";
@@ -112,13 +112,6 @@ fn chain_hash(prev_hash: &str, seq: i64, record: &AuditRecord) -> String {
 }
 
 /// `$first, $first+1, ...` for `count` values.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A WHERE clause for `filter` and the values to bind, in order, after `already_bound` others.
 fn where_clause(filter: &AuditFilter, already_bound: usize) -> (String, Vec<Bind>) {
     let mut conds: Vec<String> = Vec::new();
@@ -223,18 +216,11 @@ impl StateStore {
             hash = chain_hash(&prev_hash, seq, record);
             events.push((seq, record, prev_hash, hash.clone()));
         }
-        let mut insert_events = String::from(
+        let insert_events = format!(
             "INSERT INTO audit_event (seq, id, recorded_ms, subtype, outcome, client_id, subject, \
-             fhir_user, request_id, resource, prev_hash, hash) VALUES ",
+             fhir_user, request_id, resource, prev_hash, hash) VALUES {}",
+            value_rows(events.len(), 12)
         );
-        for (at, _) in events.iter().enumerate() {
-            let first = at * 12;
-            let placeholders: Vec<String> = (1..=12).map(|n| format!("${}", first + n)).collect();
-            if at > 0 {
-                insert_events.push_str(", ");
-            }
-            insert_events.push_str(&format!("({})", placeholders.join(", ")));
-        }
         let mut query = sqlx::query(&insert_events);
         for (seq, record, prev_hash, hash) in &events {
             query = query
@@ -258,12 +244,9 @@ impl StateStore {
             .collect();
         // At most 1,000 rows (2,000 parameters) per statement, within every backend's limit.
         for chunk in patients.chunks(1000) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|at| format!("(${}, ${})", at * 2 + 1, at * 2 + 2))
-                .collect();
             let sql = format!(
                 "INSERT INTO audit_event_patient (event_seq, patient) VALUES {}",
-                values.join(", ")
+                value_rows(chunk.len(), 2)
             );
             let mut query = sqlx::query(&sql);
             for (seq, patient) in chunk {

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authorizations;
 pub mod clients;
 pub mod keys;
+pub mod subscriptions;
 pub mod tokens;
 pub mod users;
 
@@ -111,6 +112,22 @@ impl StateStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// `$first, $first+1, ...`: `count` numbered placeholders for a statement built at run time.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, $2), ($3, $4)`: the VALUES rows of a multi-row INSERT, `rows` rows of `width`.
+pub(crate) fn value_rows(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| format!("({})", placeholders(row * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Seconds since the Unix epoch: the unit of every time the store keeps.
