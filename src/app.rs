@@ -121,6 +121,36 @@ async fn open_auth_server(settings: &Settings) -> anyhow::Result<AuthServer> {
     })
 }
 
+/// Change detection and rest-hook delivery, each one task; replicas share the work through
+/// leases in the state store, under a name this process picks at start.
+fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Settings) {
+    let replica = uuid::Uuid::new_v4().to_string();
+    let store = state.auth.tokens.store().clone();
+    let detector = crate::subscriptions::detect::Detector {
+        repository: state.repository.clone(),
+        store: store.clone(),
+        settings: crate::subscriptions::detect::DetectionSettings {
+            poll_interval: std::time::Duration::from_millis(
+                settings.subscriptions.poll_interval_ms.max(100),
+            ),
+            ..Default::default()
+        },
+        replica: replica.clone(),
+        delivery: state.subscriptions.wake.clone(),
+    };
+    let delivery = crate::subscriptions::deliver::DeliveryWorker {
+        repository: state.repository.clone(),
+        store,
+        sender: Arc::new(crate::subscriptions::rest_hook::RestHookSender::new(
+            settings.subscriptions.endpoint_policy(),
+        )),
+        replica,
+        wake: state.subscriptions.wake.clone(),
+    };
+    workers.spawn("change-detection", move |shutdown| detector.run(shutdown));
+    workers.spawn("subscription-delivery", move |shutdown| delivery.run(shutdown));
+}
+
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let adapter = Arc::new(load_adapter(settings)?);
@@ -172,7 +202,14 @@ impl Application {
             capability_base: Arc::new(capability_base),
             auth,
             audit,
+            subscriptions: crate::subscriptions::SubscriptionsRuntime {
+                endpoint_policy: settings.subscriptions.endpoint_policy(),
+                wake: Arc::new(tokio::sync::Notify::new()),
+            },
         };
+        if settings.subscriptions.enabled {
+            spawn_subscription_workers(&workers, &state, settings);
+        }
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await

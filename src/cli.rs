@@ -326,6 +326,8 @@ async fn demo(
         },
         state: Default::default(),
         auth: Default::default(),
+        // The demo polls its database like a real PMS and lets a receiver on this machine subscribe.
+        subscriptions: crate::config::SubscriptionsSettings { allow_private_endpoints: true, poll_interval_ms: 2_000, ..Default::default() },
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());

@@ -41,6 +41,52 @@ pub struct Settings {
     pub state: StateSettings,
     #[serde(default)]
     pub auth: crate::auth::token_endpoint::AuthSettings,
+    #[serde(default)]
+    pub subscriptions: SubscriptionsSettings,
+}
+
+/// `[subscriptions]`: change detection and notification delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsSettings {
+    /// Run change detection and delivery in this process (every replica may; leases share the
+    /// work). Off: the Subscription endpoints still answer, nothing is detected or sent here.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Time between detection passes over each mapping.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Admit `http` endpoints and private, loopback and other non-public addresses (tests, the
+    /// demo, an EHR on the practice's own network). Link-local and multicast stay refused.
+    #[serde(default)]
+    pub allow_private_endpoints: bool,
+}
+
+impl Default for SubscriptionsSettings {
+    fn default() -> SubscriptionsSettings {
+        SubscriptionsSettings {
+            enabled: true,
+            poll_interval_ms: default_poll_interval_ms(),
+            allow_private_endpoints: false,
+        }
+    }
+}
+
+impl SubscriptionsSettings {
+    /// What the SSRF guard admits.
+    pub fn endpoint_policy(&self) -> crate::subscriptions::endpoint_guard::SubscriptionSettings {
+        crate::subscriptions::endpoint_guard::SubscriptionSettings {
+            allow_private_endpoints: self.allow_private_endpoints,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_poll_interval_ms() -> u64 {
+    5_000
 }
 
 /// The settings of the commands that only touch Portico's own state (`clients`, `users`,

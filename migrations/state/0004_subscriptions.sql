@@ -3,7 +3,8 @@
 -- file runs on SQLite and PostgreSQL.
 
 -- One row per Subscription. `spec` is the validated request (JSON), `owner` the token claims it
--- acts under (JSON: client, scopes, patient, fhirUser), re-checked at every send.
+-- acts under (JSON: client, scopes, patient, fhirUser), re-checked at every send; `base_url` the
+-- FHIR base the client used, which notifications' URLs are made from.
 -- `events_since_start` is the number of the last event assigned (SB-28); `delivered_through` the
 -- last one a notification carried successfully. The lease fields let one replica deliver it at a
 -- time; `next_attempt_ms` holds back retries.
@@ -14,6 +15,8 @@ CREATE TABLE subscription (
     spec               TEXT NOT NULL,
     topic              TEXT,
     resource_type      TEXT NOT NULL,
+    channel            TEXT NOT NULL,
+    base_url           TEXT NOT NULL,
     status             TEXT NOT NULL,
     error              TEXT,
     version            BIGINT NOT NULL,

@@ -13,6 +13,7 @@ pub mod origin;
 pub mod request_id;
 mod sign_in;
 mod smart;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -45,12 +46,20 @@ pub struct AppState {
     pub auth: crate::auth::token_endpoint::AuthServer,
     /// Appends the audit trail's events (group commit; `state::audit::AuditWriter`).
     pub audit: crate::state::audit::AuditWriter,
+    /// The SSRF policy for subscription endpoints and the delivery worker's wake-up.
+    pub subscriptions: crate::subscriptions::SubscriptionsRuntime,
 }
 
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(Any)
         .expose_headers(Any);
     // Every path answers the methods it does not take with a 405 OperationOutcome and `Allow`.
@@ -71,6 +80,42 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/fhir/AuditEvent/{id}",
             get(audit::read).fallback(handlers::only_get),
+        )
+        // Subscriptions come from the state store too.
+        .route(
+            "/fhir/Subscription",
+            get(subscriptions::search)
+                .post(subscriptions::create)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Subscription/_search",
+            post(subscriptions::search).fallback(handlers::only_post),
+        )
+        .route(
+            "/fhir/Subscription/$status",
+            get(subscriptions::type_status)
+                .post(subscriptions::type_status)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Subscription/{id}",
+            get(subscriptions::read)
+                .put(subscriptions::update)
+                .delete(subscriptions::delete)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Subscription/{id}/$status",
+            get(subscriptions::instance_status)
+                .post(subscriptions::instance_status)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Subscription/{id}/$events",
+            get(subscriptions::events_operation)
+                .post(subscriptions::events_operation)
+                .fallback(handlers::only_get),
         )
         .route(
             "/fhir/{resource_type}",

@@ -266,7 +266,7 @@ fn check_letters(permissions: &str) -> Result<(), String> {
 }
 
 /// `name=value&...`, decoded as a query string is.
-fn parse_filter(query: &str) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn parse_filter(query: &str) -> Result<Vec<(String, String)>, String> {
     if query.is_empty() {
         return Err("empty ?parameters".into());
     }

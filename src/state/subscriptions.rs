@@ -25,6 +25,8 @@ pub struct StoredSubscription {
     pub spec: String,
     pub topic: Option<String>,
     pub resource_type: String,
+    pub channel: String,
+    pub base_url: String,
     pub status: String,
     pub error: Option<String>,
     pub version: i64,
@@ -52,6 +54,9 @@ pub struct SubscriptionWrite {
     pub spec: String,
     pub topic: Option<String>,
     pub resource_type: String,
+    /// `rest-hook`, `websocket`, `hl7v2-mllp`: which sender the worker uses.
+    pub channel: String,
+    pub base_url: String,
     /// `requested` (a handshake follows) or `off`.
     pub status: String,
     pub end_ms: Option<i64>,
@@ -131,8 +136,10 @@ pub struct PassCommit {
     pub last_reconcile_ms: i64,
     /// `(resource id, remembered)` to insert or replace.
     pub remember: Vec<(String, Remembered)>,
-    /// Ids seen unchanged in this cycle.
+    /// Ids seen unchanged, in cycle `seen_cycle` (the cycle the pass began in, which may have
+    /// ended during it).
     pub seen: Vec<String>,
+    pub seen_cycle: i64,
     /// Ids that are gone.
     pub forget: Vec<String>,
     pub events: Vec<NewEvent>,
@@ -142,7 +149,8 @@ pub struct PassCommit {
 #[derive(Debug, PartialEq, Eq)]
 pub struct LeaseLost;
 
-const SUBSCRIPTION_COLUMNS: &str = "id, client_id, owner, spec, topic, resource_type, status, \
+const SUBSCRIPTION_COLUMNS: &str = "id, client_id, owner, spec, topic, resource_type, channel, \
+     base_url, status, \
      error, version, created_ms, updated_ms, end_ms, events_since_start, delivered_through, \
      handshake_pending, failed_attempts, failing_since_ms, next_attempt_ms, retries_stopped, \
      last_sent_ms, last_delivered_ms, last_failure";
@@ -155,6 +163,8 @@ fn subscription_from_row(row: &AnyRow) -> Result<StoredSubscription, sqlx::Error
         spec: row.try_get("spec")?,
         topic: row.try_get("topic")?,
         resource_type: row.try_get("resource_type")?,
+        channel: row.try_get("channel")?,
+        base_url: row.try_get("base_url")?,
         status: row.try_get("status")?,
         error: row.try_get("error")?,
         version: row.try_get("version")?,
@@ -197,8 +207,8 @@ impl StateStore {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO subscription (id, client_id, owner, spec, topic, resource_type, status, \
-             version, created_ms, updated_ms, end_ms, handshake_pending, heartbeat_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9, $10, $11)",
+             version, created_ms, updated_ms, end_ms, handshake_pending, heartbeat_ms, channel, \
+             base_url) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&write.id)
         .bind(&write.client_id)
@@ -211,6 +221,8 @@ impl StateStore {
         .bind(write.end_ms)
         .bind(i32::from(write.status == "requested"))
         .bind(write.heartbeat_ms)
+        .bind(&write.channel)
+        .bind(&write.base_url)
         .execute(self.pool())
         .await?;
         self.subscription(&write.id)
@@ -227,7 +239,8 @@ impl StateStore {
         let reactivate = write.status == "requested";
         let updated = sqlx::query(
             "UPDATE subscription SET owner = $2, spec = $3, topic = $4, resource_type = $5, \
-             status = $6, end_ms = $7, heartbeat_ms = $11, version = version + 1, \
+             status = $6, end_ms = $7, heartbeat_ms = $11, channel = $12, base_url = $13, \
+             version = version + 1, \
              updated_ms = $8, \
              error = CASE WHEN $9 = 1 THEN NULL ELSE error END, \
              handshake_pending = $9, \
@@ -248,6 +261,8 @@ impl StateStore {
         .bind(i32::from(reactivate))
         .bind(&write.client_id)
         .bind(write.heartbeat_ms)
+        .bind(&write.channel)
+        .bind(&write.base_url)
         .execute(self.pool())
         .await?
         .rows_affected();
@@ -382,6 +397,7 @@ impl StateStore {
     /// locked with SKIP LOCKED, so replicas claiming at once take different rows.
     pub async fn claim_due_subscriptions(
         &self,
+        channel: &str,
         owner: &str,
         until_ms: i64,
         limit: i64,
@@ -393,7 +409,7 @@ impl StateStore {
         };
         let sql = format!(
             "UPDATE subscription SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (\
-             SELECT id FROM subscription WHERE status IN ($3, $4, $5) \
+             SELECT id FROM subscription WHERE channel = $8 AND status IN ($3, $4, $5) \
              AND (end_ms IS NULL OR end_ms > $6) AND lease_until_ms < $6 \
              AND retries_stopped = 0 AND next_attempt_ms <= $6 \
              AND (handshake_pending = 1 OR delivered_through < events_since_start \
@@ -409,6 +425,7 @@ impl StateStore {
             .bind(LIVE_STATUSES[2])
             .bind(now)
             .bind(limit)
+            .bind(channel)
             .fetch_all(self.pool())
             .await?;
         Ok(rows
@@ -660,7 +677,9 @@ impl StateStore {
                  AND resource_id IN ({})",
                 placeholders(3, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(commit.cycle).bind(&commit.mapping);
+            let mut query = sqlx::query(&sql)
+                .bind(commit.seen_cycle)
+                .bind(&commit.mapping);
             for id in chunk {
                 query = query.bind(id);
             }

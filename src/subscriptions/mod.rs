@@ -1,8 +1,30 @@
-//! Subscriptions: pushing PMS changes to subscribers (issue 9); here the delivery pieces: rest-hook
-//! (retry schedule, SSRF guard, signed sender) and HL7 v2 over MLLP (encoder and sender).
+//! Subscriptions: pushing PMS changes to subscribers (issue 9). Change detection (`detect`) turns
+//! PMS edits into numbered events in the state store; the outbox worker (`deliver`) sends them as
+//! notification Bundles (`notification`) over rest-hook (`rest_hook`: retry `schedule`, SSRF
+//! `endpoint_guard`); `resource` is the Subscription resource, `trigger` the topics' rules,
+//! `owner` whose access a subscription acts under; HL7 v2 over MLLP (`hl7v2`, `mllp`).
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+pub mod deliver;
+pub mod detect;
 pub mod endpoint_guard;
 pub mod hl7v2;
 pub mod mllp;
+pub mod notification;
+pub mod owner;
+pub mod resource;
 pub mod rest_hook;
 pub mod schedule;
+pub mod trigger;
+
+/// What the HTTP side shares with detection and delivery.
+#[derive(Clone, Debug, Default)]
+pub struct SubscriptionsRuntime {
+    /// What the SSRF guard admits (`subscriptions.allow_private_endpoints`).
+    pub endpoint_policy: endpoint_guard::SubscriptionSettings,
+    /// Wakes the delivery worker (a new subscription's handshake, newly numbered events).
+    pub wake: Arc<Notify>,
+}

@@ -1,0 +1,676 @@
+//! `/fhir/Subscription`: create, read, update, delete and search a client's subscriptions, and
+//! the backport operations `$status` (type and instance) and `$events`. Subscriptions live in
+//! the state store; each belongs to the client and user whose token created it, acts under that
+//! token's claims, and is seen only by them. SMART scopes on `Subscription` decide what a token
+//! may do (`c`, `r`, `u`, `d`, `s`); the topic's resource type must be readable by the same token.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value as Json;
+
+use super::AppState;
+use super::handlers::{error_response, form_pairs, param, query_pairs};
+use super::negotiate::{Negotiated, body, negotiate, respond};
+use super::origin::PublicBase;
+use crate::access::{Access, Interaction, PatientLimit};
+use crate::auth::scope::{Scope, parse_scopes_lenient};
+use crate::auth::tokens::AccessClaims;
+use crate::error::ApiError;
+use crate::fhir::outcome::{Issue, IssueType};
+use crate::search::compile::plan;
+use crate::search::parse::parse;
+use crate::state::subscriptions::{StoredSubscription, SubscriptionWrite};
+use crate::subscriptions::deliver::{notification_events, status_of};
+use crate::subscriptions::endpoint_guard::vet;
+use crate::subscriptions::notification::{
+    NotificationType, SubscriptionStatusInfo, notification_bundle, status_searchset,
+};
+use crate::subscriptions::owner::{owner_claims, owner_json};
+use crate::subscriptions::resource::{
+    ChannelKind, Criteria, PayloadContent, SubscriptionSpec, SubscriptionStatus,
+    SubscriptionView, parse_subscription, render_subscription,
+};
+
+pub const SUBSCRIPTION: &str = "Subscription";
+
+/// Events one `$events` answer carries at most.
+const MAX_EVENTS_PER_QUERY: i64 = 100;
+
+/// What a request does to subscriptions, as SMART v2 letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Operation {
+    Create,
+    Read,
+    Update,
+    Delete,
+    Search,
+}
+
+/// The token's claims, or 401: subscriptions always have an owner.
+fn claims_of(claims: Option<Extension<Arc<AccessClaims>>>) -> Result<Arc<AccessClaims>, ApiError> {
+    claims.map(|Extension(c)| c).ok_or_else(|| ApiError::Unauthorized {
+        error: None,
+        description: "subscriptions need a bearer token: each belongs to the client that made it"
+            .into(),
+    })
+}
+
+/// 403 unless one of the token's scopes grants `operation` on Subscription.
+fn require_scope(claims: &AccessClaims, operation: Operation) -> Result<(), ApiError> {
+    let (scopes, _) = parse_scopes_lenient(&claims.scope);
+    let granted = scopes.iter().any(|scope| match scope {
+        Scope::Resource(r) => {
+            r.resource_type.as_deref().is_none_or(|t| t == SUBSCRIPTION)
+                && match operation {
+                    Operation::Create => r.create,
+                    Operation::Read => r.read,
+                    Operation::Update => r.update,
+                    Operation::Delete => r.delete,
+                    Operation::Search => r.search,
+                }
+        }
+        _ => false,
+    });
+    if granted {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "the token's scopes do not grant {operation:?} on Subscription (for example \
+             system/Subscription.cruds or user/Subscription.cruds)"
+        )))
+    }
+}
+
+/// Whether the token speaks for the subscription's owner (same client, same user).
+fn owns(stored: &StoredSubscription, claims: &AccessClaims) -> bool {
+    stored.client_id == claims.client_id
+        && owner_claims(&stored.owner).is_some_and(|owner| owner.sub == claims.sub)
+}
+
+fn store_unavailable(error: crate::state::StateError) -> ApiError {
+    tracing::warn!(%error, "subscription store unavailable");
+    ApiError::Unavailable("the subscription store is unavailable; retry shortly".into())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("Subscription/{id} is not known"))
+}
+
+/// The stored subscription `id` if the token owns it (404 otherwise: no oracle).
+async fn owned(
+    state: &AppState,
+    claims: &AccessClaims,
+    id: &str,
+) -> Result<StoredSubscription, ApiError> {
+    let stored = state
+        .auth
+        .tokens
+        .store()
+        .subscription(id)
+        .await
+        .map_err(store_unavailable)?
+        .filter(|s| owns(s, claims))
+        .ok_or_else(|| not_found(id))?;
+    Ok(stored)
+}
+
+fn spec_of(stored: &StoredSubscription) -> Result<SubscriptionSpec, ApiError> {
+    serde_json::from_str(&stored.spec)
+        .map_err(|e| ApiError::Internal(format!("stored subscription unreadable: {e}")))
+}
+
+fn rendered(stored: &StoredSubscription) -> Result<Json, ApiError> {
+    let spec = spec_of(stored)?;
+    Ok(render_subscription(&SubscriptionView {
+        id: &stored.id,
+        spec: &spec,
+        status: status_of(stored),
+        error: stored.error.as_deref(),
+        events_since_start: stored.events_since_start.max(0) as u64,
+        version: stored.version.max(1) as u64,
+        last_updated: chrono::DateTime::from_timestamp_millis(stored.updated_ms)
+            .unwrap_or_default(),
+    }))
+}
+
+/// The body as FHIR JSON (415 for anything else).
+fn json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Json, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !matches!(essence, "application/fhir+json" | "application/json") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "a Subscription is sent as application/fhir+json, not {content_type:?}"
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::BadRequest(vec![Issue::error(
+            IssueType::Invalid,
+            format!("the body is not JSON: {e}"),
+        )])
+    })
+}
+
+/// Validates a client's Subscription against the adapter's topics, the search compiler, the
+/// token's access and the SSRF guard; the write to store.
+async fn validated_write(
+    state: &AppState,
+    base: &PublicBase,
+    claims: &AccessClaims,
+    access: &Access,
+    id: String,
+    resource: &Json,
+) -> Result<SubscriptionWrite, ApiError> {
+    let adapter = &state.adapter;
+    let search_params = |resource_type: &str| -> Option<Vec<String>> {
+        adapter
+            .resources
+            .get(resource_type)
+            .map(|def| def.search.keys().cloned().collect())
+    };
+    let spec = parse_subscription(resource, &adapter.topics, &search_params)
+        .map_err(ApiError::BadRequest)?;
+    let resource_type = spec
+        .criteria
+        .resource_type(&adapter.topics)
+        .ok_or_else(|| {
+            ApiError::BadRequest(vec![
+                Issue::error(IssueType::NotSupported, "the criteria name no served resource type")
+                    .at("Subscription.criteria"),
+            ])
+        })?
+        .to_owned();
+    if !access.allows(&resource_type, Interaction::Search) {
+        return Err(ApiError::Forbidden(format!(
+            "the token cannot search {resource_type}, so it cannot subscribe to its changes"
+        )));
+    }
+    // The filters go through the search compiler as they will at each match: what it refuses
+    // is refused now.
+    let filters = spec.criteria.query_pairs();
+    let def = adapter.resources.get(&resource_type).ok_or_else(|| {
+        ApiError::BadRequest(vec![Issue::error(
+            IssueType::NotSupported,
+            format!("{resource_type} is not served here"),
+        )])
+    })?;
+    let request = parse(&filters).map_err(ApiError::search)?;
+    let timezone = adapter.timezone;
+    let now = chrono::Utc::now().with_timezone(&timezone).naive_local();
+    plan(def, &adapter.resources, request, true, timezone, now).map_err(ApiError::search)?;
+    if let PatientLimit::Only(ids) = access.patients() {
+        for (name, value) in &filters {
+            if name == "patient" || name == "subject" {
+                let outside = value
+                    .split(',')
+                    .map(|v| v.rsplit('/').next().unwrap_or(v))
+                    .any(|id| !ids.iter().any(|allowed| allowed == id));
+                if outside {
+                    return Err(ApiError::Forbidden(
+                        "a filter names a patient outside the token's patient context".into(),
+                    ));
+                }
+            }
+        }
+    }
+    let channel = match spec.channel.kind {
+        ChannelKind::RestHook => "rest-hook",
+        ChannelKind::Websocket | ChannelKind::Hl7v2Mllp => {
+            return Err(ApiError::BadRequest(vec![
+                Issue::error(
+                    IssueType::NotSupported,
+                    "this server delivers subscriptions over rest-hook only for now",
+                )
+                .at("Subscription.channel.type"),
+            ]));
+        }
+    };
+    if let Some(endpoint) = &spec.channel.endpoint {
+        vet(endpoint, &state.subscriptions.endpoint_policy)
+            .await
+            .map_err(|refused| {
+                ApiError::BadRequest(vec![
+                    Issue::error(
+                        IssueType::Invalid,
+                        format!("the endpoint is refused: {refused}"),
+                    )
+                    .at("Subscription.channel.endpoint"),
+                ])
+            })?;
+    }
+    let status = match spec.requested_status {
+        SubscriptionStatus::Off => "off",
+        _ => "requested",
+    };
+    Ok(SubscriptionWrite {
+        id,
+        client_id: claims.client_id.clone(),
+        owner: owner_json(claims),
+        topic: match &spec.criteria {
+            Criteria::Topic { url, .. } => Some(url.clone()),
+            Criteria::Search { .. } => None,
+        },
+        resource_type,
+        channel: channel.into(),
+        base_url: base.fhir().to_owned(),
+        status: status.into(),
+        end_ms: spec.end.map(|end| end.timestamp_millis()),
+        heartbeat_ms: spec.channel.heartbeat_period.map(|s| i64::from(s) * 1000),
+        spec: serde_json::to_string(&spec).expect("spec serializes"),
+    })
+}
+
+fn negotiated(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<Negotiated, Response> {
+    negotiate(headers, param(pairs, "_format"), param(pairs, "_pretty"))
+        .map_err(|e| error_response(e, None))
+}
+
+fn answer(negotiated: &Negotiated, result: Result<(StatusCode, Json), ApiError>) -> Response {
+    match result.and_then(|(status, json)| Ok((status, body(negotiated, &json)?))) {
+        Ok((status, bytes)) => {
+            let mut response = respond(negotiated, bytes);
+            *response.status_mut() = status;
+            response
+        }
+        Err(error) => error_response(error, Some(negotiated)),
+    }
+}
+
+/// `POST /fhir/Subscription`.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
+    Extension(base): Extension<PublicBase>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    let pairs = query_pairs(raw.as_deref());
+    let negotiated = match negotiated(&headers, &pairs) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Create)?;
+        let resource = json_body(&headers, &bytes)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let write = validated_write(&state, &base, &claims, &access, id, &resource).await?;
+        let stored = state
+            .auth
+            .tokens
+            .store()
+            .insert_subscription(&write)
+            .await
+            .map_err(store_unavailable)?;
+        state.subscriptions.wake.notify_one();
+        Ok((StatusCode::CREATED, rendered(&stored)?))
+    }
+    .await;
+    let location = result.as_ref().ok().and_then(|(_, json)| {
+        let id = json["id"].as_str()?;
+        HeaderValue::from_str(&format!("{}/Subscription/{id}/_history/1", base.fhir())).ok()
+    });
+    let mut response = answer(&negotiated, result);
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// `GET /fhir/Subscription/{id}`.
+pub async fn read(
+    State(state): State<AppState>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let pairs = query_pairs(raw.as_deref());
+    let negotiated = match negotiated(&headers, &pairs) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Read)?;
+        let stored = owned(&state, &claims, &id).await?;
+        Ok((StatusCode::OK, rendered(&stored)?))
+    }
+    .await;
+    answer(&negotiated, result)
+}
+
+/// `PUT /fhir/Subscription/{id}`: replaces the request; status `requested` (or `active`)
+/// reactivates it with a new handshake, keeping its event numbers (SB-29).
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
+    Extension(base): Extension<PublicBase>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    let pairs = query_pairs(raw.as_deref());
+    let negotiated = match negotiated(&headers, &pairs) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Update)?;
+        let resource = json_body(&headers, &bytes)?;
+        if resource["id"].as_str() != Some(id.as_str()) {
+            return Err(ApiError::BadRequest(vec![
+                Issue::error(
+                    IssueType::Invalid,
+                    "the resource's id must equal the id in the URL",
+                )
+                .at("Subscription.id"),
+            ]));
+        }
+        owned(&state, &claims, &id).await?;
+        let write = validated_write(&state, &base, &claims, &access, id.clone(), &resource).await?;
+        let stored = state
+            .auth
+            .tokens
+            .store()
+            .replace_subscription(&write)
+            .await
+            .map_err(store_unavailable)?
+            .ok_or_else(|| not_found(&id))?;
+        state.subscriptions.wake.notify_one();
+        Ok((StatusCode::OK, rendered(&stored)?))
+    }
+    .await;
+    answer(&negotiated, result)
+}
+
+/// `DELETE /fhir/Subscription/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Delete)?;
+        owned(&state, &claims, &id).await?;
+        state
+            .auth
+            .tokens
+            .store()
+            .delete_subscription(&id, Some(&claims.client_id))
+            .await
+            .map_err(store_unavailable)?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => error_response(error, None),
+    }
+}
+
+/// The token's own subscriptions that match the search parameters `_id`, `status` and `url`
+/// (the endpoint), each list comma-separated (OR); other parameters are refused.
+async fn matching_subscriptions(
+    state: &AppState,
+    claims: &AccessClaims,
+    pairs: &[(String, String)],
+) -> Result<Vec<StoredSubscription>, ApiError> {
+    let mut issues = Vec::new();
+    let mut wanted: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "_id" | "id" | "status" | "url" => {
+                wanted.push((name.as_str(), value.split(',').collect()))
+            }
+            "_format" | "_pretty" | "_count" => {}
+            other => issues.push(
+                Issue::error(
+                    IssueType::NotSupported,
+                    format!("{other} is not a search parameter of Subscription here (use _id, status or url)"),
+                )
+                .at(other),
+            ),
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ApiError::BadRequest(issues));
+    }
+    let all = state
+        .auth
+        .tokens
+        .store()
+        .subscriptions(Some(&claims.client_id))
+        .await
+        .map_err(store_unavailable)?;
+    Ok(all
+        .into_iter()
+        .filter(|s| owns(s, claims))
+        .filter(|s| {
+            wanted.iter().all(|(name, values)| match *name {
+                "_id" | "id" => values.contains(&s.id.as_str()),
+                "status" => values.contains(&s.status.as_str()),
+                _ => spec_of(s).is_ok_and(|spec| {
+                    spec.channel
+                        .endpoint
+                        .is_some_and(|e| values.contains(&e.as_str()))
+                }),
+            })
+        })
+        .collect())
+}
+
+/// `GET /fhir/Subscription` and `POST /fhir/Subscription/_search`.
+pub async fn search(
+    State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    let pairs = match form_pairs(&headers, raw.as_deref(), &bytes) {
+        Ok(pairs) => pairs,
+        Err(error) => return error_response(error, None),
+    };
+    let negotiated = match negotiated(&headers, &pairs) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Search)?;
+        let found = matching_subscriptions(&state, &claims, &pairs).await?;
+        let entries: Vec<Json> = found
+            .iter()
+            .map(|s| {
+                Ok(serde_json::json!({
+                    "fullUrl": format!("{}/Subscription/{}", base.fhir(), s.id),
+                    "resource": rendered(s)?,
+                    "search": { "mode": "match" },
+                }))
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok((
+            StatusCode::OK,
+            serde_json::json!({
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": entries.len(),
+                "link": [{ "relation": "self", "url": format!("{}/Subscription", base.fhir()) }],
+                "entry": entries,
+            }),
+        ))
+    }
+    .await;
+    answer(&negotiated, result)
+}
+
+fn status_info<'a>(
+    stored: &'a StoredSubscription,
+    url: &'a str,
+    kind: NotificationType,
+) -> SubscriptionStatusInfo<'a> {
+    SubscriptionStatusInfo {
+        subscription_url: url,
+        topic: stored.topic.as_deref(),
+        status: status_of(stored),
+        kind,
+        events_since_start: stored.events_since_start.max(0) as u64,
+        errors: stored.error.iter().cloned().collect(),
+    }
+}
+
+/// `$status` on the type: the token's subscriptions, narrowed by `id` and `status`.
+pub async fn type_status(
+    State(state): State<AppState>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    status_operation(state, claims, None, headers, raw, bytes).await
+}
+
+/// `$status` on one subscription.
+pub async fn instance_status(
+    State(state): State<AppState>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    status_operation(state, claims, Some(id), headers, raw, bytes).await
+}
+
+/// `$status`: a searchset of status Parameters (SB-02).
+async fn status_operation(
+    state: AppState,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    id: Option<String>,
+    headers: HeaderMap,
+    raw: Option<String>,
+    bytes: Bytes,
+) -> Response {
+    let pairs = match form_pairs(&headers, raw.as_deref(), &bytes) {
+        Ok(pairs) => pairs,
+        Err(error) => return error_response(error, None),
+    };
+    let negotiated = match negotiated(&headers, &pairs) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Read)?;
+        let found = match id {
+            Some(id) => vec![owned(&state, &claims, &id).await?],
+            None => matching_subscriptions(&state, &claims, &pairs).await?,
+        };
+        let urls: Vec<String> = found
+            .iter()
+            .map(|s| format!("{}/Subscription/{}", s.base_url, s.id))
+            .collect();
+        let statuses: Vec<SubscriptionStatusInfo> = found
+            .iter()
+            .zip(&urls)
+            .map(|(s, url)| status_info(s, url, NotificationType::QueryStatus))
+            .collect();
+        Ok((StatusCode::OK, status_searchset(&statuses)))
+    }
+    .await;
+    answer(&negotiated, result)
+}
+
+/// `$events` (SB-30): the events `eventsSinceNumber..=eventsUntilNumber` still kept (at least 7
+/// days), as a `query-event` notification Bundle, at the subscription's content level or a lower
+/// one asked for with `content`; each focus read under the caller's access now.
+pub async fn events_operation(
+    State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    let pairs = match form_pairs(&headers, raw.as_deref(), &bytes) {
+        Ok(pairs) => pairs,
+        Err(error) => return error_response(error, None),
+    };
+    let negotiated = match negotiated(&headers, &pairs) {
+        Ok(n) => n,
+        Err(response) => return response,
+    };
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Read)?;
+        let stored = owned(&state, &claims, &id).await?;
+        let spec = spec_of(&stored)?;
+        let number = |name: &str| -> Result<Option<i64>, ApiError> {
+            match param(&pairs, name) {
+                None => Ok(None),
+                Some(text) => text.trim().parse::<i64>().ok().filter(|n| *n >= 1).map(Some).ok_or_else(|| {
+                    ApiError::BadRequest(vec![
+                        Issue::error(IssueType::Invalid, format!("{name} must be a positive whole number"))
+                            .at(name),
+                    ])
+                }),
+            }
+        };
+        let last = stored.events_since_start;
+        let until = number("eventsUntilNumber")?.unwrap_or(last).min(last);
+        let since = number("eventsSinceNumber")?
+            .unwrap_or((until - MAX_EVENTS_PER_QUERY + 1).max(1));
+        let content = match param(&pairs, "content") {
+            None => spec.channel.content,
+            Some("empty") => PayloadContent::Empty,
+            Some("id-only") if spec.channel.content != PayloadContent::Empty => PayloadContent::IdOnly,
+            Some("full-resource") if spec.channel.content == PayloadContent::FullResource => {
+                PayloadContent::FullResource
+            }
+            Some(other) => {
+                return Err(ApiError::BadRequest(vec![
+                    Issue::error(
+                        IssueType::Invalid,
+                        format!("content {other:?} is not one of empty, id-only, full-resource, or exceeds the subscription's own"),
+                    )
+                    .at("content"),
+                ]));
+            }
+        };
+        let events = state
+            .auth
+            .tokens
+            .store()
+            .subscription_events(&stored.id, since, until, MAX_EVENTS_PER_QUERY)
+            .await
+            .map_err(store_unavailable)?;
+        let listed = notification_events(
+            &state.repository,
+            &stored.base_url,
+            content,
+            &access,
+            &events,
+        )
+        .await;
+        let url = format!("{}/Subscription/{}", stored.base_url, stored.id);
+        let info = status_info(&stored, &url, NotificationType::QueryEvent);
+        Ok((StatusCode::OK, notification_bundle(&info, &listed, content)))
+    }
+    .await;
+    answer(&negotiated, result)
+}

@@ -1,0 +1,776 @@
+//! Change detection over PMS tables Portico does not own: per mapping, the strategy its adapter
+//! declares (timestamp watermark, rowversion, keyset scan), a comparison of each served resource
+//! with what was remembered of it (content hash), the topics the change fires, the subscriptions
+//! it matches (their filters compiled by the search compiler, under their owner's access), and
+//! one state-store transaction that writes what is remembered, the numbered events and the new
+//! cursor. Read-only on the PMS; one detector per mapping across replicas (a lease).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{NaiveDate, NaiveDateTime};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::owner::owner_access;
+use super::resource::{Criteria, SubscriptionSpec};
+use super::trigger::{compared_elements, compared_values, fired_topics};
+use crate::access::{Access, PatientLimit};
+use crate::adapter::model::{ChangeKind, ChangeStrategy, Mapping};
+use crate::api::audit::PatientsTouched;
+use crate::db::DbError;
+use crate::dialect::ast::{CmpOp, Cond, Expr, Value};
+use crate::repository::Repository;
+use crate::search::compile::plan;
+use crate::search::parse::parse;
+use crate::state::subscriptions::{
+    LeaseLost, NewEvent, PassCommit, Remembered, StoredSubscription, now_ms,
+};
+use crate::state::{StateError, StateStore};
+
+/// How detection runs (`[subscriptions]` settings).
+#[derive(Debug, Clone)]
+pub struct DetectionSettings {
+    /// Time between passes over each mapping.
+    pub poll_interval: Duration,
+    /// How long a detector holds a mapping without renewing; a replica that dies hands its
+    /// mappings over after this.
+    pub lease: Duration,
+}
+
+impl Default for DetectionSettings {
+    fn default() -> DetectionSettings {
+        DetectionSettings {
+            poll_interval: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Timestamps later than this past the present are not trusted as a watermark (a clock ahead,
+/// a typo in a date): the watermark stops at now plus this, so such rows are re-read each pass
+/// rather than hiding the edits that follow them.
+const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Ids compiled into one subscription-matching search.
+const MATCH_BATCH: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("legacy database: {0}")]
+    Legacy(#[from] DbError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What one pass found, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Another replica holds the mapping: nothing was read.
+    pub skipped: bool,
+    pub rows_read: usize,
+    pub changes: usize,
+    pub events: usize,
+    /// The first full scan is still running (no events until it ends).
+    pub baselining: bool,
+}
+
+/// One served resource's change, before it is matched to subscriptions.
+struct Change {
+    kind: ChangeKind,
+    resource_id: String,
+    previous: Option<Remembered>,
+    current: Option<Json>,
+}
+
+/// Detects changes for every mapping that declares `[changes]`.
+#[derive(Clone)]
+pub struct Detector {
+    pub repository: Repository,
+    pub store: StateStore,
+    pub settings: DetectionSettings,
+    /// This replica's name in leases.
+    pub replica: String,
+    /// Woken after a pass numbered events, so delivery starts at once.
+    pub delivery: Arc<Notify>,
+}
+
+impl Detector {
+    /// Passes over every mapping each poll interval until `shutdown`; leases are given back then.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.settings.poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            for (branch_index, mapping) in self.detected_mappings() {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                match self.pass(branch_index, &mapping).await {
+                    Ok(report) if report.events > 0 || report.changes > 0 => tracing::info!(
+                        mapping = %mapping.name,
+                        changes = report.changes,
+                        events = report.events,
+                        "changes detected"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(
+                        mapping = %mapping.name,
+                        error = %error,
+                        "change detection pass failed; the next pass retries"
+                    ),
+                }
+            }
+        }
+        for (_, mapping) in self.detected_mappings() {
+            if let Err(error) = self
+                .store
+                .release_change_cursor(&mapping.name, &self.replica)
+                .await
+            {
+                tracing::debug!(mapping = %mapping.name, error = %error, "lease not released");
+            }
+        }
+    }
+
+    /// The mappings that declare a strategy, with their index among their type's mappings.
+    pub fn detected_mappings(&self) -> Vec<(usize, Arc<Mapping>)> {
+        self.repository
+            .adapter
+            .resources
+            .values()
+            .flat_map(|def| def.mappings.iter().enumerate())
+            .filter(|(_, m)| m.changes.is_some())
+            .map(|(index, m)| (index, m.clone()))
+            .collect()
+    }
+
+    /// One pass over one mapping. A first pass starts the baseline: a full scan that remembers
+    /// every served resource and notifies nobody.
+    pub async fn pass(
+        &self,
+        branch_index: usize,
+        mapping: &Arc<Mapping>,
+    ) -> Result<PassReport, DetectError> {
+        let Some(detection) = mapping.changes.as_ref() else {
+            return Ok(PassReport::default());
+        };
+        let lease_until = now_ms() + self.settings.lease.as_millis() as i64;
+        let Some(cursor) = self
+            .store
+            .claim_change_cursor(&mapping.name, &self.replica, lease_until)
+            .await?
+        else {
+            return Ok(PassReport {
+                skipped: true,
+                ..PassReport::default()
+            });
+        };
+        let topics = &self.repository.adapter.topics;
+        let compared = compared_elements(topics, &mapping.name);
+        let mut report = PassReport::default();
+        let mut commit = PassCommit {
+            mapping: mapping.name.clone(),
+            lease_owner: self.replica.clone(),
+            watermark: cursor.watermark.clone(),
+            scan_after: cursor.scan_after.clone(),
+            cycle: cursor.cycle,
+            baselined: cursor.baselined,
+            last_reconcile_ms: cursor.last_reconcile_ms,
+            seen_cycle: cursor.cycle,
+            ..PassCommit::default()
+        };
+        let mut changes: Vec<Change> = Vec::new();
+        let mut observed: HashSet<String> = HashSet::new();
+        let scan_rows = detection.scan_rows as u64;
+
+        if !cursor.baselined {
+            report.baselining = true;
+            // The baseline runs step after step in this pass: the sooner it ends, the sooner
+            // notifications start, and the less can change under it.
+            if commit.scan_after.is_none() {
+                commit.last_reconcile_ms = now_ms();
+            }
+            let mut highest = parse_watermark(commit.watermark.as_deref());
+            loop {
+                let after = decode_key(commit.scan_after.as_deref());
+                let scanned = self
+                    .repository
+                    .scan(branch_index, mapping, Cond::True, after, scan_rows)
+                    .await?;
+                report.rows_read += scanned.rows;
+                highest = max_watermark(highest, watermark_of(mapping, &scanned.outcomes));
+                let ended = (scanned.rows as u64) < scan_rows;
+                commit.remember = scanned
+                    .outcomes
+                    .iter()
+                    .filter_map(|(outcome, _)| outcome.as_ref().ok())
+                    .map(|found| {
+                        (
+                            found.id.clone(),
+                            remembered(&found.resource, &compared, commit.cycle),
+                        )
+                    })
+                    .collect();
+                if ended {
+                    // Edits made while the baseline ran carry times at or after its start; the
+                    // highest time seen minus the baseline's duration is at or before all of them.
+                    let took = chrono::Duration::milliseconds(now_ms() - commit.last_reconcile_ms);
+                    commit.watermark = highest.map(|w| format_watermark(w - took));
+                    commit.scan_after = None;
+                    commit.baselined = true;
+                    commit.cycle += 1;
+                    commit.last_reconcile_ms = now_ms();
+                } else {
+                    commit.watermark = highest.map(format_watermark);
+                    commit.scan_after = scanned.last_key.as_deref().map(encode_key);
+                }
+                if let Err(LeaseLost) = self.store.commit_detection_pass(&commit).await? {
+                    report.skipped = true;
+                    return Ok(report);
+                }
+                if ended {
+                    return Ok(report);
+                }
+            }
+        }
+
+        // Rows whose change columns moved.
+        if let ChangeStrategy::Timestamp { columns, overlap } = &detection.strategy {
+            let since = parse_watermark(commit.watermark.as_deref()).map(|w| {
+                w - chrono::Duration::from_std(*overlap).unwrap_or(chrono::Duration::zero())
+            });
+            let cond = match since {
+                Some(since) => Cond::or(
+                    columns
+                        .iter()
+                        .map(|&i| Cond::Compare {
+                            left: Expr::column(
+                                &mapping.columns[i].alias,
+                                &mapping.columns[i].column,
+                            ),
+                            op: CmpOp::Ge,
+                            right: Expr::Value(Value::DateTime(since)),
+                        })
+                        .collect(),
+                ),
+                None => Cond::True,
+            };
+            let mut highest = parse_watermark(commit.watermark.as_deref());
+            let mut after = None;
+            loop {
+                let scanned = self
+                    .repository
+                    .scan(branch_index, mapping, cond.clone(), after, scan_rows)
+                    .await?;
+                report.rows_read += scanned.rows;
+                highest = max_watermark(highest, watermark_of(mapping, &scanned.outcomes));
+                self.compare(
+                    mapping,
+                    &scanned.outcomes,
+                    &compared,
+                    &mut commit,
+                    &mut changes,
+                    &mut observed,
+                )
+                .await?;
+                if (scanned.rows as u64) < scan_rows {
+                    break;
+                }
+                after = scanned.last_key;
+            }
+            let ceiling = chrono::Utc::now()
+                .with_timezone(&self.repository.adapter.timezone)
+                .naive_local()
+                + FUTURE_TOLERANCE;
+            commit.watermark = highest.map(|w| format_watermark(w.min(ceiling)));
+        }
+
+        // A keyset scan step: the whole strategy for `scan`, a reconcile for the others.
+        let reconcile_due = match (&detection.strategy, detection.reconcile) {
+            (ChangeStrategy::Scan, _) => true,
+            (_, Some(every)) => {
+                commit.scan_after.is_some()
+                    || now_ms() - commit.last_reconcile_ms >= every.as_millis() as i64
+            }
+            (_, None) => false,
+        };
+        if reconcile_due {
+            let after = decode_key(commit.scan_after.as_deref());
+            let scanned = self
+                .repository
+                .scan(branch_index, mapping, Cond::True, after, scan_rows)
+                .await?;
+            report.rows_read += scanned.rows;
+            self.compare(
+                mapping,
+                &scanned.outcomes,
+                &compared,
+                &mut commit,
+                &mut changes,
+                &mut observed,
+            )
+            .await?;
+            if (scanned.rows as u64) < scan_rows {
+                // The cycle is complete: what it did not see is gone.
+                for (id, previous) in self.store.unseen_in_cycle(&mapping.name, commit.cycle).await? {
+                    if observed.contains(&id) {
+                        continue;
+                    }
+                    commit.forget.push(id.clone());
+                    changes.push(Change {
+                        kind: ChangeKind::Delete,
+                        resource_id: id,
+                        previous: Some(previous),
+                        current: None,
+                    });
+                }
+                commit.cycle += 1;
+                commit.scan_after = None;
+                commit.last_reconcile_ms = now_ms();
+            } else {
+                commit.scan_after = scanned.last_key.as_deref().map(encode_key);
+            }
+        }
+
+        report.changes = changes.len();
+        if !changes.is_empty() {
+            commit.events = self.match_subscriptions(mapping, &changes).await?;
+        }
+        report.events = commit.events.len();
+        match self.store.commit_detection_pass(&commit).await? {
+            Ok(numbered) => {
+                if !numbered.is_empty() {
+                    self.delivery.notify_one();
+                }
+            }
+            Err(LeaseLost) => {
+                report.skipped = true;
+                report.events = 0;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compares scanned resources with what is remembered of them: new ones are creates,
+    /// different ones updates; all are marked seen in this cycle.
+    async fn compare(
+        &self,
+        mapping: &Mapping,
+        outcomes: &[(crate::adapter::map::MapOutcome, Arc<Vec<Value>>)],
+        compared: &[String],
+        commit: &mut PassCommit,
+        changes: &mut Vec<Change>,
+        observed: &mut HashSet<String>,
+    ) -> Result<(), DetectError> {
+        let ids = served_ids(outcomes);
+        let fresh: Vec<String> = ids.into_iter().filter(|id| !observed.contains(id)).collect();
+        let known = self.store.remembered(&mapping.name, &fresh).await?;
+        for (outcome, _) in outcomes {
+            match outcome {
+                Ok(found) => {
+                    if !observed.insert(found.id.clone()) {
+                        continue;
+                    }
+                    let now = remembered(&found.resource, compared, commit.seen_cycle);
+                    match known.get(&found.id) {
+                        Some(previous) if previous.hash == now.hash => {
+                            if previous.seen_cycle != commit.seen_cycle {
+                                commit.seen.push(found.id.clone());
+                            }
+                        }
+                        previous => {
+                            changes.push(Change {
+                                kind: if previous.is_some() {
+                                    ChangeKind::Update
+                                } else {
+                                    ChangeKind::Create
+                                },
+                                resource_id: found.id.clone(),
+                                previous: previous.cloned(),
+                                current: Some(found.resource.clone()),
+                            });
+                            commit.remember.push((found.id.clone(), now));
+                        }
+                    }
+                }
+                // A row that cannot be served now is neither changed nor gone: it keeps what was
+                // remembered of it until it can be served again.
+                Err(left_out) => {
+                    if let Some(id) = &left_out.id
+                        && observed.insert(id.clone())
+                        && known.contains_key(id)
+                    {
+                        commit.seen.push(id.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The events `changes` make: for each live subscription, the changes that fire its topic
+    /// (or, for a classic subscription, creates and updates of its type) and pass its filters
+    /// under its owner's access.
+    async fn match_subscriptions(
+        &self,
+        mapping: &Mapping,
+        changes: &[Change],
+    ) -> Result<Vec<NewEvent>, DetectError> {
+        let topics = &self.repository.adapter.topics;
+        let occurred_ms = now_ms();
+        // Which topics each change fires.
+        let fired: Vec<Vec<String>> = changes
+            .iter()
+            .map(|change| {
+                let previous = change
+                    .previous
+                    .as_ref()
+                    .and_then(|p| serde_json::from_str::<serde_json::Map<String, Json>>(&p.compared).ok());
+                fired_topics(
+                    topics,
+                    &mapping.name,
+                    change.kind,
+                    previous.as_ref(),
+                    change.current.as_ref(),
+                )
+                .into_iter()
+                .map(|t| t.url.clone())
+                .collect()
+            })
+            .collect();
+        let mut events = Vec::new();
+        for subscription in self.store.live_subscriptions().await? {
+            if subscription.resource_type != mapping.resource_type {
+                continue;
+            }
+            let Ok(spec) = serde_json::from_str::<SubscriptionSpec>(&subscription.spec) else {
+                tracing::warn!(subscription = %subscription.id, "stored subscription unreadable; skipped");
+                continue;
+            };
+            let Some(access) = owner_access(&subscription.owner) else {
+                continue;
+            };
+            let candidates: Vec<usize> = match &spec.criteria {
+                Criteria::Topic { url, .. } => (0..changes.len())
+                    .filter(|&i| fired[i].iter().any(|t| t == url))
+                    .collect(),
+                Criteria::Search { .. } => (0..changes.len())
+                    .filter(|&i| changes[i].kind != ChangeKind::Delete)
+                    .collect(),
+            };
+            if candidates.is_empty() {
+                continue;
+            }
+            let filters = spec.criteria.query_pairs();
+            let matched = self
+                .matching(mapping, &subscription, &access, &filters, changes, &candidates)
+                .await?;
+            for index in candidates.into_iter().filter(|i| matched.contains(i)) {
+                let change = &changes[index];
+                events.push(NewEvent {
+                    subscription_id: subscription.id.clone(),
+                    topic: subscription.topic.clone(),
+                    resource_type: mapping.resource_type.clone(),
+                    resource_id: change.resource_id.clone(),
+                    change_kind: change_kind_code(change.kind).to_owned(),
+                    occurred_ms,
+                });
+            }
+        }
+        Ok(events)
+    }
+
+    /// Which of `candidates` pass the subscription's filters under its owner's access. Present
+    /// resources are asked of the PMS (`_id` plus the filters, compiled by the search compiler
+    /// with the owner's compartment); a deleted one is judged on the patients remembered of it,
+    /// and only when every filter names a patient.
+    async fn matching(
+        &self,
+        mapping: &Mapping,
+        subscription: &StoredSubscription,
+        access: &Access,
+        filters: &[(String, String)],
+        changes: &[Change],
+        candidates: &[usize],
+    ) -> Result<HashSet<usize>, DetectError> {
+        let mut matched = HashSet::new();
+        let (deleted, present): (Vec<usize>, Vec<usize>) = candidates
+            .iter()
+            .partition(|&&i| changes[i].kind == ChangeKind::Delete);
+        for index in deleted {
+            let patients: BTreeSet<String> = changes[index]
+                .previous
+                .as_ref()
+                .and_then(|p| serde_json::from_str(&p.patients).ok())
+                .unwrap_or_default();
+            if deleted_matches(access, filters, &patients) {
+                matched.insert(index);
+            }
+        }
+        let Some(def) = self.repository.adapter.resources.get(&mapping.resource_type) else {
+            return Ok(matched);
+        };
+        let timezone = self.repository.adapter.timezone;
+        for batch in present.chunks(MATCH_BATCH) {
+            let ids: Vec<&str> = batch
+                .iter()
+                .map(|&i| changes[i].resource_id.as_str())
+                .collect();
+            let mut pairs = vec![
+                ("_id".to_owned(), ids.join(",")),
+                ("_count".to_owned(), MATCH_BATCH.to_string()),
+            ];
+            pairs.extend(filters.iter().cloned());
+            let request = match parse(&pairs) {
+                Ok(request) => request,
+                Err(errors) => {
+                    tracing::warn!(subscription = %subscription.id, errors = errors.len(), "filters no longer parse; nothing matched");
+                    continue;
+                }
+            };
+            let now = chrono::Utc::now().with_timezone(&timezone).naive_local();
+            let Ok(plan) = plan(def, &self.repository.adapter.resources, request, true, timezone, now)
+            else {
+                tracing::warn!(subscription = %subscription.id, "filters no longer compile; nothing matched");
+                continue;
+            };
+            let page = self.repository.search(&plan, None, access, false).await?;
+            let found: HashSet<&str> = page
+                .matches
+                .iter()
+                .map(|m| m.resource.id.as_str())
+                .collect();
+            matched.extend(
+                batch
+                    .iter()
+                    .copied()
+                    .filter(|&i| found.contains(changes[i].resource_id.as_str())),
+            );
+        }
+        Ok(matched)
+    }
+}
+
+/// Whether a deleted resource, known by the patients it concerned, passes filters under
+/// `access`: the owner must see those patients, and every filter must be a patient filter one of
+/// them satisfies (no other filter can be judged without the row).
+fn deleted_matches(access: &Access, filters: &[(String, String)], patients: &BTreeSet<String>) -> bool {
+    let visible = match access.patients() {
+        PatientLimit::Everyone => true,
+        PatientLimit::Only(ids) => patients.iter().any(|p| ids.contains(p)),
+    };
+    visible
+        && filters.iter().all(|(name, value)| {
+            (name == "patient" || name == "subject")
+                && value.split(',').any(|v| {
+                    let id = v.rsplit('/').next().unwrap_or(v);
+                    patients.contains(id)
+                })
+        })
+}
+
+pub fn change_kind_code(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Create => "create",
+        ChangeKind::Update => "update",
+        ChangeKind::Delete => "delete",
+    }
+}
+
+/// What is remembered of a served resource: the hash of its content (without `meta`, which
+/// changes with a save that changed nothing served), the values topics compare, its patients.
+fn remembered(resource: &Json, compared: &[String], cycle: i64) -> Remembered {
+    let mut content = resource.clone();
+    if let Some(object) = content.as_object_mut() {
+        object.remove("meta");
+    }
+    let bytes = serde_json::to_vec(&content).expect("JSON serializes");
+    let mut patients = PatientsTouched::default();
+    patients.add(resource);
+    Remembered {
+        hash: URL_SAFE_NO_PAD.encode(Sha256::digest(&bytes)),
+        compared: Json::Object(compared_values(compared, resource)).to_string(),
+        patients: serde_json::to_string(&patients.0).expect("ids serialize"),
+        seen_cycle: cycle,
+    }
+}
+
+fn served_ids(outcomes: &[(crate::adapter::map::MapOutcome, Arc<Vec<Value>>)]) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter_map(|(outcome, _)| match outcome {
+            Ok(found) => Some(found.id.clone()),
+            Err(left_out) => left_out.id.clone(),
+        })
+        .collect()
+}
+
+/// The highest change-column time among the rows read.
+fn watermark_of(
+    mapping: &Mapping,
+    outcomes: &[(crate::adapter::map::MapOutcome, Arc<Vec<Value>>)],
+) -> Option<NaiveDateTime> {
+    let Some(ChangeStrategy::Timestamp { columns, .. }) =
+        mapping.changes.as_ref().map(|c| &c.strategy)
+    else {
+        return None;
+    };
+    outcomes
+        .iter()
+        .flat_map(|(_, row)| columns.iter().filter_map(|&i| cell_time(&row[i])))
+        .max()
+}
+
+fn max_watermark(a: Option<NaiveDateTime>, b: Option<NaiveDateTime>) -> Option<NaiveDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A change column's cell as a local date-time (text as MySQL and SQLite write it); partial and
+/// zero dates are no time.
+fn cell_time(value: &Value) -> Option<NaiveDateTime> {
+    match value {
+        Value::DateTime(dt) => Some(*dt),
+        Value::Date(date) => date.and_hms_opt(0, 0, 0),
+        Value::Text(text) => {
+            let text = text.trim();
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+                .or_else(|| {
+                    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                })
+        }
+        _ => None,
+    }
+}
+
+const WATERMARK_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
+
+fn format_watermark(time: NaiveDateTime) -> String {
+    time.format(WATERMARK_FORMAT).to_string()
+}
+
+fn parse_watermark(text: Option<&str>) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(text?, WATERMARK_FORMAT).ok()
+}
+
+/// A scan position (the last row's key) as stored: JSON of typed cells.
+fn encode_key(key: &[Value]) -> String {
+    let cells: Vec<Json> = key
+        .iter()
+        .map(|value| match value {
+            Value::Int(i) => serde_json::json!({ "i": i }),
+            Value::Text(t) => serde_json::json!({ "t": t }),
+            Value::Bytes(b) => serde_json::json!({ "b": URL_SAFE_NO_PAD.encode(b) }),
+            Value::Uuid(u) => serde_json::json!({ "u": URL_SAFE_NO_PAD.encode(u) }),
+            Value::Decimal(d) => serde_json::json!({ "d": d.to_string() }),
+            Value::Date(d) => serde_json::json!({ "date": d.to_string() }),
+            Value::DateTime(d) => serde_json::json!({ "dt": format_watermark(*d) }),
+            other => serde_json::json!({ "t": crate::adapter::map::cell_text(other).unwrap_or_default() }),
+        })
+        .collect();
+    Json::Array(cells).to_string()
+}
+
+/// The stored scan position back as cells; an unreadable one restarts the cycle.
+fn decode_key(text: Option<&str>) -> Option<Vec<Value>> {
+    let cells: Vec<Json> = serde_json::from_str(text?).ok()?;
+    cells
+        .iter()
+        .map(|cell| {
+            let object = cell.as_object()?;
+            let (tag, value) = object.iter().next()?;
+            Some(match tag.as_str() {
+                "i" => Value::Int(value.as_i64()?),
+                "t" => Value::Text(value.as_str()?.to_owned()),
+                "b" => Value::Bytes(URL_SAFE_NO_PAD.decode(value.as_str()?).ok()?),
+                "u" => Value::Uuid(URL_SAFE_NO_PAD.decode(value.as_str()?).ok()?.try_into().ok()?),
+                "d" => Value::Decimal(value.as_str()?.parse().ok()?),
+                "date" => Value::Date(value.as_str()?.parse().ok()?),
+                "dt" => Value::DateTime(parse_watermark(value.as_str())?),
+                _ => return None,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_positions_survive_the_store() {
+        let key = vec![
+            Value::Int(42),
+            Value::Text("a'b".into()),
+            Value::Bytes(vec![0, 1, 255]),
+            Value::DateTime(
+                NaiveDate::from_ymd_opt(2026, 1, 2)
+                    .unwrap()
+                    .and_hms_milli_opt(3, 4, 5, 600)
+                    .unwrap(),
+            ),
+        ];
+        assert_eq!(decode_key(Some(&encode_key(&key))), Some(key));
+        assert_eq!(decode_key(Some("not json")), None);
+    }
+
+    #[test]
+    fn change_column_cells_read_as_times() {
+        let noon = NaiveDate::from_ymd_opt(2026, 3, 4)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        assert_eq!(cell_time(&Value::Text("2026-03-04 12:00:00".into())), Some(noon));
+        assert_eq!(cell_time(&Value::DateTime(noon)), Some(noon));
+        assert_eq!(cell_time(&Value::Text("1958-00-00".into())), None);
+        assert_eq!(cell_time(&Value::Null), None);
+    }
+
+    #[test]
+    fn deleted_resources_match_only_patient_filters_the_owner_may_see() {
+        let patients: BTreeSet<String> = ["7".to_owned()].into();
+        let everyone = Access::everything();
+        assert!(deleted_matches(&everyone, &[], &patients));
+        assert!(deleted_matches(
+            &everyone,
+            &[("patient".into(), "Patient/7".into())],
+            &patients
+        ));
+        assert!(!deleted_matches(
+            &everyone,
+            &[("patient".into(), "Patient/8".into())],
+            &patients
+        ));
+        assert!(!deleted_matches(
+            &everyone,
+            &[("status".into(), "cancelled".into())],
+            &patients
+        ));
+        let other = Access::new(PatientLimit::Only(vec!["8".into()]), Vec::new());
+        assert!(!deleted_matches(&other, &[], &patients));
+    }
+
+    #[test]
+    fn meta_does_not_count_as_a_change() {
+        let a = serde_json::json!({"resourceType": "Patient", "id": "1", "meta": {"lastUpdated": "2026-01-01T00:00:00Z"}, "active": true});
+        let b = serde_json::json!({"resourceType": "Patient", "id": "1", "meta": {"lastUpdated": "2026-02-01T00:00:00Z"}, "active": true});
+        let c = serde_json::json!({"resourceType": "Patient", "id": "1", "active": false});
+        assert_eq!(remembered(&a, &[], 1).hash, remembered(&b, &[], 1).hash);
+        assert_ne!(remembered(&a, &[], 1).hash, remembered(&c, &[], 1).hash);
+    }
+}
