@@ -122,6 +122,13 @@ enum Command {
         #[command(subcommand)]
         command: state_commands::KeysCommand,
     },
+    /// Subscription health: list, show, retry now, turn off.
+    Subscriptions {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: state_commands::SubscriptionsCommand,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -180,6 +187,9 @@ pub fn main() -> ExitCode {
             }
             Command::Keys { config, command } => {
                 state_commands::keys(config.as_deref(), command).await
+            }
+            Command::Subscriptions { config, command } => {
+                state_commands::subscriptions(config.as_deref(), command).await
             }
         }
         .map(|()| ExitCode::SUCCESS)

@@ -1,5 +1,5 @@
-//! The commands that manage Portico's own state: `clients`, `users`, `keys`. They read only the
-//! `[server]` and `[state]` settings, so they work before a PMS is configured.
+//! The commands that manage Portico's own state: `clients`, `users`, `keys`, `subscriptions`.
+//! They read only the `[server]` and `[state]` settings, so they work before a PMS is configured.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,18 @@ impl From<KindArg> for ClientKind {
             KindArg::Asymmetric => ClientKind::Asymmetric,
         }
     }
+}
+
+#[derive(Subcommand)]
+pub enum SubscriptionsCommand {
+    /// One line per subscription: status, events, backlog, last delivery, failures, next retry.
+    List,
+    /// One subscription in full, with its latest events and change detection's progress.
+    Show { id: String },
+    /// Try a failing subscription again now (and resume retries that stopped).
+    Retry { id: String },
+    /// Turn a subscription off (its owner may reactivate it).
+    Disable { id: String },
 }
 
 #[derive(Subcommand)]
@@ -435,6 +447,110 @@ pub async fn clients(config_file: Option<&Path>, command: ClientsCommand) -> any
                 anyhow::bail!("no client {id}");
             }
             println!("removed client {id}");
+        }
+    }
+    Ok(())
+}
+
+/// A time in milliseconds as UTC, or `-`.
+fn time_ms(ms: Option<i64>) -> String {
+    ms.filter(|ms| *ms > 0)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+pub async fn subscriptions(
+    config_file: Option<&Path>,
+    command: SubscriptionsCommand,
+) -> anyhow::Result<()> {
+    let store = open_store(config_file).await?;
+    match command {
+        SubscriptionsCommand::List => {
+            println!("id\tclient\ttopic\tstatus\tevents\tbacklog\tlast delivery\tfailures\tnext retry");
+            for s in store.subscriptions(None).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    s.id,
+                    s.client_id,
+                    s.topic.as_deref().unwrap_or(s.resource_type.as_str()),
+                    s.status,
+                    s.events_since_start,
+                    s.events_since_start - s.delivered_through,
+                    time_ms(s.last_delivered_ms),
+                    s.failed_attempts,
+                    if s.retries_stopped {
+                        "stopped".to_owned()
+                    } else {
+                        time_ms(Some(s.next_attempt_ms))
+                    },
+                );
+            }
+        }
+        SubscriptionsCommand::Show { id } => {
+            let s = store
+                .subscription(&id)
+                .await?
+                .with_context(|| format!("no subscription {id}"))?;
+            println!("id: {}\nclient: {}\ntopic: {}\nresource type: {}\nchannel: {}", s.id, s.client_id, s.topic.as_deref().unwrap_or("-"), s.resource_type, s.channel);
+            println!("status: {}\nerror: {}", s.status, s.error.as_deref().unwrap_or("-"));
+            println!(
+                "events: {} (delivered through {}, backlog {})",
+                s.events_since_start,
+                s.delivered_through,
+                s.events_since_start - s.delivered_through
+            );
+            println!(
+                "handshake pending: {}\nlast sent: {}\nlast delivered: {}",
+                s.handshake_pending,
+                time_ms(s.last_sent_ms),
+                time_ms(s.last_delivered_ms)
+            );
+            println!(
+                "failures in a row: {} (failing since {})\nlast failure: {}\nnext attempt: {}{}",
+                s.failed_attempts,
+                time_ms(s.failing_since_ms),
+                s.last_failure.as_deref().unwrap_or("-"),
+                time_ms(Some(s.next_attempt_ms)),
+                if s.retries_stopped { " (retries stopped)" } else { "" }
+            );
+            let first = (s.events_since_start - 9).max(1);
+            for event in store
+                .subscription_events(&s.id, first, s.events_since_start, 10)
+                .await?
+            {
+                println!(
+                    "event {}\t{}\t{} {}/{}",
+                    event.number,
+                    time_ms(Some(event.occurred_ms)),
+                    event.change_kind,
+                    event.resource_type,
+                    event.resource_id
+                );
+            }
+            for cursor in store.change_cursors().await? {
+                println!(
+                    "detection {}\tbaselined: {}\tcycle {}\twatermark {}",
+                    cursor.mapping,
+                    cursor.baselined,
+                    cursor.cycle,
+                    cursor.watermark.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        SubscriptionsCommand::Retry { id } => {
+            if !store.retry_subscription_now(&id).await? {
+                anyhow::bail!("no subscription {id}");
+            }
+            println!("subscription {id} is due now");
+        }
+        SubscriptionsCommand::Disable { id } => {
+            if !store
+                .set_subscription_status(&id, "off", Some("turned off by the operator"))
+                .await?
+            {
+                anyhow::bail!("no subscription {id}");
+            }
+            println!("subscription {id} is off");
         }
     }
     Ok(())

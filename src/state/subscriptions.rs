@@ -570,17 +570,18 @@ impl StateStore {
         .bind(now)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| -> Result<ChangeCursor, StateError> {
-            Ok(ChangeCursor {
-                mapping: row.try_get("mapping")?,
-                watermark: row.try_get("watermark")?,
-                scan_after: row.try_get("scan_after")?,
-                cycle: row.try_get("cycle")?,
-                baselined: row.try_get::<i32, _>("baselined")? != 0,
-                last_reconcile_ms: row.try_get("last_reconcile_ms")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(cursor_from_row).transpose()
+    }
+
+    /// Every mapping's detection progress (for operators and tests).
+    pub async fn change_cursors(&self) -> Result<Vec<ChangeCursor>, StateError> {
+        let rows = sqlx::query(
+            "SELECT mapping, watermark, scan_after, cycle, baselined, last_reconcile_ms \
+             FROM change_cursor ORDER BY mapping",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(cursor_from_row).collect()
     }
 
     /// Gives a detection lease back (at shutdown), so another replica takes over at once.
@@ -700,6 +701,17 @@ impl StateStore {
         tx.commit().await?;
         Ok(Ok(numbered))
     }
+}
+
+fn cursor_from_row(row: &AnyRow) -> Result<ChangeCursor, StateError> {
+    Ok(ChangeCursor {
+        mapping: row.try_get("mapping")?,
+        watermark: row.try_get("watermark")?,
+        scan_after: row.try_get("scan_after")?,
+        cycle: row.try_get("cycle")?,
+        baselined: row.try_get::<i32, _>("baselined")? != 0,
+        last_reconcile_ms: row.try_get("last_reconcile_ms")?,
+    })
 }
 
 fn remembered_from_row(row: &AnyRow) -> Result<Remembered, sqlx::Error> {

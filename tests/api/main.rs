@@ -47,3 +47,5 @@ mod external_idp;
 mod audit;
 // Outbound OAuth of the rest-hook sender against Portico's own token endpoint.
 mod rest_hook;
+// Subscriptions end to end: PMS edits, topics, filters, handshakes, $status and $events.
+mod subscriptions;
