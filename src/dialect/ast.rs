@@ -75,6 +75,10 @@ pub enum Expr {
     /// The number of (row, condition) pairs that hold: `SUM(CASE WHEN c1 THEN 1 ELSE 0 END + ...)`.
     /// Counts the resources an unpivoting mapping yields.
     CountWhere(Vec<Cond>),
+    /// SQL Server's `MIN_ACTIVE_ROWVERSION()`: the lowest rowversion an open transaction may
+    /// still commit. Rowversion change detection reads only below it, so a slow transaction's
+    /// rows are not skipped. Engines without rowversions render NULL (nothing compares true).
+    MinActiveRowVersion,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

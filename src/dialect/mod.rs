@@ -75,6 +75,10 @@ trait Dialect: Sync {
     }
     /// Renders a case- and accent-sensitive equality between a column and a bound text.
     fn exact_text(&self, renderer: &mut Renderer<'_>, expr: &Expr, text: &str);
+    /// `Expr::MinActiveRowVersion`; only SQL Server has rowversions.
+    fn min_active_rowversion(&self, out: &mut String) {
+        out.push_str("NULL");
+    }
 }
 
 /// Characters escaped in LIKE patterns. `!` is the escape character because backslash means
@@ -192,6 +196,7 @@ impl Renderer<'_> {
             }
             Expr::Value(value) => self.bind(value.clone()),
             Expr::CountAll => self.sql.push_str("COUNT(*)"),
+            Expr::MinActiveRowVersion => self.dialect.min_active_rowversion(&mut self.sql),
             Expr::CountWhere(conds) => {
                 self.sql.push_str("SUM(");
                 for (index, cond) in conds.iter().enumerate() {

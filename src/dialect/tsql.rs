@@ -20,6 +20,10 @@ const EXACT_COLLATION: &str = "Latin1_General_BIN2";
 const INSENSITIVE_COLLATION: &str = "Latin1_General_100_CI_AI";
 
 impl Dialect for Tsql {
+    fn min_active_rowversion(&self, out: &mut String) {
+        out.push_str("MIN_ACTIVE_ROWVERSION()");
+    }
+
     fn quote_ident(&self, out: &mut String, ident: &str) {
         out.push('[');
         out.push_str(&ident.replace(']', "]]"));

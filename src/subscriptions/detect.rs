@@ -199,7 +199,6 @@ impl Detector {
             if commit.scan_after.is_none() {
                 commit.last_reconcile_ms = now_ms();
             }
-            let mut highest = parse_watermark(commit.watermark.as_deref());
             loop {
                 let after = decode_key(commit.scan_after.as_deref());
                 let scanned = self
@@ -207,7 +206,7 @@ impl Detector {
                     .scan(branch_index, mapping, Cond::True, after, scan_rows)
                     .await?;
                 report.rows_read += scanned.rows;
-                highest = max_watermark(highest, watermark_of(mapping, &scanned.outcomes));
+                let highest = advanced_watermark(mapping, commit.watermark.take(), &scanned.outcomes);
                 let ended = (scanned.rows as u64) < scan_rows;
                 commit.remember = scanned
                     .outcomes
@@ -223,14 +222,18 @@ impl Detector {
                 if ended {
                     // Edits made while the baseline ran carry times at or after its start; the
                     // highest time seen minus the baseline's duration is at or before all of them.
+                    // (Rowversions need no such margin: MIN_ACTIVE_ROWVERSION bounds every read.)
                     let took = chrono::Duration::milliseconds(now_ms() - commit.last_reconcile_ms);
-                    commit.watermark = highest.map(|w| format_watermark(w - took));
+                    commit.watermark = match parse_watermark(highest.as_deref()) {
+                        Some(time) => Some(self.capped_watermark(mapping, format_watermark(time - took))),
+                        None => highest,
+                    };
                     commit.scan_after = None;
                     commit.baselined = true;
                     commit.cycle += 1;
                     commit.last_reconcile_ms = now_ms();
                 } else {
-                    commit.watermark = highest.map(format_watermark);
+                    commit.watermark = highest;
                     commit.scan_after = scanned.last_key.as_deref().map(encode_key);
                 }
                 if let Err(LeaseLost) = self.store.commit_detection_pass(&commit).await? {
@@ -244,35 +247,16 @@ impl Detector {
         }
 
         // Rows whose change columns moved.
-        if let ChangeStrategy::Timestamp { columns, overlap } = &detection.strategy {
-            let since = parse_watermark(commit.watermark.as_deref()).map(|w| {
-                w - chrono::Duration::from_std(*overlap).unwrap_or(chrono::Duration::zero())
-            });
-            let cond = match since {
-                Some(since) => Cond::or(
-                    columns
-                        .iter()
-                        .map(|&i| Cond::Compare {
-                            left: Expr::column(
-                                &mapping.columns[i].alias,
-                                &mapping.columns[i].column,
-                            ),
-                            op: CmpOp::Ge,
-                            right: Expr::Value(Value::DateTime(since)),
-                        })
-                        .collect(),
-                ),
-                None => Cond::True,
-            };
-            let mut highest = parse_watermark(commit.watermark.as_deref());
+        if let Some(moved) = moved_since(mapping, commit.watermark.as_deref()) {
+            let mut highest = commit.watermark.clone();
             let mut after = None;
             loop {
                 let scanned = self
                     .repository
-                    .scan(branch_index, mapping, cond.clone(), after, scan_rows)
+                    .scan(branch_index, mapping, moved.clone(), after, scan_rows)
                     .await?;
                 report.rows_read += scanned.rows;
-                highest = max_watermark(highest, watermark_of(mapping, &scanned.outcomes));
+                highest = advanced_watermark(mapping, highest, &scanned.outcomes);
                 self.compare(
                     mapping,
                     &scanned.outcomes,
@@ -287,11 +271,7 @@ impl Detector {
                 }
                 after = scanned.last_key;
             }
-            let ceiling = chrono::Utc::now()
-                .with_timezone(&self.repository.adapter.timezone)
-                .naive_local()
-                + FUTURE_TOLERANCE;
-            commit.watermark = highest.map(|w| format_watermark(w.min(ceiling)));
+            commit.watermark = highest.map(|w| self.capped_watermark(mapping, w));
         }
 
         // A keyset scan step: the whole strategy for `scan`, a reconcile for the others.
@@ -557,6 +537,89 @@ impl Detector {
             );
         }
         Ok(matched)
+    }
+}
+
+impl Detector {
+    /// A timestamp watermark never runs ahead of the present (plus `FUTURE_TOLERANCE`): a clock
+    /// ahead or a mistyped year would otherwise hide the edits that follow.
+    fn capped_watermark(&self, mapping: &Mapping, watermark: String) -> String {
+        let Some(ChangeStrategy::Timestamp { .. }) = mapping.changes.as_ref().map(|c| &c.strategy)
+        else {
+            return watermark;
+        };
+        let ceiling = chrono::Utc::now()
+            .with_timezone(&self.repository.adapter.timezone)
+            .naive_local()
+            + FUTURE_TOLERANCE;
+        match parse_watermark(Some(&watermark)) {
+            Some(time) if time > ceiling => format_watermark(ceiling),
+            _ => watermark,
+        }
+    }
+}
+
+/// The rows a timestamp or rowversion pass re-reads: change columns at or after the watermark
+/// minus the overlap (timestamps have 1-second resolution and commit late), or rowversions above
+/// the watermark and below `MIN_ACTIVE_ROWVERSION()`. `None` for scan-only mappings.
+fn moved_since(mapping: &Mapping, watermark: Option<&str>) -> Option<Cond> {
+    let column = |i: usize| Expr::column(&mapping.columns[i].alias, &mapping.columns[i].column);
+    match &mapping.changes.as_ref()?.strategy {
+        ChangeStrategy::Timestamp { columns, overlap } => {
+            let Some(since) = parse_watermark(watermark) else {
+                return Some(Cond::True);
+            };
+            let since = since - chrono::Duration::from_std(*overlap).unwrap_or_default();
+            Some(Cond::or(
+                columns
+                    .iter()
+                    .map(|&i| Cond::Compare {
+                        left: column(i),
+                        op: CmpOp::Ge,
+                        right: Expr::Value(Value::DateTime(since)),
+                    })
+                    .collect(),
+            ))
+        }
+        ChangeStrategy::RowVersion { column: index } => {
+            let below_open = Cond::Compare {
+                left: column(*index),
+                op: CmpOp::Lt,
+                right: Expr::MinActiveRowVersion,
+            };
+            let above = watermark.and_then(|w| URL_SAFE_NO_PAD.decode(w).ok()).map(|bytes| Cond::Compare {
+                left: column(*index),
+                op: CmpOp::Gt,
+                right: Expr::Value(Value::Bytes(bytes)),
+            });
+            Some(Cond::and(above.into_iter().chain([below_open]).collect()))
+        }
+        ChangeStrategy::Scan => None,
+    }
+}
+
+/// The watermark after these rows: the highest change-column value seen (a local time for
+/// timestamps, base64url for rowversions).
+fn advanced_watermark(
+    mapping: &Mapping,
+    current: Option<String>,
+    outcomes: &[(crate::adapter::map::MapOutcome, Arc<Vec<Value>>)],
+) -> Option<String> {
+    match mapping.changes.as_ref().map(|c| &c.strategy) {
+        Some(ChangeStrategy::RowVersion { column }) => {
+            let seen = outcomes
+                .iter()
+                .filter_map(|(_, row)| match &row[*column] {
+                    Value::Bytes(bytes) => Some(bytes.clone()),
+                    _ => None,
+                })
+                .max();
+            let current = current.and_then(|w| URL_SAFE_NO_PAD.decode(w).ok());
+            // Rowversions are 8 big-endian bytes: byte order is numeric order.
+            current.into_iter().chain(seen).max().map(|w| URL_SAFE_NO_PAD.encode(w))
+        }
+        _ => max_watermark(parse_watermark(current.as_deref()), watermark_of(mapping, outcomes))
+            .map(format_watermark),
     }
 }
 
