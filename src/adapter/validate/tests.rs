@@ -462,6 +462,7 @@ fn changes_compile_to_strategies_with_interned_columns_and_defaults() {
 
     let dir = write_adapter(&[
         ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
         (
             "Appointment.toml",
             &appointment_mapping(
@@ -480,6 +481,7 @@ fn changes_compile_to_strategies_with_interned_columns_and_defaults() {
 
     let dir = write_adapter(&[
         ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
         (
             "Appointment.toml",
             &appointment_mapping("[changes]\nstrategy = \"scan\"\nscan_rows = 100000\n"),
