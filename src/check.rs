@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use crate::access::Access;
 use crate::adapter::Adapter;
 use crate::adapter::format::ColumnType;
-use crate::adapter::model::{ColumnRef, SearchKind};
+use crate::adapter::model::{ChangeStrategy, ColumnRef, SearchKind};
 use crate::app::load_adapter;
 use crate::config;
 use crate::db::{Database, redact_url};
@@ -28,6 +28,10 @@ enum Use {
     /// `uuid = true` keys: `uniqueidentifier` (SQL Server), `binary(16)` or UUID text.
     UuidKey,
     DateOrTime,
+    /// `[changes]` timestamp columns: compared with a watermark in SQL, so a real date-time type.
+    ChangeTimestamp,
+    /// `[changes]` rowversion column: SQL Server reports `timestamp` (its old name) for it.
+    RowVersion,
 }
 
 pub async fn run(
@@ -198,6 +202,17 @@ fn requirements(adapter: &Adapter) -> BTreeMap<String, BTreeMap<String, (Use, St
             if let Some(index) = mapping.last_updated {
                 need_ref(&mapping.columns[index], Use::DateOrTime);
             }
+            match mapping.changes.as_ref().map(|changes| &changes.strategy) {
+                Some(ChangeStrategy::Timestamp { columns, .. }) => {
+                    for &index in columns {
+                        need_ref(&mapping.columns[index], Use::ChangeTimestamp);
+                    }
+                }
+                Some(ChangeStrategy::RowVersion { column }) => {
+                    need_ref(&mapping.columns[*column], Use::RowVersion);
+                }
+                Some(ChangeStrategy::Scan) | None => {}
+            }
             for param in mapping.search.values() {
                 if let SearchKind::Date {
                     column,
@@ -231,6 +246,10 @@ fn fits(declared: &str, kind: Use) -> bool {
             .iter()
             .any(|t| declared.contains(t)),
         Use::DateOrTime => ["date", "time", "char", "text"]
+            .iter()
+            .any(|t| declared.contains(t)),
+        Use::ChangeTimestamp => ["date", "time"].iter().any(|t| declared.contains(t)),
+        Use::RowVersion => ["rowversion", "timestamp", "binary(8)"]
             .iter()
             .any(|t| declared.contains(t)),
     }
@@ -272,6 +291,8 @@ async fn check_live(adapter: &Adapter, database: &Database) -> anyhow::Result<Ve
                         Use::IntegerKey => "an integer key",
                         Use::UuidKey => "a UUID key",
                         Use::DateOrTime => "a date or time",
+                        Use::ChangeTimestamp => "a change timestamp (a date-time type)",
+                        Use::RowVersion => "a rowversion",
                         Use::Any => "a value",
                     }
                 )),
@@ -480,7 +501,17 @@ mod tests {
         ] {
             assert!(fits(declared, Use::DateOrTime), "{declared}");
         }
+        for declared in ["datetime", "timestamp", "datetime2", "DATETIME"] {
+            assert!(fits(declared, Use::ChangeTimestamp), "{declared}");
+        }
+        for declared in ["timestamp", "rowversion", "binary(8)"] {
+            assert!(fits(declared, Use::RowVersion), "{declared}");
+        }
         for (declared, kind) in [
+            ("varchar(14)", Use::ChangeTimestamp),
+            ("int", Use::ChangeTimestamp),
+            ("datetime", Use::RowVersion),
+            ("binary(16)", Use::RowVersion),
             ("uniqueidentifier", Use::IntegerKey),
             ("int", Use::UuidKey),
             ("bit", Use::DateOrTime),

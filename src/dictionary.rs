@@ -15,7 +15,8 @@ use crate::adapter::Adapter;
 use crate::adapter::format::{ColumnType, SplitKeep, TextCase};
 use crate::adapter::map::uuid_text;
 use crate::adapter::model::{
-    BASE_ALIAS, COLLECTION_ALIAS, CodeMap, Collection, ColumnRef, Compartment, JoinDef, Mapping,
+    BASE_ALIAS, COLLECTION_ALIAS, ChangeDetection, ChangeStrategy, CodeMap, Collection, ColumnRef,
+    Compartment, JoinDef, Mapping,
     Node, Predicate, PredicateOp, ProfileClaim, SearchKind, SearchParam, TokenTarget, Transform,
     joined_table,
 };
@@ -108,7 +109,8 @@ impl fmt::Display for SourceColumn {
 /// transform's condition, a collection's match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtherRead {
-    /// `row filter`, `left join`, `latest`, `variant`, `collection`, `condition of`.
+    /// `row filter`, `left join`, `latest`, `variant`, `collection`, `condition of`, `change
+    /// detection`.
     pub purpose: String,
     /// What the purpose is about: `list_options AS race`, `weight`, `Coverage.class[0]`; may be
     /// empty.
@@ -1108,7 +1110,48 @@ impl Walker<'_> {
                 detail,
             });
         }
+        if let Some(changes) = &mapping.changes {
+            reads.push(self.change_detection(changes));
+        }
         reads
+    }
+
+    /// `[changes]`: which columns change detection compares with its watermark, and how often a
+    /// keyset scan reads the whole table.
+    fn change_detection(&self, changes: &ChangeDetection) -> OtherRead {
+        let scan = format!("keyset scan of {} rows per pass", changes.scan_rows);
+        let reconcile = changes.reconcile.map(|every| {
+            format!(
+                "; every {} min a full {scan}",
+                every.as_secs() / 60
+            )
+        });
+        let (subject, columns, detail) = match &changes.strategy {
+            ChangeStrategy::Timestamp { columns, overlap } => (
+                "timestamp",
+                columns.iter().map(|&i| self.source(At::Row(i))).collect(),
+                format!(
+                    "any column >= the last watermark - {} s{}",
+                    overlap.as_secs(),
+                    reconcile.unwrap_or_default()
+                ),
+            ),
+            ChangeStrategy::RowVersion { column } => (
+                "rowversion",
+                vec![self.source(At::Row(*column))],
+                format!(
+                    "> the last one seen and < MIN_ACTIVE_ROWVERSION(){}",
+                    reconcile.unwrap_or_default()
+                ),
+            ),
+            ChangeStrategy::Scan => ("scan", Vec::new(), scan),
+        };
+        OtherRead {
+            purpose: "change detection".into(),
+            subject: subject.into(),
+            columns,
+            detail,
+        }
     }
 
     fn search_entries(&self) -> Vec<SearchEntry> {
@@ -1624,8 +1667,8 @@ fn mapping_blocks(mapping: &MappingEntry, blocks: &mut Vec<Block>) {
     if !mapping.other_reads.is_empty() {
         blocks.push(heading(3, "Columns read but not emitted"));
         blocks.push(Block::Paragraph(vec![text(
-            "Reads that decide which rows become resources, or whether an element appears; the \
-             same columns may also be emitted above.",
+            "Reads that decide which rows become resources, or whether an element appears, and \
+             the columns change detection compares; the same columns may also be emitted above.",
         )]));
         let rows = mapping
             .other_reads

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::model::ChangeKind;
 use crate::dialect::DialectKind;
 
 /// `adapters/<name>/adapter.toml`.
@@ -45,6 +46,69 @@ pub struct MappingFile {
     pub search: BTreeMap<String, SearchSpec>,
     /// Which rows belong to a patient's compartment: `{ patient = ["subject"] }`, or `"shared"`.
     pub compartment: Option<CompartmentSpec>,
+    /// How subscriptions notice changes of this mapping's resources.
+    pub changes: Option<ChangesSpec>,
+}
+
+/// `[changes]`: the change-detection strategy of a mapping and its knobs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesSpec {
+    pub strategy: ChangeStrategyName,
+    /// `timestamp`: the columns (base or joined) any of which moves when the resource may change.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// `rowversion`: the base table's rowversion column.
+    pub column: Option<String>,
+    /// `timestamp`: seconds re-read behind the watermark (coarse or late-committed timestamps).
+    pub overlap_seconds: Option<u64>,
+    /// `timestamp`/`rowversion`: a full keyset scan this often as well.
+    pub reconcile_minutes: Option<u64>,
+    /// Rows per pass of a keyset scan.
+    pub scan_rows: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeStrategyName {
+    Timestamp,
+    Rowversion,
+    Scan,
+}
+
+/// `adapters/<name>/topics.toml`: the subscription topics an adapter offers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsFile {
+    pub version: u32,
+    #[serde(default)]
+    pub topic: Vec<TopicSpec>,
+}
+
+/// One `[[topic]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    pub slug: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub resource: String,
+    /// Absent: every mapping of `resource` that declares `[changes]`.
+    pub mappings: Option<Vec<String>>,
+    pub on: Vec<ChangeKind>,
+    #[serde(default)]
+    pub changed: Vec<String>,
+    pub became: Option<BecameSpec>,
+    #[serde(default)]
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BecameSpec {
+    pub element: String,
+    pub values: Vec<String>,
 }
 
 /// `compartment`: the search parameters whose Patient reference puts a row in that patient's

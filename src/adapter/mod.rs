@@ -16,6 +16,8 @@ pub use self::validate::AdapterIssue;
 use self::validate::ParsedMapping;
 
 const MANIFEST: &str = "adapter.toml";
+/// The optional file of subscription topics beside the manifest.
+const TOPICS: &str = "topics.toml";
 
 /// Reads, parses and validates the adapter in `dir`. Errors list every problem found.
 pub fn load(dir: &Path) -> Result<Adapter, Vec<AdapterIssue>> {
@@ -52,8 +54,19 @@ pub fn load(dir: &Path) -> Result<Adapter, Vec<AdapterIssue>> {
     let Some(manifest) = manifest else {
         return Err(issues);
     };
+    let topics_path = dir.join(TOPICS);
+    let topics = if topics_path.exists() {
+        read_toml::<format::TopicsFile>(&topics_path, &mut issues)
+    } else {
+        None
+    };
     match validate::validate(dir, &manifest_path, manifest, mappings) {
-        Ok(adapter) if issues.is_empty() => Ok(adapter),
+        Ok(mut adapter) if issues.is_empty() => {
+            if let Some(topics) = topics {
+                adapter.topics = validate::validate_topics(&adapter, &topics_path, topics)?;
+            }
+            Ok(adapter)
+        }
         Ok(_) => Err(issues),
         Err(more) => {
             issues.extend(more);

@@ -23,6 +23,11 @@ use super::model::{
 use crate::dialect::ast::Value;
 use crate::fhir::resource_types::is_resource_type;
 
+mod changes;
+mod topics;
+
+pub use self::topics::validate_topics;
+
 /// The adapter format version this build reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -231,7 +236,7 @@ pub fn validate(
         timezone: timezone.expect("checked above"),
         dialects: manifest.dialects,
         resources,
-        // Parsed from `topics.toml` (issue 9, adapter data helper).
+        // `topics.toml` is checked against the finished adapter (`validate_topics`).
         topics: Vec::new(),
     })
 }
@@ -833,6 +838,10 @@ fn compile_mapping(
 
     let profiles = profile_claims(ctx, &spec.profiles);
     let compartment = compartment(ctx, &spec.resource, spec.compartment.as_ref(), &search);
+    let changes = spec
+        .changes
+        .as_ref()
+        .and_then(|changes| changes::change_detection(ctx, &mut scope, changes));
     Some(Mapping {
         resource_type: spec.resource,
         name: parsed.name,
@@ -856,8 +865,7 @@ fn compile_mapping(
         collections,
         search,
         compartment,
-        // Parsed from `[changes]` (issue 9, adapter data helper).
-        changes: None,
+        changes,
     })
 }
 

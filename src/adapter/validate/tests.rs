@@ -386,3 +386,380 @@ fn every_shipped_mapping_declares_its_compartment() {
         }
     }
 }
+
+/// An Appointment mapping with `changes` as its `[changes]` table (empty: none).
+fn appointment_mapping(changes: &str) -> String {
+    format!(
+        r#"
+version = 1
+resource = "Appointment"
+compartment = {{ patient = ["patient"] }}
+[source]
+table = "appt"
+id = {{ columns = ["id"] }}
+last_updated = "edited"
+[[source.join]]
+alias = "room"
+table = "room"
+on = [{{ column = "room.id", equals_column = "room_id" }}]
+{changes}
+[elements]
+status = {{ fn = "map", map = "status", column = "state" }}
+start = {{ fn = "datetime", column = "starts", instant = true }}
+participant = [{{ actor = {{ display = "$room.name" }} }}]
+[maps.status]
+values = {{ "1" = "booked", "2" = "cancelled" }}
+default_absent = true
+[search.patient]
+type = "reference"
+target = "Patient"
+column = "patient_id"
+[search.status]
+type = "token"
+column = "state"
+map = "status"
+"#
+    )
+}
+
+const PATIENT_MAPPING: &str = "version = 1\nresource = \"Patient\"\ncompartment = { patient = [\"_id\"] }\n[source]\ntable = \"p\"\nid = { columns = [\"id\"] }\n[elements]\ngender = \"unknown\"\n";
+
+fn load_ok(dir: &Path) -> adapter::Adapter {
+    adapter::load(dir).unwrap_or_else(|issues| panic!("{issues:#?}"))
+}
+
+#[test]
+fn changes_compile_to_strategies_with_interned_columns_and_defaults() {
+    use crate::adapter::model::ChangeStrategy;
+    use std::time::Duration;
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+        (
+            "Appointment.toml",
+            &appointment_mapping(
+                "[changes]\nstrategy = \"timestamp\"\ncolumns = [\"edited\", \"room.edited\"]\nreconcile_minutes = 60\n",
+            ),
+        ),
+    ]);
+    let adapter = load_ok(&dir);
+    let mapping = &adapter.resources["Appointment"].mappings[0];
+    let changes = mapping.changes.as_ref().expect("declared");
+    assert_eq!(changes.scan_rows, 5000);
+    assert_eq!(changes.reconcile, Some(Duration::from_secs(3600)));
+    let ChangeStrategy::Timestamp { columns, overlap } = &changes.strategy else {
+        panic!("{:?}", changes.strategy)
+    };
+    assert_eq!(*overlap, Duration::from_secs(5));
+    let named: Vec<String> = columns
+        .iter()
+        .map(|&i| mapping.columns[i].display())
+        .collect();
+    assert_eq!(named, vec!["t.edited", "room.edited"]);
+    // The base column was already in the SELECT list as last_updated: interned once.
+    assert_eq!(Some(columns[0]), mapping.last_updated);
+    assert!(adapter.resources["Patient"].mappings[0].changes.is_none());
+
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+        (
+            "Appointment.toml",
+            &appointment_mapping(
+                "[changes]\nstrategy = \"rowversion\"\ncolumn = \"RowVer\"\nscan_rows = 100\nreconcile_minutes = 1440\n",
+            ),
+        ),
+    ]);
+    let adapter = load_ok(&dir);
+    let mapping = &adapter.resources["Appointment"].mappings[0];
+    let changes = mapping.changes.as_ref().expect("declared");
+    let ChangeStrategy::RowVersion { column } = changes.strategy else {
+        panic!("{:?}", changes.strategy)
+    };
+    assert_eq!(mapping.columns[column].display(), "t.RowVer");
+    assert_eq!(changes.scan_rows, 100);
+
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+        (
+            "Appointment.toml",
+            &appointment_mapping("[changes]\nstrategy = \"scan\"\nscan_rows = 100000\n"),
+        ),
+    ]);
+    let adapter = load_ok(&dir);
+    let changes = adapter.resources["Appointment"].mappings[0]
+        .changes
+        .as_ref()
+        .expect("declared");
+    assert!(matches!(changes.strategy, ChangeStrategy::Scan));
+    assert_eq!((changes.scan_rows, changes.reconcile), (100_000, None));
+}
+
+#[test]
+fn bad_changes_are_reported_with_file_and_key() {
+    let cases = [
+        (
+            "strategy = \"timestamp\"\n",
+            "Appointment.toml: changes.columns: timestamp needs at least one column",
+        ),
+        (
+            "strategy = \"timestamp\"\ncolumns = [\"edited\", \"edited\"]\n",
+            "Appointment.toml: changes.columns[1]: \"edited\" is listed twice",
+        ),
+        (
+            "strategy = \"timestamp\"\ncolumns = [\"nope.edited\"]\n",
+            "Appointment.toml: changes.columns[0]: unknown table alias \"nope\"",
+        ),
+        (
+            "strategy = \"timestamp\"\ncolumns = [\"edited\"]\noverlap_seconds = 301\n",
+            "Appointment.toml: changes.overlap_seconds: 301 is outside 0..=300",
+        ),
+        (
+            "strategy = \"timestamp\"\ncolumns = [\"edited\"]\ncolumn = \"edited\"\n",
+            "Appointment.toml: changes.column: not a key of strategy = \"timestamp\"",
+        ),
+        (
+            "strategy = \"rowversion\"\n",
+            "Appointment.toml: changes.column: rowversion needs the base table's rowversion column",
+        ),
+        (
+            "strategy = \"rowversion\"\ncolumn = \"room.RowVer\"\n",
+            "Appointment.toml: changes.column: \"room.RowVer\": a rowversion column is one of the base table's",
+        ),
+        (
+            "strategy = \"rowversion\"\ncolumn = \"RowVer\"\noverlap_seconds = 5\n",
+            "Appointment.toml: changes.overlap_seconds: not a key of strategy = \"rowversion\"",
+        ),
+        (
+            "strategy = \"scan\"\nreconcile_minutes = 60\n",
+            "Appointment.toml: changes.reconcile_minutes: a scan already reads every row",
+        ),
+        (
+            "strategy = \"scan\"\ncolumns = [\"edited\"]\n",
+            "Appointment.toml: changes.columns: not a key of strategy = \"scan\"",
+        ),
+        (
+            "strategy = \"scan\"\nscan_rows = 99\n",
+            "Appointment.toml: changes.scan_rows: 99 is outside 100..=100000",
+        ),
+        (
+            "strategy = \"timestamp\"\ncolumns = [\"edited\"]\nreconcile_minutes = 0\n",
+            "Appointment.toml: changes.reconcile_minutes: 0 is outside 1..=43200",
+        ),
+        ("strategy = \"cdc\"\n", "Appointment.toml: line "),
+        (
+            "strategy = \"scan\"\nwatermark = 1\n",
+            "unknown field `watermark`",
+        ),
+    ];
+    for (changes, expected) in cases {
+        let dir = write_adapter(&[
+            ("adapter.toml", MANIFEST),
+            (
+                "Appointment.toml",
+                &appointment_mapping(&format!("[changes]\n{changes}")),
+            ),
+        ]);
+        let found = issues(&dir).join("\n");
+        assert!(
+            found.contains(expected),
+            "{changes}: missing {expected:?} in:\n{found}"
+        );
+    }
+}
+
+/// The adapter of `appointment_mapping` with timestamp changes, a Patient without, and `topics`.
+fn adapter_with_topics(topics: &str) -> PathBuf {
+    write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+        (
+            "Appointment.toml",
+            &appointment_mapping("[changes]\nstrategy = \"timestamp\"\ncolumns = [\"edited\"]\n"),
+        ),
+        ("topics.toml", topics),
+    ])
+}
+
+#[test]
+fn topics_are_read_with_urls_and_default_mappings() {
+    use crate::adapter::model::{ChangeKind, TOPIC_URL_PREFIX};
+    let dir = adapter_with_topics(
+        r#"
+version = 1
+
+[[topic]]
+slug = "appointment-cancelled"
+title = "Appointment cancelled"
+description = "Its status became cancelled, or it was deleted."
+resource = "Appointment"
+on = ["update", "delete"]
+became = { element = "status", values = ["cancelled"] }
+filters = ["patient", "status", "_id"]
+
+[[topic]]
+slug = "appointment-rescheduled"
+title = "Appointment rescheduled"
+resource = "Appointment"
+mappings = ["Appointment"]
+on = ["update"]
+changed = ["start"]
+"#,
+    );
+    let adapter = load_ok(&dir);
+    assert_eq!(adapter.topics.len(), 2);
+    let cancelled = &adapter.topics[0];
+    assert_eq!(
+        cancelled.url,
+        format!("{TOPIC_URL_PREFIX}appointment-cancelled")
+    );
+    assert_eq!(cancelled.mappings, vec!["Appointment"]);
+    assert_eq!(cancelled.on, vec![ChangeKind::Update, ChangeKind::Delete]);
+    let became = cancelled.became.as_ref().expect("declared");
+    assert_eq!(
+        (became.element.as_str(), became.values.clone()),
+        ("status", vec!["cancelled".to_owned()])
+    );
+    assert_eq!(cancelled.filters, vec!["patient", "status", "_id"]);
+    assert_eq!(adapter.topics[1].changed, vec!["start"]);
+    assert!(adapter.topics[1].description.is_empty());
+}
+
+#[test]
+fn an_adapter_without_topics_file_offers_none() {
+    let dir = write_adapter(&[("adapter.toml", MANIFEST), ("Patient.toml", PATIENT_MAPPING)]);
+    assert!(load_ok(&dir).topics.is_empty());
+}
+
+#[test]
+fn bad_topics_are_reported_with_file_and_key() {
+    let dir = adapter_with_topics(
+        r#"
+version = 2
+
+[[topic]]
+slug = "Appointment_Cancelled"
+title = " "
+resource = "Appointment"
+mappings = ["Appointment.other"]
+on = []
+changed = ["start"]
+became = { element = "participant", values = [] }
+filters = ["practitioner", "patient", "patient"]
+
+[[topic]]
+slug = "registered"
+title = "Registered"
+resource = "Patient"
+on = ["create", "create"]
+
+[[topic]]
+slug = "registered"
+title = "Again"
+resource = "Encounter"
+on = ["create"]
+
+[[topic]]
+slug = "moved"
+title = "Moved"
+resource = "Appointment"
+on = ["create"]
+changed = ["end", "status"]
+became = { element = "status", values = ["booked"] }
+
+[[topic]]
+slug = "gone"
+title = "Gone"
+resource = "Appointment"
+on = ["delete"]
+became = { element = "status", values = ["cancelled"] }
+"#,
+    );
+    assert_reports(
+        &dir,
+        &[
+            "topics.toml: version: unsupported topics format version 2",
+            "topics.toml: topic[0].slug: \"Appointment_Cancelled\": a slug uses lower-case letters, digits and '-'",
+            "topics.toml: topic[0].title: a topic needs a title",
+            "topics.toml: topic[0].mappings[0]: no Appointment mapping named \"Appointment.other\" (there are: Appointment)",
+            "topics.toml: topic[0].on: name at least one of",
+            "topics.toml: topic[0].changed: changed applies to updates only",
+            "topics.toml: topic[0].became.values: name at least one value",
+            "topics.toml: topic[0].filters[0]: \"practitioner\" is not a search parameter of Appointment in this adapter (it has _id, patient, status)",
+            "topics.toml: topic[0].filters[2]: \"patient\" is listed twice",
+            "topics.toml: topic[1].resource: no Patient mapping declares [changes]",
+            "topics.toml: topic[1].on[1]: listed twice",
+            "topics.toml: topic[2].slug: \"registered\" is already the slug of another topic",
+            "topics.toml: topic[2].resource: the adapter does not serve \"Encounter\"",
+            "topics.toml: topic[3].changed[0]: \"end\" is not a top-level element of Appointment",
+            "topics.toml: topic[4].became: became is tested on create and update",
+        ],
+    );
+}
+
+#[test]
+fn became_needs_a_code_element_and_named_mappings_need_changes() {
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+        ("Appointment.toml", &appointment_mapping("")),
+        (
+            "topics.toml",
+            r#"
+version = 1
+[[topic]]
+slug = "x"
+title = "X"
+resource = "Appointment"
+mappings = ["Appointment"]
+on = ["update"]
+became = { element = "participant", values = ["a"] }
+"#,
+        ),
+    ]);
+    assert_reports(
+        &dir,
+        &[
+            "topics.toml: topic[0].mappings[0]: Appointment declares no [changes], so it cannot fire a topic",
+        ],
+    );
+    let dir = adapter_with_topics(
+        "version = 1\n[[topic]]\nslug = \"x\"\ntitle = \"X\"\nresource = \"Appointment\"\non = [\"update\"]\nbecame = { element = \"participant\", values = [\"a\"] }\n",
+    );
+    assert_reports(
+        &dir,
+        &[
+            "topics.toml: topic[0].became.element: \"participant\" holds an object or array in Appointment; became compares a code",
+        ],
+    );
+    let dir = adapter_with_topics(
+        "version = 1\n[[topic]]\nslug = \"x\"\ntitle = \"X\"\nresource = \"Appointment\"\non = [\"update\"]\ncolour = \"red\"\n",
+    );
+    assert_reports(&dir, &["topics.toml: line ", "colour"]);
+}
+
+#[test]
+fn every_shipped_adapter_offers_topics_on_mappings_with_changes() {
+    for name in ["openemr", "opendental", "cerebello", "dentned"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("adapters")
+            .join(name);
+        let adapter = load_ok(&dir);
+        for def in adapter.resources.values() {
+            for mapping in &def.mappings {
+                assert!(mapping.changes.is_some(), "{name} {}", mapping.name);
+            }
+        }
+        let slugs: Vec<&str> = adapter.topics.iter().map(|t| t.slug.as_str()).collect();
+        for expected in [
+            "patient-registered",
+            "patient-demographics-changed",
+            "appointment-booked",
+            "appointment-rescheduled",
+            "appointment-cancelled",
+        ] {
+            assert!(slugs.contains(&expected), "{name}: {slugs:?}");
+        }
+    }
+}
