@@ -91,6 +91,16 @@ fn ig_example() -> Json {
     })
 }
 
+/// Expected query pairs, as written in a table.
+type Pairs = &'static [(&'static str, &'static str)];
+
+fn owned(pairs: Pairs) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
 fn parse(json: &Json) -> Result<SubscriptionSpec, Vec<Issue>> {
     parse_subscription(json, &topics(), &search_params)
 }
@@ -207,7 +217,7 @@ fn defaults_when_optional_parts_are_absent() {
 #[test]
 fn filter_forms_are_decoded_into_parameter_and_value() {
     // Columns: the filter strings, the pairs they stand for.
-    let table: [(&[&str], &[(&str, &str)]); 6] = [
+    let table: [(&[&str], Pairs); 6] = [
         (&["patient=Patient/123"], &[("patient", "Patient/123")]),
         (
             &["Appointment.patient=Patient/7"],
@@ -230,11 +240,7 @@ fn filter_forms_are_decoded_into_parameter_and_value() {
             .map(|text| json!({"url": backport("backport-filter-criteria"), "valueString": text}))
             .collect();
         let spec = parsed(&example_with("/_criteria/extension", json!(extensions)));
-        let expected: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(p, v)| (p.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(spec.criteria.query_pairs(), expected, "{texts:?}");
+        assert_eq!(spec.criteria.query_pairs(), owned(pairs), "{texts:?}");
     }
 }
 
@@ -676,7 +682,7 @@ fn classic(criteria: &str) -> Json {
 #[test]
 fn classic_search_criteria_over_served_parameters_are_accepted() {
     // Columns: criteria, type, the decoded query pairs.
-    let table: [(&str, &str, &[(&str, &str)]); 4] = [
+    let table: [(&str, &str, Pairs); 4] = [
         (
             "Appointment?status=booked&patient=Patient/123",
             "Appointment",
@@ -698,11 +704,7 @@ fn classic_search_criteria_over_served_parameters_are_accepted() {
             Some(resource_type),
             "{criteria}"
         );
-        let expected: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(p, v)| (p.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(spec.criteria.query_pairs(), expected, "{criteria}");
+        assert_eq!(spec.criteria.query_pairs(), owned(pairs), "{criteria}");
         assert_eq!(spec.channel.payload, None);
     }
 }
