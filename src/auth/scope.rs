@@ -265,7 +265,7 @@ fn check_letters(permissions: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `name=value&...`, decoded as a query string is.
+/// `name=value&...`, decoded as a query string is (also a Subscription's search criteria).
 pub(crate) fn parse_filter(query: &str) -> Result<Vec<(String, String)>, String> {
     if query.is_empty() {
         return Err("empty ?parameters".into());

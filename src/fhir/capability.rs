@@ -7,7 +7,7 @@ use serde_json::{Value as Json, json};
 
 use crate::adapter::Adapter;
 use crate::adapter::format::SearchType;
-use crate::adapter::model::ResourceDef;
+use crate::adapter::model::{ResourceDef, Topic};
 use crate::auth::discovery::capability_security;
 use crate::auth::external::ExternalIdp;
 
@@ -99,6 +99,59 @@ fn audit_event_resource() -> Json {
     })
 }
 
+/// The server statement of the Subscriptions Backport IG for R4, which Portico instantiates when
+/// it offers topics (SB-04).
+pub const BACKPORT_SERVER_STATEMENT: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
+/// Lists one topic a server supports, on its Subscription entry (SB-05).
+pub const TOPIC_CANONICAL_EXTENSION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical";
+const STATUS_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status";
+const EVENTS_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events";
+
+/// The subscriptions' entry (SB-01, SB-04, SB-05): kept in Portico's state store whatever the
+/// adapter, offered when the adapter has topics, one topic-canonical extension per topic.
+fn subscription_resource(topics: &[Topic]) -> Json {
+    let topic_extensions: Vec<Json> = topics
+        .iter()
+        .map(|topic| json!({"url": TOPIC_CANONICAL_EXTENSION, "valueCanonical": topic.url}))
+        .collect();
+    json!({
+        "extension": topic_extensions,
+        "type": "Subscription",
+        "supportedProfile": [crate::subscriptions::resource::BACKPORT_SUBSCRIPTION_PROFILE],
+        "documentation": "Topic-based subscriptions (Subscriptions R5 Backport IG for R4) to the \
+            topics listed in this entry's extensions, and classic criteria subscriptions; kept in \
+            Portico's state store.",
+        "interaction": [
+            {"code": "read"},
+            {"code": "update"},
+            {"code": "delete"},
+            {"code": "create"},
+            {"code": "search-type"},
+        ],
+        "versioning": "versioned",
+        "readHistory": false,
+        "updateCreate": false,
+        "searchParam": [
+            {"name": "_id", "type": "token", "documentation": "Logical id"},
+            {"name": "url", "type": "uri", "documentation": "Subscription.channel.endpoint"},
+            {"name": "status", "type": "token", "documentation": "Subscription.status"},
+        ],
+        "operation": [
+            {"name": "status", "definition": STATUS_OPERATION},
+            {"name": "events", "definition": EVENTS_OPERATION},
+        ],
+    })
+}
+
+/// Puts `entry` among `resources`, which are in type order.
+fn insert_in_type_order(resources: &mut Vec<Json>, entry: Json) {
+    let at = resources
+        .iter()
+        .position(|r| r["type"].as_str() > entry["type"].as_str())
+        .unwrap_or(resources.len());
+    resources.insert(at, entry);
+}
+
 /// Builds the statement for `adapter`. `base` is the parsed base statement; `external` is the
 /// identity provider whose tokens the server accepts, if not its own.
 pub fn capability_statement(
@@ -149,12 +202,11 @@ pub fn capability_statement(
         }
         resources.push(resource);
     }
-    let audit = audit_event_resource();
-    let at = resources
-        .iter()
-        .position(|r| r["type"].as_str() > audit["type"].as_str())
-        .unwrap_or(resources.len());
-    resources.insert(at, audit);
+    insert_in_type_order(&mut resources, audit_event_resource());
+    if !adapter.topics.is_empty() {
+        insert_in_type_order(&mut resources, subscription_resource(&adapter.topics));
+        statement["instantiates"] = json!([BACKPORT_SERVER_STATEMENT]);
+    }
     if let Some(rest) = statement["rest"].get_mut(0).and_then(Json::as_object_mut) {
         // R4 orders `security` before `resource`.
         rest.remove("resource");
@@ -162,4 +214,128 @@ pub fn capability_statement(
         rest.insert("resource".into(), Json::Array(resources));
     }
     statement
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::adapter::model::{ChangeKind, TOPIC_URL_PREFIX};
+
+    fn openemr() -> Adapter {
+        crate::adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr"))
+            .unwrap_or_else(|issues| panic!("{issues:#?}"))
+    }
+
+    fn topic(slug: &str, resource_type: &str) -> Topic {
+        Topic {
+            slug: slug.into(),
+            url: format!("{TOPIC_URL_PREFIX}{slug}"),
+            title: slug.into(),
+            description: String::new(),
+            resource_type: resource_type.into(),
+            mappings: vec![resource_type.into()],
+            on: vec![ChangeKind::Create],
+            changed: Vec::new(),
+            became: None,
+            filters: vec!["patient".into()],
+        }
+    }
+
+    fn statement(adapter: &Adapter) -> Json {
+        let base: Json = serde_json::from_str(BASE_STATEMENT).expect("the base statement");
+        capability_statement(
+            &base,
+            adapter,
+            "https://portico.example/fhir",
+            "2026-12-02",
+            None,
+        )
+    }
+
+    fn subscription_entry(statement: &Json) -> Option<&Json> {
+        statement["rest"][0]["resource"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["type"] == "Subscription")
+    }
+
+    #[test]
+    fn without_topics_no_subscription_is_offered() {
+        let mut adapter = openemr();
+        adapter.topics.clear();
+        let statement = statement(&adapter);
+        assert!(subscription_entry(&statement).is_none());
+        assert!(statement.get("instantiates").is_none());
+    }
+
+    #[test]
+    fn topics_offer_backport_subscriptions() {
+        let mut adapter = openemr();
+        adapter.topics = vec![
+            topic("appointment-booked", "Appointment"),
+            topic("patient-registered", "Patient"),
+        ];
+        let statement = statement(&adapter);
+        let bytes = serde_json::to_vec(&statement).expect("serializes");
+        crate::fhir::xml::parse_strict(&bytes)
+            .unwrap_or_else(|error| panic!("not valid R4 ({error}):\n{statement:#}"));
+        // SB-04: the server statement it instantiates, and the profile.
+        assert_eq!(
+            statement["instantiates"],
+            json!([BACKPORT_SERVER_STATEMENT])
+        );
+        let entry = subscription_entry(&statement).expect("a Subscription entry");
+        assert_eq!(
+            entry["supportedProfile"],
+            json!([crate::subscriptions::resource::BACKPORT_SUBSCRIPTION_PROFILE])
+        );
+        // SB-05: one topic canonical per topic.
+        let topics: Vec<&str> = entry["extension"]
+            .as_array()
+            .expect("extensions")
+            .iter()
+            .filter(|e| e["url"] == TOPIC_CANONICAL_EXTENSION)
+            .filter_map(|e| e["valueCanonical"].as_str())
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                "https://portico.health/fhir/SubscriptionTopic/appointment-booked",
+                "https://portico.health/fhir/SubscriptionTopic/patient-registered",
+            ]
+        );
+        let interactions: Vec<&str> = entry["interaction"]
+            .as_array()
+            .expect("interactions")
+            .iter()
+            .filter_map(|i| i["code"].as_str())
+            .collect();
+        assert_eq!(
+            interactions,
+            ["read", "update", "delete", "create", "search-type"]
+        );
+        let params: Vec<&str> = entry["searchParam"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(params, ["_id", "url", "status"]);
+        // SB-02 and SB-30.
+        assert_eq!(entry["operation"][0]["definition"], STATUS_OPERATION);
+        assert_eq!(entry["operation"][1]["definition"], EVENTS_OPERATION);
+        // Kept in type order, after the adapter's types and the audit trail.
+        let types: Vec<&str> = statement["rest"][0]["resource"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter_map(|r| r["type"].as_str())
+            .collect();
+        let mut sorted = types.clone();
+        sorted.sort_unstable();
+        assert_eq!(types, sorted);
+    }
 }

@@ -20,6 +20,9 @@ pub mod rest_hook;
 pub mod schedule;
 pub mod trigger;
 
+#[cfg(test)]
+mod tests;
+
 /// What the HTTP side shares with detection and delivery.
 #[derive(Clone, Debug, Default)]
 pub struct SubscriptionsRuntime {
