@@ -636,7 +636,7 @@ fn resolved(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
 fn on_base_table(cond: &Cond) -> bool {
     let base = |expr: &Expr| match expr {
         Expr::Column { table, .. } => table == BASE_ALIAS,
-        Expr::Value(_) => true,
+        Expr::Value(_) | Expr::MinActiveRowVersion => true,
         Expr::CountAll | Expr::CountWhere(_) => false,
     };
     match cond {
