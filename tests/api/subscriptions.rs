@@ -79,7 +79,7 @@ fn status_part<'a>(bundle: &'a Json, name: &str) -> &'a Json {
         .unwrap_or(&Json::Null)
 }
 
-/// The focus references of a notification's events.
+/// The focus references of a notification's events, as `Type/id` (they are absolute URLs).
 fn focuses(bundle: &Json) -> Vec<String> {
     bundle["entry"][0]["resource"]["parameter"]
         .as_array()
@@ -88,7 +88,12 @@ fn focuses(bundle: &Json) -> Vec<String> {
         .filter(|p| p["name"] == "notification-event")
         .flat_map(|p| p["part"].as_array().into_iter().flatten())
         .filter(|part| part["name"] == "focus")
-        .filter_map(|part| part["valueReference"]["reference"].as_str().map(str::to_owned))
+        .filter_map(|part| part["valueReference"]["reference"].as_str())
+        .map(|reference| {
+            let mut segments = reference.rsplit('/');
+            let id = segments.next().unwrap_or_default();
+            format!("{}/{id}", segments.next().unwrap_or_default())
+        })
         .collect()
 }
 
@@ -325,7 +330,7 @@ async fn pms_edits_reach_the_receiver_per_topic_and_filter() {
         receiver.of(&ids[0], "event-notification").first().cloned()
     })
     .await;
-    assert_eq!(focuses(&cancelled.bundle), vec![format!("Appointment/{appointment}")]);
+    assert_eq!(focuses(&cancelled.bundle), vec![format!("Appointment/{appointment}")], "{}", cancelled.bundle);
     assert_eq!(status_part(&cancelled.bundle, "events-since-subscription-start")["valueString"], "1");
     support::assert_valid_r4(&cancelled.bundle);
     assert_eq!(cancelled.bundle["type"], "history");
