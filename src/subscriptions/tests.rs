@@ -813,7 +813,7 @@ fn rendered_headers_keep_their_names_and_hide_their_values() {
 fn parsing_the_rendered_subscription_keeps_everything_but_header_values() {
     let mut odd_filter = ig_example();
     odd_filter["_criteria"]["extension"][0]["valueString"] =
-        json!("status=a%26b%2Bc%25 d&practitioner=Practitioner/1");
+        json!("status=a%26b%2Bc%25 d%C3%AF=e&status:not=x&practitioner=Practitioner/1");
     let mut classic_full = classic("Appointment?status=booked&patient=Patient%2F1");
     classic_full["channel"]["payload"] = json!("application/fhir+json");
     classic_full["channel"]["header"] = json!(["X-Tenant: 9"]);
