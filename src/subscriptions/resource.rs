@@ -881,11 +881,11 @@ pub(crate) fn fhir_instant(at: DateTime<Utc>) -> String {
 }
 
 /// Escapes what a query-string decoder would change (`%`, `&`, `+`, `#`, spaces, controls and
-/// non-ASCII), and nothing else: a reference stays readable (`patient=Patient/123`).
+/// non-ASCII) and `=`, and nothing else: a reference stays readable (`patient=Patient/123`).
 fn query_value_text(value: &str) -> String {
     let mut text = String::with_capacity(value.len());
     for byte in value.bytes() {
-        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b'&' | b'+' | b'#') {
+        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b'&' | b'+' | b'#' | b'=') {
             text.push(char::from(byte));
         } else {
             text.push_str(&format!("%{byte:02X}"));
@@ -940,7 +940,11 @@ pub fn render_subscription(view: &SubscriptionView) -> Json {
         let filters: Vec<Json> = filters
             .iter()
             .map(|filter| {
-                let text = format!("{}={}", filter.parameter, query_value_text(&filter.value));
+                let text = format!(
+                    "{}={}",
+                    query_value_text(&filter.parameter),
+                    query_value_text(&filter.value)
+                );
                 extension(FILTER_CRITERIA_EXTENSION, "valueString", json!(text))
             })
             .collect();

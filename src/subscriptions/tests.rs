@@ -813,7 +813,7 @@ fn rendered_headers_keep_their_names_and_hide_their_values() {
 fn parsing_the_rendered_subscription_keeps_everything_but_header_values() {
     let mut odd_filter = ig_example();
     odd_filter["_criteria"]["extension"][0]["valueString"] =
-        json!("status=a%26b%2Bc%25 d&practitioner=Practitioner/1");
+        json!("status=a%26b%2Bc%25 d%C3%AF=e&status:not=x&practitioner=Practitioner/1");
     let mut classic_full = classic("Appointment?status=booked&patient=Patient%2F1");
     classic_full["channel"]["payload"] = json!("application/fhir+json");
     classic_full["channel"]["header"] = json!(["X-Tenant: 9"]);
@@ -1129,4 +1129,31 @@ fn the_status_operation_answers_a_searchset_of_parameters() {
     strict(&none);
     assert_eq!(none["total"], 0);
     assert!(none.get("entry").is_none());
+}
+
+#[test]
+fn fhir_payload_types_of_r4_are_accepted_and_others_refused() {
+    // Columns: channel.payload, accepted.
+    let table = [
+        ("application/fhir+json", true),
+        ("application/json", true),
+        ("application/fhir+xml", true),
+        ("Application/FHIR+JSON; fhirVersion=4.0.1", true),
+        (
+            "application/fhir+json;charset=UTF-8;fhirVersion=\"4.0\"",
+            true,
+        ),
+        ("application/fhir+json; fhirVersion=4.3", false),
+        ("application/fhir+json; profile=x", false),
+        ("application/fhir+ndjson", false),
+        ("x-application/hl7-v2+er7", false),
+    ];
+    for (payload, accepted) in table {
+        let result = parse(&example_with("/channel/payload", json!(payload)));
+        assert_eq!(result.is_ok(), accepted, "{payload}: {result:#?}");
+        if let Ok(spec) = result {
+            // Sent verbatim as the rest-hook Content-Type (SB-26).
+            assert_eq!(spec.channel.payload.as_deref(), Some(payload));
+        }
+    }
 }
