@@ -4,7 +4,7 @@
 mod state_commands;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -243,6 +243,28 @@ impl DemoAdapter {
         }
     }
 
+    /// A topic of the demo's adapter and an SQL statement, as the PMS would write it, that fires
+    /// it for `appointment`.
+    fn subscription_example(self, appointment: &str) -> (&'static str, String) {
+        match self {
+            DemoAdapter::Openemr => (
+                "appointment-cancelled",
+                format!("UPDATE openemr_postcalendar_events SET pc_apptstatus = 'x' WHERE pc_eid = {appointment}"),
+            ),
+            DemoAdapter::Cerebello => (
+                "appointment-cancelled",
+                format!("UPDATE Appointment SET Status = 50 WHERE Id = {appointment}"),
+            ),
+            DemoAdapter::Dentned => (
+                "appointment-rescheduled",
+                format!(
+                    "UPDATE appointments SET appointments_from = datetime(appointments_from, '+1 hour'), \
+                     appointments_to = datetime(appointments_to, '+1 hour') WHERE appointments_id = {appointment}"
+                ),
+            ),
+        }
+    }
+
     /// Requests worth trying on the synthetic data.
     fn examples(self) -> &'static [&'static str] {
         match self {
@@ -345,9 +367,15 @@ async fn demo(
     let state_dir = settings.server.state_dir.clone();
     tokio::spawn(application.run());
     let mut accounts = state_commands::demo_clients(&store).await?;
-    let token =
-        state_commands::issue_token(&store, "demo-backend", "system/*.rs", None, &base, 3600)
-            .await?;
+    let token = state_commands::issue_token(
+        &store,
+        "demo-backend",
+        "system/*.rs system/Subscription.cruds",
+        None,
+        &base,
+        3600,
+    )
+    .await?;
     let practitioner = first_id(&base, "Practitioner", &token).await;
     let users = state_commands::demo_users(&store, practitioner.as_deref(), "1").await?;
     accounts.splice(0..0, users);
@@ -368,7 +396,7 @@ async fn demo(
         println!("{line}");
     }
     println!(
-        "A system/*.rs token for demo-backend, valid 1 hour (portico token --client demo-backend --scope 'system/*.rs' makes another):"
+        "A system/*.rs system/Subscription.cruds token for demo-backend, valid 1 hour (portico token --client demo-backend --scope 'system/*.rs' makes another):"
     );
     println!("export PORTICO_TOKEN={token}");
     println!("FHIR R4 base: {base}\n\nTry:");
@@ -376,6 +404,9 @@ async fn demo(
         println!("  curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '{base}/{example}'");
     }
     print_sign_in_example(&base);
+    if let Some(appointment) = first_id(&base, "Appointment", &token).await {
+        print_subscription_example(&base, adapter, &appointment, &database);
+    }
     std::future::pending::<()>().await;
     Ok(())
 }
@@ -406,6 +437,43 @@ fn print_sign_in_example(base: &str) {
         "  curl -d grant_type=authorization_code -d client_id=demo-app -d redirect_uri={REDIRECT} \
          -d code_verifier={VERIFIER} -d code=CODE {root}{}",
         crate::auth::endpoints::TOKEN
+    );
+}
+
+/// How to watch a PMS edit become a notification: a receiver on 127.0.0.1 (the demo allows
+/// loopback endpoints), the curl that subscribes it, and an UPDATE as the PMS would write it.
+fn print_subscription_example(base: &str, adapter: DemoAdapter, appointment: &str, database: &Path) {
+    let (topic, statement) = adapter.subscription_example(appointment);
+    let subscription = serde_json::json!({
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "demo",
+        "criteria": format!("{}{topic}", crate::adapter::model::TOPIC_URL_PREFIX),
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "http://127.0.0.1:9998/hook",
+            "payload": "application/fhir+json",
+            "_payload": { "extension": [{
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
+                "valueCode": "full-resource",
+            }]},
+        },
+    });
+    println!(
+        "\nSubscriptions (the demo reads its database every 2 s, as it would a PMS):\n  \
+         1. a receiver that prints what it gets:\n  \
+         python3 -c 'import http.server as h\nclass R(h.BaseHTTPRequestHandler):\n def do_POST(s):\n  \
+         print(s.rfile.read(int(s.headers[\"Content-Length\"])).decode(), flush=True); \
+         s.send_response(200); s.end_headers()\nh.HTTPServer((\"127.0.0.1\", 9998), R).serve_forever()'"
+    );
+    println!(
+        "  2. subscribe it to {topic}:\n  curl -H \"Authorization: Bearer $PORTICO_TOKEN\" \
+         -H 'Content-Type: application/fhir+json' -d '{subscription}' {base}/Subscription"
+    );
+    println!(
+        "  3. change the appointment as the PMS would; the receiver prints the notification within seconds:\n  \
+         sqlite3 {} \"{statement}\"",
+        database.display()
     );
 }
 

@@ -333,12 +333,12 @@ pub async fn demo_clients(store: &StateStore) -> anyhow::Result<Vec<String>> {
             client_id: Some("demo-backend".into()),
             name: "Demo backend service".into(),
             kind: Some(ClientKind::Symmetric),
-            allowed_scopes: "system/*.rs patient/*.rs".into(),
+            allowed_scopes: "system/*.rs system/Subscription.cruds patient/*.rs".into(),
             ..NewClient::default()
         })
         .await?;
     lines.push(format!(
-        "  confidential client demo-backend, secret {} (system/*.rs patient/*.rs)",
+        "  confidential client demo-backend, secret {} (system/*.rs system/Subscription.cruds patient/*.rs)",
         secret.unwrap_or_default()
     ));
     Ok(lines)
