@@ -16,9 +16,8 @@ use crate::adapter::format::{ColumnType, SplitKeep, TextCase};
 use crate::adapter::map::uuid_text;
 use crate::adapter::model::{
     BASE_ALIAS, COLLECTION_ALIAS, ChangeDetection, ChangeStrategy, CodeMap, Collection, ColumnRef,
-    Compartment, JoinDef, Mapping,
-    Node, Predicate, PredicateOp, ProfileClaim, SearchKind, SearchParam, TokenTarget, Transform,
-    joined_table,
+    Compartment, JoinDef, Mapping, Node, Predicate, PredicateOp, ProfileClaim, SearchKind,
+    SearchParam, TokenTarget, Transform, joined_table,
 };
 use crate::dialect::ast::Value;
 
@@ -1120,12 +1119,9 @@ impl Walker<'_> {
     /// keyset scan reads the whole table.
     fn change_detection(&self, changes: &ChangeDetection) -> OtherRead {
         let scan = format!("keyset scan of {} rows per pass", changes.scan_rows);
-        let reconcile = changes.reconcile.map(|every| {
-            format!(
-                "; every {} min a full {scan}",
-                every.as_secs() / 60
-            )
-        });
+        let reconcile = changes
+            .reconcile
+            .map(|every| format!("; every {} min a full {scan}", every.as_secs() / 60));
         let (subject, columns, detail) = match &changes.strategy {
             ChangeStrategy::Timestamp { columns, overlap } => (
                 "timestamp",

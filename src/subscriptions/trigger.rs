@@ -53,7 +53,8 @@ pub fn fired_topics<'a>(
                         .iter()
                         .any(|element| before(element) != now(element));
                 let became = topic.became.as_ref().is_none_or(|became| {
-                    let was = before(became.element.as_str()).is_some_and(|v| is_one_of(v, &became.values));
+                    let was = before(became.element.as_str())
+                        .is_some_and(|v| is_one_of(v, &became.values));
                     !was && became_now(topic, current)
                 });
                 changed && became
@@ -78,7 +79,7 @@ fn is_one_of(value: &Value, values: &[String]) -> bool {
         Value::Number(_) | Value::Bool(_) => value.to_string(),
         _ => return false,
     };
-    values.iter().any(|v| *v == text)
+    values.contains(&text)
 }
 
 #[cfg(test)]
@@ -136,8 +137,20 @@ mod tests {
                 &[],
                 Some(("status", &["cancelled"])),
             ),
-            topic("any-appointment-change", &["Appointment"], &[Update], &[], None),
-            topic("other-mapping", &["Appointment.other"], &[Create, Update, Delete], &[], None),
+            topic(
+                "any-appointment-change",
+                &["Appointment"],
+                &[Update],
+                &[],
+                None,
+            ),
+            topic(
+                "other-mapping",
+                &["Appointment.other"],
+                &[Create, Update, Delete],
+                &[],
+                None,
+            ),
         ]
     }
 
@@ -182,7 +195,7 @@ mod tests {
         let before = |resource: &Value| {
             compared_values(&compared_elements(&topics, "Appointment"), resource)
         };
-        let cases: Vec<(&str, ChangeKind, Option<Map<String, Value>>, Option<&Value>, Vec<&str>)> = vec![
+        let cases = vec![
             (
                 "create booked",
                 ChangeKind::Create,
@@ -190,7 +203,13 @@ mod tests {
                 Some(&booked_at_nine),
                 vec!["appointment-booked"],
             ),
-            ("create proposed", ChangeKind::Create, None, Some(&proposed), vec![]),
+            (
+                "create proposed",
+                ChangeKind::Create,
+                None,
+                Some(&proposed),
+                vec![],
+            ),
             (
                 "moved",
                 ChangeKind::Update,
@@ -217,7 +236,11 @@ mod tests {
                 ChangeKind::Update,
                 Some(before(&proposed)),
                 Some(&booked_at_nine),
-                vec!["appointment-booked", "appointment-rescheduled", "any-appointment-change"],
+                vec![
+                    "appointment-booked",
+                    "appointment-rescheduled",
+                    "any-appointment-change",
+                ],
             ),
             (
                 "deleted",
@@ -236,15 +259,18 @@ mod tests {
     #[test]
     fn only_topics_fed_by_the_mapping_fire() {
         let topics = appointment_topics();
-        let fired = fired_topics(
-            &topics,
-            "Appointment.other",
-            ChangeKind::Delete,
-            None,
-            None,
-        );
+        let fired = fired_topics(&topics, "Appointment.other", ChangeKind::Delete, None, None);
         assert_eq!(slugs(&fired), vec!["other-mapping"]);
-        assert!(fired_topics(&topics, "Patient", ChangeKind::Create, None, Some(&json!({}))).is_empty());
+        assert!(
+            fired_topics(
+                &topics,
+                "Patient",
+                ChangeKind::Create,
+                None,
+                Some(&json!({}))
+            )
+            .is_empty()
+        );
     }
 
     #[test]

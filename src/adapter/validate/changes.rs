@@ -53,7 +53,12 @@ pub(super) fn change_detection(
         ChangeStrategyName::Scan => {
             refuse_key(ctx, spec.column.is_some(), "column", "scan");
             refuse_key(ctx, !spec.columns.is_empty(), "columns", "scan");
-            refuse_key(ctx, spec.overlap_seconds.is_some(), "overlap_seconds", "scan");
+            refuse_key(
+                ctx,
+                spec.overlap_seconds.is_some(),
+                "overlap_seconds",
+                "scan",
+            );
             if spec.reconcile_minutes.is_some() {
                 ctx.issue(
                     "changes.reconcile_minutes",
@@ -74,7 +79,11 @@ pub(super) fn change_detection(
     })
 }
 
-fn timestamp(ctx: &mut FileContext, scope: &mut Scope, spec: &ChangesSpec) -> Option<ChangeStrategy> {
+fn timestamp(
+    ctx: &mut FileContext,
+    scope: &mut Scope,
+    spec: &ChangesSpec,
+) -> Option<ChangeStrategy> {
     refuse_key(ctx, spec.column.is_some(), "column", "timestamp");
     if spec.columns.is_empty() {
         ctx.issue(
@@ -106,9 +115,18 @@ fn timestamp(ctx: &mut FileContext, scope: &mut Scope, spec: &ChangesSpec) -> Op
     })
 }
 
-fn rowversion(ctx: &mut FileContext, scope: &mut Scope, spec: &ChangesSpec) -> Option<ChangeStrategy> {
+fn rowversion(
+    ctx: &mut FileContext,
+    scope: &mut Scope,
+    spec: &ChangesSpec,
+) -> Option<ChangeStrategy> {
     refuse_key(ctx, !spec.columns.is_empty(), "columns", "rowversion");
-    refuse_key(ctx, spec.overlap_seconds.is_some(), "overlap_seconds", "rowversion");
+    refuse_key(
+        ctx,
+        spec.overlap_seconds.is_some(),
+        "overlap_seconds",
+        "rowversion",
+    );
     let Some(text) = &spec.column else {
         ctx.issue(
             "changes.column",

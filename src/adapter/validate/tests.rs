@@ -628,7 +628,10 @@ changed = ["start"]
 
 #[test]
 fn an_adapter_without_topics_file_offers_none() {
-    let dir = write_adapter(&[("adapter.toml", MANIFEST), ("Patient.toml", PATIENT_MAPPING)]);
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+    ]);
     assert!(load_ok(&dir).topics.is_empty());
 }
 

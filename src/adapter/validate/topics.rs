@@ -6,9 +6,7 @@ use std::path::Path;
 
 use super::{AdapterIssue, FORMAT_VERSION, FileContext};
 use crate::adapter::format::{TopicSpec, TopicsFile};
-use crate::adapter::model::{
-    Adapter, Became, ChangeKind, Mapping, Node, TOPIC_URL_PREFIX, Topic,
-};
+use crate::adapter::model::{Adapter, Became, ChangeKind, Mapping, Node, TOPIC_URL_PREFIX, Topic};
 
 /// Checks `topics.toml` against the validated adapter. Returns every issue found, or the topics
 /// in file order.
@@ -264,7 +262,8 @@ fn check_element(
 /// The top-level element names a mapping's templates (and its variants') produce, each with
 /// whether it holds an object or array.
 fn top_level_fields(mapping: &Mapping) -> BTreeSet<(&str, bool)> {
-    let templates = std::iter::once(&mapping.elements).chain(mapping.variants.iter().map(|v| &v.elements));
+    let templates =
+        std::iter::once(&mapping.elements).chain(mapping.variants.iter().map(|v| &v.elements));
     let mut fields = BTreeSet::new();
     for template in templates {
         if let Node::Object { fields: named, .. } = template {
