@@ -144,8 +144,10 @@ fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Se
         sender: Arc::new(crate::subscriptions::rest_hook::RestHookSender::new(
             settings.subscriptions.endpoint_policy(),
         )),
+        sender_policy: settings.subscriptions.endpoint_policy(),
         replica,
         wake: state.subscriptions.wake.clone(),
+        mllp: Default::default(),
     };
     workers.spawn("change-detection", move |shutdown| detector.run(shutdown));
     workers.spawn("subscription-delivery", move |shutdown| delivery.run(shutdown));

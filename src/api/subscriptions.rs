@@ -24,8 +24,8 @@ use crate::fhir::outcome::{Issue, IssueType};
 use crate::search::compile::plan;
 use crate::search::parse::parse;
 use crate::state::subscriptions::{StoredSubscription, SubscriptionWrite};
-use crate::subscriptions::deliver::{notification_events, status_of};
-use crate::subscriptions::endpoint_guard::vet;
+use crate::subscriptions::deliver::{HL7V2_MLLP, REST_HOOK, notification_events, status_of};
+use crate::subscriptions::endpoint_guard::{vet, vet_mllp_peer};
 use crate::subscriptions::notification::{
     NotificationType, SubscriptionStatusInfo, notification_bundle, status_searchset,
 };
@@ -220,21 +220,25 @@ async fn validated_write(
         }
     }
     let channel = match spec.channel.kind {
-        ChannelKind::RestHook => "rest-hook",
-        ChannelKind::Websocket | ChannelKind::Hl7v2Mllp => {
+        ChannelKind::RestHook => REST_HOOK,
+        ChannelKind::Hl7v2Mllp => HL7V2_MLLP,
+        ChannelKind::Websocket => {
             return Err(ApiError::BadRequest(vec![
                 Issue::error(
                     IssueType::NotSupported,
-                    "this server delivers subscriptions over rest-hook only for now",
+                    "this server delivers subscriptions over rest-hook and HL7 v2 MLLP only for now",
                 )
                 .at("Subscription.channel.type"),
             ]));
         }
     };
     if let Some(endpoint) = &spec.channel.endpoint {
-        vet(endpoint, &state.subscriptions.endpoint_policy)
-            .await
-            .map_err(|refused| {
+        let policy = &state.subscriptions.endpoint_policy;
+        let vetted = match spec.channel.kind {
+            ChannelKind::Hl7v2Mllp => vet_mllp_peer(endpoint, policy).await.map(|_| ()),
+            _ => vet(endpoint, policy).await.map(|_| ()),
+        };
+        vetted.map_err(|refused| {
                 ApiError::BadRequest(vec![
                     Issue::error(
                         IssueType::Invalid,
@@ -257,7 +261,7 @@ async fn validated_write(
             Criteria::Search { .. } => None,
         },
         resource_type,
-        channel: channel.into(),
+        channel: channel.to_owned(),
         base_url: base.fhir().to_owned(),
         status: status.into(),
         end_ms: spec.end.map(|end| end.timestamp_millis()),

@@ -493,6 +493,27 @@ impl StateStore {
         Ok(query.execute(self.pool()).await?.rows_affected() > 0)
     }
 
+    /// Moves `delivered_through` forward while `owner` holds the lease (an MLLP run that stopped
+    /// after some messages were acknowledged).
+    pub async fn advance_delivered(
+        &self,
+        id: &str,
+        owner: &str,
+        through: i64,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE subscription SET delivered_through = $3, last_delivered_ms = $4 \
+             WHERE id = $1 AND lease_owner = $2 AND delivered_through < $3",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(through)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Gives a lease back without recording anything (nothing was due after all).
     pub async fn release_subscription(&self, id: &str, owner: &str) -> Result<(), StateError> {
         sqlx::query(

@@ -15,6 +15,8 @@ use super::notification::{
 };
 use super::owner::{owner_access, owner_claims};
 use super::resource::{ChannelKind, PayloadContent, SubscriptionSpec, SubscriptionStatus};
+use super::deliver_mllp::{MllpRun, MllpSenders, send_events};
+use super::endpoint_guard::{SubscriptionSettings, vet_mllp_peer};
 use super::rest_hook::{Delivery, DeliveryOutcome, RestHookSender};
 use super::schedule::{NextStep, after_failure, system_unit_random};
 use crate::access::Access;
@@ -22,6 +24,10 @@ use crate::adapter::model::ChangeKind;
 use crate::repository::{ReadOutcome, Repository};
 use crate::state::StateStore;
 use crate::state::subscriptions::{DeliveryRecord, StoredEvent, StoredSubscription, now_ms};
+
+/// The channels the worker delivers, as stored.
+pub const REST_HOOK: &str = "rest-hook";
+pub const HL7V2_MLLP: &str = "hl7v2-mllp";
 
 /// Events per notification when the subscriber set no `max-count`.
 pub const DEFAULT_EVENTS_PER_NOTIFICATION: u32 = 20;
@@ -40,9 +46,13 @@ pub struct DeliveryWorker {
     pub repository: Repository,
     pub store: StateStore,
     pub sender: Arc<RestHookSender>,
+    /// What the SSRF guard admits, for the channels that connect without `sender`.
+    pub sender_policy: SubscriptionSettings,
     pub replica: String,
     /// Detection wakes it when it numbered events.
     pub wake: Arc<Notify>,
+    /// The HL7 v2 channel's connections, one per subscription.
+    pub mllp: MllpSenders,
 }
 
 impl DeliveryWorker {
@@ -75,10 +85,14 @@ impl DeliveryWorker {
     /// Leases the due subscriptions and sends to each (concurrently); how many were handled.
     pub async fn round(&self) -> Result<usize, crate::state::StateError> {
         let until = now_ms() + LEASE.as_millis() as i64;
-        let due = self
-            .store
-            .claim_due_subscriptions("rest-hook", &self.replica, until, CLAIM_BATCH)
-            .await?;
+        let mut due = Vec::new();
+        for channel in [REST_HOOK, HL7V2_MLLP] {
+            due.extend(
+                self.store
+                    .claim_due_subscriptions(channel, &self.replica, until, CLAIM_BATCH)
+                    .await?,
+            );
+        }
         let count = due.len();
         let mut sends = tokio::task::JoinSet::new();
         for subscription in due {
@@ -144,8 +158,12 @@ impl DeliveryWorker {
                 .await?;
             return self.store.release_subscription(&subscription.id, &self.replica).await;
         };
-        if spec.channel.kind != ChannelKind::RestHook {
-            return self.store.release_subscription(&subscription.id, &self.replica).await;
+        match spec.channel.kind {
+            ChannelKind::RestHook => {}
+            ChannelKind::Hl7v2Mllp => return self.serve_mllp(&subscription, &spec, &access).await,
+            ChannelKind::Websocket => {
+                return self.store.release_subscription(&subscription.id, &self.replica).await;
+            }
         }
 
         let (kind, events) = if subscription.handshake_pending {
@@ -223,6 +241,79 @@ impl DeliveryWorker {
         if let DeliveryRecord::Failed { reason, .. } = &record {
             tracing::info!(subscription = %subscription.id, reason = %reason, "notification not delivered");
         }
+        self.store
+            .record_delivery(&subscription.id, &self.replica, &record)
+            .await?;
+        Ok(())
+    }
+}
+
+impl DeliveryWorker {
+    /// An HL7 v2 subscription: no handshake or heartbeat exists in v2 (activation is immediate);
+    /// events go one message at a time, each waiting for its ACK.
+    async fn serve_mllp(
+        &self,
+        subscription: &StoredSubscription,
+        spec: &SubscriptionSpec,
+        access: &Access,
+    ) -> Result<(), crate::state::StateError> {
+        let record = if subscription.delivered_through >= subscription.events_since_start {
+            if subscription.handshake_pending {
+                DeliveryRecord::Delivered {
+                    through: subscription.delivered_through,
+                    handshake: true,
+                }
+            } else {
+                DeliveryRecord::Heartbeat { failure: None }
+            }
+        } else {
+            let endpoint = spec.channel.endpoint.clone().unwrap_or_default();
+            let peer = match vet_mllp_peer(&endpoint, &self.sender_policy).await {
+                Ok(peer) => peer,
+                Err(refused) => {
+                    let failed = DeliveryOutcome::Failed {
+                        status: None,
+                        reason: refused.to_string(),
+                    };
+                    let record = failure_record(subscription, &failed);
+                    self.store
+                        .record_delivery(&subscription.id, &self.replica, &record)
+                        .await?;
+                    return Ok(());
+                }
+            };
+            let limit = spec.channel.max_count.unwrap_or(DEFAULT_EVENTS_PER_NOTIFICATION);
+            let events = self
+                .store
+                .subscription_events(
+                    &subscription.id,
+                    subscription.delivered_through + 1,
+                    subscription.events_since_start,
+                    i64::from(limit.max(1)),
+                )
+                .await?;
+            match send_events(&self.mllp, &self.repository, subscription, access, &peer, &events)
+                .await
+            {
+                MllpRun::Through(through) => DeliveryRecord::Delivered {
+                    through,
+                    handshake: subscription.handshake_pending,
+                },
+                MllpRun::Failed { delivered, reason } => {
+                    if delivered > subscription.delivered_through {
+                        // What was acknowledged stays delivered even though the run stopped.
+                        self.store
+                            .advance_delivered(&subscription.id, &self.replica, delivered)
+                            .await?;
+                    }
+                    let failed = DeliveryOutcome::Retry {
+                        after: None,
+                        reason,
+                    };
+                    failure_record(subscription, &failed)
+                }
+            }
+        };
         self.store
             .record_delivery(&subscription.id, &self.replica, &record)
             .await?;

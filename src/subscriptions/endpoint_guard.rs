@@ -70,6 +70,39 @@ pub async fn vet(
     Ok(VettedEndpoint { url, addrs })
 }
 
+/// Checks an HL7 v2 peer, `mllp://host:port`: MLLP carries no encryption, so like `http` it is
+/// admitted only with `allow_private_endpoints` (an engine on the practice's network), and the
+/// host's addresses pass the same rules. Returns the `ip:port` to connect to, so the sender never
+/// resolves the name again.
+pub async fn vet_mllp_peer(
+    endpoint: &str,
+    settings: &SubscriptionSettings,
+) -> Result<String, EndpointRefused> {
+    let refuse = |why: &str| Err(EndpointRefused(format!("the MLLP peer {why}")));
+    let Ok(url) = Url::parse(endpoint) else {
+        return refuse("is not mllp://host:port");
+    };
+    if url.scheme() != "mllp" {
+        return refuse("must be mllp://host:port");
+    }
+    if !settings.allow_private_endpoints {
+        return refuse(
+            "is refused: MLLP is unencrypted, so it is allowed only with \
+             subscriptions.allow_private_endpoints (an engine on the practice's own network)",
+        );
+    }
+    let Some(port) = url.port() else {
+        return refuse("has no port");
+    };
+    let addrs = match (host_literal(&url), host_name(&url)) {
+        (Some(ip), _) => vec![SocketAddr::new(ip, port)],
+        (None, Some(name)) => resolve(name, port, settings).await?,
+        (None, None) => return refuse("has no host"),
+    };
+    check_addresses(&addrs, settings)?;
+    Ok(addrs[0].to_string())
+}
+
 /// The URL's host when it is an IP address (the URL parser has already turned the other spellings
 /// of one, such as `2130706433` or `0x7f.1`, into the dotted form).
 fn host_literal(url: &Url) -> Option<IpAddr> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub mod deliver;
+pub mod deliver_mllp;
 pub mod detect;
 pub mod endpoint_guard;
 pub mod hl7v2;

@@ -30,8 +30,35 @@ on_every_backend!(
                 "Observation",
                 "Organization",
                 "Patient",
-                "Practitioner"
+                "Practitioner",
+                "Subscription"
             ]
+        );
+        // Backport subscriptions (SB-04, SB-05): the profile, one canonical per topic, $status.
+        let subscription = resources
+            .iter()
+            .find(|r| r["type"] == "Subscription")
+            .unwrap();
+        assert_eq!(
+            subscription["supportedProfile"][0],
+            "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"
+        );
+        let topics: Vec<&str> = subscription["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["valueCanonical"].as_str())
+            .collect();
+        assert!(
+            topics.contains(&"https://portico.health/fhir/SubscriptionTopic/appointment-cancelled"),
+            "{topics:?}"
+        );
+        assert!(
+            subscription["operation"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["name"] == "status")
         );
         // The audit trail, from the state store (tests/api/audit.rs checks each parameter).
         let audit = resources

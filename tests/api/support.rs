@@ -453,14 +453,14 @@ pub fn assert_valid_r4(resource: &Json) {
     }
 }
 
-/// The CapabilityStatement's resource entries the adapter serves: all but the audit trail's
-/// (`AuditEvent`, served from the state store).
+/// The CapabilityStatement's resource entries the adapter serves: all but those served from the
+/// state store (the audit trail's `AuditEvent`, and `Subscription`).
 pub fn adapter_resources(statement: &Json) -> Vec<Json> {
     statement["rest"][0]["resource"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|resource| resource["type"] != "AuditEvent")
+        .filter(|resource| resource["type"] != "AuditEvent" && resource["type"] != "Subscription")
         .cloned()
         .collect()
 }
