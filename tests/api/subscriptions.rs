@@ -3,113 +3,17 @@
 //! receiver must get the right notification for each topic and filter, and nothing for edits
 //! outside the filter or that change nothing served.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::http::StatusCode;
 use portico::config::{Secret, Settings};
 use portico::state::StateStore;
 use portico::state::clients::{ClientKind, NewClient};
 use serde_json::{Value as Json, json};
 use sqlx::Connection;
 
+use crate::notifications::{Receiver, eventually, focuses, status_part, topic_subscription};
 use crate::support::{self, Backend};
-
-const TOPIC: &str = "https://portico.health/fhir/SubscriptionTopic/";
-
-/// A notification as the receiver got it.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    bundle: Json,
-}
-
-/// An HTTP receiver on 127.0.0.1 that records every POST and answers 200.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let recorded = received.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move |headers: HeaderMap, body: Bytes| async move {
-                let bundle = serde_json::from_slice(&body).unwrap_or(Json::Null);
-                recorded.lock().unwrap().push(Received { headers, bundle });
-                StatusCode::OK
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver {
-            url: format!("http://127.0.0.1:{port}/hook"),
-            received,
-        }
-    }
-
-    /// The notifications of one subscription, of one type (`handshake`, `event-notification`...).
-    fn of(&self, subscription: &str, kind: &str) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| {
-                status_part(&r.bundle, "subscription")["valueReference"]["reference"]
-                    .as_str()
-                    .is_some_and(|s| s.ends_with(&format!("/Subscription/{subscription}")))
-                    && status_part(&r.bundle, "type")["valueCode"] == kind
-            })
-            .cloned()
-            .collect()
-    }
-}
-
-/// A parameter of the status Parameters in entry[0].
-fn status_part<'a>(bundle: &'a Json, name: &str) -> &'a Json {
-    bundle["entry"][0]["resource"]["parameter"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-        .unwrap_or(&Json::Null)
-}
-
-/// The focus references of a notification's events, as `Type/id` (they are absolute URLs).
-fn focuses(bundle: &Json) -> Vec<String> {
-    bundle["entry"][0]["resource"]["parameter"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"] == "notification-event")
-        .flat_map(|p| p["part"].as_array().into_iter().flatten())
-        .filter(|part| part["name"] == "focus")
-        .filter_map(|part| part["valueReference"]["reference"].as_str())
-        .map(|reference| {
-            let mut segments = reference.rsplit('/');
-            let id = segments.next().unwrap_or_default();
-            format!("{}/{id}", segments.next().unwrap_or_default())
-        })
-        .collect()
-}
-
-/// Waits up to `limit` for `check` to give a value.
-async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 struct Running {
     base: String,
@@ -199,31 +103,6 @@ impl Running {
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         response.json().await.unwrap()
     }
-}
-
-fn topic_subscription(topic: &str, filters: &[&str], endpoint: &str, content: &str) -> Json {
-    json!({
-        "resourceType": "Subscription",
-        "meta": { "profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"] },
-        "status": "requested",
-        "reason": "keep the EHR in step",
-        "criteria": format!("{TOPIC}{topic}"),
-        "_criteria": {
-            "extension": filters.iter().map(|f| json!({
-                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
-                "valueString": f,
-            })).collect::<Vec<_>>(),
-        },
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": endpoint,
-            "payload": "application/fhir+json",
-            "_payload": { "extension": [{
-                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
-                "valueCode": content,
-            }]},
-        },
-    })
 }
 
 /// One appointment per patient, for two patients: `(appointment id, patient id)`.
