@@ -1,6 +1,7 @@
 //! Crash safety of subscriptions: the built `portico serve` is SIGKILLed at random moments while it
 //! detects and delivers PMS edits (55 times, at seeded random delays), restarted each time on the
-//! same settings and state store, and the receiver must end up with every patient's last written
+//! same settings and state store (a few kills also fall in the first baseline, and some edits are
+//! made while no Portico runs), and the receiver must end up with every patient's last written
 //! name, and event numbers 1..=events-since-subscription-start with none missing.
 
 #[path = "common/notifications.rs"]
@@ -26,6 +27,8 @@ use tokio::time::Instant;
 
 /// Kills of the running Portico, one per round.
 const ROUNDS: u64 = 55;
+/// Kills while the first baseline runs, before the rounds.
+const BASELINE_KILLS: u64 = 3;
 /// Patients whose names the rounds change, round-robin.
 const PATIENTS_CHANGED: usize = 7;
 /// The whole test, kills and settling included.
@@ -40,7 +43,13 @@ async fn seeded_mariadb(name: &str) -> String {
     let url = recreate_mysql_database(&mysql_server_url(), name)
         .await
         .map(|()| format!("{}/{name}", mysql_server_url()))
-        .unwrap_or_else(|e| panic!("MariaDB must be running ({}): {}", mysql_server_url(), e.message));
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB must be running ({}): {}",
+                mysql_server_url(),
+                e.message
+            )
+        });
     let writer = FixtureWriter::open(&url)
         .await
         .unwrap_or_else(|e| panic!("{}", e.message));
@@ -203,6 +212,14 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
     };
     server.start();
     server.wait_listening(Duration::from_secs(60)).await;
+    // Kills while the first baseline runs: it resumes where its last committed step ended.
+    let mut rng = Rng::new(0x5EED_C4A5);
+    for _ in 0..BASELINE_KILLS {
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(400))).await;
+        server.kill();
+        server.start();
+        server.wait_listening(Duration::from_secs(30)).await;
+    }
 
     // The test's own handle on the same state store: the client, tokens, the cursors.
     let store = StateStore::open(&StateStore::default_url(&state_dir).unwrap())
@@ -230,8 +247,8 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
         .0;
     let http = reqwest::Client::new();
 
-    let adapter = portico::adapter::load(&portico::config::default_adapters_dir().join("openemr"))
-        .unwrap();
+    let adapter =
+        portico::adapter::load(&portico::config::default_adapters_dir().join("openemr")).unwrap();
     let detected = adapter
         .resources
         .values()
@@ -252,14 +269,20 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let receiver = Receiver::start().await;
+    // A slow receiver, so that kills also fall between a notification's arrival and its answer.
+    let receiver = Receiver::answering_after(Duration::from_millis(250)).await;
     let created: Json = http
         .post(format!("{base}/Subscription"))
         .bearer_auth(&token)
         .header("content-type", "application/fhir+json")
         .body(
-            topic_subscription("patient-demographics-changed", &[], &receiver.url, "full-resource")
-                .to_string(),
+            topic_subscription(
+                "patient-demographics-changed",
+                &[],
+                &receiver.url,
+                "full-resource",
+            )
+            .to_string(),
         )
         .send()
         .await
@@ -287,13 +310,21 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
 
     // Each round: an edit as the PMS makes it, a random while for detection or delivery to be
     // under way, SIGKILL, restart.
-    let mut rng = Rng::new(0x5EED_C4A5);
     let mut last_name: BTreeMap<String, String> = BTreeMap::new();
+    // Where the kills fell, for the log: before this round's edit was numbered (detection), and
+    // with numbered events not yet delivered (delivery).
+    let (mut kills_before_numbering, mut kills_with_undelivered) = (0, 0);
     for round in 0..ROUNDS {
         assert!(
             started.elapsed() < TEST_LIMIT,
             "the test ran past {TEST_LIMIT:?} after {round} kills"
         );
+        let events_before_edit = store
+            .subscription(&id)
+            .await
+            .unwrap()
+            .expect("still stored")
+            .events_since_start;
         let patient = patients[round as usize % patients.len()];
         let name = format!("Crash{round}");
         sqlx::query("UPDATE patient_data SET fname = ? WHERE pid = ?")
@@ -304,7 +335,30 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
             .unwrap();
         last_name.insert(patient.to_string(), name);
         tokio::time::sleep(Duration::from_millis(50 + rng.below(551))).await;
+        let before_kill = store
+            .subscription(&id)
+            .await
+            .unwrap()
+            .expect("still stored");
+        if before_kill.events_since_start == events_before_edit {
+            kills_before_numbering += 1;
+        }
+        if before_kill.delivered_through < before_kill.events_since_start {
+            kills_with_undelivered += 1;
+        }
         server.kill();
+        if round % 5 == 4 {
+            // An edit while no Portico runs.
+            let patient = patients[(round as usize + 1) % patients.len()];
+            let name = format!("Down{round}");
+            sqlx::query("UPDATE patient_data SET fname = ? WHERE pid = ?")
+                .bind(&name)
+                .bind(patient)
+                .execute(&mut pms)
+                .await
+                .unwrap();
+            last_name.insert(patient.to_string(), name);
+        }
         server.start();
         server.wait_listening(Duration::from_secs(30)).await;
     }
@@ -314,10 +368,13 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
     let remaining = TEST_LIMIT.saturating_sub(started.elapsed());
     let settle_deadline = Instant::now() + remaining;
     loop {
-        let subscription = store.subscription(&id).await.unwrap().expect("still stored");
+        let subscription = store
+            .subscription(&id)
+            .await
+            .unwrap()
+            .expect("still stored");
         let missing = missing_last_names(&receiver, &id, &last_name);
-        if missing.is_empty() && subscription.delivered_through == subscription.events_since_start
-        {
+        if missing.is_empty() && subscription.delivered_through == subscription.events_since_start {
             break;
         }
         assert!(
@@ -333,10 +390,11 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
 
     let total = events_since_start(&http, &base, &token, &id).await;
     let notifications = receiver.of(&id, "event-notification");
-    let numbers: BTreeSet<i64> = notifications
+    let every_number: Vec<i64> = notifications
         .iter()
         .flat_map(|n| event_numbers(&n.bundle))
         .collect();
+    let numbers: BTreeSet<i64> = every_number.iter().copied().collect();
     let expected: BTreeSet<i64> = (1..=total).collect();
     assert_eq!(
         numbers, expected,
@@ -357,7 +415,10 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
         }
     }
     eprintln!(
-        "{ROUNDS} kills; {total} events; {} notifications ({} with events) in {:?}",
+        "{ROUNDS} kills ({kills_before_numbering} before the round's edit was numbered, \
+         {kills_with_undelivered} with events undelivered); {total} events, {} received again \
+         after a kill; {} notifications ({} with events) in {:?}",
+        every_number.len() - numbers.len(),
         receiver.received.lock().unwrap().len(),
         notifications.len(),
         started.elapsed()

@@ -33,6 +33,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Receiver {
+        Receiver::answering_after(Duration::ZERO).await
+    }
+
+    /// A receiver that records each notification at once but answers only after `delay`: a
+    /// sender that dies meanwhile never learns it was delivered.
+    pub async fn answering_after(delay: Duration) -> Receiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let recorded = received.clone();
         let app = Router::new().route(
@@ -44,6 +50,7 @@ impl Receiver {
                     bundle,
                     body,
                 });
+                tokio::time::sleep(delay).await;
                 StatusCode::OK
             }),
         );
