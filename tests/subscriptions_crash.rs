@@ -1,8 +1,10 @@
 //! Crash safety of subscriptions: the built `portico serve` is SIGKILLed at random moments while it
 //! detects and delivers PMS edits (55 times, at seeded random delays), restarted each time on the
-//! same settings and state store (a few kills also fall in the first baseline, and some edits are
-//! made while no Portico runs), and the receiver must end up with every patient's last written
-//! name, and event numbers 1..=events-since-subscription-start with none missing.
+//! same settings and state store (a few kills also fall in the first baseline, some edits are
+//! made while no Portico runs, and the receiver answers slowly so kills land mid-delivery), and
+//! the receiver must end up with every patient's last written name, and event numbers
+//! 1..=events-since-subscription-start with none missing. Once with a replica name kept across
+//! restarts, once with a new one each start (the killed process's leases must run out).
 
 #[path = "common/notifications.rs"]
 mod notifications;
@@ -27,6 +29,8 @@ use tokio::time::Instant;
 
 /// Kills of the running Portico, one per round.
 const ROUNDS: u64 = 55;
+/// Rounds of the variant whose every kill leaves leases to run out (each waits for delivery's).
+const FRESH_NAME_ROUNDS: u64 = 20;
 /// Kills while the first baseline runs, before the rounds.
 const BASELINE_KILLS: u64 = 3;
 /// Patients whose names the rounds change, round-robin.
@@ -148,9 +152,22 @@ impl Drop for Server {
     }
 }
 
-fn settings_toml(port: u16, state_dir: &Path, db_url: &str) -> String {
-    // The replica keeps its name across restarts, as a pod with a stable name does: a restarted
-    // process takes back at once what the killed one leased.
+/// How the restarted processes name themselves in leases.
+#[derive(Clone, Copy)]
+enum Naming {
+    /// One name across restarts, as a pod with a stable name has: a restarted process takes
+    /// back at once what the killed one leased.
+    Stable,
+    /// A new random name each start: what a killed process leased waits for its lease to run
+    /// out (detection's shortened to 1 s here, delivery's 60 s).
+    FreshEachStart,
+}
+
+fn settings_toml(port: u16, state_dir: &Path, db_url: &str, naming: Naming) -> String {
+    let leases = match naming {
+        Naming::Stable => "replica = \"crash-test\"",
+        Naming::FreshEachStart => "lease_ms = 1000",
+    };
     format!(
         r#"[server]
 host = "127.0.0.1"
@@ -168,7 +185,7 @@ statement_timeout_ms = 10000
 enabled = true
 poll_interval_ms = 200
 allow_private_endpoints = true
-replica = "crash-test"
+{leases}
 "#,
         state_dir = state_dir.display().to_string(),
     )
@@ -193,15 +210,30 @@ async fn events_since_start(http: &reqwest::Client, base: &str, token: &str, id:
 
 #[tokio::test]
 async fn every_change_survives_sigkill_during_detection_and_delivery() {
+    kill_and_restart("subscriptions_crash", Naming::Stable, ROUNDS).await;
+}
+
+#[tokio::test]
+async fn every_change_survives_sigkill_when_leases_must_run_out() {
+    kill_and_restart(
+        "subscriptions_crash_fresh",
+        Naming::FreshEachStart,
+        FRESH_NAME_ROUNDS,
+    )
+    .await;
+}
+
+/// The scenario: `rounds` kills over a database and state store of `test`'s own.
+async fn kill_and_restart(test: &str, naming: Naming, rounds: u64) {
     let started = Instant::now();
-    let db_url = seeded_mariadb("portico_t_subscriptions_crash").await;
-    let dir = std::env::temp_dir().join(format!("portico-crash-{}", std::process::id()));
+    let db_url = seeded_mariadb(&format!("portico_t_{test}")).await;
+    let dir = std::env::temp_dir().join(format!("portico-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let state_dir = dir.join("state");
     let port = free_port();
     let config = dir.join("portico.toml");
-    std::fs::write(&config, settings_toml(port, &state_dir, &db_url)).unwrap();
+    std::fs::write(&config, settings_toml(port, &state_dir, &db_url, naming)).unwrap();
     let base = format!("http://127.0.0.1:{port}/fhir");
 
     let mut server = Server {
@@ -314,7 +346,7 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
     // Where the kills fell, for the log: before this round's edit was numbered (detection), and
     // with numbered events not yet delivered (delivery).
     let (mut kills_before_numbering, mut kills_with_undelivered) = (0, 0);
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         assert!(
             started.elapsed() < TEST_LIMIT,
             "the test ran past {TEST_LIMIT:?} after {round} kills"
@@ -415,7 +447,7 @@ async fn every_change_survives_sigkill_during_detection_and_delivery() {
         }
     }
     eprintln!(
-        "{ROUNDS} kills ({kills_before_numbering} before the round's edit was numbered, \
+        "{test}: {rounds} kills ({kills_before_numbering} before the round's edit was numbered, \
          {kills_with_undelivered} with events undelivered); {total} events, {} received again \
          after a kill; {} notifications ({} with events) in {:?}",
         every_number.len() - numbers.len(),

@@ -594,6 +594,28 @@ impl StateStore {
         rows.iter().map(cursor_from_row).collect()
     }
 
+    /// Extends the detection lease of `mapping` to `until_ms` if `owner` still holds it, even
+    /// past its end: no other replica has claimed the mapping since, so the pass under way may
+    /// go on and commit. `false` when another replica took it over (or it was released): that
+    /// pass must stop.
+    pub async fn renew_change_cursor(
+        &self,
+        mapping: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StateError> {
+        let renewed = sqlx::query(
+            "UPDATE change_cursor SET lease_until_ms = $3 WHERE mapping = $1 AND lease_owner = $2",
+        )
+        .bind(mapping)
+        .bind(owner)
+        .bind(until_ms)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(renewed > 0)
+    }
+
     /// Every mapping's detection lease (for operators and tests).
     pub async fn change_leases(&self) -> Result<Vec<ChangeLease>, StateError> {
         let rows = sqlx::query(

@@ -406,6 +406,37 @@ async fn a_detection_lease_passes_on_only_when_released_or_run_out() {
                 .is_ok()
         );
 
+        // A pass that outlived its lease may still renew and commit while no rival has claimed
+        // the mapping; once one has, it may not.
+        assert!(
+            store
+                .claim_change_cursor("Patient", "b", now_ms() - 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .renew_change_cursor("Patient", "b", until)
+                .await
+                .unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            store
+                .commit_detection_pass(&commit_by("b"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            !store
+                .renew_change_cursor("Patient", "a", until)
+                .await
+                .unwrap(),
+            "{backend:?}"
+        );
+
         // Given back at shutdown: taken at once.
         store.release_change_cursor("Patient", "b").await.unwrap();
         assert!(
