@@ -122,9 +122,14 @@ async fn open_auth_server(settings: &Settings) -> anyhow::Result<AuthServer> {
 }
 
 /// Change detection and rest-hook delivery, each one task; replicas share the work through
-/// leases in the state store, under a name this process picks at start.
+/// leases in the state store, under the configured replica name or one this process picks.
 fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Settings) {
-    let replica = uuid::Uuid::new_v4().to_string();
+    let replica = settings
+        .subscriptions
+        .replica
+        .clone()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let store = state.auth.tokens.store().clone();
     let detector = crate::subscriptions::detect::Detector {
         repository: state.repository.clone(),
@@ -133,7 +138,14 @@ fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Se
             poll_interval: std::time::Duration::from_millis(
                 settings.subscriptions.poll_interval_ms.max(100),
             ),
-            ..Default::default()
+            // Renewed every pass: a lease shorter than the poll interval would lapse between them.
+            lease: std::time::Duration::from_millis(
+                settings
+                    .subscriptions
+                    .lease_ms
+                    .max(settings.subscriptions.poll_interval_ms.saturating_mul(2))
+                    .max(1_000),
+            ),
         },
         replica: replica.clone(),
         delivery: state.subscriptions.wake.clone(),

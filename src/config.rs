@@ -60,6 +60,15 @@ pub struct SubscriptionsSettings {
     /// demo, an EHR on the practice's own network). Link-local and multicast stay refused.
     #[serde(default)]
     pub allow_private_endpoints: bool,
+    /// How long a replica holds a mapping's detection lease without renewing it: when a replica
+    /// dies, another takes its mappings over after at most this long.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// This process's name in leases. Unset, each start picks a random one, and what a killed
+    /// process leased waits for its lease to run out; a name kept across restarts (a pod's
+    /// stable name) takes its own leases back at once. Two running replicas must never share one.
+    #[serde(default)]
+    pub replica: Option<String>,
 }
 
 impl Default for SubscriptionsSettings {
@@ -68,6 +77,8 @@ impl Default for SubscriptionsSettings {
             enabled: true,
             poll_interval_ms: default_poll_interval_ms(),
             allow_private_endpoints: false,
+            lease_ms: default_lease_ms(),
+            replica: None,
         }
     }
 }
@@ -87,6 +98,10 @@ fn default_true() -> bool {
 
 fn default_poll_interval_ms() -> u64 {
     5_000
+}
+
+fn default_lease_ms() -> u64 {
+    30_000
 }
 
 /// The settings of the commands that only touch Portico's own state (`clients`, `users`,

@@ -115,6 +115,14 @@ pub struct ChangeCursor {
     pub last_reconcile_ms: i64,
 }
 
+/// Who holds a mapping's detection lease, and until when (milliseconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeLease {
+    pub mapping: String,
+    pub owner: Option<String>,
+    pub until_ms: i64,
+}
+
 /// What detection remembers of one served resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remembered {
@@ -393,7 +401,9 @@ impl StateStore {
     }
 
     /// Leases up to `limit` subscriptions with something to send (a handshake, undelivered
-    /// events, or a heartbeat due) to `owner` until `until_ms`. On PostgreSQL the candidates are
+    /// events, or a heartbeat due) to `owner` until `until_ms`. Leases `owner` still holds are
+    /// taken again: its previous round has ended, or it was a process that died under the same
+    /// replica name. On PostgreSQL the candidates are
     /// locked with SKIP LOCKED, so replicas claiming at once take different rows.
     pub async fn claim_due_subscriptions(
         &self,
@@ -410,7 +420,7 @@ impl StateStore {
         let sql = format!(
             "UPDATE subscription SET lease_owner = $1, lease_until_ms = $2 WHERE id IN (\
              SELECT id FROM subscription WHERE channel = $8 AND status IN ($3, $4, $5) \
-             AND (end_ms IS NULL OR end_ms > $6) AND lease_until_ms < $6 \
+             AND (end_ms IS NULL OR end_ms > $6) AND (lease_until_ms < $6 OR lease_owner = $1) \
              AND retries_stopped = 0 AND next_attempt_ms <= $6 \
              AND (handshake_pending = 1 OR delivered_through < events_since_start \
                   OR (heartbeat_ms IS NOT NULL AND COALESCE(last_sent_ms, 0) + heartbeat_ms <= $6)) \
@@ -603,6 +613,46 @@ impl StateStore {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(cursor_from_row).collect()
+    }
+
+    /// Extends the detection lease of `mapping` to `until_ms` if `owner` still holds it, even
+    /// past its end: no other replica has claimed the mapping since, so the pass under way may
+    /// go on and commit. `false` when another replica took it over (or it was released): that
+    /// pass must stop.
+    pub async fn renew_change_cursor(
+        &self,
+        mapping: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StateError> {
+        let renewed = sqlx::query(
+            "UPDATE change_cursor SET lease_until_ms = $3 WHERE mapping = $1 AND lease_owner = $2",
+        )
+        .bind(mapping)
+        .bind(owner)
+        .bind(until_ms)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(renewed > 0)
+    }
+
+    /// Every mapping's detection lease (for operators and tests).
+    pub async fn change_leases(&self) -> Result<Vec<ChangeLease>, StateError> {
+        let rows = sqlx::query(
+            "SELECT mapping, lease_owner, lease_until_ms FROM change_cursor ORDER BY mapping",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ChangeLease {
+                    mapping: row.try_get("mapping")?,
+                    owner: row.try_get("lease_owner")?,
+                    until_ms: row.try_get("lease_until_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Gives a detection lease back (at shutdown), so another replica takes over at once.

@@ -236,7 +236,9 @@ impl Detector {
                     commit.watermark = highest;
                     commit.scan_after = scanned.last_key.as_deref().map(encode_key);
                 }
-                if let Err(LeaseLost) = self.store.commit_detection_pass(&commit).await? {
+                if !self.keep_lease(mapping).await?
+                    || self.store.commit_detection_pass(&commit).await?.is_err()
+                {
                     report.skipped = true;
                     return Ok(report);
                 }
@@ -266,6 +268,10 @@ impl Detector {
                     &mut observed,
                 )
                 .await?;
+                if !self.keep_lease(mapping).await? {
+                    report.skipped = true;
+                    return Ok(report);
+                }
                 if (scanned.rows as u64) < scan_rows {
                     break;
                 }
@@ -324,6 +330,10 @@ impl Detector {
         report.changes = changes.len();
         if !changes.is_empty() {
             commit.events = self.match_subscriptions(mapping, &changes).await?;
+        }
+        if !self.keep_lease(mapping).await? {
+            report.skipped = true;
+            return Ok(report);
         }
         report.events = commit.events.len();
         match self.store.commit_detection_pass(&commit).await? {
@@ -541,6 +551,17 @@ impl Detector {
 }
 
 impl Detector {
+    /// Extends this pass's lease as it goes: a pass longer than the lease (a bulk edit to read
+    /// and match, a slow PMS) could otherwise never commit, and would be redone from the same
+    /// cursor every poll. `false` when another replica has taken the mapping: stop.
+    async fn keep_lease(&self, mapping: &Mapping) -> Result<bool, DetectError> {
+        let until = now_ms() + self.settings.lease.as_millis() as i64;
+        Ok(self
+            .store
+            .renew_change_cursor(&mapping.name, &self.replica, until)
+            .await?)
+    }
+
     /// A timestamp watermark never runs ahead of the present (plus `FUTURE_TOLERANCE`): a clock
     /// ahead or a mistyped year would otherwise hide the edits that follow.
     fn capped_watermark(&self, mapping: &Mapping, watermark: String) -> String {

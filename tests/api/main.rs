@@ -3,6 +3,9 @@
 //! mysql://root@127.0.0.1:3306).
 
 mod support;
+// The rest-hook receiver and notification readers the subscription tests share.
+#[path = "../common/notifications.rs"]
+mod notifications;
 
 // The adapter conformance kit: every adapter × dialect.
 mod kit;

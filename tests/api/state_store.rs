@@ -333,3 +333,119 @@ async fn both_backends_are_exercised() {
         .collect();
     assert_eq!(backends, [Backend::Sqlite, Backend::Postgres]);
 }
+
+#[tokio::test]
+async fn a_detection_lease_passes_on_only_when_released_or_run_out() {
+    use portico::state::subscriptions::{ChangeLease, LeaseLost, PassCommit, now_ms};
+    for store in state_stores("state_change_leases").await {
+        let backend = store.backend();
+        let until = now_ms() + 60_000;
+        assert!(
+            store
+                .claim_change_cursor("Patient", "a", until)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .claim_change_cursor("Patient", "b", until)
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend:?}: a held lease is not taken"
+        );
+        assert!(
+            store
+                .claim_change_cursor("Patient", "a", until)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            store.change_leases().await.unwrap(),
+            vec![ChangeLease {
+                mapping: "Patient".into(),
+                owner: Some("a".into()),
+                until_ms: until,
+            }]
+        );
+        let commit_by = |owner: &str| PassCommit {
+            mapping: "Patient".into(),
+            lease_owner: owner.into(),
+            ..PassCommit::default()
+        };
+
+        // "a" dies without giving it back: its lease runs out and "b" takes the mapping over;
+        // a pass "a" had under way can no longer commit.
+        assert!(
+            store
+                .claim_change_cursor("Patient", "a", now_ms() - 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .claim_change_cursor("Patient", "b", until)
+                .await
+                .unwrap()
+                .is_some(),
+            "{backend:?}"
+        );
+        assert_eq!(
+            store.commit_detection_pass(&commit_by("a")).await.unwrap(),
+            Err(LeaseLost),
+            "{backend:?}"
+        );
+        assert!(
+            store
+                .commit_detection_pass(&commit_by("b"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+
+        // A pass that outlived its lease may still renew and commit while no rival has claimed
+        // the mapping; once one has, it may not.
+        assert!(
+            store
+                .claim_change_cursor("Patient", "b", now_ms() - 1)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .renew_change_cursor("Patient", "b", until)
+                .await
+                .unwrap(),
+            "{backend:?}"
+        );
+        assert!(
+            store
+                .commit_detection_pass(&commit_by("b"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            !store
+                .renew_change_cursor("Patient", "a", until)
+                .await
+                .unwrap(),
+            "{backend:?}"
+        );
+
+        // Given back at shutdown: taken at once.
+        store.release_change_cursor("Patient", "b").await.unwrap();
+        assert!(
+            store
+                .claim_change_cursor("Patient", "a", until)
+                .await
+                .unwrap()
+                .is_some(),
+            "{backend:?}"
+        );
+    }
+}

@@ -3,113 +3,19 @@
 //! receiver must get the right notification for each topic and filter, and nothing for edits
 //! outside the filter or that change nothing served.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::http::StatusCode;
 use portico::config::{Secret, Settings};
 use portico::state::StateStore;
 use portico::state::clients::{ClientKind, NewClient};
 use serde_json::{Value as Json, json};
 use sqlx::Connection;
 
+use crate::notifications::{
+    Receiver, carried_resources, eventually, focuses, status_part, topic_subscription,
+};
 use crate::support::{self, Backend};
-
-const TOPIC: &str = "https://portico.health/fhir/SubscriptionTopic/";
-
-/// A notification as the receiver got it.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    bundle: Json,
-}
-
-/// An HTTP receiver on 127.0.0.1 that records every POST and answers 200.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let recorded = received.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move |headers: HeaderMap, body: Bytes| async move {
-                let bundle = serde_json::from_slice(&body).unwrap_or(Json::Null);
-                recorded.lock().unwrap().push(Received { headers, bundle });
-                StatusCode::OK
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver {
-            url: format!("http://127.0.0.1:{port}/hook"),
-            received,
-        }
-    }
-
-    /// The notifications of one subscription, of one type (`handshake`, `event-notification`...).
-    fn of(&self, subscription: &str, kind: &str) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| {
-                status_part(&r.bundle, "subscription")["valueReference"]["reference"]
-                    .as_str()
-                    .is_some_and(|s| s.ends_with(&format!("/Subscription/{subscription}")))
-                    && status_part(&r.bundle, "type")["valueCode"] == kind
-            })
-            .cloned()
-            .collect()
-    }
-}
-
-/// A parameter of the status Parameters in entry[0].
-fn status_part<'a>(bundle: &'a Json, name: &str) -> &'a Json {
-    bundle["entry"][0]["resource"]["parameter"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
-        .unwrap_or(&Json::Null)
-}
-
-/// The focus references of a notification's events, as `Type/id` (they are absolute URLs).
-fn focuses(bundle: &Json) -> Vec<String> {
-    bundle["entry"][0]["resource"]["parameter"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"] == "notification-event")
-        .flat_map(|p| p["part"].as_array().into_iter().flatten())
-        .filter(|part| part["name"] == "focus")
-        .filter_map(|part| part["valueReference"]["reference"].as_str())
-        .map(|reference| {
-            let mut segments = reference.rsplit('/');
-            let id = segments.next().unwrap_or_default();
-            format!("{}/{id}", segments.next().unwrap_or_default())
-        })
-        .collect()
-}
-
-/// Waits up to `limit` for `check` to give a value.
-async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 struct Running {
     base: String,
@@ -118,13 +24,19 @@ struct Running {
     client: reqwest::Client,
 }
 
-/// Portico with detection and delivery on (polling every 200 ms, loopback endpoints allowed),
-/// a registered client and a token that may manage subscriptions and read everything.
-async fn start(db_url: &str, state_url: Option<String>) -> Running {
+/// Settings with detection and delivery on (polling every 200 ms, loopback endpoints allowed).
+fn subscribing_settings(db_url: &str) -> Settings {
     let mut settings: Settings = support::settings(db_url, 5000);
     settings.subscriptions.enabled = true;
     settings.subscriptions.poll_interval_ms = 200;
     settings.subscriptions.allow_private_endpoints = true;
+    settings
+}
+
+/// Portico with detection and delivery on, a registered client and a token that may manage
+/// subscriptions and read everything.
+async fn start(db_url: &str, state_url: Option<String>) -> Running {
+    let mut settings = subscribing_settings(db_url);
     if let Some(url) = state_url {
         settings.state.url = Some(Secret::new(url.as_str()));
     }
@@ -132,6 +44,14 @@ async fn start(db_url: &str, state_url: Option<String>) -> Running {
     let store = StateStore::open(&settings.state.url(&settings.server.state_dir).unwrap())
         .await
         .unwrap();
+    register_subscriber(&store).await;
+    let running = Running::at(base, store).await;
+    wait_for_baselines(&running.store, &settings).await;
+    running
+}
+
+/// The client subscriptions are made by.
+async fn register_subscriber(store: &StateStore) {
     store
         .add_client(NewClient {
             client_id: Some("portico-tests".into()),
@@ -141,14 +61,10 @@ async fn start(db_url: &str, state_url: Option<String>) -> Running {
         })
         .await
         .unwrap();
-    let token = support::mint_token(
-        &support::token_service(&base),
-        &base,
-        "system/Subscription.cruds system/*.rs",
-        None,
-    )
-    .await;
-    // Every detected mapping finishes its baseline (which notifies nobody) before edits begin.
+}
+
+/// Every detected mapping finishes its baseline (which notifies nobody) before edits begin.
+async fn wait_for_baselines(store: &StateStore, settings: &Settings) {
     let adapter = portico::adapter::load(&settings.legacy.adapters_dir.join("openemr")).unwrap();
     let detected = adapter
         .resources
@@ -162,18 +78,33 @@ async fn start(db_url: &str, state_url: Option<String>) -> Running {
         if cursors.len() == detected && cursors.iter().all(|c| c.baselined) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "baseline did not finish: {cursors:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "baseline did not finish: {cursors:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Running {
-        base,
-        token,
-        store,
-        client: reqwest::Client::new(),
     }
 }
 
 impl Running {
+    /// A client of the server `support::start` started at `base`, with a token that may manage
+    /// subscriptions and read everything.
+    async fn at(base: String, store: StateStore) -> Running {
+        let token = support::mint_token(
+            &support::token_service(&base),
+            &base,
+            "system/Subscription.cruds system/*.rs",
+            None,
+        )
+        .await;
+        Running {
+            base,
+            token,
+            store,
+            client: reqwest::Client::new(),
+        }
+    }
+
     async fn create(&self, subscription: &Json) -> (StatusCode, Json) {
         let response = self
             .client
@@ -199,31 +130,6 @@ impl Running {
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
         response.json().await.unwrap()
     }
-}
-
-fn topic_subscription(topic: &str, filters: &[&str], endpoint: &str, content: &str) -> Json {
-    json!({
-        "resourceType": "Subscription",
-        "meta": { "profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"] },
-        "status": "requested",
-        "reason": "keep the EHR in step",
-        "criteria": format!("{TOPIC}{topic}"),
-        "_criteria": {
-            "extension": filters.iter().map(|f| json!({
-                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
-                "valueString": f,
-            })).collect::<Vec<_>>(),
-        },
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": endpoint,
-            "payload": "application/fhir+json",
-            "_payload": { "extension": [{
-                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content",
-                "valueCode": content,
-            }]},
-        },
-    })
 }
 
 /// One appointment per patient, for two patients: `(appointment id, patient id)`.
@@ -476,4 +382,192 @@ async fn a_patient_token_cannot_subscribe_to_another_patients_data() {
     };
     assert_eq!(create("patient=Patient/2".into()).await.unwrap().status(), StatusCode::FORBIDDEN);
     assert_eq!(create("patient=Patient/1".into()).await.unwrap().status(), StatusCode::CREATED);
+}
+
+/// Patients whose notifications carried `given` as a given name, by id.
+fn patients_named(receiver: &Receiver, subscription: &str, given: &str) -> Vec<String> {
+    receiver
+        .of(subscription, "event-notification")
+        .iter()
+        .flat_map(|n| {
+            carried_resources(&n.bundle)
+                .into_iter()
+                .filter(|r| {
+                    r["resourceType"] == "Patient"
+                        && r["name"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .flat_map(|name| name["given"].as_array().into_iter().flatten())
+                            .any(|g| g == given)
+                })
+                .filter_map(|r| r["id"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Renames `patient` as the PMS does and waits until the receiver has the new name.
+async fn rename_and_wait(
+    pms: &mut sqlx::MySqlConnection,
+    receiver: &Receiver,
+    subscription: &str,
+    patient: i64,
+    given: &str,
+) {
+    sqlx::query("UPDATE patient_data SET fname = ? WHERE pid = ?")
+        .bind(given)
+        .bind(patient)
+        .execute(&mut *pms)
+        .await
+        .unwrap();
+    eventually(
+        &format!("{given} of Patient/{patient}"),
+        Duration::from_secs(90),
+        || {
+            patients_named(receiver, subscription, given)
+                .contains(&patient.to_string())
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Each event of the subscription names a different patient: no change was numbered twice.
+async fn assert_one_event_per_change(store: &StateStore, subscription: &str, changed: &[i64]) {
+    let stored = store.subscription(subscription).await.unwrap().unwrap();
+    let events = store
+        .subscription_events(subscription, 1, stored.events_since_start, 1000)
+        .await
+        .unwrap();
+    let numbers: Vec<i64> = events.iter().map(|e| e.number).collect();
+    assert_eq!(
+        numbers,
+        (1..=changed.len() as i64).collect::<Vec<_>>(),
+        "{events:?}"
+    );
+    let mut named: Vec<String> = events.iter().map(|e| e.resource_id.clone()).collect();
+    named.sort();
+    let mut expected: Vec<String> = changed.iter().map(i64::to_string).collect();
+    expected.sort();
+    assert_eq!(named, expected, "one event per rename: {events:?}");
+}
+
+#[tokio::test]
+async fn two_replicas_on_postgres_number_each_change_once_and_take_over() {
+    let test = "subscriptions_replicas";
+    let db_url = support::seed(Backend::MariaDb, test).await;
+    let state_url = support::state_urls(test)
+        .await
+        .into_iter()
+        .find(|url| url.starts_with("postgres"))
+        .expect("a PostgreSQL state store");
+    let replica = |name: &str| {
+        let mut settings = subscribing_settings(&db_url);
+        settings.state.url = Some(Secret::new(state_url.as_str()));
+        settings.subscriptions.replica = Some(name.to_owned());
+        // Short, so a replica that stopped renewing hands over quickly; still several passes long.
+        settings.subscriptions.lease_ms = 3_000;
+        settings
+    };
+    let names = ["replica-a", "replica-b"];
+    let settings = replica(names[0]);
+    let (base_a, stop_a) = support::start_stoppable(&settings).await;
+    let (base_b, stop_b) = support::start_stoppable(&replica(names[1])).await;
+    let store = StateStore::open(&state_url).await.unwrap();
+    register_subscriber(&store).await;
+    wait_for_baselines(&store, &settings).await;
+    let a = Running::at(base_a, store.clone()).await;
+    let b = Running::at(base_b, store.clone()).await;
+
+    let receiver = Receiver::start().await;
+    let (status, created) = a
+        .create(&topic_subscription(
+            "patient-demographics-changed",
+            &[],
+            &receiver.url,
+            "full-resource",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    eventually("the handshake", Duration::from_secs(30), || {
+        receiver.of(&id, "handshake").first().cloned()
+    })
+    .await;
+
+    let mut pms = sqlx::MySqlConnection::connect(&db_url).await.unwrap();
+    let patients: Vec<i64> =
+        sqlx::query_scalar("SELECT pid FROM patient_data ORDER BY pid LIMIT 4")
+            .fetch_all(&mut pms)
+            .await
+            .unwrap();
+    assert_eq!(patients.len(), 4);
+
+    // Both replicas poll every 200 ms; each mapping is detected by one of them at a time.
+    for (i, &patient) in patients[..2].iter().enumerate() {
+        rename_and_wait(&mut pms, &receiver, &id, patient, &format!("Replica{i}")).await;
+    }
+    assert_one_event_per_change(&store, &id, &patients[..2]).await;
+    let leases = store.change_leases().await.unwrap();
+    let adapter = portico::adapter::load(&settings.legacy.adapters_dir.join("openemr")).unwrap();
+    let patient_mapping = adapter.resources["Patient"].mappings[0].name.clone();
+    for lease in &leases {
+        assert!(
+            lease
+                .owner
+                .as_deref()
+                .is_none_or(|owner| names.contains(&owner)),
+            "{lease:?}"
+        );
+    }
+    let holder = leases
+        .iter()
+        .find(|l| l.mapping == patient_mapping)
+        .and_then(|l| l.owner.clone())
+        .expect("the Patient mapping is leased");
+
+    // The replica detecting patients stops; the other takes every mapping over.
+    let (stopped, survivor) = if holder == names[0] {
+        (stop_a, (names[1], &b))
+    } else {
+        (stop_b, (names[0], &a))
+    };
+    stopped.cancel();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let leases = store.change_leases().await.unwrap();
+        if leases.len() == adapter_detected(&adapter)
+            && leases
+                .iter()
+                .all(|l| l.owner.as_deref() == Some(survivor.0))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} did not take over from {holder}: {leases:?}",
+            survivor.0
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (i, &patient) in patients[2..].iter().enumerate() {
+        rename_and_wait(&mut pms, &receiver, &id, patient, &format!("Survivor{i}")).await;
+    }
+    assert_one_event_per_change(&store, &id, &patients).await;
+    let status = survivor.1.get(&format!("Subscription/{id}/$status")).await;
+    assert_eq!(
+        status_part(&status, "events-since-subscription-start")["valueString"],
+        "4"
+    );
+}
+
+/// The mappings of `adapter` that declare change detection.
+fn adapter_detected(adapter: &portico::adapter::model::Adapter) -> usize {
+    adapter
+        .resources
+        .values()
+        .flat_map(|def| def.mappings.iter())
+        .filter(|m| m.changes.is_some())
+        .count()
 }

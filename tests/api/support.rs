@@ -186,9 +186,15 @@ pub fn bearer_for(base: &str) -> String {
 
 /// Starts Portico on `settings` and returns its FHIR base URL.
 pub async fn start(settings: &Settings) -> String {
+    start_stoppable(settings).await.0
+}
+
+/// `start`, with the token that stops that server (and its background workers) when cancelled.
+pub async fn start_stoppable(settings: &Settings) -> (String, tokio_util::sync::CancellationToken) {
     let application = Application::build(settings)
         .await
         .expect("application builds");
+    let shutdown = application.shutdown_token();
     let base = format!("http://127.0.0.1:{}/fhir", application.port());
     let token = mint_token(&application.state.auth.tokens, &base, "system/*.rs", None).await;
     TOKENS.lock().unwrap().insert(base.clone(), token);
@@ -197,7 +203,7 @@ pub async fn start(settings: &Settings) -> String {
         .unwrap()
         .insert(base.clone(), application.state.auth.tokens.clone());
     tokio::spawn(application.run_until_cancelled());
-    base
+    (base, shutdown)
 }
 
 /// Starts Portico on `settings` with `access` in every request, where token validation puts a
