@@ -146,6 +146,7 @@ fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Se
         )),
         replica,
         wake: state.subscriptions.wake.clone(),
+        clock: crate::subscriptions::deliver::Clock::system(),
     };
     workers.spawn("change-detection", move |shutdown| detector.run(shutdown));
     workers.spawn("subscription-delivery", move |shutdown| delivery.run(shutdown));

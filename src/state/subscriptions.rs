@@ -392,17 +392,18 @@ impl StateStore {
         Ok(updated > 0)
     }
 
-    /// Leases up to `limit` subscriptions with something to send (a handshake, undelivered
-    /// events, or a heartbeat due) to `owner` until `until_ms`. On PostgreSQL the candidates are
-    /// locked with SKIP LOCKED, so replicas claiming at once take different rows.
+    /// Leases up to `limit` subscriptions with something to send at `now` (a handshake,
+    /// undelivered events, or a heartbeat due) to `owner` until `until_ms`. The time is the
+    /// delivery worker's, so due dates, leases and records share one clock. On PostgreSQL the
+    /// candidates are locked with SKIP LOCKED, so replicas claiming at once take different rows.
     pub async fn claim_due_subscriptions(
         &self,
         channel: &str,
         owner: &str,
+        now: i64,
         until_ms: i64,
         limit: i64,
     ) -> Result<Vec<StoredSubscription>, StateError> {
-        let now = now_ms();
         let skip_locked = match self.backend() {
             super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             super::Backend::Sqlite => "",
@@ -434,15 +435,15 @@ impl StateStore {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Records what a delivery came to and gives the lease back; `false` when `owner` no longer
-    /// held it (nothing is written then).
+    /// Records what a delivery at `now` came to and gives the lease back; `false` when `owner` no
+    /// longer held it (nothing is written then).
     pub async fn record_delivery(
         &self,
         id: &str,
         owner: &str,
         record: &DeliveryRecord,
+        now: i64,
     ) -> Result<bool, StateError> {
-        let now = now_ms();
         let query = match record {
             DeliveryRecord::Delivered { through, handshake } => sqlx::query(
                 "UPDATE subscription SET delivered_through = CASE WHEN $3 > delivered_through \
