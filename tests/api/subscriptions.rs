@@ -18,7 +18,7 @@ use sqlx::Connection;
 
 use crate::support::{self, Backend};
 
-const TOPIC: &str = "https://portico.health/fhir/SubscriptionTopic/";
+pub(crate) const TOPIC: &str = "https://portico.health/fhir/SubscriptionTopic/";
 
 /// A notification as the receiver got it.
 #[derive(Clone, Debug)]
@@ -72,7 +72,7 @@ impl Receiver {
 }
 
 /// A parameter of the status Parameters in entry[0].
-fn status_part<'a>(bundle: &'a Json, name: &str) -> &'a Json {
+pub(crate) fn status_part<'a>(bundle: &'a Json, name: &str) -> &'a Json {
     bundle["entry"][0]["resource"]["parameter"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == name))
@@ -98,7 +98,7 @@ fn focuses(bundle: &Json) -> Vec<String> {
 }
 
 /// Waits up to `limit` for `check` to give a value.
-async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = check() {
@@ -111,18 +111,29 @@ async fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> O
     }
 }
 
-struct Running {
-    base: String,
-    token: String,
-    store: StateStore,
-    client: reqwest::Client,
+pub(crate) struct Running {
+    pub(crate) base: String,
+    pub(crate) token: String,
+    pub(crate) store: StateStore,
+    pub(crate) client: reqwest::Client,
+    pub(crate) settings: Settings,
 }
 
 /// Portico with detection and delivery on (polling every 200 ms, loopback endpoints allowed),
 /// a registered client and a token that may manage subscriptions and read everything.
 async fn start(db_url: &str, state_url: Option<String>) -> Running {
+    start_with(db_url, state_url, true).await
+}
+
+/// `start`, with detection and delivery in the server only when `detect_and_deliver` (without,
+/// the Subscription endpoints answer and a test runs the delivery worker itself).
+pub(crate) async fn start_with(
+    db_url: &str,
+    state_url: Option<String>,
+    detect_and_deliver: bool,
+) -> Running {
     let mut settings: Settings = support::settings(db_url, 5000);
-    settings.subscriptions.enabled = true;
+    settings.subscriptions.enabled = detect_and_deliver;
     settings.subscriptions.poll_interval_ms = 200;
     settings.subscriptions.allow_private_endpoints = true;
     if let Some(url) = state_url {
@@ -148,6 +159,15 @@ async fn start(db_url: &str, state_url: Option<String>) -> Running {
         None,
     )
     .await;
+    if !detect_and_deliver {
+        return Running {
+            base,
+            token,
+            store,
+            client: reqwest::Client::new(),
+            settings,
+        };
+    }
     // Every detected mapping finishes its baseline (which notifies nobody) before edits begin.
     let adapter = portico::adapter::load(&settings.legacy.adapters_dir.join("openemr")).unwrap();
     let detected = adapter
@@ -170,11 +190,12 @@ async fn start(db_url: &str, state_url: Option<String>) -> Running {
         token,
         store,
         client: reqwest::Client::new(),
+        settings,
     }
 }
 
 impl Running {
-    async fn create(&self, subscription: &Json) -> (StatusCode, Json) {
+    pub(crate) async fn create(&self, subscription: &Json) -> (StatusCode, Json) {
         let response = self
             .client
             .post(format!("{}/Subscription", self.base))
@@ -188,7 +209,7 @@ impl Running {
         (status, response.json().await.unwrap_or(Json::Null))
     }
 
-    async fn get(&self, path: &str) -> Json {
+    pub(crate) async fn get(&self, path: &str) -> Json {
         let response = self
             .client
             .get(format!("{}/{path}", self.base))
@@ -201,7 +222,7 @@ impl Running {
     }
 }
 
-fn topic_subscription(topic: &str, filters: &[&str], endpoint: &str, content: &str) -> Json {
+pub(crate) fn topic_subscription(topic: &str, filters: &[&str], endpoint: &str, content: &str) -> Json {
     json!({
         "resourceType": "Subscription",
         "meta": { "profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"] },
