@@ -149,7 +149,9 @@ fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Se
         clock: crate::subscriptions::deliver::Clock::system(),
     };
     workers.spawn("change-detection", move |shutdown| detector.run(shutdown));
-    workers.spawn("subscription-delivery", move |shutdown| delivery.run(shutdown));
+    workers.spawn("subscription-delivery", move |shutdown| {
+        delivery.run(shutdown)
+    });
 }
 
 impl Application {

@@ -337,12 +337,14 @@ impl StateStore {
     ) -> Result<bool, StateError> {
         let mut tx = self.pool().begin().await?;
         let deleted = match client_id {
-            Some(client) => sqlx::query("DELETE FROM subscription WHERE id = $1 AND client_id = $2")
-                .bind(id)
-                .bind(client)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
+            Some(client) => {
+                sqlx::query("DELETE FROM subscription WHERE id = $1 AND client_id = $2")
+                    .bind(id)
+                    .bind(client)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
             None => sqlx::query("DELETE FROM subscription WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -586,7 +588,11 @@ impl StateStore {
     }
 
     /// Gives a detection lease back (at shutdown), so another replica takes over at once.
-    pub async fn release_change_cursor(&self, mapping: &str, owner: &str) -> Result<(), StateError> {
+    pub async fn release_change_cursor(
+        &self,
+        mapping: &str,
+        owner: &str,
+    ) -> Result<(), StateError> {
         sqlx::query(
             "UPDATE change_cursor SET lease_owner = NULL, lease_until_ms = 0 \
              WHERE mapping = $1 AND lease_owner = $2",
@@ -784,7 +790,11 @@ async fn append_events(
         let Some(last) = last else { continue };
         let first = last - count + 1;
         numbered.push((id.to_owned(), first, last));
-        rows.extend(list.into_iter().enumerate().map(|(at, e)| (first + at as i64, e)));
+        rows.extend(
+            list.into_iter()
+                .enumerate()
+                .map(|(at, e)| (first + at as i64, e)),
+        );
     }
     for chunk in rows.chunks(100) {
         let sql = format!(

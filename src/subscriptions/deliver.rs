@@ -14,9 +14,9 @@ use super::notification::{
     Focus, NotificationEvent, NotificationType, SubscriptionStatusInfo, notification_bundle,
 };
 use super::owner::{owner_access, owner_claims};
+use super::resource::MAX_TIMEOUT_SECONDS;
 use super::resource::{ChannelKind, PayloadContent, SubscriptionSpec, SubscriptionStatus};
 use super::rest_hook::{Delivery, DeliveryOutcome, RestHookSender};
-use super::resource::MAX_TIMEOUT_SECONDS;
 use super::schedule::{NextStep, after_failure, system_unit_random};
 use crate::access::Access;
 use crate::adapter::model::ChangeKind;
@@ -146,12 +146,17 @@ impl DeliveryWorker {
         let now = self.clock.now_ms();
         match self.store.subscriptions(None).await {
             Ok(all) => {
-                for ended in all.iter().filter(|s| {
-                    s.status != "off" && s.end_ms.is_some_and(|end| end <= now)
-                }) {
+                for ended in all
+                    .iter()
+                    .filter(|s| s.status != "off" && s.end_ms.is_some_and(|end| end <= now))
+                {
                     let _ = self
                         .store
-                        .set_subscription_status(&ended.id, "off", Some("the subscription's end has passed"))
+                        .set_subscription_status(
+                            &ended.id,
+                            "off",
+                            Some("the subscription's end has passed"),
+                        )
                         .await;
                 }
             }
@@ -167,12 +172,22 @@ impl DeliveryWorker {
     }
 
     /// Sends what one leased subscription is due and records the outcome.
-    async fn serve(&self, subscription: StoredSubscription) -> Result<(), crate::state::StateError> {
+    async fn serve(
+        &self,
+        subscription: StoredSubscription,
+    ) -> Result<(), crate::state::StateError> {
         let Ok(spec) = serde_json::from_str::<SubscriptionSpec>(&subscription.spec) else {
             self.store
-                .set_subscription_status(&subscription.id, "error", Some("stored subscription unreadable"))
+                .set_subscription_status(
+                    &subscription.id,
+                    "error",
+                    Some("stored subscription unreadable"),
+                )
                 .await?;
-            return self.store.release_subscription(&subscription.id, &self.replica).await;
+            return self
+                .store
+                .release_subscription(&subscription.id, &self.replica)
+                .await;
         };
         // The owner's client must still exist and its claims still make an access: a removed
         // client's subscriptions stop.
@@ -190,16 +205,25 @@ impl DeliveryWorker {
                     Some("the client that owns this subscription is no longer registered"),
                 )
                 .await?;
-            return self.store.release_subscription(&subscription.id, &self.replica).await;
+            return self
+                .store
+                .release_subscription(&subscription.id, &self.replica)
+                .await;
         };
         if spec.channel.kind != ChannelKind::RestHook {
-            return self.store.release_subscription(&subscription.id, &self.replica).await;
+            return self
+                .store
+                .release_subscription(&subscription.id, &self.replica)
+                .await;
         }
 
         let (kind, events) = if subscription.handshake_pending {
             (NotificationType::Handshake, Vec::new())
         } else if subscription.delivered_through < subscription.events_since_start {
-            let limit = spec.channel.max_count.unwrap_or(DEFAULT_EVENTS_PER_NOTIFICATION);
+            let limit = spec
+                .channel
+                .max_count
+                .unwrap_or(DEFAULT_EVENTS_PER_NOTIFICATION);
             let events = self
                 .store
                 .subscription_events(
@@ -225,7 +249,8 @@ impl DeliveryWorker {
         )
         .await;
         let status = status_of(&subscription);
-        let subscription_url = format!("{}/Subscription/{}", subscription.base_url, subscription.id);
+        let subscription_url =
+            format!("{}/Subscription/{}", subscription.base_url, subscription.id);
         let info = SubscriptionStatusInfo {
             subscription_url: &subscription_url,
             topic: subscription.topic.as_deref(),
@@ -282,7 +307,12 @@ impl DeliveryWorker {
             tracing::info!(subscription = %subscription.id, reason = %reason, "notification not delivered");
         }
         self.store
-            .record_delivery(&subscription.id, &self.replica, &record, self.clock.now_ms())
+            .record_delivery(
+                &subscription.id,
+                &self.replica,
+                &record,
+                self.clock.now_ms(),
+            )
             .await?;
         Ok(())
     }

@@ -43,7 +43,9 @@ fn scheduled_delay_ms(failures: usize) -> i64 {
 #[derive(Clone, Debug)]
 enum Answer {
     Status(u16),
-    TooManyRequests { retry_after_seconds: u64 },
+    TooManyRequests {
+        retry_after_seconds: u64,
+    },
     /// 302 to another path of the receiver, which counts any request that follows it.
     Redirect,
     /// 200, after this long.
@@ -267,10 +269,17 @@ impl Bench {
         assert_eq!(stored.failed_attempts, failures, "{stored:?}");
         assert!(!stored.retries_stopped, "{stored:?}");
         let failure = stored.last_failure.clone().unwrap_or_default();
-        assert!(failure.contains(reason), "{failure:?} should say {reason:?}");
+        assert!(
+            failure.contains(reason),
+            "{failure:?} should say {reason:?}"
+        );
         assert_eq!(stored.next_attempt_ms, self.now() + delay_ms, "{stored:?}");
         self.set_clock(stored.next_attempt_ms - 1);
-        assert_eq!(self.round().await, 0, "nothing is sent before the next attempt");
+        assert_eq!(
+            self.round().await,
+            0,
+            "nothing is sent before the next attempt"
+        );
         self.set_clock(stored.next_attempt_ms);
     }
 }
@@ -346,7 +355,14 @@ async fn receiver_faults_follow_the_schedule_and_the_backlog_arrives_in_order() 
         bench
             .expect_retry(&id, 3, "redirects are not followed", scheduled_delay_ms(3))
             .await;
-        assert_eq!(bench.receiver.script.redirects_followed.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            bench
+                .receiver
+                .script
+                .redirects_followed
+                .load(Ordering::SeqCst),
+            0
+        );
 
         // The receiver is down: the connection is refused.
         bench.receiver.go_down().await;
@@ -360,7 +376,11 @@ async fn receiver_faults_follow_the_schedule_and_the_backlog_arrives_in_order() 
         bench.append(&id, 23).await;
         let started = Instant::now();
         assert_eq!(bench.round().await, 1);
-        assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
         bench
             .expect_retry(&id, 5, "did not answer in time", scheduled_delay_ms(5))
             .await;
@@ -370,14 +390,22 @@ async fn receiver_faults_follow_the_schedule_and_the_backlog_arrives_in_order() 
 
         // Meanwhile the subscriber sees the error and recovers every missed event itself.
         let status = bench.app.get(&format!("Subscription/{id}/$status")).await;
-        assert_eq!(status_part(&status, "status")["valueCode"], "error", "{status}");
+        assert_eq!(
+            status_part(&status, "status")["valueCode"],
+            "error",
+            "{status}"
+        );
         let missed = bench
             .app
             .get(&format!(
                 "Subscription/{id}/$events?eventsSinceNumber=1&eventsUntilNumber=25"
             ))
             .await;
-        assert_eq!(event_numbers(&missed), (1..=25).collect::<Vec<_>>(), "{missed}");
+        assert_eq!(
+            event_numbers(&missed),
+            (1..=25).collect::<Vec<_>>(),
+            "{missed}"
+        );
 
         // The receiver answers again: the backlog goes in order, 20 events a notification.
         let before = bench.receiver.received().len();
@@ -385,7 +413,11 @@ async fn receiver_faults_follow_the_schedule_and_the_backlog_arrives_in_order() 
         let stored = bench.stored(&id).await;
         assert_eq!(stored.status, "active", "{stored:?}");
         assert_eq!(
-            (stored.failed_attempts, stored.failing_since_ms, stored.next_attempt_ms),
+            (
+                stored.failed_attempts,
+                stored.failing_since_ms,
+                stored.next_attempt_ms
+            ),
             (0, None, 0)
         );
         assert_eq!(stored.delivered_through, 20);
@@ -401,10 +433,17 @@ async fn receiver_faults_follow_the_schedule_and_the_backlog_arrives_in_order() 
         // Each failed attempt carried the events from the first undelivered one.
         let attempts = bench.receiver.received();
         let failed = &attempts[1..before];
-        assert_eq!(failed.len(), 4, "500, 429, 302 and the slow one reached the receiver");
+        assert_eq!(
+            failed.len(),
+            4,
+            "500, 429, 302 and the slow one reached the receiver"
+        );
         for attempt in failed {
             assert_eq!(event_numbers(attempt)[0], 1);
-            assert_eq!(status_part(attempt, "type")["valueCode"], "event-notification");
+            assert_eq!(
+                status_part(attempt, "type")["valueCode"],
+                "event-notification"
+            );
         }
     }
 }
@@ -447,7 +486,11 @@ async fn five_days_of_failures_stop_retries_until_an_operator_retry() {
         assert_eq!(stopped.status, "error");
         assert_eq!(stopped.failed_attempts, 19);
         assert!(
-            stopped.error.as_deref().unwrap_or_default().contains("retries stopped"),
+            stopped
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("retries stopped"),
             "{stopped:?}"
         );
 
@@ -461,7 +504,14 @@ async fn five_days_of_failures_stop_retries_until_an_operator_retry() {
         // The operator's retry (`portico subscriptions retry`) makes it due now; the receiver
         // has recovered, so both events arrive and the subscription is active again.
         assert!(bench.app.store.retry_subscription_now(&id).await.unwrap());
-        assert!(!bench.app.store.retry_subscription_now("no-such").await.unwrap());
+        assert!(
+            !bench
+                .app
+                .store
+                .retry_subscription_now("no-such")
+                .await
+                .unwrap()
+        );
         bench.receiver.script.answers.lock().unwrap().clear();
         assert_eq!(bench.round().await, 1);
         let stored = bench.stored(&id).await;
@@ -491,7 +541,11 @@ async fn gone_turns_the_subscription_off() {
         bench.append(&id, 1).await;
         bench.advance(Duration::from_secs(24 * 3600));
         assert_eq!(bench.round().await, 0);
-        assert_eq!(bench.receiver.received().len(), 2, "the handshake and the one refused");
+        assert_eq!(
+            bench.receiver.received().len(),
+            2,
+            "the handshake and the one refused"
+        );
         let read = bench.app.get(&format!("Subscription/{id}")).await;
         assert_eq!(read["status"], "off");
     }
@@ -514,7 +568,11 @@ async fn heartbeats_fill_silence_and_the_end_turns_a_subscription_off() {
         bench.advance(Duration::from_millis(500));
         assert_eq!(bench.round().await, 1);
         let beat = bench.receiver.received().pop().unwrap();
-        assert_eq!(status_part(&beat, "type")["valueCode"], "heartbeat", "{beat}");
+        assert_eq!(
+            status_part(&beat, "type")["valueCode"],
+            "heartbeat",
+            "{beat}"
+        );
         assert!(event_numbers(&beat).is_empty());
         assert_eq!(bench.round().await, 0, "one heartbeat a period");
 
@@ -522,7 +580,10 @@ async fn heartbeats_fill_silence_and_the_end_turns_a_subscription_off() {
         bench.append(&id, 1).await;
         assert_eq!(bench.round().await, 1);
         let notification = bench.receiver.received().pop().unwrap();
-        assert_eq!(status_part(&notification, "type")["valueCode"], "event-notification");
+        assert_eq!(
+            status_part(&notification, "type")["valueCode"],
+            "event-notification"
+        );
         bench.advance(Duration::from_secs(1));
         assert_eq!(bench.round().await, 1);
         let beat = bench.receiver.received().pop().unwrap();
@@ -548,13 +609,30 @@ async fn a_removed_clients_subscriptions_stop() {
         let bench = Bench::start(&db_url, state_url).await;
         let id = bench.active(json!([]), None).await;
         bench.append(&id, 1).await;
-        assert!(bench.app.store.remove_client("portico-tests").await.unwrap());
+        assert!(
+            bench
+                .app
+                .store
+                .remove_client("portico-tests")
+                .await
+                .unwrap()
+        );
         assert_eq!(bench.round().await, 1, "claimed, then stopped unsent");
         let stored = bench.stored(&id).await;
         assert_eq!(stored.status, "off", "{stored:?}");
-        assert!(stored.error.as_deref().unwrap_or_default().contains("no longer registered"));
+        assert!(
+            stored
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no longer registered")
+        );
         assert_eq!(stored.delivered_through, 0);
-        assert_eq!(bench.receiver.received().len(), 1, "only the handshake was sent");
+        assert_eq!(
+            bench.receiver.received().len(),
+            1,
+            "only the handshake was sent"
+        );
         bench.append(&id, 1).await;
         bench.advance(Duration::from_secs(60));
         assert_eq!(bench.round().await, 0);
