@@ -160,9 +160,12 @@ fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Se
         replica,
         wake: state.subscriptions.wake.clone(),
         mllp: Default::default(),
+        clock: crate::subscriptions::deliver::Clock::system(),
     };
     workers.spawn("change-detection", move |shutdown| detector.run(shutdown));
-    workers.spawn("subscription-delivery", move |shutdown| delivery.run(shutdown));
+    workers.spawn("subscription-delivery", move |shutdown| {
+        delivery.run(shutdown)
+    });
 }
 
 impl Application {

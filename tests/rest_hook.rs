@@ -216,6 +216,7 @@ fn delivery(endpoint: String) -> Delivery {
         webhook_id: "9f0c6d0e-4cf6-4b7e-9d5f-0c2f2b7a1e11".into(),
         signing_secrets: Vec::new(),
         oauth: None,
+        response_timeout: None,
     }
 }
 
@@ -455,6 +456,44 @@ async fn timeouts_and_broken_connections_are_retried() {
             reason: "could not connect to the endpoint".into()
         }
     );
+}
+
+#[tokio::test]
+async fn a_deliverys_own_timeout_replaces_the_senders() {
+    let receiver = Receiver::start().await;
+    // The production sender (15 s) with a subscription that allows 1 s (`backport-timeout`).
+    let sender = RestHookSender::new(allowing_private());
+    let mut impatient = delivery(receiver.url("/slow"));
+    impatient.response_timeout = Some(Duration::from_secs(1));
+    let started = Instant::now();
+    let outcome = sender.deliver(&impatient).await;
+    assert_eq!(
+        outcome,
+        DeliveryOutcome::Retry {
+            after: None,
+            reason: "the endpoint did not answer in time".into()
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A limit longer than the answer takes: delivered, although the test sender's own 1 s
+    // would have given up.
+    let short_sender = RestHookSender::with_timeouts(
+        allowing_private(),
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+    );
+    let mut patient = delivery(receiver.url("/slow"));
+    patient.response_timeout = Some(Duration::from_secs(10));
+    assert_eq!(
+        short_sender.deliver(&patient).await,
+        DeliveryOutcome::Delivered
+    );
+    assert_eq!(receiver.seen_at("/slow").len(), 2);
 }
 
 #[tokio::test]

@@ -345,12 +345,14 @@ impl StateStore {
     ) -> Result<bool, StateError> {
         let mut tx = self.pool().begin().await?;
         let deleted = match client_id {
-            Some(client) => sqlx::query("DELETE FROM subscription WHERE id = $1 AND client_id = $2")
-                .bind(id)
-                .bind(client)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
+            Some(client) => {
+                sqlx::query("DELETE FROM subscription WHERE id = $1 AND client_id = $2")
+                    .bind(id)
+                    .bind(client)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
             None => sqlx::query("DELETE FROM subscription WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -400,19 +402,20 @@ impl StateStore {
         Ok(updated > 0)
     }
 
-    /// Leases up to `limit` subscriptions with something to send (a handshake, undelivered
-    /// events, or a heartbeat due) to `owner` until `until_ms`. Leases `owner` still holds are
-    /// taken again: its previous round has ended, or it was a process that died under the same
-    /// replica name. On PostgreSQL the candidates are
-    /// locked with SKIP LOCKED, so replicas claiming at once take different rows.
+    /// Leases up to `limit` subscriptions with something to send at `now` (a handshake,
+    /// undelivered events, or a heartbeat due) to `owner` until `until_ms`. The time is the
+    /// delivery worker's, so due dates, leases and records share one clock. Leases `owner` still
+    /// holds are taken again: its previous round has ended, or it was a process that died under
+    /// the same replica name. On PostgreSQL the candidates are locked with SKIP LOCKED, so
+    /// replicas claiming at once take different rows.
     pub async fn claim_due_subscriptions(
         &self,
         channel: &str,
         owner: &str,
+        now: i64,
         until_ms: i64,
         limit: i64,
     ) -> Result<Vec<StoredSubscription>, StateError> {
-        let now = now_ms();
         let skip_locked = match self.backend() {
             super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             super::Backend::Sqlite => "",
@@ -444,15 +447,15 @@ impl StateStore {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Records what a delivery came to and gives the lease back; `false` when `owner` no longer
-    /// held it (nothing is written then).
+    /// Records what a delivery at `now` came to and gives the lease back; `false` when `owner` no
+    /// longer held it (nothing is written then).
     pub async fn record_delivery(
         &self,
         id: &str,
         owner: &str,
         record: &DeliveryRecord,
+        now: i64,
     ) -> Result<bool, StateError> {
-        let now = now_ms();
         let query = match record {
             DeliveryRecord::Delivered { through, handshake } => sqlx::query(
                 "UPDATE subscription SET delivered_through = CASE WHEN $3 > delivered_through \
@@ -656,7 +659,11 @@ impl StateStore {
     }
 
     /// Gives a detection lease back (at shutdown), so another replica takes over at once.
-    pub async fn release_change_cursor(&self, mapping: &str, owner: &str) -> Result<(), StateError> {
+    pub async fn release_change_cursor(
+        &self,
+        mapping: &str,
+        owner: &str,
+    ) -> Result<(), StateError> {
         sqlx::query(
             "UPDATE change_cursor SET lease_owner = NULL, lease_until_ms = 0 \
              WHERE mapping = $1 AND lease_owner = $2",
@@ -854,7 +861,11 @@ async fn append_events(
         let Some(last) = last else { continue };
         let first = last - count + 1;
         numbered.push((id.to_owned(), first, last));
-        rows.extend(list.into_iter().enumerate().map(|(at, e)| (first + at as i64, e)));
+        rows.extend(
+            list.into_iter()
+                .enumerate()
+                .map(|(at, e)| (first + at as i64, e)),
+        );
     }
     for chunk in rows.chunks(100) {
         let sql = format!(

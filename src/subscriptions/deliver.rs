@@ -14,6 +14,7 @@ use super::notification::{
     Focus, NotificationEvent, NotificationType, SubscriptionStatusInfo, notification_bundle,
 };
 use super::owner::{owner_access, owner_claims};
+use super::resource::MAX_TIMEOUT_SECONDS;
 use super::resource::{ChannelKind, PayloadContent, SubscriptionSpec, SubscriptionStatus};
 use super::deliver_mllp::{MllpRun, MllpSenders, send_events};
 use super::endpoint_guard::{SubscriptionSettings, vet_mllp_peer};
@@ -33,12 +34,55 @@ pub const HL7V2_MLLP: &str = "hl7v2-mllp";
 pub const DEFAULT_EVENTS_PER_NOTIFICATION: u32 = 20;
 /// Subscriptions leased per round.
 const CLAIM_BATCH: i64 = 16;
-/// A lease outlives the slowest send (connect 5 s + response 15 s) with room to record it.
-const LEASE: Duration = Duration::from_secs(60);
+/// A lease outlives the slowest send (the connect timeout plus the longest response timeout a
+/// subscription may ask for) with room to record it.
+const LEASE: Duration = Duration::from_secs(MAX_TIMEOUT_SECONDS as u64 + 30);
 /// Events are kept this long for `$events` (and until delivered).
 pub const EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Without a wake-up, the worker looks for due retries and heartbeats this often.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How often the worker ends expired subscriptions and purges old events.
+pub const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(60);
+
+/// Where the worker reads the time (milliseconds since the Unix epoch) and draws the retry
+/// jitter: the system's in production; a test drives both to follow the schedule exactly.
+#[derive(Clone)]
+pub struct Clock {
+    now_ms: Arc<dyn Fn() -> i64 + Send + Sync>,
+    unit_random: Arc<dyn Fn() -> f64 + Send + Sync>,
+}
+
+impl Clock {
+    /// The system clock and random generator.
+    pub fn system() -> Clock {
+        Clock::new(now_ms, system_unit_random)
+    }
+
+    /// A clock reading `now_ms` and drawing jitter from `unit_random` (a fraction in [0, 1)).
+    pub fn new(
+        now_ms: impl Fn() -> i64 + Send + Sync + 'static,
+        unit_random: impl Fn() -> f64 + Send + Sync + 'static,
+    ) -> Clock {
+        Clock {
+            now_ms: Arc::new(now_ms),
+            unit_random: Arc::new(unit_random),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.now_ms)()
+    }
+
+    pub fn unit_random(&self) -> f64 {
+        (self.unit_random)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::system()
+    }
+}
 
 /// The rest-hook delivery worker.
 #[derive(Clone)]
@@ -53,14 +97,16 @@ pub struct DeliveryWorker {
     pub wake: Arc<Notify>,
     /// The HL7 v2 channel's connections, one per subscription.
     pub mllp: MllpSenders,
+    /// The time every due date, lease and record is reckoned in.
+    pub clock: Clock,
 }
 
 impl DeliveryWorker {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut last_housekeeping = 0i64;
+        let mut last_housekeeping: Option<std::time::Instant> = None;
         loop {
-            if now_ms() - last_housekeeping > 60_000 {
-                last_housekeeping = now_ms();
+            if last_housekeeping.is_none_or(|at| at.elapsed() >= HOUSEKEEPING_PERIOD) {
+                last_housekeeping = Some(std::time::Instant::now());
                 self.housekeeping().await;
             }
             let sent = match self.round().await {
@@ -84,12 +130,13 @@ impl DeliveryWorker {
 
     /// Leases the due subscriptions and sends to each (concurrently); how many were handled.
     pub async fn round(&self) -> Result<usize, crate::state::StateError> {
-        let until = now_ms() + LEASE.as_millis() as i64;
+        let now = self.clock.now_ms();
+        let until = now + LEASE.as_millis() as i64;
         let mut due = Vec::new();
         for channel in [REST_HOOK, HL7V2_MLLP] {
             due.extend(
                 self.store
-                    .claim_due_subscriptions(channel, &self.replica, until, CLAIM_BATCH)
+                    .claim_due_subscriptions(channel, &self.replica, now, until, CLAIM_BATCH)
                     .await?,
             );
         }
@@ -107,17 +154,23 @@ impl DeliveryWorker {
         Ok(count)
     }
 
-    /// Ends subscriptions past their `end` and forgets delivered events past retention.
-    async fn housekeeping(&self) {
-        let now = now_ms();
+    /// Ends subscriptions past their `end` and forgets delivered events past retention (every
+    /// `HOUSEKEEPING_PERIOD` while it runs).
+    pub async fn housekeeping(&self) {
+        let now = self.clock.now_ms();
         match self.store.subscriptions(None).await {
             Ok(all) => {
-                for ended in all.iter().filter(|s| {
-                    s.status != "off" && s.end_ms.is_some_and(|end| end <= now)
-                }) {
+                for ended in all
+                    .iter()
+                    .filter(|s| s.status != "off" && s.end_ms.is_some_and(|end| end <= now))
+                {
                     let _ = self
                         .store
-                        .set_subscription_status(&ended.id, "off", Some("the subscription's end has passed"))
+                        .set_subscription_status(
+                            &ended.id,
+                            "off",
+                            Some("the subscription's end has passed"),
+                        )
                         .await;
                 }
             }
@@ -133,12 +186,22 @@ impl DeliveryWorker {
     }
 
     /// Sends what one leased subscription is due and records the outcome.
-    async fn serve(&self, subscription: StoredSubscription) -> Result<(), crate::state::StateError> {
+    async fn serve(
+        &self,
+        subscription: StoredSubscription,
+    ) -> Result<(), crate::state::StateError> {
         let Ok(spec) = serde_json::from_str::<SubscriptionSpec>(&subscription.spec) else {
             self.store
-                .set_subscription_status(&subscription.id, "error", Some("stored subscription unreadable"))
+                .set_subscription_status(
+                    &subscription.id,
+                    "error",
+                    Some("stored subscription unreadable"),
+                )
                 .await?;
-            return self.store.release_subscription(&subscription.id, &self.replica).await;
+            return self
+                .store
+                .release_subscription(&subscription.id, &self.replica)
+                .await;
         };
         // The owner's client must still exist and its claims still make an access: a removed
         // client's subscriptions stop.
@@ -156,7 +219,10 @@ impl DeliveryWorker {
                     Some("the client that owns this subscription is no longer registered"),
                 )
                 .await?;
-            return self.store.release_subscription(&subscription.id, &self.replica).await;
+            return self
+                .store
+                .release_subscription(&subscription.id, &self.replica)
+                .await;
         };
         match spec.channel.kind {
             ChannelKind::RestHook => {}
@@ -169,7 +235,10 @@ impl DeliveryWorker {
         let (kind, events) = if subscription.handshake_pending {
             (NotificationType::Handshake, Vec::new())
         } else if subscription.delivered_through < subscription.events_since_start {
-            let limit = spec.channel.max_count.unwrap_or(DEFAULT_EVENTS_PER_NOTIFICATION);
+            let limit = spec
+                .channel
+                .max_count
+                .unwrap_or(DEFAULT_EVENTS_PER_NOTIFICATION);
             let events = self
                 .store
                 .subscription_events(
@@ -195,7 +264,8 @@ impl DeliveryWorker {
         )
         .await;
         let status = status_of(&subscription);
-        let subscription_url = format!("{}/Subscription/{}", subscription.base_url, subscription.id);
+        let subscription_url =
+            format!("{}/Subscription/{}", subscription.base_url, subscription.id);
         let info = SubscriptionStatusInfo {
             subscription_url: &subscription_url,
             topic: subscription.topic.as_deref(),
@@ -214,9 +284,14 @@ impl DeliveryWorker {
                 .unwrap_or_else(|| "application/fhir+json".to_owned()),
             channel_headers: spec.channel.headers.clone(),
             body: serde_json::to_vec(&bundle).expect("JSON serializes"),
-            webhook_id: webhook_id(&subscription, kind, &events),
+            webhook_id: webhook_id(&subscription, kind, &events, self.clock.now_ms()),
             signing_secrets: Vec::new(),
             oauth: None,
+            // SB-25's `backport-timeout`, already capped at MAX_TIMEOUT_SECONDS.
+            response_timeout: spec
+                .channel
+                .timeout
+                .map(|seconds| Duration::from_secs(u64::from(seconds))),
         };
         let outcome = self.sender.deliver(&delivery).await;
         let record = match (kind, outcome) {
@@ -236,13 +311,23 @@ impl DeliveryWorker {
                 stop: true,
                 status: "off".into(),
             },
-            (_, failed) => failure_record(&subscription, &failed),
+            (_, failed) => failure_record(
+                &subscription,
+                &failed,
+                self.clock.now_ms(),
+                self.clock.unit_random(),
+            ),
         };
         if let DeliveryRecord::Failed { reason, .. } = &record {
             tracing::info!(subscription = %subscription.id, reason = %reason, "notification not delivered");
         }
         self.store
-            .record_delivery(&subscription.id, &self.replica, &record)
+            .record_delivery(
+                &subscription.id,
+                &self.replica,
+                &record,
+                self.clock.now_ms(),
+            )
             .await?;
         Ok(())
     }
@@ -386,7 +471,12 @@ pub fn status_of(subscription: &StoredSubscription) -> SubscriptionStatus {
 }
 
 /// Stable across attempts, so receivers de-duplicate resends (`webhook-id`).
-fn webhook_id(subscription: &StoredSubscription, kind: NotificationType, events: &[StoredEvent]) -> String {
+fn webhook_id(
+    subscription: &StoredSubscription,
+    kind: NotificationType,
+    events: &[StoredEvent],
+    now_ms: i64,
+) -> String {
     match (events.first(), events.last()) {
         (Some(first), Some(last)) => {
             format!("{}-{}-{}", subscription.id, first.number, last.number)
@@ -398,7 +488,7 @@ fn webhook_id(subscription: &StoredSubscription, kind: NotificationType, events:
                 NotificationType::Handshake => "handshake",
                 _ => "heartbeat",
             },
-            now_ms()
+            now_ms
         ),
     }
 }
@@ -412,10 +502,15 @@ fn describe(outcome: &DeliveryOutcome) -> String {
     }
 }
 
-/// A failed delivery per the schedule: the next attempt, or retries stop after 5 days of
-/// failures (the owner reactivates). The status is `error` meanwhile (SB-29).
-fn failure_record(subscription: &StoredSubscription, outcome: &DeliveryOutcome) -> DeliveryRecord {
-    let now = now_ms();
+/// A failed delivery at `now` per the schedule (jittered by `unit_random`): the next attempt, or
+/// retries stop after 5 days of failures (the owner reactivates). The status is `error`
+/// meanwhile (SB-29).
+pub fn failure_record(
+    subscription: &StoredSubscription,
+    outcome: &DeliveryOutcome,
+    now: i64,
+    unit_random: f64,
+) -> DeliveryRecord {
     let retry_after = match outcome {
         DeliveryOutcome::Retry { after, .. } => *after,
         _ => None,
@@ -426,7 +521,7 @@ fn failure_record(subscription: &StoredSubscription, outcome: &DeliveryOutcome) 
             Duration::from_millis(now.saturating_sub(since).max(0) as u64)
         });
     let attempts = u32::try_from(subscription.failed_attempts + 1).unwrap_or(u32::MAX);
-    match after_failure(attempts, failing_for, retry_after, system_unit_random()) {
+    match after_failure(attempts, failing_for, retry_after, unit_random) {
         NextStep::RetryIn(delay) => DeliveryRecord::Failed {
             reason: describe(outcome),
             next_attempt_ms: now + delay.as_millis() as i64,

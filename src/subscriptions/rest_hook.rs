@@ -43,6 +43,9 @@ pub struct Delivery {
     pub signing_secrets: Vec<SigningSecret>,
     /// Client-credentials settings when the endpoint wants a bearer token.
     pub oauth: Option<OutboundOAuth>,
+    /// The subscription's own limit on the whole exchange (`backport-timeout`), in place of the
+    /// sender's.
+    pub response_timeout: Option<Duration>,
 }
 
 /// What one delivery came to.
@@ -336,12 +339,15 @@ impl RestHookSender {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        self.http
+        let mut post = self
+            .http
             .post(request.url.clone())
             .headers(headers)
-            .body(delivery.body.clone())
-            .send()
-            .await
+            .body(delivery.body.clone());
+        if let Some(limit) = delivery.response_timeout {
+            post = post.timeout(limit);
+        }
+        post.send().await
     }
 
     /// An access token for `oauth`: the cached one while it is fresh and is not `rejected`,

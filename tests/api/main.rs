@@ -52,3 +52,5 @@ mod audit;
 mod rest_hook;
 // Subscriptions end to end: PMS edits, topics, filters, handshakes, $status and $events.
 mod subscriptions;
+// Rest-hook delivery against a misbehaving receiver on a test clock, on both state stores.
+mod subscription_delivery;

@@ -69,6 +69,7 @@ async fn a_bearer_from_portico_token_endpoint_reaches_the_receiver() {
             client_secret: secret.unwrap(),
             scope: Some("system/Patient.rs".into()),
         }),
+        response_timeout: None,
     };
     assert_eq!(sender.deliver(&delivery).await, DeliveryOutcome::Delivered);
     assert_eq!(sender.deliver(&delivery).await, DeliveryOutcome::Delivered);

@@ -17,11 +17,12 @@ use crate::notifications::{
 };
 use crate::support::{self, Backend};
 
-struct Running {
-    base: String,
-    token: String,
-    store: StateStore,
-    client: reqwest::Client,
+pub(crate) struct Running {
+    pub(crate) base: String,
+    pub(crate) token: String,
+    pub(crate) store: StateStore,
+    pub(crate) client: reqwest::Client,
+    pub(crate) settings: Settings,
 }
 
 /// Settings with detection and delivery on (polling every 200 ms, loopback endpoints allowed).
@@ -36,7 +37,18 @@ fn subscribing_settings(db_url: &str) -> Settings {
 /// Portico with detection and delivery on, a registered client and a token that may manage
 /// subscriptions and read everything.
 async fn start(db_url: &str, state_url: Option<String>) -> Running {
+    start_with(db_url, state_url, true).await
+}
+
+/// `start`, with detection and delivery in the server or not (a test that drives the delivery
+/// worker itself).
+pub(crate) async fn start_with(
+    db_url: &str,
+    state_url: Option<String>,
+    detect_and_deliver: bool,
+) -> Running {
     let mut settings = subscribing_settings(db_url);
+    settings.subscriptions.enabled = detect_and_deliver;
     if let Some(url) = state_url {
         settings.state.url = Some(Secret::new(url.as_str()));
     }
@@ -45,8 +57,10 @@ async fn start(db_url: &str, state_url: Option<String>) -> Running {
         .await
         .unwrap();
     register_subscriber(&store).await;
-    let running = Running::at(base, store).await;
-    wait_for_baselines(&running.store, &settings).await;
+    let running = Running::at(base, store, settings).await;
+    if detect_and_deliver {
+        wait_for_baselines(&running.store, &running.settings).await;
+    }
     running
 }
 
@@ -89,7 +103,7 @@ async fn wait_for_baselines(store: &StateStore, settings: &Settings) {
 impl Running {
     /// A client of the server `support::start` started at `base`, with a token that may manage
     /// subscriptions and read everything.
-    async fn at(base: String, store: StateStore) -> Running {
+    async fn at(base: String, store: StateStore, settings: Settings) -> Running {
         let token = support::mint_token(
             &support::token_service(&base),
             &base,
@@ -102,10 +116,11 @@ impl Running {
             token,
             store,
             client: reqwest::Client::new(),
+            settings,
         }
     }
 
-    async fn create(&self, subscription: &Json) -> (StatusCode, Json) {
+    pub(crate) async fn create(&self, subscription: &Json) -> (StatusCode, Json) {
         let response = self
             .client
             .post(format!("{}/Subscription", self.base))
@@ -119,7 +134,7 @@ impl Running {
         (status, response.json().await.unwrap_or(Json::Null))
     }
 
-    async fn get(&self, path: &str) -> Json {
+    pub(crate) async fn get(&self, path: &str) -> Json {
         let response = self
             .client
             .get(format!("{}/{path}", self.base))
@@ -477,8 +492,8 @@ async fn two_replicas_on_postgres_number_each_change_once_and_take_over() {
     let store = StateStore::open(&state_url).await.unwrap();
     register_subscriber(&store).await;
     wait_for_baselines(&store, &settings).await;
-    let a = Running::at(base_a, store.clone()).await;
-    let b = Running::at(base_b, store.clone()).await;
+    let a = Running::at(base_a, store.clone(), settings.clone()).await;
+    let b = Running::at(base_b, store.clone(), replica(names[1])).await;
 
     let receiver = Receiver::start().await;
     let (status, created) = a
