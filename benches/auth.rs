@@ -144,7 +144,10 @@ fn main() {
                 url: Some(Secret::new(state_url.clone())),
             },
             auth: Default::default(),
-            subscriptions: portico::config::SubscriptionsSettings { enabled: false, ..Default::default() },
+            subscriptions: portico::config::SubscriptionsSettings {
+                enabled: false,
+                ..Default::default()
+            },
         };
         let application = Application::build(&settings).await.expect("Portico starts");
         let root = format!("http://127.0.0.1:{}", application.port());

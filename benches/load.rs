@@ -2142,7 +2142,10 @@ fn main() {
         },
         state: Default::default(),
         auth: Default::default(),
-        subscriptions: portico::config::SubscriptionsSettings { enabled: false, ..Default::default() },
+        subscriptions: portico::config::SubscriptionsSettings {
+            enabled: false,
+            ..Default::default()
+        },
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
         Ok(app) => app,

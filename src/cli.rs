@@ -249,7 +249,9 @@ impl DemoAdapter {
         match self {
             DemoAdapter::Openemr => (
                 "appointment-cancelled",
-                format!("UPDATE openemr_postcalendar_events SET pc_apptstatus = 'x' WHERE pc_eid = {appointment}"),
+                format!(
+                    "UPDATE openemr_postcalendar_events SET pc_apptstatus = 'x' WHERE pc_eid = {appointment}"
+                ),
             ),
             DemoAdapter::Cerebello => (
                 "appointment-cancelled",
@@ -359,7 +361,11 @@ async fn demo(
         state: Default::default(),
         auth: Default::default(),
         // The demo polls its database like a real PMS and lets a receiver on this machine subscribe.
-        subscriptions: crate::config::SubscriptionsSettings { allow_private_endpoints: true, poll_interval_ms: 2_000, ..Default::default() },
+        subscriptions: crate::config::SubscriptionsSettings {
+            allow_private_endpoints: true,
+            poll_interval_ms: 2_000,
+            ..Default::default()
+        },
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());
@@ -442,7 +448,12 @@ fn print_sign_in_example(base: &str) {
 
 /// How to watch a PMS edit become a notification: a receiver on 127.0.0.1 (the demo allows
 /// loopback endpoints), the curl that subscribes it, and an UPDATE as the PMS would write it.
-fn print_subscription_example(base: &str, adapter: DemoAdapter, appointment: &str, database: &Path) {
+fn print_subscription_example(
+    base: &str,
+    adapter: DemoAdapter,
+    appointment: &str,
+    database: &Path,
+) {
     let (topic, statement) = adapter.subscription_example(appointment);
     let subscription = serde_json::json!({
         "resourceType": "Subscription",

@@ -337,10 +337,7 @@ impl Repository {
             .await?;
         let last_key = candidates.last().map(|c| c.order.key.clone());
         Ok(Scanned {
-            outcomes: candidates
-                .into_iter()
-                .map(|c| (c.outcome, c.row))
-                .collect(),
+            outcomes: candidates.into_iter().map(|c| (c.outcome, c.row)).collect(),
             last_key,
             rows,
         })

@@ -31,8 +31,8 @@ use crate::subscriptions::notification::{
 };
 use crate::subscriptions::owner::{owner_claims, owner_json};
 use crate::subscriptions::resource::{
-    ChannelKind, Criteria, PayloadContent, SubscriptionSpec, SubscriptionStatus,
-    SubscriptionView, parse_subscription, render_subscription,
+    ChannelKind, Criteria, PayloadContent, SubscriptionSpec, SubscriptionStatus, SubscriptionView,
+    parse_subscription, render_subscription,
 };
 
 pub const SUBSCRIPTION: &str = "Subscription";
@@ -52,11 +52,13 @@ enum Operation {
 
 /// The token's claims, or 401: subscriptions always have an owner.
 fn claims_of(claims: Option<Extension<Arc<AccessClaims>>>) -> Result<Arc<AccessClaims>, ApiError> {
-    claims.map(|Extension(c)| c).ok_or_else(|| ApiError::Unauthorized {
-        error: None,
-        description: "subscriptions need a bearer token: each belongs to the client that made it"
-            .into(),
-    })
+    claims
+        .map(|Extension(c)| c)
+        .ok_or_else(|| ApiError::Unauthorized {
+            error: None,
+            description:
+                "subscriptions need a bearer token: each belongs to the client that made it".into(),
+        })
 }
 
 /// 403 unless one of the token's scopes grants `operation` on Subscription.
@@ -181,8 +183,11 @@ async fn validated_write(
         .resource_type(&adapter.topics)
         .ok_or_else(|| {
             ApiError::BadRequest(vec![
-                Issue::error(IssueType::NotSupported, "the criteria name no served resource type")
-                    .at("Subscription.criteria"),
+                Issue::error(
+                    IssueType::NotSupported,
+                    "the criteria name no served resource type",
+                )
+                .at("Subscription.criteria"),
             ])
         })?
         .to_owned();
@@ -239,14 +244,14 @@ async fn validated_write(
             _ => vet(endpoint, policy).await.map(|_| ()),
         };
         vetted.map_err(|refused| {
-                ApiError::BadRequest(vec![
-                    Issue::error(
-                        IssueType::Invalid,
-                        format!("the endpoint is refused: {refused}"),
-                    )
-                    .at("Subscription.channel.endpoint"),
-                ])
-            })?;
+            ApiError::BadRequest(vec![
+                Issue::error(
+                    IssueType::Invalid,
+                    format!("the endpoint is refused: {refused}"),
+                )
+                .at("Subscription.channel.endpoint"),
+            ])
+        })?;
     }
     let status = match spec.requested_status {
         SubscriptionStatus::Off => "off",
@@ -270,9 +275,8 @@ async fn validated_write(
     })
 }
 
-fn negotiated(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<Negotiated, Response> {
+fn negotiated(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<Negotiated, ApiError> {
     negotiate(headers, param(pairs, "_format"), param(pairs, "_pretty"))
-        .map_err(|e| error_response(e, None))
 }
 
 fn answer(negotiated: &Negotiated, result: Result<(StatusCode, Json), ApiError>) -> Response {
@@ -299,7 +303,7 @@ pub async fn create(
     let pairs = query_pairs(raw.as_deref());
     let negotiated = match negotiated(&headers, &pairs) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(error) => return error_response(error, None),
     };
     let result = async {
         let claims = claims_of(claims)?;
@@ -340,7 +344,7 @@ pub async fn read(
     let pairs = query_pairs(raw.as_deref());
     let negotiated = match negotiated(&headers, &pairs) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(error) => return error_response(error, None),
     };
     let result = async {
         let claims = claims_of(claims)?;
@@ -352,6 +356,8 @@ pub async fn read(
     answer(&negotiated, result)
 }
 
+// Each argument is an axum extractor; a struct of them would only move the list.
+#[allow(clippy::too_many_arguments)]
 /// `PUT /fhir/Subscription/{id}`: replaces the request; status `requested` (or `active`)
 /// reactivates it with a new handshake, keeping its event numbers (SB-29).
 pub async fn update(
@@ -367,7 +373,7 @@ pub async fn update(
     let pairs = query_pairs(raw.as_deref());
     let negotiated = match negotiated(&headers, &pairs) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(error) => return error_response(error, None),
     };
     let result = async {
         let claims = claims_of(claims)?;
@@ -491,7 +497,7 @@ pub async fn search(
     };
     let negotiated = match negotiated(&headers, &pairs) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(error) => return error_response(error, None),
     };
     let result = async {
         let claims = claims_of(claims)?;
@@ -575,7 +581,7 @@ async fn status_operation(
     };
     let negotiated = match negotiated(&headers, &pairs) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(error) => return error_response(error, None),
     };
     let result = async {
         let claims = claims_of(claims)?;
@@ -617,7 +623,7 @@ pub async fn events_operation(
     };
     let negotiated = match negotiated(&headers, &pairs) {
         Ok(n) => n,
-        Err(response) => return response,
+        Err(error) => return error_response(error, None),
     };
     let result = async {
         let claims = claims_of(claims)?;

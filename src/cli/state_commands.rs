@@ -456,7 +456,10 @@ pub async fn clients(config_file: Option<&Path>, command: ClientsCommand) -> any
 fn time_ms(ms: Option<i64>) -> String {
     ms.filter(|ms| *ms > 0)
         .and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        )
 }
 
 pub async fn subscriptions(
@@ -466,7 +469,9 @@ pub async fn subscriptions(
     let store = open_store(config_file).await?;
     match command {
         SubscriptionsCommand::List => {
-            println!("id\tclient\ttopic\tstatus\tevents\tbacklog\tlast delivery\tfailures\tnext retry");
+            println!(
+                "id\tclient\ttopic\tstatus\tevents\tbacklog\tlast delivery\tfailures\tnext retry"
+            );
             for s in store.subscriptions(None).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
@@ -491,8 +496,19 @@ pub async fn subscriptions(
                 .subscription(&id)
                 .await?
                 .with_context(|| format!("no subscription {id}"))?;
-            println!("id: {}\nclient: {}\ntopic: {}\nresource type: {}\nchannel: {}", s.id, s.client_id, s.topic.as_deref().unwrap_or("-"), s.resource_type, s.channel);
-            println!("status: {}\nerror: {}", s.status, s.error.as_deref().unwrap_or("-"));
+            println!(
+                "id: {}\nclient: {}\ntopic: {}\nresource type: {}\nchannel: {}",
+                s.id,
+                s.client_id,
+                s.topic.as_deref().unwrap_or("-"),
+                s.resource_type,
+                s.channel
+            );
+            println!(
+                "status: {}\nerror: {}",
+                s.status,
+                s.error.as_deref().unwrap_or("-")
+            );
             println!(
                 "events: {} (delivered through {}, backlog {})",
                 s.events_since_start,
@@ -511,7 +527,11 @@ pub async fn subscriptions(
                 time_ms(s.failing_since_ms),
                 s.last_failure.as_deref().unwrap_or("-"),
                 time_ms(Some(s.next_attempt_ms)),
-                if s.retries_stopped { " (retries stopped)" } else { "" }
+                if s.retries_stopped {
+                    " (retries stopped)"
+                } else {
+                    ""
+                }
             );
             let first = (s.events_since_start - 9).max(1);
             for event in store

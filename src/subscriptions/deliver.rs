@@ -10,14 +10,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::deliver_mllp::{MllpRun, MllpSenders, send_events};
+use super::endpoint_guard::{SubscriptionSettings, vet_mllp_peer};
 use super::notification::{
     Focus, NotificationEvent, NotificationType, SubscriptionStatusInfo, notification_bundle,
 };
 use super::owner::{owner_access, owner_claims};
 use super::resource::MAX_TIMEOUT_SECONDS;
 use super::resource::{ChannelKind, PayloadContent, SubscriptionSpec, SubscriptionStatus};
-use super::deliver_mllp::{MllpRun, MllpSenders, send_events};
-use super::endpoint_guard::{SubscriptionSettings, vet_mllp_peer};
 use super::rest_hook::{Delivery, DeliveryOutcome, RestHookSender};
 use super::schedule::{NextStep, after_failure, system_unit_random};
 use crate::access::Access;
@@ -228,7 +228,10 @@ impl DeliveryWorker {
             ChannelKind::RestHook => {}
             ChannelKind::Hl7v2Mllp => return self.serve_mllp(&subscription, &spec, &access).await,
             ChannelKind::Websocket => {
-                return self.store.release_subscription(&subscription.id, &self.replica).await;
+                return self
+                    .store
+                    .release_subscription(&subscription.id, &self.replica)
+                    .await;
             }
         }
 
@@ -360,14 +363,19 @@ impl DeliveryWorker {
                         status: None,
                         reason: refused.to_string(),
                     };
-                    let record = failure_record(subscription, &failed);
+                    let now = self.clock.now_ms();
+                    let record =
+                        failure_record(subscription, &failed, now, self.clock.unit_random());
                     self.store
-                        .record_delivery(&subscription.id, &self.replica, &record)
+                        .record_delivery(&subscription.id, &self.replica, &record, now)
                         .await?;
                     return Ok(());
                 }
             };
-            let limit = spec.channel.max_count.unwrap_or(DEFAULT_EVENTS_PER_NOTIFICATION);
+            let limit = spec
+                .channel
+                .max_count
+                .unwrap_or(DEFAULT_EVENTS_PER_NOTIFICATION);
             let events = self
                 .store
                 .subscription_events(
@@ -377,8 +385,15 @@ impl DeliveryWorker {
                     i64::from(limit.max(1)),
                 )
                 .await?;
-            match send_events(&self.mllp, &self.repository, subscription, access, &peer, &events)
-                .await
+            match send_events(
+                &self.mllp,
+                &self.repository,
+                subscription,
+                access,
+                &peer,
+                &events,
+            )
+            .await
             {
                 MllpRun::Through(through) => DeliveryRecord::Delivered {
                     through,
@@ -395,12 +410,22 @@ impl DeliveryWorker {
                         after: None,
                         reason,
                     };
-                    failure_record(subscription, &failed)
+                    failure_record(
+                        subscription,
+                        &failed,
+                        self.clock.now_ms(),
+                        self.clock.unit_random(),
+                    )
                 }
             }
         };
         self.store
-            .record_delivery(&subscription.id, &self.replica, &record)
+            .record_delivery(
+                &subscription.id,
+                &self.replica,
+                &record,
+                self.clock.now_ms(),
+            )
             .await?;
         Ok(())
     }

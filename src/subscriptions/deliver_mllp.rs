@@ -121,24 +121,32 @@ fn control_id(subscription: &StoredSubscription, number: i64) -> String {
 /// for classic ones.
 fn event_kind(topic: Option<&str>, event: &StoredEvent) -> Option<EventKind> {
     let slug = topic.and_then(|t| t.strip_prefix(TOPIC_URL_PREFIX));
-    Some(match (slug, event.resource_type.as_str(), event.change_kind.as_str()) {
-        (_, _, "delete") => return None,
-        (Some("patient-registered"), ..) => EventKind::PatientRegistered,
-        (Some("patient-demographics-changed"), ..) => EventKind::PatientUpdated,
-        (Some("appointment-booked"), ..) => EventKind::AppointmentBooked,
-        (Some("appointment-rescheduled"), ..) => EventKind::AppointmentRescheduled,
-        (Some("appointment-cancelled"), ..) => EventKind::AppointmentCancelled,
-        (Some("appointment-no-show"), ..) => EventKind::AppointmentNoShow,
-        (Some("appointment-checked-in"), ..) => EventKind::AppointmentCheckedIn,
-        (Some("lab-result-available" | "vital-signs-recorded"), ..) => EventKind::ResultAvailable,
-        (Some(_), ..) => return None,
-        (None, "Patient", "create") => EventKind::PatientRegistered,
-        (None, "Patient", _) => EventKind::PatientUpdated,
-        (None, "Appointment", "create") => EventKind::AppointmentBooked,
-        (None, "Appointment", _) => EventKind::AppointmentModified,
-        (None, "Observation", _) => EventKind::ResultAvailable,
-        (None, ..) => return None,
-    })
+    Some(
+        match (
+            slug,
+            event.resource_type.as_str(),
+            event.change_kind.as_str(),
+        ) {
+            (_, _, "delete") => return None,
+            (Some("patient-registered"), ..) => EventKind::PatientRegistered,
+            (Some("patient-demographics-changed"), ..) => EventKind::PatientUpdated,
+            (Some("appointment-booked"), ..) => EventKind::AppointmentBooked,
+            (Some("appointment-rescheduled"), ..) => EventKind::AppointmentRescheduled,
+            (Some("appointment-cancelled"), ..) => EventKind::AppointmentCancelled,
+            (Some("appointment-no-show"), ..) => EventKind::AppointmentNoShow,
+            (Some("appointment-checked-in"), ..) => EventKind::AppointmentCheckedIn,
+            (Some("lab-result-available" | "vital-signs-recorded"), ..) => {
+                EventKind::ResultAvailable
+            }
+            (Some(_), ..) => return None,
+            (None, "Patient", "create") => EventKind::PatientRegistered,
+            (None, "Patient", _) => EventKind::PatientUpdated,
+            (None, "Appointment", "create") => EventKind::AppointmentBooked,
+            (None, "Appointment", _) => EventKind::AppointmentModified,
+            (None, "Observation", _) => EventKind::ResultAvailable,
+            (None, ..) => return None,
+        },
+    )
 }
 
 /// Sends `events` in order to the subscription's peer (`peer`: the vetted `ip:port`), stopping at
@@ -214,19 +222,31 @@ mod tests {
     fn topics_and_changes_choose_the_message() {
         let topic = |slug: &str| format!("{TOPIC_URL_PREFIX}{slug}");
         assert_eq!(
-            event_kind(Some(&topic("appointment-cancelled")), &event("Appointment", "update")),
+            event_kind(
+                Some(&topic("appointment-cancelled")),
+                &event("Appointment", "update")
+            ),
             Some(EventKind::AppointmentCancelled)
         );
         assert_eq!(
-            event_kind(Some(&topic("patient-registered")), &event("Patient", "create")),
+            event_kind(
+                Some(&topic("patient-registered")),
+                &event("Patient", "create")
+            ),
             Some(EventKind::PatientRegistered)
         );
         assert_eq!(
-            event_kind(Some(&topic("claim-status-changed")), &event("Claim", "update")),
+            event_kind(
+                Some(&topic("claim-status-changed")),
+                &event("Claim", "update")
+            ),
             None
         );
         assert_eq!(
-            event_kind(Some(&topic("appointment-cancelled")), &event("Appointment", "delete")),
+            event_kind(
+                Some(&topic("appointment-cancelled")),
+                &event("Appointment", "delete")
+            ),
             None,
             "a deleted appointment cannot be described"
         );

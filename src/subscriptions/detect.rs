@@ -206,7 +206,8 @@ impl Detector {
                     .scan(branch_index, mapping, Cond::True, after, scan_rows)
                     .await?;
                 report.rows_read += scanned.rows;
-                let highest = advanced_watermark(mapping, commit.watermark.take(), &scanned.outcomes);
+                let highest =
+                    advanced_watermark(mapping, commit.watermark.take(), &scanned.outcomes);
                 let ended = (scanned.rows as u64) < scan_rows;
                 commit.remember = scanned
                     .outcomes
@@ -225,7 +226,9 @@ impl Detector {
                     // (Rowversions need no such margin: MIN_ACTIVE_ROWVERSION bounds every read.)
                     let took = chrono::Duration::milliseconds(now_ms() - commit.last_reconcile_ms);
                     commit.watermark = match parse_watermark(highest.as_deref()) {
-                        Some(time) => Some(self.capped_watermark(mapping, format_watermark(time - took))),
+                        Some(time) => {
+                            Some(self.capped_watermark(mapping, format_watermark(time - took)))
+                        }
                         None => highest,
                     };
                     commit.scan_after = None;
@@ -307,7 +310,11 @@ impl Detector {
             .await?;
             if (scanned.rows as u64) < scan_rows {
                 // The cycle is complete: what it did not see is gone.
-                for (id, previous) in self.store.unseen_in_cycle(&mapping.name, commit.cycle).await? {
+                for (id, previous) in self
+                    .store
+                    .unseen_in_cycle(&mapping.name, commit.cycle)
+                    .await?
+                {
                     if observed.contains(&id) {
                         continue;
                     }
@@ -362,7 +369,10 @@ impl Detector {
         observed: &mut HashSet<String>,
     ) -> Result<(), DetectError> {
         let ids = served_ids(outcomes);
-        let fresh: Vec<String> = ids.into_iter().filter(|id| !observed.contains(id)).collect();
+        let fresh: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !observed.contains(id))
+            .collect();
         let known = self.store.remembered(&mapping.name, &fresh).await?;
         for (outcome, _) in outcomes {
             match outcome {
@@ -421,10 +431,9 @@ impl Detector {
         let fired: Vec<Vec<String>> = changes
             .iter()
             .map(|change| {
-                let previous = change
-                    .previous
-                    .as_ref()
-                    .and_then(|p| serde_json::from_str::<serde_json::Map<String, Json>>(&p.compared).ok());
+                let previous = change.previous.as_ref().and_then(|p| {
+                    serde_json::from_str::<serde_json::Map<String, Json>>(&p.compared).ok()
+                });
                 fired_topics(
                     topics,
                     &mapping.name,
@@ -462,7 +471,14 @@ impl Detector {
             }
             let filters = spec.criteria.query_pairs();
             let matched = self
-                .matching(mapping, &subscription, &access, &filters, changes, &candidates)
+                .matching(
+                    mapping,
+                    &subscription,
+                    &access,
+                    &filters,
+                    changes,
+                    &candidates,
+                )
                 .await?;
             for index in candidates.into_iter().filter(|i| matched.contains(i)) {
                 let change = &changes[index];
@@ -506,7 +522,12 @@ impl Detector {
                 matched.insert(index);
             }
         }
-        let Some(def) = self.repository.adapter.resources.get(&mapping.resource_type) else {
+        let Some(def) = self
+            .repository
+            .adapter
+            .resources
+            .get(&mapping.resource_type)
+        else {
             return Ok(matched);
         };
         let timezone = self.repository.adapter.timezone;
@@ -528,8 +549,14 @@ impl Detector {
                 }
             };
             let now = chrono::Utc::now().with_timezone(&timezone).naive_local();
-            let Ok(plan) = plan(def, &self.repository.adapter.resources, request, true, timezone, now)
-            else {
+            let Ok(plan) = plan(
+                def,
+                &self.repository.adapter.resources,
+                request,
+                true,
+                timezone,
+                now,
+            ) else {
                 tracing::warn!(subscription = %subscription.id, "filters no longer compile; nothing matched");
                 continue;
             };
@@ -608,11 +635,13 @@ fn moved_since(mapping: &Mapping, watermark: Option<&str>) -> Option<Cond> {
                 op: CmpOp::Lt,
                 right: Expr::MinActiveRowVersion,
             };
-            let above = watermark.and_then(|w| URL_SAFE_NO_PAD.decode(w).ok()).map(|bytes| Cond::Compare {
-                left: column(*index),
-                op: CmpOp::Gt,
-                right: Expr::Value(Value::Bytes(bytes)),
-            });
+            let above = watermark
+                .and_then(|w| URL_SAFE_NO_PAD.decode(w).ok())
+                .map(|bytes| Cond::Compare {
+                    left: column(*index),
+                    op: CmpOp::Gt,
+                    right: Expr::Value(Value::Bytes(bytes)),
+                });
             Some(Cond::and(above.into_iter().chain([below_open]).collect()))
         }
         ChangeStrategy::Scan => None,
@@ -637,17 +666,28 @@ fn advanced_watermark(
                 .max();
             let current = current.and_then(|w| URL_SAFE_NO_PAD.decode(w).ok());
             // Rowversions are 8 big-endian bytes: byte order is numeric order.
-            current.into_iter().chain(seen).max().map(|w| URL_SAFE_NO_PAD.encode(w))
+            current
+                .into_iter()
+                .chain(seen)
+                .max()
+                .map(|w| URL_SAFE_NO_PAD.encode(w))
         }
-        _ => max_watermark(parse_watermark(current.as_deref()), watermark_of(mapping, outcomes))
-            .map(format_watermark),
+        _ => max_watermark(
+            parse_watermark(current.as_deref()),
+            watermark_of(mapping, outcomes),
+        )
+        .map(format_watermark),
     }
 }
 
 /// Whether a deleted resource, known by the patients it concerned, passes filters under
 /// `access`: the owner must see those patients, and every filter must be a patient filter one of
 /// them satisfies (no other filter can be judged without the row).
-fn deleted_matches(access: &Access, filters: &[(String, String)], patients: &BTreeSet<String>) -> bool {
+fn deleted_matches(
+    access: &Access,
+    filters: &[(String, String)],
+    patients: &BTreeSet<String>,
+) -> bool {
     let visible = match access.patients() {
         PatientLimit::Everyone => true,
         PatientLimit::Only(ids) => patients.iter().any(|p| ids.contains(p)),
@@ -729,14 +769,18 @@ fn cell_time(value: &Value) -> Option<NaiveDateTime> {
         Value::Date(date) => date.and_hms_opt(0, 0, 0),
         Value::Text(text) => {
             let text = text.trim();
-            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"]
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-                .or_else(|| {
-                    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                        .ok()
-                        .and_then(|d| d.and_hms_opt(0, 0, 0))
-                })
+            [
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M",
+            ]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .or_else(|| {
+                NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+            })
         }
         _ => None,
     }
@@ -782,7 +826,13 @@ fn decode_key(text: Option<&str>) -> Option<Vec<Value>> {
                 "i" => Value::Int(value.as_i64()?),
                 "t" => Value::Text(value.as_str()?.to_owned()),
                 "b" => Value::Bytes(URL_SAFE_NO_PAD.decode(value.as_str()?).ok()?),
-                "u" => Value::Uuid(URL_SAFE_NO_PAD.decode(value.as_str()?).ok()?.try_into().ok()?),
+                "u" => Value::Uuid(
+                    URL_SAFE_NO_PAD
+                        .decode(value.as_str()?)
+                        .ok()?
+                        .try_into()
+                        .ok()?,
+                ),
                 "d" => Value::Decimal(value.as_str()?.parse().ok()?),
                 "date" => Value::Date(value.as_str()?.parse().ok()?),
                 "dt" => Value::DateTime(parse_watermark(value.as_str())?),
@@ -819,7 +869,10 @@ mod tests {
             .unwrap()
             .and_hms_opt(12, 0, 0)
             .unwrap();
-        assert_eq!(cell_time(&Value::Text("2026-03-04 12:00:00".into())), Some(noon));
+        assert_eq!(
+            cell_time(&Value::Text("2026-03-04 12:00:00".into())),
+            Some(noon)
+        );
         assert_eq!(cell_time(&Value::DateTime(noon)), Some(noon));
         assert_eq!(cell_time(&Value::Text("1958-00-00".into())), None);
         assert_eq!(cell_time(&Value::Null), None);

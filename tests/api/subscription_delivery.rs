@@ -198,8 +198,10 @@ impl Bench {
             sender: Arc::new(RestHookSender::new(
                 app.settings.subscriptions.endpoint_policy(),
             )),
+            sender_policy: app.settings.subscriptions.endpoint_policy(),
             replica: "delivery-tests".into(),
             wake: Arc::new(Notify::new()),
+            mllp: Default::default(),
             clock: Clock::new(move || read_now.load(Ordering::SeqCst), || DRAW),
         };
         Bench {

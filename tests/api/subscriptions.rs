@@ -164,12 +164,19 @@ async fn two_patients_appointments(app: &Running) -> Vec<(String, String)> {
         if appointment["status"] == "cancelled" || picked.iter().any(|(_, p)| p == patient) {
             continue;
         }
-        picked.push((appointment["id"].as_str().unwrap().to_owned(), patient.to_owned()));
+        picked.push((
+            appointment["id"].as_str().unwrap().to_owned(),
+            patient.to_owned(),
+        ));
         if picked.len() == 2 {
             break;
         }
     }
-    assert_eq!(picked.len(), 2, "the fixture has appointments of two patients");
+    assert_eq!(
+        picked.len(),
+        2,
+        "the fixture has appointments of two patients"
+    );
     picked
 }
 
@@ -251,8 +258,16 @@ async fn pms_edits_reach_the_receiver_per_topic_and_filter() {
         receiver.of(&ids[0], "event-notification").first().cloned()
     })
     .await;
-    assert_eq!(focuses(&cancelled.bundle), vec![format!("Appointment/{appointment}")], "{}", cancelled.bundle);
-    assert_eq!(status_part(&cancelled.bundle, "events-since-subscription-start")["valueString"], "1");
+    assert_eq!(
+        focuses(&cancelled.bundle),
+        vec![format!("Appointment/{appointment}")],
+        "{}",
+        cancelled.bundle
+    );
+    assert_eq!(
+        status_part(&cancelled.bundle, "events-since-subscription-start")["valueString"],
+        "1"
+    );
     support::assert_valid_r4(&cancelled.bundle);
     assert_eq!(cancelled.bundle["type"], "history");
     // id-only: the entry names the resource but does not carry it (SB-24).
@@ -291,13 +306,13 @@ async fn pms_edits_reach_the_receiver_per_topic_and_filter() {
         .await
         .unwrap();
     let gone = eventually("the deletion", Duration::from_secs(15), || {
-        receiver
-            .of(&ids[0], "event-notification")
-            .get(1)
-            .cloned()
+        receiver.of(&ids[0], "event-notification").get(1).cloned()
     })
     .await;
-    assert_eq!(focuses(&gone.bundle), vec![format!("Appointment/{appointment}")]);
+    assert_eq!(
+        focuses(&gone.bundle),
+        vec![format!("Appointment/{appointment}")]
+    );
     assert_eq!(gone.bundle["entry"][1]["request"]["method"], "DELETE");
 
     // $status counts both events; $events replays them.
@@ -313,11 +328,18 @@ async fn pms_edits_reach_the_receiver_per_topic_and_filter() {
         .unwrap();
     assert_eq!(since["valueString"], "2");
     let replay = app
-        .get(&format!("Subscription/{}/$events?eventsSinceNumber=1&eventsUntilNumber=2", ids[0]))
+        .get(&format!(
+            "Subscription/{}/$events?eventsSinceNumber=1&eventsUntilNumber=2",
+            ids[0]
+        ))
         .await;
     support::assert_valid_r4(&replay);
     assert_eq!(status_part(&replay, "type")["valueCode"], "query-event");
-    assert_eq!(focuses(&replay).len(), 1, "the deleted appointment is named; the cancelled one is gone from the PMS now");
+    assert_eq!(
+        focuses(&replay).len(),
+        1,
+        "the deleted appointment is named; the cancelled one is gone from the PMS now"
+    );
     drop(app.store);
 }
 
@@ -327,7 +349,10 @@ async fn subscriptions_are_refused_clearly_at_create() {
     let app = start(&db_url, None).await;
     let hook = "http://127.0.0.1:9/hook";
     let cases = [
-        ("unknown topic", topic_subscription("no-such-topic", &[], hook, "id-only")),
+        (
+            "unknown topic",
+            topic_subscription("no-such-topic", &[], hook, "id-only"),
+        ),
         (
             "filter not allowed",
             topic_subscription("appointment-cancelled", &["comment=x"], hook, "id-only"),
@@ -342,7 +367,12 @@ async fn subscriptions_are_refused_clearly_at_create() {
         ),
         (
             "link-local endpoint",
-            topic_subscription("appointment-cancelled", &[], "http://169.254.169.254/latest", "id-only"),
+            topic_subscription(
+                "appointment-cancelled",
+                &[],
+                "http://169.254.169.254/latest",
+                "id-only",
+            ),
         ),
     ];
     for (why, subscription) in cases {
@@ -387,7 +417,12 @@ async fn a_patient_token_cannot_subscribe_to_another_patients_data() {
     )
     .await;
     let create = |filter: String| {
-        let body = topic_subscription("appointment-cancelled", &[&filter], "http://127.0.0.1:9/hook", "id-only");
+        let body = topic_subscription(
+            "appointment-cancelled",
+            &[&filter],
+            "http://127.0.0.1:9/hook",
+            "id-only",
+        );
         app.client
             .post(format!("{}/Subscription", app.base))
             .bearer_auth(&patient_token)
@@ -395,8 +430,14 @@ async fn a_patient_token_cannot_subscribe_to_another_patients_data() {
             .body(body.to_string())
             .send()
     };
-    assert_eq!(create("patient=Patient/2".into()).await.unwrap().status(), StatusCode::FORBIDDEN);
-    assert_eq!(create("patient=Patient/1".into()).await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(
+        create("patient=Patient/2".into()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        create("patient=Patient/1".into()).await.unwrap().status(),
+        StatusCode::CREATED
+    );
 }
 
 /// Patients whose notifications carried `given` as a given name, by id.

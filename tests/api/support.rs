@@ -116,7 +116,10 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
         state: Default::default(),
         auth: Default::default(),
         // Detection and delivery run only in the tests that ask for them.
-        subscriptions: portico::config::SubscriptionsSettings { enabled: false, ..Default::default() },
+        subscriptions: portico::config::SubscriptionsSettings {
+            enabled: false,
+            ..Default::default()
+        },
     }
 }
 

@@ -219,7 +219,10 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
         },
         state: Default::default(),
         auth: Default::default(),
-        subscriptions: portico::config::SubscriptionsSettings { enabled: false, ..Default::default() },
+        subscriptions: portico::config::SubscriptionsSettings {
+            enabled: false,
+            ..Default::default()
+        },
     };
     let application = Application::build(&settings)
         .await
