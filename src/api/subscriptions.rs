@@ -279,6 +279,17 @@ fn negotiated(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<Negotia
     negotiate(headers, param(pairs, "_format"), param(pairs, "_pretty"))
 }
 
+/// The query and form parameters, and the answer's format they and `Accept` ask for.
+fn form_and_format(
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    bytes: &[u8],
+) -> Result<(Vec<(String, String)>, Negotiated), ApiError> {
+    let pairs = form_pairs(headers, raw, bytes)?;
+    let negotiated = negotiated(headers, &pairs)?;
+    Ok((pairs, negotiated))
+}
+
 fn answer(negotiated: &Negotiated, result: Result<(StatusCode, Json), ApiError>) -> Response {
     match result.and_then(|(status, json)| Ok((status, body(negotiated, &json)?))) {
         Ok((status, bytes)) => {
@@ -491,12 +502,8 @@ pub async fn search(
     RawQuery(raw): RawQuery,
     bytes: Bytes,
 ) -> Response {
-    let pairs = match form_pairs(&headers, raw.as_deref(), &bytes) {
-        Ok(pairs) => pairs,
-        Err(error) => return error_response(error, None),
-    };
-    let negotiated = match negotiated(&headers, &pairs) {
-        Ok(n) => n,
+    let (pairs, negotiated) = match form_and_format(&headers, raw.as_deref(), &bytes) {
+        Ok(parts) => parts,
         Err(error) => return error_response(error, None),
     };
     let result = async {
@@ -575,12 +582,8 @@ async fn status_operation(
     raw: Option<String>,
     bytes: Bytes,
 ) -> Response {
-    let pairs = match form_pairs(&headers, raw.as_deref(), &bytes) {
-        Ok(pairs) => pairs,
-        Err(error) => return error_response(error, None),
-    };
-    let negotiated = match negotiated(&headers, &pairs) {
-        Ok(n) => n,
+    let (pairs, negotiated) = match form_and_format(&headers, raw.as_deref(), &bytes) {
+        Ok(parts) => parts,
         Err(error) => return error_response(error, None),
     };
     let result = async {
@@ -617,12 +620,8 @@ pub async fn events_operation(
     RawQuery(raw): RawQuery,
     bytes: Bytes,
 ) -> Response {
-    let pairs = match form_pairs(&headers, raw.as_deref(), &bytes) {
-        Ok(pairs) => pairs,
-        Err(error) => return error_response(error, None),
-    };
-    let negotiated = match negotiated(&headers, &pairs) {
-        Ok(n) => n,
+    let (pairs, negotiated) = match form_and_format(&headers, raw.as_deref(), &bytes) {
+        Ok(parts) => parts,
         Err(error) => return error_response(error, None),
     };
     let result = async {
