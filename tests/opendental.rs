@@ -181,8 +181,9 @@ async fn opendental_on_mariadb() {
         .expect("resources")
         .iter()
         .map(|r| r["type"].as_str().expect("type").to_owned())
-        // The audit trail is served from the state store, not the PMS (tests/api/audit.rs).
-        .filter(|t| t != "AuditEvent")
+        // The audit trail and subscriptions are served from the state store, not the PMS
+        // (tests/api/audit.rs, tests/api/subscriptions.rs).
+        .filter(|t| t != "AuditEvent" && t != "Subscription")
         .collect();
     assert_eq!(advertised.len(), 8, "{advertised:?}");
     let mut served = std::collections::BTreeMap::new();
