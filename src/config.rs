@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::db::DbSettings;
 
 /// A string that never shows in `Debug` output or logs.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -422,6 +422,9 @@ mod tests {
         let settings = load_from(Some(&example), &[]).unwrap();
         assert_eq!(settings.auth.backend_token_seconds, 300);
         assert!(settings.state.url.is_none());
+        assert!(settings.subscriptions.enabled);
+        assert_eq!(settings.subscriptions.poll_interval_ms, 5000);
+        assert!(!settings.subscriptions.allow_private_endpoints);
         let local = load_from(
             Some(&example),
             &env(&[("PORTICO_AUTH__ACCESS_TOKEN_SECONDS", "600")]),

@@ -33,6 +33,8 @@ pub enum ApiError {
     NotAcceptable(String),
     /// 415: unsupported request body type.
     UnsupportedMediaType(String),
+    /// 429: too many failed sign-ins; the client waits before trying again.
+    TooManyRequests(String),
     /// 503: the legacy database cannot be reached; retry later.
     Unavailable(String),
     /// 504: the legacy database did not answer within the statement time limit.
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unservable(_) => StatusCode::BAD_GATEWAY,
@@ -78,6 +81,9 @@ impl ApiError {
             }
             ApiError::Unavailable(message) => {
                 vec![Issue::error(IssueType::Transient, message.clone())]
+            }
+            ApiError::TooManyRequests(message) => {
+                vec![Issue::error(IssueType::Throttled, message.clone())]
             }
             ApiError::Timeout(message) => vec![Issue::error(IssueType::Timeout, message.clone())],
             ApiError::Unservable(message) => {
@@ -189,6 +195,7 @@ mod tests {
                 "not-supported",
             ),
             (ApiError::Unavailable("x".into()), 503, "transient"),
+            (ApiError::TooManyRequests("x".into()), 429, "throttled"),
             (ApiError::Timeout("x".into()), 504, "timeout"),
             (ApiError::Unservable("x".into()), 502, "processing"),
             (ApiError::Internal("secret detail".into()), 500, "exception"),

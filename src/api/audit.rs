@@ -438,7 +438,7 @@ async fn may_read_audit(
 
 /// Whether the token was issued to an admin user: the store's record of the token names the
 /// user (a client's own tokens name none), and the user's role decides.
-async fn is_admin(state: &AppState, claims: &AccessClaims) -> Result<bool, ApiError> {
+pub(super) async fn is_admin(state: &AppState, claims: &AccessClaims) -> Result<bool, ApiError> {
     let store = state.auth.tokens.store();
     let unavailable = |error: crate::state::StateError| {
         tracing::warn!(%error, "cannot check the user's role");

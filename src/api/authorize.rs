@@ -64,7 +64,7 @@ pub async fn require_token(
     }
 }
 
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     base: &str,
     authorization: &[HeaderValue],

@@ -3,6 +3,7 @@
 //! Architecture invariant: handlers hold no FHIR or SQL logic; they parse, call `search` and the
 //! `Repository`, and format. Every error leaves through `ApiError`.
 
+mod admin;
 pub mod audit;
 mod authorize;
 mod handlers;
@@ -132,6 +133,23 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/fhir/{resource_type}/{id}/_history/{version}",
             get(handlers::vread).fallback(handlers::only_get),
+        )
+        // The operator's view of subscription health (administrators only).
+        .route(
+            "/admin/subscriptions",
+            get(admin::list).fallback(handlers::only_get),
+        )
+        .route(
+            "/admin/subscriptions/{id}",
+            get(admin::show).fallback(handlers::only_get),
+        )
+        .route(
+            "/admin/subscriptions/{id}/retry",
+            post(admin::retry).fallback(handlers::only_post),
+        )
+        .route(
+            "/admin/subscriptions/{id}/disable",
+            post(admin::disable).fallback(handlers::only_post),
         )
         .route(
             "/health",

@@ -1,7 +1,8 @@
 //! The OpenAPI 3.1 document of the HTTP surface, built once at startup from the active adapter:
 //! one read, search and `_search` path per served type, with that type's search parameters as the
 //! CapabilityStatement lists them (`fhir::capability::search_params`), the same three for the
-//! audit trail (`api::audit::SEARCH_PARAMS`, whatever the adapter), and every status code,
+//! audit trail (`api::audit::SEARCH_PARAMS`, whatever the adapter), the subscription paths
+//! (`subscriptions`), and every status code,
 //! header and content type the handlers really answer. Parameter schemas describe exactly the
 //! values the server accepts (the grammars next to the parsers), so a schema-driven client or
 //! fuzzer can tell a valid request from an invalid one; `tests` holds them to the parsers.
@@ -141,14 +142,30 @@ struct Answers {
     not_modified: bool,
     bad_request: Option<&'static str>,
     not_found: Option<&'static str>,
-    unsupported_body: bool,
+    /// What a 415 means, when the operation takes a body.
+    unsupported_body: Option<&'static str>,
     /// A read: the resource's legacy row may be unservable (502).
     unservable: bool,
     source: Source,
 }
 
+/// The 415 of a form search.
+const FORM_BODY_REFUSED: &str =
+    "OperationOutcome: the body is not application/x-www-form-urlencoded";
+
 fn with_responses(
+    operation: OperationBuilder,
+    ok: ResponseBuilder,
+    answers: Answers,
+) -> OperationBuilder {
+    with_responses_as(operation, "200", ok, answers)
+}
+
+/// `with_responses` for an operation whose success is `ok_status` (201 for a create, 204 for
+/// a delete).
+fn with_responses_as(
     mut operation: OperationBuilder,
+    ok_status: &str,
     ok: ResponseBuilder,
     answers: Answers,
 ) -> OperationBuilder {
@@ -174,7 +191,7 @@ fn with_responses(
     } else {
         ok
     };
-    operation = operation.response("200", ok.build());
+    operation = operation.response(ok_status, ok.build());
     if answers.not_modified {
         operation = operation.response(
             "304",
@@ -228,15 +245,10 @@ fn with_responses(
         )
         .build(),
     );
-    if answers.unsupported_body {
+    if let Some(description) = answers.unsupported_body {
         operation = operation.response(
             "415",
-            fhir_response(
-                "OperationOutcome: the body is not application/x-www-form-urlencoded",
-                &json_only,
-                &outcome,
-            )
-            .build(),
+            fhir_response(description, &json_only, &outcome).build(),
         );
     }
     if answers.unservable {
@@ -255,7 +267,7 @@ fn with_responses(
             "OperationOutcome: the practice database is unavailable, or the request's audit event could not be stored (no answer leaves unaudited)"
         }
         Source::State => {
-            "OperationOutcome: the state store holding the audit trail is unavailable, or the request's own audit event could not be stored"
+            "OperationOutcome: Portico's state store (the audit trail, subscriptions) is unavailable, or the request's own audit event could not be stored"
         }
     };
     operation = operation
@@ -511,7 +523,7 @@ fn search_paths(adapter: &Adapter, def: &ResourceDef) -> (PathItem, PathItem) {
             "OperationOutcome naming every malformed parameter (and, under `Prefer: handling=strict`, every unknown one)",
         ),
         not_found: Some("OperationOutcome: no such page"),
-        unsupported_body: false,
+        unsupported_body: None,
         unservable: false,
         source: Source::Practice,
     };
@@ -581,7 +593,7 @@ fn search_operations(
                 .build(),
         ));
     let post_answers = Answers {
-        unsupported_body: true,
+        unsupported_body: Some(FORM_BODY_REFUSED),
         ..answers
     };
     (
@@ -596,7 +608,7 @@ fn read_path(def: &ResourceDef) -> PathItem {
         not_modified: true,
         bad_request: None,
         not_found: Some("OperationOutcome: no such resource"),
-        unsupported_body: false,
+        unsupported_body: None,
         unservable: true,
         source: Source::Practice,
     };
@@ -676,7 +688,7 @@ fn audit_paths() -> (PathItem, PathItem, PathItem) {
             "OperationOutcome naming every malformed parameter and every parameter not listed here",
         ),
         not_found: None,
-        unsupported_body: false,
+        unsupported_body: None,
         unservable: false,
         source: Source::State,
     };
@@ -772,7 +784,8 @@ fn openapi_path() -> PathItem {
 }
 
 /// The SMART discovery document: the fields Portico always sends, each URL absolute.
-fn smart_configuration_path() -> PathItem {
+/// `operation_id` tells the root's copy from the one under `/fhir` (ids are unique per document).
+fn smart_configuration_path(operation_id: &str) -> PathItem {
     let urls = [
         "issuer",
         "jwks_uri",
@@ -805,7 +818,7 @@ fn smart_configuration_path() -> PathItem {
             .property(name, ArrayBuilder::new().items(string()));
     }
     let operation = OperationBuilder::new()
-        .operation_id(Some("smart-configuration"))
+        .operation_id(Some(operation_id))
         .tag("Authorization")
         .summary(Some(
             "SMART on FHIR discovery (JSON whatever Accept says; no token needed)",
@@ -896,7 +909,7 @@ fn components() -> utoipa::openapi::Components {
         .response(
             "MethodNotAllowed",
             fhir_response(
-                "Any method a path does not document (Portico is read-only): OperationOutcome, with Allow listing the methods the path takes",
+                "Any method a path does not document (the practice's data are read-only): OperationOutcome, with Allow listing the methods the path takes",
                 &[("application/fhir+json", Format::Json)],
                 &component("OperationOutcome"),
             )
@@ -915,16 +928,22 @@ pub fn document(adapter: &Adapter) -> OpenApi {
         .path("/fhir/metadata", metadata_path())
         .path("/health", health_path())
         .path("/openapi.json", openapi_path())
-        .path(endpoints::SMART_CONFIGURATION, smart_configuration_path())
+        .path(
+            endpoints::SMART_CONFIGURATION,
+            smart_configuration_path("smart-configuration"),
+        )
         .path(
             format!("{}{}", endpoints::FHIR, endpoints::SMART_CONFIGURATION),
-            smart_configuration_path(),
+            smart_configuration_path("smart-configuration-fhir"),
         );
     let (search, form, read) = audit_paths();
     paths = paths
         .path(format!("/fhir/{AUDIT_EVENT}"), search)
         .path(format!("/fhir/{AUDIT_EVENT}/_search"), form)
         .path(format!("/fhir/{AUDIT_EVENT}/{{id}}"), read);
+    for (path, item) in subscriptions::paths() {
+        paths = paths.path(path, item);
+    }
     for def in adapter.resources.values() {
         let resource_type = &def.resource_type;
         let (search, form) = search_paths(adapter, def);
@@ -939,7 +958,7 @@ pub fn document(adapter: &Adapter) -> OpenApi {
                 .title("Portico FHIR R4 facade")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(format!(
-                    "Read-only FHIR R4 API over {} ({}). The CapabilityStatement (/fhir/metadata) is the FHIR contract; this document describes the same surface for HTTP tools. Methods a path does not list answer 405 with an OperationOutcome and Allow (components.responses.MethodNotAllowed). Authorization is SMART on FHIR: /.well-known/smart-configuration names the endpoints, and tokens are sent as bearer tokens (components.securitySchemes.bearer).",
+                    "FHIR R4 API over {} ({}): read-only over the practice database; subscriptions live in Portico's own state store. The CapabilityStatement (/fhir/metadata) is the FHIR contract; this document describes the same surface for HTTP tools. Methods a path does not list answer 405 with an OperationOutcome and Allow (components.responses.MethodNotAllowed). Authorization is SMART on FHIR: /.well-known/smart-configuration names the endpoints, and tokens are sent as bearer tokens (components.securitySchemes.bearer).",
                     adapter.title, adapter.name
                 ))),
         )
@@ -948,5 +967,6 @@ pub fn document(adapter: &Adapter) -> OpenApi {
         .build()
 }
 
+mod subscriptions;
 #[cfg(test)]
 mod tests;

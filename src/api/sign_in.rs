@@ -409,7 +409,7 @@ pub async fn login(
     answer.unwrap_or_else(refusal)
 }
 
-enum PasswordCheck {
+pub(super) enum PasswordCheck {
     Accepted(User),
     Refused,
     TooMany,
@@ -417,7 +417,7 @@ enum PasswordCheck {
 
 /// A password check under the sign-in rate limits: after `FAILURES_PER_ACCOUNT` failures for a
 /// name or `FAILURES_PER_ADDRESS` from an address within the window, nothing is checked at all.
-async fn check_password(
+pub(super) async fn check_password(
     state: &AppState,
     address: &ClientAddress,
     username: &str,

@@ -24,6 +24,7 @@ use crate::fhir::outcome::{Issue, IssueType};
 use crate::search::compile::plan;
 use crate::search::parse::parse;
 use crate::state::subscriptions::{StoredSubscription, SubscriptionWrite};
+use crate::subscriptions::channel_secrets;
 use crate::subscriptions::deliver::{HL7V2_MLLP, REST_HOOK, notification_events, status_of};
 use crate::subscriptions::endpoint_guard::{vet, vet_mllp_peer};
 use crate::subscriptions::notification::{
@@ -125,7 +126,8 @@ fn spec_of(stored: &StoredSubscription) -> Result<SubscriptionSpec, ApiError> {
         .map_err(|e| ApiError::Internal(format!("stored subscription unreadable: {e}")))
 }
 
-fn rendered(stored: &StoredSubscription) -> Result<Json, ApiError> {
+/// The served Subscription; `reveal_signing_secret` for the answer that generated its secret.
+fn rendered(stored: &StoredSubscription, reveal_signing_secret: bool) -> Result<Json, ApiError> {
     let spec = spec_of(stored)?;
     Ok(render_subscription(&SubscriptionView {
         id: &stored.id,
@@ -136,6 +138,7 @@ fn rendered(stored: &StoredSubscription) -> Result<Json, ApiError> {
         version: stored.version.max(1) as u64,
         last_updated: chrono::DateTime::from_timestamp_millis(stored.updated_ms)
             .unwrap_or_default(),
+        reveal_signing_secret,
     }))
 }
 
@@ -160,15 +163,16 @@ fn json_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Json, ApiError> {
 }
 
 /// Validates a client's Subscription against the adapter's topics, the search compiler, the
-/// token's access and the SSRF guard; the write to store.
+/// token's access and the SSRF guard, settling its credentials against the `stored` one an
+/// update replaces; the write to store, and whether a signing secret was generated.
 async fn validated_write(
     state: &AppState,
     base: &PublicBase,
     claims: &AccessClaims,
     access: &Access,
-    id: String,
+    (id, stored): (String, Option<&SubscriptionSpec>),
     resource: &Json,
-) -> Result<SubscriptionWrite, ApiError> {
+) -> Result<(SubscriptionWrite, bool), ApiError> {
     let adapter = &state.adapter;
     let search_params = |resource_type: &str| -> Option<Vec<String>> {
         adapter
@@ -176,8 +180,14 @@ async fn validated_write(
             .get(resource_type)
             .map(|def| def.search.keys().cloned().collect())
     };
-    let spec = parse_subscription(resource, &adapter.topics, &search_params)
+    let mut spec = parse_subscription(resource, &adapter.topics, &search_params)
         .map_err(ApiError::BadRequest)?;
+    let generated_secret = channel_secrets::settle(
+        &mut spec.channel,
+        stored.map(|s| &s.channel),
+        chrono::Utc::now(),
+    )
+    .map_err(ApiError::BadRequest)?;
     let resource_type = spec
         .criteria
         .resource_type(&adapter.topics)
@@ -253,11 +263,24 @@ async fn validated_write(
             ])
         })?;
     }
+    if let Some(oauth) = &spec.channel.oauth {
+        vet(&oauth.token_url, &state.subscriptions.endpoint_policy)
+            .await
+            .map_err(|refused| {
+                ApiError::BadRequest(vec![
+                    Issue::error(
+                        IssueType::Invalid,
+                        format!("the OAuth token URL is refused: {refused}"),
+                    )
+                    .at("Subscription.channel.extension"),
+                ])
+            })?;
+    }
     let status = match spec.requested_status {
         SubscriptionStatus::Off => "off",
         _ => "requested",
     };
-    Ok(SubscriptionWrite {
+    let write = SubscriptionWrite {
         id,
         client_id: claims.client_id.clone(),
         owner: owner_json(claims),
@@ -272,7 +295,8 @@ async fn validated_write(
         end_ms: spec.end.map(|end| end.timestamp_millis()),
         heartbeat_ms: spec.channel.heartbeat_period.map(|s| i64::from(s) * 1000),
         spec: serde_json::to_string(&spec).expect("spec serializes"),
-    })
+    };
+    Ok((write, generated_secret))
 }
 
 fn negotiated(headers: &HeaderMap, pairs: &[(String, String)]) -> Result<Negotiated, ApiError> {
@@ -321,7 +345,8 @@ pub async fn create(
         require_scope(&claims, Operation::Create)?;
         let resource = json_body(&headers, &bytes)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let write = validated_write(&state, &base, &claims, &access, id, &resource).await?;
+        let (write, generated_secret) =
+            validated_write(&state, &base, &claims, &access, (id, None), &resource).await?;
         let stored = state
             .auth
             .tokens
@@ -330,7 +355,7 @@ pub async fn create(
             .await
             .map_err(store_unavailable)?;
         state.subscriptions.wake.notify_one();
-        Ok((StatusCode::CREATED, rendered(&stored)?))
+        Ok((StatusCode::CREATED, rendered(&stored, generated_secret)?))
     }
     .await;
     let location = result.as_ref().ok().and_then(|(_, json)| {
@@ -361,7 +386,7 @@ pub async fn read(
         let claims = claims_of(claims)?;
         require_scope(&claims, Operation::Read)?;
         let stored = owned(&state, &claims, &id).await?;
-        Ok((StatusCode::OK, rendered(&stored)?))
+        Ok((StatusCode::OK, rendered(&stored, false)?))
     }
     .await;
     answer(&negotiated, result)
@@ -399,8 +424,16 @@ pub async fn update(
                 .at("Subscription.id"),
             ]));
         }
-        owned(&state, &claims, &id).await?;
-        let write = validated_write(&state, &base, &claims, &access, id.clone(), &resource).await?;
+        let previous = spec_of(&owned(&state, &claims, &id).await?)?;
+        let (write, generated_secret) = validated_write(
+            &state,
+            &base,
+            &claims,
+            &access,
+            (id.clone(), Some(&previous)),
+            &resource,
+        )
+        .await?;
         let stored = state
             .auth
             .tokens
@@ -410,7 +443,7 @@ pub async fn update(
             .map_err(store_unavailable)?
             .ok_or_else(|| not_found(&id))?;
         state.subscriptions.wake.notify_one();
-        Ok((StatusCode::OK, rendered(&stored)?))
+        Ok((StatusCode::OK, rendered(&stored, generated_secret)?))
     }
     .await;
     answer(&negotiated, result)
@@ -515,7 +548,7 @@ pub async fn search(
             .map(|s| {
                 Ok(serde_json::json!({
                     "fullUrl": format!("{}/Subscription/{}", base.fhir(), s.id),
-                    "resource": rendered(s)?,
+                    "resource": rendered(s, false)?,
                     "search": { "mode": "match" },
                 }))
             })

@@ -15,6 +15,7 @@ pub enum IssueType {
     Processing,
     Forbidden,
     Login,
+    Throttled,
 }
 
 impl IssueType {
@@ -30,6 +31,7 @@ impl IssueType {
             IssueType::Processing => "processing",
             IssueType::Forbidden => "forbidden",
             IssueType::Login => "login",
+            IssueType::Throttled => "throttled",
         }
     }
 }

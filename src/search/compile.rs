@@ -1577,7 +1577,7 @@ mod access;
 pub use access::{RowAccess, row_access};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 mod text_bound_tests {

@@ -239,7 +239,9 @@ impl StateStore {
     }
 
     /// Replaces a subscription's request (an update). Asking for `requested` (reactivation)
-    /// clears its failures and schedules a handshake; events keep their numbers (SB-29).
+    /// clears its failures and schedules a handshake; events keep their numbers (SB-29). A
+    /// reactivation also takes back a delivery lease: a send already under way (to what may be
+    /// the old endpoint) then records nothing, so it cannot clear the new handshake.
     pub async fn replace_subscription(
         &self,
         write: &SubscriptionWrite,
@@ -255,7 +257,9 @@ impl StateStore {
              failed_attempts = CASE WHEN $9 = 1 THEN 0 ELSE failed_attempts END, \
              failing_since_ms = CASE WHEN $9 = 1 THEN NULL ELSE failing_since_ms END, \
              retries_stopped = CASE WHEN $9 = 1 THEN 0 ELSE retries_stopped END, \
-             next_attempt_ms = CASE WHEN $9 = 1 THEN 0 ELSE next_attempt_ms END \
+             next_attempt_ms = CASE WHEN $9 = 1 THEN 0 ELSE next_attempt_ms END, \
+             lease_owner = CASE WHEN $9 = 1 THEN NULL ELSE lease_owner END, \
+             lease_until_ms = CASE WHEN $9 = 1 THEN 0 ELSE lease_until_ms END \
              WHERE id = $1 AND client_id = $10",
         )
         .bind(&write.id)

@@ -288,8 +288,17 @@ impl DeliveryWorker {
             channel_headers: spec.channel.headers.clone(),
             body: serde_json::to_vec(&bundle).expect("JSON serializes"),
             webhook_id: webhook_id(&subscription, kind, &events, self.clock.now_ms()),
-            signing_secrets: Vec::new(),
-            oauth: None,
+            signing_secrets: spec
+                .channel
+                .signing
+                .as_ref()
+                .map_or_else(Vec::new, |signing| {
+                    signing.signing_secrets(
+                        chrono::DateTime::from_timestamp_millis(self.clock.now_ms())
+                            .unwrap_or_default(),
+                    )
+                }),
+            oauth: spec.channel.oauth.as_ref().map(|oauth| oauth.outbound()),
             // SB-25's `backport-timeout`, already capped at MAX_TIMEOUT_SECONDS.
             response_timeout: spec
                 .channel

@@ -846,6 +846,77 @@ fn decode_key(text: Option<&str>) -> Option<Vec<Value>> {
 mod tests {
     use super::*;
 
+    /// The exact T-SQL a rowversion pass sends. Neither SQL Server PMS here has a rowversion
+    /// column, so the Cerebello adapter is copied as a site that added one (`RowVer`) to its
+    /// Patient and Appointment tables would declare it; there is no SQL Server here either, so the
+    /// statement text is what is checked.
+    #[test]
+    fn rowversion_passes_render_the_expected_tsql() {
+        use crate::dialect::{DialectKind, render};
+        use crate::search::compile::{BranchPlan, RowAccess, page_select};
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/cerebello");
+        let dir = std::env::temp_dir().join(format!("portico-rowversion-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let mut text = std::fs::read_to_string(&path).unwrap();
+                let name = path.file_name().unwrap().to_owned();
+                if name == "Patient.toml" || name == "Appointment.toml" {
+                    text = text.replace(
+                        "[changes]\nstrategy = \"scan\"\n",
+                        "[changes]\nstrategy = \"rowversion\"\ncolumn = \"RowVer\"\n",
+                    );
+                }
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        }
+        let adapter = crate::adapter::load(&dir).expect("the adapter loads");
+        std::fs::remove_dir_all(&dir).ok();
+        let mut rendered = String::new();
+        for def in adapter.resources.values() {
+            for (index, mapping) in def.mappings.iter().enumerate() {
+                let Some(changes) = &mapping.changes else {
+                    continue;
+                };
+                if !matches!(changes.strategy, ChangeStrategy::RowVersion { .. }) {
+                    continue;
+                }
+                // A watermark as a pass stores it: the last rowversion seen, base64url.
+                let watermark = URL_SAFE_NO_PAD.encode([0, 0, 0, 0, 0, 0, 0x12, 0x34]);
+                let branch = BranchPlan {
+                    index,
+                    mapping: mapping.clone(),
+                    cond: moved_since(mapping, Some(&watermark)).expect("a rowversion cond"),
+                    variants: None,
+                    sort: Vec::new(),
+                };
+                let everything = RowAccess {
+                    cond: Cond::True,
+                    variants: None,
+                };
+                let query = render(
+                    DialectKind::Mssql,
+                    &page_select(&branch, &everything, None, 500),
+                );
+                rendered.push_str(&format!(
+                    "-- {} mapping {index}\n{}\n-- binds: {:?}\n\n",
+                    def.resource_type, query.sql, query.params
+                ));
+            }
+        }
+        assert_eq!(
+            rendered.matches("MIN_ACTIVE_ROWVERSION()").count(),
+            2,
+            "Patient and Appointment pass on their rowversion:\n{rendered}"
+        );
+        crate::search::compile::tests::check_snapshot_in(
+            "src/subscriptions/snapshots",
+            "rowversion.tsql.txt",
+            &rendered,
+        );
+    }
+
     #[test]
     fn scan_positions_survive_the_store() {
         let key = vec![

@@ -2,12 +2,14 @@
 //! PMS edits into numbered events in the state store; the outbox worker (`deliver`) sends them as
 //! notification Bundles (`notification`) over rest-hook (`rest_hook`: retry `schedule`, SSRF
 //! `endpoint_guard`); `resource` is the Subscription resource, `trigger` the topics' rules,
-//! `owner` whose access a subscription acts under; HL7 v2 over MLLP (`hl7v2`, `mllp`).
+//! `owner` whose access a subscription acts under, `channel_secrets` a rest-hook's signing secret
+//! and OAuth client; HL7 v2 over MLLP (`hl7v2`, `mllp`).
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+pub mod channel_secrets;
 pub mod deliver;
 pub mod deliver_mllp;
 pub mod detect;

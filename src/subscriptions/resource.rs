@@ -9,6 +9,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::adapter::model::{TOPIC_URL_PREFIX, Topic};
 use crate::auth::scope::parse_filter;
 use crate::fhir::outcome::{Issue, IssueType};
+use crate::subscriptions::channel_secrets::{self, OAuthSpec, SigningSpec};
 use crate::subscriptions::rest_hook::channel_headers;
 
 /// The backport profile a topic-based subscription conforms to (SB-04).
@@ -100,6 +101,12 @@ pub struct ChannelSpec {
     pub timeout: Option<u32>,
     /// Events per notification, at least 1.
     pub max_count: Option<u32>,
+    /// Standard Webhooks signing secrets (rest-hook; `channel_secrets`).
+    #[serde(default)]
+    pub signing: Option<SigningSpec>,
+    /// OAuth2 client credentials for an endpoint that wants a bearer token (rest-hook).
+    #[serde(default)]
+    pub oauth: Option<OAuthSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -221,7 +228,7 @@ impl Criteria {
     }
 }
 
-fn invalid(diagnostics: impl Into<String>, at: impl Into<String>) -> Issue {
+pub(super) fn invalid(diagnostics: impl Into<String>, at: impl Into<String>) -> Issue {
     Issue::error(IssueType::Invalid, diagnostics).at(at)
 }
 
@@ -354,7 +361,7 @@ fn parse_contact(contact: Option<&Json>, issues: &mut Vec<Issue>) -> Vec<Json> {
 
 /// The extensions of `holder` (an element, or the `_name` object of a primitive) with `url`,
 /// with their positions in its `extension` array.
-fn extensions_with_url<'a>(
+pub(super) fn extensions_with_url<'a>(
     holder: Option<&'a Json>,
     url: &'a str,
 ) -> impl Iterator<Item = (usize, &'a Json)> + 'a {
@@ -622,7 +629,9 @@ fn parse_channel(
     let timeout = positive_number(channel, TIMEOUT_EXTENSION, "valueUnsignedInt", issues)
         .map(|timeout| timeout.min(MAX_TIMEOUT_SECONDS));
     let max_count = positive_number(channel, MAX_COUNT_EXTENSION, "valuePositiveInt", issues);
-    Some(ChannelSpec {
+    let signing = channel_secrets::parse_signing(channel, issues);
+    let oauth = channel_secrets::parse_oauth(channel, issues);
+    let spec = ChannelSpec {
         kind: kind?,
         endpoint,
         payload,
@@ -631,7 +640,11 @@ fn parse_channel(
         heartbeat_period,
         timeout,
         max_count,
-    })
+        signing,
+        oauth,
+    };
+    channel_secrets::check_channel_kind(&spec, issues);
+    Some(spec)
 }
 
 /// A string element of the channel, trimmed; anything else there is an issue.
@@ -873,6 +886,8 @@ pub struct SubscriptionView<'a> {
     pub events_since_start: u64,
     pub version: u64,
     pub last_updated: DateTime<Utc>,
+    /// Show the signing secret Portico just generated (the answer to that create or update).
+    pub reveal_signing_secret: bool,
 }
 
 /// An instant as FHIR writes it (UTC, `Z`).
@@ -955,11 +970,14 @@ pub fn render_subscription(view: &SubscriptionView) -> Json {
     if let Some(error) = view.error {
         resource.insert("error".into(), json!(error));
     }
-    resource.insert("channel".into(), render_channel(&spec.channel));
+    resource.insert(
+        "channel".into(),
+        render_channel(&spec.channel, view.reveal_signing_secret),
+    );
     Json::Object(resource)
 }
 
-fn render_channel(channel: &ChannelSpec) -> Json {
+fn render_channel(channel: &ChannelSpec, reveal_signing_secret: bool) -> Json {
     let mut element = Map::new();
     let numbers = [
         (
@@ -973,6 +991,7 @@ fn render_channel(channel: &ChannelSpec) -> Json {
     let extensions: Vec<Json> = numbers
         .into_iter()
         .filter_map(|(url, key, value)| value.map(|value| extension(url, key, json!(value))))
+        .chain(channel_secrets::render(channel, reveal_signing_secret))
         .collect();
     if !extensions.is_empty() {
         element.insert("extension".into(), Json::Array(extensions));

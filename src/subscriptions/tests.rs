@@ -173,6 +173,8 @@ fn the_ig_example_parses_into_every_field() {
                 heartbeat_period: Some(86400),
                 timeout: Some(60),
                 max_count: Some(20),
+                signing: None,
+                oauth: None,
             },
             requested_status: SubscriptionStatus::Requested,
             contact: vec![json!({"system": "email", "value": "integration@ehr.example"})],
@@ -759,6 +761,7 @@ fn view(spec: &SubscriptionSpec) -> SubscriptionView<'_> {
         events_since_start: 12,
         version: 3,
         last_updated: at(2),
+        reveal_signing_secret: false,
     }
 }
 
@@ -1156,4 +1159,196 @@ fn fhir_payload_types_of_r4_are_accepted_and_others_refused() {
             assert_eq!(spec.channel.payload.as_deref(), Some(payload));
         }
     }
+}
+
+/// A valid `whsec_` secret of 32 bytes, all `byte`.
+fn whsec(byte: u8) -> String {
+    use base64::Engine;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode([byte; 32])
+    )
+}
+
+/// The IG example with a signing secret and outbound OAuth credentials on its channel.
+fn with_credentials(signing: &str, client_secret: &str, token_url: &str) -> Json {
+    use super::channel_secrets::{OUTBOUND_OAUTH_EXTENSION, SIGNING_SECRET_EXTENSION};
+    let mut json = ig_example();
+    let extensions = json["channel"]["extension"]
+        .as_array_mut()
+        .expect("extensions");
+    extensions.push(json!({"url": SIGNING_SECRET_EXTENSION, "valueString": signing}));
+    extensions.push(json!({
+        "url": OUTBOUND_OAUTH_EXTENSION,
+        "extension": [
+            {"url": "tokenUrl", "valueUrl": token_url},
+            {"url": "clientId", "valueString": "portico-at-ehr"},
+            {"url": "clientSecret", "valueString": client_secret},
+            {"url": "scope", "valueString": "system/Bundle.c"},
+        ],
+    }));
+    json
+}
+
+#[test]
+fn channel_credentials_are_stored_and_served_redacted() {
+    use super::channel_secrets::{REDACTED, settle};
+    let secret = whsec(7);
+    let json = with_credentials(&secret, "oauth-secret-1", "https://ehr.example/oauth/token");
+    let mut spec = parsed(&json);
+    assert!(!settle(&mut spec.channel, None, at(2)).expect("settles"));
+    let signing = spec.channel.signing.clone().expect("signing");
+    assert_eq!(signing.secret.expose(), secret);
+    assert_eq!(signing.signing_secrets(at(2)).len(), 1);
+    let oauth = spec.channel.oauth.clone().expect("oauth").outbound();
+    assert_eq!(oauth.client_secret, "oauth-secret-1");
+    assert_eq!(oauth.scope.as_deref(), Some("system/Bundle.c"));
+
+    let rendered = render_subscription(&view(&spec));
+    strict(&rendered);
+    let text = rendered.to_string();
+    assert!(
+        !text.contains(&secret) && !text.contains("oauth-secret-1"),
+        "{text}"
+    );
+    assert!(
+        !format!("{spec:?}").contains(&secret),
+        "Debug hides the secret"
+    );
+    assert!(!format!("{spec:?}").contains("oauth-secret-1"));
+
+    // A client that reads the subscription and writes it back keeps both secrets.
+    let mut again = parsed(&rendered);
+    assert_eq!(
+        again.channel.signing.as_ref().map(|s| s.secret.expose()),
+        Some(REDACTED)
+    );
+    assert!(!settle(&mut again.channel, Some(&spec.channel), at(3)).expect("settles"));
+    assert_eq!(again.channel.signing, spec.channel.signing, "no rotation");
+    assert_eq!(again.channel.oauth, spec.channel.oauth);
+}
+
+#[test]
+fn a_new_signing_secret_rotates_the_old_one_out_over_a_day() {
+    use super::channel_secrets::{GENERATE, ROTATION_OVERLAP, settle};
+    let first = whsec(1);
+    let mut stored = parsed(&with_credentials(&first, "s", "https://ehr.example/token"));
+    settle(&mut stored.channel, None, at(2)).expect("settles");
+
+    let mut rotated = parsed(&with_credentials(
+        GENERATE,
+        "s",
+        "https://ehr.example/token",
+    ));
+    assert!(settle(&mut rotated.channel, Some(&stored.channel), at(2)).expect("settles"));
+    let signing = rotated.channel.signing.clone().expect("signing");
+    assert_ne!(signing.secret.expose(), first);
+    assert!(super::rest_hook::SigningSecret::parse(signing.secret.expose()).is_ok());
+    assert_eq!(
+        signing.previous.as_ref().map(|s| s.expose()),
+        Some(first.as_str())
+    );
+    let overlap = chrono::Duration::from_std(ROTATION_OVERLAP).expect("fits");
+    assert_eq!(
+        signing.signing_secrets(at(2)).len(),
+        2,
+        "both sign meanwhile"
+    );
+    assert_eq!(
+        signing.signing_secrets(at(2) + overlap).len(),
+        1,
+        "the old one stops after the overlap"
+    );
+    // The generated secret is shown in the answer that made it, and only there.
+    let revealed = render_subscription(&SubscriptionView {
+        reveal_signing_secret: true,
+        ..view(&rotated)
+    });
+    strict(&revealed);
+    assert!(revealed.to_string().contains(signing.secret.expose()));
+    assert!(
+        !render_subscription(&view(&rotated))
+            .to_string()
+            .contains(signing.secret.expose())
+    );
+}
+
+#[test]
+fn bad_channel_credentials_are_refused() {
+    use super::channel_secrets::{REDACTED, settle};
+    let short = with_credentials("whsec_c2hvcnQ=", "s", "https://ehr.example/token");
+    let not_whsec = with_credentials("hunter2", "s", "https://ehr.example/token");
+    let relative_token_url = with_credentials(&whsec(2), "s", "/token");
+    let mut no_client_secret = with_credentials(&whsec(2), "s", "https://ehr.example/token");
+    let oauth = no_client_secret["channel"]["extension"]
+        .as_array_mut()
+        .expect("extensions")
+        .last_mut()
+        .expect("oauth");
+    oauth["extension"].as_array_mut().expect("parts").remove(2);
+    let mut on_mllp = with_credentials(&whsec(2), "s", "https://ehr.example/token");
+    on_mllp["channel"]["type"] = json!("message");
+    on_mllp["channel"]["_type"] = mllp_channel()["_type"].clone();
+    on_mllp["channel"]["endpoint"] = json!("mllp://engine.example:6661");
+    on_mllp["channel"]["payload"] = json!(HL7V2_PAYLOAD);
+    for (case, json, says) in [
+        ("too short", short, "32 to 64"),
+        ("not whsec", not_whsec, "32 to 64"),
+        ("relative token URL", relative_token_url, "tokenUrl"),
+        ("no client secret", no_client_secret, "clientSecret"),
+        ("on MLLP", on_mllp, "rest-hook channels only"),
+    ] {
+        let issues = refused(&json);
+        assert!(
+            issues.iter().any(|i| i.diagnostics.contains(says)),
+            "{case}: {issues:#?}"
+        );
+    }
+
+    // `***` keeps only what is stored, and an OAuth secret only for the same client.
+    let mut kept_nothing = parsed(&with_credentials(
+        REDACTED,
+        "s",
+        "https://ehr.example/token",
+    ));
+    assert!(settle(&mut kept_nothing.channel, None, at(2)).is_err());
+    let mut stored = parsed(&with_credentials(
+        &whsec(3),
+        "s1",
+        "https://ehr.example/token",
+    ));
+    settle(&mut stored.channel, None, at(2)).expect("settles");
+    let mut moved = parsed(&with_credentials(
+        REDACTED,
+        REDACTED,
+        "https://elsewhere.example/token",
+    ));
+    let issues = settle(&mut moved.channel, Some(&stored.channel), at(2)).expect_err("refused");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.diagnostics.contains("same tokenUrl")),
+        "{issues:#?}"
+    );
+}
+
+#[test]
+fn a_redacted_header_keeps_the_stored_value() {
+    use super::channel_secrets::settle;
+    let mut json = ig_example();
+    json["channel"]["header"] = json!(["Authorization: Bearer t-1", "X-Tenant: 9"]);
+    let stored = parsed(&json);
+    json["channel"]["header"] = json!(["authorization: ***", "X-Tenant: 10"]);
+    let mut update = parsed(&json);
+    settle(&mut update.channel, Some(&stored.channel), at(2)).expect("settles");
+    assert_eq!(
+        update.channel.headers,
+        vec![
+            "Authorization: Bearer t-1".to_owned(),
+            "X-Tenant: 10".to_owned()
+        ]
+    );
+    json["channel"]["header"] = json!(["X-Other: ***"]);
+    let mut unknown = parsed(&json);
+    assert!(settle(&mut unknown.channel, Some(&stored.channel), at(2)).is_err());
 }

@@ -54,3 +54,7 @@ mod rest_hook;
 mod subscriptions;
 // Rest-hook delivery against a misbehaving receiver on a test clock, on both state stores.
 mod subscription_delivery;
+// A rest-hook subscription's signing secret and outbound OAuth client, end to end.
+mod subscription_credentials;
+// The operator's view of subscription health, administrators only.
+mod subscription_admin;

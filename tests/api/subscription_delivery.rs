@@ -290,7 +290,7 @@ impl Bench {
 /// The test's own detection mapping, whose lease numbers events for any subscription.
 const TEST_MAPPING: &str = "delivery-tests";
 
-async fn append_events(store: &StateStore, id: &str, count: usize, occurred_ms: i64) {
+pub(crate) async fn append_events(store: &StateStore, id: &str, count: usize, occurred_ms: i64) {
     let owner = "delivery-tests";
     // Leases are reckoned in real time by the store, whatever the test clock says.
     store
@@ -551,6 +551,57 @@ async fn gone_turns_the_subscription_off() {
         );
         let read = bench.app.get(&format!("Subscription/{id}")).await;
         assert_eq!(read["status"], "off");
+    }
+}
+
+/// A reactivation that lands while a notification is in flight: the send under way records
+/// nothing, and the new request gets its own handshake.
+#[tokio::test]
+async fn a_reactivation_during_a_send_gets_its_own_handshake() {
+    let test = "delivery_reactivated_in_flight";
+    let db_url = support::seed(Backend::Sqlite, test).await;
+    for state_url in support::state_urls(test).await {
+        let bench = Arc::new(Bench::start(&db_url, state_url).await);
+        let id = bench.active(json!([]), None).await;
+        bench.append(&id, 2).await;
+        bench
+            .receiver
+            .answer([Answer::Slow(Duration::from_millis(1500))]);
+        let sending = {
+            let bench = bench.clone();
+            tokio::spawn(async move { bench.round().await })
+        };
+        // The events are on their way (the receiver has them, and has not answered yet).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while bench.receiver.received().len() < 2 {
+            assert!(Instant::now() < deadline, "the events were not sent");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut read = bench.app.get(&format!("Subscription/{id}")).await;
+        read["status"] = json!("requested");
+        let (status, updated) = bench.app.put(&read).await;
+        assert_eq!(status, StatusCode::OK, "{updated}");
+        assert_eq!(sending.await.unwrap(), 1);
+
+        let stored = bench.stored(&id).await;
+        assert!(stored.handshake_pending, "{stored:?}");
+        assert_eq!(stored.status, "requested", "{stored:?}");
+        assert_eq!(
+            stored.delivered_through, 0,
+            "the interrupted send counts for nothing"
+        );
+        assert_eq!(bench.round().await, 1, "the new handshake");
+        let received = bench.receiver.received();
+        assert_eq!(
+            status_part(received.last().unwrap(), "type")["valueCode"],
+            "handshake"
+        );
+        assert_eq!(bench.stored(&id).await.status, "active");
+        assert_eq!(bench.round().await, 1, "the events again");
+        assert_eq!(
+            event_numbers(bench.receiver.received().last().unwrap()),
+            vec![1, 2]
+        );
     }
 }
 

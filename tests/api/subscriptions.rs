@@ -36,7 +36,7 @@ fn subscribing_settings(db_url: &str) -> Settings {
 
 /// Portico with detection and delivery on, a registered client and a token that may manage
 /// subscriptions and read everything.
-async fn start(db_url: &str, state_url: Option<String>) -> Running {
+pub(crate) async fn start(db_url: &str, state_url: Option<String>) -> Running {
     start_with(db_url, state_url, true).await
 }
 
@@ -124,6 +124,22 @@ impl Running {
         let response = self
             .client
             .post(format!("{}/Subscription", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/fhir+json")
+            .body(subscription.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Json::Null))
+    }
+
+    /// PUTs `subscription` to its own id.
+    pub(crate) async fn put(&self, subscription: &Json) -> (StatusCode, Json) {
+        let id = subscription["id"].as_str().expect("an id");
+        let response = self
+            .client
+            .put(format!("{}/Subscription/{id}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", "application/fhir+json")
             .body(subscription.to_string())

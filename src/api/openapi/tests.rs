@@ -434,8 +434,8 @@ fn the_audit_agent_pattern_trims_what_rust_trims() {
 fn parameter_names(operation: &Json) -> Vec<String> {
     operation["parameters"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect()
 }
@@ -525,4 +525,58 @@ fn the_audit_trail_has_read_search_and_form_search_with_its_parameters() {
             ["enum"],
         serde_json::json!(["AuditEvent"])
     );
+}
+
+#[test]
+fn subscriptions_have_every_operation_the_handlers_answer() {
+    let document = serde_json::to_value(document(&openemr())).unwrap();
+    let operations = [
+        ("/fhir/Subscription", "get", "200"),
+        ("/fhir/Subscription", "post", "201"),
+        ("/fhir/Subscription/_search", "post", "200"),
+        ("/fhir/Subscription/$status", "get", "200"),
+        ("/fhir/Subscription/$status", "post", "200"),
+        ("/fhir/Subscription/{id}", "get", "200"),
+        ("/fhir/Subscription/{id}", "put", "200"),
+        ("/fhir/Subscription/{id}", "delete", "204"),
+        ("/fhir/Subscription/{id}/$status", "get", "200"),
+        ("/fhir/Subscription/{id}/$status", "post", "200"),
+        ("/fhir/Subscription/{id}/$events", "get", "200"),
+        ("/fhir/Subscription/{id}/$events", "post", "200"),
+    ];
+    for (path, method, ok) in operations {
+        let operation = &document["paths"][path][method];
+        let answers = &operation["responses"];
+        for code in [ok, "401", "403", "500", "503"] {
+            assert!(answers[code].is_object(), "{method} {path}: {code}");
+        }
+        assert!(answers["504"].is_null(), "{method} {path}: no PMS query");
+        assert_eq!(
+            path.contains("{id}"),
+            parameter_names(operation).contains(&"id".to_owned()),
+            "{method} {path}: the id parameter"
+        );
+    }
+    for (path, method) in [
+        ("/fhir/Subscription", "post"),
+        ("/fhir/Subscription/{id}", "put"),
+    ] {
+        let operation = &document["paths"][path][method];
+        let body = &operation["requestBody"]["content"];
+        assert!(body["application/fhir+json"].is_object(), "{method} {path}");
+        assert!(operation["responses"]["400"].is_object(), "{method} {path}");
+        assert!(operation["responses"]["415"].is_object(), "{method} {path}");
+    }
+    // Operation ids name one operation each, document-wide (links and clients rely on it).
+    let mut ids: Vec<&str> = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "duplicate operation ids");
 }

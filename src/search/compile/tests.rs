@@ -390,8 +390,14 @@ fn render_cases(
 }
 
 fn check_snapshot(name: &str, actual: &str) {
+    check_snapshot_in("src/search/compile/snapshots", name, actual);
+}
+
+/// Compares `actual` with the file `name` in `dir` (relative to the crate); `UPDATE_EXPECT=1`
+/// writes it instead.
+pub(crate) fn check_snapshot_in(dir: &str, name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/search/compile/snapshots")
+        .join(dir)
         .join(name);
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
