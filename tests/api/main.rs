@@ -54,3 +54,7 @@ mod rest_hook;
 mod subscriptions;
 // Rest-hook delivery against a misbehaving receiver on a test clock, on both state stores.
 mod subscription_delivery;
+// Open Dental subscriptions end to end on MariaDB: every topic the adapter declares.
+mod subscriptions_opendental;
+// A removed client's subscriptions are off at once, on both state stores.
+mod subscriptions_revoked;
