@@ -56,12 +56,7 @@ fn heard(
         );
         let numbers = event_numbers(bundle);
         let named = focuses(bundle);
-        let entries: Vec<&Json> = bundle["entry"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .skip(1)
-            .collect();
+        let entries: Vec<&Json> = bundle["entry"].as_array().unwrap().iter().skip(1).collect();
         let heard_now: Vec<Heard> = if content == "empty" {
             assert!(named.is_empty() && entries.is_empty(), "{bundle}");
             numbers
@@ -228,9 +223,13 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
     let mut settings = subscribing_settings(&db_url);
     settings.legacy.adapter = "opendental".into();
     let app = start_on(settings).await;
-    let state_url = app.settings.state.url(&app.settings.server.state_dir).unwrap();
-    let adapter = portico::adapter::load(&app.settings.legacy.adapters_dir.join("opendental"))
+    let state_url = app
+        .settings
+        .state
+        .url(&app.settings.server.state_dir)
         .unwrap();
+    let adapter =
+        portico::adapter::load(&app.settings.legacy.adapters_dir.join("opendental")).unwrap();
     let mapping_of = |resource: &str| adapter.resources[resource].mappings[0].name.clone();
     let mut pms = MySqlConnection::connect(&db_url).await.unwrap();
 
@@ -287,7 +286,14 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
     )
     .await;
     let patient_filter = format!("Appointment?patient={mine}");
-    let booked = subscribe(&app, &receiver, "appointment-booked", &patient_filter, "id-only").await;
+    let booked = subscribe(
+        &app,
+        &receiver,
+        "appointment-booked",
+        &patient_filter,
+        "id-only",
+    )
+    .await;
     let rescheduled = subscribe(
         &app,
         &receiver,
@@ -379,9 +385,7 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
         &[&patient_text, &patient_text],
     )
     .await;
-    registered
-        .wait_for(&receiver, 1, "the registration")
-        .await;
+    registered.wait_for(&receiver, 1, "the registration").await;
     assert_eq!(registered.heard(&receiver), expect(&[(&mine, "POST")]));
 
     // A demographics edit of this patient, an aging run that rewrites balances only (nothing
@@ -410,7 +414,10 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
     their_demographics
         .wait_for(&receiver, 1, "the other patient's rename")
         .await;
-    assert_eq!(their_demographics.heard(&receiver), expect(&[(&theirs, "PUT")]));
+    assert_eq!(
+        their_demographics.heard(&receiver),
+        expect(&[(&theirs, "PUT")])
+    );
     assert_eq!(demographics.heard(&receiver), expect(&[(&mine, "PUT")]));
     let edited = receiver.of(&demographics.id, "event-notification");
     let patient_resource = carried_resources(&edited[0].bundle)[0].clone();
@@ -425,7 +432,10 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
     // Two appointments booked (AptStatus 1 Scheduled); Pattern is 5 minutes a character.
     let first = next_key(&mut pms, "appointment", "AptNum").await;
     let second = first + 1;
-    for (appointment, at) in [(first, "2031-03-14 10:00:00"), (second, "2031-04-02 09:00:00")] {
+    for (appointment, at) in [
+        (first, "2031-03-14 10:00:00"),
+        (second, "2031-04-02 09:00:00"),
+    ] {
         run(
             &mut pms,
             "INSERT INTO appointment (AptNum, PatNum, AptStatus, Pattern, Confirmed, Op, Note, \
@@ -441,7 +451,9 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
             ],
         )
         .await;
-        booked.wait_for(&receiver, (appointment - first + 1) as usize, "a booking").await;
+        booked
+            .wait_for(&receiver, (appointment - first + 1) as usize, "a booking")
+            .await;
     }
     let (first_ref, second_ref) = (
         format!("Appointment/{first}"),
@@ -459,9 +471,7 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
         &[&first.to_string()],
     )
     .await;
-    rescheduled
-        .wait_for(&receiver, 1, "the reschedule")
-        .await;
+    rescheduled.wait_for(&receiver, 1, "the reschedule").await;
     let moved = receiver.of(&rescheduled.id, "event-notification");
     let appointment_resource = carried_resources(&moved[0].bundle)[0].clone();
     assert!(
@@ -525,11 +535,7 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
         expect(&[(&first_ref, "PUT"), (&second_ref, "DELETE")]),
         "broken, then deleted; the completion and the other patient's cancellation are not ours"
     );
-    assert_eq!(
-        booked.heard(&receiver).len(),
-        2,
-        "no status became booked"
-    );
+    assert_eq!(booked.heard(&receiver).len(), 2, "no status became booked");
     assert_eq!(
         rescheduled.heard(&receiver),
         expect(&[(&first_ref, "PUT")]),
@@ -609,7 +615,11 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
         &mut pms,
         "INSERT INTO patplan (PatPlanNum, PatNum, Ordinal, Relationship, InsSubNum, SecDateTEntry) \
          VALUES (?, ?, 1, 2, ?, NOW())",
-        &[&patient_plan.to_string(), &patient_text, &ins_sub.to_string()],
+        &[
+            &patient_plan.to_string(),
+            &patient_text,
+            &ins_sub.to_string(),
+        ],
     )
     .await;
     run(
@@ -665,7 +675,11 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
         their_claims.heard(&receiver),
         expect(&[(&format!("Claim/{other_claim}"), "PUT")])
     );
-    assert_eq!(claims.heard(&receiver).len(), 2, "sending changed no status");
+    assert_eq!(
+        claims.heard(&receiver).len(),
+        2,
+        "sending changed no status"
+    );
     run(
         &mut pms,
         "DELETE FROM claim WHERE ClaimNum = ?",
@@ -676,7 +690,11 @@ async fn open_dental_edits_reach_the_receiver_per_topic_and_filter() {
     let claim_ref = format!("Claim/{claim}");
     assert_eq!(
         claims.heard(&receiver),
-        expect(&[(&claim_ref, "POST"), (&claim_ref, "PUT"), (&claim_ref, "DELETE")]),
+        expect(&[
+            (&claim_ref, "POST"),
+            (&claim_ref, "PUT"),
+            (&claim_ref, "DELETE")
+        ]),
         "created, status changed, deleted"
     );
 

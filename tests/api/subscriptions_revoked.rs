@@ -70,14 +70,20 @@ async fn a_removed_clients_subscriptions_are_off_at_once_and_hear_nothing_more()
         let receiver = Receiver::start().await;
         let removed = start_with(&db_url, Some(state_url), true).await;
         let kept = another_client(&removed).await;
-        let subscription =
-            topic_subscription("patient-demographics-changed", &[], &receiver.url, "id-only");
+        let subscription = topic_subscription(
+            "patient-demographics-changed",
+            &[],
+            &receiver.url,
+            "id-only",
+        );
         let mut ids = Vec::new();
         for owner in [&removed, &kept] {
             let (status, created) = owner.create(&subscription).await;
             assert_eq!(status, StatusCode::CREATED, "{created}");
             let id = created["id"].as_str().unwrap().to_owned();
-            owner.await_handshakes(&receiver, std::slice::from_ref(&id)).await;
+            owner
+                .await_handshakes(&receiver, std::slice::from_ref(&id))
+                .await;
             ids.push(id);
         }
         let (removed_id, kept_id) = (ids[0].clone(), ids[1].clone());
@@ -94,7 +100,12 @@ async fn a_removed_clients_subscriptions_are_off_at_once_and_hear_nothing_more()
         // Removing the client turns its subscription off at once, with the reason; the other
         // client's subscription is untouched.
         assert!(removed.store.remove_client("portico-tests").await.unwrap());
-        let off = removed.store.subscription(&removed_id).await.unwrap().unwrap();
+        let off = removed
+            .store
+            .subscription(&removed_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(off.status, "off", "{off:?}");
         assert_eq!(off.error.as_deref(), Some(REMOVED_CLIENT_REASON));
         let live = kept.store.subscription(&kept_id).await.unwrap().unwrap();
@@ -143,7 +154,12 @@ async fn a_removed_clients_subscriptions_are_off_at_once_and_hear_nothing_more()
             1,
             "nothing more was sent to the removed client"
         );
-        let off = removed.store.subscription(&removed_id).await.unwrap().unwrap();
+        let off = removed
+            .store
+            .subscription(&removed_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (off.events_since_start, off.delivered_through),
             (1, 1),
