@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::subscriptions::now_ms;
 use super::{StateError, StateStore, hash_token, now, random_token};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +98,9 @@ pub struct NewClient {
     #[serde(default)]
     pub allowed_scopes: String,
 }
+
+/// The error a removed client's subscriptions carry once `remove_client` has turned them off.
+pub const REMOVED_CLIENT_REASON: &str = "the client that owns this subscription was removed";
 
 /// The shortest secret an operator may choose: shorter ones could be guessed against a hash.
 const MIN_SECRET_CHARS: usize = 32;
@@ -230,7 +234,9 @@ impl StateStore {
         rows.iter().map(client_from_row).collect()
     }
 
-    /// Removes a client and everything issued to it (codes, refresh and access tokens stop working).
+    /// Removes a client and everything issued to it (codes, refresh and access tokens stop working),
+    /// and turns its subscriptions off in the same transaction: `$status` and `portico
+    /// subscriptions list` say so at once, and the delivery worker claims none of them again.
     pub async fn remove_client(&self, client_id: &str) -> Result<bool, StateError> {
         let mut tx = self.pool().begin().await?;
         let removed = sqlx::query("DELETE FROM oauth_client WHERE client_id = $1")
@@ -257,6 +263,17 @@ impl StateStore {
             .bind(client_id)
             .execute(&mut *tx)
             .await?;
+        // Subscriptions already off keep their own reason (410, end reached, an operator).
+        sqlx::query(
+            "UPDATE subscription SET status = $1, error = $2, version = version + 1, updated_ms = $3 \
+             WHERE client_id = $4 AND status <> $1",
+        )
+        .bind("off")
+        .bind(REMOVED_CLIENT_REASON)
+        .bind(now_ms())
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(removed > 0)
     }

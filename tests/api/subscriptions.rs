@@ -26,7 +26,7 @@ pub(crate) struct Running {
 }
 
 /// Settings with detection and delivery on (polling every 200 ms, loopback endpoints allowed).
-fn subscribing_settings(db_url: &str) -> Settings {
+pub(crate) fn subscribing_settings(db_url: &str) -> Settings {
     let mut settings: Settings = support::settings(db_url, 5000);
     settings.subscriptions.enabled = true;
     settings.subscriptions.poll_interval_ms = 200;
@@ -52,13 +52,20 @@ pub(crate) async fn start_with(
     if let Some(url) = state_url {
         settings.state.url = Some(Secret::new(url.as_str()));
     }
+    start_on(settings).await
+}
+
+/// Portico on `settings` (any adapter), with the subscribing client registered and a token for
+/// it; when detection runs, every mapping's baseline is done before this returns.
+pub(crate) async fn start_on(settings: Settings) -> Running {
     let base = support::start(&settings).await;
     let store = StateStore::open(&settings.state.url(&settings.server.state_dir).unwrap())
         .await
         .unwrap();
     register_subscriber(&store).await;
+    let detecting = settings.subscriptions.enabled;
     let running = Running::at(base, store, settings).await;
-    if detect_and_deliver {
+    if detecting {
         wait_for_baselines(&running.store, &running.settings).await;
     }
     running
@@ -79,7 +86,9 @@ async fn register_subscriber(store: &StateStore) {
 
 /// Every detected mapping finishes its baseline (which notifies nobody) before edits begin.
 async fn wait_for_baselines(store: &StateStore, settings: &Settings) {
-    let adapter = portico::adapter::load(&settings.legacy.adapters_dir.join("openemr")).unwrap();
+    let adapter =
+        portico::adapter::load(&settings.legacy.adapters_dir.join(&settings.legacy.adapter))
+            .unwrap();
     let detected = adapter
         .resources
         .values()
@@ -148,6 +157,27 @@ impl Running {
             .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Json::Null))
+    }
+
+    /// Waits until the handshake of each of `ids` reached `receiver` and activated it (SB-16).
+    pub(crate) async fn await_handshakes(&self, receiver: &Receiver, ids: &[String]) {
+        for id in ids {
+            eventually("a handshake", Duration::from_secs(10), || {
+                receiver.of(id, "handshake").first().cloned()
+            })
+            .await;
+        }
+        for id in ids {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let read = self.get(&format!("Subscription/{id}")).await;
+                if read["status"] == "active" {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{read}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 
     pub(crate) async fn get(&self, path: &str) -> Json {
@@ -238,23 +268,7 @@ async fn pms_edits_reach_the_receiver_per_topic_and_filter() {
         .collect();
 
     // Handshakes activate each one (SB-16).
-    for id in &ids {
-        eventually("a handshake", Duration::from_secs(10), || {
-            receiver.of(id, "handshake").first().cloned()
-        })
-        .await;
-    }
-    for id in &ids {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let read = app.get(&format!("Subscription/{id}")).await;
-            if read["status"] == "active" {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{read}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    app.await_handshakes(&receiver, &ids).await;
 
     // As the PMS writes: a status-only edit (OpenEMR does not bump pc_time), a name change, and
     // an edit of a column Portico does not serve.
