@@ -54,3 +54,5 @@ mod rest_hook;
 mod subscriptions;
 // Rest-hook delivery against a misbehaving receiver on a test clock, on both state stores.
 mod subscription_delivery;
+// The websocket channel: binding tokens, the socket, its handshake, events, heartbeats and closes.
+mod subscription_websocket;
