@@ -233,6 +233,8 @@ async fn check_binding(
 pub async fn serve_socket(mut socket: WebSocket, context: SocketContext) {
     let stop = run(&mut socket, &context).await;
     if let Stop::Close { code, reason } = stop {
+        // The reason names a subscription at most, never a token.
+        tracing::info!(code, reason = %reason, "closing a subscription websocket");
         let issue_type = match code {
             close_code::POLICY => IssueType::Forbidden,
             close_code::AGAIN => IssueType::Transient,

@@ -283,8 +283,20 @@ async fn a_bound_socket_gets_the_handshake_the_backlog_new_events_and_heartbeats
 
 #[tokio::test]
 async fn bad_expired_and_misdirected_binding_tokens_are_refused() {
-    let db_url = support::seed(Backend::Sqlite, "subscriptions_websocket_refused").await;
-    let app = start_with(&db_url, None, false).await;
+    let test = "subscriptions_websocket_refused";
+    let db_url = support::seed(Backend::Sqlite, test).await;
+    for state_url in support::state_urls(test).await {
+        refusals(&db_url, state_url).await;
+    }
+}
+
+/// The refusals on one state store (SQLite or PostgreSQL).
+async fn refusals(db_url: &str, state_url: String) {
+    eprintln!(
+        "on the {} state store",
+        state_url.split(':').next().unwrap_or_default()
+    );
+    let app = start_with(db_url, Some(state_url), false).await;
     let (_, first) = app
         .create(&websocket_subscription(
             "appointment-cancelled",
