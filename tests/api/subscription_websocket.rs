@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt, StreamExt};
+use portico::state::StateStore;
 use portico::state::subscriptions::{WebsocketBinding, now_ms};
 use portico::state::{hash_token, random_token};
 use portico::subscriptions::resource::HEARTBEAT_PERIOD_EXTENSION;
@@ -23,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::notifications::{
     carried_resources, event_numbers, focuses, status_part, topic_subscription,
 };
-use crate::subscriptions::{Running, start_with};
+use crate::subscriptions::{Running, register_subscriber, start_with, subscribing_settings};
 use crate::support::{self, Backend};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -431,4 +432,36 @@ async fn refusals(db_url: &str, state_url: String) {
     let (code, reason) = closed(&mut socket).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(reason.contains("deleted"), "{reason}");
+}
+
+#[tokio::test]
+async fn stopping_the_server_closes_bound_sockets() {
+    let db_url = support::seed(Backend::Sqlite, "subscriptions_websocket_stop").await;
+    let mut settings = subscribing_settings(&db_url);
+    settings.subscriptions.enabled = false;
+    let (base, stop) = support::start_stoppable(&settings).await;
+    let store = StateStore::open(&settings.state.url(&settings.server.state_dir).unwrap())
+        .await
+        .unwrap();
+    register_subscriber(&store).await;
+    let app = Running::at(base, store, settings).await;
+    let (_, created) = app
+        .create(&websocket_subscription(
+            "patient-registered",
+            &[],
+            "id-only",
+            60,
+        ))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let (_, parameters) = app
+        .binding_token(&format!("Subscription/{id}/$get-ws-binding-token"))
+        .await;
+    let mut socket = bind(&parameters, "bind-with-token:").await;
+    next_notification(&mut socket, "handshake").await;
+
+    stop.cancel();
+    let (code, reason) = closed(&mut socket).await;
+    assert_eq!(code, CloseCode::Away);
+    assert!(reason.contains("stopping"), "{reason}");
 }

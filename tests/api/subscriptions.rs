@@ -26,7 +26,7 @@ pub(crate) struct Running {
 }
 
 /// Settings with detection and delivery on (polling every 200 ms, loopback endpoints allowed).
-fn subscribing_settings(db_url: &str) -> Settings {
+pub(crate) fn subscribing_settings(db_url: &str) -> Settings {
     let mut settings: Settings = support::settings(db_url, 5000);
     settings.subscriptions.enabled = true;
     settings.subscriptions.poll_interval_ms = 200;
@@ -65,7 +65,7 @@ pub(crate) async fn start_with(
 }
 
 /// The client subscriptions are made by.
-async fn register_subscriber(store: &StateStore) {
+pub(crate) async fn register_subscriber(store: &StateStore) {
     store
         .add_client(NewClient {
             client_id: Some("portico-tests".into()),
@@ -103,7 +103,7 @@ async fn wait_for_baselines(store: &StateStore, settings: &Settings) {
 impl Running {
     /// A client of the server `support::start` started at `base`, with a token that may manage
     /// subscriptions and read everything.
-    async fn at(base: String, store: StateStore, settings: Settings) -> Running {
+    pub(crate) async fn at(base: String, store: StateStore, settings: Settings) -> Running {
         let token = support::mint_token(
             &support::token_service(&base),
             &base,
