@@ -149,6 +149,7 @@ fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Se
         },
         replica: replica.clone(),
         delivery: state.subscriptions.wake.clone(),
+        sockets: state.subscriptions.sockets.clone(),
     };
     let delivery = crate::subscriptions::deliver::DeliveryWorker {
         repository: state.repository.clone(),
@@ -222,6 +223,8 @@ impl Application {
             subscriptions: crate::subscriptions::SubscriptionsRuntime {
                 endpoint_policy: settings.subscriptions.endpoint_policy(),
                 wake: Arc::new(tokio::sync::Notify::new()),
+                sockets: Default::default(),
+                shutdown: workers.shutdown_token(),
             },
         };
         if settings.subscriptions.enabled {

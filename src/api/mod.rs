@@ -100,6 +100,12 @@ pub fn router(state: AppState) -> Router {
                 .fallback(handlers::only_get),
         )
         .route(
+            "/fhir/Subscription/$get-ws-binding-token",
+            get(subscriptions::type_binding_token)
+                .post(subscriptions::type_binding_token)
+                .fallback(handlers::only_get),
+        )
+        .route(
             "/fhir/Subscription/{id}",
             get(subscriptions::read)
                 .put(subscriptions::update)
@@ -117,6 +123,17 @@ pub fn router(state: AppState) -> Router {
             get(subscriptions::events_operation)
                 .post(subscriptions::events_operation)
                 .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Subscription/{id}/$get-ws-binding-token",
+            get(subscriptions::instance_binding_token)
+                .post(subscriptions::instance_binding_token)
+                .fallback(handlers::only_get),
+        )
+        // The websocket channel's socket: outside /fhir, authenticated by a binding token.
+        .route(
+            crate::subscriptions::websocket::WEBSOCKET_PATH,
+            get(subscriptions::socket).fallback(handlers::only_get),
         )
         .route(
             "/fhir/{resource_type}",

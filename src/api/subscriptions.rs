@@ -1,5 +1,6 @@
 //! `/fhir/Subscription`: create, read, update, delete and search a client's subscriptions, and
-//! the backport operations `$status` (type and instance) and `$events`. Subscriptions live in
+//! the backport operations `$status` (type and instance), `$events` and `$get-ws-binding-token`,
+//! and the websocket channel's socket (`subscriptions::websocket`). Subscriptions live in
 //! the state store; each belongs to the client and user whose token created it, acts under that
 //! token's claims, and is seen only by them. SMART scopes on `Subscription` decide what a token
 //! may do (`c`, `r`, `u`, `d`, `s`); the topic's resource type must be readable by the same token.
@@ -7,6 +8,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,9 +26,14 @@ use crate::error::ApiError;
 use crate::fhir::outcome::{Issue, IssueType};
 use crate::search::compile::plan;
 use crate::search::parse::parse;
-use crate::state::subscriptions::{StoredSubscription, SubscriptionWrite};
+use crate::state::subscriptions::{
+    StoredSubscription, SubscriptionWrite, WebsocketBinding, now_ms,
+};
+use crate::state::{hash_token, random_token};
 use crate::subscriptions::channel_secrets;
-use crate::subscriptions::deliver::{HL7V2_MLLP, REST_HOOK, notification_events, status_of};
+use crate::subscriptions::deliver::{
+    HL7V2_MLLP, REST_HOOK, WEBSOCKET, notification_events, status_of,
+};
 use crate::subscriptions::endpoint_guard::{vet, vet_mllp_peer};
 use crate::subscriptions::notification::{
     NotificationType, SubscriptionStatusInfo, notification_bundle, status_searchset,
@@ -34,6 +42,10 @@ use crate::subscriptions::owner::{owner_claims, owner_json};
 use crate::subscriptions::resource::{
     ChannelKind, Criteria, PayloadContent, SubscriptionSpec, SubscriptionStatus, SubscriptionView,
     parse_subscription, render_subscription,
+};
+use crate::subscriptions::websocket::{
+    BINDING_TOKEN_LIFETIME, MAX_CLIENT_MESSAGE_BYTES, SocketContext, binding_parameters,
+    serve_socket, websocket_url,
 };
 
 pub const SUBSCRIPTION: &str = "Subscription";
@@ -237,15 +249,7 @@ async fn validated_write(
     let channel = match spec.channel.kind {
         ChannelKind::RestHook => REST_HOOK,
         ChannelKind::Hl7v2Mllp => HL7V2_MLLP,
-        ChannelKind::Websocket => {
-            return Err(ApiError::BadRequest(vec![
-                Issue::error(
-                    IssueType::NotSupported,
-                    "this server delivers subscriptions over rest-hook and HL7 v2 MLLP only for now",
-                )
-                .at("Subscription.channel.type"),
-            ]));
-        }
+        ChannelKind::Websocket => WEBSOCKET,
     };
     if let Some(endpoint) = &spec.channel.endpoint {
         let policy = &state.subscriptions.endpoint_policy;
@@ -715,4 +719,155 @@ pub async fn events_operation(
     }
     .await;
     answer(&negotiated, result)
+}
+
+// Each argument is an axum extractor; a struct of them would only move the list.
+#[allow(clippy::too_many_arguments)]
+/// `$get-ws-binding-token` on one subscription (SB-31).
+pub async fn instance_binding_token(
+    State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    binding_token_operation(state, base, claims, Some(id), headers, raw, bytes).await
+}
+
+/// `$get-ws-binding-token` on the type: the `id` parameters (repeated or comma-separated) name
+/// the subscriptions one token binds.
+pub async fn type_binding_token(
+    State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    bytes: Bytes,
+) -> Response {
+    binding_token_operation(state, base, claims, None, headers, raw, bytes).await
+}
+
+/// A short-lived token that binds the caller's websocket subscriptions on a socket: random,
+/// good for nothing else, kept only as a hash with who asked and with which access token.
+async fn binding_token_operation(
+    state: AppState,
+    base: PublicBase,
+    claims: Option<Extension<Arc<AccessClaims>>>,
+    id: Option<String>,
+    headers: HeaderMap,
+    raw: Option<String>,
+    bytes: Bytes,
+) -> Response {
+    let (pairs, negotiated) = match form_and_format(&headers, raw.as_deref(), &bytes) {
+        Ok(parts) => parts,
+        Err(error) => return error_response(error, None),
+    };
+    let result = async {
+        let claims = claims_of(claims)?;
+        require_scope(&claims, Operation::Read)?;
+        let ids: Vec<String> = match id {
+            Some(id) => vec![id],
+            None => pairs
+                .iter()
+                .filter(|(name, _)| name == "id")
+                .flat_map(|(_, value)| value.split(','))
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty())
+                .collect(),
+        };
+        if ids.is_empty() {
+            return Err(ApiError::BadRequest(vec![
+                Issue::error(IssueType::Invalid, "name the subscriptions to bind with id").at("id"),
+            ]));
+        }
+        let mut found = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let stored = owned(&state, &claims, id).await?;
+            if stored.channel != WEBSOCKET {
+                return Err(ApiError::BadRequest(vec![
+                    Issue::error(
+                        IssueType::NotSupported,
+                        format!(
+                            "Subscription/{id} is delivered over {}, not websocket: binding \
+                             tokens are for websocket subscriptions",
+                            stored.channel
+                        ),
+                    )
+                    .at("Subscription.channel.type"),
+                ]));
+            }
+            found.push(stored);
+        }
+        let now = now_ms();
+        let expires_ms = now + BINDING_TOKEN_LIFETIME.as_millis() as i64;
+        let token = random_token(32);
+        let bindings: Vec<WebsocketBinding> = found
+            .iter()
+            .map(|s| WebsocketBinding {
+                subscription_id: s.id.clone(),
+                client_id: claims.client_id.clone(),
+                subject: claims.sub.clone(),
+                access_jti: claims.jti.clone(),
+                expires_ms,
+            })
+            .collect();
+        state
+            .auth
+            .tokens
+            .store()
+            .insert_websocket_bindings(&hash_token(&token), &bindings, now)
+            .await
+            .map_err(store_unavailable)?;
+        let urls: Vec<String> = found
+            .iter()
+            .map(|s| format!("{}/Subscription/{}", s.base_url, s.id))
+            .collect();
+        let expires = chrono::DateTime::from_timestamp_millis(expires_ms).unwrap_or_default();
+        Ok((
+            StatusCode::OK,
+            binding_parameters(&token, expires, &urls, &websocket_url(base.fhir())),
+        ))
+    }
+    .await;
+    let mut response = answer(&negotiated, result);
+    // A credential: no cache keeps it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /subscriptions/ws`: upgrades to the websocket channel. No bearer token: the binding
+/// token the client sends on the socket authenticates it.
+pub async fn socket(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return error_response(
+                ApiError::BadRequest(vec![Issue::error(
+                    IssueType::NotSupported,
+                    format!(
+                        "this path takes websocket connections only ({})",
+                        rejection.body_text()
+                    ),
+                )]),
+                None,
+            );
+        }
+    };
+    let context = SocketContext {
+        store: state.auth.tokens.store().clone(),
+        repository: state.repository.clone(),
+        signal: state.subscriptions.sockets.clone(),
+        shutdown: state.subscriptions.shutdown.clone(),
+    };
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve_socket(socket, context))
 }

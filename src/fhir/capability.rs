@@ -106,6 +106,7 @@ pub const BACKPORT_SERVER_STATEMENT: &str = "http://hl7.org/fhir/uv/subscription
 pub const TOPIC_CANONICAL_EXTENSION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical";
 const STATUS_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status";
 const EVENTS_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events";
+const WS_BINDING_TOKEN_OPERATION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-get-ws-binding-token";
 
 /// The subscriptions' entry (SB-01, SB-04, SB-05): kept in Portico's state store whatever the
 /// adapter, offered when the adapter has topics, one topic-canonical extension per topic.
@@ -120,7 +121,8 @@ fn subscription_resource(topics: &[Topic]) -> Json {
         "supportedProfile": [crate::subscriptions::resource::BACKPORT_SUBSCRIPTION_PROFILE],
         "documentation": "Topic-based subscriptions (Subscriptions R5 Backport IG for R4) to the \
             topics listed in this entry's extensions, and classic criteria subscriptions; kept in \
-            Portico's state store.",
+            Portico's state store. Channels: rest-hook, websocket (a binding token from \
+            $get-ws-binding-token) and HL7 v2 over MLLP.",
         "interaction": [
             {"code": "read"},
             {"code": "update"},
@@ -139,6 +141,7 @@ fn subscription_resource(topics: &[Topic]) -> Json {
         "operation": [
             {"name": "status", "definition": STATUS_OPERATION},
             {"name": "events", "definition": EVENTS_OPERATION},
+            {"name": "get-ws-binding-token", "definition": WS_BINDING_TOKEN_OPERATION},
         ],
     })
 }
@@ -324,9 +327,13 @@ mod tests {
             .filter_map(|p| p["name"].as_str())
             .collect();
         assert_eq!(params, ["_id", "url", "status"]);
-        // SB-02 and SB-30.
+        // SB-02, SB-30 and SB-31.
         assert_eq!(entry["operation"][0]["definition"], STATUS_OPERATION);
         assert_eq!(entry["operation"][1]["definition"], EVENTS_OPERATION);
+        assert_eq!(
+            entry["operation"][2]["definition"],
+            WS_BINDING_TOKEN_OPERATION
+        );
         // Kept in type order, after the adapter's types and the audit trail.
         let types: Vec<&str> = statement["rest"][0]["resource"]
             .as_array()

@@ -785,6 +785,109 @@ impl StateStore {
     }
 }
 
+/// A websocket binding token's grant for one subscription, as stored (the token itself never is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebsocketBinding {
+    pub subscription_id: String,
+    pub client_id: String,
+    pub subject: String,
+    /// The `jti` of the access token the binding token was asked for with.
+    pub access_jti: String,
+    pub expires_ms: i64,
+}
+
+impl StateStore {
+    /// Records a binding token (by its hash) for each of `bindings`, and forgets the tokens
+    /// that expired before `now`.
+    pub async fn insert_websocket_bindings(
+        &self,
+        token_hash: &str,
+        bindings: &[WebsocketBinding],
+        now: i64,
+    ) -> Result<(), StateError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM websocket_binding WHERE expires_ms < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        for binding in bindings {
+            sqlx::query(
+                "INSERT INTO websocket_binding (token_hash, subscription_id, client_id, subject, \
+                 access_jti, expires_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (token_hash, subscription_id) DO NOTHING",
+            )
+            .bind(token_hash)
+            .bind(&binding.subscription_id)
+            .bind(&binding.client_id)
+            .bind(&binding.subject)
+            .bind(&binding.access_jti)
+            .bind(binding.expires_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// What the binding token whose hash is `token_hash` binds (expired rows included: the
+    /// caller tells an expired token from an unknown one).
+    pub async fn websocket_bindings(
+        &self,
+        token_hash: &str,
+    ) -> Result<Vec<WebsocketBinding>, StateError> {
+        let rows = sqlx::query(
+            "SELECT subscription_id, client_id, subject, access_jti, expires_ms \
+             FROM websocket_binding WHERE token_hash = $1 ORDER BY subscription_id",
+        )
+        .bind(token_hash)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(WebsocketBinding {
+                    subscription_id: row.try_get("subscription_id")?,
+                    client_id: row.try_get("client_id")?,
+                    subject: row.try_get("subject")?,
+                    access_jti: row.try_get("access_jti")?,
+                    expires_ms: row.try_get("expires_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A websocket sent a handshake or events through `through` at `now`: the subscription is
+    /// active and `delivered_through` moves forward, never back. No lease: the delivery worker
+    /// never claims websocket subscriptions, and two sockets bound to one subscription may both
+    /// advance it.
+    pub async fn record_websocket_delivery(
+        &self,
+        id: &str,
+        through: i64,
+        handshake: bool,
+        now: i64,
+    ) -> Result<bool, StateError> {
+        let updated = sqlx::query(
+            "UPDATE subscription SET delivered_through = CASE WHEN $2 > delivered_through \
+             THEN $2 ELSE delivered_through END, \
+             status = CASE WHEN status IN ('requested', 'error') THEN 'active' ELSE status END, \
+             error = CASE WHEN status IN ('requested', 'error') THEN NULL ELSE error END, \
+             handshake_pending = CASE WHEN $3 = 1 THEN 0 ELSE handshake_pending END, \
+             last_sent_ms = $4, \
+             last_delivered_ms = CASE WHEN $2 > delivered_through THEN $4 \
+             ELSE last_delivered_ms END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(through)
+        .bind(i32::from(handshake))
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(updated > 0)
+    }
+}
+
 fn cursor_from_row(row: &AnyRow) -> Result<ChangeCursor, StateError> {
     Ok(ChangeCursor {
         mapping: row.try_get("mapping")?,

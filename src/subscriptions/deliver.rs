@@ -29,6 +29,8 @@ use crate::state::subscriptions::{DeliveryRecord, StoredEvent, StoredSubscriptio
 /// The channels the worker delivers, as stored.
 pub const REST_HOOK: &str = "rest-hook";
 pub const HL7V2_MLLP: &str = "hl7v2-mllp";
+/// Stored, never claimed here: a bound socket sends (`websocket`), and without one events wait.
+pub const WEBSOCKET: &str = "websocket";
 
 /// Events per notification when the subscriber set no `max-count`.
 pub const DEFAULT_EVENTS_PER_NOTIFICATION: u32 = 20;

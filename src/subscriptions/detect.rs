@@ -98,6 +98,8 @@ pub struct Detector {
     pub replica: String,
     /// Woken after a pass numbered events, so delivery starts at once.
     pub delivery: Arc<Notify>,
+    /// Woken with it: the websockets bound to subscriptions.
+    pub sockets: super::websocket::EventSignal,
 }
 
 impl Detector {
@@ -347,6 +349,7 @@ impl Detector {
             Ok(numbered) => {
                 if !numbered.is_empty() {
                     self.delivery.notify_one();
+                    self.sockets.notify();
                 }
             }
             Err(LeaseLost) => {

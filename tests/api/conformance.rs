@@ -339,6 +339,20 @@ on_every_backend!(
             assert!(openapi["paths"][path].is_object(), "{path}");
         }
         documented_paths += 3;
+        // Subscriptions, from the state store too (src/api/openapi/subscriptions.rs).
+        for path in [
+            "/fhir/Subscription",
+            "/fhir/Subscription/_search",
+            "/fhir/Subscription/$status",
+            "/fhir/Subscription/$get-ws-binding-token",
+            "/fhir/Subscription/{id}",
+            "/fhir/Subscription/{id}/$status",
+            "/fhir/Subscription/{id}/$events",
+            "/fhir/Subscription/{id}/$get-ws-binding-token",
+        ] {
+            assert!(openapi["paths"][path].is_object(), "{path}");
+            documented_paths += 1;
+        }
         assert_eq!(
             openapi["paths"].as_object().unwrap().len(),
             documented_paths,

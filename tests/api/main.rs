@@ -62,3 +62,5 @@ mod subscription_admin;
 mod subscriptions_opendental;
 // A removed client's subscriptions are off at once, on both state stores.
 mod subscriptions_revoked;
+// The websocket channel: binding tokens, the socket, its handshake, events, heartbeats and closes.
+mod subscription_websocket;

@@ -72,7 +72,7 @@ pub(crate) async fn start_on(settings: Settings) -> Running {
 }
 
 /// The client subscriptions are made by.
-async fn register_subscriber(store: &StateStore) {
+pub(crate) async fn register_subscriber(store: &StateStore) {
     store
         .add_client(NewClient {
             client_id: Some("portico-tests".into()),
@@ -112,7 +112,7 @@ async fn wait_for_baselines(store: &StateStore, settings: &Settings) {
 impl Running {
     /// A client of the server `support::start` started at `base`, with a token that may manage
     /// subscriptions and read everything.
-    async fn at(base: String, store: StateStore, settings: Settings) -> Running {
+    pub(crate) async fn at(base: String, store: StateStore, settings: Settings) -> Running {
         let token = support::mint_token(
             &support::token_service(&base),
             &base,

@@ -1,6 +1,6 @@
 //! The OpenAPI paths of `/fhir/Subscription` (`api::subscriptions`): create, read, update,
-//! delete, search and form search, `$status` on the type and an instance, and `$events`; each
-//! with the answers the handlers give. Served from the state store whatever the adapter.
+//! delete, search and form search, `$status` on the type and an instance, `$events`, and
+//! `$get-ws-binding-token` (type and instance); each with the answers the handlers give. Served from the state store whatever the adapter.
 
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{
@@ -37,6 +37,23 @@ fn request_schema() -> RefOr<Schema> {
         .description(Some(
             "A FHIR R4 Subscription (Subscriptions R5 Backport IG, or classic criteria)",
         ))
+        .into()
+}
+
+fn parameters_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .required("resourceType")
+        .required("parameter")
+        .property("resourceType", enumerated(&["Parameters"]))
+        .property(
+            "parameter",
+            utoipa::openapi::schema::ArrayBuilder::new().items(
+                ObjectBuilder::new()
+                    .required("name")
+                    .property("name", string()),
+            ),
+        )
+        .description(Some("A FHIR R4 Parameters"))
         .into()
 }
 
@@ -84,17 +101,16 @@ fn state_answers() -> Answers {
     }
 }
 
-/// `GET`/`POST` of an operation taking `params` in the query or a form body; on one
-/// subscription (an `{id}` path) when `on_instance`.
+/// `GET`/`POST` of an operation taking `params` in the query or a form body and answering
+/// `ok_schema`; on one subscription (an `{id}` path) when `on_instance`.
 fn query_or_form(
     on_instance: bool,
     operation_id: &str,
     summary: &str,
     params: &[Param],
-    ok: &str,
+    (ok, ok_schema): (&str, RefOr<Schema>),
     answers: Answers,
 ) -> PathItem {
-    let bundle = component("Bundle");
     let with_id = |operation: OperationBuilder| {
         if on_instance {
             operation.parameter(id_parameter())
@@ -128,7 +144,7 @@ fn query_or_form(
                     .build(),
             )),
     );
-    let response = || fhir_response(ok, &answer_media_types(), &bundle);
+    let response = || fhir_response(ok, &answer_media_types(), &ok_schema);
     let mut item = PathItem::new(HttpMethod::Get, with_responses(get, response(), answers));
     item.merge_operations(PathItem::new(
         HttpMethod::Post,
@@ -256,7 +272,10 @@ pub(super) fn paths() -> Vec<(String, PathItem)> {
         "statusSubscriptions",
         "$status of the token's subscriptions",
         &filter_params(),
-        "A searchset of backport-subscription-status Parameters",
+        (
+            "A searchset of backport-subscription-status Parameters",
+            component("Bundle"),
+        ),
         Answers {
             bad_request: Some("OperationOutcome naming each parameter not listed here"),
             ..state_answers()
@@ -267,7 +286,10 @@ pub(super) fn paths() -> Vec<(String, PathItem)> {
         "statusSubscription",
         "$status of one subscription",
         &format_params(),
-        "A searchset with its backport-subscription-status Parameters",
+        (
+            "A searchset with its backport-subscription-status Parameters",
+            component("Bundle"),
+        ),
         owned,
     );
     let mut events_params = vec![
@@ -293,7 +315,10 @@ pub(super) fn paths() -> Vec<(String, PathItem)> {
         "eventsSubscription",
         "$events: replay kept events (at most 100 per call; kept 7 days, and until delivered)",
         &events_params,
-        "A history Bundle whose status Parameters have type query-event",
+        (
+            "A history Bundle whose status Parameters have type query-event",
+            component("Bundle"),
+        ),
         Answers {
             bad_request: Some(
                 "OperationOutcome: a number that is not a positive whole number, or a content level above the subscription's",
@@ -301,8 +326,52 @@ pub(super) fn paths() -> Vec<(String, PathItem)> {
             ..owned
         },
     );
+    let binding = || {
+        (
+            "Parameters: token (send `bind-with-token <token>` on the socket), expiration (5 minutes), subscription (each one it binds), websocket-url",
+            parameters_schema(),
+        )
+    };
+    let mut binding_params = vec![Param::new(
+        "id",
+        string().into(),
+        "The subscriptions to bind (repeated or comma-separated; required)",
+    )];
+    binding_params.extend(format_params());
+    let type_binding = query_or_form(
+        false,
+        "wsBindingTokenSubscriptions",
+        "$get-ws-binding-token: one token binding several websocket subscriptions on a socket",
+        &binding_params,
+        binding(),
+        Answers {
+            bad_request: Some(
+                "OperationOutcome: no id, or a subscription that is not on the websocket channel",
+            ),
+            not_found: Some(
+                "OperationOutcome: no subscription of this token's client and user has one of the ids",
+            ),
+            ..state_answers()
+        },
+    );
+    let instance_binding = query_or_form(
+        true,
+        "wsBindingTokenSubscription",
+        "$get-ws-binding-token: a token binding this websocket subscription on a socket",
+        &format_params(),
+        binding(),
+        Answers {
+            bad_request: Some("OperationOutcome: the subscription is not on the websocket channel"),
+            ..owned
+        },
+    );
     vec![
         (base.clone(), collection),
+        (format!("{base}/$get-ws-binding-token"), type_binding),
+        (
+            format!("{base}/{{id}}/$get-ws-binding-token"),
+            instance_binding,
+        ),
         (format!("{base}/_search"), form),
         (format!("{base}/$status"), type_status),
         (format!("{base}/{{id}}"), instance),
