@@ -395,6 +395,27 @@ async fn poll(
         entry.subscription = live.subscription;
         entry.spec = live.spec;
         entry.access = live.access;
+        if entry.subscription.handshake_pending {
+            // Reactivated by its owner (an update with status requested) while bound: the new
+            // request gets its handshake on this socket.
+            let handshake = notification(
+                &entry.subscription,
+                NotificationType::Handshake,
+                &[],
+                entry.spec.channel.content,
+            );
+            send(socket, &handshake).await?;
+            entry.last_sent = Instant::now();
+            context
+                .store
+                .record_websocket_delivery(
+                    &entry.subscription.id,
+                    entry.subscription.delivered_through,
+                    true,
+                    now,
+                )
+                .await?;
+        }
         send_events(socket, context, entry).await?;
     }
     heartbeats(socket, bound).await
