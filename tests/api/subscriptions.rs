@@ -470,6 +470,63 @@ async fn a_patient_token_cannot_subscribe_to_another_patients_data() {
     );
 }
 
+/// A subscription made under a patient-context token, with no filter, hears only of its
+/// patient: matching runs under the owner's access, inside the compiled SQL.
+#[tokio::test]
+async fn a_patient_tokens_unfiltered_subscription_hears_only_its_patient() {
+    let db_url = support::seed(Backend::MariaDb, "subscriptions_patient_only").await;
+    let receiver = Receiver::start().await;
+    let app = start(&db_url, None).await;
+    let mut pms = sqlx::MySqlConnection::connect(&db_url).await.unwrap();
+    let patients: Vec<i64> =
+        sqlx::query_scalar("SELECT pid FROM patient_data ORDER BY pid LIMIT 2")
+            .fetch_all(&mut pms)
+            .await
+            .unwrap();
+    let (mine, other) = (patients[0], patients[1]);
+    let patient_token = support::mint_token(
+        &support::token_service(&app.base),
+        &app.base,
+        "patient/Subscription.cruds patient/Patient.rs",
+        Some(&mine.to_string()),
+    )
+    .await;
+    let request = topic_subscription(
+        "patient-demographics-changed",
+        &[],
+        &receiver.url,
+        "full-resource",
+    );
+    let response = app
+        .client
+        .post(format!("{}/Subscription", app.base))
+        .bearer_auth(&patient_token)
+        .header("content-type", "application/fhir+json")
+        .body(request.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let patient_scoped: Json = response.json().await.unwrap();
+    let patient_scoped = patient_scoped["id"].as_str().unwrap().to_owned();
+    // The same subscription under a system token hears of everyone: the control.
+    let (_, control) = app.create(&request).await;
+    let control = control["id"].as_str().unwrap().to_owned();
+    app.await_handshakes(&receiver, &[patient_scoped.clone(), control.clone()])
+        .await;
+
+    rename_and_wait(&mut pms, &receiver, &control, other, "Elsewhere").await;
+    rename_and_wait(&mut pms, &receiver, &control, mine, "Mine").await;
+    rename_and_wait(&mut pms, &receiver, &patient_scoped, mine, "Mine").await;
+    let heard: Vec<String> = receiver
+        .of(&patient_scoped, "event-notification")
+        .iter()
+        .flat_map(|n| focuses(&n.bundle))
+        .collect();
+    assert_eq!(heard, vec![format!("Patient/{mine}")]);
+    assert!(patients_named(&receiver, &patient_scoped, "Elsewhere").is_empty());
+}
+
 /// Patients whose notifications carried `given` as a given name, by id.
 fn patients_named(receiver: &Receiver, subscription: &str, given: &str) -> Vec<String> {
     receiver
