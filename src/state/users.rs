@@ -11,6 +11,18 @@ use sqlx::any::AnyRow;
 
 use super::{StateError, StateStore, now};
 
+/// The error a removed user's subscriptions carry once `remove_user` has turned them off.
+pub const REMOVED_USER_REASON: &str = "the user who owns this subscription was removed";
+
+/// Whether a subscription's stored owner claims are a token of `username`: a user-facing token's
+/// subject is the user's name (a Backend Services token's is its client's id).
+fn owned_by_user(owner: &str, username: &str) -> bool {
+    let Ok(claims) = serde_json::from_str::<serde_json::Value>(owner) else {
+        return false;
+    };
+    claims["sub"] == username && claims["client_id"] != username
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Sees what the app's user/ scopes allow; `fhir_user` names a Practitioner.
@@ -178,6 +190,28 @@ impl StateStore {
             ))
             .bind(at)
             .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // The user's subscriptions stop with them: those made under one of their tokens (the
+        // stored claims' subject). Ones already off keep their own reason.
+        let live = sqlx::query("SELECT id, owner FROM subscription WHERE status <> $1")
+            .bind("off")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &live {
+            let owner: String = row.try_get("owner")?;
+            if !owned_by_user(&owner, username) {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE subscription SET status = $1, error = $2, version = version + 1, \
+                 updated_ms = $3 WHERE id = $4",
+            )
+            .bind("off")
+            .bind(REMOVED_USER_REASON)
+            .bind(super::subscriptions::now_ms())
+            .bind(row.try_get::<String, _>("id")?)
             .execute(&mut *tx)
             .await?;
         }

@@ -243,6 +243,54 @@ async fn users_sign_in_with_argon2_hashed_passwords() {
     }
 }
 
+/// Removing a user turns off the subscriptions made under their tokens, and no one else's.
+#[tokio::test]
+async fn a_removed_users_subscriptions_are_off_at_once() {
+    use portico::state::subscriptions::SubscriptionWrite;
+    use portico::state::users::REMOVED_USER_REASON;
+    for store in state_stores("state_removed_user").await {
+        let backend = store.backend();
+        store
+            .add_user(
+                "dr-gone",
+                "a long enough password",
+                Role::Clinician,
+                Some("Practitioner/1"),
+            )
+            .await
+            .unwrap();
+        let owned_by = |id: &str, sub: &str| SubscriptionWrite {
+            id: id.into(),
+            client_id: "ehr-app".into(),
+            owner: serde_json::json!({
+                "iss": "x", "sub": sub, "aud": "x", "exp": 0, "iat": 0, "nbf": 0,
+                "jti": id, "client_id": "ehr-app", "scope": "user/Subscription.cruds",
+            })
+            .to_string(),
+            spec: "{}".into(),
+            topic: None,
+            resource_type: "Patient".into(),
+            channel: "rest-hook".into(),
+            base_url: "http://127.0.0.1/fhir".into(),
+            status: "requested".into(),
+            end_ms: None,
+            heartbeat_ms: None,
+        };
+        for write in [
+            owned_by("theirs", "dr-gone"),
+            owned_by("others", "dr-stays"),
+        ] {
+            store.insert_subscription(&write).await.unwrap();
+        }
+        assert!(store.remove_user("dr-gone").await.unwrap());
+        let theirs = store.subscription("theirs").await.unwrap().unwrap();
+        assert_eq!(theirs.status, "off", "{backend:?}");
+        assert_eq!(theirs.error.as_deref(), Some(REMOVED_USER_REASON));
+        let others = store.subscription("others").await.unwrap().unwrap();
+        assert_eq!(others.status, "requested", "{backend:?}");
+    }
+}
+
 #[tokio::test]
 async fn signing_keys_are_made_once_and_rotate() {
     for store in state_stores("state_keys").await {
