@@ -5,7 +5,8 @@
 //! `portico subscriptions list|show|retry|disable`, for operators without a shell on the host.
 
 use axum::Json as JsonBody;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
@@ -132,18 +133,40 @@ fn answer(result: Result<Json, ApiError>) -> Response {
     }
 }
 
+/// A request from an administrator (see `require_admin`); anyone else is answered 401, 403 or
+/// 429 before the handler runs.
+pub struct Administrator;
+
+impl FromRequestParts<AppState> for Administrator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Administrator, Response> {
+        let address = parts
+            .extensions
+            .get::<ClientAddress>()
+            .cloned()
+            .unwrap_or(ClientAddress(None));
+        let base = parts
+            .extensions
+            .get::<PublicBase>()
+            .cloned()
+            .expect("the public base layer runs first");
+        require_admin(state, &address, &base, &parts.headers)
+            .await
+            .map(|()| Administrator)
+            .map_err(|error| error_response(error, None))
+    }
+}
+
 /// `GET /admin/subscriptions`: every subscription's health and each detected mapping's
 /// progress.
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(address): Extension<ClientAddress>,
-    Extension(base): Extension<PublicBase>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn list(State(state): State<AppState>, _: Administrator) -> Response {
+    let store = state.auth.tokens.store();
     answer(
         async {
-            require_admin(&state, &address, &base, &headers).await?;
-            let store = state.auth.tokens.store();
             let subscriptions = store.subscriptions(None).await.map_err(unavailable)?;
             let cursors = store.change_cursors().await.map_err(unavailable)?;
             Ok(json!({
@@ -158,20 +181,17 @@ pub async fn list(
 /// `GET /admin/subscriptions/{id}`: one subscription's health and its latest events.
 pub async fn show(
     State(state): State<AppState>,
-    Extension(address): Extension<ClientAddress>,
-    Extension(base): Extension<PublicBase>,
+    _: Administrator,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
+    let store = state.auth.tokens.store();
     answer(
         async {
-            require_admin(&state, &address, &base, &headers).await?;
-            let store = state.auth.tokens.store();
             let s = store
                 .subscription(&id)
                 .await
                 .map_err(unavailable)?
-                .ok_or_else(|| ApiError::NotFound(format!("no subscription {id}")))?;
+                .ok_or_else(|| not_found(&id))?;
             let first = (s.events_since_start - RECENT_EVENTS + 1).max(1);
             let events = store
                 .subscription_events(&s.id, first, s.events_since_start, RECENT_EVENTS)
@@ -196,56 +216,45 @@ pub async fn show(
     )
 }
 
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no subscription {id}"))
+}
+
 /// `POST /admin/subscriptions/{id}/retry`: due now, retries resumed (after five days of failures
 /// stopped them).
 pub async fn retry(
     State(state): State<AppState>,
-    Extension(address): Extension<ClientAddress>,
-    Extension(base): Extension<PublicBase>,
+    _: Administrator,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(
-        async {
-            require_admin(&state, &address, &base, &headers).await?;
-            let store = state.auth.tokens.store();
-            if !store
-                .retry_subscription_now(&id)
-                .await
-                .map_err(unavailable)?
-            {
-                return Err(ApiError::NotFound(format!("no subscription {id}")));
-            }
+    let store = state.auth.tokens.store();
+    answer(match store.retry_subscription_now(&id).await {
+        Ok(true) => {
             state.subscriptions.wake.notify_one();
             tracing::info!(subscription = %id, "an administrator made a subscription due now");
             Ok(json!({"id": id, "retry": "due now"}))
         }
-        .await,
-    )
+        Ok(false) => Err(not_found(&id)),
+        Err(error) => Err(unavailable(error)),
+    })
 }
 
 /// `POST /admin/subscriptions/{id}/disable`: off, with the reason shown to its owner.
 pub async fn disable(
     State(state): State<AppState>,
-    Extension(address): Extension<ClientAddress>,
-    Extension(base): Extension<PublicBase>,
+    _: Administrator,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    answer(
-        async {
-            require_admin(&state, &address, &base, &headers).await?;
-            let store = state.auth.tokens.store();
-            let found = store
-                .set_subscription_status(&id, "off", Some("turned off by the operator"))
-                .await
-                .map_err(unavailable)?;
-            if !found {
-                return Err(ApiError::NotFound(format!("no subscription {id}")));
-            }
+    let store = state.auth.tokens.store();
+    let turned_off = store
+        .set_subscription_status(&id, "off", Some("turned off by the operator"))
+        .await;
+    answer(match turned_off {
+        Ok(true) => {
             tracing::info!(subscription = %id, "an administrator turned a subscription off");
             Ok(json!({"id": id, "status": "off"}))
         }
-        .await,
-    )
+        Ok(false) => Err(not_found(&id)),
+        Err(error) => Err(unavailable(error)),
+    })
 }

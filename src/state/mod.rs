@@ -67,6 +67,8 @@ impl StateStore {
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .acquire_timeout(Duration::from_secs(5))
+            // Connections a quiet replica does not use go back to the server.
+            .idle_timeout(Duration::from_secs(60))
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -346,34 +346,45 @@ async fn bind(
                 "a socket binds at most {MAX_BINDINGS_PER_SOCKET} subscriptions"
             )));
         }
-        let id = &binding.subscription_id;
-        context
-            .store
-            .record_websocket_delivery(id, live.subscription.delivered_through, true, now)
-            .await?;
-        let subscription = context
-            .store
-            .subscription(id)
-            .await?
-            .unwrap_or(live.subscription);
         let mut entry = Bound {
-            sent_through: subscription.delivered_through,
-            subscription,
+            sent_through: live.subscription.delivered_through,
+            subscription: live.subscription,
             spec: live.spec,
             access: live.access,
             binding,
             last_sent: Instant::now(),
         };
-        let handshake = notification(
-            &entry.subscription,
-            NotificationType::Handshake,
-            &[],
-            entry.spec.channel.content,
-        );
-        send(socket, &handshake).await?;
+        handshake(socket, context, &mut entry, now).await?;
         send_events(socket, context, &mut entry).await?;
         bound.push(entry);
     }
+    Ok(())
+}
+
+/// Records a handshake (which makes a `requested` subscription `active`) and sends it, stating
+/// the subscription as it then stands.
+async fn handshake(
+    socket: &mut WebSocket,
+    context: &SocketContext,
+    entry: &mut Bound,
+    now: i64,
+) -> Result<(), Stop> {
+    let id = entry.subscription.id.clone();
+    context
+        .store
+        .record_websocket_delivery(&id, entry.subscription.delivered_through, true, now)
+        .await?;
+    if let Some(current) = context.store.subscription(&id).await? {
+        entry.subscription = current;
+    }
+    let bundle = notification(
+        &entry.subscription,
+        NotificationType::Handshake,
+        &[],
+        entry.spec.channel.content,
+    );
+    send(socket, &bundle).await?;
+    entry.last_sent = Instant::now();
     Ok(())
 }
 
@@ -398,23 +409,7 @@ async fn poll(
         if entry.subscription.handshake_pending {
             // Reactivated by its owner (an update with status requested) while bound: the new
             // request gets its handshake on this socket.
-            let handshake = notification(
-                &entry.subscription,
-                NotificationType::Handshake,
-                &[],
-                entry.spec.channel.content,
-            );
-            send(socket, &handshake).await?;
-            entry.last_sent = Instant::now();
-            context
-                .store
-                .record_websocket_delivery(
-                    &entry.subscription.id,
-                    entry.subscription.delivered_through,
-                    true,
-                    now,
-                )
-                .await?;
+            handshake(socket, context, entry, now).await?;
         }
         send_events(socket, context, entry).await?;
     }

@@ -130,28 +130,34 @@ impl Running {
     }
 
     pub(crate) async fn create(&self, subscription: &Json) -> (StatusCode, Json) {
-        let response = self
-            .client
-            .post(format!("{}/Subscription", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/fhir+json")
-            .body(subscription.to_string())
-            .send()
+        self.send_json(reqwest::Method::POST, "Subscription", subscription)
             .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Json::Null))
     }
 
     /// PUTs `subscription` to its own id.
     pub(crate) async fn put(&self, subscription: &Json) -> (StatusCode, Json) {
         let id = subscription["id"].as_str().expect("an id");
+        self.send_json(
+            reqwest::Method::PUT,
+            &format!("Subscription/{id}"),
+            subscription,
+        )
+        .await
+    }
+
+    /// Sends `body` as FHIR JSON to `path` with the token: the status and the JSON answer.
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Json,
+    ) -> (StatusCode, Json) {
         let response = self
             .client
-            .put(format!("{}/Subscription/{id}", self.base))
+            .request(method, format!("{}/{path}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", "application/fhir+json")
-            .body(subscription.to_string())
+            .body(body.to_string())
             .send()
             .await
             .unwrap();
