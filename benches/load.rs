@@ -60,6 +60,12 @@ use portico::search::parse::{SummaryMode, parse};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
+mod support;
+use support::{
+    clock_ticks, env_or, find_db_process, fnv, seed_reusable, stat_ticks, thread_ticks, watchdog,
+    write_seed_marker,
+};
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
@@ -100,16 +106,6 @@ enum BaselineKind {
     SingleTable,
     /// Portico's SELECT as Portico renders it (lookups as the subquery compiled).
     SameSql,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 impl Config {
@@ -1098,75 +1094,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// (comm, utime + stime in ticks) from a /proc stat file.
-fn stat_ticks(path: &std::path::Path) -> Option<(String, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_owned();
-    let fields: Vec<&str> = text[close + 2..].split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
-}
-
-/// CPU ticks of this process's threads whose name starts with `prefix`.
-fn thread_ticks(prefix: &str) -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| stat_ticks(&t.path().join("stat")))
-        .filter(|(comm, _)| comm.starts_with(prefix))
-        .map(|(_, ticks)| ticks)
-        .sum()
-}
-
-/// The database server's process, to charge its CPU to each run.
-/// The `/proc` stat file of the database server the bench talks to: the `mariadbd`/`mysqld` whose
-/// command line names the port of `server_url` (several servers may run on one machine), else the
-/// only one running.
-fn find_db_process(server_url: &str) -> Option<PathBuf> {
-    let port = server_url
-        .rsplit(':')
-        .next()
-        .map(|p| p.trim_end_matches('/').to_owned())
-        .filter(|p| p.chars().all(|c| c.is_ascii_digit()));
-    let mut servers = Vec::new();
-    for entry in std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()) {
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if matches!(comm.trim(), "mariadbd" | "mysqld") {
-            let command = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let command = String::from_utf8_lossy(&command).replace('\0', " ");
-            servers.push((command, entry.path().join("stat")));
-        }
-    }
-    if let Some(port) = port {
-        let flag = format!("--port={port}");
-        if let Some((_, stat)) = servers
-            .iter()
-            .find(|(c, _)| c.split(' ').any(|a| a == flag))
-        {
-            return Some(stat.clone());
-        }
-    }
-    match servers.len() {
-        1 => servers.pop().map(|(_, stat)| stat),
-        _ => None,
-    }
-}
-
 #[derive(Clone, Copy, Default)]
 struct CpuSnapshot {
     server: u64,
@@ -1199,9 +1126,7 @@ fn cpu_snapshot(db: &Option<PathBuf>) -> CpuSnapshot {
     CpuSnapshot {
         server: thread_ticks(SERVER_THREAD),
         client: thread_ticks(CLIENT_THREAD),
-        process: stat_ticks(std::path::Path::new("/proc/self/stat"))
-            .map(|(_, t)| t)
-            .unwrap_or(0),
+        process: support::process_ticks(),
         machine: machine_busy_ticks(),
         db: db
             .as_deref()
@@ -1442,68 +1367,20 @@ async fn measure(
 // ---------------------------------------------------------------------------------------------
 // Database preparation
 
-/// FNV-1a, stable across builds: ties a seeded database to the schema it was seeded with.
-fn fnv(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}
-
-const META_TABLE: &str = "portico_bench_meta";
-
 async fn admin_pool(config: &Config, database: Option<&str>) -> Result<MySqlPool, sqlx::Error> {
-    let url = match database {
-        Some(db) => format!("{}/{}", config.server_url.trim_end_matches('/'), db),
-        None => config.server_url.clone(),
-    };
-    let options: MySqlConnectOptions = url.parse()?;
-    MySqlPoolOptions::new()
-        .max_connections(2)
-        .connect_with(options)
-        .await
+    support::admin_pool(&config.server_url, database).await
 }
 
 /// Whether the bench database already holds this seed (same patient count and schema).
 async fn reusable(config: &Config, schema_hash: &str) -> bool {
-    let Ok(pool) = admin_pool(config, None).await else {
-        return false;
-    };
-    let exists: Option<i64> = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?)",
+    seed_reusable(
+        &config.server_url,
+        &config.database,
+        config.profile.patient_table,
+        config.patients,
+        schema_hash,
     )
-    .bind(&config.database)
-    .bind(META_TABLE)
-    .bind(config.profile.patient_table)
-    .fetch_one(&pool)
     .await
-    .ok();
-    pool.close().await;
-    if exists != Some(2) {
-        return false;
-    }
-    let Ok(pool) = admin_pool(config, Some(&config.database)).await else {
-        return false;
-    };
-    let meta: Option<(i64, String)> = sqlx::query_as(&format!(
-        "SELECT patients, schema_hash FROM {META_TABLE} LIMIT 1"
-    ))
-    .fetch_optional(&pool)
-    .await
-    .ok()
-    .flatten();
-    let count: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT COUNT(*) FROM {}",
-        config.profile.patient_table
-    ))
-    .fetch_one(&pool)
-    .await
-    .ok();
-    pool.close().await;
-    matches!(meta, Some((p, ref h)) if p == config.patients as i64 && h == schema_hash)
-        && count == Some(config.patients as i64)
 }
 
 struct Dataset {
@@ -1568,14 +1445,7 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
         sqlx::raw_sql(&format!("ANALYZE TABLE {}", profile.analyze))
             .execute(&pool)
             .await?;
-        sqlx::raw_sql(&format!("CREATE TABLE {META_TABLE} (patients BIGINT NOT NULL, schema_hash VARCHAR(32) NOT NULL, seeded_at DATETIME NOT NULL)"))
-            .execute(&pool)
-            .await?;
-        sqlx::query(&format!("INSERT INTO {META_TABLE} VALUES (?, ?, NOW())"))
-            .bind(config.patients as i64)
-            .bind(&schema_hash)
-            .execute(&pool)
-            .await?;
+        write_seed_marker(&pool, config.patients, &schema_hash).await?;
         pool.close().await;
         seeded_seconds = Some(seconds);
     }
@@ -2026,12 +1896,7 @@ fn main() {
     let config = Config::from_env();
     // Cargo runs benches with `--bench`; a filter argument is accepted and ignored.
     let total_started = Instant::now();
-    let limit = Duration::from_secs(config.max_minutes * 60);
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        eprintln!("load bench: exceeded PORTICO_BENCH_MAX_MINUTES; stopping");
-        std::process::exit(3);
-    });
+    watchdog("load", config.max_minutes);
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server_threads)
