@@ -304,6 +304,8 @@ struct Param {
     schema: Schema,
     description: String,
     repeats: bool,
+    /// The operation refuses a request without it.
+    required: bool,
 }
 
 impl Param {
@@ -313,6 +315,7 @@ impl Param {
             schema,
             description: description.into(),
             repeats: false,
+            required: false,
         }
     }
 
@@ -347,7 +350,11 @@ impl Param {
         ParameterBuilder::new()
             .name(&self.name)
             .parameter_in(ParameterIn::Query)
-            .required(Required::False)
+            .required(if self.required {
+                Required::True
+            } else {
+                Required::False
+            })
             .description(Some(&self.description))
             .schema(Some(self.value_schema()))
             .build()

@@ -557,16 +557,17 @@ pub async fn search(
                 }))
             })
             .collect::<Result<_, ApiError>>()?;
-        Ok((
-            StatusCode::OK,
-            serde_json::json!({
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": entries.len(),
-                "link": [{ "relation": "self", "url": format!("{}/Subscription", base.fhir()) }],
-                "entry": entries,
-            }),
-        ))
+        let mut bundle = serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": entries.len(),
+            "link": [{ "relation": "self", "url": format!("{}/Subscription", base.fhir()) }],
+        });
+        // FHIR JSON forbids empty arrays (and the XML writer cannot take one).
+        if !entries.is_empty() {
+            bundle["entry"] = Json::Array(entries);
+        }
+        Ok((StatusCode::OK, bundle))
     }
     .await;
     answer(&negotiated, result)

@@ -128,7 +128,11 @@ fn query_or_form(
     let mut form = ObjectBuilder::new();
     for param in params {
         form = form.property(&param.name, param.value_schema_described());
+        if param.required {
+            form = form.required(&param.name);
+        }
     }
+    let body_required = params.iter().any(|p| p.required);
     let post = with_id(
         OperationBuilder::new()
             .operation_id(Some(format!("{operation_id}Form")))
@@ -140,7 +144,11 @@ fn query_or_form(
                         "application/x-www-form-urlencoded",
                         ContentBuilder::new().schema(Some(form)).build(),
                     )
-                    .required(Some(Required::False))
+                    .required(Some(if body_required {
+                        Required::True
+                    } else {
+                        Required::False
+                    }))
                     .build(),
             )),
     );
@@ -332,11 +340,15 @@ pub(super) fn paths() -> Vec<(String, PathItem)> {
             parameters_schema(),
         )
     };
-    let mut binding_params = vec![Param::new(
-        "id",
-        string().into(),
-        "The subscriptions to bind (repeated or comma-separated; required)",
-    )];
+    let mut binding_params = vec![Param {
+        required: true,
+        ..Param::new(
+            "id",
+            // At least one id once split at commas and trimmed.
+            patterned("[^,\\s]"),
+            "The subscriptions to bind (comma-separated, or the parameter repeated)",
+        )
+    }];
     binding_params.extend(format_params());
     let type_binding = query_or_form(
         false,
