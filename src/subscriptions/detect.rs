@@ -57,9 +57,6 @@ impl Default for DetectionSettings {
 /// rather than hiding the edits that follow them.
 const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
 
-/// Detection passes (over different mappings) running at once in one replica.
-const CONCURRENT_PASSES: usize = 4;
-
 /// Ids compiled into one subscription-matching search.
 const MATCH_BATCH: usize = 100;
 
@@ -107,32 +104,7 @@ pub struct Detector {
 
 impl Detector {
     /// Passes over every mapping each poll interval until `shutdown`; leases are given back then.
-    /// Each mapping has its own task and clock, so a long scan pass over one table does not hold
-    /// back the passes (and the latency) of the others; at most `CONCURRENT_PASSES` run at once,
-    /// leaving the legacy pool to the API.
     pub async fn run(self, shutdown: CancellationToken) {
-        let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASSES));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (branch_index, mapping) in self.detected_mappings() {
-            let detector = self.clone();
-            let shutdown = shutdown.clone();
-            let permits = permits.clone();
-            tasks.spawn(async move {
-                detector
-                    .run_mapping(branch_index, mapping, &permits, shutdown)
-                    .await
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-
-    async fn run_mapping(
-        &self,
-        branch_index: usize,
-        mapping: Arc<Mapping>,
-        permits: &tokio::sync::Semaphore,
-        shutdown: CancellationToken,
-    ) {
         let mut ticker = tokio::time::interval(self.settings.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -140,33 +112,34 @@ impl Detector {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let Ok(_permit) = permits.acquire().await else {
-                break;
-            };
-            if shutdown.is_cancelled() {
-                break;
-            }
-            match self.pass(branch_index, &mapping).await {
-                Ok(report) if report.events > 0 || report.changes > 0 => tracing::info!(
-                    mapping = %mapping.name,
-                    changes = report.changes,
-                    events = report.events,
-                    "changes detected"
-                ),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(
-                    mapping = %mapping.name,
-                    error = %error,
-                    "change detection pass failed; the next pass retries"
-                ),
+            for (branch_index, mapping) in self.detected_mappings() {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                match self.pass(branch_index, &mapping).await {
+                    Ok(report) if report.events > 0 || report.changes > 0 => tracing::info!(
+                        mapping = %mapping.name,
+                        changes = report.changes,
+                        events = report.events,
+                        "changes detected"
+                    ),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(
+                        mapping = %mapping.name,
+                        error = %error,
+                        "change detection pass failed; the next pass retries"
+                    ),
+                }
             }
         }
-        if let Err(error) = self
-            .store
-            .release_change_cursor(&mapping.name, &self.replica)
-            .await
-        {
-            tracing::debug!(mapping = %mapping.name, error = %error, "lease not released");
+        for (_, mapping) in self.detected_mappings() {
+            if let Err(error) = self
+                .store
+                .release_change_cursor(&mapping.name, &self.replica)
+                .await
+            {
+                tracing::debug!(mapping = %mapping.name, error = %error, "lease not released");
+            }
         }
     }
 
