@@ -104,7 +104,44 @@ pub struct Detector {
 
 impl Detector {
     /// Passes over every mapping each poll interval until `shutdown`; leases are given back then.
+    ///
+    /// Two loops: one for the mappings with a change column (timestamp, rowversion), whose pass
+    /// reads only what moved, and one for the scan-strategy mappings, each of whose passes reads
+    /// and hashes `scan_rows` rows. On one loop a tick lasted the sum of every scan step (1.7 s
+    /// on the calendar bench, BENCHMARKS.md), which delayed every other mapping's notifications by
+    /// as much; a task per mapping measured worse still on 2 cores (the scans then competed with
+    /// each other and with delivery for the CPU).
     pub async fn run(self, shutdown: CancellationToken) {
+        let (scans, moved): (Vec<_>, Vec<_>) =
+            self.detected_mappings()
+                .into_iter()
+                .partition(|(_, mapping)| {
+                    matches!(
+                        mapping.changes.as_ref().map(|c| &c.strategy),
+                        Some(ChangeStrategy::Scan)
+                    )
+                });
+        tokio::join!(
+            self.run_loop(moved, &shutdown),
+            self.run_loop(scans, &shutdown)
+        );
+        for (_, mapping) in self.detected_mappings() {
+            if let Err(error) = self
+                .store
+                .release_change_cursor(&mapping.name, &self.replica)
+                .await
+            {
+                tracing::debug!(mapping = %mapping.name, error = %error, "lease not released");
+            }
+        }
+    }
+
+    /// One pass over each of `mappings` in turn, each poll interval (or right after the previous
+    /// round when that took longer), until `shutdown`.
+    async fn run_loop(&self, mappings: Vec<(usize, Arc<Mapping>)>, shutdown: &CancellationToken) {
+        if mappings.is_empty() {
+            return;
+        }
         let mut ticker = tokio::time::interval(self.settings.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -112,11 +149,11 @@ impl Detector {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            for (branch_index, mapping) in self.detected_mappings() {
+            for (branch_index, mapping) in &mappings {
                 if shutdown.is_cancelled() {
                     break;
                 }
-                match self.pass(branch_index, &mapping).await {
+                match self.pass(*branch_index, mapping).await {
                     Ok(report) if report.events > 0 || report.changes > 0 => tracing::info!(
                         mapping = %mapping.name,
                         changes = report.changes,
@@ -130,15 +167,6 @@ impl Detector {
                         "change detection pass failed; the next pass retries"
                     ),
                 }
-            }
-        }
-        for (_, mapping) in self.detected_mappings() {
-            if let Err(error) = self
-                .store
-                .release_change_cursor(&mapping.name, &self.replica)
-                .await
-            {
-                tracing::debug!(mapping = %mapping.name, error = %error, "lease not released");
             }
         }
     }
