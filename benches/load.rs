@@ -46,12 +46,14 @@ use portico::config::{
     default_lookup_refresh_ms,
 };
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+use portico::db::{Database, DbSettings};
 use portico::demo::cerebello::{CEREBELLO_SCHEMA, seed_cerebello};
 use portico::demo::dentned::{DENTNED_SCHEMA, seed_dentned};
 use portico::demo::opendental::{OPENDENTAL_SCHEMA, seed_opendental};
 use portico::demo::{Counts, OPENEMR_SCHEMA, Rng, seed_openemr};
 use portico::dialect::ast::{Cond, Expr, Select, Value};
 use portico::dialect::{DialectKind, RenderedQuery, render};
+use portico::repository::LookupCache;
 use portico::search::compile::{
     Plan, RowAccess, collection_select, count_select, page_select, parse_id, plan, rows_select,
 };
@@ -2143,16 +2145,33 @@ fn main() {
             "\n## SQL per scenario (compiled by portico::search, rendered by portico::dialect)\n"
         );
         let mut compile_costs = Vec::new();
+        // What Portico sends is the compiled SELECT after its lookup cache (`Repository::fetch`).
+        let portico_db = Database::connect_lazy(&DbSettings {
+            url: config.database_url(),
+            max_connections: 2,
+            statement_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(10),
+        })
+        .expect("a MariaDB URL");
+        let portico_lookups = LookupCache::new(Duration::from_secs(600));
         for (_, scenario) in &selected {
             let path = (scenario.example)(&ids);
             println!("### {} (example: `{path}`)\n", scenario.title);
             for select in compiled_selects(&adapter, &path) {
-                let mut statements = vec![("Portico", resolved(&select, &lookup_lists))];
+                let sent = client_rt
+                    .block_on(portico_lookups.prepare(&portico_db, &select))
+                    .select
+                    .unwrap_or_else(|| select.clone());
+                let mut statements = vec![("Portico", sent)];
                 if config.baseline == BaselineKind::SingleTable {
-                    statements.push((
-                        "raw SQL",
-                        baseline_select(config.baseline, &select, &lookup_lists),
-                    ));
+                    let plain = baseline_select(config.baseline, &select, &lookup_lists);
+                    if render(DialectKind::Mysql, &plain)
+                        == render(DialectKind::Mysql, &statements[0].1)
+                    {
+                        println!("Portico sends the plain single-table query itself:\n");
+                    } else {
+                        statements.push(("raw SQL", plain));
+                    }
                 }
                 for (target, statement) in statements {
                     let sql = inline_sql(&render(DialectKind::Mysql, &statement));

@@ -883,8 +883,9 @@ async fn raw_scan(
         let select = page_select(&branch, &EVERYTHING, cursor.as_ref(), page as u64);
         let select = repository
             .lookups
-            .resolve(&repository.db, &select)
+            .prepare(&repository.db, &select)
             .await
+            .select
             .unwrap_or(select);
         let rendered = render(DialectKind::Mysql, &select);
         let mut query = sqlx::query(&rendered.sql);

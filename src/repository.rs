@@ -133,11 +133,18 @@ impl Repository {
         row_access(def, mapping, access, interaction, timezone, now)
     }
 
-    /// Every query runs through here: lookups become their cached key lists, then it renders.
+    /// Every query runs through here: lookups become their cached key lists and rows, then it
+    /// renders; the rows come back as the compiled query would return them.
     async fn fetch(&self, select: &Select) -> Result<Vec<Vec<Value>>, DbError> {
-        let resolved = self.lookups.resolve(&self.db, select).await;
-        let select = resolved.as_ref().unwrap_or(select);
-        self.db.fetch(&render(self.db.dialect(), select)).await
+        // Boxed: in debug builds the cache's future is large, and every read path nests it.
+        let prepared = Box::pin(self.lookups.prepare(&self.db, select)).await;
+        let rendered = render(
+            self.db.dialect(),
+            prepared.select.as_ref().unwrap_or(select),
+        );
+        let mut rows = self.db.fetch(&rendered).await?;
+        prepared.complete(&mut rows);
+        Ok(rows)
     }
 
     /// Fetches `select` over `mapping` with its collections, and maps each row. Rows that cannot be

@@ -55,6 +55,25 @@ pub struct Join {
     pub kind: JoinKind,
     pub table: TableRef,
     pub on: Cond,
+    /// Set on a lookup join (adapters' `lookup = true`): the repository may leave the join out of
+    /// the SQL and fill its columns from a cached copy of the lookup table. Never rendered.
+    pub cached: Option<CachedJoin>,
+}
+
+/// How a lookup join's columns are read from its cached rows instead of the database: the row of
+/// the lookup whose `key` equals the base row's `foreign`, among the rows `conditions` admit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedJoin {
+    /// The cache entry (`Patient:race`).
+    pub name: String,
+    /// The lookup's key column.
+    pub key: String,
+    /// The base table's column that the key equals.
+    pub foreign: Expr,
+    /// The join's other conditions: each tests a column of the lookup against constants.
+    pub conditions: Cond,
+    /// Every column of the lookup the mapping reads, what the cache keeps of each row.
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +168,18 @@ pub enum Cond {
 }
 
 impl Select {
+    /// Whether any part of this query reads a column of the table aliased `alias`.
+    pub fn reads(&self, alias: &str) -> bool {
+        self.from.alias == alias
+            || self.columns.iter().any(|c| c.reads(alias))
+            || self
+                .joins
+                .iter()
+                .any(|j| j.table.alias == alias || j.on.reads(alias))
+            || self.filter.reads(alias)
+            || self.order_by.iter().any(|o| o.expr.reads(alias))
+    }
+
     /// This query with the lookups `keys` knows resolved to constant lists (`Cond::InLookup`).
     pub fn with_lookup_keys(&self, keys: &dyn Fn(&str) -> Option<Vec<Value>>) -> Select {
         Select {
@@ -163,6 +194,15 @@ impl Expr {
         Expr::Column {
             table: table.to_owned(),
             column: column.to_owned(),
+        }
+    }
+
+    /// Whether this expression reads a column of the table aliased `alias`.
+    pub fn reads(&self, alias: &str) -> bool {
+        match self {
+            Expr::Column { table, .. } => table == alias,
+            Expr::CountWhere(conds) => conds.iter().any(|c| c.reads(alias)),
+            Expr::Value(_) | Expr::CountAll | Expr::MinActiveRowVersion => false,
         }
     }
 }
@@ -231,6 +271,23 @@ impl Cond {
                 None => self.clone(),
             },
             other => other.clone(),
+        }
+    }
+
+    /// Whether this condition reads a column of the table aliased `alias`, subqueries included (a
+    /// subquery's own table of that alias counts too: the answer errs towards yes).
+    pub fn reads(&self, alias: &str) -> bool {
+        match self {
+            Cond::True | Cond::False => false,
+            Cond::And(conds) | Cond::Or(conds) => conds.iter().any(|c| c.reads(alias)),
+            Cond::Not(inner) => inner.reads(alias),
+            Cond::Compare { left, right, .. } => left.reads(alias) || right.reads(alias),
+            Cond::In { expr, .. }
+            | Cond::IsNull { expr, .. }
+            | Cond::Like { expr, .. }
+            | Cond::ExactText { expr, .. } => expr.reads(alias),
+            Cond::Exists { select, .. } => select.reads(alias),
+            Cond::InLookup { expr, keys, .. } => expr.reads(alias) || keys.reads(alias),
         }
     }
 

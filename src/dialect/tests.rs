@@ -28,6 +28,7 @@ fn sample() -> Select {
                     Value::Text("marital".into()),
                 ),
             ]),
+            cached: None,
         }],
         filter: Cond::and(vec![
             Cond::Like {

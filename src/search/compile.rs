@@ -23,7 +23,7 @@ use crate::adapter::model::{
     PredicateOp, ReferenceTarget, ResourceDef, SearchKind, SearchParam, TokenTarget,
 };
 use crate::dialect::ast::{
-    CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value,
+    CachedJoin, CmpOp, Cond, Expr, Join, JoinKind, LikeMode, OrderTerm, Select, TableRef, Value,
 };
 
 /// A compiled search over one resource type.
@@ -1229,6 +1229,10 @@ fn base_select(mapping: &Mapping, columns: Vec<Expr>, access: &RowAccess, cond: 
             } else {
                 join_kind(def)
             },
+            cached: def
+                .lookup
+                .as_ref()
+                .map(|key| cached_join(mapping, def, key)),
             ..join(def)
         })
         .collect();
@@ -1302,6 +1306,30 @@ fn join(def: &JoinDef) -> Join {
             alias: def.alias.clone(),
         },
         on: predicates_cond(&def.on, &def.alias),
+        cached: None,
+    }
+}
+
+/// What the repository needs to serve a lookup join's columns from its cache (`CachedJoin`).
+fn cached_join(mapping: &Mapping, def: &JoinDef, key: &LookupKey) -> CachedJoin {
+    let mut columns: Vec<String> = Vec::new();
+    for column in mapping.columns.iter().filter(|c| c.alias == def.alias) {
+        if !columns.contains(&column.column) {
+            columns.push(column.column.clone());
+        }
+    }
+    CachedJoin {
+        name: lookup_name(mapping, def),
+        key: key.key.column.clone(),
+        foreign: column_expr(&key.foreign),
+        conditions: Cond::and(
+            def.on
+                .iter()
+                .filter(|p| !matches!(p.op, PredicateOp::EqualsColumn(_)))
+                .map(|p| predicate_cond(p, &def.alias))
+                .collect(),
+        ),
+        columns,
     }
 }
 
