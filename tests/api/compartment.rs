@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 use crate::kit::{collect_references, included, probe};
 use crate::support::{
     Backend, PATIENTS, TestApp, fresh_database, ids, legacy_database, matches, mssql_server_url,
-    outcome_code, settings, start, start_with_access,
+    outcome_code, seed_with, settings, start, start_with_access,
 };
 
 const LABORATORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
@@ -602,14 +602,7 @@ async fn run_leak_test(
     if backend == Backend::SqlServer {
         assert!(mssql_server_url().is_some(), "set PORTICO_TEST_MSSQL_URL");
     }
-    let url = fresh_database(backend, &format!("leak_{test}")).await;
-    let writer = portico::db::fixture::FixtureWriter::open(&url)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    seed(&writer, PATIENTS)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    writer.close().await;
+    let url = seed_with(backend, &format!("leak_{test}"), seed).await;
     let mut settings = settings(&url, 5000);
     settings.legacy.adapter = adapter.into();
     let everything = TestApp::at(start(&settings).await, url.clone());

@@ -13,7 +13,7 @@ use portico::dialect::{RenderedQuery, render};
 use portico::repository::LookupCache;
 use portico::search::compile::{RowAccess, rows_select};
 
-use crate::support::{Backend, PATIENTS, TestApp, fresh_database, ids, seed, settings, start};
+use crate::support::{Backend, TestApp, ids, seed, seed_with, settings, start};
 
 /// The Appointment ids plain SQL finds: events of patient categories (pc_cattype 0) with a patient,
 /// optionally of one patient.
@@ -196,14 +196,7 @@ async fn openemr_lookup_columns_from_cached_rows_equal_the_join_on_sqlite() {
 
 #[tokio::test]
 async fn opendental_lookup_columns_from_cached_rows_equal_the_join_on_mariadb() {
-    let db_url = fresh_database(Backend::MariaDb, "lookup_rows_opendental").await;
-    let writer = FixtureWriter::open(&db_url)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    seed_opendental(&writer, PATIENTS)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    writer.close().await;
+    let db_url = seed_with(Backend::MariaDb, "lookup_rows_opendental", seed_opendental).await;
     let quirks = [
         "UPDATE appointment SET ProvNum = 999999 WHERE AptNum = 2",
         "UPDATE patient SET PriProv = 0 WHERE PatNum = 3",

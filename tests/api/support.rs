@@ -49,11 +49,24 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Seeds a fresh OpenEMR database for `test` and returns its URL.
 pub async fn seed(backend: Backend, test: &str) -> String {
+    seed_with(backend, test, seed_openemr).await
+}
+
+/// Seeds a fresh database for `test` with `PATIENTS` patients of a PMS generator (`seed_openemr`,
+/// `seed_opendental`, ...) and returns its URL.
+pub async fn seed_with(
+    backend: Backend,
+    test: &str,
+    generator: impl AsyncFnOnce(
+        &FixtureWriter,
+        usize,
+    ) -> Result<portico::demo::Counts, portico::db::DbError>,
+) -> String {
     let url = fresh_database(backend, test).await;
     let writer = FixtureWriter::open(&url)
         .await
         .unwrap_or_else(|e| panic!("{}", e.message));
-    seed_openemr(&writer, PATIENTS)
+    generator(&writer, PATIENTS)
         .await
         .unwrap_or_else(|e| panic!("{}", e.message));
     writer.close().await;
