@@ -17,8 +17,8 @@ use serde_json::Value as Json;
 
 use crate::kit::{collect_references, included, probe};
 use crate::support::{
-    Backend, PATIENTS, TestApp, fresh_database, ids, legacy_database, matches, mssql_server_url,
-    outcome_code, seed_with, settings, start, start_with_access,
+    Backend, TestApp, ids, legacy_database, matches, mssql_server_url, outcome_code, seed_with,
+    settings, start, start_with_access,
 };
 
 const LABORATORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory";
