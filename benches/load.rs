@@ -45,7 +45,7 @@ use portico::config::{
     LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
     default_lookup_refresh_ms,
 };
-use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+use portico::db::fixture::FixtureWriter;
 use portico::db::{Database, DbSettings};
 use portico::demo::cerebello::{CEREBELLO_SCHEMA, seed_cerebello};
 use portico::demo::dentned::{DENTNED_SCHEMA, seed_dentned};
@@ -64,8 +64,8 @@ use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
 mod support;
 use support::{
-    clock_ticks, env_or, find_db_process, fnv, seed_reusable, stat_ticks, thread_ticks, watchdog,
-    write_seed_marker,
+    clock_ticks, env_or, find_db_process, fnv, fresh_fixture, seed_reusable, stat_ticks,
+    thread_ticks, watchdog, write_seed_marker,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1422,12 +1422,7 @@ async fn prepare_database(config: &Config) -> anyhow::Result<Dataset> {
             config.database, config.patients, profile.adapter
         );
         let started = Instant::now();
-        recreate_mysql_database(&config.server_url, &config.database)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create the database: {}", e.message))?;
-        let writer = FixtureWriter::open(&config.database_url())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database: {}", e.message))?;
+        let writer = fresh_fixture(&config.server_url, &config.database).await?;
         let written = seed(config, &writer)
             .await
             .map_err(|e| anyhow::anyhow!("seeding failed: {}", e.message))?;

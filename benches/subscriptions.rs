@@ -44,7 +44,6 @@ use portico::config::{
     LegacySettings, Secret, ServerSettings, Settings, StateSettings, SubscriptionsSettings,
     default_adapters_dir, default_lookup_refresh_ms,
 };
-use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
 use portico::demo::{OPENEMR_SCHEMA, seed_openemr};
 use portico::dialect::ast::{Cond, Value};
 use portico::dialect::{DialectKind, render};
@@ -63,8 +62,8 @@ use tokio_util::sync::CancellationToken;
 
 mod support;
 use support::{
-    admin_pool, clock_ticks, env_or, find_db_process, fnv, process_ticks, seed_reusable,
-    stat_ticks, thread_ticks, watchdog, write_seed_marker,
+    admin_pool, clock_ticks, env_or, find_db_process, fnv, fresh_fixture, process_ticks,
+    seed_reusable, stat_ticks, thread_ticks, watchdog, write_seed_marker,
 };
 
 #[path = "../tests/common/notifications.rs"]
@@ -169,12 +168,7 @@ async fn prepare_database(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    recreate_mysql_database(&config.server_url, &config.database)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create the database: {}", e.message))?;
-    let writer = FixtureWriter::open(&config.database_url())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the database: {}", e.message))?;
+    let writer = fresh_fixture(&config.server_url, &config.database).await?;
     let counts = seed_openemr(&writer, config.patients)
         .await
         .map_err(|e| anyhow::anyhow!("seeding failed: {}", e.message))?;

@@ -201,3 +201,17 @@ pub async fn write_seed_marker(
         .await?;
     Ok(())
 }
+
+/// An empty database `database` on the MariaDB server at `server_url`, opened for seeding.
+pub async fn fresh_fixture(
+    server_url: &str,
+    database: &str,
+) -> anyhow::Result<portico::db::fixture::FixtureWriter> {
+    portico::db::fixture::recreate_mysql_database(server_url, database)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the database: {}", e.message))?;
+    let url = format!("{}/{database}", server_url.trim_end_matches('/'));
+    portico::db::fixture::FixtureWriter::open(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {}", e.message))
+}
