@@ -139,6 +139,8 @@ fn main() {
                 acquire_timeout_ms: 3000,
                 timezone: None,
                 lookup_refresh_ms: default_lookup_refresh_ms(),
+                // Start-up plan advice explains every statement: only its own test wants it.
+                plan_advice_min_rows: 0,
             },
             state: portico::config::StateSettings {
                 url: Some(Secret::new(state_url.clone())),

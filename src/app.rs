@@ -169,6 +169,30 @@ fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Se
     });
 }
 
+/// How many of the query-plan advisor's findings `serve` logs at start-up.
+const LOGGED_PLAN_FINDINGS: usize = 5;
+
+/// Logs the largest tables the adapter's statements read whole or sort (`portico check
+/// --explain` prints them all, with the indexes that would serve them).
+fn log_plan_advice(advice: anyhow::Result<Vec<crate::check::explain::Finding>>) {
+    match advice {
+        Ok(findings) if findings.is_empty() => {
+            tracing::info!("query plans: no statement reads or sorts a large table whole")
+        }
+        Ok(findings) => {
+            for finding in findings.iter().take(LOGGED_PLAN_FINDINGS) {
+                tracing::warn!(
+                    table = %finding.table,
+                    rows = finding.rows,
+                    "query plan: {}; `portico check --explain` names the index that would serve it",
+                    finding.summary()
+                );
+            }
+        }
+        Err(error) => tracing::info!(%error, "query plans were not checked"),
+    }
+}
+
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let adapter = Arc::new(load_adapter(settings)?);
@@ -229,6 +253,18 @@ impl Application {
         };
         if settings.subscriptions.enabled {
             spawn_subscription_workers(&workers, &state, settings);
+        }
+        if settings.legacy.plan_advice_min_rows > 0 {
+            let repository = state.repository.clone();
+            let min_rows = settings.legacy.plan_advice_min_rows;
+            workers.spawn("plan-advice", move |shutdown| async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    advice = crate::check::explain::advise(&repository, min_rows) => {
+                        log_plan_advice(advice);
+                    }
+                }
+            });
         }
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)

@@ -20,6 +20,8 @@ use crate::repository::{LeftOutRow, LookupCache, Repository};
 use crate::search::compile::plan;
 use crate::search::parse::{MAX_COUNT, parse};
 
+pub mod explain;
+
 /// What a column must hold for the way a mapping uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Use {
@@ -38,6 +40,7 @@ pub async fn run(
     config_file: Option<PathBuf>,
     offline: bool,
     data: bool,
+    explain_min_rows: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
     let settings = config::load(config_file.as_deref())?;
     let adapter = match load_adapter(&settings) {
@@ -85,20 +88,52 @@ pub async fn run(
         return Ok(ExitCode::FAILURE);
     }
     println!("ok   every table and column the adapter reads exists with a fitting type");
-    if !data {
-        return Ok(ExitCode::SUCCESS);
-    }
     let repository = Repository {
         adapter: std::sync::Arc::new(adapter),
         db: database,
         lookups: std::sync::Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
     };
+    if let Some(min_rows) = explain_min_rows {
+        print_plan_advice(&repository, min_rows).await?;
+    }
+    if !data {
+        return Ok(ExitCode::SUCCESS);
+    }
     let left_out = scan_data(&repository).await?;
     Ok(if left_out == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--explain`: the query-plan advisor's findings, largest table first. Advice, not failure: the
+/// exit code stays as the other checks leave it.
+async fn print_plan_advice(repository: &Repository, min_rows: u64) -> anyhow::Result<()> {
+    let findings = explain::advise(repository, min_rows).await?;
+    if findings.is_empty() {
+        println!(
+            "ok   plans: no statement reads or sorts a table of {min_rows} rows or more whole"
+        );
+        return Ok(());
+    }
+    for finding in &findings {
+        println!("warn plan: {}", finding.summary());
+        match &finding.advice {
+            explain::Advice::Create(statement) => {
+                println!("       an index would serve it (not created): {statement}")
+            }
+            explain::Advice::Unused { index } => println!(
+                "       index {index} has the columns, but the database chose not to use it"
+            ),
+            explain::Advice::Nothing => println!("       no single index serves it"),
+        }
+    }
+    println!(
+        "{} plan finding(s); a DBA may add the indexes above (Portico never writes to the PMS)",
+        findings.len()
+    );
+    Ok(())
 }
 
 /// `--data`: pages through every resource of every mapping, as a client would, and lists the rows

@@ -14,7 +14,7 @@ use crate::adapter::Adapter;
 use crate::app::{Application, load_adapter};
 use crate::config::{
     self, LegacySettings, Secret, ServerSettings, Settings, default_adapters_dir,
-    default_lookup_refresh_ms,
+    default_lookup_refresh_ms, default_plan_advice_min_rows,
 };
 use crate::db::fixture::FixtureWriter;
 use crate::db::{Database, redact_url};
@@ -70,6 +70,14 @@ enum Command {
         /// as valid FHIR R4, per mapping, with table, key and reason.
         #[arg(long, conflicts_with = "offline")]
         data: bool,
+        /// Also explain (never run) the statement of every advertised search parameter, sort,
+        /// read and collection; flag full scans and sorts of large tables, and print the CREATE
+        /// INDEX statements that would serve them (Portico never runs them).
+        #[arg(long, conflicts_with = "offline")]
+        explain: bool,
+        /// With --explain: a table with fewer rows than this is never flagged.
+        #[arg(long, default_value_t = crate::check::explain::DEFAULT_MIN_ROWS, requires = "explain")]
+        min_rows: u64,
     },
     /// Print the adapter's data dictionary: every FHIR element with the legacy columns it comes
     /// from, and the columns no mapping reads.
@@ -168,7 +176,12 @@ pub fn main() -> ExitCode {
                 config,
                 offline,
                 data,
-            } => return crate::check::run(config, offline, data).await,
+                explain,
+                min_rows,
+            } => {
+                let explain = explain.then_some(min_rows);
+                return crate::check::run(config, offline, data, explain).await;
+            }
             Command::Dictionary {
                 adapter,
                 format,
@@ -357,6 +370,7 @@ async fn demo(
             acquire_timeout_ms: 3000,
             timezone: None,
             lookup_refresh_ms: default_lookup_refresh_ms(),
+            plan_advice_min_rows: default_plan_advice_min_rows(),
         },
         state: Default::default(),
         auth: Default::default(),

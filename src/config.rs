@@ -218,6 +218,10 @@ pub struct LegacySettings {
     /// How long a lookup table's key list is used before it is read again.
     #[serde(default = "default_lookup_refresh_ms")]
     pub lookup_refresh_ms: u64,
+    /// `serve` explains its statements once at start-up and logs the full scans and sorts of
+    /// tables with at least this many rows (`check --explain`'s findings); 0: not at all.
+    #[serde(default = "default_plan_advice_min_rows")]
+    pub plan_advice_min_rows: u64,
 }
 
 impl LegacySettings {
@@ -269,6 +273,9 @@ pub fn default_adapters_dir() -> PathBuf {
 }
 pub fn default_lookup_refresh_ms() -> u64 {
     60_000
+}
+pub fn default_plan_advice_min_rows() -> u64 {
+    crate::check::explain::DEFAULT_MIN_ROWS
 }
 fn default_max_connections() -> u32 {
     10
@@ -369,6 +376,7 @@ fn env_value(key: &str, value: &str) -> toml::Value {
         "statement_timeout_ms",
         "acquire_timeout_ms",
         "lookup_refresh_ms",
+        "plan_advice_min_rows",
         "access_token_seconds",
         "backend_token_seconds",
         "leeway_seconds",

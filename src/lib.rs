@@ -18,6 +18,7 @@ pub mod dialect;
 pub mod dictionary;
 pub mod error;
 pub mod fhir;
+pub mod metrics;
 pub mod repository;
 pub mod search;
 pub mod state;

@@ -21,7 +21,7 @@ use crate::adapter::model::Mapping;
 use crate::db::{Database, DbError};
 use crate::dialect::ast::{Cond, Select, Value};
 use crate::dialect::fold::fold;
-use crate::dialect::render;
+use crate::dialect::{RenderedQuery, render};
 use crate::search::compile::{
     BranchPlan, Plan, RowAccess, collection_select, count_select, page_select, parse_id,
     referencing_cond, row_access, rows_select,
@@ -29,6 +29,7 @@ use crate::search::compile::{
 use crate::search::cursor::CursorKey;
 
 mod lookups;
+use lookups::Prepared;
 pub use lookups::{LookupCache, MAX_LOOKUP_KEYS};
 
 /// At most this many resources are added by `_include` and `_revinclude` per page.
@@ -136,15 +137,28 @@ impl Repository {
     /// Every query runs through here: lookups become their cached key lists and rows, then it
     /// renders; the rows come back as the compiled query would return them.
     async fn fetch(&self, select: &Select) -> Result<Vec<Vec<Value>>, DbError> {
+        let (rendered, prepared) = self.statement(select).await;
+        let mut rows = self.db.fetch(&rendered).await?;
+        prepared.complete(&mut rows);
+        Ok(rows)
+    }
+
+    /// The statement Portico sends for `select` (after the lookup cache, rendered for the pool's
+    /// dialect), and how to complete the rows it returns.
+    async fn statement(&self, select: &Select) -> (RenderedQuery, Prepared) {
         // Boxed: in debug builds the cache's future is large, and every read path nests it.
         let prepared = Box::pin(self.lookups.prepare(&self.db, select)).await;
         let rendered = render(
             self.db.dialect(),
             prepared.select.as_ref().unwrap_or(select),
         );
-        let mut rows = self.db.fetch(&rendered).await?;
-        prepared.complete(&mut rows);
-        Ok(rows)
+        (rendered, prepared)
+    }
+
+    /// The statement `fetch` would send for `select`, without sending it (the query-plan
+    /// advisor explains it).
+    pub async fn sent_statement(&self, select: &Select) -> RenderedQuery {
+        self.statement(select).await.0
     }
 
     /// Fetches `select` over `mapping` with its collections, and maps each row. Rows that cannot be

@@ -155,6 +155,108 @@ async fn fhirpy_reads_searches_pages_counts_and_includes() {
     assert_eq!(strings(&seen["include"]["included"]), ["Patient/1"]);
 }
 
+/// `/metrics` is for administrators, and what it answers parses with prometheus_client's own
+/// text-format parser: requests by route template and type, latency histograms, PMS statements,
+/// the pool, and no path or id as a label.
+#[tokio::test]
+async fn metrics_parse_with_the_prometheus_client_parser() {
+    let served = serve("metrics").await;
+    served.fhir.json("Patient/1").await;
+    served.fhir.all("Patient?_count=7").await;
+    let (status, _) = served.fhir.get("Patient/999999").await;
+    assert_eq!(status, 404);
+    let root = served.fhir.base.trim_end_matches("/fhir").to_owned();
+    let client = reqwest::Client::new();
+    let anonymous = client.get(format!("{root}/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "administrators only");
+    served
+        .state
+        .add_user("metrics-admin", "admin-password-1", Role::Admin, None)
+        .await
+        .expect("an admin");
+    let scraped = client
+        .get(format!("{root}/metrics"))
+        .basic_auth("metrics-admin", Some("admin-password-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert_eq!(
+        scraped.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = scraped.text().await.unwrap();
+    assert!(!text.contains("999999"), "no id is a label:\n{text}");
+
+    let dir = work_dir("metrics");
+    let script = python_dir().join("prometheus_parse.py");
+    let parsed = run_venv(
+        "python",
+        &[script.to_str().expect("a UTF-8 path")],
+        &dir,
+        text.as_bytes(),
+    )
+    .await;
+    std::fs::remove_dir_all(&dir).ok();
+    let families: Json = serde_json::from_str(parsed.trim())
+        .unwrap_or_else(|e| panic!("the parser printed no JSON ({e}):\n{parsed}"));
+    let sample = |family: &str, labels: &[(&str, &str)]| -> f64 {
+        let samples = families[family]["samples"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no family {family}:\n{text}"));
+        samples
+            .iter()
+            .filter(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum()
+    };
+    assert_eq!(families["portico_http_requests"]["type"], "counter");
+    let read = [
+        ("route", "/fhir/{resource_type}/{id}"),
+        ("type", "Patient"),
+        ("method", "GET"),
+    ];
+    assert!(
+        sample(
+            "portico_http_requests",
+            &[read[0], read[1], read[2], ("status", "200")]
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            "portico_http_requests",
+            &[read[0], read[1], read[2], ("status", "404")]
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            "portico_http_requests",
+            &[("route", "/fhir/{resource_type}"), ("type", "Patient")]
+        ) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        families["portico_http_request_duration_seconds"]["type"],
+        "histogram"
+    );
+    assert!(
+        sample(
+            "portico_http_request_duration_seconds",
+            &[("route", "/fhir/{resource_type}/{id}"), ("le", "+Inf")]
+        ) >= 2.0
+    );
+    assert!(
+        sample("portico_pms_queries", &[("outcome", "ok")]) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(families["portico_pms_pool_connections"]["type"], "gauge");
+    assert!(sample("portico_pms_pool_connections", &[("state", "max")]) >= 1.0);
+    assert!(
+        sample("portico_audit_events", &[("outcome", "committed")]) >= 3.0,
+        "every FHIR request is audited: {text}"
+    );
+}
+
 #[tokio::test]
 async fn fhirclient_parses_the_statement_reads_and_follows_next_links() {
     let served = serve("fhirclient").await;

@@ -65,7 +65,7 @@ async fn require_admin(
         {
             PasswordCheck::Accepted(user) if user.role == Role::Admin => Ok(()),
             PasswordCheck::Accepted(_) => Err(ApiError::Forbidden(
-                "only administrators see subscription health".into(),
+                "only administrators see the operator's views".into(),
             )),
             PasswordCheck::Refused => Err(unauthorized("the credentials are not accepted")),
             PasswordCheck::TooMany => Err(ApiError::TooManyRequests(
@@ -78,7 +78,7 @@ async fn require_admin(
         Ok(())
     } else {
         Err(ApiError::Forbidden(
-            "only administrators see subscription health: the token was not issued to an admin \
+            "only administrators see the operator's views: the token was not issued to an admin \
              user"
                 .into(),
         ))

@@ -596,21 +596,56 @@ pub async fn fallback() -> Response {
     ApiError::NotFound("no such endpoint; the FHIR API is under /fhir".into()).into_response()
 }
 
-/// Liveness plus a database round trip: 200 when the legacy database answers, 503 when not.
-pub async fn health(State(state): State<AppState>) -> Response {
-    match state.repository.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(json!({"status": "ok", "database": "up"})),
-        )
-            .into_response(),
-        Err(error) => {
-            tracing::warn!(error = %error.message, "health check: database down");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "degraded", "database": "down"})),
-            )
-                .into_response()
+/// `/health/live`: the process serves HTTP. Nothing else is checked, so an orchestrator never
+/// restarts Portico because the PMS is down.
+pub async fn health_live() -> Response {
+    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+}
+
+/// How long a readiness check waits for each store.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `/health/ready` (and `/health`): the adapter is loaded (it is, or nothing would serve), the
+/// PMS database answers a round trip and the state store takes a write. 200 when all hold, else
+/// 503 naming what does not.
+pub async fn health_ready(State(state): State<AppState>) -> Response {
+    let database = tokio::time::timeout(READINESS_TIMEOUT, state.repository.ping()).await;
+    let database_up = match database {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error.message, "readiness: the PMS database is down");
+            false
         }
-    }
+        Err(_) => {
+            tracing::warn!("readiness: the PMS database did not answer in time");
+            false
+        }
+    };
+    let store =
+        tokio::time::timeout(READINESS_TIMEOUT, state.auth.tokens.store().probe_write()).await;
+    let store_up = match store {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: the state store takes no writes");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the state store did not answer in time");
+            false
+        }
+    };
+    let word = |up: bool| if up { "up" } else { "down" };
+    let ready = database_up && store_up;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ok" } else { "degraded" },
+        "adapter": state.adapter.name,
+        "database": word(database_up),
+        "stateStore": word(store_up),
+    });
+    (status, axum::Json(body)).into_response()
 }

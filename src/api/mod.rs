@@ -7,6 +7,7 @@ mod admin;
 pub mod audit;
 mod authorize;
 mod handlers;
+mod metrics;
 pub mod negotiate;
 mod oauth;
 pub mod openapi;
@@ -170,7 +171,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/health",
-            get(handlers::health).fallback(handlers::only_get),
+            get(handlers::health_ready).fallback(handlers::only_get),
+        )
+        .route(
+            "/health/ready",
+            get(handlers::health_ready).fallback(handlers::only_get),
+        )
+        .route(
+            "/health/live",
+            get(handlers::health_live).fallback(handlers::only_get),
+        )
+        .route(
+            "/metrics",
+            get(metrics::scrape).fallback(handlers::only_get),
         )
         .route(
             "/openapi.json",
@@ -250,6 +263,8 @@ pub fn router(state: AppState) -> Router {
 /// The layers every response passes, outermost last: the public base URL, HSTS under TLS, and
 /// the request id with its tracing span around all of it.
 fn edge_layers(router: Router<AppState>, state: AppState) -> Router {
+    // Inside the edge layers, so every answer is counted, refused and unmatched ones too.
+    let router = router.layer(from_fn_with_state(state.clone(), metrics::record));
     let mut router = router.layer(from_fn_with_state(state.clone(), origin::public_base));
     if state.origin.https() {
         router = router.layer(from_fn(origin::strict_transport_security));

@@ -760,19 +760,36 @@ fn plain_json(description: &str, schema: RefOr<Schema>) -> ResponseBuilder {
     )
 }
 
-fn health_path() -> PathItem {
+/// `/health/ready` and `/health`: the PMS database and the state store, 200 or 503.
+fn readiness_path(operation_id: &str) -> PathItem {
     let operation = OperationBuilder::new()
-        .operation_id(Some("health"))
+        .operation_id(Some(operation_id))
         .tag("Server")
-        .summary(Some("Liveness and a round trip to the practice database"))
+        .summary(Some(
+            "Readiness: the PMS database answers and the state store takes a write",
+        ))
         .response(
             "200",
-            plain_json("The database answers", component("Health")).build(),
+            plain_json("Both answer", component("Health")).build(),
         )
         .response(
             "503",
-            plain_json("The database does not answer", component("Health")).build(),
+            plain_json("One of them does not", component("Health")).build(),
         );
+    PathItem::new(HttpMethod::Get, operation)
+}
+
+fn liveness_path() -> PathItem {
+    let live = ObjectBuilder::new()
+        .required("status")
+        .property("status", enumerated(&["ok"]));
+    let operation = OperationBuilder::new()
+        .operation_id(Some("healthLive"))
+        .tag("Server")
+        .summary(Some(
+            "Liveness: the process serves HTTP (nothing else is checked)",
+        ))
+        .response("200", plain_json("Serving", live.into()).build());
     PathItem::new(HttpMethod::Get, operation)
 }
 
@@ -893,9 +910,13 @@ fn components() -> utoipa::openapi::Components {
         .description(Some("A FHIR R4 CapabilityStatement"));
     let health = ObjectBuilder::new()
         .required("status")
+        .required("adapter")
         .required("database")
+        .required("stateStore")
         .property("status", enumerated(&["ok", "degraded"]))
-        .property("database", enumerated(&["up", "down"]));
+        .property("adapter", string())
+        .property("database", enumerated(&["up", "down"]))
+        .property("stateStore", enumerated(&["up", "down"]));
     ComponentsBuilder::new()
         .schema("OperationOutcome", outcome)
         .schema("Bundle", bundle)
@@ -933,7 +954,9 @@ fn components() -> utoipa::openapi::Components {
 pub fn document(adapter: &Adapter) -> OpenApi {
     let mut paths = PathsBuilder::new()
         .path("/fhir/metadata", metadata_path())
-        .path("/health", health_path())
+        .path("/health", readiness_path("health"))
+        .path("/health/ready", readiness_path("healthReady"))
+        .path("/health/live", liveness_path())
         .path("/openapi.json", openapi_path())
         .path(
             endpoints::SMART_CONFIGURATION,

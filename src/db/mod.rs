@@ -32,6 +32,18 @@ pub enum DbErrorKind {
     Decode,
 }
 
+impl DbErrorKind {
+    /// The kind as a metrics label and a log word.
+    pub fn name(self) -> &'static str {
+        match self {
+            DbErrorKind::Unavailable => "unavailable",
+            DbErrorKind::Timeout => "timeout",
+            DbErrorKind::Query => "query",
+            DbErrorKind::Decode => "decode",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct DbError {
@@ -203,7 +215,8 @@ impl Database {
                 Pool::Mssql(pool) => pool.fetch(query).await,
             }
         };
-        match tokio::time::timeout(limit, run).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(limit, run).await {
             Ok(result) => result,
             Err(_) => Err(DbError::new(
                 DbErrorKind::Timeout,
@@ -212,6 +225,31 @@ impl Database {
                     self.statement_timeout.as_millis()
                 ),
             )),
+        };
+        let metrics = crate::metrics::metrics();
+        metrics.pms_query_duration.observe(&[], started.elapsed());
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.kind.name(),
+        };
+        metrics.pms_queries.inc(&[outcome]);
+        result
+    }
+
+    /// The pool's connections: (open, idle, most allowed).
+    pub fn pool_use(&self) -> (u32, u32, u32) {
+        match &self.pool {
+            Pool::MySql(pool) => (
+                pool.size(),
+                pool.num_idle() as u32,
+                pool.options().get_max_connections(),
+            ),
+            Pool::Sqlite(pool) => (
+                pool.size(),
+                pool.num_idle() as u32,
+                pool.options().get_max_connections(),
+            ),
+            Pool::Mssql(pool) => pool.usage(),
         }
     }
 

@@ -24,6 +24,7 @@ pub(super) struct MssqlPool {
     config: Config,
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
+    max_connections: u32,
     statement_timeout: Duration,
     acquire_timeout: Duration,
 }
@@ -108,9 +109,22 @@ impl MssqlPool {
             config,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
+            max_connections: max_connections.max(1),
             statement_timeout,
             acquire_timeout,
         })
+    }
+
+    /// (open, idle, most allowed) connections, as `Database::pool_use` reports them. The idle
+    /// count reads 0 while another task holds the idle list.
+    pub(super) fn usage(&self) -> (u32, u32, u32) {
+        let in_use = self.max_connections - self.permits.available_permits() as u32;
+        let idle = self
+            .idle
+            .try_lock()
+            .map(|idle| idle.len() as u32)
+            .unwrap_or(0);
+        (in_use + idle, idle, self.max_connections)
     }
 
     /// Runs a query on a pooled connection; the connection returns to the pool only when the

@@ -502,6 +502,14 @@ impl AuditWriterTask {
                 tracing::error!(%error, events = records.len(), "audit events not stored");
                 AuditUnavailable::Failed(error.to_string())
             });
+        let word = if outcome.is_ok() {
+            "committed"
+        } else {
+            "failed"
+        };
+        crate::metrics::metrics()
+            .audit_events
+            .add(&[word], records.len() as u64);
         for pending in batch {
             // A request that gave up waiting no longer listens.
             let _ = pending.done.send(outcome.clone());

@@ -114,6 +114,18 @@ impl StateStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    /// Whether the store takes writes: one upsert of the readiness row (`/health/ready`).
+    pub async fn probe_write(&self) -> Result<(), StateError> {
+        sqlx::query(
+            "INSERT INTO readiness_probe (id, probed_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 /// `$first, $first+1, ...`: `count` numbered placeholders for a statement built at run time.

@@ -308,6 +308,15 @@ impl DeliveryWorker {
                 .map(|seconds| Duration::from_secs(u64::from(seconds))),
         };
         let outcome = self.sender.deliver(&delivery).await;
+        let word = match &outcome {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retry { .. } => "retry",
+            DeliveryOutcome::Gone => "gone",
+            DeliveryOutcome::Failed { .. } => "failed",
+        };
+        crate::metrics::metrics()
+            .deliveries
+            .inc(&["rest-hook", word]);
         let record = match (kind, outcome) {
             (NotificationType::Heartbeat, DeliveryOutcome::Delivered) => {
                 DeliveryRecord::Heartbeat { failure: None }
@@ -396,7 +405,7 @@ impl DeliveryWorker {
                     i64::from(limit.max(1)),
                 )
                 .await?;
-            match send_events(
+            let run = send_events(
                 &self.mllp,
                 &self.repository,
                 subscription,
@@ -404,8 +413,15 @@ impl DeliveryWorker {
                 &peer,
                 &events,
             )
-            .await
-            {
+            .await;
+            let word = match &run {
+                MllpRun::Through(_) => "delivered",
+                MllpRun::Failed { .. } => "retry",
+            };
+            crate::metrics::metrics()
+                .deliveries
+                .inc(&["hl7v2-mllp", word]);
+            match run {
                 MllpRun::Through(through) => DeliveryRecord::Delivered {
                     through,
                     handshake: subscription.handshake_pending,

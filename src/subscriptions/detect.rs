@@ -153,7 +153,15 @@ impl Detector {
                 if shutdown.is_cancelled() {
                     break;
                 }
-                match self.pass(*branch_index, mapping).await {
+                let outcome = self.pass(*branch_index, mapping).await;
+                let metrics = crate::metrics::metrics();
+                let word = if outcome.is_ok() { "ok" } else { "error" };
+                metrics.detection_passes.inc(&[&mapping.name, word]);
+                if outcome.is_ok() {
+                    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                    metrics.detection_last_pass.set(&[&mapping.name], now);
+                }
+                match outcome {
                     Ok(report) if report.events > 0 || report.changes > 0 => tracing::info!(
                         mapping = %mapping.name,
                         changes = report.changes,

@@ -461,6 +461,9 @@ async fn send_events(
             entry.spec.channel.content,
         );
         send(socket, &bundle).await?;
+        crate::metrics::metrics()
+            .deliveries
+            .inc(&["websocket", "delivered"]);
         entry.sent_through = last;
         entry.last_sent = Instant::now();
         context

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Backend, legacy_database, seed};
+use crate::support::{Backend, legacy_database, seed, seed_with};
 
 fn portico() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
@@ -316,6 +316,138 @@ async fn check_data_lists_every_row_that_cannot_be_served() {
         );
         assert!(report.contains(&line), "{line}\n{report}");
     }
+}
+
+/// The indexes a stock OpenEMR schema lacks and the fixture schema adds (README, "Indexes").
+const RECOMMENDED_OPENEMR_INDEXES: &[(&str, &str)] = &[
+    ("openemr_postcalendar_events", "pc_pid_date"),
+    ("form_encounter", "encounter_number"),
+    ("billing", "billing_encounter"),
+];
+
+/// `portico check --explain` on a stock OpenEMR schema names the missing `pc_pid` index for
+/// `Appointment?patient=` without creating it, and the index it prints turns the scan into a
+/// lookup: after a DBA runs it, EXPLAIN no longer flags the table for that search.
+#[tokio::test]
+async fn check_explain_names_the_index_a_stock_mariadb_schema_lacks_and_that_index_serves() {
+    explain_names_the_missing_index(Backend::MariaDb).await;
+}
+
+#[tokio::test]
+async fn check_explain_reads_sqlite_plans_too() {
+    explain_names_the_missing_index(Backend::Sqlite).await;
+}
+
+async fn explain_names_the_missing_index(backend: Backend) {
+    let test = match backend {
+        Backend::MariaDb => "check_explain",
+        _ => "check_explain_sqlite",
+    };
+    let db_url = seed_with(backend, test, async |writer, _| {
+        portico::demo::seed_openemr(writer, 400).await
+    })
+    .await;
+    let writer = portico::db::fixture::FixtureWriter::open(&db_url)
+        .await
+        .unwrap();
+    for (table, index) in RECOMMENDED_OPENEMR_INDEXES {
+        let statement = match backend {
+            Backend::MariaDb => format!("DROP INDEX {index} ON {table}"),
+            _ => format!("DROP INDEX {index}"),
+        };
+        writer.execute(&statement, &[]).await.unwrap();
+    }
+    let analyze = match backend {
+        Backend::MariaDb => "ANALYZE TABLE openemr_postcalendar_events",
+        _ => "ANALYZE",
+    };
+    writer.execute(analyze, &[]).await.unwrap();
+    let explain = || {
+        let output = portico()
+            .args(["check", "--explain", "--min-rows", "200"])
+            .env("PORTICO_LEGACY__ADAPTER", "openemr")
+            .env("PORTICO_LEGACY__URL", &db_url)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "advice is not failure: {report}");
+        report
+    };
+    let index_names = async || {
+        let sql = match backend {
+            Backend::MariaDb => {
+                "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+                 WHERE TABLE_SCHEMA = DATABASE() ORDER BY INDEX_NAME"
+            }
+            _ => "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name",
+        };
+        let rows = legacy_database(&db_url, Duration::from_secs(5))
+            .fetch(&portico::dialect::RenderedQuery {
+                sql: sql.into(),
+                params: Vec::new(),
+            })
+            .await
+            .unwrap();
+        format!("{rows:?}")
+    };
+    let indexes_before = index_names().await;
+    let quote = |name: &str| match backend {
+        Backend::MariaDb => format!("`{name}`"),
+        _ => format!("\"{name}\""),
+    };
+
+    let report = explain();
+    let lines: Vec<&str> = report.lines().collect();
+    let flagged = lines
+        .iter()
+        .position(|line| {
+            line.starts_with("warn plan: ")
+                && line.contains("Appointment?patient=")
+                && line.contains(" all of openemr_postcalendar_events (about ")
+        })
+        .unwrap_or_else(|| panic!("Appointment?patient= is not flagged:\n{report}"));
+    let statement = lines[flagged + 1]
+        .split_once("an index would serve it (not created): ")
+        .map(|(_, statement)| statement)
+        .unwrap_or_else(|| panic!("no CREATE INDEX after the finding:\n{report}"));
+    assert_eq!(
+        statement,
+        format!(
+            "CREATE INDEX {} ON {} ({});",
+            quote("portico_openemr_postcalendar_events_pc_pid"),
+            quote("openemr_postcalendar_events"),
+            quote("pc_pid")
+        )
+    );
+    // Encounter reads by encounter number lack their index too.
+    assert!(
+        report.contains(&format!(
+            "CREATE INDEX {}",
+            quote("portico_form_encounter_encounter")
+        )),
+        "{report}"
+    );
+    assert_eq!(
+        index_names().await,
+        indexes_before,
+        "the advisor created nothing"
+    );
+
+    // A DBA runs the statement: the same search now looks its rows up.
+    writer.execute(statement, &[]).await.unwrap();
+    writer.execute(analyze, &[]).await.unwrap();
+    writer.close().await;
+    let report = explain();
+    assert!(
+        !report.lines().any(|line| line.starts_with("warn plan: ")
+            && line.contains("Appointment?patient=")
+            && line.contains("openemr_postcalendar_events")),
+        "the index serves Appointment?patient=:\n{report}"
+    );
+    assert!(
+        !report.contains("portico_openemr_postcalendar_events_pc_pid"),
+        "{report}"
+    );
 }
 
 /// `portico clients add` then `portico launch`: the printed launch value is the only output, works

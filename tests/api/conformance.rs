@@ -197,8 +197,10 @@ on_every_backend!(
             preflight.header("access-control-allow-origin").as_deref(),
             Some("*")
         );
-        let health = app.get(&format!("{root}/health")).await;
-        assert_eq!(health.status, 200);
+        for path in ["health", "health/ready", "health/live"] {
+            let health = app.get(&format!("{root}/{path}")).await;
+            assert_eq!(health.status, 200, "{path}");
+        }
     }
 );
 
@@ -221,8 +223,9 @@ on_every_backend!(
         // The result parameters the parser knows are documented on every search.
         let common = portico::search::parse::RESULT_PARAMETERS;
         let resources = crate::support::adapter_resources(&statement);
-        // metadata, health, openapi.json, SMART discovery at the root and under the base
-        let mut documented_paths = 5;
+        // metadata, health (and its ready and live paths), openapi.json, SMART discovery at the
+        // root and under the base
+        let mut documented_paths = 7;
         for resource in &resources {
             let resource_type = resource["type"].as_str().unwrap();
             let capability: Vec<String> = resource["searchParam"]
@@ -361,6 +364,8 @@ on_every_backend!(
         for path in [
             "/fhir/metadata",
             "/health",
+            "/health/ready",
+            "/health/live",
             "/openapi.json",
             "/.well-known/smart-configuration",
             "/fhir/.well-known/smart-configuration",

@@ -102,11 +102,20 @@ async fn database_outage_is_503_and_recovers_without_restart() {
     };
     assert_eq!(outcome_code(&reply), "transient");
     let health = client
-        .get(base.replace("/fhir", "/health"))
+        .get(base.replace("/fhir", "/health/ready"))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["database"], "down", "{health}");
+    assert_eq!(health["stateStore"], "up", "{health}");
+    let live = client
+        .get(base.replace("/fhir", "/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200, "liveness does not depend on the PMS");
 
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(15);

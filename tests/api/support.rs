@@ -125,6 +125,8 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
             acquire_timeout_ms: 1000,
             timezone: None,
             lookup_refresh_ms: default_lookup_refresh_ms(),
+            // Start-up plan advice explains every statement: only its own test wants it.
+            plan_advice_min_rows: 0,
         },
         state: Default::default(),
         auth: Default::default(),

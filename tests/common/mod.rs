@@ -216,6 +216,8 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             acquire_timeout_ms: 3_000,
             timezone: None,
             lookup_refresh_ms: default_lookup_refresh_ms(),
+            // Start-up plan advice explains every statement: only its own test wants it.
+            plan_advice_min_rows: 0,
         },
         state: Default::default(),
         auth: Default::default(),

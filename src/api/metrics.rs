@@ -1,0 +1,137 @@
+//! `/metrics` (Prometheus text format, administrators only: a scraper sends an admin user's Basic
+//! credentials or bearer token) and the layer that counts and times every HTTP answer. What is
+//! recorded while serving lives in `crate::metrics`; what is measured when scraped (pool use,
+//! change-detection lag, subscriptions and their backlog) is read here.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::admin::Administrator;
+use crate::metrics::{metrics, render_gauge};
+
+/// The text exposition format's media type.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Resource types Portico serves from its own state store, whatever the adapter.
+const STATE_STORE_TYPES: &[&str] = &["AuditEvent", "Subscription"];
+
+/// Counts and times each answer by route template (never the raw path: ids are not labels),
+/// resource type (only a type Portico serves, so a client cannot grow the label set), method and
+/// status.
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    };
+    let resource_type = request
+        .uri()
+        .path()
+        .strip_prefix("/fhir/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|name| {
+            state.adapter.resources.contains_key(*name) || STATE_STORE_TYPES.contains(name)
+        })
+        .unwrap_or("")
+        .to_owned();
+    let response = next.run(request).await;
+    let recorded = metrics();
+    recorded
+        .http_requests
+        .inc(&[&route, &resource_type, method, response.status().as_str()]);
+    recorded.http_duration.observe(&[&route], started.elapsed());
+    response
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(state): State<AppState>, _: Administrator) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    let recorded = metrics();
+    recorded.render(&mut out);
+
+    let (open, idle, most) = state.repository.db.pool_use();
+    render_gauge(
+        &mut out,
+        "portico_pms_pool_connections",
+        "PMS database connections: open, idle, and the most the pool opens.",
+        &["state"],
+        &[
+            (vec!["open".into()], f64::from(open)),
+            (vec!["idle".into()], f64::from(idle)),
+            (vec!["max".into()], f64::from(most)),
+        ],
+    );
+
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let lags: Vec<(Vec<String>, f64)> = recorded
+        .detection_last_pass
+        .values()
+        .into_iter()
+        .map(|(mapping, at)| (mapping, (now - at).max(0.0)))
+        .collect();
+    render_gauge(
+        &mut out,
+        "portico_change_detection_lag_seconds",
+        "Seconds since each mapping's latest completed change detection step on this replica.",
+        &["mapping"],
+        &lags,
+    );
+
+    match state.auth.tokens.store().subscriptions(None).await {
+        Ok(subscriptions) => {
+            let mut by_status: std::collections::BTreeMap<(String, String), f64> =
+                Default::default();
+            let mut backlog: std::collections::BTreeMap<String, f64> = Default::default();
+            for subscription in &subscriptions {
+                *by_status
+                    .entry((subscription.channel.clone(), subscription.status.clone()))
+                    .or_default() += 1.0;
+                *backlog.entry(subscription.channel.clone()).or_default() +=
+                    (subscription.events_since_start - subscription.delivered_through).max(0)
+                        as f64;
+            }
+            let by_status: Vec<(Vec<String>, f64)> = by_status
+                .into_iter()
+                .map(|((channel, status), count)| (vec![channel, status], count))
+                .collect();
+            render_gauge(
+                &mut out,
+                "portico_subscriptions",
+                "Subscriptions by channel and status.",
+                &["channel", "status"],
+                &by_status,
+            );
+            let backlog: Vec<(Vec<String>, f64)> = backlog
+                .into_iter()
+                .map(|(channel, events)| (vec![channel], events))
+                .collect();
+            render_gauge(
+                &mut out,
+                "portico_subscription_backlog_events",
+                "Events stored for subscriptions and not yet delivered (the outbox), by channel.",
+                &["channel"],
+                &backlog,
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, "metrics: the state store did not list subscriptions");
+        }
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
+}
