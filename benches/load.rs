@@ -2143,6 +2143,8 @@ fn main() {
         );
         let mut compile_costs = Vec::new();
         // What Portico sends is the compiled SELECT after its lookup cache (`Repository::fetch`).
+        // A lazy pool still needs a runtime to be made in.
+        let _runtime = client_rt.enter();
         let portico_db = Database::connect_lazy(&DbSettings {
             url: config.database_url(),
             max_connections: 2,

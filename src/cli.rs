@@ -30,8 +30,18 @@ use crate::dictionary::{self, Dictionary, FIXTURE_SCHEMA, TableColumns};
     about = "A FHIR R4 facade over legacy practice-management databases"
 )]
 struct Cli {
+    /// Log lines on standard error: `text` for people, `json` (one object per line, with the
+    /// request id and span fields) for log collectors.
+    #[arg(long, global = true, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -148,14 +158,19 @@ enum DictionaryFormat {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG")
                 .unwrap_or_else(|_| "portico=info,tower_http=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    let log_format = cli.log_format;
+    match log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
@@ -210,7 +225,11 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            match log_format {
+                LogFormat::Text => eprintln!("error: {error:#}"),
+                // A log collector reads standard error as JSON lines only.
+                LogFormat::Json => tracing::error!(error = format!("{error:#}"), "stopped"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -334,8 +353,8 @@ async fn demo(
         let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
     }
     let url = format!("sqlite://{}", database.display());
-    eprintln!(
-        "Creating {} with {patients} synthetic {} patients...",
+    tracing::info!(
+        "creating {} with {patients} synthetic {} patients",
         database.display(),
         adapter.title()
     );

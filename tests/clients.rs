@@ -163,7 +163,7 @@ async fn metrics_parse_with_the_prometheus_client_parser() {
     let served = serve("metrics").await;
     served.fhir.json("Patient/1").await;
     served.fhir.all("Patient?_count=7").await;
-    let (status, _) = served.fhir.get("Patient/999999").await;
+    let (status, _) = served.fhir.get("Patient/nosuchpatient").await;
     assert_eq!(status, 404);
     let root = served.fhir.base.trim_end_matches("/fhir").to_owned();
     let client = reqwest::Client::new();
@@ -186,7 +186,7 @@ async fn metrics_parse_with_the_prometheus_client_parser() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     let text = scraped.text().await.unwrap();
-    assert!(!text.contains("999999"), "no id is a label:\n{text}");
+    assert!(!text.contains("nosuchpatient"), "no id is a label:\n{text}");
 
     let dir = work_dir("metrics");
     let script = python_dir().join("prometheus_parse.py");

@@ -32,46 +32,109 @@ async fn demo_imitates_dentned_too() {
     demo_serves("dentned").await;
 }
 
+/// A running `portico demo`: its FHIR base and every line it printed so far.
+struct Demo {
+    child: std::process::Child,
+    base: String,
+    printed: Vec<String>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Demo {
+    /// Starts `portico <global_args> demo --adapter <adapter>` with 40 patients in `dir`, `env`
+    /// added, its standard error to `stderr`, and waits until it prints its base URL.
+    fn start(
+        adapter: &str,
+        dir: &std::path::Path,
+        global_args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Demo {
+        let mut child = portico()
+            .envs(env.iter().copied())
+            .args(global_args)
+            .args(["demo", "--adapter", adapter])
+            .args(["--patients", "40", "--port", "0", "--database"])
+            .arg(dir.join(format!("demo-{adapter}.sqlite")))
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut base = None;
+        let mut printed = Vec::new();
+        while base.is_none() && Instant::now() < deadline {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+                if let Some(url) = line.strip_prefix("FHIR R4 base: ") {
+                    base = Some(url.to_owned());
+                }
+                printed.push(line);
+            }
+        }
+        let base = base.unwrap_or_else(|| panic!("demo did not start: {printed:?}"));
+        Demo {
+            child,
+            base,
+            printed,
+            lines,
+        }
+    }
+
+    /// Collects what it printed after its base URL (the examples).
+    fn read_rest(&mut self) {
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(line) = self.lines.try_recv() {
+            self.printed.push(line);
+        }
+    }
+
+    /// The first printed line's text after `prefix`.
+    fn printed_after(&self, prefix: &str) -> String {
+        self.printed
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("nothing printed after {prefix:?}: {:?}", self.printed))
+            .to_owned()
+    }
+
+    /// The example requests it printed.
+    fn examples(&self) -> Vec<String> {
+        self.printed
+            .iter()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '")
+                    .and_then(|l| l.strip_suffix('\''))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `portico demo --adapter <adapter>` and tries every example request it prints.
 async fn demo_serves(adapter: &str) {
     // One folder per adapter: the demo keeps its state (users, clients, keys) beside its database.
     let dir = std::env::temp_dir().join(format!("portico-demo-{}-{adapter}", std::process::id()));
-    let mut child = portico()
-        .args(["demo", "--adapter", adapter])
-        .args(["--patients", "40", "--port", "0", "--database"])
-        .arg(dir.join(format!("demo-{adapter}.sqlite")))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut base = None;
-    let mut printed = Vec::new();
-    while base.is_none() && Instant::now() < deadline {
-        if let Ok(line) = receiver.recv_timeout(Duration::from_millis(200)) {
-            if let Some(url) = line.strip_prefix("FHIR R4 base: ") {
-                base = Some(url.to_owned());
-            }
-            printed.push(line);
-        }
-    }
-    let base = base.unwrap_or_else(|| panic!("demo did not start: {printed:?}"));
+    let mut demo = Demo::start(adapter, &dir, &[], &[], Stdio::null());
+    let base = demo.base.clone();
     assert!(
-        printed[0].starts_with("Portico demo: 40 patients"),
-        "{printed:?}"
+        demo.printed[0].starts_with("Portico demo: 40 patients"),
+        "{:?}",
+        demo.printed
     );
-    let token = printed
-        .iter()
-        .find_map(|l| l.strip_prefix("export PORTICO_TOKEN="))
-        .unwrap_or_else(|| panic!("no token printed: {printed:?}"))
-        .to_owned();
+    let token = demo.printed_after("export PORTICO_TOKEN=");
     let client = reqwest::Client::new();
     // Without the token, PHI is refused; /metadata stays public.
     let refused = client
@@ -97,19 +160,9 @@ async fn demo_serves(adapter: &str) {
         .unwrap();
     assert_eq!(patient.status(), 200);
     // The example requests it prints all work.
-    std::thread::sleep(Duration::from_millis(100));
-    while let Ok(line) = receiver.try_recv() {
-        printed.push(line);
-    }
-    let examples: Vec<String> = printed
-        .iter()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '")
-                .and_then(|l| l.strip_suffix('\''))
-                .map(str::to_owned)
-        })
-        .collect();
+    demo.read_rest();
+    let printed = demo.printed.clone();
+    let examples = demo.examples();
     assert!(examples.len() >= 5, "{printed:?}");
     for example in examples {
         assert_eq!(
@@ -148,8 +201,179 @@ async fn demo_serves(adapter: &str) {
             .unwrap()
             .starts_with("/auth/login?tx=")
     );
-    child.kill().unwrap();
-    let _ = child.wait();
+    demo.stop();
+}
+
+/// The demo with every Portico log at debug, as JSON lines, while requests carry patients' names,
+/// tokens, a client secret, passwords and a channel header: the log holds none of them, and every
+/// line is one JSON object, a request's lines naming its request id.
+#[tokio::test]
+async fn logs_are_json_lines_without_names_tokens_or_secrets() {
+    let dir = std::env::temp_dir().join(format!("portico-demo-logs-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("portico.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut demo = Demo::start(
+        "openemr",
+        &dir,
+        &["--log-format", "json"],
+        &[("PORTICO_LOG", "portico=debug,tower_http=debug")],
+        Stdio::from(log_file),
+    );
+    demo.read_rest();
+    let base = demo.base.clone();
+    let root = base.trim_end_matches("/fhir").to_owned();
+    let token = demo.printed_after("export PORTICO_TOKEN=");
+    let admin_password = demo.printed_after("admin user admin, password ");
+    let clinician_password = demo
+        .printed_after("clinician user clinician, password ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let client_secret = demo
+        .printed_after("confidential client demo-backend, secret ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let database = legacy_database(
+        &format!("sqlite://{}", dir.join("demo-openemr.sqlite").display()),
+        Duration::from_secs(5),
+    );
+    let names: Vec<String> = database
+        .fetch(&portico::dialect::RenderedQuery {
+            sql: "SELECT fname, lname FROM patient_data ORDER BY pid".into(),
+            params: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .filter_map(|cell| match cell {
+            portico::dialect::ast::Value::Text(name) => Some(name.trim().to_owned()),
+            _ => None,
+        })
+        // Long enough not to be a word of a log message by chance.
+        .filter(|name| name.chars().count() >= 5)
+        .collect();
+    assert!(names.len() >= 40, "{names:?}");
+
+    let client = reqwest::Client::new();
+    let get = async |url: String, bearer: &str| {
+        client
+            .get(url)
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for example in demo.examples() {
+        assert_eq!(get(example.clone(), &token).await, 200, "{example}");
+    }
+    for name in names.iter().take(10) {
+        let url = format!("{base}/Patient?name={}", urlencoding(name));
+        assert_eq!(get(url, &token).await, 200);
+    }
+    let wrong_token = "not-a-real-token-Zq81xk";
+    assert_eq!(get(format!("{base}/Patient"), wrong_token).await, 401);
+    let issued: serde_json::Value = client
+        .post(format!("{root}/auth/token"))
+        .basic_auth("demo-backend", Some(&client_secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/*.rs"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let issued_token = issued["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(get(format!("{base}/Patient/1"), &issued_token).await, 200);
+    let wrong_password = "wrong-password-Pk2u9";
+    for password in [admin_password.as_str(), wrong_password] {
+        client
+            .get(format!("{root}/metrics"))
+            .basic_auth("admin", Some(password))
+            .send()
+            .await
+            .unwrap();
+    }
+    let hook_header = "Authorization: Bearer hook-secret-Hq3v7";
+    let created = client
+        .post(format!("{base}/Subscription"))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/fhir+json")
+        .body(
+            serde_json::json!({
+                "resourceType": "Subscription",
+                "status": "requested",
+                "reason": "log test",
+                "criteria": "https://portico.health/fhir/SubscriptionTopic/appointment-cancelled",
+                "channel": {
+                    "type": "rest-hook",
+                    "endpoint": "http://127.0.0.1:9/hook",
+                    "payload": "application/fhir+json",
+                    "header": [hook_header]
+                }
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // Change detection's passes log too (the demo polls every 2 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    demo.stop();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 20, "debug logging logs: {log}");
+    let mut request_lines = 0;
+    for line in &lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry["fields"].is_object(),
+            "{line}"
+        );
+        if entry["span"]["request_id"].is_string() {
+            request_lines += 1;
+        }
+    }
+    assert!(
+        request_lines >= 10,
+        "request lines name their request id: {log}"
+    );
+    for secret in [
+        token.as_str(),
+        issued_token.as_str(),
+        wrong_token,
+        client_secret.as_str(),
+        admin_password.as_str(),
+        clinician_password.as_str(),
+        wrong_password,
+        "hook-secret-Hq3v7",
+    ] {
+        assert!(!log.contains(secret), "a secret is in the log: {secret}");
+    }
+    for name in &names {
+        assert!(
+            !log.contains(name.as_str()),
+            "a patient's name is in the log: {name}"
+        );
+    }
+}
+
+/// Percent-encodes a query value (names may hold spaces, accents and apostrophes).
+fn urlencoding(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 fn check(db_url: &str, adapters_dir: Option<&std::path::Path>) -> (bool, String) {
