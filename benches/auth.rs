@@ -150,6 +150,7 @@ fn main() {
                 enabled: false,
                 ..Default::default()
             },
+            alarm: Default::default(),
         };
         let application = Application::build(&settings).await.expect("Portico starts");
         let root = format!("http://127.0.0.1:{}", application.port());

@@ -2010,6 +2010,7 @@ fn main() {
             enabled: false,
             ..Default::default()
         },
+        alarm: Default::default(),
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
         Ok(app) => app,

@@ -226,6 +226,7 @@ fn settings(
             allow_private_endpoints: true,
             ..Default::default()
         },
+        alarm: Default::default(),
     }
 }
 

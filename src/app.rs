@@ -254,6 +254,18 @@ impl Application {
         if settings.subscriptions.enabled {
             spawn_subscription_workers(&workers, &state, settings);
         }
+        let watchdog = crate::alarm::Watchdog {
+            store: state.auth.tokens.store().clone(),
+            settings: settings.alarm.clone(),
+            // The operator's own endpoints, from the settings file: the SSRF guard that keeps
+            // clients' endpoints public does not apply (link-local and multicast stay refused).
+            sender: Arc::new(crate::subscriptions::rest_hook::RestHookSender::new(
+                crate::subscriptions::endpoint_guard::SubscriptionSettings {
+                    allow_private_endpoints: true,
+                },
+            )),
+        };
+        workers.spawn("alarm-watchdog", move |shutdown| watchdog.run(shutdown));
         if settings.legacy.plan_advice_min_rows > 0 {
             let repository = state.repository.clone();
             let min_rows = settings.legacy.plan_advice_min_rows;

@@ -2,6 +2,7 @@
 //! `users` and `keys` (in `state_commands`).
 
 mod state_commands;
+mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -147,6 +148,14 @@ enum Command {
         #[command(subcommand)]
         command: state_commands::SubscriptionsCommand,
     },
+    /// The operator's summary: PMS database, state store, the fail-safe flag ("critical sync
+    /// error"), change detection and subscriptions. Exits 2 while the flag is raised.
+    Status {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<status::StatusCommand>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -218,6 +227,9 @@ pub fn main() -> ExitCode {
             }
             Command::Subscriptions { config, command } => {
                 state_commands::subscriptions(config.as_deref(), command).await
+            }
+            Command::Status { config, command } => {
+                return status::run(config.as_deref(), command).await;
             }
         }
         .map(|()| ExitCode::SUCCESS)
@@ -399,6 +411,7 @@ async fn demo(
             poll_interval_ms: 2_000,
             ..Default::default()
         },
+        alarm: Default::default(),
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());

@@ -43,6 +43,56 @@ pub struct Settings {
     pub auth: crate::auth::token_endpoint::AuthSettings,
     #[serde(default)]
     pub subscriptions: SubscriptionsSettings,
+    #[serde(default)]
+    pub alarm: AlarmSettings,
+}
+
+/// `[alarm]`: the fail-safe flag ("critical sync error", `crate::alarm`): when it is raised and
+/// whom it alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmSettings {
+    /// Raise the flag when a mapping's change detection has failed without a success for this
+    /// long.
+    #[serde(default = "default_detection_failure_ms")]
+    pub detection_failure_ms: u64,
+    /// Raise it when a subscription has failed to deliver continuously for this long.
+    #[serde(default = "default_delivery_failure_ms")]
+    pub delivery_failure_ms: u64,
+    /// How often the watchdog looks.
+    #[serde(default = "default_alarm_check_ms")]
+    pub check_interval_ms: u64,
+    /// Operator alert endpoints: each gets one POST per raising (JSON, Standard Webhooks signed
+    /// with `secret`), retried at each check until it answers 2xx. A list, or comma-separated.
+    #[serde(default, deserialize_with = "list_or_commas")]
+    pub endpoints: Vec<String>,
+    /// `whsec_` signing secret of the alerts; none: alerts are sent unsigned.
+    #[serde(default)]
+    pub secret: Secret,
+}
+
+impl Default for AlarmSettings {
+    fn default() -> AlarmSettings {
+        AlarmSettings {
+            detection_failure_ms: default_detection_failure_ms(),
+            delivery_failure_ms: default_delivery_failure_ms(),
+            check_interval_ms: default_alarm_check_ms(),
+            endpoints: Vec::new(),
+            secret: Secret::default(),
+        }
+    }
+}
+
+fn default_detection_failure_ms() -> u64 {
+    300_000
+}
+
+fn default_delivery_failure_ms() -> u64 {
+    3_600_000
+}
+
+fn default_alarm_check_ms() -> u64 {
+    10_000
 }
 
 /// `[subscriptions]`: change detection and notification delivery.
@@ -377,6 +427,9 @@ fn env_value(key: &str, value: &str) -> toml::Value {
         "acquire_timeout_ms",
         "lookup_refresh_ms",
         "plan_advice_min_rows",
+        "detection_failure_ms",
+        "delivery_failure_ms",
+        "check_interval_ms",
         "access_token_seconds",
         "backend_token_seconds",
         "leeway_seconds",

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod adapter;
+pub mod alarm;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -93,6 +93,16 @@ pub async fn scrape(State(state): State<AppState>, _: Administrator) -> Response
         &lags,
     );
 
+    match state.auth.tokens.store().alarms().await {
+        Ok(alarms) => render_gauge(
+            &mut out,
+            "portico_critical_sync_error",
+            "1 while the fail-safe flag is raised for the cause and not acknowledged, else 0.",
+            &["cause"],
+            &crate::alarm::flag_samples(&alarms),
+        ),
+        Err(error) => tracing::warn!(%error, "metrics: the state store did not list alarms"),
+    }
     match state.auth.tokens.store().subscriptions(None).await {
         Ok(subscriptions) => {
             let mut by_status: std::collections::BTreeMap<(String, String), f64> =

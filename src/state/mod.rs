@@ -4,6 +4,7 @@
 //! versioned migrations (`migrations/state`) runs on both through sqlx's `Any` driver; every
 //! statement here is written in the SQL both accept (`$n` placeholders, `ON CONFLICT`).
 
+pub mod alarms;
 pub mod audit;
 pub mod authorizations;
 pub mod clients;

@@ -17,7 +17,7 @@ pub fn now_ms() -> i64 {
 
 /// A Subscription as stored: the validated request and owner (JSON, typed by the subscriptions
 /// module) and its delivery state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredSubscription {
     pub id: String,
     pub client_id: String,

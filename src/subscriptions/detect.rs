@@ -144,6 +144,12 @@ impl Detector {
         }
         let mut ticker = tokio::time::interval(self.settings.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Mappings whose failure may be on record: every one at first (a failure recorded before
+        // a restart ends with the first success under this replica's lease), then those that
+        // failed here. A success clears the record only for them, so a healthy pass writes
+        // nothing.
+        let mut maybe_failing: std::collections::HashSet<String> =
+            mappings.iter().map(|(_, m)| m.name.clone()).collect();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -154,13 +160,8 @@ impl Detector {
                     break;
                 }
                 let outcome = self.pass(*branch_index, mapping).await;
-                let metrics = crate::metrics::metrics();
-                let word = if outcome.is_ok() { "ok" } else { "error" };
-                metrics.detection_passes.inc(&[&mapping.name, word]);
-                if outcome.is_ok() {
-                    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-                    metrics.detection_last_pass.set(&[&mapping.name], now);
-                }
+                self.record_health(&mapping.name, &outcome, &mut maybe_failing)
+                    .await;
                 match outcome {
                     Ok(report) if report.events > 0 || report.changes > 0 => tracing::info!(
                         mapping = %mapping.name,
@@ -176,6 +177,44 @@ impl Detector {
                     ),
                 }
             }
+        }
+    }
+
+    /// Counts the pass in the metrics, and keeps the mapping's failure on record in the state
+    /// store (for the fail-safe flag, `crate::alarm`) while it fails under this replica's lease.
+    async fn record_health(
+        &self,
+        mapping: &str,
+        outcome: &Result<PassReport, DetectError>,
+        maybe_failing: &mut std::collections::HashSet<String>,
+    ) {
+        let metrics = crate::metrics::metrics();
+        let now = now_ms();
+        let recorded = match outcome {
+            Ok(report) => {
+                metrics.detection_passes.inc(&[mapping, "ok"]);
+                metrics
+                    .detection_last_pass
+                    .set(&[mapping], now as f64 / 1000.0);
+                if report.skipped || !maybe_failing.remove(mapping) {
+                    return;
+                }
+                self.store
+                    .clear_detection_failure(mapping, &self.replica)
+                    .await
+            }
+            Err(error) => {
+                metrics.detection_passes.inc(&[mapping, "error"]);
+                maybe_failing.insert(mapping.to_owned());
+                self.store
+                    .record_detection_failure(mapping, &self.replica, now, &error.to_string())
+                    .await
+            }
+        };
+        if let Err(error) = recorded {
+            // Kept for the next pass to try again.
+            maybe_failing.insert(mapping.to_owned());
+            tracing::warn!(mapping, %error, "the detection failure could not be recorded");
         }
     }
 

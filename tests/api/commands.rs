@@ -674,6 +674,84 @@ async fn explain_names_the_missing_index(backend: Backend) {
     );
 }
 
+/// `portico status` names a raised fail-safe flag and exits 2; `portico status ack --by` lowers it,
+/// keeps who did in the alarm row and the audit trail, and `status` then exits 0.
+#[tokio::test]
+async fn status_shows_the_raised_flag_and_ack_lowers_it_with_an_audit_event() {
+    use portico::alarm::DETECTION;
+    let db_url = seed(Backend::Sqlite, "status_cli").await;
+    let dir = std::env::temp_dir().join(format!("portico-status-cli-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let store =
+        portico::state::StateStore::open(&portico::state::StateStore::default_url(&dir).unwrap())
+            .await
+            .unwrap();
+    let run = |args: &[&str]| {
+        let output = portico()
+            .args(args)
+            .env("PORTICO_SERVER__STATE_DIR", &dir)
+            .env("PORTICO_LEGACY__ADAPTER", "openemr")
+            .env("PORTICO_LEGACY__URL", &db_url)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+
+    let (code, report) = run(&["status"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("PMS database   up (sqlite"), "{report}");
+    assert!(report.contains("state store    up"), "{report}");
+    assert!(report.contains("fail-safe flag ok"), "{report}");
+
+    let now = portico::state::subscriptions::now_ms();
+    assert!(
+        store
+            .raise_alarm(
+                DETECTION,
+                "change detection has failed: Patient (unavailable)",
+                now
+            )
+            .await
+            .unwrap()
+    );
+    let (code, report) = run(&["status"]);
+    assert_eq!(code, Some(2), "a raised flag fails the status: {report}");
+    assert!(
+        report.contains("fail-safe flag RAISED (detection) since ")
+            && report.contains("change detection has failed: Patient (unavailable)"),
+        "{report}"
+    );
+
+    let (code, said) = run(&["status", "ack", "--by", "jane.ops"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(said.trim(), "acknowledged by jane.ops: detection");
+    let alarm = store.alarms().await.unwrap().remove(0);
+    assert_eq!(alarm.acknowledged_by.as_deref(), Some("jane.ops"));
+    assert!(alarm.open() && !alarm.flagged(), "{alarm:?}");
+    let filter = portico::state::audit::AuditFilter {
+        agents: vec![vec!["jane.ops".into()]],
+        ..Default::default()
+    };
+    let events = store.search_audit_events(&filter, 10, None).await.unwrap();
+    assert_eq!(events.len(), 1, "one AuditEvent for the acknowledgement");
+    let event: serde_json::Value = serde_json::from_str(&events[0].resource).unwrap();
+    assert_eq!(event["subtype"][0]["code"], "alarm-acknowledged");
+    assert_eq!(event["agent"][0]["who"]["display"], "jane.ops");
+
+    let (code, report) = run(&["status"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains("detection acknowledged by jane.ops at "),
+        "{report}"
+    );
+    let (_, said) = run(&["status", "ack", "--by", "jane.ops"]);
+    assert!(said.contains("nothing to acknowledge"), "{said}");
+}
+
 /// `portico clients add` then `portico launch`: the printed launch value is the only output, works
 /// once for that client, and an unknown client is a clear error.
 #[tokio::test]

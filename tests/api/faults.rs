@@ -230,3 +230,124 @@ async fn a_select_only_account_is_enough() {
         "the password leaked: {report}"
     );
 }
+
+/// Alerts an operator endpoint got: (headers, body) of each POST.
+type Alerts = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// An operator alert endpoint on 127.0.0.1 that keeps every POST; returns its URL.
+async fn alert_receiver(alerts: Alerts) -> String {
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                alerts.lock().unwrap().push((headers, body.to_vec()));
+                axum::http::StatusCode::NO_CONTENT
+            },
+        ),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://127.0.0.1:{port}/alerts")
+}
+
+/// Change detection loses the PMS: past `alarm.detection_failure_ms` the fail-safe flag rises,
+/// the operator endpoint gets one signed alert (checked by the independent `standardwebhooks`
+/// crate), and when the database is back the flag clears by itself.
+#[tokio::test]
+async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_it() {
+    use portico::alarm::DETECTION;
+    use portico::subscriptions::rest_hook::SigningSecret;
+
+    let db_url = seed(Backend::MariaDb, "alarm_outage").await;
+    let target = mysql_server_url()
+        .trim_start_matches("mysql://")
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let proxy = Proxy::start(&target).await;
+    let through_proxy = db_url.replace(&target, &format!("127.0.0.1:{}", proxy.port));
+    let alerts: Alerts = Arc::default();
+    let endpoint = alert_receiver(alerts.clone()).await;
+    let secret = SigningSecret::generate().to_whsec();
+    let mut settings = settings(&through_proxy, 2000);
+    settings.subscriptions.enabled = true;
+    settings.subscriptions.poll_interval_ms = 200;
+    settings.alarm = portico::config::AlarmSettings {
+        detection_failure_ms: 1_000,
+        check_interval_ms: 200,
+        endpoints: vec![endpoint],
+        secret: portico::config::Secret::new(secret.clone()),
+        ..Default::default()
+    };
+    let store =
+        portico::state::StateStore::open(&settings.state.url(&settings.server.state_dir).unwrap())
+            .await
+            .unwrap();
+    start(&settings).await;
+    let wait_for = async |what: &str, done: &dyn Fn(&[portico::state::alarms::Alarm]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let alarms = store.alarms().await.unwrap();
+            if done(&alarms) {
+                return alarms;
+            }
+            assert!(Instant::now() < deadline, "{what}: {alarms:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // Detection runs (its cursors exist) and nothing is raised.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.change_cursors().await.unwrap().len() < 5 {
+        assert!(Instant::now() < deadline, "detection did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.alarms().await.unwrap().is_empty());
+
+    proxy.cut().await;
+    let cut_at = Instant::now();
+    let alarms = wait_for("the flag rises", &|alarms| {
+        alarms.iter().any(|a| a.cause == DETECTION && a.flagged())
+    })
+    .await;
+    assert!(
+        cut_at.elapsed() >= Duration::from_millis(1_000),
+        "not before the configured time"
+    );
+    let raised = alarms.iter().find(|a| a.cause == DETECTION).unwrap();
+    assert!(
+        raised
+            .detail
+            .starts_with("change detection has failed for 1 s or more: "),
+        "{raised:?}"
+    );
+    let failures = store.detection_failures().await.unwrap();
+    assert!(!failures.is_empty(), "failures are on record per mapping");
+    wait_for("the alert is accepted", &|alarms| {
+        alarms
+            .iter()
+            .any(|a| a.cause == DETECTION && a.notified_ms.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let got = alerts.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one alert per raising");
+    let (headers, body) = &got[0];
+    standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(body, headers)
+        .expect("a valid Standard Webhooks signature");
+    let alert: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(alert["type"], "portico.critical-sync-error");
+    assert_eq!(alert["cause"], DETECTION);
+
+    proxy.restore();
+    let alarms = wait_for("recovery clears the flag", &|alarms| {
+        alarms.iter().all(|a| !a.open())
+    })
+    .await;
+    assert!(alarms.iter().all(|a| a.cleared_ms.is_some()), "{alarms:?}");
+    assert!(store.detection_failures().await.unwrap().is_empty());
+    assert_eq!(alerts.lock().unwrap().len(), 1, "clearing sends nothing");
+}

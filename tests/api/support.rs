@@ -135,6 +135,7 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
             enabled: false,
             ..Default::default()
         },
+        alarm: Default::default(),
     }
 }
 

@@ -225,6 +225,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
             enabled: false,
             ..Default::default()
         },
+        alarm: Default::default(),
     };
     let application = Application::build(&settings)
         .await
