@@ -196,6 +196,45 @@ fn alert_body(alarm: &Alarm) -> Vec<u8> {
     .into_bytes()
 }
 
+/// What the fail-safe flag tells one subscription's `$status` (each an `error` entry): change
+/// detection failing on a mapping of its resource type, or its own deliveries failing, while the
+/// cause is open (acknowledged or not: the subscriber is affected either way).
+pub fn subscription_errors(
+    alarms: &[Alarm],
+    failures: &[DetectionFailure],
+    subscription: &StoredSubscription,
+) -> Vec<String> {
+    let open = |cause: &str| alarms.iter().any(|a| a.cause == cause && a.open());
+    let since = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    let mut errors = Vec::new();
+    if open(DETECTION) {
+        for failure in failures {
+            let resource_type = failure.mapping.split('.').next().unwrap_or_default();
+            if resource_type == subscription.resource_type {
+                errors.push(format!(
+                    "critical sync error: change detection of {} has failed since {}; \
+                     notifications wait until it recovers",
+                    failure.mapping,
+                    since(failure.failing_since_ms)
+                ));
+            }
+        }
+    }
+    if open(DELIVERY)
+        && let Some(failing_since) = subscription.failing_since_ms
+    {
+        errors.push(format!(
+            "critical sync error: deliveries to this subscription have failed since {}",
+            since(failing_since)
+        ));
+    }
+    errors
+}
+
 /// 1 for each cause whose flag is up, 0 for the others (a stable series per cause for alert
 /// rules).
 pub fn flag_samples(alarms: &[Alarm]) -> Vec<(Vec<String>, f64)> {
@@ -296,6 +335,48 @@ mod tests {
             "1 subscription(s) have failed to deliver for 600 s or more: a"
         );
         assert!(!raised.contains_key(DETECTION));
+    }
+
+    #[test]
+    fn a_subscription_status_names_the_causes_that_concern_it() {
+        let open = |cause: &str| Alarm {
+            cause: cause.into(),
+            detail: String::new(),
+            raised_ms: 1,
+            notified_ms: None,
+            acknowledged_ms: Some(2),
+            acknowledged_by: Some("ops".into()),
+            cleared_ms: None,
+        };
+        let failures = [DetectionFailure {
+            mapping: "Observation.labs".into(),
+            failing_since_ms: 1_796_000_000_000,
+            last_error: None,
+        }];
+        let observations = StoredSubscription {
+            resource_type: "Observation".into(),
+            failing_since_ms: Some(1_796_000_000_000),
+            ..StoredSubscription::default()
+        };
+        let patients = StoredSubscription {
+            resource_type: "Patient".into(),
+            ..StoredSubscription::default()
+        };
+        let errors =
+            subscription_errors(&[open(DETECTION), open(DELIVERY)], &failures, &observations);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with(
+            "critical sync error: change detection of Observation.labs has failed since 2026-"
+        ));
+        assert!(errors[1].starts_with("critical sync error: deliveries to this subscription"));
+        assert!(
+            subscription_errors(&[open(DETECTION), open(DELIVERY)], &failures, &patients)
+                .is_empty()
+        );
+        assert!(
+            subscription_errors(&[], &failures, &observations).is_empty(),
+            "no open cause"
+        );
     }
 
     #[test]

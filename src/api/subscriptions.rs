@@ -573,10 +573,12 @@ pub async fn search(
     answer(&negotiated, result)
 }
 
+/// `sync_errors`: what the fail-safe flag says of this subscription (`alarm::subscription_errors`).
 fn status_info<'a>(
     stored: &'a StoredSubscription,
     url: &'a str,
     kind: NotificationType,
+    sync_errors: Vec<String>,
 ) -> SubscriptionStatusInfo<'a> {
     SubscriptionStatusInfo {
         subscription_url: url,
@@ -584,7 +586,27 @@ fn status_info<'a>(
         status: status_of(stored),
         kind,
         events_since_start: stored.events_since_start.max(0) as u64,
-        errors: stored.error.iter().cloned().collect(),
+        errors: stored.error.iter().cloned().chain(sync_errors).collect(),
+    }
+}
+
+/// The raised flag's causes and the failing mappings, for `$status`; what cannot be read is left
+/// out (the status itself still answers).
+async fn sync_trouble(
+    state: &AppState,
+) -> (
+    Vec<crate::state::alarms::Alarm>,
+    Vec<crate::state::alarms::DetectionFailure>,
+) {
+    let store = state.auth.tokens.store();
+    let alarms = store.alarms().await;
+    let failures = store.detection_failures().await;
+    match (alarms, failures) {
+        (Ok(alarms), Ok(failures)) => (alarms, failures),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "$status: the fail-safe flag could not be read");
+            (Vec::new(), Vec::new())
+        }
     }
 }
 
@@ -635,10 +657,14 @@ async fn status_operation(
             .iter()
             .map(|s| format!("{}/Subscription/{}", s.base_url, s.id))
             .collect();
+        let (alarms, failures) = sync_trouble(&state).await;
         let statuses: Vec<SubscriptionStatusInfo> = found
             .iter()
             .zip(&urls)
-            .map(|(s, url)| status_info(s, url, NotificationType::QueryStatus))
+            .map(|(s, url)| {
+                let sync_errors = crate::alarm::subscription_errors(&alarms, &failures, s);
+                status_info(s, url, NotificationType::QueryStatus, sync_errors)
+            })
             .collect();
         Ok((StatusCode::OK, status_searchset(&statuses)))
     }
@@ -715,7 +741,7 @@ pub async fn events_operation(
         )
         .await;
         let url = format!("{}/Subscription/{}", stored.base_url, stored.id);
-        let info = status_info(&stored, &url, NotificationType::QueryEvent);
+        let info = status_info(&stored, &url, NotificationType::QueryEvent, Vec::new());
         Ok((StatusCode::OK, notification_bundle(&info, &listed, content)))
     }
     .await;

@@ -285,7 +285,65 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
         portico::state::StateStore::open(&settings.state.url(&settings.server.state_dir).unwrap())
             .await
             .unwrap();
-    start(&settings).await;
+    settings.subscriptions.allow_private_endpoints = true;
+    let base = start(&settings).await;
+    // A subscriber to Patient changes, to read the flag in its `$status`.
+    let subscriber = crate::support::mint_token(
+        &crate::support::token_service(&base),
+        &base,
+        "system/Patient.rs system/Subscription.cruds",
+        None,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{base}/Subscription"))
+        .bearer_auth(&subscriber)
+        .header("content-type", "application/fhir+json")
+        .body(
+            serde_json::json!({
+                "resourceType": "Subscription",
+                "status": "requested",
+                "reason": "the fail-safe flag test",
+                "criteria": "https://portico.health/fhir/SubscriptionTopic/patient-demographics-changed",
+                "channel": {
+                    "type": "rest-hook",
+                    "endpoint": "http://127.0.0.1:9/hook",
+                    "payload": "application/fhir+json"
+                }
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let subscription = created["id"].as_str().expect("created").to_owned();
+    let status_errors = async || -> Vec<String> {
+        let bundle: serde_json::Value = client
+            .get(format!("{base}/Subscription/{subscription}/$status"))
+            .bearer_auth(&subscriber)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        bundle["entry"][0]["resource"]["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "error")
+            .map(|p| {
+                p["valueCodeableConcept"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
     let wait_for = async |what: &str, done: &dyn Fn(&[portico::state::alarms::Alarm]) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -324,6 +382,14 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
     );
     let failures = store.detection_failures().await.unwrap();
     assert!(!failures.is_empty(), "failures are on record per mapping");
+    let errors = status_errors().await;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e
+                .starts_with("critical sync error: change detection of Patient has failed since ")),
+        "the subscription's $status names the cause: {errors:?}"
+    );
     wait_for("the alert is accepted", &|alarms| {
         alarms
             .iter()
@@ -350,4 +416,11 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
     assert!(alarms.iter().all(|a| a.cleared_ms.is_some()), "{alarms:?}");
     assert!(store.detection_failures().await.unwrap().is_empty());
     assert_eq!(alerts.lock().unwrap().len(), 1, "clearing sends nothing");
+    assert!(
+        !status_errors()
+            .await
+            .iter()
+            .any(|e| e.starts_with("critical sync error")),
+        "cleared: $status no longer names it"
+    );
 }
