@@ -250,7 +250,13 @@ impl Application {
                 sockets: Default::default(),
                 shutdown: workers.shutdown_token(),
             },
+            status_history: Default::default(),
         };
+        let history = state.status_history.clone();
+        let history_store = state.auth.tokens.store().clone();
+        workers.spawn("status-samples", move |shutdown| {
+            history.run(history_store, crate::status::SAMPLE_EVERY, shutdown)
+        });
         if settings.subscriptions.enabled {
             spawn_subscription_workers(&workers, &state, settings);
         }

@@ -23,4 +23,5 @@ pub mod metrics;
 pub mod repository;
 pub mod search;
 pub mod state;
+pub mod status;
 pub mod subscriptions;

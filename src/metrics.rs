@@ -65,6 +65,17 @@ impl CounterFamily {
             .unwrap_or(0)
     }
 
+    /// The sum over every label combination `keep` admits (values in label order).
+    pub fn total(&self, keep: impl Fn(&[String]) -> bool) -> u64 {
+        self.values
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .filter(|(values, _)| keep(values))
+            .map(|(_, count)| count)
+            .sum()
+    }
+
     fn render(&self, out: &mut String) {
         header(out, self.name, self.help, "counter");
         for (values, count) in self.values.lock().expect("metrics lock").iter() {
@@ -158,6 +169,23 @@ impl HistogramFamily {
         histogram.count += 1;
     }
 
+    /// Every label combination's observations added up: the count per bucket (not cumulative;
+    /// the last entry counts those above the largest bound) and in all.
+    pub fn merged(&self) -> (Vec<u64>, u64) {
+        let mut buckets = vec![0; LATENCY_BUCKETS.len() + 1];
+        let mut total = 0;
+        for histogram in self.values.lock().expect("metrics lock").values() {
+            let mut counted = 0;
+            for (slot, count) in buckets.iter_mut().zip(&histogram.buckets) {
+                *slot += count;
+                counted += count;
+            }
+            buckets[LATENCY_BUCKETS.len()] += histogram.count - counted;
+            total += histogram.count;
+        }
+        (buckets, total)
+    }
+
     fn render(&self, out: &mut String) {
         header(out, self.name, self.help, "histogram");
         let bucket_name = format!("{}_bucket", self.name);
@@ -196,6 +224,25 @@ impl HistogramFamily {
             );
         }
     }
+}
+
+/// The bound (seconds) under which `quantile` of the observations in `buckets` (per bucket, as
+/// `HistogramFamily::merged` gives them) fall; `None` when there are none, infinity when they
+/// lie above the largest bound.
+pub fn quantile_bound(buckets: &[u64], quantile: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let wanted = (quantile * total as f64).ceil() as u64;
+    let mut cumulative = 0;
+    for (index, count) in buckets.iter().enumerate() {
+        cumulative += count;
+        if cumulative >= wanted {
+            return Some(LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY));
+        }
+    }
+    Some(f64::INFINITY)
 }
 
 /// Everything Portico records as it serves.
@@ -363,6 +410,23 @@ mod tests {
         assert!(out.contains("t_seconds_bucket{le=\"+Inf\"} 2\n"), "{out}");
         assert!(out.contains("t_seconds_count 2\n"), "{out}");
         assert!(out.contains("t_seconds_sum 20.003\n"), "{out}");
+    }
+
+    #[test]
+    fn quantiles_are_read_from_merged_buckets() {
+        let family = HistogramFamily::new("q_seconds", "Time.", &["route"]);
+        for _ in 0..98 {
+            family.observe(&["/a"], Duration::from_millis(2));
+        }
+        family.observe(&["/b"], Duration::from_millis(40));
+        family.observe(&["/b"], Duration::from_secs(30));
+        let (buckets, total) = family.merged();
+        assert_eq!(total, 100);
+        assert_eq!(buckets.iter().sum::<u64>(), 100);
+        assert_eq!(super::quantile_bound(&buckets, 0.5), Some(0.0025));
+        assert_eq!(super::quantile_bound(&buckets, 0.99), Some(0.05));
+        assert_eq!(super::quantile_bound(&buckets, 1.0), Some(f64::INFINITY));
+        assert_eq!(super::quantile_bound(&[0; 3], 0.99), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod origin;
 pub mod request_id;
 mod sign_in;
 mod smart;
+mod status;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub audit: crate::state::audit::AuditWriter,
     /// The SSRF policy for subscription endpoints and the delivery worker's wake-up.
     pub subscriptions: crate::subscriptions::SubscriptionsRuntime,
+    /// The last hour of status samples (`crate::status`), for `/status.json`.
+    pub status_history: Arc<crate::status::StatusHistory>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -184,6 +187,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/metrics",
             get(metrics::scrape).fallback(handlers::only_get),
+        )
+        .route(
+            "/status.json",
+            get(status::status_json).fallback(handlers::only_get),
         )
         .route(
             "/openapi.json",

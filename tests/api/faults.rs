@@ -321,6 +321,41 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
         .await
         .unwrap();
     let subscription = created["id"].as_str().expect("created").to_owned();
+    // The operator's snapshot, for an admin user.
+    store
+        .add_user(
+            "ops",
+            "ops-password-1",
+            portico::state::users::Role::Admin,
+            None,
+        )
+        .await
+        .unwrap();
+    let root = base.trim_end_matches("/fhir").to_owned();
+    let anonymous = client
+        .get(format!("{root}/status.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "administrators only");
+    let status = async || -> serde_json::Value {
+        let reply = client
+            .get(format!("{root}/status.json"))
+            .basic_auth("ops", Some("ops-password-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        reply.json().await.unwrap()
+    };
+    let healthy = status().await;
+    assert_eq!(healthy["flag"]["raised"], false, "{healthy}");
+    assert_eq!(healthy["pms"]["up"], true, "{healthy}");
+    assert_eq!(healthy["stateStore"]["up"], true, "{healthy}");
+    assert!(
+        healthy["detection"].as_array().unwrap().len() >= 5,
+        "{healthy}"
+    );
     let status_errors = async || -> Vec<String> {
         let bundle: serde_json::Value = client
             .get(format!("{base}/Subscription/{subscription}/$status"))
@@ -382,6 +417,21 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
     );
     let failures = store.detection_failures().await.unwrap();
     assert!(!failures.is_empty(), "failures are on record per mapping");
+    let snapshot = status().await;
+    assert_eq!(snapshot["flag"]["raised"], true, "{snapshot}");
+    assert_eq!(
+        snapshot["flag"]["causes"][0]["cause"], DETECTION,
+        "{snapshot}"
+    );
+    assert_eq!(snapshot["pms"]["up"], false, "{snapshot}");
+    assert!(
+        snapshot["detection"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mapping"] == "Patient" && m["failingSince"].is_string()),
+        "{snapshot}"
+    );
     let errors = status_errors().await;
     assert!(
         errors
@@ -423,4 +473,7 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
             .any(|e| e.starts_with("critical sync error")),
         "cleared: $status no longer names it"
     );
+    let recovered = status().await;
+    assert_eq!(recovered["flag"]["raised"], false, "{recovered}");
+    assert_eq!(recovered["pms"]["up"], true, "{recovered}");
 }
