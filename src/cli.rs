@@ -451,7 +451,11 @@ async fn demo(
         "A system/*.rs system/Subscription.cruds token for demo-backend, valid 1 hour (portico token --client demo-backend --scope 'system/*.rs' makes another):"
     );
     println!("export PORTICO_TOKEN={token}");
-    println!("FHIR R4 base: {base}\n\nTry:");
+    println!("FHIR R4 base: {base}");
+    println!(
+        "Status page (sign in as the admin user above): {}/status\n\nTry:",
+        base.trim_end_matches("/fhir")
+    );
     for example in adapter.examples() {
         println!("  curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '{base}/{example}'");
     }

@@ -193,6 +193,22 @@ pub fn router(state: AppState) -> Router {
             get(status::status_json).fallback(handlers::only_get),
         )
         .route(
+            "/status",
+            get(status::status_page).fallback(handlers::only_get),
+        )
+        .route(
+            "/status/fragment",
+            get(status::status_fragment).fallback(handlers::only_get),
+        )
+        .route(
+            "/status.js",
+            get(status::status_script).fallback(handlers::only_get),
+        )
+        .route(
+            "/status.css",
+            get(status::status_style).fallback(handlers::only_get),
+        )
+        .route(
             "/openapi.json",
             get(openapi::openapi_json).fallback(handlers::only_get),
         )

@@ -136,6 +136,27 @@ async fn demo_serves(adapter: &str) {
     );
     let token = demo.printed_after("export PORTICO_TOKEN=");
     let client = reqwest::Client::new();
+    // The status page it names answers its admin user.
+    demo.read_rest();
+    let status_page = demo.printed_after("Status page (sign in as the admin user above): ");
+    assert_eq!(
+        status_page,
+        format!("{}/status", base.trim_end_matches("/fhir"))
+    );
+    let admin_password = demo.printed_after("admin user admin, password ");
+    let page = client
+        .get(&status_page)
+        .basic_auth("admin", Some(&admin_password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<h1>Portico status</h1>")
+    );
     // Without the token, PHI is refused; /metadata stays public.
     let refused = client
         .get(format!("{base}/Patient/1"))

@@ -348,6 +348,41 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
         assert_eq!(reply.status(), 200);
         reply.json().await.unwrap()
     };
+    let page = async |path: &str| -> (u16, axum::http::HeaderMap, String) {
+        let reply = client
+            .get(format!("{root}/{path}"))
+            .basic_auth("ops", Some("ops-password-1"))
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        let headers = reply.headers().clone();
+        (status, headers, reply.text().await.unwrap())
+    };
+    let refused = client.get(format!("{root}/status")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=\"Portico status\""),
+        "a browser is asked for the admin's credentials"
+    );
+    let (code, headers, html) = page("status").await;
+    assert_eq!(code, 200);
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'; script-src 'self'"),
+        "{headers:?}"
+    );
+    assert!(html.contains("<div class=\"banner ok\">"), "{html}");
+    assert!(html.contains("<script src=\"status.js\" defer></script>"));
+    let (code, headers, script) = page("status.js").await;
+    assert_eq!(code, 200);
+    assert_eq!(headers["content-type"], "text/javascript; charset=utf-8");
+    assert!(script.contains("status/fragment"));
     let healthy = status().await;
     assert_eq!(healthy["flag"]["raised"], false, "{healthy}");
     assert_eq!(healthy["pms"]["up"], true, "{healthy}");
@@ -432,6 +467,14 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
             .any(|m| m["mapping"] == "Patient" && m["failingSince"].is_string()),
         "{snapshot}"
     );
+    let (_, _, fragment) = page("status/fragment").await;
+    assert!(
+        fragment.contains(
+            "<div class=\"banner raised\" role=\"alert\">CRITICAL SYNC ERROR (detection)"
+        ),
+        "{fragment}"
+    );
+    assert!(fragment.contains("<p class=\"down\">DOWN: "), "{fragment}");
     let errors = status_errors().await;
     assert!(
         errors
@@ -473,6 +516,8 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
             .any(|e| e.starts_with("critical sync error")),
         "cleared: $status no longer names it"
     );
+    let (_, _, fragment) = page("status/fragment").await;
+    assert!(fragment.contains("<div class=\"banner ok\">"), "{fragment}");
     let recovered = status().await;
     assert_eq!(recovered["flag"]["raised"], false, "{recovered}");
     assert_eq!(recovered["pms"]["up"], true, "{recovered}");
