@@ -38,16 +38,20 @@ pub fn causes(
 ) -> BTreeMap<&'static str, String> {
     let mut causes = BTreeMap::new();
     let detection_limit = settings.detection_failure_ms as i64;
-    let failing: Vec<String> = detection
+    // Mappings that fail the same way (the database gone: all of them) are named together.
+    let mut by_error: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for failure in detection
         .iter()
         .filter(|failure| now_ms - failure.failing_since_ms >= detection_limit)
-        .map(|failure| {
-            format!(
-                "{} ({})",
-                failure.mapping,
-                failure.last_error.as_deref().unwrap_or("failed")
-            )
-        })
+    {
+        by_error
+            .entry(failure.last_error.as_deref().unwrap_or("failed"))
+            .or_default()
+            .push(&failure.mapping);
+    }
+    let failing: Vec<String> = by_error
+        .iter()
+        .map(|(error, mappings)| format!("{} ({error})", mappings.join(", ")))
         .collect();
     if !failing.is_empty() {
         causes.insert(
@@ -298,19 +302,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn detection_failing_past_its_limit_raises() {
-        let failure = DetectionFailure {
-            mapping: "Patient".into(),
+    fn failure_of(mapping: &str) -> DetectionFailure {
+        DetectionFailure {
+            mapping: mapping.into(),
             failing_since_ms: 1_000,
             last_error: Some("unavailable: connection refused".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn detection_failing_past_its_limit_raises() {
+        let failure = failure_of("Patient");
         let none = causes(std::slice::from_ref(&failure), &[], &settings(), 60_999);
         assert!(none.is_empty(), "{none:?}");
+        let same_way = DetectionFailure {
+            mapping: "Appointment".into(),
+            ..failure.clone()
+        };
+        let other_way = DetectionFailure {
+            mapping: "Claim".into(),
+            last_error: Some("timeout".into()),
+            ..failure.clone()
+        };
         let raised = causes(&[failure], &[], &settings(), 61_000);
         assert_eq!(
             raised[DETECTION],
             "change detection has failed for 60 s or more: Patient (unavailable: connection refused)"
+        );
+        let grouped = causes(
+            &[same_way, failure_of("Patient"), other_way],
+            &[],
+            &settings(),
+            61_000,
+        );
+        assert_eq!(
+            grouped[DETECTION],
+            "change detection has failed for 60 s or more: Claim (timeout); \
+             Appointment, Patient (unavailable: connection refused)"
         );
         assert!(causes(&[], &[], &settings(), 200_000).is_empty());
     }

@@ -2,6 +2,8 @@
 //! driven by puppeteer-core as a person would (login, patient picker, consent), makes standalone
 //! and EHR launches with PKCE against Portico serving a generated OpenEMR SQLite database, and
 //! reads its patient; what it read is compared with Portico's own answer and plain SQL.
+//! It also watches the operator's /status page (tests/browser/status.cjs) turn red and clear while
+//! the PMS database (MariaDB, through a TCP proxy) goes away and comes back.
 //!
 //! The test app (tests/browser/app: launch.html and index.html, with fhirclient's browser bundle)
 //! is served by this test on its own port, so that its redirect URI can be registered before the
@@ -12,6 +14,8 @@
 //! without them.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -435,4 +439,116 @@ async fn a_denied_consent_reaches_the_app_as_access_denied() {
         .expect("the app reports an error");
     assert!(error.contains("access_denied"), "{seen}");
     assert!(seen["app"]["patient"].is_null(), "{seen}");
+}
+
+/// The status page in Chromium, opened once as an admin user: healthy (green); the PMS database
+/// cut through a TCP proxy turns it red with the fail-safe flag within the configured time (a
+/// screenshot is kept in the target dir); restored, it clears, all by the page's own refresh.
+#[tokio::test]
+async fn the_status_page_turns_red_when_the_database_goes_and_clears_when_it_returns() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let server = std::env::var("PORTICO_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".to_owned());
+    let name = "portico_t_browser_status";
+    portico::db::fixture::recreate_mysql_database(&server, name)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    let db_url = format!("{}/{name}", server.trim_end_matches('/'));
+    let writer = portico::db::fixture::FixtureWriter::open(&db_url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    seed_openemr(&writer, PATIENTS)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer.close().await;
+    let (proxy, through_proxy) = proxy::Proxy::in_front_of(&server, &db_url).await;
+    let state_dir =
+        std::env::temp_dir().join(format!("portico-browser-status-{}", std::process::id()));
+    std::fs::remove_dir_all(&state_dir).ok();
+    let served = common::serve_with("openemr", &through_proxy, state_dir, |settings| {
+        settings.subscriptions.enabled = true;
+        settings.subscriptions.poll_interval_ms = 300;
+        settings.alarm.detection_failure_ms = 1_000;
+        settings.alarm.check_interval_ms = 250;
+    })
+    .await;
+    served
+        .state
+        .add_user(ADMIN.0, ADMIN.1, Role::Admin, None)
+        .await
+        .expect("an admin user");
+    let url = format!("{}/status", served.fhir.base.trim_end_matches("/fhir"));
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status-page-raised.png");
+    std::fs::remove_file(&screenshot).ok();
+
+    let npm = tokio::task::spawn_blocking(npm_dir).await.expect("npm");
+    let _turn = BROWSER.lock().await;
+    let mut child = tokio::process::Command::new("node")
+        .arg(browser_dir().join("status.cjs"))
+        .arg(npm.join("node_modules"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs tests/browser/status.cjs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let settings = json!({
+        "url": url,
+        "username": ADMIN.0,
+        "password": ADMIN.1,
+        "chromium": chromium(),
+        "screenshot": screenshot,
+        "timeoutMs": 60_000,
+    });
+    stdin
+        .write_all(format!("{settings}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut next_state = async || -> Json {
+        let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+            .await
+            .expect("status.cjs answers in time")
+            .expect("status.cjs output")
+            .unwrap_or_else(|| panic!("status.cjs stopped"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let healthy = next_state().await;
+    assert_eq!(healthy["state"], "healthy");
+
+    proxy.cut().await;
+    stdin.write_all(b"next\n").await.unwrap();
+    let raised = next_state().await;
+    assert_eq!(raised["state"], "raised");
+    let banner = raised["banner"].as_str().unwrap();
+    assert!(
+        banner.starts_with("CRITICAL SYNC ERROR (detection) since "),
+        "{banner}"
+    );
+    assert!(
+        raised["msAfterNext"].as_u64().unwrap() >= 1_000,
+        "not before the configured time: {raised}"
+    );
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000),
+        "a screenshot of the red page at {}",
+        screenshot.display()
+    );
+
+    proxy.restore();
+    stdin.write_all(b"next\n").await.unwrap();
+    let cleared = next_state().await;
+    assert_eq!(cleared["state"], "cleared");
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("status.cjs ends")
+        .expect("status.cjs runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -102,6 +102,17 @@ fn html(status: StatusCode, body: String, redirect_uri: Option<&str>) -> Respons
         Some(origin) => format!("'self' {origin}"),
         None => "'self'".to_owned(),
     };
+    let policy = HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    ))
+    .unwrap_or(HeaderValue::from_static("default-src 'none'"));
+    html_response(status, body, policy)
+}
+
+/// An HTML page of Portico's own (sign-in pages, the status page): HTML, never cached, never
+/// framed, no sniffing, no referrer, under `policy` (its Content-Security-Policy).
+pub(super) fn html_response(status: StatusCode, body: String, policy: HeaderValue) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -109,12 +120,7 @@ fn html(status: StatusCode, body: String, redirect_uri: Option<&str>) -> Respons
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     no_store(headers);
-    if let Ok(policy) = HeaderValue::from_str(&format!(
-        "default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; \
-         frame-ancestors 'none'; base-uri 'none'"
-    )) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

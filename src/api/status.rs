@@ -17,8 +17,8 @@ use serde_json::{Value as Json, json};
 
 use super::AppState;
 use super::admin::Administrator;
+use super::sign_in::html_response;
 use crate::auth::pages::escape;
-use crate::auth::token_endpoint::no_store;
 use crate::metrics::metrics;
 
 /// A time in milliseconds since the epoch as RFC 3339, or null.
@@ -205,27 +205,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 fn page_response(body: String) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    no_store(headers);
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_POLICY),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    response
+    html_response(StatusCode::OK, body, HeaderValue::from_static(PAGE_POLICY))
 }
 
 /// A refused page asks a browser for an admin user's name and password.

@@ -1,85 +1,23 @@
 //! Faults: the legacy database goes away and comes back; statements run too long; writes refused.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use portico::db::DbErrorKind;
 use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
+use tokio::net::TcpListener;
 
 use crate::on_every_backend;
+use crate::proxy::Proxy;
 use crate::support::{
     Backend, TestApp, legacy_database, mysql_server_url, outcome_code, seed, settings, start,
 };
 
-/// A TCP proxy to MariaDB that can be cut (dropping every connection) and restored.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(target: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (accept_up, accept_connections, target) =
-            (up.clone(), connections.clone(), target.to_owned());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !accept_up.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let target = target.clone();
-                let handle = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                accept_connections.lock().await.push(handle);
-            }
-        });
-        Proxy {
-            port,
-            up,
-            connections,
-        }
-    }
-
-    async fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for handle in self.connections.lock().await.drain(..) {
-            handle.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn database_outage_is_503_and_recovers_without_restart() {
     let db_url = seed(Backend::MariaDb, "outage").await;
-    let server = mysql_server_url();
-    let target = server
-        .trim_start_matches("mysql://")
-        .rsplit('@')
-        .next()
-        .unwrap()
-        .to_owned();
-    let proxy = Proxy::start(&target).await;
-    let through_proxy = db_url.replace(&target, &format!("127.0.0.1:{}", proxy.port));
+    let (proxy, through_proxy) = Proxy::in_front_of(&mysql_server_url(), &db_url).await;
     let base = start(&settings(&through_proxy, 2000)).await;
     let client = reqwest::Client::new();
     let token = crate::support::bearer_for(&base);
@@ -260,14 +198,7 @@ async fn a_detection_outage_raises_the_fail_safe_flag_once_and_recovery_clears_i
     use portico::subscriptions::rest_hook::SigningSecret;
 
     let db_url = seed(Backend::MariaDb, "alarm_outage").await;
-    let target = mysql_server_url()
-        .trim_start_matches("mysql://")
-        .rsplit('@')
-        .next()
-        .unwrap()
-        .to_owned();
-    let proxy = Proxy::start(&target).await;
-    let through_proxy = db_url.replace(&target, &format!("127.0.0.1:{}", proxy.port));
+    let (proxy, through_proxy) = Proxy::in_front_of(&mysql_server_url(), &db_url).await;
     let alerts: Alerts = Arc::default();
     let endpoint = alert_receiver(alerts.clone()).await;
     let secret = SigningSecret::generate().to_whsec();

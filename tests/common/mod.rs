@@ -198,7 +198,17 @@ pub struct Served {
 
 /// Starts Portico with `adapter` on `url` on a free port, and opens the same database read-only.
 pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
-    let settings = Settings {
+    serve_with(adapter, url, state_dir, |_| {}).await
+}
+
+/// `serve`, with the settings changed by `customize` first.
+pub async fn serve_with(
+    adapter: &str,
+    url: &str,
+    state_dir: PathBuf,
+    customize: impl FnOnce(&mut Settings),
+) -> Served {
+    let mut settings = Settings {
         server: ServerSettings {
             host: "127.0.0.1".into(),
             port: 0,
@@ -227,6 +237,7 @@ pub async fn serve(adapter: &str, url: &str, state_dir: PathBuf) -> Served {
         },
         alarm: Default::default(),
     };
+    customize(&mut settings);
     let application = Application::build(&settings)
         .await
         .unwrap_or_else(|e| panic!("Portico starts with the {adapter} adapter: {e:?}"));
