@@ -86,7 +86,7 @@ async fn require_admin(
 }
 
 /// A time in milliseconds since the epoch as RFC 3339, or null.
-fn instant(ms: Option<i64>) -> Json {
+pub(super) fn instant(ms: Option<i64>) -> Json {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
         .map_or(Json::Null, |at| json!(at.to_rfc3339()))
 }

@@ -605,35 +605,45 @@ pub async fn health_live() -> Response {
 /// How long a readiness check waits for each store.
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// One look at both stores, each bounded by `READINESS_TIMEOUT`: the PMS database's round trip
+/// (its time) and a write to the state store; each failure is logged and returned as text.
+pub(super) struct Readiness {
+    pub database: Result<std::time::Duration, String>,
+    pub state_store: Result<(), String>,
+}
+
+pub(super) async fn readiness(state: &AppState) -> Readiness {
+    let started = std::time::Instant::now();
+    let database = match tokio::time::timeout(READINESS_TIMEOUT, state.repository.ping()).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(error)) => Err(error.message),
+        Err(_) => Err("the PMS database did not answer in time".to_owned()),
+    };
+    if let Err(error) = &database {
+        tracing::warn!(%error, "readiness: the PMS database is down");
+    }
+    let store = state.auth.tokens.store().probe_write();
+    let state_store = match tokio::time::timeout(READINESS_TIMEOUT, store).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("the state store did not answer in time".to_owned()),
+    };
+    if let Err(error) = &state_store {
+        tracing::warn!(%error, "readiness: the state store takes no writes");
+    }
+    Readiness {
+        database,
+        state_store,
+    }
+}
+
 /// `/health/ready` (and `/health`): the adapter is loaded (it is, or nothing would serve), the
 /// PMS database answers a round trip and the state store takes a write. 200 when all hold, else
 /// 503 naming what does not.
 pub async fn health_ready(State(state): State<AppState>) -> Response {
-    let database = tokio::time::timeout(READINESS_TIMEOUT, state.repository.ping()).await;
-    let database_up = match database {
-        Ok(Ok(())) => true,
-        Ok(Err(error)) => {
-            tracing::warn!(error = %error.message, "readiness: the PMS database is down");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("readiness: the PMS database did not answer in time");
-            false
-        }
-    };
-    let store =
-        tokio::time::timeout(READINESS_TIMEOUT, state.auth.tokens.store().probe_write()).await;
-    let store_up = match store {
-        Ok(Ok(())) => true,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "readiness: the state store takes no writes");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("readiness: the state store did not answer in time");
-            false
-        }
-    };
+    let checked = readiness(&state).await;
+    let database_up = checked.database.is_ok();
+    let store_up = checked.state_store.is_ok();
     let word = |up: bool| if up { "up" } else { "down" };
     let ready = database_up && store_up;
     let status = if ready {

@@ -7,8 +7,6 @@
 //! rendering, so there is one way to draw it. A browser without credentials gets a Basic
 //! challenge, so it asks for the admin user's name and password.
 
-use std::time::Instant;
-
 use axum::Json as JsonBody;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,16 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
 use super::AppState;
-use super::admin::Administrator;
+use super::admin::{Administrator, instant};
+use super::handlers::readiness;
 use super::sign_in::html_response;
 use crate::auth::pages::escape;
 use crate::metrics::metrics;
-
-/// A time in milliseconds since the epoch as RFC 3339, or null.
-fn instant(ms: Option<i64>) -> Json {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or(Json::Null, |at| json!(at.to_rfc3339()))
-}
 
 pub async fn status_json(State(state): State<AppState>, _: Administrator) -> Response {
     (
@@ -39,16 +32,14 @@ pub async fn status_json(State(state): State<AppState>, _: Administrator) -> Res
 /// Everything the status shows, read now.
 async fn snapshot(state: &AppState) -> Json {
     let store = state.auth.tokens.store();
-    let started = Instant::now();
-    let ping = state.repository.ping().await;
-    let round_trip_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let checked = readiness(state).await;
     let (open, idle, most) = state.repository.db.pool_use();
     let failed = |kind: &str| metrics().pms_queries.get(&[kind]);
     let pms = json!({
-        "up": ping.is_ok(),
+        "up": checked.database.is_ok(),
         "dialect": state.repository.db.dialect().name(),
-        "roundTripMs": if ping.is_ok() { json!(round_trip_ms) } else { Json::Null },
-        "error": ping.err().map(|e| e.message),
+        "roundTripMs": checked.database.as_ref().ok().map(|t| t.as_secs_f64() * 1000.0),
+        "error": checked.database.as_ref().err(),
         "pool": {"open": open, "idle": idle, "max": most},
         "failedStatements": {
             "unavailable": failed("unavailable"),
@@ -57,7 +48,6 @@ async fn snapshot(state: &AppState) -> Json {
             "decode": failed("decode"),
         },
     });
-    let writable = store.probe_write().await;
     let alarms = store.alarms().await.unwrap_or_default();
     let failures = store.detection_failures().await.unwrap_or_default();
     let cursors = store.change_cursors().await.unwrap_or_default();
@@ -83,7 +73,7 @@ async fn snapshot(state: &AppState) -> Json {
             })).collect::<Vec<_>>(),
         },
         "pms": pms,
-        "stateStore": {"up": writable.is_ok()},
+        "stateStore": {"up": checked.state_store.is_ok()},
         "detection": cursors.iter().map(|cursor| {
             let failure = failures.iter().find(|f| f.mapping == cursor.mapping);
             json!({

@@ -453,7 +453,7 @@ pub async fn clients(config_file: Option<&Path>, command: ClientsCommand) -> any
 }
 
 /// A time in milliseconds as UTC, or `-`.
-fn time_ms(ms: Option<i64>) -> String {
+pub(super) fn time_ms(ms: Option<i64>) -> String {
     ms.filter(|ms| *ms > 0)
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map_or_else(

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use clap::Subcommand;
 
-use super::state_commands::open_store;
+use super::state_commands::{open_store, time_ms};
 use crate::config;
 use crate::db::{Database, redact_url};
 use crate::state::audit::AuditRecord;
@@ -68,14 +68,6 @@ async fn acknowledge(config_file: Option<&Path>, by: &str) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn time(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || "-".to_owned(),
-            |at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        )
-}
-
 async fn summary(config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let settings = config::load(config_file)?;
     match settings.legacy.require_url() {
@@ -112,7 +104,7 @@ async fn summary(config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
             println!(
                 "fail-safe flag RAISED ({}) since {}: {}",
                 alarm.cause,
-                time(Some(alarm.raised_ms)),
+                time_ms(Some(alarm.raised_ms)),
                 alarm.detail
             );
         }
@@ -122,7 +114,7 @@ async fn summary(config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
             "               {} acknowledged by {} at {} (still holds: {})",
             alarm.cause,
             alarm.acknowledged_by.as_deref().unwrap_or("-"),
-            time(alarm.acknowledged_ms),
+            time_ms(alarm.acknowledged_ms),
             alarm.detail
         );
     }
@@ -133,7 +125,7 @@ async fn summary(config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
         let state = match failure {
             Some(failure) => format!(
                 "FAILING since {} ({})",
-                time(Some(failure.failing_since_ms)),
+                time_ms(Some(failure.failing_since_ms)),
                 failure.last_error.as_deref().unwrap_or("-")
             ),
             None if cursor.baselined => format!("ok, scan cycle {}", cursor.cycle),
