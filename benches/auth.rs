@@ -151,6 +151,10 @@ fn main() {
                 ..Default::default()
             },
             alarm: Default::default(),
+            // No scheduled audit: its full scans would run beside what is measured.
+            quality: portico::config::QualitySettings {
+                schedule_minutes: 0,
+            },
         };
         let application = Application::build(&settings).await.expect("Portico starts");
         let root = format!("http://127.0.0.1:{}", application.port());

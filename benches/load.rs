@@ -2011,6 +2011,10 @@ fn main() {
             ..Default::default()
         },
         alarm: Default::default(),
+        // No scheduled audit: its full scans would run beside what is measured.
+        quality: portico::config::QualitySettings {
+            schedule_minutes: 0,
+        },
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
         Ok(app) => app,

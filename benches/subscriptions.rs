@@ -31,7 +31,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -68,7 +68,7 @@ use support::{
 
 #[path = "../tests/common/notifications.rs"]
 mod notifications;
-use notifications::{event_numbers, focuses, status_part, topic_subscription};
+use notifications::{event_numbers, status_part, topic_subscription};
 
 /// Portico's runtime; everything the bench itself runs (receiver, writer) is on `BENCH_THREAD`.
 const SERVER_THREAD: &str = "portico-srv";
@@ -227,6 +227,10 @@ fn settings(
             ..Default::default()
         },
         alarm: Default::default(),
+        // No scheduled audit: its full scans would run beside what is measured.
+        quality: portico::config::QualitySettings {
+            schedule_minutes: 0,
+        },
     }
 }
 
@@ -267,8 +271,12 @@ impl Cpu {
 /// What the receiver records; shared with the writer, which stamps each change's commit.
 #[derive(Default)]
 struct Tracker {
-    /// pid -> the instant its UPDATE returned (committed).
-    committed: Mutex<HashMap<i64, Instant>>,
+    /// pid -> the instant its UPDATE returned (committed), and that time by the wall clock (to
+    /// compare with the event's own timestamp).
+    committed: Mutex<HashMap<i64, (Instant, SystemTime)>>,
+    /// Each sample's latency split at the event's timestamp (when detection matched it): commit
+    /// to event, event to arrival (ms).
+    split_ms: Mutex<Vec<(f64, f64)>>,
     /// (subscription index, pid) already counted: a resend is not a second sample.
     seen: Mutex<HashSet<(usize, i64)>>,
     latencies_ms: Mutex<Vec<f64>>,
@@ -295,26 +303,51 @@ async fn receive(
             tracker
                 .events
                 .fetch_add(event_numbers(&bundle).len() as u64, Ordering::Relaxed);
+            let arrived_wall = SystemTime::now();
             let committed = tracker.committed.lock().unwrap();
             let mut seen = tracker.seen.lock().unwrap();
             let mut latencies = tracker.latencies_ms.lock().unwrap();
-            for focus in focuses(&bundle) {
-                let Some(pid) = focus
-                    .strip_prefix("Patient/")
-                    .and_then(|id| id.parse::<i64>().ok())
-                else {
-                    continue;
-                };
-                if let Some(at) = committed.get(&pid)
+            let mut split = tracker.split_ms.lock().unwrap();
+            for (pid, event_at) in patient_events(&bundle) {
+                if let Some((at, at_wall)) = committed.get(&pid)
                     && seen.insert((subscription, pid))
                 {
                     latencies.push(arrived.duration_since(*at).as_secs_f64() * 1000.0);
+                    let ms = |from: SystemTime, to: SystemTime| match to.duration_since(from) {
+                        Ok(d) => d.as_secs_f64() * 1000.0,
+                        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+                    };
+                    if let Some(event_at) = event_at {
+                        split.push((ms(*at_wall, event_at), ms(event_at, arrived_wall)));
+                    }
                 }
             }
         }
         _ => {}
     }
     StatusCode::OK
+}
+
+/// Each event's focus pid (Patient focuses only) and its timestamp (when detection matched it).
+fn patient_events(bundle: &Json) -> Vec<(i64, Option<SystemTime>)> {
+    let events = bundle["entry"][0]["resource"]["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "notification-event");
+    events
+        .filter_map(|event| {
+            let parts = event["part"].as_array()?;
+            let part = |name: &str| parts.iter().find(|p| p["name"] == name);
+            let reference = part("focus")?["valueReference"]["reference"].as_str()?;
+            let pid = reference.rsplit_once("Patient/")?.1.parse().ok()?;
+            let at = part("timestamp")
+                .and_then(|p| p["valueInstant"].as_str())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(SystemTime::from);
+            Some((pid, at))
+        })
+        .collect()
 }
 
 /// Starts the receiver on this runtime; its base URL (`/hook/{subscription index}`).
@@ -434,7 +467,7 @@ async fn write_changes(
                 .committed
                 .lock()
                 .unwrap()
-                .insert(pid, Instant::now());
+                .insert(pid, (Instant::now(), SystemTime::now()));
             let done = sqlx::query("UPDATE patient_data SET phone_home = ? WHERE pid = ?")
                 .bind(phone)
                 .bind(pid)
@@ -444,12 +477,35 @@ async fn write_changes(
                 .committed
                 .lock()
                 .unwrap()
-                .insert(pid, Instant::now());
+                .insert(pid, (Instant::now(), SystemTime::now()));
             done.expect("the demographics UPDATE");
         });
     }
     while edits.join_next().await.is_some() {}
     pids.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The detection passes since `before` (a reading of the pass-duration histogram), per mapping
+/// that passed: `name n×mean ms`.
+fn pass_means(before: &[(Vec<String>, u64, f64)]) -> String {
+    let now = portico::metrics::metrics().detection_pass_duration.totals();
+    now.iter()
+        .filter_map(|(labels, count, sum)| {
+            let (count_before, sum_before) = before
+                .iter()
+                .find(|(l, _, _)| l == labels)
+                .map_or((0, 0.0), |(_, c, s)| (*c, *s));
+            let passes = count - count_before;
+            (passes > 0).then(|| {
+                format!(
+                    "{} {passes}×{:.0}",
+                    labels.join(","),
+                    (sum - sum_before) * 1000.0 / passes as f64
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -566,6 +622,7 @@ fn run(
 
     // 1. Latency.
     let mut latency_rows = Vec::new();
+    let mut split_rows = Vec::new();
     let mut latency_ids = Vec::new();
     for (run, &poll_ms) in config.polls_ms.iter().enumerate() {
         let running = start_portico(server, &settings(config, &dir, &state_url, poll_ms, true))?;
@@ -607,6 +664,8 @@ fn run(
         // A pass or two at this interval before the changes start.
         std::thread::sleep(Duration::from_millis(2 * poll_ms));
         tracker.latencies_ms.lock().unwrap().clear();
+        tracker.split_ms.lock().unwrap().clear();
+        let passes_before = portico::metrics::metrics().detection_pass_duration.totals();
         let expected = per_run * if config.fan_out_all { subscriptions } else { 1 };
         let run_pids = &pids[run * per_run..(run + 1) * per_run];
         let before = Cpu::now(&db_stat, tick);
@@ -627,6 +686,18 @@ fn run(
         let mut latencies = std::mem::take(&mut *tracker.latencies_ms.lock().unwrap());
         latencies.sort_by(f64::total_cmp);
         let p99 = percentile(&latencies, 99.0);
+        let split = std::mem::take(&mut *tracker.split_ms.lock().unwrap());
+        let (mut detected, mut delivered): (Vec<f64>, Vec<f64>) = split.into_iter().unzip();
+        detected.sort_by(f64::total_cmp);
+        delivered.sort_by(f64::total_cmp);
+        split_rows.push(format!(
+            "| {poll_ms} | {:.0} / {:.0} | {:.0} / {:.0} | {} |",
+            percentile(&detected, 50.0),
+            percentile(&detected, 99.0),
+            percentile(&delivered, 50.0),
+            percentile(&delivered, 99.0),
+            pass_means(&passes_before),
+        ));
         latency_rows.push(format!(
             "| {poll_ms} | {achieved:.1} | {} / {expected}{} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.1} / {:.1} / {:.1} |",
             latencies.len(),
@@ -652,6 +723,15 @@ fn run(
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for row in &latency_rows {
+        println!("{row}");
+    }
+    println!(
+        "\nWhere it goes: commit to the event's timestamp (detection matched it), then to its arrival \
+         (delivery); and the detection passes during the run (count x mean ms, per mapping).\n"
+    );
+    println!("| poll ms | commit → event p50 / p99 ms | event → arrival p50 / p99 ms | passes |");
+    println!("|---:|---:|---:|---|");
+    for row in &split_rows {
         println!("{row}");
     }
 

@@ -272,6 +272,14 @@ impl Application {
             )),
         };
         workers.spawn("alarm-watchdog", move |shutdown| watchdog.run(shutdown));
+        if settings.quality.schedule_minutes > 0 {
+            let repository = state.repository.clone();
+            let store = state.auth.tokens.store().clone();
+            let every = std::time::Duration::from_secs(settings.quality.schedule_minutes * 60);
+            workers.spawn("quality-audit", move |shutdown| {
+                crate::quality::schedule::run(repository, store, every, shutdown)
+            });
+        }
         if settings.legacy.plan_advice_min_rows > 0 {
             let repository = state.repository.clone();
             let min_rows = settings.legacy.plan_advice_min_rows;

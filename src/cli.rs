@@ -1,6 +1,7 @@
 //! The command line: `serve`, `demo`, `check`, `dictionary`, and the state commands `clients`,
 //! `users` and `keys` (in `state_commands`).
 
+mod audit;
 mod state_commands;
 mod status;
 
@@ -89,6 +90,16 @@ enum Command {
         /// With --explain: a table with fewer rows than this is never flagged.
         #[arg(long, default_value_t = crate::check::explain::DEFAULT_MIN_ROWS, requires = "explain")]
         min_rows: u64,
+    },
+    /// Audit the PMS data through the adapter: built-in rules (unmapped codes, zero and bad dates,
+    /// phones, emails and postal codes that do not parse, patients without a name, duplicates,
+    /// missing patients, rows Portico skips) and the adapter's quality.toml rules. Exits 1 when
+    /// a rule of severity error has findings.
+    Audit {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = audit::AuditFormat::Md)]
+        format: audit::AuditFormat,
     },
     /// Print the adapter's data dictionary: every FHIR element with the legacy columns it comes
     /// from, and the columns no mapping reads.
@@ -205,6 +216,9 @@ pub fn main() -> ExitCode {
             } => {
                 let explain = explain.then_some(min_rows);
                 return crate::check::run(config, offline, data, explain).await;
+            }
+            Command::Audit { config, format } => {
+                return audit::run(config.as_deref(), format).await;
             }
             Command::Dictionary {
                 adapter,
@@ -412,11 +426,13 @@ async fn demo(
             ..Default::default()
         },
         alarm: Default::default(),
+        quality: Default::default(),
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());
     let store = application.state.auth.tokens.store().clone();
     let state_dir = settings.server.state_dir.clone();
+    let repository = application.state.repository.clone();
     tokio::spawn(application.run());
     let mut accounts = state_commands::demo_clients(&store).await?;
     let token = state_commands::issue_token(
@@ -452,6 +468,12 @@ async fn demo(
     );
     println!("export PORTICO_TOKEN={token}");
     println!("FHIR R4 base: {base}");
+    let audit = crate::quality::run(&repository).await;
+    crate::quality::schedule::record(&store, &audit).await?;
+    println!(
+        "Data-quality audit of the demo data, which plants legacy quirks (the status page lists them): {}",
+        crate::quality::report::verdict(&audit)
+    );
     println!(
         "Status page (sign in as the admin user above): {}/status\n\nTry:",
         base.trim_end_matches("/fhir")

@@ -45,6 +45,30 @@ pub struct Settings {
     pub subscriptions: SubscriptionsSettings,
     #[serde(default)]
     pub alarm: AlarmSettings,
+    #[serde(default)]
+    pub quality: QualitySettings,
+}
+
+/// `[quality]`: the data-quality audit (`portico audit`, `crate::quality`) on a schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualitySettings {
+    /// Minutes between audits under `portico serve`, counted from the latest recorded run; 0:
+    /// only on demand.
+    #[serde(default = "default_quality_schedule_minutes")]
+    pub schedule_minutes: u64,
+}
+
+impl Default for QualitySettings {
+    fn default() -> QualitySettings {
+        QualitySettings {
+            schedule_minutes: default_quality_schedule_minutes(),
+        }
+    }
+}
+
+fn default_quality_schedule_minutes() -> u64 {
+    24 * 60
 }
 
 /// `[alarm]`: the fail-safe flag ("critical sync error", `crate::alarm`): when it is raised and

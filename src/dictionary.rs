@@ -19,6 +19,7 @@ use crate::adapter::model::{
     Compartment, JoinDef, Mapping, Node, Predicate, PredicateOp, ProfileClaim, SearchKind,
     SearchParam, TokenTarget, Transform, joined_table,
 };
+use crate::auth::pages::escape;
 use crate::dialect::ast::Value;
 
 /// Where an adapter folder keeps the DDL of the tables it reads, if it has one.
@@ -1825,7 +1826,7 @@ pub fn html(dictionary: &Dictionary) -> String {
         String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     page.push_str(&format!(
         "<title>Data dictionary: {}</title>\n",
-        html_escape(&dictionary.adapter)
+        escape(&dictionary.adapter)
     ));
     page.push_str(
         "<style>\n\
@@ -1844,8 +1845,8 @@ pub fn html(dictionary: &Dictionary) -> String {
                 anchor,
             } => page.push_str(&format!(
                 "<h{level} id=\"{}\">{}</h{level}>\n",
-                html_escape(&anchor),
-                html_escape(&text)
+                escape(&anchor),
+                escape(&text)
             )),
             Block::Paragraph(inlines) => {
                 page.push_str(&format!("<p>{}</p>\n", html_inlines(&inlines)))
@@ -1860,7 +1861,7 @@ pub fn html(dictionary: &Dictionary) -> String {
             Block::Table { headers, rows } => {
                 page.push_str("<table>\n<tr>");
                 for header in headers {
-                    page.push_str(&format!("<th>{}</th>", html_escape(header)));
+                    page.push_str(&format!("<th>{}</th>", escape(header)));
                 }
                 page.push_str("</tr>\n");
                 for row in rows {
@@ -1882,31 +1883,13 @@ fn html_inlines(inlines: &[Inline]) -> String {
     inlines
         .iter()
         .map(|inline| match inline {
-            Inline::Text(text) => html_escape(text),
-            Inline::Code(text) => format!("<code>{}</code>", html_escape(text)),
-            Inline::Link { text, anchor } => format!(
-                "<a href=\"#{}\">{}</a>",
-                html_escape(anchor),
-                html_escape(text)
-            ),
+            Inline::Text(text) => escape(text),
+            Inline::Code(text) => format!("<code>{}</code>", escape(text)),
+            Inline::Link { text, anchor } => {
+                format!("<a href=\"#{}\">{}</a>", escape(anchor), escape(text))
+            }
         })
         .collect()
-}
-
-/// Text safe in HTML content and in quoted attribute values.
-fn html_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 /// One CSV row (RFC 4180) per element: mapping (with the variant), element, source, transform,
@@ -1936,7 +1919,8 @@ pub fn csv(dictionary: &Dictionary) -> String {
     lines.concat()
 }
 
-fn csv_row(fields: &[&str]) -> String {
+/// One CSV line (RFC 4180), CRLF-terminated.
+pub fn csv_row(fields: &[&str]) -> String {
     let fields: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
     format!("{}\r\n", fields.join(","))
 }

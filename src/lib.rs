@@ -20,6 +20,7 @@ pub mod dictionary;
 pub mod error;
 pub mod fhir;
 pub mod metrics;
+pub mod quality;
 pub mod repository;
 pub mod search;
 pub mod state;

@@ -186,6 +186,17 @@ impl HistogramFamily {
         (buckets, total)
     }
 
+    /// Each label combination's count and sum of seconds (for a mean over an interval: the
+    /// difference of two readings).
+    pub fn totals(&self) -> Vec<(Vec<String>, u64, f64)> {
+        self.values
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(values, histogram)| (values.clone(), histogram.count, histogram.sum))
+            .collect()
+    }
+
     fn render(&self, out: &mut String) {
         header(out, self.name, self.help, "histogram");
         let bucket_name = format!("{}_bucket", self.name);
@@ -255,6 +266,7 @@ pub struct Metrics {
     /// Unix seconds of each mapping's latest pass that completed (`api::metrics` turns it into a
     /// lag at scrape time).
     pub detection_last_pass: GaugeFamily,
+    pub detection_pass_duration: HistogramFamily,
     pub deliveries: CounterFamily,
     pub audit_events: CounterFamily,
 }
@@ -290,6 +302,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "When each mapping's latest change detection step completed (Unix seconds).",
         &["mapping"],
     ),
+    detection_pass_duration: HistogramFamily::new(
+        "portico_change_detection_pass_duration_seconds",
+        "Time of one change detection step per mapping: reading, comparing, matching and committing.",
+        &["mapping"],
+    ),
     deliveries: CounterFamily::new(
         "portico_subscription_deliveries_total",
         "Notification delivery attempts, by channel and outcome.",
@@ -316,6 +333,7 @@ impl Metrics {
         self.pms_query_duration.render(out);
         self.detection_passes.render(out);
         self.detection_last_pass.render(out);
+        self.detection_pass_duration.render(out);
         self.deliveries.render(out);
         self.audit_events.render(out);
     }

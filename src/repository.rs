@@ -604,7 +604,18 @@ impl Repository {
 
 /// Where a left-out row lives: its mapping, table and key (`pid=12`).
 fn left_out_row(mapping: &Mapping, row: &[Value], left_out: LeftOut) -> LeftOutRow {
-    let key = mapping
+    LeftOutRow {
+        resource_type: mapping.resource_type.clone(),
+        mapping: mapping.name.clone(),
+        table: mapping.table.clone(),
+        key: row_key(mapping, row),
+        left_out,
+    }
+}
+
+/// A row's key as `column=value` pairs (`pid=12`): how reports name a PMS row.
+pub fn row_key(mapping: &Mapping, row: &[Value]) -> String {
+    mapping
         .id
         .columns
         .iter()
@@ -616,14 +627,7 @@ fn left_out_row(mapping: &Mapping, row: &[Value], left_out: LeftOut) -> LeftOutR
             format!("{}={value}", mapping.columns[index].column)
         })
         .collect::<Vec<_>>()
-        .join(", ");
-    LeftOutRow {
-        resource_type: mapping.resource_type.clone(),
-        mapping: mapping.name.clone(),
-        table: mapping.table.clone(),
-        key,
-        left_out,
-    }
+        .join(", ")
 }
 
 /// The ids a row's reference parameter points at, for targets of `target_type`.

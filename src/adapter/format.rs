@@ -76,6 +76,45 @@ pub enum ChangeStrategyName {
     Scan,
 }
 
+/// `adapters/<name>/quality.toml`: the data-quality rules an adapter declares for `portico audit`,
+/// and the severities it gives the built-in rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityFile {
+    pub version: u32,
+    /// Built-in rule id -> severity, where this PMS's data needs another than the default.
+    #[serde(default)]
+    pub severity: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rule: Vec<QualityRuleSpec>,
+}
+
+/// One `[[rule]]`: a SELECT that returns the rows breaking the rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityRuleSpec {
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub severity: String,
+    /// The FHIR resource type the rows become.
+    pub resource: String,
+    /// The PMS table whose rows the findings name.
+    pub table: String,
+    /// The name of its key column: the SELECT's first column holds the key's value.
+    pub key: String,
+    pub sql: RuleSql,
+}
+
+/// A rule's SELECT: one text for every dialect, or one per dialect (`mysql`, `sqlite`, `mssql`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RuleSql {
+    Any(String),
+    PerDialect(BTreeMap<String, String>),
+}
+
 /// `adapters/<name>/topics.toml`: the subscription topics an adapter offers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +286,9 @@ pub struct MapSpec {
     pub default: Option<toml::Value>,
     #[serde(default)]
     pub default_absent: bool,
+    /// Legacy codes known to take the default: not reported by `portico audit` as unmapped.
+    #[serde(default)]
+    pub default_codes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -10,7 +10,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Map, Value as Json};
 
 use super::format::{SplitKeep, TextCase};
-use super::model::{Mapping, Node, Predicate, PredicateOp, Transform};
+use super::model::{CodeMap, Mapping, Node, Predicate, PredicateOp, Transform};
 use crate::dialect::ast::Value;
 
 /// One resource produced from a row.
@@ -435,11 +435,27 @@ fn format_number(value: f64) -> String {
     }
 }
 
-fn is_sentinel_date(date: NaiveDate) -> bool {
+/// A code cell looked up in `map`: `None` when the cell is absent, `Some(None)` when its code is
+/// not listed (the map's default, if any, applies).
+pub fn map_cell<'m>(map: &'m CodeMap, cell: &Value) -> Option<Option<&'m Json>> {
+    let legacy = cell_text(cell)?;
+    // A bit column reads as a boolean from SQL Server and as 0/1 from MySQL: maps written with
+    // "0"/"1" keys serve both.
+    let as_digit = match cell {
+        Value::Bool(b) => Some(if *b { "1" } else { "0" }),
+        _ => None,
+    };
+    Some(
+        map.listed(&legacy)
+            .or_else(|| as_digit.and_then(|digit| map.listed(digit))),
+    )
+}
+
+pub fn is_sentinel_date(date: NaiveDate) -> bool {
     date == NaiveDate::from_ymd_opt(1, 1, 1).expect("valid date")
 }
 
-fn is_sentinel_date_text(text: &str) -> bool {
+pub fn is_sentinel_date_text(text: &str) -> bool {
     text.starts_with("0000-00-00") || text.starts_with("0001-01-01")
 }
 
@@ -736,19 +752,10 @@ impl<'a> Evaluator<'a> {
                 };
                 Some(Json::String(text))
             }
-            Transform::Map { column, map } => {
-                let cell = self.cell(*column);
-                let legacy = cell_text(cell)?;
-                // A bit column reads as a boolean from SQL Server and as 0/1 from MySQL: maps
-                // written with "0"/"1" keys serve both.
-                let as_digit = match cell {
-                    Value::Bool(b) => Some(if *b { "1" } else { "0" }),
-                    _ => None,
-                };
-                map.apply(&legacy)
-                    .or_else(|| as_digit.and_then(|digit| map.apply(digit)))
-                    .cloned()
-            }
+            Transform::Map { column, map } => match map_cell(map, self.cell(*column))? {
+                Some(value) => Some(value.clone()),
+                None => map.default.clone(),
+            },
             Transform::Number {
                 column,
                 multiply,

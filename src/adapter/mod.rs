@@ -18,6 +18,8 @@ use self::validate::ParsedMapping;
 const MANIFEST: &str = "adapter.toml";
 /// The optional file of subscription topics beside the manifest.
 const TOPICS: &str = "topics.toml";
+/// The optional file of data-quality rules beside the manifest.
+const QUALITY: &str = "quality.toml";
 
 /// Reads, parses and validates the adapter in `dir`. Errors list every problem found.
 pub fn load(dir: &Path) -> Result<Adapter, Vec<AdapterIssue>> {
@@ -60,10 +62,19 @@ pub fn load(dir: &Path) -> Result<Adapter, Vec<AdapterIssue>> {
     } else {
         None
     };
+    let quality_path = dir.join(QUALITY);
+    let quality = if quality_path.exists() {
+        read_toml::<format::QualityFile>(&quality_path, &mut issues)
+    } else {
+        None
+    };
     match validate::validate(dir, &manifest_path, manifest, mappings) {
         Ok(mut adapter) if issues.is_empty() => {
             if let Some(topics) = topics {
                 adapter.topics = validate::validate_topics(&adapter, &topics_path, topics)?;
+            }
+            if let Some(quality) = quality {
+                adapter.quality = validate::validate_quality(&adapter, &quality_path, quality)?;
             }
             Ok(adapter)
         }

@@ -30,6 +30,62 @@ pub struct Adapter {
     pub resources: BTreeMap<String, ResourceDef>,
     /// The subscription topics the adapter offers (`topics.toml`), in file order.
     pub topics: Vec<Topic>,
+    /// What `portico audit` checks beyond its built-in rules (`quality.toml`).
+    pub quality: QualityRules,
+}
+
+/// `quality.toml`: the adapter's data-quality rules, and the severities it gives built-in ones.
+#[derive(Debug, Clone, Default)]
+pub struct QualityRules {
+    /// Built-in rule id -> the severity this PMS's data calls for.
+    pub severities: BTreeMap<String, Severity>,
+    /// In file order.
+    pub rules: Vec<SqlRule>,
+}
+
+/// How much a data-quality finding matters. `portico audit` exits non-zero when a rule of
+/// severity `Error` has findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn parse(text: &str) -> Option<Severity> {
+        match text {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "error" => Some(Severity::Error),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// A `[[rule]]` of `quality.toml`: a read-only SELECT whose rows break the rule. Its columns, by
+/// position: the value of the PMS row's key column `key`, then optionally the FHIR id, then
+/// optionally a detail.
+#[derive(Debug, Clone)]
+pub struct SqlRule {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub resource_type: String,
+    pub table: String,
+    pub key: String,
+    /// The SELECT per dialect the adapter supports.
+    pub sql: Vec<(DialectKind, String)>,
 }
 
 /// Canonical URLs of Portico's subscription topics: this prefix and the topic's slug. Stable
@@ -302,6 +358,33 @@ pub enum Node {
 }
 
 impl Node {
+    /// Calls `visit` on each transform that reads the row itself, outermost first; transforms
+    /// inside an `each` or `sum` read a collection's rows and are not visited.
+    pub fn visit_row_transforms(&self, visit: &mut dyn FnMut(&Transform)) {
+        match self {
+            Node::Literal(_) | Node::Column(_) | Node::SplitItem => {}
+            Node::Object { fields, .. } => fields
+                .iter()
+                .for_each(|(_, node)| node.visit_row_transforms(visit)),
+            Node::Array(items) => items.iter().for_each(|n| n.visit_row_transforms(visit)),
+            Node::Transform(transform) => {
+                visit(transform);
+                let children: Vec<&Node> = match transform.as_ref() {
+                    Transform::DateTime { add_minutes, .. } => add_minutes.iter().collect(),
+                    Transform::Concat { parts, .. } | Transform::Coalesce(parts) => {
+                        parts.iter().collect()
+                    }
+                    Transform::Split { item, .. } => vec![item],
+                    Transform::If { then, .. } => vec![then],
+                    _ => Vec::new(),
+                };
+                children
+                    .into_iter()
+                    .for_each(|n| n.visit_row_transforms(visit));
+            }
+        }
+    }
+
     pub fn is_dynamic(&self) -> bool {
         match self {
             Node::Literal(_) => false,
@@ -390,6 +473,8 @@ pub struct CodeMap {
     pub values: HashMap<String, serde_json::Value>,
     /// `None`: unmapped values are absent.
     pub default: Option<serde_json::Value>,
+    /// Codes known to take the default (`default_codes`): the audit does not report them.
+    pub default_codes: Vec<String>,
 }
 
 /// A mapped value as the text a search token compares with.
@@ -404,15 +489,27 @@ impl CodeMap {
     /// The FHIR value of `legacy`. An exact key wins; otherwise keys match ignoring case, as the
     /// case-insensitive collations of legacy databases compare them in SQL.
     pub fn apply(&self, legacy: &str) -> Option<&serde_json::Value> {
-        self.values
-            .get(legacy)
-            .or_else(|| {
-                self.values
-                    .iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(legacy))
-                    .map(|(_, value)| value)
-            })
-            .or(self.default.as_ref())
+        self.listed(legacy).or(self.default.as_ref())
+    }
+
+    /// Whether `legacy` is a code the map knows: listed, or known to take the default. The
+    /// data-quality audit reports the others.
+    pub fn knows(&self, legacy: &str) -> bool {
+        self.listed(legacy).is_some()
+            || self
+                .default_codes
+                .iter()
+                .any(|code| code.eq_ignore_ascii_case(legacy))
+    }
+
+    /// The FHIR value `legacy` is listed with, without falling back to the default.
+    pub fn listed(&self, legacy: &str) -> Option<&serde_json::Value> {
+        self.values.get(legacy).or_else(|| {
+            self.values
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(legacy))
+                .map(|(_, value)| value)
+        })
     }
 
     /// The legacy values that map to `code`, and whether unlisted values do too (the default).

@@ -24,8 +24,10 @@ use crate::dialect::ast::Value;
 use crate::fhir::resource_types::is_resource_type;
 
 mod changes;
+mod quality;
 mod topics;
 
+pub use self::quality::{select_only, validate_quality};
 pub use self::topics::validate_topics;
 
 /// The adapter format version this build reads.
@@ -238,6 +240,8 @@ pub fn validate(
         resources,
         // `topics.toml` is checked against the finished adapter (`validate_topics`).
         topics: Vec::new(),
+        // So is `quality.toml` (`validate_quality`).
+        quality: Default::default(),
     })
 }
 
@@ -1030,10 +1034,17 @@ fn code_map(ctx: &mut FileContext, name: &str, map: &MapSpec) -> Option<CodeMap>
         },
         None => None,
     };
+    if !map.default_codes.is_empty() && map.default.is_none() {
+        ctx.issue(
+            &format!("{path}.default_codes"),
+            "default_codes name codes that take the default: set default",
+        );
+    }
     Some(CodeMap {
         name: name.to_owned(),
         values,
         default,
+        default_codes: map.default_codes.clone(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! `/metrics` (Prometheus text format, administrators only: a scraper sends an admin user's Basic
 //! credentials or bearer token) and the layer that counts and times every HTTP answer. What is
 //! recorded while serving lives in `crate::metrics`; what is measured when scraped (pool use,
-//! change-detection lag, subscriptions and their backlog) is read here.
+//! change-detection lag, subscriptions and their backlog, the latest data-quality audit) is read
+//! here.
 
 use std::time::Instant;
 
@@ -102,6 +103,38 @@ pub async fn scrape(State(state): State<AppState>, _: Administrator) -> Response
             &crate::alarm::flag_samples(&alarms),
         ),
         Err(error) => tracing::warn!(%error, "metrics: the state store did not list alarms"),
+    }
+    match state
+        .auth
+        .tokens
+        .store()
+        .latest_check_run(crate::quality::schedule::KIND)
+        .await
+    {
+        Ok(Some(run)) => {
+            let counts: Vec<(Vec<String>, f64)> = crate::quality::schedule::rule_counts(&run)
+                .into_iter()
+                .map(|(rule, severity, count)| (vec![rule, severity], count as f64))
+                .collect();
+            render_gauge(
+                &mut out,
+                "portico_quality_findings",
+                "Findings of the latest data-quality audit, by rule and severity.",
+                &["rule", "severity"],
+                &counts,
+            );
+            render_gauge(
+                &mut out,
+                "portico_quality_audit_timestamp_seconds",
+                "When the latest data-quality audit started (Unix seconds).",
+                &[],
+                &[(Vec::new(), run.started_ms as f64 / 1000.0)],
+            );
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "metrics: the state store did not give the latest audit")
+        }
     }
     match state.auth.tokens.store().subscriptions(None).await {
         Ok(subscriptions) => {

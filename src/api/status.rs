@@ -52,6 +52,20 @@ async fn snapshot(state: &AppState) -> Json {
     let failures = store.detection_failures().await.unwrap_or_default();
     let cursors = store.change_cursors().await.unwrap_or_default();
     let subscriptions = store.subscriptions(None).await.unwrap_or_default();
+    let quality = match store.latest_check_run(crate::quality::schedule::KIND).await {
+        Ok(Some(run)) => {
+            let summary: Json = serde_json::from_str(&run.summary).unwrap_or_default();
+            json!({
+                "startedAt": instant(Some(run.started_ms)),
+                "seconds": (run.finished_ms - run.started_ms) as f64 / 1000.0,
+                "fails": run.fails,
+                "findings": run.findings,
+                "rules": summary["rules"],
+            })
+        }
+        Ok(None) => Json::Null,
+        Err(error) => json!({ "error": error.to_string() }),
+    };
     let last_passes: std::collections::HashMap<String, f64> = metrics()
         .detection_last_pass
         .values()
@@ -101,6 +115,7 @@ async fn snapshot(state: &AppState) -> Json {
                 Json::Null
             },
         })).collect::<Vec<_>>(),
+        "quality": quality,
         "history": state.status_history.samples(),
     });
     body
@@ -326,6 +341,8 @@ fn render(snapshot: &Json) -> String {
     }
     out.push_str("</table></div>");
 
+    render_quality(&snapshot["quality"], &mut out);
+
     out.push_str("<h2>Subscriptions</h2><div class=\"wide\"><table><tr><th>id</th><th>channel</th>\
         <th>status</th><th>backlog</th><th>last delivery</th><th>failures</th><th>failing since</th>\
         <th>next retry</th></tr>");
@@ -348,6 +365,70 @@ fn render(snapshot: &Json) -> String {
     }
     out.push_str("</table></div>");
     out
+}
+
+/// The latest data-quality audit: its verdict and the rules with findings.
+fn render_quality(quality: &Json, out: &mut String) {
+    out.push_str("<h2>Data quality</h2>");
+    if quality.is_null() {
+        out.push_str(
+            "<p class=\"meta\">No audit recorded yet: <code>portico audit</code>, or wait for \
+             the schedule (<code>quality.schedule_minutes</code>).</p>",
+        );
+        return;
+    }
+    if !quality["error"].is_null() {
+        out.push_str(&format!(
+            "<p class=\"down\">{}</p>",
+            text(&quality["error"])
+        ));
+        return;
+    }
+    out.push_str(&format!(
+        "<p class=\"{}\">{} finding(s){} &middot; audit of {} ({} s)</p>",
+        if quality["fails"] == true {
+            "down"
+        } else {
+            "up"
+        },
+        text(&quality["findings"]),
+        if quality["fails"] == true {
+            ", some of severity error"
+        } else {
+            ", none of severity error"
+        },
+        text(&quality["startedAt"]),
+        text(&quality["seconds"]),
+    ));
+    let rules: Vec<Json> = quality["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule["count"].as_u64().unwrap_or(0) > 0 || !rule["error"].is_null())
+        .cloned()
+        .collect();
+    if rules.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<div class=\"wide\"><table><tr><th>rule</th><th>severity</th><th>findings</th>\
+         <th>what it finds</th></tr>",
+    );
+    for rule in rules {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            text(&rule["id"]),
+            text(&rule["severity"]),
+            text(&rule["count"]),
+            if rule["error"].is_null() {
+                String::new()
+            } else {
+                format!(" (did not run: {})", text(&rule["error"]))
+            },
+            text(&rule["title"]),
+        ));
+    }
+    out.push_str("</table></div>");
 }
 
 /// A sparkline of `values` (oldest first; `None` leaves a gap) with the latest value in its

@@ -351,6 +351,25 @@ impl Rows {
         self.rows.len()
     }
 
+    /// Adds a copy of the first row whose `key` column holds the key's value, with `changes`
+    /// (a quirk planted after the fact); adds nothing when no row matches.
+    pub(crate) fn push_copy(&mut self, key: (&str, &Value), changes: &[(&str, Value)]) {
+        let position = |name: &str| {
+            self.columns
+                .iter()
+                .position(|c| *c == name)
+                .unwrap_or_else(|| panic!("{}: no column {name}", self.table))
+        };
+        let key_at = position(key.0);
+        let Some(mut row) = self.rows.iter().find(|row| &row[key_at] == key.1).cloned() else {
+            return;
+        };
+        for (column, value) in changes {
+            row[position(column)] = value.clone();
+        }
+        self.rows.push(row);
+    }
+
     pub(crate) async fn write(&self, writer: &FixtureWriter) -> Result<(), DbError> {
         writer.insert(self.table, &self.columns, &self.rows).await
     }
@@ -1038,6 +1057,44 @@ async fn seed_patient_block(
     Ok(())
 }
 
+/// One patient in `QUIRK_PERIOD` has each quirk below, chosen by `pid % QUIRK_PERIOD`: what
+/// `portico audit` must find (tests/api/quality.rs counts each in plain SQL).
+pub const QUIRK_PERIOD: i64 = 101;
+
+/// Data-quality quirks of real installs, planted in a `patient_data` row (columns in the order
+/// `seed_openemr` inserts them): a patient without a name, a phone, an email and a postal code that
+/// do not parse, a birth date in the future, and two patients with the same name and birth date.
+fn plant_patient_quirks(pid: i64, row: &mut [Value]) {
+    const FNAME: usize = 4;
+    const MNAME: usize = 5;
+    const LNAME: usize = 6;
+    const DOB: usize = 8;
+    const POSTAL_CODE: usize = 14;
+    const PHONE_HOME: usize = 16;
+    const EMAIL: usize = 19;
+    match pid % QUIRK_PERIOD {
+        13 => {
+            for column in [FNAME, MNAME, LNAME] {
+                row[column] = text("");
+            }
+        }
+        29 => row[PHONE_HOME] = text("call mom"),
+        41 => row[EMAIL] = text("none"),
+        53 => row[POSTAL_CODE] = text("0"),
+        67 => row[DOB] = Value::Date(NaiveDate::from_ymd_opt(2099, 3, 1).expect("valid")),
+        // A pair registered twice: same name and birth date, one block of QUIRK_PERIOD apart.
+        79 | 80 => {
+            row[FNAME] = text("Avery");
+            row[LNAME] = text("Duplicate");
+            row[DOB] = Value::Date(
+                NaiveDate::from_ymd_opt(1961, 1, 1).expect("valid")
+                    + Duration::days(pid / QUIRK_PERIOD),
+            );
+        }
+        _ => {}
+    }
+}
+
 fn generate_patient(pid: i64, block: &mut Block) {
     let mut rng = Rng::new(0x5EED_0000 + pid as u64);
     let female = rng.chance(52);
@@ -1139,6 +1196,7 @@ fn generate_patient(pid: i64, block: &mut Block) {
         Value::DateTime(base_time() - Duration::days(rng.below(3000) as i64)),
         Value::DateTime(updated),
     ]);
+    plant_patient_quirks(pid, block.patients.last_mut().expect("just pushed"));
 
     let payer_count = if rng.chance(85) {
         1 + rng.below(2) as i64
@@ -1318,8 +1376,14 @@ fn generate_patient(pid: i64, block: &mut Block) {
                 ]);
             }
             // A textual result: urine culture. Now and then the interface sent neither code nor
-            // name, which leaves the Observation without its required code.
+            // name, which leaves the Observation without its required code; and now and then it
+            // came weeks after the order (the adapter's lab-result-long-after-order rule).
             let uncoded = order_id % 97 == 0;
+            let late = if order_id % 53 == 0 {
+                Duration::days(45)
+            } else {
+                Duration::zero()
+            };
             block.results.push(vec![
                 int(order_id * 10 + 9),
                 int(order_id),
@@ -1330,7 +1394,7 @@ fn generate_patient(pid: i64, block: &mut Block) {
                 } else {
                     "Bacteria identified in Urine by Culture"
                 }),
-                Value::DateTime(collected),
+                Value::DateTime(collected + late),
                 text(""),
                 text(rng.pick(&["No growth", "Escherichia coli >100,000 CFU/mL"])),
                 text(""),
@@ -1485,6 +1549,27 @@ fn generate_patient(pid: i64, block: &mut Block) {
             int(1),
             text(rng.pick(APPOINTMENT_STATUSES)),
             int(1 + rng.below(2) as i64),
+        ]);
+    }
+    // An appointment left behind by a patient record removed by hand: its pc_pid names no one.
+    if pid % QUIRK_PERIOD == 90 {
+        let day = base_time().date() - Duration::days(pid % 60);
+        block.events.push(vec![
+            int(pid * PER_PATIENT + 8),
+            int(PATIENT_CATEGORIES[0]),
+            text("1"),
+            text(&(pid + 9_000_000).to_string()),
+            text("Office Visit"),
+            Value::DateTime(day.and_time(NaiveTime::MIN) - Duration::days(10)),
+            text(""),
+            Value::Date(day),
+            int(900),
+            int(0),
+            Value::Time(NaiveTime::from_hms_opt(9, 0, 0).expect("valid")),
+            Value::Time(NaiveTime::from_hms_opt(9, 15, 0).expect("valid")),
+            int(1),
+            text(">"),
+            int(1),
         ]);
     }
     // Provider and clinic events share the table; they are not Appointments.

@@ -12,8 +12,8 @@
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime};
 
 use super::{
-    Counts, FAMILY, GIVEN_FEMALE, GIVEN_MALE, Rng, Rows, STREETS, base_time, int, patient_blocks,
-    text,
+    Counts, FAMILY, GIVEN_FEMALE, GIVEN_MALE, QUIRK_PERIOD, Rng, Rows, STREETS, base_time, int,
+    patient_blocks, text,
 };
 use crate::db::DbError;
 use crate::db::fixture::FixtureWriter;
@@ -1106,6 +1106,46 @@ fn generate_races(pid: i64, block: &mut Block) {
     }
 }
 
+fn set(row: &mut [(&str, Value)], column: &str, value: Value) {
+    row.iter_mut()
+        .find(|(name, _)| *name == column)
+        .unwrap_or_else(|| panic!("no column {column}"))
+        .1 = value;
+}
+
+/// The data-quality quirks `portico audit` must find, one patient in `QUIRK_PERIOD` each, as the
+/// OpenEMR generator plants them (`super::plant_patient_quirks`).
+fn plant_patient_quirks(pid: i64, row: &mut [(&str, Value)]) {
+    match pid % QUIRK_PERIOD {
+        13 => {
+            for column in ["LName", "FName", "MiddleI", "Preferred"] {
+                set(row, column, text(""));
+            }
+        }
+        29 => set(row, "HmPhone", text("call mom")),
+        41 => set(row, "Email", text("none")),
+        53 => set(row, "Zip", text("0")),
+        67 => set(
+            row,
+            "Birthdate",
+            date(NaiveDate::from_ymd_opt(2099, 3, 1).expect("valid")),
+        ),
+        79 | 80 => {
+            set(row, "FName", text("Avery"));
+            set(row, "LName", text("Duplicate"));
+            set(
+                row,
+                "Birthdate",
+                date(
+                    NaiveDate::from_ymd_opt(1961, 1, 1).expect("valid")
+                        + Duration::days(pid / QUIRK_PERIOD),
+                ),
+            );
+        }
+        _ => {}
+    }
+}
+
 fn generate_patient(pid: i64, block: &mut Block) {
     generate_races(pid, block);
     let mut rng = Rng::new(0x0DE7_0000 + pid as u64);
@@ -1193,7 +1233,7 @@ fn generate_patient(pid: i64, block: &mut Block) {
         String::new()
     };
     let stamp = base_time() + Duration::minutes((pid * 37) % 200_000);
-    block.patients.push(vec![
+    let mut row = vec![
         ("PatNum", int(pid)),
         ("LName", text(family)),
         ("FName", text(given)),
@@ -1334,10 +1374,23 @@ fn generate_patient(pid: i64, block: &mut Block) {
                 date(first_visit)
             },
         ),
-    ]);
+    ];
+    plant_patient_quirks(pid, &mut row);
+    block.patients.push(row);
 
     let coverages = generate_coverage(pid, age, &mut rng, block);
     let visits = generate_appointments(pid, age, clinic, dentist, &coverages, &mut rng, block);
+    // An appointment left behind by a patient record removed by hand: its PatNum names no one.
+    if pid % QUIRK_PERIOD == 90 {
+        block.appointments.push_copy(
+            ("PatNum", &int(pid)),
+            &[
+                ("AptNum", int(pid * 20 + 19)),
+                ("PatNum", int(pid + 9_000_000)),
+                ("AptStatus", int(2)),
+            ],
+        );
+    }
     generate_vitals(pid, age, &visits, &mut rng, block);
     generate_labs(pid, dentist, &mut rng, block);
 }

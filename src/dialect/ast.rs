@@ -152,6 +152,13 @@ pub enum Cond {
         expr: Expr,
         text: String,
     },
+    /// A date column holding a zero or partial date no calendar accepts (`0000-00-00`,
+    /// `1958-00-00`, `2001-07-00`), as old MySQL installs keep them. The driver reads a zero date
+    /// as NULL, so only SQL can find those rows (`portico audit`). Engines whose date types
+    /// cannot hold them render a condition that is never true.
+    ZeroDate {
+        expr: Expr,
+    },
     Exists {
         select: Box<Select>,
         negated: bool,
@@ -285,7 +292,8 @@ impl Cond {
             Cond::In { expr, .. }
             | Cond::IsNull { expr, .. }
             | Cond::Like { expr, .. }
-            | Cond::ExactText { expr, .. } => expr.reads(alias),
+            | Cond::ExactText { expr, .. }
+            | Cond::ZeroDate { expr } => expr.reads(alias),
             Cond::Exists { select, .. } => select.reads(alias),
             Cond::InLookup { expr, keys, .. } => expr.reads(alias) || keys.reads(alias),
         }

@@ -75,6 +75,10 @@ trait Dialect: Sync {
     }
     /// Renders a case- and accent-sensitive equality between a column and a bound text.
     fn exact_text(&self, renderer: &mut Renderer<'_>, expr: &Expr, text: &str);
+    /// `Cond::ZeroDate`: never true by default (date types that cannot hold zero dates).
+    fn zero_date(&self, renderer: &mut Renderer<'_>, _expr: &Expr) {
+        renderer.sql.push_str("1 = 0");
+    }
     /// `Expr::MinActiveRowVersion`; only SQL Server has rowversions.
     fn min_active_rowversion(&self, out: &mut String) {
         out.push_str("NULL");
@@ -270,6 +274,10 @@ impl Renderer<'_> {
             Cond::ExactText { expr, text } => {
                 let dialect = self.dialect;
                 dialect.exact_text(self, expr, text);
+            }
+            Cond::ZeroDate { expr } => {
+                let dialect = self.dialect;
+                dialect.zero_date(self, expr);
             }
             Cond::InLookup { expr, keys, .. } => {
                 self.expr(expr);

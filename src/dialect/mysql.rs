@@ -36,4 +36,13 @@ impl Dialect for MySql {
         renderer.bind(Value::Text(text.to_owned()));
         renderer.sql.push(')');
     }
+
+    /// MONTH and DAYOFMONTH are 0 exactly for zero and partial dates.
+    fn zero_date(&self, renderer: &mut Renderer<'_>, expr: &Expr) {
+        renderer.sql.push_str("(MONTH(");
+        renderer.expr(expr);
+        renderer.sql.push_str(") = 0 OR DAYOFMONTH(");
+        renderer.expr(expr);
+        renderer.sql.push_str(") = 0)");
+    }
 }

@@ -47,4 +47,13 @@ impl Dialect for Sqlite {
         renderer.sql.push_str(" = ");
         renderer.bind(Value::Text(text.to_owned()));
     }
+
+    /// Dates are text here: a month or day of `00`.
+    fn zero_date(&self, renderer: &mut Renderer<'_>, expr: &Expr) {
+        renderer.sql.push_str("(CAST(");
+        renderer.expr(expr);
+        renderer.sql.push_str(" AS TEXT) LIKE '____-00-%' OR CAST(");
+        renderer.expr(expr);
+        renderer.sql.push_str(" AS TEXT) LIKE '____-__-00%')");
+    }
 }

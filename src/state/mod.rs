@@ -7,6 +7,7 @@
 pub mod alarms;
 pub mod audit;
 pub mod authorizations;
+pub mod check_runs;
 pub mod clients;
 pub mod keys;
 pub mod subscriptions;

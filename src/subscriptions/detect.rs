@@ -5,7 +5,7 @@
 //! one state-store transaction that writes what is remembered, the numbered events and the new
 //! cursor. Read-only on the PMS; one detector per mapping across replicas (a lease).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +56,9 @@ impl Default for DetectionSettings {
 /// a typo in a date): the watermark stops at now plus this, so such rows are re-read each pass
 /// rather than hiding the edits that follow them.
 const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Subscriptions matched by one query: the owner (as stored) and the filters other than `_id`.
+type MatchGroup = (String, Vec<(String, String)>);
 
 /// Ids compiled into one subscription-matching search.
 const MATCH_BATCH: usize = 100;
@@ -159,7 +162,11 @@ impl Detector {
                 if shutdown.is_cancelled() {
                     break;
                 }
+                let started = std::time::Instant::now();
                 let outcome = self.pass(*branch_index, mapping).await;
+                crate::metrics::metrics()
+                    .detection_pass_duration
+                    .observe(&[&mapping.name], started.elapsed());
                 self.record_health(&mapping.name, &outcome, &mut maybe_failing)
                     .await;
                 match outcome {
@@ -524,7 +531,13 @@ impl Detector {
                 .collect()
             })
             .collect();
-        let mut events = Vec::new();
+        // Subscriptions whose filters differ only in `_id` (the same owner, the same other
+        // filters) are matched by one query: `_id` is exact id equality, so it is applied here,
+        // and the query asks the PMS only about the candidates some member still wants. With a
+        // subscription per patient under one EHR client, this is one query per pass, not one per
+        // subscription (BENCHMARKS.md, subscriptions).
+        let mut groups: BTreeMap<MatchGroup, Vec<(StoredSubscription, Access, Vec<usize>)>> =
+            BTreeMap::new();
         for subscription in self.store.live_subscriptions().await? {
             if subscription.resource_type != mapping.resource_type {
                 continue;
@@ -536,51 +549,67 @@ impl Detector {
             let Some(access) = owner_access(&subscription.owner) else {
                 continue;
             };
-            let candidates: Vec<usize> = match &spec.criteria {
-                Criteria::Topic { url, .. } => (0..changes.len())
-                    .filter(|&i| fired[i].iter().any(|t| t == url))
-                    .collect(),
-                Criteria::Search { .. } => (0..changes.len())
-                    .filter(|&i| changes[i].kind != ChangeKind::Delete)
-                    .collect(),
-            };
+            let (ids, mut others): (Vec<_>, Vec<_>) = spec
+                .criteria
+                .query_pairs()
+                .into_iter()
+                .partition(|(name, _)| name == "_id");
+            let candidates: Vec<usize> = (0..changes.len())
+                .filter(|&i| match &spec.criteria {
+                    Criteria::Topic { url, .. } => fired[i].iter().any(|t| t == url),
+                    Criteria::Search { .. } => changes[i].kind != ChangeKind::Delete,
+                })
+                .filter(|&i| {
+                    ids.iter()
+                        .all(|(_, list)| list.split(',').any(|id| id == changes[i].resource_id))
+                })
+                .collect();
             if candidates.is_empty() {
                 continue;
             }
-            let filters = spec.criteria.query_pairs();
+            others.sort();
+            groups
+                .entry((subscription.owner.clone(), others))
+                .or_default()
+                .push((subscription, access, candidates));
+        }
+        let mut events = Vec::new();
+        for ((_, filters), members) in groups {
+            let wanted: BTreeSet<usize> = members
+                .iter()
+                .flat_map(|(_, _, candidates)| candidates.iter().copied())
+                .collect();
+            let wanted: Vec<usize> = wanted.into_iter().collect();
+            let (first, access, _) = &members[0];
             let matched = self
-                .matching(
-                    mapping,
-                    &subscription,
-                    &access,
-                    &filters,
-                    changes,
-                    &candidates,
-                )
+                .matching(mapping, &first.id, access, &filters, changes, &wanted)
                 .await?;
-            for index in candidates.into_iter().filter(|i| matched.contains(i)) {
-                let change = &changes[index];
-                events.push(NewEvent {
-                    subscription_id: subscription.id.clone(),
-                    topic: subscription.topic.clone(),
-                    resource_type: mapping.resource_type.clone(),
-                    resource_id: change.resource_id.clone(),
-                    change_kind: change_kind_code(change.kind).to_owned(),
-                    occurred_ms,
-                });
+            for (subscription, _, candidates) in members {
+                for index in candidates.into_iter().filter(|i| matched.contains(i)) {
+                    let change = &changes[index];
+                    events.push(NewEvent {
+                        subscription_id: subscription.id.clone(),
+                        topic: subscription.topic.clone(),
+                        resource_type: mapping.resource_type.clone(),
+                        resource_id: change.resource_id.clone(),
+                        change_kind: change_kind_code(change.kind).to_owned(),
+                        occurred_ms,
+                    });
+                }
             }
         }
         Ok(events)
     }
 
-    /// Which of `candidates` pass the subscription's filters under its owner's access. Present
-    /// resources are asked of the PMS (`_id` plus the filters, compiled by the search compiler
-    /// with the owner's compartment); a deleted one is judged on the patients remembered of it,
-    /// and only when every filter names a patient.
+    /// Which of `candidates` pass `filters` (a subscription's, less `_id`) under its owner's
+    /// access. Present resources are asked of the PMS (`_id` plus the filters, compiled by the
+    /// search compiler with the owner's compartment); a deleted one is judged on the patients
+    /// remembered of it, and only when every filter names a patient. `subscription` names the
+    /// filters' subscription (or one of those sharing them) in logs.
     async fn matching(
         &self,
         mapping: &Mapping,
-        subscription: &StoredSubscription,
+        subscription: &str,
         access: &Access,
         filters: &[(String, String)],
         changes: &[Change],
@@ -622,7 +651,11 @@ impl Detector {
             let request = match parse(&pairs) {
                 Ok(request) => request,
                 Err(errors) => {
-                    tracing::warn!(subscription = %subscription.id, errors = errors.len(), "filters no longer parse; nothing matched");
+                    tracing::warn!(
+                        subscription,
+                        errors = errors.len(),
+                        "filters no longer parse; nothing matched"
+                    );
                     continue;
                 }
             };
@@ -635,7 +668,7 @@ impl Detector {
                 timezone,
                 now,
             ) else {
-                tracing::warn!(subscription = %subscription.id, "filters no longer compile; nothing matched");
+                tracing::warn!(subscription, "filters no longer compile; nothing matched");
                 continue;
             };
             let page = self.repository.search(&plan, None, access, false).await?;

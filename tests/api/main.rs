@@ -28,6 +28,8 @@ mod faults;
 mod legacy_rows;
 // Lookup joins: cached key lists against plain SQL, refreshed after their interval.
 mod lookups;
+// The data-quality audit: each rule's count against plain SQL on the demo data.
+mod quality;
 // Read: ids, ETag/Last-Modified, conditional reads, subsetting.
 mod read;
 // Search semantics, paging, sorting, includes, totals.

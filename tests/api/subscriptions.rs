@@ -268,10 +268,24 @@ async fn pms_edits_reach_the_receiver_per_topic_and_filter() {
             "full-resource",
         ))
         .await;
-    let ids: Vec<String> = [&cancelled_mine, &cancelled_other, &demographics]
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect();
+    // Same owner, filters differing only in `_id`: matched by one query, each hears its own.
+    let (_, demographics_other) = app
+        .create(&topic_subscription(
+            "patient-demographics-changed",
+            &[&format!("_id={other_patient}")],
+            &receiver.url,
+            "full-resource",
+        ))
+        .await;
+    let ids: Vec<String> = [
+        &cancelled_mine,
+        &cancelled_other,
+        &demographics,
+        &demographics_other,
+    ]
+    .iter()
+    .map(|s| s["id"].as_str().unwrap().to_owned())
+    .collect();
 
     // Handshakes activate each one (SB-16).
     app.await_handshakes(&receiver, &ids).await;
@@ -333,6 +347,7 @@ async fn pms_edits_reach_the_receiver_per_topic_and_filter() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.of(&ids[2], "event-notification").len(), 1);
     assert!(receiver.of(&ids[1], "event-notification").is_empty());
+    assert!(receiver.of(&ids[3], "event-notification").is_empty());
 
     // A hard delete, as OpenEMR's calendar does, is a cancellation too (Appointment's topic
     // declares deletes).

@@ -136,6 +136,10 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
             ..Default::default()
         },
         alarm: Default::default(),
+        // No scheduled audit: a test that wants one runs it.
+        quality: portico::config::QualitySettings {
+            schedule_minutes: 0,
+        },
     }
 }
 

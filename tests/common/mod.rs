@@ -236,6 +236,10 @@ pub async fn serve_with(
             ..Default::default()
         },
         alarm: Default::default(),
+        // No scheduled audit: a test that wants one runs it.
+        quality: portico::config::QualitySettings {
+            schedule_minutes: 0,
+        },
     };
     customize(&mut settings);
     let application = Application::build(&settings)
