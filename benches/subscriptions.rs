@@ -519,6 +519,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
+    // PORTICO_BENCH_LOG (an EnvFilter, e.g. `portico::subscriptions::detect=debug`): Portico's
+    // logs on stderr, such as each detection pass's phase timings.
+    if let Ok(filter) = std::env::var("PORTICO_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let config = Config::from_env();
     watchdog("subscriptions", config.max_minutes);
     let cores = std::thread::available_parallelism()

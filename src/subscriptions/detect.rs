@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -69,6 +69,15 @@ pub enum DetectError {
     Legacy(#[from] DbError),
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Where a pass's time went (the debug log's `detection pass` line).
+#[derive(Default)]
+struct PassTimings {
+    read: Duration,
+    compare: Duration,
+    matching: Duration,
+    commit: Duration,
 }
 
 /// What one pass found, for logs and tests.
@@ -162,7 +171,7 @@ impl Detector {
                 if shutdown.is_cancelled() {
                     break;
                 }
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let outcome = self.pass(*branch_index, mapping).await;
                 crate::metrics::metrics()
                     .detection_pass_duration
@@ -335,17 +344,23 @@ impl Detector {
             }
         }
 
+        // Phase timings for the debug log: reading (and mapping), comparing with what is
+        // remembered, matching subscriptions, committing.
+        let mut timings = PassTimings::default();
         // Rows whose change columns moved.
         if let Some(moved) = moved_since(mapping, commit.watermark.as_deref()) {
             let mut highest = commit.watermark.clone();
             let mut after = None;
             loop {
+                let started = Instant::now();
                 let scanned = self
                     .repository
                     .scan(branch_index, mapping, moved.clone(), after, scan_rows)
                     .await?;
+                timings.read += started.elapsed();
                 report.rows_read += scanned.rows;
                 highest = advanced_watermark(mapping, highest, &scanned.outcomes);
+                let started = Instant::now();
                 self.compare(
                     mapping,
                     &scanned.outcomes,
@@ -355,6 +370,7 @@ impl Detector {
                     &mut observed,
                 )
                 .await?;
+                timings.compare += started.elapsed();
                 if !self.keep_lease(mapping).await? {
                     report.skipped = true;
                     return Ok(report);
@@ -378,11 +394,14 @@ impl Detector {
         };
         if reconcile_due {
             let after = decode_key(commit.scan_after.as_deref());
+            let started = Instant::now();
             let scanned = self
                 .repository
                 .scan(branch_index, mapping, Cond::True, after, scan_rows)
                 .await?;
+            timings.read += started.elapsed();
             report.rows_read += scanned.rows;
+            let started = Instant::now();
             self.compare(
                 mapping,
                 &scanned.outcomes,
@@ -392,6 +411,7 @@ impl Detector {
                 &mut observed,
             )
             .await?;
+            timings.compare += started.elapsed();
             if (scanned.rows as u64) < scan_rows {
                 // The cycle is complete: what it did not see is gone.
                 for (id, previous) in self
@@ -420,14 +440,30 @@ impl Detector {
 
         report.changes = changes.len();
         if !changes.is_empty() {
+            let started = Instant::now();
             commit.events = self.match_subscriptions(mapping, &changes).await?;
+            timings.matching = started.elapsed();
         }
         if !self.keep_lease(mapping).await? {
             report.skipped = true;
             return Ok(report);
         }
         report.events = commit.events.len();
-        match self.store.commit_detection_pass(&commit).await? {
+        let started = Instant::now();
+        let committed = self.store.commit_detection_pass(&commit).await?;
+        timings.commit = started.elapsed();
+        tracing::debug!(
+            mapping = %mapping.name,
+            rows = report.rows_read,
+            changes = report.changes,
+            events = report.events,
+            read_ms = timings.read.as_millis() as u64,
+            compare_ms = timings.compare.as_millis() as u64,
+            match_ms = timings.matching.as_millis() as u64,
+            commit_ms = timings.commit.as_millis() as u64,
+            "detection pass"
+        );
+        match committed {
             Ok(numbered) => {
                 if !numbered.is_empty() {
                     self.delivery.notify_one();

@@ -1,4 +1,5 @@
-//! The `portico` binary as a user runs it: `demo` serves, `check` reports, `launch` prints a launch value.
+//! The `portico` binary as a user runs it: `demo` serves, `check` and `audit` report, `launch`
+//! prints a launch value.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -151,12 +152,17 @@ async fn demo_serves(adapter: &str) {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("<h1>Portico status</h1>"));
+    // The demo audits its data at start; the page shows the quirks it plants.
     assert!(
-        page.text()
-            .await
-            .unwrap()
-            .contains("<h1>Portico status</h1>")
+        demo.printed_after("Data-quality audit of the demo data")
+            .contains("finding(s)"),
+        "{:?}",
+        demo.printed
     );
+    assert!(page.contains("<h2>Data quality</h2>"), "{page}");
+    assert!(page.contains("patient-without-name"), "{page}");
     // Without the token, PHI is refused; /metadata stays public.
     let refused = client
         .get(format!("{base}/Patient/1"))
@@ -697,6 +703,127 @@ async fn explain_names_the_missing_index(backend: Backend) {
 
 /// `portico status` names a raised fail-safe flag and exits 2; `portico status ack --by` lowers it,
 /// keeps who did in the alarm row and the audit trail, and `status` then exits 0.
+#[tokio::test]
+async fn audit_prints_each_format_records_the_run_and_fails_on_error_findings() {
+    let db_url = crate::support::seed_patients(
+        Backend::Sqlite,
+        "audit_cli",
+        portico::demo::seed_openemr,
+        2 * portico::demo::QUIRK_PERIOD as usize,
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("portico-audit-cli-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |format: &str, adapters_dir: Option<&std::path::Path>| {
+        let mut command = portico();
+        command
+            .args(["audit", "--format", format])
+            .env("PORTICO_SERVER__STATE_DIR", &dir)
+            .env("PORTICO_LEGACY__ADAPTER", "openemr")
+            .env("PORTICO_LEGACY__URL", &db_url);
+        if let Some(adapters) = adapters_dir {
+            command.env("PORTICO_LEGACY__ADAPTERS_DIR", adapters);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    // Rows left out (lab results sent without a code) are errors: exit 1.
+    let (code, markdown, stderr) = run("md", None);
+    assert_eq!(code, Some(1), "{markdown}{stderr}");
+    assert!(
+        markdown.starts_with("# Data-quality audit: openemr"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("| error | `left-out` |"), "{markdown}");
+    assert!(
+        markdown.contains("procedure_result procedure_result_id="),
+        "{markdown}"
+    );
+    assert!(stderr.contains("FAIL:"), "{stderr}");
+    let (_, csv, _) = run("csv", None);
+    assert!(csv.starts_with("rule,severity,resource_type,resource_id,table,key,detail\r\n"));
+    assert!(
+        csv.contains("\r\npatient-without-name,warning,Patient,13,patient_data,pid=13,"),
+        "{csv}"
+    );
+    let (_, json, _) = run("json", None);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rule = |id: &str| {
+        report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("{id}"))
+            .clone()
+    };
+    assert_eq!(rule("duplicate-patient")["count"], 4);
+    assert_eq!(rule("lab-result-long-after-order")["source"], "adapter");
+    let (_, html, _) = run("html", None);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("<a href=\"#left-out\">left-out</a>"));
+
+    // The latest run is in the state store, for the status page and /metrics.
+    let store =
+        portico::state::StateStore::open(&portico::state::StateStore::default_url(&dir).unwrap())
+            .await
+            .unwrap();
+    let latest = store
+        .latest_check_run(portico::quality::schedule::KIND)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(latest.fails);
+    assert_eq!(latest.findings as u64, {
+        let total: u64 = report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum();
+        total
+    });
+
+    // An adapter may lower built-in rules' severities: then nothing fails.
+    let adapters = dir.join("adapters");
+    copy_dir(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr"),
+        &adapters.join("openemr"),
+    );
+    let quality = adapters.join("openemr/quality.toml");
+    let text = std::fs::read_to_string(&quality).unwrap().replace(
+        "unmapped-code = \"warning\"",
+        "unmapped-code = \"warning\"\nleft-out = \"warning\"\nmissing-patient = \"info\"",
+    );
+    std::fs::write(&quality, text).unwrap();
+    let (code, markdown, stderr) = run("md", Some(&adapters));
+    assert_eq!(code, Some(0), "{markdown}{stderr}");
+    assert!(markdown.contains("| warning | `left-out` |"), "{markdown}");
+    assert!(
+        markdown.contains("| info | `missing-patient` |"),
+        "{markdown}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn status_shows_the_raised_flag_and_ack_lowers_it_with_an_audit_event() {
     use portico::alarm::DETECTION;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico::app::load_adapter;
-use portico::db::fixture::FixtureWriter;
 use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
 use portico::quality::{AuditReport, Finding};
@@ -18,21 +17,6 @@ use crate::support::{self, Backend};
 /// Enough patients for every planted quirk (one patient in `QUIRK_PERIOD` has each) to occur
 /// at least twice.
 const AUDIT_PATIENTS: usize = 2 * portico::demo::QUIRK_PERIOD as usize + 10;
-
-async fn seeded(
-    backend: Backend,
-    test: &str,
-    generator: impl AsyncFnOnce(
-        &FixtureWriter,
-        usize,
-    ) -> Result<portico::demo::Counts, portico::db::DbError>,
-) -> String {
-    let url = support::fresh_database(backend, test).await;
-    let writer = FixtureWriter::open(&url).await.unwrap();
-    generator(&writer, AUDIT_PATIENTS).await.unwrap();
-    writer.close().await;
-    url
-}
 
 fn repository(db_url: &str, adapter: &str) -> Repository {
     let mut settings = support::settings(db_url, 10_000);
@@ -66,13 +50,25 @@ fn findings<'a>(report: &'a AuditReport, rule: &str) -> &'a [Finding] {
         .findings
 }
 
-fn tally(report: &AuditReport, rule: &str, key: &str) -> u64 {
+/// Asserts the rule's tally under `key` (a code or a column) equals the oracle's, which is not 0.
+async fn assert_tally(
+    report: &AuditReport,
+    repository: &Repository,
+    (rule, key): (&str, &str),
+    sql: &str,
+) {
+    let expected = count(repository, sql).await;
+    assert!(
+        expected > 0,
+        "{rule} {key}: the demo data plants none ({sql})"
+    );
     let result = report.rule(rule).unwrap_or_else(|| panic!("rule {rule}"));
-    result
-        .tally
-        .get(key)
-        .copied()
-        .unwrap_or_else(|| panic!("{rule}: no {key} in {:?}", result.tally))
+    assert_eq!(
+        result.tally.get(key).copied(),
+        Some(expected),
+        "{rule} {key}: {:?}",
+        result.tally
+    );
 }
 
 fn count_of(report: &AuditReport, rule: &str) -> u64 {
@@ -94,7 +90,8 @@ async fn openemr_counts_match_sql(backend: Backend) {
         Backend::Sqlite => "quality_openemr_sqlite",
         _ => "quality_openemr",
     };
-    let url = seeded(backend, name, portico::demo::seed_openemr).await;
+    let url =
+        support::seed_patients(backend, name, portico::demo::seed_openemr, AUDIT_PATIENTS).await;
     let repository = repository(&url, "openemr");
     let mysql = backend == Backend::MariaDb;
     let report = portico::quality::run(&repository).await;
@@ -196,16 +193,13 @@ async fn openemr_counts_match_sql(backend: Backend) {
     } else {
         "DOB LIKE '____-00-%' OR DOB LIKE '____-__-00%'"
     };
-    let expected = count(
+    assert_tally(
+        &report,
         &repository,
+        ("zero-date", "Patient DOB: zero or partial"),
         &format!("SELECT COUNT(*) FROM patient_data WHERE {zero_dob}"),
     )
     .await;
-    assert!(expected > 0);
-    assert_eq!(
-        tally(&report, "zero-date", "Patient DOB: zero or partial"),
-        expected
-    );
     // Results the interface sent without a code are left out; so are no others here.
     assert_rule(
         &report,
@@ -281,10 +275,11 @@ async fn openemr_audit_counts_match_plain_sql_on_sqlite() {
 
 #[tokio::test]
 async fn opendental_audit_counts_match_plain_sql() {
-    let url = seeded(
+    let url = support::seed_patients(
         Backend::MariaDb,
         "quality_opendental",
         portico::demo::opendental::seed_opendental,
+        AUDIT_PATIENTS,
     )
     .await;
     let repository = repository(&url, "opendental");
@@ -373,14 +368,11 @@ async fn opendental_audit_counts_match_plain_sql() {
     assert!(gone > 0, "the planted appointment of a removed patient");
     assert_eq!(count_of(&report, "missing-patient"), 0);
     // Birth dates kept as MySQL partial dates by older imports.
-    let partial = count(
+    assert_tally(
+        &report,
         &repository,
+        ("zero-date", "Patient Birthdate: zero or partial"),
         &format!("SELECT COUNT(*) {live} AND (MONTH(Birthdate) = 0 OR DAYOFMONTH(Birthdate) = 0)"),
     )
     .await;
-    assert!(partial > 0);
-    assert_eq!(
-        tally(&report, "zero-date", "Patient Birthdate: zero or partial"),
-        partial
-    );
 }

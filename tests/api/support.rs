@@ -62,11 +62,24 @@ pub async fn seed_with(
         usize,
     ) -> Result<portico::demo::Counts, portico::db::DbError>,
 ) -> String {
+    seed_patients(backend, test, generator, PATIENTS).await
+}
+
+/// `seed_with`, with `patients` patients.
+pub async fn seed_patients(
+    backend: Backend,
+    test: &str,
+    generator: impl AsyncFnOnce(
+        &FixtureWriter,
+        usize,
+    ) -> Result<portico::demo::Counts, portico::db::DbError>,
+    patients: usize,
+) -> String {
     let url = fresh_database(backend, test).await;
     let writer = FixtureWriter::open(&url)
         .await
         .unwrap_or_else(|e| panic!("{}", e.message));
-    generator(&writer, PATIENTS)
+    generator(&writer, patients)
         .await
         .unwrap_or_else(|e| panic!("{}", e.message));
     writer.close().await;

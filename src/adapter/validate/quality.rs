@@ -76,20 +76,7 @@ fn compile_rule(
     spec: QualityRuleSpec,
 ) -> Option<SqlRule> {
     let issues_before = ctx.issues.len();
-    let id_ok = !spec.id.is_empty()
-        && spec
-            .id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !id_ok {
-        ctx.issue(
-            &format!("{path}.id"),
-            format!(
-                "{:?}: a rule id uses lower-case letters, digits and '-'",
-                spec.id
-            ),
-        );
-    }
+    super::topics::check_slug(ctx, &format!("{path}.id"), &spec.id, "a rule id");
     if spec.title.trim().is_empty() {
         ctx.issue(&format!("{path}.title"), "a rule needs a title");
     }

@@ -766,3 +766,91 @@ fn every_shipped_adapter_offers_topics_on_mappings_with_changes() {
         }
     }
 }
+
+#[test]
+fn quality_rules_are_read_per_dialect_and_checked() {
+    use crate::adapter::model::Severity;
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+        (
+            "quality.toml",
+            r#"
+version = 1
+[severity]
+unmapped-code = "error"
+
+[[rule]]
+id = "nameless"
+title = "Patients without a last name"
+severity = "warning"
+resource = "Patient"
+table = "patients"
+key = "id"
+sql = "SELECT id, id, 'no last name' FROM patients WHERE last_name = ''"
+"#,
+        ),
+    ]);
+    let adapter = crate::adapter::load(&dir).unwrap();
+    assert_eq!(
+        adapter.quality.severities.get("unmapped-code"),
+        Some(&Severity::Error)
+    );
+    let rule = &adapter.quality.rules[0];
+    assert_eq!(rule.severity, Severity::Warning);
+    assert_eq!(rule.key, "id");
+    // One text serves every dialect the manifest lists.
+    assert_eq!(rule.sql.len(), adapter.dialects.len());
+}
+
+#[test]
+fn quality_rules_that_could_write_or_name_nothing_are_refused() {
+    let dir = write_adapter(&[
+        ("adapter.toml", MANIFEST),
+        ("Patient.toml", PATIENT_MAPPING),
+        (
+            "quality.toml",
+            r#"
+version = 1
+[severity]
+no-such-rule = "warning"
+left-out = "fatal"
+
+[[rule]]
+id = "Bad_Id"
+title = ""
+severity = "loud"
+resource = "Encounter"
+table = "patients"
+key = ""
+sql = "DELETE FROM patients"
+
+[[rule]]
+id = "left-out"
+title = "Two statements"
+severity = "info"
+resource = "Patient"
+table = "patients"
+key = "id"
+sql = { mysql = "SELECT 1; DROP TABLE patients", oracle = "SELECT 1" }
+"#,
+        ),
+    ]);
+    assert_reports(
+        &dir,
+        &[
+            "quality.toml: severity.no-such-rule: no built-in rule \"no-such-rule\"",
+            "quality.toml: severity.left-out: \"fatal\": a severity is info, warning or error",
+            "quality.toml: rule[0].id: \"Bad_Id\": a rule id uses lower-case letters, digits and '-'",
+            "quality.toml: rule[0].title: a rule needs a title",
+            "quality.toml: rule[0].severity: \"loud\": a severity is info, warning or error",
+            "quality.toml: rule[0].resource: the adapter does not serve \"Encounter\"",
+            "quality.toml: rule[0].key: name the table's key column",
+            "quality.toml: rule[0].sql.",
+            "a rule's SQL is one SELECT",
+            "quality.toml: rule[1].id: \"left-out\" is already the id of another rule",
+            "quality.toml: rule[1].sql.oracle: the adapter does not list the dialect \"oracle\"",
+            "a rule's SQL is one statement: no ';' inside it",
+        ],
+    );
+}

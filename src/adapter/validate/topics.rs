@@ -8,6 +8,20 @@ use super::{AdapterIssue, FORMAT_VERSION, FileContext};
 use crate::adapter::format::{TopicSpec, TopicsFile};
 use crate::adapter::model::{Adapter, Became, ChangeKind, Mapping, Node, TOPIC_URL_PREFIX, Topic};
 
+/// Reports `slug` unless it is made of lower-case letters, digits and '-' (topic slugs, rule ids).
+pub(super) fn check_slug(ctx: &mut FileContext, path: &str, slug: &str, what: &str) {
+    let ok = !slug.is_empty()
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        ctx.issue(
+            path,
+            format!("{slug:?}: {what} uses lower-case letters, digits and '-'"),
+        );
+    }
+}
+
 /// Checks `topics.toml` against the validated adapter. Returns every issue found, or the topics
 /// in file order.
 pub fn validate_topics(
@@ -57,20 +71,7 @@ fn compile_topic(
     spec: TopicSpec,
 ) -> Option<Topic> {
     let issues_before = ctx.issues.len();
-    let slug_ok = !spec.slug.is_empty()
-        && spec
-            .slug
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !slug_ok {
-        ctx.issue(
-            &format!("{path}.slug"),
-            format!(
-                "{:?}: a slug uses lower-case letters, digits and '-'",
-                spec.slug
-            ),
-        );
-    }
+    check_slug(ctx, &format!("{path}.slug"), &spec.slug, "a slug");
     if spec.title.trim().is_empty() {
         ctx.issue(&format!("{path}.title"), "a topic needs a title");
     }
