@@ -645,7 +645,8 @@ fn on_base_table(cond: &Cond) -> bool {
         Cond::In { expr, .. }
         | Cond::IsNull { expr, .. }
         | Cond::Like { expr, .. }
-        | Cond::ExactText { expr, .. } => base(expr),
+        | Cond::ExactText { expr, .. }
+        | Cond::ZeroDate { expr } => base(expr),
         Cond::Exists { .. } | Cond::InLookup { .. } => false,
     }
 }

@@ -211,7 +211,10 @@ fn settings(
             max_connections: 10,
             statement_timeout_ms: 30_000,
             acquire_timeout_ms: 30_000,
-            timezone: None,
+            // The PMS's clock: MariaDB here stamps `ON UPDATE` columns in its own zone (UTC on
+            // the bench machines). Left to the adapter's America/New_York, every edit would look
+            // hours ahead and each pass would re-read them all (see Detector::capped_watermark).
+            timezone: Some("UTC".into()),
             lookup_refresh_ms: default_lookup_refresh_ms(),
             // Start-up plan advice explains every statement: only its own test wants it.
             plan_advice_min_rows: 0,

@@ -748,9 +748,32 @@ impl Detector {
             .naive_local()
             + FUTURE_TOLERANCE;
         match parse_watermark(Some(&watermark)) {
-            Some(time) if time > ceiling => format_watermark(ceiling),
+            Some(time) if time > ceiling => {
+                warn_ahead_once(mapping, time - ceiling + FUTURE_TOLERANCE);
+                format_watermark(ceiling)
+            }
             _ => watermark,
         }
+    }
+}
+
+/// Says once per mapping (per process) that its change timestamps run ahead of the clock: each
+/// pass then re-reads every such row. Hours ahead is the mark of `legacy.timezone` (or the
+/// adapter's zone) not being the zone the PMS's database stamps its times in.
+fn warn_ahead_once(mapping: &Mapping, ahead: chrono::Duration) {
+    static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    if WARNED
+        .lock()
+        .map(|mut warned| warned.insert(mapping.name.clone()))
+        .unwrap_or(false)
+    {
+        tracing::warn!(
+            mapping = %mapping.name,
+            ahead_minutes = ahead.num_minutes(),
+            "change timestamps run ahead of the clock, so each detection pass re-reads those rows; \
+             if they are hours ahead, set legacy.timezone to the time zone the PMS database \
+             stamps its times in"
+        );
     }
 }
 
