@@ -21,6 +21,7 @@ pub mod error;
 pub mod fhir;
 pub mod metrics;
 pub mod quality;
+pub mod reconcile;
 pub mod repository;
 pub mod search;
 pub mod state;
