@@ -2,6 +2,7 @@
 //! `users` and `keys` (in `state_commands`).
 
 mod audit;
+mod reconcile;
 mod state_commands;
 mod status;
 
@@ -100,6 +101,15 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = audit::AuditFormat::Md)]
         format: audit::AuditFormat,
+    },
+    /// Compare what Portico serves with what the EHR's FHIR API holds (SMART Backend Services):
+    /// counts per type and day, records missing, extra and with differing statuses. Exits 1 on
+    /// any drift.
+    Reconcile {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: reconcile::ReconcileArgs,
     },
     /// Print the adapter's data dictionary: every FHIR element with the legacy columns it comes
     /// from, and the columns no mapping reads.
@@ -219,6 +229,9 @@ pub fn main() -> ExitCode {
             }
             Command::Audit { config, format } => {
                 return audit::run(config.as_deref(), format).await;
+            }
+            Command::Reconcile { config, args } => {
+                return reconcile::run(config.as_deref(), args).await;
             }
             Command::Dictionary {
                 adapter,

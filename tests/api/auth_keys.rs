@@ -19,6 +19,8 @@ pub struct ClientKey {
     pub alg: Algorithm,
     pub encoding: EncodingKey,
     pub public_jwk: Json,
+    /// The private key as PKCS#1 PEM (RSA keys), for code that reads a key file.
+    pub private_pem: Option<String>,
 }
 
 impl ClientKey {
@@ -40,6 +42,11 @@ impl ClientKey {
                 "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
                 "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
             }),
+            private_pem: Some(
+                key.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+                    .unwrap()
+                    .to_string(),
+            ),
         }
     }
 
@@ -57,6 +64,7 @@ impl ClientKey {
                 "x": URL_SAFE_NO_PAD.encode(&point[1..49]),
                 "y": URL_SAFE_NO_PAD.encode(&point[49..]),
             }),
+            private_pem: None,
         }
     }
 
@@ -74,6 +82,7 @@ impl ClientKey {
                 "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
                 "y": URL_SAFE_NO_PAD.encode(&point[33..]),
             }),
+            private_pem: None,
         }
     }
 

@@ -30,6 +30,8 @@ mod legacy_rows;
 mod lookups;
 // The data-quality audit: each rule's count against plain SQL on the demo data.
 mod quality;
+// Reconciliation against an EHR (a second Portico over diverged data).
+mod reconcile;
 // Read: ids, ETag/Last-Modified, conditional reads, subsetting.
 mod read;
 // Search semantics, paging, sorting, includes, totals.
