@@ -1,6 +1,6 @@
 //! The fail-safe flag, "critical sync error": raised when the link between PMS and EHR has been
 //! broken for longer than an operator accepts (change detection failing, a subscription failing
-//! to deliver), shown in `/metrics` and `portico status`, sent once per raising to the operator
+//! to deliver, a reconciliation that found the EHR drifted), shown in `/metrics` and `portico status`, sent once per raising to the operator
 //! alert endpoints (Standard Webhooks signed), cleared when the condition no longer holds, or
 //! acknowledged by an administrator (`portico status ack`, kept in the audit trail).
 //!
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AlarmSettings;
 use crate::state::StateStore;
 use crate::state::alarms::{Alarm, DetectionFailure};
+use crate::state::check_runs::CheckRun;
 use crate::state::subscriptions::{StoredSubscription, now_ms};
 use crate::subscriptions::rest_hook::{Delivery, DeliveryOutcome, RestHookSender, SigningSecret};
 
@@ -25,8 +26,10 @@ use crate::subscriptions::rest_hook::{Delivery, DeliveryOutcome, RestHookSender,
 pub const DETECTION: &str = "detection";
 /// A subscription failing to deliver.
 pub const DELIVERY: &str = "delivery";
+/// The latest reconciliation against the EHR found more drift than `alarm.reconcile_drift`.
+pub const RECONCILE: &str = "reconcile";
 /// Every cause the watchdog raises and clears.
-pub const CAUSES: &[&str] = &[DETECTION, DELIVERY];
+pub const CAUSES: &[&str] = &[DETECTION, DELIVERY, RECONCILE];
 
 /// The causes that hold at `now_ms`, each with a detail for operators (mapping names,
 /// subscription ids and error texts: no PHI).
@@ -87,6 +90,22 @@ pub fn causes(
     causes
 }
 
+/// Whether the latest reconciliation (`check_run` of kind `reconcile`) drifted past the threshold:
+/// the detail to raise the flag with. A later run within it clears the cause.
+pub fn reconcile_cause(latest: Option<&CheckRun>, settings: &AlarmSettings) -> Option<String> {
+    let run = latest?;
+    (run.findings > settings.reconcile_drift as i64).then(|| {
+        let at = chrono::DateTime::from_timestamp_millis(run.started_ms)
+            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        format!(
+            "the reconciliation of {at} found {} record(s) missing, extra or differing in the EHR \
+             (more than alarm.reconcile_drift = {})",
+            run.findings, settings.reconcile_drift
+        )
+    })
+}
+
 /// The worker that raises, clears and announces the flag.
 pub struct Watchdog {
     pub store: StateStore,
@@ -115,12 +134,16 @@ impl Watchdog {
     /// announced.
     pub async fn check(&self, now_ms: i64) -> Result<(), crate::state::StateError> {
         let subscriptions = self.store.subscriptions(None).await?;
-        let holding = causes(
+        let mut holding = causes(
             &self.store.detection_failures().await?,
             &subscriptions,
             &self.settings,
             now_ms,
         );
+        let reconciled = self.store.latest_check_run(crate::reconcile::KIND).await?;
+        if let Some(detail) = reconcile_cause(reconciled.as_ref(), &self.settings) {
+            holding.insert(RECONCILE, detail);
+        }
         for cause in CAUSES {
             match holding.get(cause) {
                 Some(detail) => {
@@ -422,14 +445,16 @@ mod tests {
             flag_samples(&[alarm(DETECTION, None, None), alarm(DELIVERY, Some(2), None)]),
             vec![
                 (vec![DETECTION.to_owned()], 1.0),
-                (vec![DELIVERY.to_owned()], 0.0)
+                (vec![DELIVERY.to_owned()], 0.0),
+                (vec![RECONCILE.to_owned()], 0.0)
             ]
         );
         assert_eq!(
             flag_samples(&[alarm(DETECTION, None, Some(3))]),
             vec![
                 (vec![DETECTION.to_owned()], 0.0),
-                (vec![DELIVERY.to_owned()], 0.0)
+                (vec![DELIVERY.to_owned()], 0.0),
+                (vec![RECONCILE.to_owned()], 0.0)
             ]
         );
     }
@@ -441,5 +466,27 @@ mod tests {
         let parsed = crate::fhir::xml::parse_strict(text.as_bytes());
         assert!(parsed.is_ok(), "{:?}: {text}", parsed.err());
         assert_eq!(event["agent"][0]["who"]["display"], "jane.ops");
+    }
+
+    #[test]
+    fn drift_past_the_threshold_raises_the_reconcile_cause() {
+        let run = |findings: i64| CheckRun {
+            kind: crate::reconcile::KIND.into(),
+            started_ms: 1_764_000_000_000,
+            finished_ms: 1_764_000_060_000,
+            fails: findings > 0,
+            findings,
+            summary: "{}".into(),
+        };
+        assert_eq!(reconcile_cause(None, &settings()), None);
+        assert_eq!(reconcile_cause(Some(&run(0)), &settings()), None);
+        let detail = reconcile_cause(Some(&run(3)), &settings()).unwrap();
+        assert!(detail.contains("found 3 record(s)"), "{detail}");
+        let tolerant = AlarmSettings {
+            reconcile_drift: 3,
+            ..settings()
+        };
+        assert_eq!(reconcile_cause(Some(&run(3)), &tolerant), None);
+        assert!(reconcile_cause(Some(&run(4)), &tolerant).is_some());
     }
 }

@@ -86,6 +86,10 @@ pub struct AlarmSettings {
     /// How often the watchdog looks.
     #[serde(default = "default_alarm_check_ms")]
     pub check_interval_ms: u64,
+    /// Raise it when the latest reconciliation found more records than this missing, extra or
+    /// differing in the EHR (0: any drift).
+    #[serde(default)]
+    pub reconcile_drift: u64,
     /// Operator alert endpoints: each gets one POST per raising (JSON, Standard Webhooks signed
     /// with `secret`), retried at each check until it answers 2xx. A list, or comma-separated.
     #[serde(default, deserialize_with = "list_or_commas")]
@@ -101,6 +105,7 @@ impl Default for AlarmSettings {
             detection_failure_ms: default_detection_failure_ms(),
             delivery_failure_ms: default_delivery_failure_ms(),
             check_interval_ms: default_alarm_check_ms(),
+            reconcile_drift: 0,
             endpoints: Vec::new(),
             secret: Secret::default(),
         }

@@ -66,6 +66,19 @@ async fn snapshot(state: &AppState) -> Json {
         Ok(None) => Json::Null,
         Err(error) => json!({ "error": error.to_string() }),
     };
+    let reconcile = match store.latest_check_run(crate::reconcile::KIND).await {
+        Ok(Some(run)) => {
+            let summary: Json = serde_json::from_str(&run.summary).unwrap_or_default();
+            json!({
+                "startedAt": instant(Some(run.started_ms)),
+                "ehr": summary["ehr"],
+                "drift": run.findings,
+                "types": summary["types"],
+            })
+        }
+        Ok(None) => Json::Null,
+        Err(error) => json!({ "error": error.to_string() }),
+    };
     let last_passes: std::collections::HashMap<String, f64> = metrics()
         .detection_last_pass
         .values()
@@ -116,6 +129,7 @@ async fn snapshot(state: &AppState) -> Json {
             },
         })).collect::<Vec<_>>(),
         "quality": quality,
+        "reconcile": reconcile,
         "history": state.status_history.samples(),
     });
     body
@@ -342,6 +356,7 @@ fn render(snapshot: &Json) -> String {
     out.push_str("</table></div>");
 
     render_quality(&snapshot["quality"], &mut out);
+    render_reconcile(&snapshot["reconcile"], &mut out);
 
     out.push_str("<h2>Subscriptions</h2><div class=\"wide\"><table><tr><th>id</th><th>channel</th>\
         <th>status</th><th>backlog</th><th>last delivery</th><th>failures</th><th>failing since</th>\
@@ -426,6 +441,48 @@ fn render_quality(quality: &Json, out: &mut String) {
                 format!(" (did not run: {})", text(&rule["error"]))
             },
             text(&rule["title"]),
+        ));
+    }
+    out.push_str("</table></div>");
+}
+
+/// The latest reconciliation against the EHR: its drift and the counts per type.
+fn render_reconcile(reconcile: &Json, out: &mut String) {
+    out.push_str("<h2>Reconciliation with the EHR</h2>");
+    if reconcile.is_null() {
+        out.push_str(
+            "<p class=\"meta\">No reconciliation recorded yet: <code>portico reconcile</code>.</p>",
+        );
+        return;
+    }
+    if !reconcile["error"].is_null() {
+        out.push_str(&format!(
+            "<p class=\"down\">{}</p>",
+            text(&reconcile["error"])
+        ));
+        return;
+    }
+    let drifted = reconcile["drift"].as_i64().unwrap_or(0) > 0;
+    out.push_str(&format!(
+        "<p class=\"{}\">{} record(s) drifted &middot; {} at {}</p>",
+        if drifted { "down" } else { "up" },
+        text(&reconcile["drift"]),
+        text(&reconcile["ehr"]),
+        text(&reconcile["startedAt"]),
+    ));
+    out.push_str(
+        "<div class=\"wide\"><table><tr><th>type</th><th>Portico</th><th>EHR</th>\
+         <th>missing from the EHR</th><th>extra in the EHR</th><th>status differs</th></tr>",
+    );
+    for row in reconcile["types"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            text(&row["type"]),
+            text(&row["portico"]),
+            text(&row["ehr"]),
+            text(&row["missing"]),
+            text(&row["extra"]),
+            text(&row["differing"]),
         ));
     }
     out.push_str("</table></div>");

@@ -12,12 +12,9 @@ use super::state_commands::open_store;
 use crate::app::load_adapter;
 use crate::config;
 use crate::db::{Database, redact_url};
-use crate::reconcile::{Ehr, ReconcileReport};
+use crate::reconcile::{Ehr, KIND, ReconcileReport};
 use crate::repository::{LookupCache, Repository};
 use crate::state::check_runs::CheckRun;
-
-/// The `check_run` kind of reconciliations.
-pub const KIND: &str = "reconcile";
 
 #[derive(clap::Args)]
 pub struct ReconcileArgs {

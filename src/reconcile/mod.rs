@@ -1,8 +1,8 @@
 //! Reconciliation against the EHR (`portico reconcile`, issue 10): what Portico serves compared,
 //! per resource type and per day, with what the EHR's FHIR API holds (`compare`). Portico's side
 //! is read through the repository, as detection reads it; the EHR's through its search API with a
-//! SMART Backend Services token. `portico reconcile` (`cli/reconcile.rs`) runs it; still to come:
-//! the schedule, the status page and the fail-safe cause (see ARCHITECTURE.md).
+//! SMART Backend Services token. `portico reconcile` (`cli/reconcile.rs`) runs it; the status page
+//! and the fail-safe flag read its recorded runs. Still to come: a schedule under `portico serve`.
 
 pub mod compare;
 
@@ -15,6 +15,9 @@ use serde_json::Value as Json;
 use self::compare::{Keyed, TypeReport};
 use crate::dialect::ast::Cond;
 use crate::repository::Repository;
+
+/// The `check_run` kind of reconciliations.
+pub const KIND: &str = "reconcile";
 
 /// Resources asked of the EHR per page.
 const EHR_PAGE: usize = 500;

@@ -178,6 +178,34 @@ async fn reconcile_finds_exactly_the_planted_differences() {
         .unwrap();
     assert!(recorded.fails);
     assert_eq!(recorded.findings, 3);
+    // The drift raises the fail-safe flag's reconcile cause.
+    let cli_store = StateStore::open(&StateStore::default_url(&dir).unwrap())
+        .await
+        .unwrap();
+    let watchdog = portico::alarm::Watchdog {
+        store: cli_store.clone(),
+        settings: portico::config::AlarmSettings::default(),
+        sender: Arc::new(portico::subscriptions::rest_hook::RestHookSender::new(
+            portico::subscriptions::endpoint_guard::SubscriptionSettings {
+                allow_private_endpoints: true,
+            },
+        )),
+    };
+    watchdog
+        .check(portico::state::subscriptions::now_ms())
+        .await
+        .unwrap();
+    let alarms = cli_store.alarms().await.unwrap();
+    let raised = alarms
+        .iter()
+        .find(|a| a.cause == portico::alarm::RECONCILE)
+        .expect("the reconcile cause");
+    assert!(raised.flagged());
+    assert!(
+        raised.detail.contains("found 3 record(s)"),
+        "{}",
+        raised.detail
+    );
 
     // A client the EHR does not know gets no token: the reconciliation says so.
     let stranger = Ehr {
