@@ -24,7 +24,9 @@ pub enum AuditFormat {
     Json,
 }
 
-pub async fn run(config_file: Option<&Path>, format: AuditFormat) -> anyhow::Result<ExitCode> {
+/// The PMS as the settings name it, through the adapter, reachable (a clear error if not): what
+/// the commands that read the PMS data (`audit`, `reconcile`) start from.
+pub async fn open_repository(config_file: Option<&Path>) -> anyhow::Result<Repository> {
     let settings = config::load(config_file)?;
     let adapter = load_adapter(&settings)?;
     settings.legacy.require_url()?;
@@ -37,11 +39,15 @@ pub async fn run(config_file: Option<&Path>, format: AuditFormat) -> anyhow::Res
             error.message
         )
     })?;
-    let repository = Repository {
+    Ok(Repository {
         adapter: std::sync::Arc::new(adapter),
         db: database,
         lookups: std::sync::Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
-    };
+    })
+}
+
+pub async fn run(config_file: Option<&Path>, format: AuditFormat) -> anyhow::Result<ExitCode> {
+    let repository = open_repository(config_file).await?;
     let audit = crate::quality::run(&repository).await;
     let page = match format {
         AuditFormat::Md => report::markdown(&audit),

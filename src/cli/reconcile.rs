@@ -8,12 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::audit::open_repository;
 use super::state_commands::open_store;
-use crate::app::load_adapter;
-use crate::config;
-use crate::db::{Database, redact_url};
 use crate::reconcile::{Ehr, KIND, ReconcileReport};
-use crate::repository::{LookupCache, Repository};
 use crate::state::check_runs::CheckRun;
 
 #[derive(clap::Args)]
@@ -50,23 +47,7 @@ pub async fn run(config_file: Option<&Path>, args: ReconcileArgs) -> anyhow::Res
         chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
             .with_context(|| format!("--since {day:?}: a day is YYYY-MM-DD"))?;
     }
-    let settings = config::load(config_file)?;
-    let adapter = load_adapter(&settings)?;
-    settings.legacy.require_url()?;
-    let database = Database::connect_lazy(&settings.legacy.db_settings())
-        .map_err(|e| anyhow::anyhow!(e.message))?;
-    database.ping().await.map_err(|error| {
-        anyhow::anyhow!(
-            "cannot reach {}: {}",
-            redact_url(settings.legacy.url.expose()),
-            error.message
-        )
-    })?;
-    let repository = Repository {
-        adapter: std::sync::Arc::new(adapter),
-        db: database,
-        lookups: std::sync::Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
-    };
+    let repository = open_repository(config_file).await?;
     let ehr = Ehr {
         base: args.ehr.clone(),
         client_id: args.client_id.clone(),

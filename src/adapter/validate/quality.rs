@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{AdapterIssue, FORMAT_VERSION, FileContext};
+use super::{AdapterIssue, FileContext};
 use crate::adapter::format::{QualityFile, QualityRuleSpec, RuleSql};
 use crate::adapter::model::{Adapter, QualityRules, Severity, SqlRule};
 
@@ -18,15 +18,7 @@ pub fn validate_quality(
         file: file.to_owned(),
         issues: Vec::new(),
     };
-    if spec.version != FORMAT_VERSION {
-        ctx.issue(
-            "version",
-            format!(
-                "unsupported quality format version {}, this build reads version {FORMAT_VERSION}",
-                spec.version
-            ),
-        );
-    }
+    super::topics::check_version(&mut ctx, spec.version, "quality");
     let mut severities = BTreeMap::new();
     for (id, text) in spec.severity {
         let path = format!("severity.{id}");

@@ -8,6 +8,18 @@ use super::{AdapterIssue, FORMAT_VERSION, FileContext};
 use crate::adapter::format::{TopicSpec, TopicsFile};
 use crate::adapter::model::{Adapter, Became, ChangeKind, Mapping, Node, TOPIC_URL_PREFIX, Topic};
 
+/// Reports a `version` other than the one this build reads (`what`: the file's kind).
+pub(super) fn check_version(ctx: &mut FileContext, version: u32, what: &str) {
+    if version != FORMAT_VERSION {
+        ctx.issue(
+            "version",
+            format!(
+                "unsupported {what} format version {version}, this build reads version {FORMAT_VERSION}"
+            ),
+        );
+    }
+}
+
 /// Reports `slug` unless it is made of lower-case letters, digits and '-' (topic slugs, rule ids).
 pub(super) fn check_slug(ctx: &mut FileContext, path: &str, slug: &str, what: &str) {
     let ok = !slug.is_empty()
@@ -33,15 +45,7 @@ pub fn validate_topics(
         file: file.to_owned(),
         issues: Vec::new(),
     };
-    if spec.version != FORMAT_VERSION {
-        ctx.issue(
-            "version",
-            format!(
-                "unsupported topics format version {}, this build reads version {FORMAT_VERSION}",
-                spec.version
-            ),
-        );
-    }
+    check_version(&mut ctx, spec.version, "topics");
     let mut topics = Vec::new();
     let mut slugs: Vec<String> = Vec::new();
     for (index, topic) in spec.topic.into_iter().enumerate() {
