@@ -155,6 +155,8 @@ fn main() {
             quality: portico::config::QualitySettings {
                 schedule_minutes: 0,
             },
+            reconcile: Default::default(),
+            export: Default::default(),
         };
         let application = Application::build(&settings).await.expect("Portico starts");
         let root = format!("http://127.0.0.1:{}", application.port());

@@ -2016,6 +2016,8 @@ fn main() {
         quality: portico::config::QualitySettings {
             schedule_minutes: 0,
         },
+        reconcile: Default::default(),
+        export: Default::default(),
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
         Ok(app) => app,

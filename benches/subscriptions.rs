@@ -234,6 +234,8 @@ fn settings(
         quality: portico::config::QualitySettings {
             schedule_minutes: 0,
         },
+        reconcile: Default::default(),
+        export: Default::default(),
     }
 }
 

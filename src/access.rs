@@ -3,10 +3,11 @@
 //! authorization layer; `search::compile` turns it into SQL per mapping, so nothing outside the
 //! access is ever fetched.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Whose records a request may see.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PatientLimit {
     /// No patient restriction (`user/` scopes of a clinician, `system/` scopes, operator tools).
     Everyone,
@@ -23,7 +24,7 @@ pub enum Interaction {
 
 /// One grant, from one SMART scope: a type (`None` = every type, `*`), what it allows, and an
 /// optional granular filter: FHIR search parameters ANDed (`category=...|laboratory`); empty = none.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypeRule {
     pub resource_type: Option<String>,
     pub read: bool,
@@ -57,7 +58,8 @@ pub enum Grant<'a> {
 }
 
 /// Whose records and which types a request may see. Rules add up (SMART scopes are a union).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized with an export job, which runs under the access of the token that started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
     patients: PatientLimit,
     rules: Vec<TypeRule>,
@@ -83,6 +85,18 @@ impl Access {
 
     pub fn patients(&self) -> &PatientLimit {
         &self.patients
+    }
+
+    /// This access limited to the compartments of `ids` (and still within its own limit): a
+    /// Patient or Group export of some patients.
+    pub fn narrowed_to_patients(&self, ids: &[String]) -> Access {
+        let patients = match &self.patients {
+            PatientLimit::Everyone => PatientLimit::Only(ids.to_vec()),
+            PatientLimit::Only(own) => {
+                PatientLimit::Only(ids.iter().filter(|id| own.contains(id)).cloned().collect())
+            }
+        };
+        Access::new(patients, self.rules.clone())
     }
 
     pub fn rules(&self) -> &[TypeRule] {

@@ -140,7 +140,10 @@ impl Watchdog {
             &self.settings,
             now_ms,
         );
-        let reconciled = self.store.latest_check_run(crate::reconcile::KIND).await?;
+        let reconciled = self
+            .store
+            .latest_finished_check_run(crate::reconcile::KIND)
+            .await?;
         if let Some(detail) = reconcile_cause(reconciled.as_ref(), &self.settings) {
             holding.insert(RECONCILE, detail);
         }
@@ -477,6 +480,7 @@ mod tests {
             fails: findings > 0,
             findings,
             summary: "{}".into(),
+            error: None,
         };
         assert_eq!(reconcile_cause(None, &settings()), None);
         assert_eq!(reconcile_cause(Some(&run(0)), &settings()), None);

@@ -121,15 +121,20 @@ async fn open_auth_server(settings: &Settings) -> anyhow::Result<AuthServer> {
     })
 }
 
-/// Change detection and rest-hook delivery, each one task; replicas share the work through
-/// leases in the state store, under the configured replica name or one this process picks.
-fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Settings) {
-    let replica = settings
+/// This process's name in the state store's leases: the configured one, else one it picks.
+fn replica_name(settings: &Settings) -> String {
+    settings
         .subscriptions
         .replica
         .clone()
         .filter(|name| !name.trim().is_empty())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Change detection and rest-hook delivery, each one task; replicas share the work through
+/// leases in the state store, under the configured replica name or one this process picks.
+fn spawn_subscription_workers(workers: &Workers, state: &AppState, settings: &Settings) {
+    let replica = replica_name(settings);
     let store = state.auth.tokens.store().clone();
     let detector = crate::subscriptions::detect::Detector {
         repository: state.repository.clone(),
@@ -231,15 +236,27 @@ impl Application {
         workers.spawn("audit", move |_shutdown| audit_task.run());
         let capability_base: serde_json::Value = serde_json::from_str(BASE_STATEMENT)
             .context("capability-statement.json is not valid JSON")?;
+        let repository = Repository {
+            adapter: adapter.clone(),
+            db: database,
+            lookups: Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
+        };
+        let signer = CursorSigner::new(&cursor_key(settings)?);
+        let exports = Arc::new(crate::export::worker::ExportRuntime {
+            repository: repository.clone(),
+            store: auth.tokens.store().clone(),
+            settings: settings.export.clone(),
+            dir: settings.export.files_dir(&settings.server.state_dir),
+            signer: signer.clone(),
+            owner: replica_name(settings),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        });
         let state = AppState {
             openapi_json: crate::api::openapi::document_json(&adapter),
-            adapter: adapter.clone(),
-            repository: Repository {
-                adapter,
-                db: database,
-                lookups: Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
-            },
-            signer: CursorSigner::new(&cursor_key(settings)?),
+            adapter,
+            repository,
+            signer,
+            exports: exports.clone(),
             origin: Arc::new(origin),
             capability_base: Arc::new(capability_base),
             auth,
@@ -260,6 +277,13 @@ impl Application {
         if settings.subscriptions.enabled {
             spawn_subscription_workers(&workers, &state, settings);
         }
+        if settings.export.enabled {
+            // One loop per job that may run at once; the first also deletes expired files.
+            for index in 0..settings.export.max_running.max(1) {
+                let runtime = exports.clone();
+                workers.spawn("export", move |shutdown| runtime.run(index == 0, shutdown));
+            }
+        }
         let watchdog = crate::alarm::Watchdog {
             store: state.auth.tokens.store().clone(),
             settings: settings.alarm.clone(),
@@ -278,6 +302,16 @@ impl Application {
             let every = std::time::Duration::from_secs(settings.quality.schedule_minutes * 60);
             workers.spawn("quality-audit", move |shutdown| {
                 crate::quality::schedule::run(repository, store, every, shutdown)
+            });
+        }
+        if settings.reconcile.schedule_minutes > 0 && settings.reconcile.ehr_url.is_some() {
+            // A schedule that could never run is a settings error, told at start.
+            crate::reconcile::Ehr::configured(&settings.reconcile).context("[reconcile]")?;
+            let repository = state.repository.clone();
+            let store = state.auth.tokens.store().clone();
+            let reconcile = settings.reconcile.clone();
+            workers.spawn("reconcile", move |shutdown| {
+                crate::reconcile::run_on_schedule(repository, store, reconcile, shutdown)
             });
         }
         if settings.legacy.plan_advice_min_rows > 0 {

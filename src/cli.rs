@@ -440,6 +440,8 @@ async fn demo(
         },
         alarm: Default::default(),
         quality: Default::default(),
+        reconcile: Default::default(),
+        export: Default::default(),
     };
     let application = Application::build(&settings).await?;
     let base = format!("http://{host}:{}/fhir", application.port());

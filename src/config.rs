@@ -47,6 +47,10 @@ pub struct Settings {
     pub alarm: AlarmSettings,
     #[serde(default)]
     pub quality: QualitySettings,
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+    #[serde(default)]
+    pub export: ExportSettings,
 }
 
 /// `[quality]`: the data-quality audit (`portico audit`, `crate::quality`) on a schedule.
@@ -68,6 +72,135 @@ impl Default for QualitySettings {
 }
 
 fn default_quality_schedule_minutes() -> u64 {
+    24 * 60
+}
+
+/// `[export]`: Bulk Data `$export` (`crate::export`): where files go, how long they stay, how
+/// many jobs run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSettings {
+    /// Run export jobs in this process (every replica may; jobs are leased in the state store).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where the NDJSON files are written; unset: `exports` in `server.state_dir`. Replicas that
+    /// share a state store must share this directory too.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// A file is closed and the next begun once it passes this size (at a page's end).
+    #[serde(default = "default_export_file_megabytes")]
+    pub file_megabytes: u64,
+    /// Hours a finished export's files stay; then they are deleted.
+    #[serde(default = "default_export_expire_hours")]
+    pub expire_hours: u64,
+    /// Jobs run at once, across the replicas sharing the state store.
+    #[serde(default = "default_export_max_running")]
+    pub max_running: u64,
+    /// Unfinished jobs one client may have; another kick-off is answered 429.
+    #[serde(default = "default_export_max_per_client")]
+    pub max_per_client: u64,
+    /// Resources read per page of the PMS (each page is one commit of the job's progress).
+    #[serde(default = "default_export_page_size")]
+    pub page_size: u64,
+}
+
+impl Default for ExportSettings {
+    fn default() -> ExportSettings {
+        ExportSettings {
+            enabled: true,
+            dir: None,
+            file_megabytes: default_export_file_megabytes(),
+            expire_hours: default_export_expire_hours(),
+            max_running: default_export_max_running(),
+            max_per_client: default_export_max_per_client(),
+            page_size: default_export_page_size(),
+        }
+    }
+}
+
+impl ExportSettings {
+    /// The directory the files are written in.
+    pub fn files_dir(&self, state_dir: &Path) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("exports"))
+    }
+}
+
+fn default_export_file_megabytes() -> u64 {
+    256
+}
+
+fn default_export_expire_hours() -> u64 {
+    24
+}
+
+fn default_export_max_running() -> u64 {
+    2
+}
+
+fn default_export_max_per_client() -> u64 {
+    1
+}
+
+fn default_export_page_size() -> u64 {
+    1000
+}
+
+/// `[reconcile]`: the EHR `portico reconcile` compares Portico with (`crate::reconcile`), and
+/// how often `portico serve` does it. The command's options override each setting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// The EHR's FHIR base URL; unset, nothing is reconciled on a schedule.
+    #[serde(default)]
+    pub ehr_url: Option<String>,
+    /// The client id Portico is registered under at the EHR (SMART Backend Services).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The client's RSA private key (PEM file); the EHR holds its public half (RS384).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The key's `kid` in the JWKS the EHR holds.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The resource types compared: a list, or one comma-separated string.
+    #[serde(
+        default = "default_reconcile_types",
+        deserialize_with = "list_or_commas"
+    )]
+    pub types: Vec<String>,
+    /// A scheduled run compares resources dated within this many days back (and undated ones);
+    /// 0: everything.
+    #[serde(default)]
+    pub days: u64,
+    /// Minutes between runs under `portico serve` when `ehr_url` is set, counted from the
+    /// latest recorded run; 0: only on demand.
+    #[serde(default = "default_reconcile_schedule_minutes")]
+    pub schedule_minutes: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> ReconcileSettings {
+        ReconcileSettings {
+            ehr_url: None,
+            client_id: None,
+            key_file: None,
+            key_id: None,
+            types: default_reconcile_types(),
+            days: 0,
+            schedule_minutes: default_reconcile_schedule_minutes(),
+        }
+    }
+}
+
+fn default_reconcile_types() -> Vec<String> {
+    ["Patient", "Appointment", "Claim"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_reconcile_schedule_minutes() -> u64 {
     24 * 60
 }
 
@@ -462,6 +595,14 @@ fn env_value(key: &str, value: &str) -> toml::Value {
         "access_token_seconds",
         "backend_token_seconds",
         "leeway_seconds",
+        "schedule_minutes",
+        "days",
+        "reconcile_drift",
+        "file_megabytes",
+        "expire_hours",
+        "max_running",
+        "max_per_client",
+        "page_size",
     ];
     if NUMERIC.contains(&key)
         && let Ok(number) = value.parse::<i64>()
@@ -514,6 +655,10 @@ mod tests {
         assert!(settings.state.url.is_none());
         assert!(settings.subscriptions.enabled);
         assert_eq!(settings.subscriptions.poll_interval_ms, 5000);
+        assert_eq!(settings.reconcile.types, ["Patient", "Appointment", "Claim"]);
+        assert!(settings.reconcile.ehr_url.is_none());
+        assert_eq!(settings.export.expire_hours, 24);
+        assert_eq!(settings.quality.schedule_minutes, 1440);
         assert!(!settings.subscriptions.allow_private_endpoints);
         let local = load_from(
             Some(&example),

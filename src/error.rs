@@ -167,7 +167,10 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
+        if matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::Timeout(_) | ApiError::TooManyRequests(_)
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response

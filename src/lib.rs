@@ -18,6 +18,7 @@ pub mod demo;
 pub mod dialect;
 pub mod dictionary;
 pub mod error;
+pub mod export;
 pub mod fhir;
 pub mod metrics;
 pub mod quality;

@@ -1,5 +1,5 @@
 //! The operator's status: the last hour of samples (request rate, server errors, p99 latency, PMS
-//! errors, subscription backlog) taken every `SAMPLE_EVERY` by a worker, kept in memory per
+//! errors by kind, subscription backlog) taken every `SAMPLE_EVERY` by a worker, kept in memory per
 //! process, and the snapshot `/status.json` serves (with the state store's view of the fail-safe
 //! flag, detection and subscriptions, and a PMS round trip). The status page draws it.
 
@@ -19,6 +19,9 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Samples kept: one hour.
 pub const SAMPLES_KEPT: usize = 360;
 
+/// The kinds a failed PMS statement is counted under (`portico_pms_queries_total{outcome}`).
+pub const PMS_ERROR_KINDS: [&str; 4] = ["unavailable", "timeout", "query", "decode"];
+
 /// One interval of the last hour.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -33,6 +36,9 @@ pub struct Sample {
     pub p99_ms: Option<f64>,
     /// PMS statements that failed in the interval (unavailable, timeout, query, decode).
     pub pms_errors: u64,
+    /// The same by kind (`PMS_ERROR_KINDS`, in that order).
+    #[serde(skip)]
+    pub pms_errors_by_kind: [u64; 4],
     /// Events stored and not yet delivered, across subscriptions, at the end of the interval.
     pub backlog: i64,
 }
@@ -43,7 +49,7 @@ struct Totals {
     at_ms: i64,
     requests: u64,
     server_errors: u64,
-    pms_errors: u64,
+    pms_errors_by_kind: [u64; 4],
     latency: Vec<u64>,
 }
 
@@ -55,9 +61,7 @@ fn totals(at_ms: i64) -> Totals {
         server_errors: recorded
             .http_requests
             .total(|labels| labels.get(3).is_some_and(|status| status.starts_with('5'))),
-        pms_errors: recorded
-            .pms_queries
-            .total(|labels| labels.first().is_some_and(|outcome| outcome != "ok")),
+        pms_errors_by_kind: PMS_ERROR_KINDS.map(|kind| recorded.pms_queries.get(&[kind])),
         latency: recorded.http_duration.merged().0,
     }
 }
@@ -76,6 +80,18 @@ impl StatusHistory {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// PMS statements that failed in the last hour, by kind (`PMS_ERROR_KINDS`).
+    pub fn recent_pms_errors(&self) -> [u64; 4] {
+        let samples = self.samples.lock().expect("status history lock");
+        let mut sums = [0; 4];
+        for sample in samples.iter() {
+            for (sum, count) in sums.iter_mut().zip(sample.pms_errors_by_kind) {
+                *sum += count;
+            }
+        }
+        sums
     }
 
     fn push(&self, sample: Sample) {
@@ -128,12 +144,17 @@ fn sample_between(before: &Totals, after: &Totals, backlog: i64) -> Sample {
         .enumerate()
         .map(|(i, count)| count - before.latency.get(i).copied().unwrap_or(0))
         .collect();
+    let mut by_kind = [0; 4];
+    for (kind, slot) in by_kind.iter_mut().enumerate() {
+        *slot = after.pms_errors_by_kind[kind] - before.pms_errors_by_kind[kind];
+    }
     Sample {
         at_ms: after.at_ms,
         requests_per_second: (after.requests - before.requests) as f64 / seconds,
         server_errors: after.server_errors - before.server_errors,
         p99_ms: quantile_bound(&latency, 0.99).map(|bound| (bound * 1000.0).min(10_000.0)),
-        pms_errors: after.pms_errors - before.pms_errors,
+        pms_errors: by_kind.iter().sum(),
+        pms_errors_by_kind: by_kind,
         backlog,
     }
 }
@@ -148,20 +169,21 @@ mod tests {
             at_ms: 0,
             requests: 100,
             server_errors: 1,
-            pms_errors: 0,
+            pms_errors_by_kind: [0, 1, 0, 0],
             latency: vec![50, 50, 0],
         };
         let after = Totals {
             at_ms: 10_000,
             requests: 300,
             server_errors: 3,
-            pms_errors: 4,
+            pms_errors_by_kind: [3, 2, 0, 0],
             latency: vec![50, 247, 3],
         };
         let sample = sample_between(&before, &after, 12);
         assert_eq!(sample.requests_per_second, 20.0);
         assert_eq!(sample.server_errors, 2);
         assert_eq!(sample.pms_errors, 4);
+        assert_eq!(sample.pms_errors_by_kind, [3, 1, 0, 0]);
         assert_eq!(sample.backlog, 12);
         // 200 answers: 197 in the second bucket (2.5 ms), 3 in the third (5 ms).
         assert_eq!(sample.p99_ms, Some(5.0));
@@ -181,5 +203,14 @@ mod tests {
         let samples = history.samples();
         assert_eq!(samples.len(), SAMPLES_KEPT);
         assert_eq!(samples[0].backlog, 5, "the oldest went first");
+        // What failed in the last hour, by kind: the samples kept, not the ones dropped.
+        let failing = Totals {
+            at_ms: 1,
+            pms_errors_by_kind: [2, 0, 0, 1],
+            ..Totals::default()
+        };
+        history.push(sample_between(&empty, &failing, 0));
+        history.push(sample_between(&empty, &failing, 0));
+        assert_eq!(history.recent_pms_errors(), [4, 0, 0, 2]);
     }
 }

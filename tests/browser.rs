@@ -441,7 +441,8 @@ async fn a_denied_consent_reaches_the_app_as_access_denied() {
     assert!(seen["app"]["patient"].is_null(), "{seen}");
 }
 
-/// The status page in Chromium, opened once as an admin user: healthy (green); the PMS database
+/// The status page in Chromium, signed in to on its form as an admin user and then never
+/// reloaded: healthy (green); the PMS database
 /// cut through a TCP proxy turns it red with the fail-safe flag within the configured time (a
 /// screenshot is kept in the target dir); restored, it clears, all by the page's own refresh.
 #[tokio::test]

@@ -24,12 +24,12 @@ use crate::state::users::Role;
 /// Events `GET /admin/subscriptions/{id}` lists, the latest.
 const RECENT_EVENTS: i64 = 10;
 
-fn unavailable(error: StateError) -> ApiError {
+pub(super) fn unavailable(error: StateError) -> ApiError {
     tracing::warn!(%error, "the state store failed during an admin request");
     ApiError::Unavailable("the state store is unavailable; retry shortly".into())
 }
 
-fn unauthorized(description: &str) -> ApiError {
+pub(super) fn unauthorized(description: &str) -> ApiError {
     ApiError::Unauthorized {
         error: None,
         description: description.into(),

@@ -1,8 +1,8 @@
 //! `/metrics` (Prometheus text format, administrators only: a scraper sends an admin user's Basic
 //! credentials or bearer token) and the layer that counts and times every HTTP answer. What is
 //! recorded while serving lives in `crate::metrics`; what is measured when scraped (pool use,
-//! change-detection lag, subscriptions and their backlog, the latest data-quality audit) is read
-//! here.
+//! change-detection lag, subscriptions and their backlog, the latest data-quality audit and
+//! reconciliation) is read here.
 
 use std::time::Instant;
 
@@ -134,6 +134,50 @@ pub async fn scrape(State(state): State<AppState>, _: Administrator) -> Response
         Ok(None) => {}
         Err(error) => {
             tracing::warn!(%error, "metrics: the state store did not give the latest audit")
+        }
+    }
+    let store = state.auth.tokens.store();
+    match (
+        store
+            .latest_finished_check_run(crate::reconcile::KIND)
+            .await,
+        store.latest_check_run(crate::reconcile::KIND).await,
+    ) {
+        (Ok(finished), Ok(Some(latest))) => {
+            if let Some(finished) = finished {
+                let counts: Vec<(Vec<String>, f64)> = crate::reconcile::drift_counts(&finished)
+                    .into_iter()
+                    .map(|(resource_type, difference, count)| {
+                        (vec![resource_type, difference.to_owned()], count as f64)
+                    })
+                    .collect();
+                render_gauge(
+                    &mut out,
+                    "portico_reconcile_drift",
+                    "Records of the latest finished reconciliation with the EHR missing from \
+                     it, extra in it or differing, by type.",
+                    &["type", "difference"],
+                    &counts,
+                );
+            }
+            render_gauge(
+                &mut out,
+                "portico_reconcile_timestamp_seconds",
+                "When the latest reconciliation with the EHR started (Unix seconds).",
+                &[],
+                &[(Vec::new(), latest.started_ms as f64 / 1000.0)],
+            );
+            render_gauge(
+                &mut out,
+                "portico_reconcile_failed",
+                "1 when the latest reconciliation with the EHR could not finish, else 0.",
+                &[],
+                &[(Vec::new(), f64::from(u8::from(latest.error.is_some())))],
+            );
+        }
+        (Ok(_), Ok(None)) => {}
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "metrics: the state store did not give the latest reconciliation")
         }
     }
     match state.auth.tokens.store().subscriptions(None).await {

@@ -6,6 +6,7 @@
 mod admin;
 pub mod audit;
 mod authorize;
+mod export;
 mod handlers;
 mod metrics;
 pub mod negotiate;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub subscriptions: crate::subscriptions::SubscriptionsRuntime,
     /// The last hour of status samples (`crate::status`), for `/status.json`.
     pub status_history: Arc<crate::status::StatusHistory>,
+    /// Bulk export: its settings, files and workers' wake-up (`crate::export`).
+    pub exports: Arc<crate::export::worker::ExportRuntime>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -138,6 +141,37 @@ pub fn router(state: AppState) -> Router {
         .route(
             crate::subscriptions::websocket::WEBSOCKET_PATH,
             get(subscriptions::socket).fallback(handlers::only_get),
+        )
+        // Bulk Data export: kick-offs, the status URL, the files (gzip when accepted).
+        .route(
+            "/fhir/$export",
+            get(export::system)
+                .post(export::system)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Patient/$export",
+            get(export::patients)
+                .post(export::patients)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Group/{id}/$export",
+            get(export::group)
+                .post(export::group)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/$export-status/{id}",
+            get(export::status)
+                .delete(export::cancel)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/$export-file/{id}/{name}",
+            get(export::file)
+                .fallback(handlers::only_get)
+                .layer(tower_http::compression::CompressionLayer::new().gzip(true)),
         )
         .route(
             "/fhir/{resource_type}",
@@ -245,13 +279,24 @@ pub fn router(state: AppState) -> Router {
         // Outside the token check, so refused requests are audited too.
         .layer(from_fn_with_state(state.clone(), audit::record))
         .layer(cors)
-        // The sign-in pages answer browsers navigating to them, never scripts of other origins:
-        // no CORS (RFC 9700 §2.6), so they are routed outside the CORS layer.
+        // The sign-in pages (the authorization server's and the status page's) answer browsers
+        // navigating to them, never scripts of other origins: no CORS (RFC 9700 §2.6), so they
+        // are routed outside the CORS layer.
         .route(
             endpoints::AUTHORIZE,
             get(sign_in::authorize_get)
                 .post(sign_in::authorize_post)
                 .fallback(handlers::only_get),
+        )
+        .route(
+            "/status/sign-in",
+            get(status::sign_in_page)
+                .post(status::sign_in)
+                .fallback(handlers::only_get),
+        )
+        .route(
+            "/status/sign-out",
+            post(status::sign_out).fallback(handlers::only_post),
         )
         .route(
             endpoints::LOGIN,

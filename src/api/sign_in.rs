@@ -47,7 +47,7 @@ const FAILURE_WINDOW: i64 = 15 * 60;
 /// Patients the picker lists at once (a name narrows them).
 const PICKER_ROWS: &str = "20";
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -58,7 +58,15 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn set_cookie(base: &PublicBase, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+/// A cookie for the pages under `scope` (`endpoints::ISSUER`, or the status page's path), on
+/// the public URL: `/auth`, or `/pms/auth` behind a proxy that serves Portico under `/pms`.
+pub(super) fn set_cookie(
+    base: &PublicBase,
+    scope: &str,
+    name: &str,
+    value: &str,
+    max_age: Option<i64>,
+) -> HeaderValue {
     let secure = if base.fhir().starts_with("https://") {
         "; Secure"
     } else {
@@ -67,17 +75,11 @@ fn set_cookie(base: &PublicBase, name: &str, value: &str, max_age: Option<i64>) 
     let max_age = max_age
         .map(|seconds| format!("; Max-Age={seconds}"))
         .unwrap_or_default();
-    // The authorization server's own path on the public URL (`/auth`, or `/pms/auth` behind a
-    // proxy that serves Portico under `/pms`).
-    let issuer = endpoints::absolute(base.fhir(), endpoints::ISSUER);
-    let path = issuer
+    let url = endpoints::absolute(base.fhir(), scope);
+    let path = url
         .find("://")
-        .and_then(|at| {
-            issuer[at + 3..]
-                .find('/')
-                .map(|slash| &issuer[at + 3 + slash..])
-        })
-        .unwrap_or(endpoints::ISSUER);
+        .and_then(|at| url[at + 3..].find('/').map(|slash| &url[at + 3 + slash..]))
+        .unwrap_or(scope);
     HeaderValue::from_str(&format!(
         "{name}={value}; Path={path}; HttpOnly; SameSite=Lax{max_age}{secure}"
     ))
@@ -97,7 +99,7 @@ fn url_origin(url: &str) -> Option<&str> {
 /// An HTML page with the headers every sign-in page carries: no caching, no framing, no script,
 /// forms posting only here (and, for the consent page, to the app it redirects to: browsers
 /// apply form-action to the redirect after a form post).
-fn html(status: StatusCode, body: String, redirect_uri: Option<&str>) -> Response {
+pub(super) fn html(status: StatusCode, body: String, redirect_uri: Option<&str>) -> Response {
     let form_action = match redirect_uri.and_then(url_origin) {
         Some(origin) => format!("'self' {origin}"),
         None => "'self'".to_owned(),
@@ -133,7 +135,7 @@ pub(super) fn html_response(status: StatusCode, body: String, policy: HeaderValu
     response
 }
 
-fn see_other(location: &str) -> Response {
+pub(super) fn see_other(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(location) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -152,13 +154,13 @@ fn refusal(refusal: Refusal) -> Response {
 }
 
 /// Query or form pairs of a page; names may repeat (the consent form's `scope`).
-fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
+pub(super) fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(bytes)
         .map(|(name, value)| (name.into_owned(), value.into_owned()))
         .collect()
 }
 
-fn single<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn single<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(key, _)| key == name)
@@ -174,9 +176,13 @@ fn step_url(step: &Step, tx: &str) -> String {
     format!("{path}?tx={tx}")
 }
 
-/// The user signed in on this browser, if any.
-async fn session_user(state: &AppState, headers: &HeaderMap) -> Result<Option<User>, StateError> {
-    let Some(session) = cookie(headers, SESSION_COOKIE) else {
+/// The user signed in on this browser with the session cookie `name`, if any.
+pub(super) async fn session_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<Option<User>, StateError> {
+    let Some(session) = cookie(headers, name) else {
         return Ok(None);
     };
     let store = state.auth.tokens.store();
@@ -240,7 +246,7 @@ async fn authorize(
         let mut pending =
             authorization::begin(&state.auth, base.fhir(), &parameters, &hash_token(&browser))
                 .await?;
-        let user = session_user(state, headers).await?;
+        let user = session_user(state, headers, SESSION_COOKIE).await?;
         let step = authorization::next_step(&state.auth, &mut pending, user.as_ref()).await?;
         Ok::<_, Refusal>(see_other(&step_url(&step, &pending.tx)))
     }
@@ -249,7 +255,7 @@ async fn authorize(
     if new_browser {
         response.headers_mut().append(
             header::SET_COOKIE,
-            set_cookie(base, BROWSER_COOKIE, &browser, None),
+            set_cookie(base, endpoints::ISSUER, BROWSER_COOKIE, &browser, None),
         );
     }
     response
@@ -320,7 +326,7 @@ async fn signed_in(
     headers: &HeaderMap,
     pending: &PendingAuthorization,
 ) -> Result<Option<User>, Refusal> {
-    let user = session_user(state, headers).await?;
+    let user = session_user(state, headers, SESSION_COOKIE).await?;
     Ok(user.filter(|u| pending.username.as_deref() == Some(u.username.as_str())))
 }
 
@@ -407,7 +413,13 @@ pub async fn login(
         let mut response = see_other(&step_url(&step, &pending.tx));
         response.headers_mut().append(
             header::SET_COOKIE,
-            set_cookie(&base, SESSION_COOKIE, &session, Some(SESSION_SECONDS)),
+            set_cookie(
+                &base,
+                endpoints::ISSUER,
+                SESSION_COOKIE,
+                &session,
+                Some(SESSION_SECONDS),
+            ),
         );
         Ok::<_, Refusal>(response)
     }
@@ -888,14 +900,14 @@ mod tests {
     #[test]
     fn session_cookies_are_locked_down() {
         let https = PublicBase::for_tests("https://fhir.example/fhir");
-        let value = set_cookie(&https, SESSION_COOKIE, "v", Some(60));
+        let value = set_cookie(&https, endpoints::ISSUER, SESSION_COOKIE, "v", Some(60));
         assert_eq!(
             value.to_str().unwrap(),
             "portico_session=v; Path=/auth; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
         );
         let http = PublicBase::for_tests("http://127.0.0.1:8080/fhir");
         assert!(
-            !set_cookie(&http, BROWSER_COOKIE, "v", None)
+            !set_cookie(&http, endpoints::ISSUER, BROWSER_COOKIE, "v", None)
                 .to_str()
                 .unwrap()
                 .contains("Secure")

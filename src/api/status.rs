@@ -1,24 +1,78 @@
-//! The operator's status for administrators (HTTP Basic of an admin user or a bearer token issued
-//! to one): the fail-safe flag, the PMS database (a round trip, pool use, failed statements by
-//! kind), the state store (a write), each detected mapping, each subscription's delivery health,
-//! and the last hour of samples (`crate::status`). `GET /status.json` answers it as JSON; `GET
-//! /status` as a server-rendered page (inline SVG charts, no external assets, a strict CSP) whose
-//! script (`/status.js`) replaces its content every 5 s with `GET /status/fragment`, the same
-//! rendering, so there is one way to draw it. A browser without credentials gets a Basic
-//! challenge, so it asks for the admin user's name and password.
+//! The operator's status for administrators: the fail-safe flag, the PMS database (a round trip,
+//! pool use, failed statements by kind), the state store (a write), each detected mapping, each
+//! subscription's delivery health, the latest audit and reconciliation, and the last hour of
+//! samples (`crate::status`). `GET /status.json` answers it as JSON; `GET /status` as a
+//! server-rendered page (inline SVG charts, no external assets, a strict CSP) whose script
+//! (`/status.js`) replaces its content every 5 s with `GET /status/fragment`, the same rendering,
+//! so there is one way to draw it.
+//!
+//! A browser signs in on the page's own form (`/status/sign-in`), with the admin accounts of the
+//! SMART sign-in and under its rate limits; the session cookie is scoped to `/status`, so it
+//! opens nothing else. Scripts present HTTP Basic of an admin user or a bearer token issued to
+//! one, as every operator's view takes them (`admin::Administrator`).
 
 use axum::Json as JsonBody;
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{Extension, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
 use super::AppState;
-use super::admin::{Administrator, instant};
-use super::handlers::readiness;
-use super::sign_in::html_response;
-use crate::auth::pages::escape;
+use super::admin::{Administrator, instant, unauthorized, unavailable};
+use super::handlers::{error_response, readiness};
+use super::origin::{ClientAddress, PublicBase};
+use super::sign_in::{
+    PasswordCheck, check_password, cookie, html, html_response, pairs, see_other, session_user,
+    set_cookie, single,
+};
+use crate::auth::authorization::SESSION_SECONDS;
+use crate::auth::pages::{self, escape};
 use crate::metrics::metrics;
+use crate::state::clients::constant_time_eq;
+use crate::state::users::Role;
+use crate::state::{hash_token, now, random_token};
+use crate::status::PMS_ERROR_KINDS;
+
+/// The page's path under the server root; its cookies are scoped to it.
+const STATUS_PATH: &str = "/status";
+/// The session of an administrator signed in on the page's form.
+const STATUS_COOKIE: &str = "portico_status";
+/// The sign-in form's CSRF token (double submit: the form carries the cookie's value).
+const FORM_COOKIE: &str = "portico_status_form";
+const FORM_SECONDS: i64 = 15 * 60;
+
+/// Who looks at the status page: an administrator signed in on its form, or one presenting
+/// credentials as every operator's view takes them.
+pub struct Viewer {
+    /// The administrator signed in on the page's form, who gets a sign-out button.
+    signed_in: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Viewer, Response> {
+        let headers = &parts.headers;
+        if !headers.contains_key(header::AUTHORIZATION) && cookie(headers, STATUS_COOKIE).is_some()
+        {
+            return match session_user(state, headers, STATUS_COOKIE).await {
+                Ok(Some(user)) if user.role == Role::Admin => Ok(Viewer {
+                    signed_in: Some(user.username),
+                }),
+                Ok(_) => Err(error_response(
+                    unauthorized("the sign-in has ended; sign in again"),
+                    None,
+                )),
+                Err(error) => Err(error_response(unavailable(error), None)),
+            };
+        }
+        Administrator::from_request_parts(parts, state)
+            .await
+            .map(|_| Viewer { signed_in: None })
+    }
+}
 
 pub async fn status_json(State(state): State<AppState>, _: Administrator) -> Response {
     (
@@ -41,12 +95,15 @@ async fn snapshot(state: &AppState) -> Json {
         "roundTripMs": checked.database.as_ref().ok().map(|t| t.as_secs_f64() * 1000.0),
         "error": checked.database.as_ref().err(),
         "pool": {"open": open, "idle": idle, "max": most},
-        "failedStatements": {
-            "unavailable": failed("unavailable"),
-            "timeout": failed("timeout"),
-            "query": failed("query"),
-            "decode": failed("decode"),
-        },
+        "failedStatements": PMS_ERROR_KINDS
+            .iter()
+            .map(|kind| (kind.to_string(), json!(failed(kind))))
+            .collect::<serde_json::Map<_, _>>(),
+        "failedStatementsLastHour": PMS_ERROR_KINDS
+            .iter()
+            .zip(state.status_history.recent_pms_errors())
+            .map(|(kind, count)| (kind.to_string(), json!(count)))
+            .collect::<serde_json::Map<_, _>>(),
     });
     let alarms = store.alarms().await.unwrap_or_default();
     let failures = store.detection_failures().await.unwrap_or_default();
@@ -72,6 +129,8 @@ async fn snapshot(state: &AppState) -> Json {
             json!({
                 "startedAt": instant(Some(run.started_ms)),
                 "ehr": summary["ehr"],
+                "since": summary["since"],
+                "failed": run.error,
                 "drift": run.findings,
                 "types": summary["types"],
             })
@@ -135,38 +194,179 @@ async fn snapshot(state: &AppState) -> Json {
     body
 }
 
-/// The page's policy: its own script, style and requests only; nothing framed, no forms.
+/// The page's policy: its own script, style and requests only; nothing framed; its one form
+/// (signing out) posts here.
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
-/// `GET /status`: the whole page.
+/// `GET /status`: the whole page. A browser without credentials is sent to the sign-in form.
 pub async fn status_page(
     State(state): State<AppState>,
-    admin: Result<Administrator, Response>,
+    headers: HeaderMap,
+    viewer: Result<Viewer, Response>,
 ) -> Response {
-    if let Err(refused) = admin {
-        return challenge(refused);
-    }
+    let viewer = match viewer {
+        Ok(viewer) => viewer,
+        Err(refused)
+            if refused.status() == StatusCode::UNAUTHORIZED
+                && !headers.contains_key(header::AUTHORIZATION) =>
+        {
+            return see_other("status/sign-in");
+        }
+        Err(refused) => return refused,
+    };
+    let signed_in = viewer
+        .signed_in
+        .map(|name| {
+            format!(
+                "<form class=\"who\" method=\"post\" action=\"status/sign-out\">Signed in as \
+                 <span id=\"viewer\">{}</span> <button type=\"submit\" id=\"sign-out\">Sign \
+                 out</button></form>",
+                escape(&name)
+            )
+        })
+        .unwrap_or_default();
     let content = render(&snapshot(&state).await);
     page_response(format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Portico status</title><link rel=\"stylesheet\" href=\"status.css\">\
          <script src=\"status.js\" defer></script></head>\
-         <body><main id=\"status\" aria-live=\"polite\">{content}</main></body></html>"
+         <body>{signed_in}<main id=\"status\" aria-live=\"polite\">{content}</main></body></html>"
     ))
 }
 
 /// `GET /status/fragment`: the page's content, for its script to swap in.
 pub async fn status_fragment(
     State(state): State<AppState>,
-    admin: Result<Administrator, Response>,
+    viewer: Result<Viewer, Response>,
 ) -> Response {
-    if let Err(refused) = admin {
+    if let Err(refused) = viewer {
         return refused;
     }
     page_response(render(&snapshot(&state).await))
+}
+
+/// The sign-in form with a fresh CSRF token in its cookie.
+fn sign_in_form(base: &PublicBase, status: StatusCode, error: Option<&str>) -> Response {
+    let csrf = random_token(24);
+    let mut response = html(status, pages::operator_sign_in(&csrf, error), None);
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(base, STATUS_PATH, FORM_COOKIE, &csrf, Some(FORM_SECONDS)),
+    );
+    response
+}
+
+/// `GET /status/sign-in`.
+pub async fn sign_in_page(Extension(base): Extension<PublicBase>) -> Response {
+    sign_in_form(&base, StatusCode::OK, None)
+}
+
+/// `POST /status/sign-in`: an administrator's name and password (under the sign-in rate limits)
+/// start a session for the page; anyone else gets the form again.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    Extension(address): Extension<ClientAddress>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = pairs(&body);
+    let expected = cookie(&headers, FORM_COOKIE).unwrap_or_default();
+    let presented = single(&form, "csrf").unwrap_or("");
+    if expected.is_empty() || !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return sign_in_form(
+            &base,
+            StatusCode::FORBIDDEN,
+            Some("The form had expired; sign in again."),
+        );
+    }
+    let username = single(&form, "username").unwrap_or("").trim();
+    let password = single(&form, "password").unwrap_or("");
+    let user = match check_password(&state, &address, username, password).await {
+        Ok(PasswordCheck::Accepted(user)) if user.role == Role::Admin => user,
+        Ok(PasswordCheck::Accepted(_)) => {
+            return sign_in_form(
+                &base,
+                StatusCode::FORBIDDEN,
+                Some("Only administrators see the status page."),
+            );
+        }
+        Ok(PasswordCheck::Refused) => {
+            return sign_in_form(
+                &base,
+                StatusCode::UNAUTHORIZED,
+                Some("Wrong user name or password."),
+            );
+        }
+        Ok(PasswordCheck::TooMany) => {
+            return sign_in_form(
+                &base,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("Too many failed sign-ins; wait 15 minutes and try again."),
+            );
+        }
+        Err(error) => return error_response(unavailable(error), None),
+    };
+    let session = random_token(24);
+    let started = state
+        .auth
+        .tokens
+        .store()
+        .start_session(
+            &hash_token(&session),
+            &user.username,
+            now() + SESSION_SECONDS,
+        )
+        .await;
+    if let Err(error) = started {
+        return error_response(unavailable(error), None);
+    }
+    tracing::info!(user = %user.username, "an administrator signed in to the status page");
+    let mut response = see_other("../status");
+    let cookies = response.headers_mut();
+    cookies.append(
+        header::SET_COOKIE,
+        set_cookie(
+            &base,
+            STATUS_PATH,
+            STATUS_COOKIE,
+            &session,
+            Some(SESSION_SECONDS),
+        ),
+    );
+    cookies.append(
+        header::SET_COOKIE,
+        set_cookie(&base, STATUS_PATH, FORM_COOKIE, "", Some(0)),
+    );
+    response
+}
+
+/// `POST /status/sign-out`: ends the page's session. Its cookie is SameSite, so another site
+/// cannot sign an administrator out.
+pub async fn sign_out(
+    State(state): State<AppState>,
+    Extension(base): Extension<PublicBase>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(session) = cookie(&headers, STATUS_COOKIE)
+        && let Err(error) = state
+            .auth
+            .tokens
+            .store()
+            .end_session(&hash_token(&session))
+            .await
+    {
+        return error_response(unavailable(error), None);
+    }
+    let mut response = see_other("sign-in");
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&base, STATUS_PATH, STATUS_COOKIE, "", Some(0)),
+    );
+    response
 }
 
 /// `GET /status.js`: refreshes the page's content every 5 s, keeping the page.
@@ -187,6 +387,8 @@ const STATUS_SCRIPT: &str = "\"use strict\";\n\
   async function refresh() {\n\
     try {\n\
       const reply = await fetch(\"status/fragment\", {credentials: \"same-origin\", cache: \"no-store\"});\n\
+      // A session that ended sends the page, reloaded, to the sign-in form.\n\
+      if (reply.status === 401) { location.reload(); return; }\n\
       if (!reply.ok) throw new Error(String(reply.status));\n\
       main.innerHTML = await reply.text();\n\
       document.body.classList.remove(\"stale\");\n\
@@ -208,6 +410,7 @@ figure{margin:0}figcaption{font-size:.85rem;color:#444}\
 svg.chart{width:100%;height:3.5rem;background:#f6f7f9;border-radius:.3rem}\
 svg.chart polyline{fill:none;stroke:#1a5fb4;stroke-width:1.5}\
 .wide{overflow-x:auto}table{border-collapse:collapse;font-size:.85rem;min-width:100%}\
+.who{float:right;font-size:.85rem;margin:.9rem 0 0;color:#555}.who button{margin-left:.3rem}\
 th,td{text-align:left;padding:.25rem .5rem;border-bottom:1px solid #e3e5e8;white-space:nowrap}";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -225,17 +428,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 fn page_response(body: String) -> Response {
     html_response(StatusCode::OK, body, HeaderValue::from_static(PAGE_POLICY))
-}
-
-/// A refused page asks a browser for an admin user's name and password.
-fn challenge(mut refused: Response) -> Response {
-    if refused.status() == StatusCode::UNAUTHORIZED {
-        refused.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"Portico status\", charset=\"UTF-8\""),
-        );
-    }
-    refused
 }
 
 fn text(value: &Json) -> String {
@@ -281,7 +473,6 @@ fn render(snapshot: &Json) -> String {
     }
 
     let pms = &snapshot["pms"];
-    let failed = &pms["failedStatements"];
     out.push_str("<h2>PMS database</h2>");
     if pms["up"] == true {
         out.push_str(&format!(
@@ -295,16 +486,21 @@ fn render(snapshot: &Json) -> String {
             text(&pms["error"])
         ));
     }
+    let by_kind = |counts: &Json| {
+        PMS_ERROR_KINDS
+            .iter()
+            .map(|kind| format!("{kind} {}", text(&counts[*kind])))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     out.push_str(&format!(
-        "<p class=\"meta\">pool {} open, {} idle, {} at most &middot; failed statements since start: \
-         unavailable {}, timeout {}, query {}, decode {}</p>",
+        "<p class=\"meta\">pool {} open, {} idle, {} at most &middot; failed statements in the \
+         last hour: {} (since start: {})</p>",
         text(&pms["pool"]["open"]),
         text(&pms["pool"]["idle"]),
         text(&pms["pool"]["max"]),
-        text(&failed["unavailable"]),
-        text(&failed["timeout"]),
-        text(&failed["query"]),
-        text(&failed["decode"])
+        by_kind(&pms["failedStatementsLastHour"]),
+        by_kind(&pms["failedStatements"]),
     ));
     out.push_str("<h2>State store</h2>");
     out.push_str(if snapshot["stateStore"]["up"] == true {
@@ -451,7 +647,8 @@ fn render_reconcile(reconcile: &Json, out: &mut String) {
     out.push_str("<h2>Reconciliation with the EHR</h2>");
     if reconcile.is_null() {
         out.push_str(
-            "<p class=\"meta\">No reconciliation recorded yet: <code>portico reconcile</code>.</p>",
+            "<p class=\"meta\">No reconciliation recorded yet: <code>portico reconcile</code>, \
+             or set <code>reconcile.ehr_url</code> for a schedule.</p>",
         );
         return;
     }
@@ -459,6 +656,15 @@ fn render_reconcile(reconcile: &Json, out: &mut String) {
         out.push_str(&format!(
             "<p class=\"down\">{}</p>",
             text(&reconcile["error"])
+        ));
+        return;
+    }
+    if !reconcile["failed"].is_null() {
+        out.push_str(&format!(
+            "<p class=\"down\">The reconciliation with {} at {} failed: {}</p>",
+            text(&reconcile["ehr"]),
+            text(&reconcile["startedAt"]),
+            text(&reconcile["failed"]),
         ));
         return;
     }
@@ -546,7 +752,8 @@ mod tests {
                 "raisedAt": "2026-12-03T14:59:00+00:00", "acknowledgedBy": null
             }]},
             "pms": {"up": false, "error": "connection refused", "pool": {"open": 0, "idle": 0, "max": 4},
-                    "failedStatements": {"unavailable": 3, "timeout": 0, "query": 0, "decode": 0}},
+                    "failedStatements": {"unavailable": 3, "timeout": 0, "query": 0, "decode": 0},
+                    "failedStatementsLastHour": {"unavailable": 2, "timeout": 0, "query": 0, "decode": 0}},
             "stateStore": {"up": true},
             "detection": [{"mapping": "Patient", "baselined": true, "cycle": 1,
                            "failingSince": "2026-12-03T14:58:00+00:00", "lastError": "unavailable"}],
@@ -561,6 +768,13 @@ mod tests {
         assert!(!page.contains("<script>"), "{page}");
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("<p class=\"down\">DOWN: connection refused</p>"));
+        assert!(
+            page.contains(
+                "failed statements in the last hour: unavailable 2, timeout 0, query 0, decode 0 \
+                 (since start: unavailable 3, timeout 0, query 0, decode 0)"
+            ),
+            "{page}"
+        );
         assert!(page.contains("<span class=\"down\">failing</span>"));
         assert_eq!(page.matches("<svg class=\"chart\"").count(), 5);
     }

@@ -1,12 +1,15 @@
-//! Background workers (subscription delivery, export jobs, cache refreshes): each is spawned
-//! through `Workers::spawn` with a cancellation token, and `Workers::stop` cancels them all when
-//! the application shuts down, waits a grace period, then aborts what is still running.
+//! Background workers (subscription delivery, export jobs, cache refreshes, the scheduled checks):
+//! each is spawned through `Workers::spawn` with a cancellation token, and `Workers::stop` cancels
+//! them all when the application shuts down, waits a grace period, then aborts what is still
+//! running. `run_check_on_schedule` is the one loop of the operator's scheduled checks.
 
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
+
+use crate::state::StateStore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -79,12 +82,122 @@ impl Workers {
     }
 }
 
+/// Time left for the server to settle before a scheduled check first runs.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// Runs `check` every `every`, counted from the latest recorded `check_run` of `kind` (whichever
+/// replica or command ran it), never sooner than `settle` after the previous wait began, until
+/// `shutdown`. `check` records its own run; one that does not is retried after `every` from the
+/// previous attempt's start only when the store remembers nothing newer, so it waits `settle`.
+pub async fn run_check_on_schedule<F, Fut>(
+    store: StateStore,
+    kind: &'static str,
+    every: Duration,
+    settle: Duration,
+    shutdown: CancellationToken,
+    mut check: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        let latest = match store.latest_check_run(kind).await {
+            Ok(latest) => latest.map(|run| run.started_ms),
+            Err(error) => {
+                tracing::warn!(%error, kind, "cannot read the latest check run");
+                None
+            }
+        };
+        let now = crate::state::subscriptions::now_ms();
+        let due_in = latest.map_or(Duration::ZERO, |started| {
+            Duration::from_millis((started + every.as_millis() as i64 - now).max(0) as u64)
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(due_in.max(settle)) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = check() => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_scheduled_check_waits_for_its_time_counted_from_the_latest_recorded_run() {
+        use crate::state::check_runs::CheckRun;
+        use std::sync::atomic::AtomicUsize;
+
+        let dir =
+            std::env::temp_dir().join(format!("portico-check-schedule-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let store = StateStore::open(&StateStore::default_url(&dir).unwrap())
+            .await
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let schedule = |every: Duration| {
+            let (store, ran) = (store.clone(), ran.clone());
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            let task = tokio::spawn(run_check_on_schedule(
+                store.clone(),
+                "test-check",
+                every,
+                Duration::from_millis(50),
+                shutdown,
+                move || {
+                    let (store, ran) = (store.clone(), ran.clone());
+                    async move {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                        let now = crate::state::subscriptions::now_ms();
+                        store
+                            .record_check_run(&CheckRun {
+                                kind: "test-check".into(),
+                                started_ms: now,
+                                finished_ms: now,
+                                fails: false,
+                                findings: 0,
+                                summary: "{}".into(),
+                                error: None,
+                            })
+                            .await
+                            .unwrap();
+                    }
+                },
+            ));
+            (stop, task)
+        };
+
+        // Nothing recorded: the first run comes once the server has settled, then every `every`.
+        let (stop, task) = schedule(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "not before settling");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let runs = ran.load(Ordering::SeqCst);
+        assert!((2..=6).contains(&runs), "about every 200 ms: {runs} runs");
+        stop.cancel();
+        task.await.unwrap();
+
+        // A run recorded a moment ago (by another replica, or the command) is not repeated
+        // before its time; cancelling stops the wait at once.
+        let before = ran.load(Ordering::SeqCst);
+        let (stop, task) = schedule(Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(ran.load(Ordering::SeqCst), before);
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("stops at once")
+            .unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[tokio::test]
     async fn stop_cancels_cooperative_workers_and_aborts_the_rest() {

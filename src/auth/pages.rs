@@ -44,20 +44,42 @@ fn hidden(tx: &str, csrf: &str) -> String {
 
 /// The sign-in form for `app` (the client's registered name).
 pub fn login(tx: &str, csrf: &str, app: &str, error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
-        .unwrap_or_default();
+    let error = alert(error);
     page(
         "Sign in",
         &format!(
             "<p><strong>{app}</strong> asks to use your records on this server.</p>{error}\
-             <form method=\"post\" action=\"{action}\">{hidden}\
-             <label>User name <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus></label>\
-             <label>Password <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
-             <button type=\"submit\" id=\"login\">Sign in</button></form>",
+             <form method=\"post\" action=\"{action}\">{hidden}{CREDENTIALS}</form>",
             app = escape(app),
             action = endpoints::LOGIN,
             hidden = hidden(tx, csrf),
+        ),
+    )
+}
+
+/// A form's error message, announced to screen readers; nothing without one.
+fn alert(error: Option<&str>) -> String {
+    error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default()
+}
+
+/// A sign-in form's fields and button, the same on every form that asks for a password.
+const CREDENTIALS: &str = "<label>User name <input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus></label>\
+    <label>Password <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
+    <button type=\"submit\" id=\"login\">Sign in</button>";
+
+/// The status page's sign-in form: administrators, with the accounts the SMART sign-in uses. It
+/// posts to itself (`/status/sign-in`, relative so a path prefix of a proxy holds).
+pub fn operator_sign_in(csrf: &str, error: Option<&str>) -> String {
+    let error = alert(error);
+    page(
+        "Portico status",
+        &format!(
+            "<p>Sign in as an administrator to see the status of this server.</p>{error}\
+             <form method=\"post\" action=\"sign-in\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             {CREDENTIALS}</form>",
+            csrf = escape(csrf),
         ),
     )
 }

@@ -1,6 +1,7 @@
 //! `portico reconcile`: compares what Portico serves with what the EHR's FHIR API holds (per type
 //! and day: counts, records missing from the EHR, extra in it, differing statuses), prints the
-//! report, records its counts in the state store, and exits 1 when anything drifted.
+//! report, records its counts in the state store, and exits 1 when anything drifted. Its options
+//! default to the settings file's `[reconcile]`, which `portico serve` runs on a schedule.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,31 +11,30 @@ use anyhow::Context;
 
 use super::audit::open_repository;
 use super::state_commands::open_store;
-use crate::reconcile::{Ehr, KIND, ReconcileReport};
-use crate::state::check_runs::CheckRun;
+use crate::reconcile::{Ehr, ReconcileReport, record, record_failure, window_start};
 
 #[derive(clap::Args)]
 pub struct ReconcileArgs {
-    /// The EHR's FHIR base URL.
+    /// The EHR's FHIR base URL [default: reconcile.ehr_url].
     #[arg(long)]
-    ehr: String,
-    /// The client id Portico is registered under at the EHR (SMART Backend Services).
+    ehr: Option<String>,
+    /// The client id Portico is registered under at the EHR (SMART Backend Services)
+    /// [default: reconcile.client_id].
     #[arg(long)]
-    client_id: String,
-    /// The client's RSA private key (PEM); the EHR holds its public half (RS384).
+    client_id: Option<String>,
+    /// The client's RSA private key (PEM); the EHR holds its public half (RS384)
+    /// [default: reconcile.key_file].
     #[arg(long)]
-    key: PathBuf,
-    /// The key's `kid` in the JWKS the EHR holds.
+    key: Option<PathBuf>,
+    /// The key's `kid` in the JWKS the EHR holds [default: reconcile.key_id].
     #[arg(long)]
     key_id: Option<String>,
-    /// Resource types to compare, comma-separated.
-    #[arg(
-        long,
-        default_value = "Patient,Appointment,Claim",
-        value_delimiter = ','
-    )]
-    types: Vec<String>,
-    /// Only resources dated on or after this day (YYYY-MM-DD).
+    /// Resource types to compare, comma-separated [default: reconcile.types, or
+    /// Patient,Appointment,Claim].
+    #[arg(long, value_delimiter = ',')]
+    types: Option<Vec<String>>,
+    /// Only resources dated on or after this day (YYYY-MM-DD) [default: everything, or the last
+    /// reconcile.days days].
     #[arg(long)]
     since: Option<String>,
     /// Print JSON instead of Markdown.
@@ -47,22 +47,27 @@ pub async fn run(config_file: Option<&Path>, args: ReconcileArgs) -> anyhow::Res
         chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
             .with_context(|| format!("--since {day:?}: a day is YYYY-MM-DD"))?;
     }
+    let mut settings = crate::config::load(config_file)?.reconcile;
+    settings.ehr_url = args.ehr.or(settings.ehr_url);
+    settings.client_id = args.client_id.or(settings.client_id);
+    settings.key_file = args.key.or(settings.key_file);
+    settings.key_id = args.key_id.or(settings.key_id);
+    settings.types = args.types.unwrap_or(settings.types);
+    let since = args.since.or_else(|| window_start(settings.days));
+    let ehr = Ehr::configured(&settings)?;
     let repository = open_repository(config_file).await?;
-    let ehr = Ehr {
-        base: args.ehr.clone(),
-        client_id: args.client_id.clone(),
-        private_key_pem: std::fs::read_to_string(&args.key)
-            .with_context(|| format!("cannot read {}", args.key.display()))?,
-        key_id: args.key_id.clone(),
-        scope: args
-            .types
-            .iter()
-            .map(|t| format!("system/{t}.rs"))
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
+    let store = open_store(config_file).await?;
+    let started_ms = crate::state::subscriptions::now_ms();
     let report =
-        crate::reconcile::run(&repository, &ehr, &args.types, args.since.as_deref()).await?;
+        match crate::reconcile::run(&repository, &ehr, &settings.types, since.as_deref()).await {
+            Ok(report) => report,
+            Err(error) => {
+                record_failure(&store, &ehr.base, started_ms, &error)
+                    .await
+                    .context("cannot record the failed reconciliation in the state store")?;
+                return Err(error);
+            }
+        };
     let text = if args.json {
         serde_json::to_string_pretty(&report).expect("the report serializes")
     } else {
@@ -72,23 +77,7 @@ pub async fn run(config_file: Option<&Path>, args: ReconcileArgs) -> anyhow::Res
         .lock()
         .write_all(text.as_bytes())
         .context("cannot write the report")?;
-    let store = open_store(config_file).await?;
-    store
-        .record_check_run(&CheckRun {
-            kind: KIND.to_owned(),
-            started_ms: report.started_ms,
-            finished_ms: report.finished_ms,
-            fails: report.drift() > 0,
-            findings: report.drift() as i64,
-            summary: serde_json::json!({
-                "ehr": report.ehr,
-                "types": report.types.iter().map(|t| serde_json::json!({
-                    "type": t.resource_type, "portico": t.portico, "ehr": t.ehr,
-                    "missing": t.missing.len(), "extra": t.extra.len(), "differing": t.differing.len(),
-                })).collect::<Vec<_>>(),
-            })
-            .to_string(),
-        })
+    record(&store, &report)
         .await
         .context("cannot record the reconciliation in the state store")?;
     eprintln!("{} record(s) drifted", report.drift());

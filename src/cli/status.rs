@@ -1,5 +1,6 @@
 //! `portico status`: the operator's summary in a terminal (PMS database, state store, the
-//! fail-safe flag, change detection per mapping, subscriptions), exiting non-zero while the flag
+//! fail-safe flag, change detection per mapping, subscriptions, the latest data-quality audit and
+//! reconciliation), exiting non-zero while the flag
 //! is raised; and `portico status ack --by NAME`, which acknowledges it and records who did in the
 //! audit trail. Reads the settings file and the state store, as the server does; writes only the
 //! acknowledgement.
@@ -160,6 +161,40 @@ async fn summary(config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
             counts.join(", ")
         }
     );
+    match store
+        .latest_check_run(crate::quality::schedule::KIND)
+        .await?
+    {
+        Some(run) => println!(
+            "quality audit  {} finding(s){} at {}",
+            run.findings,
+            if run.fails {
+                ", error-severity rules failing"
+            } else {
+                ""
+            },
+            time_ms(Some(run.started_ms))
+        ),
+        None => println!("quality audit  none recorded yet (portico audit)"),
+    }
+    match store.latest_check_run(crate::reconcile::KIND).await? {
+        Some(run) => {
+            let summary: serde_json::Value = serde_json::from_str(&run.summary).unwrap_or_default();
+            let ehr = summary["ehr"].as_str().unwrap_or("-");
+            match &run.error {
+                Some(error) => println!(
+                    "reconcile      FAILED with {ehr} at {}: {error}",
+                    time_ms(Some(run.started_ms))
+                ),
+                None => println!(
+                    "reconcile      {} record(s) drifted with {ehr} at {}",
+                    run.findings,
+                    time_ms(Some(run.started_ms))
+                ),
+            }
+        }
+        None => println!("reconcile      none recorded yet (portico reconcile)"),
+    }
     Ok(if raised.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -13,8 +13,6 @@ use crate::state::check_runs::CheckRun;
 
 /// The `check_run` kind of data-quality audits.
 pub const KIND: &str = "quality";
-/// Time left for the server to settle before a first audit.
-const SETTLE: Duration = Duration::from_secs(60);
 
 /// Keeps `report` in the state store as the latest audit: its counts per rule (the findings
 /// themselves are the report's, printed by `portico audit`).
@@ -48,6 +46,7 @@ pub async fn record(
             fails: report.fails(),
             findings: report.findings() as i64,
             summary: summary.to_string(),
+            error: None,
         })
         .await
 }
@@ -69,42 +68,32 @@ pub fn rule_counts(run: &CheckRun) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-/// Runs the audit every `every`, counted from the latest recorded run (whichever replica or
-/// command ran it), until `shutdown`.
+/// Runs the audit every `every` under `portico serve`, until `shutdown`.
 pub async fn run(
     repository: Repository,
     store: StateStore,
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let latest = match store.latest_check_run(KIND).await {
-            Ok(latest) => latest.map(|run| run.started_ms),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the latest data-quality audit");
-                None
+    let recorder = store.clone();
+    crate::app::workers::run_check_on_schedule(
+        store,
+        KIND,
+        every,
+        crate::app::workers::SETTLE,
+        shutdown,
+        || async {
+            let report = super::run(&repository).await;
+            tracing::info!(
+                findings = report.findings(),
+                fails = report.fails(),
+                seconds = (report.finished_ms - report.started_ms) / 1000,
+                "data-quality audit done"
+            );
+            if let Err(error) = record(&recorder, &report).await {
+                tracing::warn!(%error, "the data-quality audit could not be recorded");
             }
-        };
-        let now = crate::state::subscriptions::now_ms();
-        let due_in = latest.map_or(Duration::ZERO, |started| {
-            Duration::from_millis((started + every.as_millis() as i64 - now).max(0) as u64)
-        });
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(due_in.max(SETTLE)) => {}
-        }
-        let report = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            report = super::run(&repository) => report,
-        };
-        tracing::info!(
-            findings = report.findings(),
-            fails = report.fails(),
-            seconds = (report.finished_ms - report.started_ms) / 1000,
-            "data-quality audit done"
-        );
-        if let Err(error) = record(&store, &report).await {
-            tracing::warn!(%error, "the data-quality audit could not be recorded");
-        }
-    }
+        },
+    )
+    .await
 }

@@ -1,8 +1,9 @@
 //! Reconciliation against the EHR (`portico reconcile`, issue 10): what Portico serves compared,
 //! per resource type and per day, with what the EHR's FHIR API holds (`compare`). Portico's side
 //! is read through the repository, as detection reads it; the EHR's through its search API with a
-//! SMART Backend Services token. `portico reconcile` (`cli/reconcile.rs`) runs it; the status page
-//! and the fail-safe flag read its recorded runs. Still to come: a schedule under `portico serve`.
+//! SMART Backend Services token. `portico reconcile` (`cli/reconcile.rs`) runs it on demand and
+//! `portico serve` every `reconcile.schedule_minutes` (`run_on_schedule`); both record the run
+//! here (`record`), which the status page and the fail-safe flag read.
 
 pub mod compare;
 
@@ -13,8 +14,11 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use self::compare::{Keyed, TypeReport};
+use crate::config::ReconcileSettings;
 use crate::dialect::ast::Cond;
 use crate::repository::Repository;
+use crate::state::check_runs::CheckRun;
+use crate::state::{StateError, StateStore};
 
 /// The `check_run` kind of reconciliations.
 pub const KIND: &str = "reconcile";
@@ -36,6 +40,39 @@ pub struct Ehr {
     /// The `kid` of the key in the JWKS the EHR holds for the client.
     pub key_id: Option<String>,
     pub scope: String,
+}
+
+impl Ehr {
+    /// The EHR `settings` name (`[reconcile]`, with any command-line overrides laid over it),
+    /// with its key read from the key file.
+    pub fn configured(settings: &ReconcileSettings) -> anyhow::Result<Ehr> {
+        let base = settings
+            .ehr_url
+            .clone()
+            .context("no EHR to reconcile with: give --ehr or set reconcile.ehr_url")?;
+        let client_id = settings
+            .client_id
+            .clone()
+            .context("give --client-id or set reconcile.client_id")?;
+        let key_file = settings
+            .key_file
+            .as_ref()
+            .context("give --key or set reconcile.key_file")?;
+        let private_key_pem = std::fs::read_to_string(key_file)
+            .with_context(|| format!("cannot read the key file {}", key_file.display()))?;
+        Ok(Ehr {
+            base,
+            client_id,
+            private_key_pem,
+            key_id: settings.key_id.clone(),
+            scope: settings
+                .types
+                .iter()
+                .map(|t| format!("system/{t}.rs"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
 }
 
 /// One reconciliation's results.
@@ -95,6 +132,144 @@ pub async fn run(
         since: since.map(str::to_owned),
         types: reports,
     })
+}
+
+/// Keeps a finished run as the latest reconciliation: its counts per type (the records
+/// themselves are the report's, printed by `portico reconcile`).
+pub async fn record(store: &StateStore, report: &ReconcileReport) -> Result<(), StateError> {
+    let types: Vec<Json> = report
+        .types
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "type": t.resource_type, "portico": t.portico, "ehr": t.ehr,
+                "missing": t.missing.len(), "extra": t.extra.len(),
+                "differing": t.differing.len(),
+            })
+        })
+        .collect();
+    store
+        .record_check_run(&CheckRun {
+            kind: KIND.to_owned(),
+            started_ms: report.started_ms,
+            finished_ms: report.finished_ms,
+            fails: report.drift() > 0,
+            findings: report.drift() as i64,
+            summary: serde_json::json!({"ehr": report.ehr, "since": report.since, "types": types})
+                .to_string(),
+            error: None,
+        })
+        .await
+}
+
+/// A recorded run's drift per type: (resource type, `missing`|`extra`|`differing`, count).
+pub fn drift_counts(run: &CheckRun) -> Vec<(String, &'static str, u64)> {
+    let summary: Json = serde_json::from_str(&run.summary).unwrap_or_default();
+    let mut counts = Vec::new();
+    for row in summary["types"].as_array().into_iter().flatten() {
+        let Some(resource_type) = row["type"].as_str() else {
+            continue;
+        };
+        for difference in ["missing", "extra", "differing"] {
+            counts.push((
+                resource_type.to_owned(),
+                difference,
+                row[difference].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    counts
+}
+
+/// Keeps a run that could not finish (the EHR unreachable, its token refused) as the latest
+/// reconciliation, so the status page says so instead of showing an old result as current. The
+/// fail-safe flag keeps reading the latest finished run: a comparison not made neither raises
+/// nor clears its cause.
+pub async fn record_failure(
+    store: &StateStore,
+    ehr: &str,
+    started_ms: i64,
+    error: &anyhow::Error,
+) -> Result<(), StateError> {
+    store
+        .record_check_run(&CheckRun {
+            kind: KIND.to_owned(),
+            started_ms,
+            finished_ms: crate::state::subscriptions::now_ms(),
+            fails: true,
+            findings: 0,
+            summary: serde_json::json!({"ehr": ehr}).to_string(),
+            error: Some(format!("{error:#}")),
+        })
+        .await
+}
+
+/// The first day a run with a window of `days` compares (`reconcile.days`; 0: no window).
+pub fn window_start(days: u64) -> Option<String> {
+    (days > 0).then(|| {
+        (chrono::Utc::now().date_naive() - chrono::Days::new(days))
+            .format("%Y-%m-%d")
+            .to_string()
+    })
+}
+
+/// One scheduled reconciliation, recorded whether it finished or failed.
+pub async fn run_and_record(
+    repository: &Repository,
+    store: &StateStore,
+    settings: &ReconcileSettings,
+) {
+    let started_ms = crate::state::subscriptions::now_ms();
+    let ehr_url = settings.ehr_url.clone().unwrap_or_default();
+    let outcome = match Ehr::configured(settings) {
+        Ok(ehr) => {
+            run(
+                repository,
+                &ehr,
+                &settings.types,
+                window_start(settings.days).as_deref(),
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    let recorded = match &outcome {
+        Ok(report) => {
+            tracing::info!(
+                drift = report.drift(),
+                seconds = (report.finished_ms - report.started_ms) / 1000,
+                "reconciliation with the EHR done"
+            );
+            record(store, report).await
+        }
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "the reconciliation with the EHR failed");
+            record_failure(store, &ehr_url, started_ms, error).await
+        }
+    };
+    if let Err(error) = recorded {
+        tracing::warn!(%error, "the reconciliation could not be recorded");
+    }
+}
+
+/// Reconciles every `reconcile.schedule_minutes` under `portico serve`, until `shutdown`.
+pub async fn run_on_schedule(
+    repository: Repository,
+    store: StateStore,
+    settings: ReconcileSettings,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let every = std::time::Duration::from_secs(settings.schedule_minutes * 60);
+    let recorder = store.clone();
+    crate::app::workers::run_check_on_schedule(
+        store,
+        KIND,
+        every,
+        crate::app::workers::SETTLE,
+        shutdown,
+        || run_and_record(&repository, &recorder, &settings),
+    )
+    .await
 }
 
 /// Every resource of `resource_type` Portico serves, through each mapping's keyset scan.

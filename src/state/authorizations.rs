@@ -418,6 +418,15 @@ impl StateStore {
         row.map(|r| Ok(r.try_get("username")?)).transpose()
     }
 
+    /// Ends one session (signing out).
+    pub async fn end_session(&self, session_hash: &str) -> Result<(), StateError> {
+        sqlx::query("DELETE FROM login_session WHERE session_hash = $1")
+            .bind(session_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Ends every session of a user (password change, removal).
     pub async fn end_sessions(&self, username: &str) -> Result<(), StateError> {
         sqlx::query("DELETE FROM login_session WHERE username = $1")

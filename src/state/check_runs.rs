@@ -20,6 +20,8 @@ pub struct CheckRun {
     pub findings: i64,
     /// The run's report as JSON.
     pub summary: String,
+    /// Why the run could not finish; `None` when it finished and its findings count.
+    pub error: Option<String>,
 }
 
 impl StateStore {
@@ -27,8 +29,8 @@ impl StateStore {
     pub async fn record_check_run(&self, run: &CheckRun) -> Result<(), StateError> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO check_run (kind, started_ms, finished_ms, fails, findings, summary) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO check_run (kind, started_ms, finished_ms, fails, findings, summary, \
+             error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&run.kind)
         .bind(run.started_ms)
@@ -36,6 +38,7 @@ impl StateStore {
         .bind(i64::from(run.fails))
         .bind(run.findings)
         .bind(&run.summary)
+        .bind(&run.error)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -50,15 +53,32 @@ impl StateStore {
         Ok(())
     }
 
-    /// The latest run of `kind`, if any ran.
+    /// The latest run of `kind`, if any ran, finished or not.
     pub async fn latest_check_run(&self, kind: &str) -> Result<Option<CheckRun>, StateError> {
-        let row = sqlx::query(
-            "SELECT kind, started_ms, finished_ms, fails, findings, summary FROM check_run \
-             WHERE kind = $1 ORDER BY started_ms DESC LIMIT 1",
-        )
-        .bind(kind)
-        .fetch_optional(self.pool())
-        .await?;
+        self.latest_run(kind, false).await
+    }
+
+    /// The latest run of `kind` that finished: what its findings say still holds when a later
+    /// run could not finish.
+    pub async fn latest_finished_check_run(
+        &self,
+        kind: &str,
+    ) -> Result<Option<CheckRun>, StateError> {
+        self.latest_run(kind, true).await
+    }
+
+    async fn latest_run(&self, kind: &str, finished: bool) -> Result<Option<CheckRun>, StateError> {
+        let sql = if finished {
+            "SELECT kind, started_ms, finished_ms, fails, findings, summary, error FROM check_run \
+             WHERE kind = $1 AND error IS NULL ORDER BY started_ms DESC LIMIT 1"
+        } else {
+            "SELECT kind, started_ms, finished_ms, fails, findings, summary, error FROM check_run \
+             WHERE kind = $1 ORDER BY started_ms DESC LIMIT 1"
+        };
+        let row = sqlx::query(sql)
+            .bind(kind)
+            .fetch_optional(self.pool())
+            .await?;
         row.map(|row| {
             Ok(CheckRun {
                 kind: row.try_get("kind")?,
@@ -67,6 +87,7 @@ impl StateStore {
                 fails: row.try_get::<i64, _>("fails")? != 0,
                 findings: row.try_get("findings")?,
                 summary: row.try_get("summary")?,
+                error: row.try_get("error")?,
             })
         })
         .transpose()

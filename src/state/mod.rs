@@ -1,6 +1,7 @@
-//! Portico's own state store: OAuth clients, users, signing keys, tokens, launch contexts and the
-//! audit trail. Never the PMS. Embedded SQLite by default (`state.db` in `server.state_dir`),
-//! PostgreSQL when replicas share state (`state.url = "postgres://..."`). One set of portable,
+//! Portico's own state store: OAuth clients, users, signing keys, tokens, launch contexts, the
+//! audit trail, subscriptions, the operator's checks and bulk export jobs. Never the PMS.
+//! Embedded SQLite by default (`state.db` in `server.state_dir`), PostgreSQL when replicas share
+//! state (`state.url = "postgres://..."`). One set of portable,
 //! versioned migrations (`migrations/state`) runs on both through sqlx's `Any` driver; every
 //! statement here is written in the SQL both accept (`$n` placeholders, `ON CONFLICT`).
 
@@ -9,6 +10,7 @@ pub mod audit;
 pub mod authorizations;
 pub mod check_runs;
 pub mod clients;
+pub mod exports;
 pub mod keys;
 pub mod subscriptions;
 pub mod tokens;

@@ -251,7 +251,8 @@ async fn demo_serves(adapter: &str) {
 
 /// The demo with every Portico log at debug, as JSON lines, while requests carry patients' names,
 /// tokens, a client secret, passwords and a channel header: the log holds none of them, and every
-/// line is one JSON object, a request's lines naming its request id.
+/// line is one JSON object, a request's lines naming its request id. A change stamped hours ahead
+/// of the clock is warned of once.
 #[tokio::test]
 async fn logs_are_json_lines_without_names_tokens_or_secrets() {
     let dir = std::env::temp_dir().join(format!("portico-demo-logs-{}", std::process::id()));
@@ -373,8 +374,23 @@ async fn logs_are_json_lines_without_names_tokens_or_secrets() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    // A change stamped hours ahead of the clock (a PMS stamping its times in another zone than
+    // the one Portico reads them in) is re-read by every pass: detection says so once, naming
+    // the setting that fixes it.
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("demo-openemr.sqlite").display());
+        let mut pms = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "UPDATE patient_data SET last_updated = datetime('now', '+6 hours') WHERE pid = 1",
+        )
+        .execute(&mut pms)
+        .await
+        .unwrap();
+        pms.close().await.unwrap();
+    }
     // Change detection's passes log too (the demo polls every 2 s).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     demo.stop();
 
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -396,6 +412,25 @@ async fn logs_are_json_lines_without_names_tokens_or_secrets() {
         request_lines >= 10,
         "request lines name their request id: {log}"
     );
+    let ahead: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|entry| {
+            entry["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("change timestamps run ahead of the clock"))
+        })
+        .collect();
+    assert_eq!(ahead.len(), 1, "once: {ahead:?}");
+    assert_eq!(ahead[0]["level"], "WARN");
+    assert_eq!(ahead[0]["fields"]["mapping"], "Patient", "{:?}", ahead[0]);
+    assert!(
+        ahead[0]["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("set legacy.timezone")
+    );
+    assert!(ahead[0]["fields"]["ahead_minutes"].as_i64().unwrap() >= 5 * 60);
     for secret in [
         token.as_str(),
         issued_token.as_str(),
@@ -719,8 +754,9 @@ async fn explain_names_the_missing_index(backend: Backend) {
     );
 }
 
-/// `portico status` names a raised fail-safe flag and exits 2; `portico status ack --by` lowers it,
-/// keeps who did in the alarm row and the audit trail, and `status` then exits 0.
+/// `portico audit` in each format, on demo data with its planted quirks: the run is recorded for
+/// the status page, error-severity findings make it exit 1, and an adapter that lowers those
+/// rules' severities makes it exit 0.
 #[tokio::test]
 async fn audit_prints_each_format_records_the_run_and_fails_on_error_findings() {
     let db_url = crate::support::seed_patients(
@@ -842,6 +878,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// `portico status` names a raised fail-safe flag and exits 2; `portico status ack --by` lowers it,
+/// keeps who did in the alarm row and the audit trail, and `status` then exits 0.
 #[tokio::test]
 async fn status_shows_the_raised_flag_and_ack_lowers_it_with_an_audit_event() {
     use portico::alarm::DETECTION;

@@ -65,6 +65,8 @@ mod subscription_delivery;
 mod subscription_credentials;
 // The operator's view of subscription health, administrators only.
 mod subscription_admin;
+// Signing in to the status page with its own form, and out again.
+mod status_page;
 // Open Dental subscriptions end to end on MariaDB: every topic the adapter declares.
 mod subscriptions_opendental;
 // A removed client's subscriptions are off at once, on both state stores.

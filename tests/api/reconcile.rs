@@ -136,23 +136,20 @@ async fn reconcile_finds_exactly_the_planted_differences() {
     assert_ne!(differing.ehr_status.as_deref(), Some("cancelled"));
     assert_eq!(report.drift(), 3);
 
-    // The same from the command line: the report, exit 1 on drift, the run recorded.
+    // The same from the command line, the EHR and its client taken from the settings'
+    // `[reconcile]` (here from the environment), the types from an option: the report, exit 1
+    // on drift, the run recorded.
     let dir = std::env::temp_dir().join(format!("portico-reconcile-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key_file = dir.join("reconcile-key.pem");
     std::fs::write(&key_file, key.private_pem.clone().unwrap()).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portico"));
     command
-        .args([
-            "reconcile",
-            "--ehr",
-            &ehr_base,
-            "--client-id",
-            "portico-reconcile",
-        ])
-        .arg("--key")
-        .arg(&key_file)
-        .args(["--key-id", "reconcile-1", "--types", "Patient,Appointment"])
+        .args(["reconcile", "--types", "Patient,Appointment"])
+        .env("PORTICO_RECONCILE__EHR_URL", &ehr_base)
+        .env("PORTICO_RECONCILE__CLIENT_ID", "portico-reconcile")
+        .env("PORTICO_RECONCILE__KEY_FILE", &key_file)
+        .env("PORTICO_RECONCILE__KEY_ID", "reconcile-1")
         .env("PORTICO_LEGACY__ADAPTER", "openemr")
         .env("PORTICO_LEGACY__URL", &ours)
         .env("PORTICO_SERVER__STATE_DIR", &dir);
@@ -207,6 +204,24 @@ async fn reconcile_finds_exactly_the_planted_differences() {
         raised.detail
     );
 
+    // `portico status` shows the latest run.
+    let mut status = std::process::Command::new(env!("CARGO_BIN_EXE_portico"));
+    status
+        .arg("status")
+        .env("PORTICO_LEGACY__ADAPTER", "openemr")
+        .env("PORTICO_LEGACY__URL", &ours)
+        .env("PORTICO_SERVER__STATE_DIR", &dir);
+    let output = tokio::task::spawn_blocking(move || status.output().unwrap())
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains(&format!(
+            "reconcile      3 record(s) drifted with {ehr_base} at "
+        )),
+        "{printed}"
+    );
+
     // A client the EHR does not know gets no token: the reconciliation says so.
     let stranger = Ehr {
         client_id: "nobody".into(),
@@ -217,4 +232,107 @@ async fn reconcile_finds_exactly_the_planted_differences() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("invalid_client"), "{refused}");
+
+    // What `portico serve` runs on its schedule: a run that finishes is recorded with its
+    // drift; one that fails is recorded as failed, says why on the status page, and leaves the
+    // flag to the latest finished run.
+    let mut scheduled = portico::config::ReconcileSettings {
+        ehr_url: Some(ehr_base.clone()),
+        client_id: Some("portico-reconcile".into()),
+        key_file: Some(key_file.clone()),
+        key_id: Some("reconcile-1".into()),
+        types: vec!["Appointment".into()],
+        days: 0,
+        schedule_minutes: 60,
+    };
+    portico::reconcile::run_and_record(&repository, &cli_store, &scheduled).await;
+    let latest = cli_store
+        .latest_check_run("reconcile")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.findings, 3, "{latest:?}");
+    scheduled.client_id = Some("nobody".into());
+    portico::reconcile::run_and_record(&repository, &cli_store, &scheduled).await;
+    let failed = cli_store
+        .latest_check_run("reconcile")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(failed.fails);
+    assert_eq!(failed.findings, 0);
+    let why = failed.error.as_deref().unwrap_or_default();
+    assert!(why.contains("invalid_client"), "{failed:?}");
+    // The failed run neither clears the drift's cause nor counts as drift.
+    watchdog
+        .check(portico::state::subscriptions::now_ms())
+        .await
+        .unwrap();
+    let alarms = cli_store.alarms().await.unwrap();
+    let still = alarms
+        .iter()
+        .find(|a| a.cause == portico::alarm::RECONCILE)
+        .expect("the reconcile cause holds");
+    assert!(still.flagged(), "{still:?}");
+    assert!(
+        still.detail.contains("found 3 record(s)"),
+        "{}",
+        still.detail
+    );
+    let mut status_settings = support::settings(&ours, 5000);
+    status_settings.server.state_dir = dir.clone();
+    status_settings.subscriptions.enabled = false;
+    let status_base = support::start(&status_settings).await;
+    cli_store
+        .add_user(
+            "ops",
+            "a long admin password",
+            portico::state::users::Role::Admin,
+            None,
+        )
+        .await
+        .unwrap();
+    let page = reqwest::Client::new()
+        .get(format!("{}/status", status_base.trim_end_matches("/fhir")))
+        .basic_auth("ops", Some("a long admin password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("The reconciliation with {ehr_base} at ")),
+        "{page}"
+    );
+    assert!(page.contains("invalid_client"), "{page}");
+    // /metrics: the drift of the latest finished run, and that the latest could not finish.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", status_base.trim_end_matches("/fhir")))
+        .basic_auth("ops", Some("a long admin password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "portico_reconcile_drift{type=\"Appointment\",difference=\"missing\"} 1",
+        "portico_reconcile_drift{type=\"Appointment\",difference=\"extra\"} 1",
+        "portico_reconcile_drift{type=\"Appointment\",difference=\"differing\"} 1",
+        "portico_reconcile_failed 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+
+    // A schedule that could never run stops the server at start, naming the setting.
+    let mut misconfigured = support::settings(&ours, 5000);
+    misconfigured.reconcile.ehr_url = Some(ehr_base.clone());
+    let refused = portico::app::Application::build(&misconfigured)
+        .await
+        .err()
+        .expect("no client id: the server does not start");
+    let refused = format!("{refused:#}");
+    assert!(refused.contains("[reconcile]"), "{refused}");
+    assert!(refused.contains("reconcile.client_id"), "{refused}");
 }

@@ -153,6 +153,8 @@ pub fn settings(db_url: &str, statement_timeout_ms: u64) -> Settings {
         quality: portico::config::QualitySettings {
             schedule_minutes: 0,
         },
+        reconcile: Default::default(),
+        export: Default::default(),
     }
 }
 

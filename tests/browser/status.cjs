@@ -1,7 +1,7 @@
 //! Watches Portico's /status page in Debian's headless Chromium with puppeteer-core, as an
-//! operator would, while the test cuts and restores the PMS database: the page is opened once
-//! (HTTP Basic of an admin user) and never reloaded, so every change it shows came through its
-//! own refresh.
+//! operator would, while the test cuts and restores the PMS database: the browser is sent to the
+//! page's sign-in form, signs in as an admin user, and the page is then never reloaded, so every
+//! change it shows came through its own refresh.
 //!
 //! Usage: node status.cjs NODE_MODULES_DIR. Standard input: one JSON line
 //!   {"url": ".../status", "username": "...", "password": "...", "chromium": "/usr/bin/chromium",
@@ -41,10 +41,22 @@ async function main() {
   const page = await browser.newPage();
   try {
     await page.setViewport({ width: 420, height: 1400 });
-    await page.authenticate({ username: settings.username, password: settings.password });
-    const response = await page.goto(settings.url, { waitUntil: "load", timeout });
-    if (!response || response.status() !== 200) {
-      throw new Error(`the page answered ${response && response.status()}`);
+    const form = await page.goto(settings.url, { waitUntil: "load", timeout });
+    if (!form || form.status() !== 200 || !page.url().endsWith("/status/sign-in")) {
+      throw new Error(`no sign-in form: ${form && form.status()} at ${page.url()}`);
+    }
+    await page.type("#username", settings.username);
+    await page.type("#password", settings.password);
+    const [response] = await Promise.all([
+      page.waitForNavigation({ waitUntil: "load", timeout }),
+      page.click("#login"),
+    ]);
+    if (!response || response.status() !== 200 || page.url() !== settings.url) {
+      throw new Error(`signing in answered ${response && response.status()} at ${page.url()}`);
+    }
+    const viewer = await page.$eval("#viewer", (element) => element.textContent);
+    if (viewer !== settings.username) {
+      throw new Error(`signed in as ${viewer}`);
     }
     await page.waitForSelector(".banner.ok", { timeout });
     console.log(JSON.stringify({ state: "healthy" }));

@@ -240,6 +240,8 @@ pub async fn serve_with(
         quality: portico::config::QualitySettings {
             schedule_minutes: 0,
         },
+        reconcile: Default::default(),
+        export: Default::default(),
     };
     customize(&mut settings);
     let application = Application::build(&settings)

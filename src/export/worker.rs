@@ -1,0 +1,417 @@
+//! The export worker: takes a stored job under a lease, reads each pass page by page through the
+//! search path under the job's access, appends the resources to NDJSON files (left-out rows as
+//! OperationOutcome lines in the error files) and commits each page's cursor with the files'
+//! lengths, so a job resumes after a crash or a restart where it stopped. It also deletes the
+//! files of expired and cancelled jobs.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::files::NdjsonFiles;
+use super::{ExportSpec, Level, part_plan};
+use crate::config::ExportSettings;
+use crate::db::DbErrorKind;
+use crate::repository::{LeftOutRow, Repository};
+use crate::search::cursor::CursorSigner;
+use crate::state::StateStore;
+use crate::state::exports::{self, ExportJob, ExportPart, PageCommit};
+use crate::state::subscriptions::now_ms;
+
+/// How long a worker holds a job without committing a page.
+const LEASE: Duration = Duration::from_secs(120);
+/// Idle workers look for jobs this often (a kick-off wakes one at once).
+const IDLE: Duration = Duration::from_secs(5);
+/// Expired files are looked for this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A page the PMS could not answer (unreachable, too slow) is tried again this many times, after
+/// 2, 4, 8, ... seconds, before the job fails.
+const PAGE_ATTEMPTS: u32 = 6;
+
+/// What the export workers share.
+pub struct ExportRuntime {
+    pub repository: Repository,
+    pub store: StateStore,
+    pub settings: ExportSettings,
+    /// Where each job's directory is made.
+    pub dir: PathBuf,
+    /// Seals the stored cursors (as a search's next link is sealed).
+    pub signer: CursorSigner,
+    /// This process's name in the jobs' leases.
+    pub owner: String,
+    /// Notified at each kick-off.
+    pub wake: Arc<Notify>,
+}
+
+/// How a job's run ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Complete,
+    /// Cancelled, or its lease taken over: nothing more to do here.
+    NotOurs,
+    /// The process is shutting down; the job resumes from its last commit.
+    Stopped,
+}
+
+impl ExportRuntime {
+    /// One worker loop: runs jobs as they come, until `shutdown`. `sweeps` makes this loop the one
+    /// that deletes expired files.
+    pub async fn run(self: Arc<Self>, sweeps: bool, shutdown: CancellationToken) {
+        let mut last_sweep = tokio::time::Instant::now() - SWEEP_EVERY;
+        loop {
+            if sweeps && last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep().await;
+                last_sweep = tokio::time::Instant::now();
+            }
+            let now = now_ms();
+            let claimed = self
+                .store
+                .claim_export(
+                    &self.owner,
+                    now,
+                    now + LEASE.as_millis() as i64,
+                    self.settings.max_running as i64,
+                )
+                .await;
+            match claimed {
+                Ok(Some(job)) => {
+                    let id = job.id.clone();
+                    match self.run_job(job, &shutdown).await {
+                        Ok(Ended::Complete) => tracing::info!(export = %id, "export complete"),
+                        Ok(Ended::NotOurs) => {
+                            tracing::info!(export = %id, "export cancelled or taken over")
+                        }
+                        Ok(Ended::Stopped) => {
+                            tracing::info!(export = %id, "export paused for shutdown");
+                            return;
+                        }
+                        Err(why) => {
+                            tracing::warn!(export = %id, error = %why, "export failed");
+                            self.fail(&id, &why).await;
+                        }
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot look for export jobs"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE) => {}
+            }
+        }
+    }
+
+    async fn fail(&self, id: &str, why: &str) {
+        let now = now_ms();
+        let expires = now + self.expire_ms();
+        if let Err(error) = self
+            .store
+            .finish_export(id, &self.owner, exports::FAILED, Some(why), now, expires)
+            .await
+        {
+            tracing::warn!(export = %id, %error, "cannot record the export's failure");
+        }
+    }
+
+    fn expire_ms(&self) -> i64 {
+        (self.settings.expire_hours as i64) * 3_600_000
+    }
+
+    /// Where a job's files live.
+    pub fn job_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Deletes the files and records of jobs past their expiry (cancelled ones at once).
+    pub async fn sweep(&self) {
+        let expired = match self.store.expired_exports(now_ms()).await {
+            Ok(expired) => expired,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list expired exports");
+                return;
+            }
+        };
+        for id in expired {
+            let dir = self.job_dir(&id);
+            if let Err(error) = tokio::fs::remove_dir_all(&dir).await
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(export = %id, %error, "cannot delete an expired export's files");
+                continue;
+            }
+            if let Err(error) = self.store.delete_export(&id).await {
+                tracing::warn!(export = %id, %error, "cannot forget an expired export");
+            }
+        }
+    }
+
+    async fn run_job(&self, job: ExportJob, shutdown: &CancellationToken) -> Result<Ended, String> {
+        let mut spec: ExportSpec = serde_json::from_str(&job.spec)
+            .map_err(|e| format!("the stored export cannot be read: {e}"))?;
+        if spec.level == Level::Group && spec.patients.is_none() {
+            return Err(format!(
+                "Group/{} cannot be exported: groups are not served yet",
+                spec.group.as_deref().unwrap_or("")
+            ));
+        }
+        let access = spec.reading_access();
+        let fingerprint = access.fingerprint();
+        let parts = self.store.export_parts(&job.id).await.map_err(state)?;
+        let committed = self.store.export_files(&job.id).await.map_err(state)?;
+        let first_page = committed.is_empty() && parts.iter().all(|p| p.cursor.is_none());
+        let mut files = NdjsonFiles::resume(
+            &self.job_dir(&job.id),
+            (self.settings.file_megabytes as i64).saturating_mul(1 << 20),
+            committed,
+        )
+        .await
+        .map_err(|e| format!("the export's files: {e}"))?;
+        // Parameters ignored under lenient handling go into the error files, once, with the
+        // first page.
+        let mut pending_notes: Vec<String> = if first_page {
+            std::mem::take(&mut spec.ignored)
+        } else {
+            Vec::new()
+        };
+        for part in parts.iter().filter(|p| !p.done) {
+            let several = parts
+                .iter()
+                .filter(|p| p.resource_type == part.resource_type)
+                .count()
+                > 1;
+            let ended = self
+                .run_part(
+                    &job,
+                    &spec,
+                    part,
+                    several,
+                    &access,
+                    &fingerprint,
+                    &mut files,
+                    &mut pending_notes,
+                    shutdown,
+                )
+                .await?;
+            if ended != Ended::Complete {
+                return Ok(ended);
+            }
+        }
+        let now = now_ms();
+        let finished = self
+            .store
+            .finish_export(
+                &job.id,
+                &self.owner,
+                exports::COMPLETE,
+                None,
+                now,
+                now + self.expire_ms(),
+            )
+            .await
+            .map_err(state)?;
+        Ok(if finished {
+            Ended::Complete
+        } else {
+            Ended::NotOurs
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_part(
+        &self,
+        job: &ExportJob,
+        spec: &ExportSpec,
+        part: &ExportPart,
+        several: bool,
+        access: &crate::access::Access,
+        fingerprint: &[u8; 32],
+        files: &mut NdjsonFiles,
+        pending_notes: &mut Vec<String>,
+        shutdown: &CancellationToken,
+    ) -> Result<Ended, String> {
+        let adapter = &self.repository.adapter;
+        let plan = part_plan(
+            adapter,
+            spec,
+            &part.resource_type,
+            part.filter.as_deref(),
+            job.transaction_ms,
+            self.settings.page_size.clamp(1, 10_000) as usize,
+        )?;
+        if part.estimate.is_none() {
+            let estimate = self
+                .repository
+                .count(&plan, access)
+                .await
+                .map_err(|e| format!("{}: {}", part.resource_type, e.message))?;
+            self.store
+                .set_export_estimate(&job.id, part.position, estimate as i64)
+                .await
+                .map_err(state)?;
+        }
+        let identity = format!("{}/{}", job.id, part.position);
+        let mut after = match &part.cursor {
+            Some(sealed) => Some(
+                self.signer
+                    .open(&identity, fingerprint, sealed)
+                    .map_err(|e| format!("the stored export position cannot be read: {e}"))?,
+            ),
+            None => None,
+        };
+        // Under several ORed _typeFilter queries, what an earlier one matched is not written
+        // again: the ids written so far, read back from the files (so a resume knows them too).
+        let mut seen: Option<HashSet<String>> = if several {
+            let lines = files
+                .written_lines(&part.resource_type)
+                .await
+                .map_err(|e| format!("the export's files: {e}"))?;
+            Some(
+                lines
+                    .iter()
+                    .filter_map(|line| {
+                        serde_json::from_str::<serde_json::Value>(line)
+                            .ok()
+                            .and_then(|r| r["id"].as_str().map(str::to_owned))
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let elements = spec.elements_of(&part.resource_type);
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(Ended::Stopped);
+            }
+            let page = self.page(&plan, after.as_ref(), access, shutdown).await?;
+            let Some(page) = page else {
+                return Ok(Ended::Stopped);
+            };
+            let mut lines = Vec::with_capacity(page.matches.len() * 512);
+            let mut written = 0i64;
+            for loaded in page.matches {
+                if let Some(seen) = seen.as_mut()
+                    && !seen.insert(loaded.resource.id.clone())
+                {
+                    continue;
+                }
+                let mut resource = loaded.resource.resource;
+                if let Some(names) = &elements {
+                    crate::fhir::subset::elements(&mut resource, names);
+                }
+                serde_json::to_writer(&mut lines, &resource)
+                    .map_err(|e| format!("cannot write a resource: {e}"))?;
+                lines.push(b'\n');
+                written += 1;
+            }
+            let mut commit = PageCommit {
+                position: part.position,
+                cursor: page
+                    .next
+                    .as_ref()
+                    .map(|key| self.signer.seal(&identity, fingerprint, key)),
+                done: page.next.is_none(),
+                written,
+                left_out: page.left_out.len() as i64,
+                files: Vec::new(),
+            };
+            let io = |e: std::io::Error| format!("the export's files: {e}");
+            if written > 0 {
+                commit.files.push(
+                    files
+                        .append(&part.resource_type, &lines, written)
+                        .await
+                        .map_err(io)?,
+                );
+            }
+            let mut problems: Vec<String> = std::mem::take(pending_notes);
+            problems.extend(page.left_out.iter().map(left_out_note));
+            if !problems.is_empty() {
+                let mut outcomes = Vec::new();
+                for problem in &problems {
+                    let outcome = json!({
+                        "resourceType": "OperationOutcome",
+                        "issue": [{"severity": "error", "code": "processing", "diagnostics": problem}],
+                    });
+                    serde_json::to_writer(&mut outcomes, &outcome)
+                        .map_err(|e| format!("cannot write an OperationOutcome: {e}"))?;
+                    outcomes.push(b'\n');
+                }
+                commit.files.push(
+                    files
+                        .append("OperationOutcome", &outcomes, problems.len() as i64)
+                        .await
+                        .map_err(io)?,
+                );
+            }
+            let lease_until = now_ms() + LEASE.as_millis() as i64;
+            if !self
+                .store
+                .commit_export_page(&job.id, &self.owner, lease_until, &commit)
+                .await
+                .map_err(state)?
+            {
+                return Ok(Ended::NotOurs);
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(Ended::Complete),
+            }
+        }
+    }
+
+    /// One page, tried again while the PMS is unreachable or slow; `None` when shutting down.
+    async fn page(
+        &self,
+        plan: &crate::search::compile::Plan,
+        after: Option<&crate::search::cursor::CursorKey>,
+        access: &crate::access::Access,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<crate::repository::Page>, String> {
+        let mut attempt = 0;
+        loop {
+            match self.repository.search(plan, after, access, false).await {
+                Ok(page) => return Ok(Some(page)),
+                Err(error)
+                    if matches!(error.kind, DbErrorKind::Unavailable | DbErrorKind::Timeout)
+                        && attempt + 1 < PAGE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    let wait = Duration::from_secs(1 << attempt);
+                    tracing::warn!(
+                        error = %error.message,
+                        retry_in_s = wait.as_secs(),
+                        "an export page could not be read; trying again"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(error) => return Err(format!("{}: {}", plan.resource_type, error.message)),
+            }
+        }
+    }
+}
+
+fn state(error: crate::state::StateError) -> String {
+    format!("the state store: {error}")
+}
+
+/// What an error file says of a row left out: its type, PMS table and key, and why, never data.
+fn left_out_note(row: &LeftOutRow) -> String {
+    format!(
+        "{} from {} {} cannot be served as valid FHIR R4: {}",
+        row.resource_type,
+        row.table,
+        row.key,
+        row.left_out.reason.summary()
+    )
+}
