@@ -107,8 +107,9 @@ pub async fn run(
     })
 }
 
-/// `--explain`: the query-plan advisor's findings, largest table first. Advice, not failure: the
-/// exit code stays as the other checks leave it.
+/// `--explain`: the query-plan advisor's findings (from MySQL/MariaDB's `EXPLAIN FORMAT=JSON`,
+/// SQLite's `EXPLAIN QUERY PLAN` or SQL Server's SHOWPLAN XML), largest table first. Advice, not
+/// failure: the exit code stays as the other checks leave it.
 async fn print_plan_advice(repository: &Repository, min_rows: u64) -> anyhow::Result<()> {
     let findings = explain::advise(repository, min_rows).await?;
     if findings.is_empty() {

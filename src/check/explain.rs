@@ -1,11 +1,15 @@
 //! The query-plan advisor (`portico check --explain`, and a summary logged by `portico serve` at
 //! start-up): builds the statements Portico sends for every advertised search parameter, sort,
-//! read by id and collection of every mapping, asks the live database for their plans (EXPLAIN:
+//! read by id and collection of every mapping, asks the live database for their plans (MySQL's
+//! and MariaDB's `EXPLAIN FORMAT=JSON`, SQLite's `EXPLAIN QUERY PLAN`, SQL Server's SHOWPLAN XML:
 //! nothing is run), flags full scans and sorts over large tables, and names the index that would
 //! serve each. It prints `CREATE INDEX` statements; it never runs one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
 
 use crate::access::{Access, Interaction};
 use crate::adapter::map::cell_text;
@@ -42,12 +46,14 @@ struct Probe {
 #[derive(Debug, Clone)]
 pub struct Finding {
     pub table: String,
-    /// The table's rows (MySQL/MariaDB: the server's estimate; SQLite: counted).
+    /// The table's rows (MySQL/MariaDB: the server's estimate; SQLite: counted; SQL Server: as
+    /// `sys.partitions` keeps them).
     pub rows: u64,
     /// Read whole, filtering as it goes (MySQL `ALL`, or a full `index` scan with a condition;
-    /// SQLite `SCAN` without an index).
+    /// SQLite `SCAN` without an index; SQL Server `Table Scan` or unordered `Clustered Index
+    /// Scan`, or an `Index Scan` or ordered `Clustered Index Scan` with a condition).
     pub scan: bool,
-    /// Sorted outside an index (MySQL filesort, SQLite temporary B-tree).
+    /// Sorted outside an index (MySQL filesort, SQLite temporary B-tree, SQL Server `Sort`).
     pub sort: bool,
     /// The requests whose statements do this (`Appointment?patient=`).
     pub requests: Vec<String>,
@@ -87,7 +93,8 @@ impl Finding {
 struct TableAccess {
     alias: String,
     how: Reading,
-    /// Rows the plan expects to read (MySQL/MariaDB only).
+    /// Rows the plan expects to read (MySQL/MariaDB; SQL Server: the operator's estimate over
+    /// all its executions). SQLite names none.
     rows: Option<u64>,
 }
 
@@ -96,9 +103,11 @@ enum Reading {
     /// Rows found by key or range.
     Lookup,
     /// A whole index in its order, filtering as it goes (MySQL `index`, SQLite `SCAN t USING
-    /// INDEX i`): a sort's plan, and a scan for a statement that seeks.
+    /// INDEX i`, SQL Server `Index Scan` or an ordered `Clustered Index Scan`): a sort's plan,
+    /// and a scan for a statement that seeks.
     IndexWalk,
-    /// The whole table (MySQL `ALL`, SQLite `SCAN t`).
+    /// The whole table (MySQL `ALL`, SQLite `SCAN t`, SQL Server `Table Scan` or an unordered
+    /// `Clustered Index Scan`).
     Whole,
 }
 
@@ -111,12 +120,6 @@ struct QueryPlan {
 /// Explains every statement the adapter's advertised requests make and returns the large tables
 /// they read whole or sort, largest first, each with the index that would serve it.
 pub async fn advise(repository: &Repository, min_rows: u64) -> anyhow::Result<Vec<Finding>> {
-    let dialect = repository.db.dialect();
-    if dialect == DialectKind::Mssql {
-        anyhow::bail!(
-            "the query-plan advisor reads MySQL/MariaDB and SQLite plans; SQL Server's SHOWPLAN is not read yet"
-        );
-    }
     let probes = probes(repository).await?;
     let mut catalogue = Catalogue::default();
     let mut grouped: BTreeMap<(String, Advice), Finding> = BTreeMap::new();
@@ -465,6 +468,14 @@ fn tables_by_alias(select: &Select) -> HashMap<&str, String> {
 /// The database's plan for `sent`, bound as Portico binds it.
 async fn explain(repository: &Repository, sent: &RenderedQuery) -> anyhow::Result<QueryPlan> {
     let dialect = repository.db.dialect();
+    if dialect == DialectKind::Mssql {
+        let xml = repository
+            .db
+            .mssql_showplan(sent)
+            .await
+            .map_err(|e| anyhow::anyhow!("SHOWPLAN_XML {}: {}", sent.sql, e.message))?;
+        return mssql_plan(&xml).map_err(|e| anyhow::anyhow!("SHOWPLAN_XML {}: {e}", sent.sql));
+    }
     let prefix = match dialect {
         DialectKind::Mysql => "EXPLAIN FORMAT=JSON ",
         _ => "EXPLAIN QUERY PLAN ",
@@ -570,6 +581,137 @@ fn sqlite_plan(details: &[String]) -> QueryPlan {
     plan
 }
 
+/// Reads SQL Server's SHOWPLAN XML. Each `RelOp` is one operator, with its physical operation and
+/// the rows it expects per execution; the table it reads is the first `Object` inside it that no
+/// operator nested in it holds. `Table Scan` reads a heap whole and `Clustered Index Scan` the
+/// table whole, unless ordered: a walk in key order, which stops at the statement's TOP as MySQL's
+/// `index` stops at its LIMIT. `Index Scan` walks a whole index, seeks and lookups find rows by
+/// key, and a `Sort` (or `Top N Sort`) sorts.
+fn mssql_plan(xml: &str) -> anyhow::Result<QueryPlan> {
+    /// One `RelOp`, as far as it was read.
+    struct Operator {
+        physical_op: String,
+        rows: Option<u64>,
+        /// The table its `Object` names, by the statement's alias (else by the table's name).
+        alias: Option<String>,
+        /// Its `IndexScan`'s `Ordered`: the scan follows the index's key order.
+        ordered: Option<bool>,
+    }
+    let mut reader = Reader::from_str(xml);
+    let mut operators: Vec<Operator> = Vec::new();
+    // The operators whose start tag was read and end tag not yet: the last one holds what follows.
+    let mut open: Vec<usize> = Vec::new();
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| anyhow::anyhow!("unreadable XML: {e}"))?;
+        let (element, empty) = match &event {
+            Event::Start(element) => (element, false),
+            Event::Empty(element) => (element, true),
+            Event::End(element) => {
+                if element.local_name().as_ref() == b"RelOp" {
+                    open.pop();
+                }
+                continue;
+            }
+            Event::Eof => break,
+            _ => continue,
+        };
+        match element.local_name().as_ref() {
+            b"RelOp" => {
+                let number = |name: &[u8]| -> anyhow::Result<Option<f64>> {
+                    Ok(xml_attribute(element, name)?.and_then(|text| text.trim().parse().ok()))
+                };
+                let executions = 1.0
+                    + number(b"EstimateRebinds")?.unwrap_or(0.0)
+                    + number(b"EstimateRewinds")?.unwrap_or(0.0);
+                operators.push(Operator {
+                    physical_op: xml_attribute(element, b"PhysicalOp")?.unwrap_or_default(),
+                    // Per execution; an operator inside a loop runs once per outer row.
+                    rows: number(b"EstimateRows")?
+                        .map(|rows| (rows * executions).ceil().max(0.0) as u64),
+                    alias: None,
+                    ordered: None,
+                });
+                if !empty {
+                    open.push(operators.len() - 1);
+                }
+            }
+            b"Object" => {
+                let Some(operator) = open.last().map(|&index| &mut operators[index]) else {
+                    continue;
+                };
+                if operator.alias.is_none()
+                    && let Some(table) = xml_attribute(element, b"Table")?
+                {
+                    let named = xml_attribute(element, b"Alias")?.unwrap_or(table);
+                    operator.alias = Some(unbracket(&named));
+                }
+            }
+            b"IndexScan" => {
+                let Some(operator) = open.last().map(|&index| &mut operators[index]) else {
+                    continue;
+                };
+                if operator.ordered.is_none() {
+                    let ordered = xml_attribute(element, b"Ordered")?;
+                    operator.ordered = Some(matches!(ordered.as_deref(), Some("true" | "1")));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut plan = QueryPlan::default();
+    for operator in operators {
+        let ordered = operator.ordered == Some(true);
+        let how = match operator.physical_op.as_str() {
+            "Sort" | "Top N Sort" => {
+                plan.sorts = true;
+                continue;
+            }
+            "Table Scan" => Reading::Whole,
+            "Clustered Index Scan" if ordered => Reading::IndexWalk,
+            "Clustered Index Scan" => Reading::Whole,
+            "Index Scan" => Reading::IndexWalk,
+            "Index Seek" | "Clustered Index Seek" | "Key Lookup" | "RID Lookup" => Reading::Lookup,
+            _ => continue,
+        };
+        let Some(alias) = operator.alias else {
+            continue;
+        };
+        plan.tables.push(TableAccess {
+            alias,
+            how,
+            rows: operator.rows,
+        });
+    }
+    Ok(plan)
+}
+
+/// The unescaped value of `element`'s attribute `name` (namespace prefix ignored).
+fn xml_attribute(element: &BytesStart<'_>, name: &[u8]) -> anyhow::Result<Option<String>> {
+    for attribute in element.attributes() {
+        let attribute = attribute.map_err(|e| anyhow::anyhow!("unreadable XML attribute: {e}"))?;
+        if attribute.key.local_name().as_ref() == name {
+            let value = attribute
+                .unescape_value()
+                .map_err(|e| anyhow::anyhow!("unreadable XML attribute: {e}"))?;
+            return Ok(Some(value.into_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// `[name]` as SQL Server quotes it in a plan, as the name itself.
+fn unbracket(quoted: &str) -> String {
+    match quoted
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+    {
+        Some(name) => name.replace("]]", "]"),
+        None => quoted.to_owned(),
+    }
+}
+
 /// Table sizes and indexes, read once per table.
 #[derive(Default)]
 struct Catalogue {
@@ -590,7 +732,15 @@ impl Catalogue {
                     .into(),
                 params: vec![Value::Text(table.to_owned())],
             },
-            _ => RenderedQuery {
+            // The heap's or the clustered index's rows, as SQL Server keeps them (no count).
+            // QUOTENAME: the name as Portico's statements quote it, dots and spaces included.
+            DialectKind::Mssql => RenderedQuery {
+                sql: "SELECT SUM(p.rows) FROM sys.partitions AS p \
+                      WHERE p.object_id = OBJECT_ID(QUOTENAME(@P1)) AND p.index_id IN (0, 1)"
+                    .into(),
+                params: vec![Value::Text(table.to_owned())],
+            },
+            DialectKind::Sqlite => RenderedQuery {
                 sql: format!("SELECT COUNT(*) FROM {}", quote_ident(dialect, table)),
                 params: Vec::new(),
             },
@@ -626,7 +776,22 @@ impl Catalogue {
                         .into(),
                     params: vec![Value::Text(wanted.table.clone())],
                 },
-                _ => RenderedQuery {
+                // Key columns only: an index's included columns do not order it. Hypothetical
+                // (tuning advisor) and disabled indexes serve nothing.
+                DialectKind::Mssql => RenderedQuery {
+                    sql: "SELECT i.name, c.name FROM sys.indexes AS i \
+                          JOIN sys.index_columns AS ic \
+                          ON ic.object_id = i.object_id AND ic.index_id = i.index_id \
+                          JOIN sys.columns AS c \
+                          ON c.object_id = ic.object_id AND c.column_id = ic.column_id \
+                          WHERE i.object_id = OBJECT_ID(QUOTENAME(@P1)) \
+                          AND ic.key_ordinal > 0 AND ic.is_included_column = 0 \
+                          AND i.is_hypothetical = 0 AND i.is_disabled = 0 \
+                          ORDER BY i.name, ic.key_ordinal"
+                        .into(),
+                    params: vec![Value::Text(wanted.table.clone())],
+                },
+                DialectKind::Sqlite => RenderedQuery {
                     sql: "SELECT il.name, ii.name FROM pragma_index_list(?1) AS il, \
                           pragma_index_info(il.name) AS ii ORDER BY il.name, ii.seqno"
                         .into(),
@@ -690,7 +855,8 @@ fn create_index(dialect: DialectKind, wanted: &IndexColumns) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        IndexColumns, QueryPlan, Reading, TableAccess, create_index, mysql_plan, sqlite_plan,
+        IndexColumns, QueryPlan, Reading, TableAccess, create_index, mssql_plan, mysql_plan,
+        sqlite_plan,
     };
     use crate::dialect::DialectKind;
 
@@ -750,6 +916,153 @@ mod tests {
         assert_eq!(plan.tables[0].how, Reading::Whole);
     }
 
+    /// A SHOWPLAN document around `operators` (the statement's outermost `RelOp`), shaped as SQL
+    /// Server answers `SET SHOWPLAN_XML ON`: the default namespace, no prefixes.
+    fn showplan(operators: &str) -> String {
+        format!(
+            r#"<ShowPlanXML xmlns="http://schemas.microsoft.com/sqlserver/2004/07/showplan" Version="1.0">
+<BatchSequence><Batch><Statements>
+<StmtSimple StatementText="SELECT TOP 21 [t].[a] FROM [x] AS [t] WHERE [t].[b] = @P1 &amp; more" StatementType="SELECT">
+<QueryPlan CachedPlanSize="16">{operators}</QueryPlan>
+</StmtSimple>
+</Statements></Batch></BatchSequence>
+</ShowPlanXML>"#
+        )
+    }
+
+    fn access(alias: &str, how: Reading, rows: u64) -> TableAccess {
+        TableAccess {
+            alias: alias.into(),
+            how,
+            rows: Some(rows),
+        }
+    }
+
+    #[test]
+    fn sql_server_table_scans_name_the_alias_of_their_object() {
+        // A heap read whole under a TOP; the column references carry table and alias too, but
+        // only the operator's Object names what it reads.
+        let plan = mssql_plan(&showplan(
+            r#"<RelOp NodeId="0" PhysicalOp="Top" LogicalOp="Top" EstimateRows="21">
+  <OutputList><ColumnReference Table="[decoy]" Alias="[d]" Column="a"/></OutputList>
+  <Top><TopExpression/>
+    <RelOp NodeId="1" PhysicalOp="Table Scan" LogicalOp="Table Scan" EstimateRows="1000">
+      <OutputList><ColumnReference Table="[patients]" Alias="[t]" Column="a"/></OutputList>
+      <TableScan Ordered="false">
+        <Object Database="[pms]" Schema="[dbo]" Table="[patients]" Alias="[t]"/>
+        <Predicate><ScalarOperator ScalarString="[t].[b]=[@P1]"/></Predicate>
+      </TableScan>
+    </RelOp>
+  </Top>
+</RelOp>"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            plan,
+            QueryPlan {
+                tables: vec![access("t", Reading::Whole, 1000)],
+                sorts: false
+            }
+        );
+    }
+
+    #[test]
+    fn sql_server_clustered_scans_read_whole_unless_they_walk_the_key_in_order() {
+        let clustered = |ordered: &str| {
+            showplan(&format!(
+                r#"<RelOp NodeId="0" PhysicalOp="Clustered Index Scan" LogicalOp="Clustered Index Scan" EstimateRows="4012.3">
+  <IndexScan Ordered="{ordered}" ForcedIndex="false">
+    <Object Database="[pms]" Schema="[dbo]" Table="[odd]]&amp;name]" Index="[PK_odd]" IndexKind="Clustered"/>
+  </IndexScan>
+</RelOp>"#
+            ))
+        };
+        // No alias in the statement: the table's own name, brackets and escapes undone.
+        assert_eq!(
+            mssql_plan(&clustered("false")).unwrap().tables,
+            vec![access("odd]&name", Reading::Whole, 4013)]
+        );
+        // In key order under a TOP it stops at the page, as MySQL's `index` at a LIMIT.
+        assert_eq!(
+            mssql_plan(&clustered("true")).unwrap().tables,
+            vec![access("odd]&name", Reading::IndexWalk, 4013)]
+        );
+    }
+
+    #[test]
+    fn sql_server_seeks_and_key_lookups_look_rows_up() {
+        let plan = mssql_plan(&showplan(
+            r#"<RelOp NodeId="0" PhysicalOp="Nested Loops" LogicalOp="Inner Join" EstimateRows="12.5">
+  <NestedLoops Optimized="0">
+    <RelOp NodeId="1" PhysicalOp="Index Seek" LogicalOp="Index Seek" EstimateRows="12.5">
+      <IndexScan Ordered="1" ScanDirection="FORWARD">
+        <Object Database="[pms]" Schema="[dbo]" Table="[appointments]" Index="[IX_appointments_patients]" Alias="[t]" IndexKind="NonClustered"/>
+        <SeekPredicates/>
+      </IndexScan>
+    </RelOp>
+    <RelOp NodeId="2" PhysicalOp="Key Lookup" LogicalOp="Clustered Index Seek" EstimateRows="1" EstimateRebinds="11.5" EstimateRewinds="0">
+      <IndexScan Lookup="1" Ordered="1">
+        <Object Database="[pms]" Schema="[dbo]" Table="[appointments]" Index="[PK_appointments]" Alias="[t]" TableReferenceId="-1"/>
+      </IndexScan>
+    </RelOp>
+    <RelOp NodeId="3" PhysicalOp="RID Lookup" LogicalOp="RID Lookup" EstimateRows="1">
+      <RIDLookup><Object Table="[rooms]" Alias="[r]"/></RIDLookup>
+    </RelOp>
+  </NestedLoops>
+</RelOp>"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            plan,
+            QueryPlan {
+                tables: vec![
+                    access("t", Reading::Lookup, 13),
+                    // Once per row of the seek: 12.5 executions of one row each.
+                    access("t", Reading::Lookup, 13),
+                    access("r", Reading::Lookup, 1),
+                ],
+                sorts: false
+            }
+        );
+    }
+
+    #[test]
+    fn sql_server_sorts_are_sort_operators_in_either_spelling() {
+        for (physical, logical) in [("Sort", "TopN Sort"), ("Top N Sort", "Top N Sort")] {
+            let plan = mssql_plan(&showplan(&format!(
+                r#"<RelOp NodeId="0" PhysicalOp="{physical}" LogicalOp="{logical}" EstimateRows="21">
+  <TopSort Rows="21"><OrderBy/>
+    <RelOp NodeId="1" PhysicalOp="Clustered Index Scan" LogicalOp="Clustered Index Scan" EstimateRows="20000">
+      <IndexScan Ordered="false"><Object Table="[appointments]" Alias="[t]"/></IndexScan>
+    </RelOp>
+  </TopSort>
+</RelOp>"#
+            )))
+            .unwrap();
+            assert_eq!(
+                plan,
+                QueryPlan {
+                    tables: vec![access("t", Reading::Whole, 20000)],
+                    sorts: true
+                },
+                "{physical}"
+            );
+        }
+        // A namespace prefix changes nothing.
+        let prefixed = r#"<sp:ShowPlanXML xmlns:sp="http://schemas.microsoft.com/sqlserver/2004/07/showplan">
+<sp:RelOp PhysicalOp="Sort" EstimateRows="3"><sp:RelOp PhysicalOp="Index Scan" EstimateRows="3">
+<sp:IndexScan Ordered="true"><sp:Object sp:Table="[x]" Alias="[y]"/></sp:IndexScan>
+</sp:RelOp></sp:RelOp></sp:ShowPlanXML>"#;
+        assert_eq!(
+            mssql_plan(prefixed).unwrap(),
+            QueryPlan {
+                tables: vec![access("y", Reading::IndexWalk, 3)],
+                sorts: true
+            }
+        );
+        assert!(mssql_plan("<ShowPlanXML><RelOp></ShowPlanXML>").is_err());
+    }
+
     #[test]
     fn suggested_indexes_are_quoted_per_dialect_and_named_within_64_characters() {
         let wanted = IndexColumns {
@@ -765,6 +1078,15 @@ mod tests {
             create_index(DialectKind::Sqlite, &wanted),
             "CREATE INDEX \"portico_openemr_postcalendar_events_pc_pid\" \
              ON \"openemr_postcalendar_events\" (\"pc_pid\");"
+        );
+        let odd = IndexColumns {
+            table: "appointments".into(),
+            columns: vec!["patients_id".into(), "odd]name".into()],
+        };
+        assert_eq!(
+            create_index(DialectKind::Mssql, &odd),
+            "CREATE INDEX [portico_appointments_patients_id_odd]]name] \
+             ON [appointments] ([patients_id], [odd]]name]);"
         );
         let long = IndexColumns {
             table: "x".repeat(60),

@@ -192,7 +192,6 @@ impl Database {
     /// Runs a query and returns its rows as cells. The client-side limit backs up the server-side
     /// one; dropping the future discards the connection rather than reusing it mid-statement.
     pub async fn fetch(&self, query: &RenderedQuery) -> Result<Vec<Vec<Value>>, DbError> {
-        let limit = self.statement_timeout + Duration::from_millis(500);
         let run = async {
             match &self.pool {
                 Pool::MySql(pool) => {
@@ -215,6 +214,32 @@ impl Database {
                 Pool::Mssql(pool) => pool.fetch(query).await,
             }
         };
+        self.limited_and_measured(run).await
+    }
+
+    /// SQL Server's estimated plan of `query` as SHOWPLAN XML, the statement compiled with its
+    /// parameters bound but not run (the query-plan advisor reads it). Other dialects answer their
+    /// plans to an `EXPLAIN` through `fetch`.
+    pub async fn mssql_showplan(&self, query: &RenderedQuery) -> Result<String, DbError> {
+        let Pool::Mssql(pool) = &self.pool else {
+            return Err(DbError::new(
+                DbErrorKind::Query,
+                format!(
+                    "SHOWPLAN is SQL Server's; this database speaks {}",
+                    self.dialect().name()
+                ),
+            ));
+        };
+        self.limited_and_measured(pool.showplan(query)).await
+    }
+
+    /// Runs one round of statements under the client-side limit and counts it in the PMS query
+    /// metrics.
+    async fn limited_and_measured<T>(
+        &self,
+        run: impl Future<Output = Result<T, DbError>>,
+    ) -> Result<T, DbError> {
+        let limit = self.statement_timeout + Duration::from_millis(500);
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(limit, run).await {
             Ok(result) => result,
@@ -472,6 +497,24 @@ mod tests {
         );
         assert_eq!(dialect_of("sqlite://demo.db"), Some(DialectKind::Sqlite));
         assert_eq!(dialect_of("postgres://x"), None);
+    }
+
+    #[tokio::test]
+    async fn only_sql_server_answers_a_showplan() {
+        let database = Database::connect_lazy(&DbSettings {
+            url: "sqlite://never-opened.db".into(),
+            max_connections: 1,
+            statement_timeout: Duration::from_secs(1),
+            acquire_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let query = RenderedQuery {
+            sql: "SELECT 1".into(),
+            params: Vec::new(),
+        };
+        let error = database.mssql_showplan(&query).await.unwrap_err();
+        assert_eq!(error.kind, DbErrorKind::Query);
+        assert!(error.message.contains("speaks sqlite"), "{}", error.message);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use tiberius::{AuthMethod, Client, ColumnData, Config, EncryptionLevel, FromSql, Query};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::{DbError, DbErrorKind, redact_url};
@@ -130,6 +130,36 @@ impl MssqlPool {
     /// Runs a query on a pooled connection; the connection returns to the pool only when the
     /// whole result was read without error.
     pub(super) async fn fetch(&self, query: &RenderedQuery) -> Result<Vec<Vec<Value>>, DbError> {
+        let (permit, mut connection) = self.acquire().await?;
+        match tokio::time::timeout(self.statement_timeout, run(&mut connection, query)).await {
+            Ok(Ok(rows)) => {
+                self.release(permit, connection).await;
+                Ok(rows)
+            }
+            // The connection is dropped here, closing it: SQL Server stops the statement.
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// SQL Server's estimated plan of `query` (`SET SHOWPLAN_XML ON`): the statement is compiled
+    /// with its parameters bound, not run. The setting belongs to the session, so the three
+    /// batches share one connection, which returns to the pool only after `SET SHOWPLAN_XML OFF`
+    /// finished cleanly; any failure or timeout on the way closes it, and with it the setting.
+    pub(super) async fn showplan(&self, query: &RenderedQuery) -> Result<String, DbError> {
+        let (permit, mut connection) = self.acquire().await?;
+        match tokio::time::timeout(self.statement_timeout, showplan(&mut connection, query)).await {
+            Ok(Ok(plan)) => {
+                self.release(permit, connection).await;
+                Ok(plan)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// A permit and a connection (an idle one, else a new one), each within the acquire limit.
+    async fn acquire(&self) -> Result<(OwnedSemaphorePermit, Connection), DbError> {
         let unavailable = || {
             DbError::new(
                 DbErrorKind::Unavailable,
@@ -142,7 +172,7 @@ impl MssqlPool {
                 .map_err(|_| unavailable())?
                 .map_err(|_| unavailable())?;
         let idle = self.idle.lock().await.pop();
-        let mut connection = match idle {
+        let connection = match idle {
             Some(connection) => connection,
             None => tokio::time::timeout(self.acquire_timeout, connect(&self.config))
                 .await
@@ -153,22 +183,23 @@ impl MssqlPool {
                     )
                 })??,
         };
-        match tokio::time::timeout(self.statement_timeout, run(&mut connection, query)).await {
-            Ok(Ok(rows)) => {
-                self.idle.lock().await.push(connection);
-                drop(permit);
-                Ok(rows)
-            }
-            // The connection is dropped here, closing it: SQL Server stops the statement.
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(DbError::new(
-                DbErrorKind::Timeout,
-                format!(
-                    "statement exceeded the {} ms limit",
-                    self.statement_timeout.as_millis()
-                ),
-            )),
-        }
+        Ok((permit, connection))
+    }
+
+    /// Pools a connection whose last batch finished cleanly, then frees its permit.
+    async fn release(&self, permit: OwnedSemaphorePermit, connection: Connection) {
+        self.idle.lock().await.push(connection);
+        drop(permit);
+    }
+
+    fn timed_out(&self) -> DbError {
+        DbError::new(
+            DbErrorKind::Timeout,
+            format!(
+                "statement exceeded the {} ms limit",
+                self.statement_timeout.as_millis()
+            ),
+        )
     }
 
     pub(super) async fn close(&self) {
@@ -238,6 +269,53 @@ async fn run(
                 .collect()
         })
         .collect())
+}
+
+/// `SET SHOWPLAN_XML` must be alone in its batch, so it goes as a plain batch before and after
+/// the statement. The statement goes as `run` sends it (an RPC to sp_executesql with its bound
+/// parameters), which under the setting answers its plan as one row instead of running.
+async fn showplan(
+    connection: &mut Connection,
+    rendered: &RenderedQuery,
+) -> Result<String, DbError> {
+    set_showplan(connection, "SET SHOWPLAN_XML ON").await?;
+    let mut query = Query::new(rendered.sql.as_str());
+    for value in &rendered.params {
+        bind(&mut query, value);
+    }
+    let stream = query.query(connection).await.map_err(classify)?;
+    let results = stream.into_results().await.map_err(classify)?;
+    set_showplan(connection, "SET SHOWPLAN_XML OFF").await?;
+    let cells = results
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|cell| cell_value(&cell).ok());
+    showplan_documents(cells)
+}
+
+async fn set_showplan(connection: &mut Connection, batch: &'static str) -> Result<(), DbError> {
+    let stream = connection.simple_query(batch).await.map_err(classify)?;
+    stream.into_results().await.map_err(classify)?;
+    Ok(())
+}
+
+/// The showplan documents among the cells a statement answered under `SET SHOWPLAN_XML ON`
+/// (one per statement compiled), joined. Rows of any other kind mean the setting did not apply.
+fn showplan_documents(cells: impl Iterator<Item = Value>) -> Result<String, DbError> {
+    let documents: Vec<String> = cells
+        .filter_map(|cell| match cell {
+            Value::Text(text) if text.contains("<ShowPlanXML") => Some(text),
+            _ => None,
+        })
+        .collect();
+    if documents.is_empty() {
+        return Err(DbError::new(
+            DbErrorKind::Query,
+            "SQL Server answered no SHOWPLAN XML for the statement",
+        ));
+    }
+    Ok(documents.join("\n"))
 }
 
 fn decode_failure(what: &str, error: tiberius::error::Error) -> DbError {

@@ -754,6 +754,108 @@ async fn explain_names_the_missing_index(backend: Backend) {
     );
 }
 
+/// `portico check --explain` reads SQL Server's SHOWPLAN: without its index on `patients_id`,
+/// DentneD's `Appointment?patient=` reads all of `appointments`; the advisor prints the bracketed
+/// `CREATE INDEX` without running it, and once a DBA runs it the search seeks instead.
+#[tokio::test]
+// No SQL Server runs where CI does.
+#[ignore = "needs a SQL Server: set PORTICO_TEST_MSSQL_URL and pass --include-ignored"]
+async fn check_explain_reads_sql_server_showplans_and_the_index_it_names_serves() {
+    // About 4,000 appointments (0 to 4 per patient), a patient's few among them.
+    let db_url = seed_with(
+        Backend::SqlServer,
+        "check_explain_mssql",
+        async |writer, _| portico::demo::dentned::seed_dentned(writer, 2_000).await,
+    )
+    .await;
+    let writer = portico::db::fixture::FixtureWriter::open(&db_url)
+        .await
+        .unwrap();
+    writer
+        .execute(
+            "DROP INDEX [IX_appointments_patients] ON [appointments]",
+            &[],
+        )
+        .await
+        .unwrap();
+    writer
+        .execute("UPDATE STATISTICS [appointments]", &[])
+        .await
+        .unwrap();
+    let explain = || {
+        let output = portico()
+            .args(["check", "--explain", "--min-rows", "1000"])
+            .env("PORTICO_LEGACY__ADAPTER", "dentned")
+            .env("PORTICO_LEGACY__URL", &db_url)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout).into_owned();
+        let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "advice is not failure: {report}{errors}"
+        );
+        report
+    };
+    let index_names = async || {
+        let rows = legacy_database(&db_url, Duration::from_secs(5))
+            .fetch(&portico::dialect::RenderedQuery {
+                sql: "SELECT name FROM sys.indexes \
+                      WHERE name IS NOT NULL AND OBJECTPROPERTY(object_id, 'IsUserTable') = 1 \
+                      ORDER BY name"
+                    .into(),
+                params: Vec::new(),
+            })
+            .await
+            .unwrap();
+        format!("{rows:?}")
+    };
+    let indexes_before = index_names().await;
+
+    let report = explain();
+    let lines: Vec<&str> = report.lines().collect();
+    let flagged = lines
+        .iter()
+        .position(|line| {
+            line.starts_with("warn plan: ")
+                && line.contains("Appointment?patient=")
+                && line.contains(" all of appointments (about ")
+        })
+        .unwrap_or_else(|| panic!("Appointment?patient= is not flagged:\n{report}"));
+    let statement = lines[flagged + 1]
+        .split_once("an index would serve it (not created): ")
+        .map(|(_, statement)| statement)
+        .unwrap_or_else(|| panic!("no CREATE INDEX after the finding:\n{report}"));
+    assert_eq!(
+        statement,
+        "CREATE INDEX [portico_appointments_patients_id] ON [appointments] ([patients_id]);"
+    );
+    assert_eq!(
+        index_names().await,
+        indexes_before,
+        "the advisor created nothing"
+    );
+
+    // A DBA runs the statement: the same search now seeks its rows.
+    writer.execute(statement, &[]).await.unwrap();
+    writer
+        .execute("UPDATE STATISTICS [appointments]", &[])
+        .await
+        .unwrap();
+    writer.close().await;
+    let report = explain();
+    assert!(
+        !report.lines().any(|line| line.starts_with("warn plan: ")
+            && line.contains("Appointment?patient=")
+            && line.contains(" appointments (about ")),
+        "the index serves Appointment?patient=:\n{report}"
+    );
+    assert!(
+        !report.contains("portico_appointments_patients_id"),
+        "{report}"
+    );
+}
+
 /// `portico audit` in each format, on demo data with its planted quirks: the run is recorded for
 /// the status page, error-severity findings make it exit 1, and an adapter that lowers those
 /// rules' severities makes it exit 0.

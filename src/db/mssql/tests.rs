@@ -8,7 +8,7 @@ use chrono::{NaiveDate, NaiveTime};
 use tiberius::numeric::Numeric;
 use tiberius::{ColumnData, ToSql};
 
-use super::{MssqlPool, cell_value, parse_url};
+use super::{MssqlPool, cell_value, parse_url, showplan_documents};
 use crate::db::DbErrorKind;
 use crate::dialect::RenderedQuery;
 use crate::dialect::ast::Value;
@@ -179,4 +179,39 @@ async fn a_silent_server_is_unavailable_within_the_acquire_timeout() {
         "nothing half-open is pooled"
     );
     silent.abort();
+}
+
+#[test]
+fn the_showplan_is_the_text_cell_holding_the_plan_document() {
+    let plan = r#"<ShowPlanXML xmlns="http://schemas.microsoft.com/sqlserver/2004/07/showplan"/>"#;
+    let cells = vec![Value::Null, Value::Text(plan.into())];
+    assert_eq!(showplan_documents(cells.into_iter()).unwrap(), plan);
+    // Rows instead of a plan: the statement ran, SHOWPLAN did not apply.
+    let rows = vec![Value::Int(12), Value::Text("Rossi".into())];
+    let error = showplan_documents(rows.into_iter()).unwrap_err();
+    assert_eq!(error.kind, DbErrorKind::Query);
+    assert!(
+        error.message.contains("no SHOWPLAN XML"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn a_showplan_without_a_server_is_unavailable_and_frees_its_permit() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let pool = MssqlPool::new(
+        &format!("mssql://u:p@127.0.0.1:{port}/PMS?encrypt=false"),
+        1,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let error = pool.showplan(&probe()).await.unwrap_err();
+        assert_eq!(error.kind, DbErrorKind::Unavailable, "{}", error.message);
+    }
+    assert_eq!(pool.usage(), (0, 0, 1), "nothing held, nothing pooled");
 }
