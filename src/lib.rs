@@ -19,6 +19,7 @@ pub mod dialect;
 pub mod dictionary;
 pub mod error;
 pub mod fhir;
+pub mod groups;
 pub mod metrics;
 pub mod quality;
 pub mod reconcile;
