@@ -1,7 +1,8 @@
 //! The command line: `serve`, `demo`, `check`, `dictionary`, and the state commands `clients`,
-//! `users` and `keys` (in `state_commands`).
+//! `users` and `keys` (in `state_commands`) and `groups` (in `groups`).
 
 mod audit;
+mod groups;
 mod reconcile;
 mod state_commands;
 mod status;
@@ -169,6 +170,14 @@ enum Command {
         #[command(subcommand)]
         command: state_commands::SubscriptionsCommand,
     },
+    /// Portico's own Groups of patients (for Bulk Data's /Group/[id]/$export): add, list, show
+    /// with the members resolved through the PMS, remove.
+    Groups {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: groups::GroupsCommand,
+    },
     /// The operator's summary: PMS database, state store, the fail-safe flag ("critical sync
     /// error"), change detection and subscriptions. Exits 2 while the flag is raised.
     Status {
@@ -255,6 +264,7 @@ pub fn main() -> ExitCode {
             Command::Subscriptions { config, command } => {
                 state_commands::subscriptions(config.as_deref(), command).await
             }
+            Command::Groups { config, command } => groups::run(config.as_deref(), command).await,
             Command::Status { config, command } => {
                 return status::run(config.as_deref(), command).await;
             }

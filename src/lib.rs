@@ -20,6 +20,7 @@ pub mod dictionary;
 pub mod error;
 pub mod export;
 pub mod fhir;
+pub mod groups;
 pub mod metrics;
 pub mod quality;
 pub mod reconcile;

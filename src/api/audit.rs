@@ -34,6 +34,7 @@ use crate::auth::scope::{Context, Scope, parse_scopes_lenient};
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 use crate::fhir::bundle::{SearchsetParts, searchset};
+use crate::fhir::is_fhir_id;
 use crate::fhir::outcome::{Issue, IssueType};
 use crate::search::date::{Prefix, date_value_pattern, parse_date_query};
 use crate::search::parse::{DEFAULT_COUNT, parse_count};
@@ -82,14 +83,6 @@ fn patient_id(reference: &str) -> Option<&str> {
     let (before, id) = reference.rsplit_once('/')?;
     let is_patient = before == "Patient" || before.ends_with("/Patient");
     (is_patient && is_fhir_id(id)).then_some(id)
-}
-
-/// FHIR's id grammar: `[A-Za-z0-9\-\.]{1,64}`.
-fn is_fhir_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 /// Response extension: the search parameters as the handler received them (query string and
@@ -507,39 +500,40 @@ fn store_unavailable(error: crate::state::StateError) -> ApiError {
     ApiError::Unavailable("the audit store is unavailable; retry shortly".into())
 }
 
-/// A search parameter of the audit trail as the CapabilityStatement and the OpenAPI document
-/// advertise it, with the grammar of the values `parse_search` accepts for it.
-pub struct AuditSearchParam {
+/// A search parameter of a resource served from the state store (the audit trail, Groups) as the
+/// CapabilityStatement and the OpenAPI document advertise it, with the grammar of the values its
+/// search parser (`parse_search` here, `groups::parse_search`) accepts for it.
+pub struct StateSearchParam {
     pub name: &'static str,
     /// The FHIR search parameter type.
     pub kind: &'static str,
     pub documentation: &'static str,
-    /// The values `parse_search` accepts, as an ECMA-262 regular expression (the OpenAPI
-    /// document publishes it; a test in `api::openapi` holds the two together).
+    /// The values the parser accepts, as an ECMA-262 regular expression (the OpenAPI document
+    /// publishes it; a test in `api::openapi` holds the two together).
     pub pattern: fn() -> String,
 }
 
 /// The audit trail's search parameters; `_count` and `_cursor` come after them.
-pub const SEARCH_PARAMS: [AuditSearchParam; 4] = [
-    AuditSearchParam {
+pub const SEARCH_PARAMS: [StateSearchParam; 4] = [
+    StateSearchParam {
         name: "date",
         kind: "date",
         documentation: "recorded; values without a zone are UTC",
         pattern: date_pattern,
     },
-    AuditSearchParam {
+    StateSearchParam {
         name: "patient",
         kind: "reference",
         documentation: "a patient whose data the answer carried",
         pattern: patient_pattern,
     },
-    AuditSearchParam {
+    StateSearchParam {
         name: "agent",
         kind: "token",
         documentation: "a client id, a token subject or a fhirUser reference",
         pattern: agent_pattern,
     },
-    AuditSearchParam {
+    StateSearchParam {
         name: "outcome",
         kind: "token",
         documentation: "0, 4, 8 or 12",
@@ -554,7 +548,7 @@ const TRIMMED: &str =
 
 /// Comma-separated values as `parse_search` splits them (each trimmed, blank ones skipped): at
 /// least one, each matching `value`.
-fn listed(value: &str) -> String {
+pub(super) fn listed(value: &str) -> String {
     let blank = format!("[{TRIMMED}]*");
     let full = format!("{blank}(?:{value}){blank}");
     format!("^(?:{blank},)*{full}(?:,(?:{full}|{blank}))*$")

@@ -19,7 +19,7 @@ use crate::metrics::{metrics, render_gauge};
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Resource types Portico serves from its own state store, whatever the adapter.
-const STATE_STORE_TYPES: &[&str] = &["AuditEvent", "Subscription"];
+const STATE_STORE_TYPES: &[&str] = &["AuditEvent", "Group", "Subscription"];
 
 /// Counts and times each answer by route template (never the raw path: ids are not labels),
 /// resource type (only a type Portico serves, so a client cannot grow the label set), method and

@@ -7,6 +7,7 @@ mod admin;
 pub mod audit;
 mod authorize;
 mod export;
+pub mod groups;
 mod handlers;
 mod metrics;
 pub mod negotiate;
@@ -88,6 +89,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/fhir/AuditEvent/{id}",
             get(audit::read).fallback(handlers::only_get),
+        )
+        // So do Portico's own Groups (the cohorts of Bulk Data's /Group/[id]/$export).
+        .route(
+            "/fhir/Group",
+            get(groups::search_get).fallback(handlers::only_get),
+        )
+        .route(
+            "/fhir/Group/_search",
+            post(groups::search_post).fallback(handlers::only_post),
+        )
+        .route(
+            "/fhir/Group/{id}",
+            get(groups::read).fallback(handlers::only_get),
         )
         // Subscriptions come from the state store too.
         .route(

@@ -1,9 +1,9 @@
 //! The OpenAPI 3.1 document of the HTTP surface, built once at startup from the active adapter:
 //! one read, search and `_search` path per served type, with that type's search parameters as the
 //! CapabilityStatement lists them (`fhir::capability::search_params`), the same three for the
-//! audit trail (`api::audit::SEARCH_PARAMS`, whatever the adapter), the subscription paths
-//! (`subscriptions`), and every status code,
-//! header and content type the handlers really answer. Parameter schemas describe exactly the
+//! audit trail (`api::audit::SEARCH_PARAMS`) and Portico's Groups (`api::groups::SEARCH_PARAMS`)
+//! whatever the adapter, the subscription paths (`subscriptions`), and every status code, header
+//! and content type the handlers really answer. Parameter schemas describe exactly the
 //! values the server accepts (the grammars next to the parsers), so a schema-driven client or
 //! fuzzer can tell a valid request from an invalid one; `tests` holds them to the parsers.
 
@@ -28,8 +28,8 @@ use utoipa::openapi::{
 };
 
 use super::AppState;
-use super::audit;
 use super::negotiate::{Format, MEDIA_TYPES};
+use super::{audit, groups};
 use crate::adapter::Adapter;
 use crate::adapter::model::ResourceDef;
 use crate::auth::endpoints;
@@ -39,6 +39,7 @@ use crate::search::cursor::CURSOR_PATTERN;
 use crate::search::date::date_values_pattern;
 use crate::search::parse::{DEFAULT_COUNT, INCLUDE_PATTERN, MAX_COUNT, token_values_pattern};
 use crate::state::audit::AUDIT_EVENT;
+use crate::state::groups::GROUP;
 
 /// The document as JSON bytes, ready to serve.
 pub fn document_json(adapter: &Adapter) -> Bytes {
@@ -267,7 +268,7 @@ fn with_responses_as(
             "OperationOutcome: the practice database is unavailable, or the request's audit event could not be stored (no answer leaves unaudited)"
         }
         Source::State => {
-            "OperationOutcome: Portico's state store (the audit trail, subscriptions) is unavailable, or the request's own audit event could not be stored"
+            "OperationOutcome: Portico's state store (the audit trail, Groups, subscriptions) is unavailable, or the request's own audit event could not be stored"
         }
     };
     operation = operation
@@ -663,11 +664,23 @@ fn read_operation(resource_type: &str, params: &[Param], answers: Answers) -> Pa
     PathItem::new(HttpMethod::Get, with_responses(read, ok, answers))
 }
 
-/// `/fhir/AuditEvent` (GET search), `/fhir/AuditEvent/_search` (POST search) and
-/// `/fhir/AuditEvent/{id}`: the audit trail, served from the state store whatever the adapter,
-/// with `api::audit`'s parameters and their grammars.
-fn audit_paths() -> (PathItem, PathItem, PathItem) {
-    let mut params: Vec<Param> = audit::SEARCH_PARAMS
+/// What the search and read paths of a resource served from the state store (the audit trail,
+/// Groups) say beyond its parameters.
+struct StatePaths<'a> {
+    resource_type: &'a str,
+    params: &'a [audit::StateSearchParam],
+    /// What a `_cursor` names, and its grammar.
+    cursor: (&'a str, &'a str),
+    description: &'a str,
+    not_found: &'static str,
+}
+
+/// `/fhir/<type>` (GET search), `/fhir/<type>/_search` (POST search) and `/fhir/<type>/{id}` of
+/// a resource served from the state store whatever the adapter, with its parser's parameters
+/// and their grammars; any other parameter answers 400.
+fn state_paths(paths: StatePaths<'_>) -> (PathItem, PathItem, PathItem) {
+    let mut params: Vec<Param> = paths
+        .params
         .iter()
         .map(|param| {
             Param::new(
@@ -683,10 +696,11 @@ fn audit_paths() -> (PathItem, PathItem, PathItem) {
     params.push(count_param(
         "0 answers with the total only. The total is always given",
     ));
+    let (cursor_description, cursor_pattern) = paths.cursor;
     params.push(Param::new(
         "_cursor",
-        patterned(audit::CURSOR_PATTERN),
-        "Position from a next link: the page of events recorded before it",
+        patterned(cursor_pattern),
+        cursor_description,
     ));
     params.extend(format_params());
     let search_answers = Answers {
@@ -700,19 +714,47 @@ fn audit_paths() -> (PathItem, PathItem, PathItem) {
         source: Source::State,
     };
     let (search, form) = search_operations(
-        AUDIT_EVENT,
+        paths.resource_type,
         &params,
-        "Newest first; next links page back in time. Needs system/AuditEvent.rs (or system/*.rs), or user/AuditEvent.rs of an admin user; never a token limited to a patient. Commas OR values, repeated parameters AND. Any parameter not listed here answers 400.",
+        paths.description,
         search_answers,
         true,
     );
     let read_answers = Answers {
         bad_request: None,
-        not_found: Some("OperationOutcome: no such AuditEvent"),
+        not_found: Some(paths.not_found),
         ..search_answers
     };
-    let read = read_operation(AUDIT_EVENT, &format_params(), read_answers);
+    let read = read_operation(paths.resource_type, &format_params(), read_answers);
     (search, form, read)
+}
+
+/// The audit trail's paths (`api::audit`).
+fn audit_paths() -> (PathItem, PathItem, PathItem) {
+    state_paths(StatePaths {
+        resource_type: AUDIT_EVENT,
+        params: &audit::SEARCH_PARAMS,
+        cursor: (
+            "Position from a next link: the page of events recorded before it",
+            audit::CURSOR_PATTERN,
+        ),
+        description: "Newest first; next links page back in time. Needs system/AuditEvent.rs (or system/*.rs), or user/AuditEvent.rs of an admin user; never a token limited to a patient. Commas OR values, repeated parameters AND. Any parameter not listed here answers 400.",
+        not_found: "OperationOutcome: no such AuditEvent",
+    })
+}
+
+/// Portico's own Groups' paths (`api::groups`).
+fn group_paths() -> (PathItem, PathItem, PathItem) {
+    state_paths(StatePaths {
+        resource_type: GROUP,
+        params: &groups::SEARCH_PARAMS,
+        cursor: (
+            "Position from a next link: the page of groups whose ids follow it",
+            groups::CURSOR_PATTERN,
+        ),
+        description: "Portico's own groups of patients (for /Group/[id]/$export), by id. Needs system/Group.rs (or system/*.rs), or user/Group.rs of a clinician or an admin user; never a token limited to a patient. Commas OR values, repeated parameters AND; blank values are ignored. Any parameter not listed here answers 400.",
+        not_found: "OperationOutcome: no such Group",
+    })
 }
 
 fn metadata_path() -> PathItem {
@@ -966,11 +1008,14 @@ pub fn document(adapter: &Adapter) -> OpenApi {
             format!("{}{}", endpoints::FHIR, endpoints::SMART_CONFIGURATION),
             smart_configuration_path("smart-configuration-fhir"),
         );
-    let (search, form, read) = audit_paths();
-    paths = paths
-        .path(format!("/fhir/{AUDIT_EVENT}"), search)
-        .path(format!("/fhir/{AUDIT_EVENT}/_search"), form)
-        .path(format!("/fhir/{AUDIT_EVENT}/{{id}}"), read);
+    for (resource_type, (search, form, read)) in
+        [(AUDIT_EVENT, audit_paths()), (GROUP, group_paths())]
+    {
+        paths = paths
+            .path(format!("/fhir/{resource_type}"), search)
+            .path(format!("/fhir/{resource_type}/_search"), form)
+            .path(format!("/fhir/{resource_type}/{{id}}"), read);
+    }
     for (path, item) in subscriptions::paths() {
         paths = paths.path(path, item);
     }

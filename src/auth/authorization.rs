@@ -340,24 +340,25 @@ pub async fn next_step(
             Ok(Step::PickPatient)
         }
         Role::Clinician => Ok(Step::Consent),
-        Role::Admin if only_audit_scopes(&pending.scope) => Ok(Step::Consent),
+        Role::Admin if only_operator_scopes(&pending.scope) => Ok(Step::Consent),
         Role::Admin => Err(Refusal::page(
             StatusCode::FORBIDDEN,
-            "Administrators cannot authorize apps to read patient data (only the audit trail); sign in as a clinician or a patient.",
+            "Administrators cannot authorize apps to read patient data (only the audit trail and Portico's Groups); sign in as a clinician or a patient.",
         )),
     }
 }
 
 /// Whether an administrator may grant these scopes: no patient context, and every resource
-/// scope is for the audit trail (an admin's review tool), never for PMS data.
-fn only_audit_scopes(scope_text: &str) -> bool {
+/// scope is for Portico's own operator resources (the audit trail, Groups: an admin's review
+/// and cohort tools), never for PMS data.
+fn only_operator_scopes(scope_text: &str) -> bool {
     !needs_patient(scope_text)
         && scope::parse_scopes_lenient(scope_text)
             .0
             .iter()
             .all(|s| match s {
                 Scope::Resource(r) => {
-                    r.resource_type.as_deref() == Some(crate::state::audit::AUDIT_EVENT)
+                    crate::auth::permissions::decided_by_their_endpoints(r.resource_type.as_deref())
                 }
                 _ => true,
             })

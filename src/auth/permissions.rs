@@ -38,11 +38,8 @@ pub fn access_for(claims: &AccessClaims) -> Result<Access, TokenRejection> {
         let Scope::Resource(resource) = scope else {
             continue;
         };
-        // The audit trail is Portico's own security data, not the PMS's: its scopes grant no
-        // PMS rows and are decided by the audit endpoints (`api::audit`), so they need no patient
-        // or fhirUser (an admin user has neither).
         if !(resource.read || resource.search)
-            || resource.resource_type.as_deref() == Some(crate::state::audit::AUDIT_EVENT)
+            || decided_by_their_endpoints(resource.resource_type.as_deref())
         {
             continue;
         }
@@ -80,6 +77,17 @@ pub fn access_for(claims: &AccessClaims) -> Result<Access, TokenRejection> {
         None => PatientLimit::Everyone,
     };
     Ok(Access::new(patients, rules))
+}
+
+/// Whether scopes for `resource_type` are Portico's own resources, decided by their endpoints:
+/// the audit trail (`api::audit`) and Groups (`api::groups`) are kept in the state store, not the
+/// PMS. Their scopes grant no PMS rows, so they need no patient or fhirUser (an admin user has
+/// neither) and add no patient limit; the endpoints refuse tokens limited to a patient.
+pub fn decided_by_their_endpoints(resource_type: Option<&str>) -> bool {
+    matches!(
+        resource_type,
+        Some(crate::state::audit::AUDIT_EVENT | crate::state::groups::GROUP)
+    )
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ trait Dialect: Sync {
 
 /// Characters escaped in LIKE patterns. `!` is the escape character because backslash means
 /// different things in MySQL string literals depending on `sql_mode`.
-const LIKE_ESCAPE: char = '!';
+pub(crate) const LIKE_ESCAPE: char = '!';
 
 fn escape_like(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len() + 2);
@@ -101,7 +101,7 @@ fn escape_like(text: &str) -> String {
 }
 
 /// The LIKE pattern matching `text` (its wildcards escaped) in `mode`.
-fn like_pattern(text: &str, mode: LikeMode) -> String {
+pub(crate) fn like_pattern(text: &str, mode: LikeMode) -> String {
     match mode {
         LikeMode::StartsWith => format!("{}%", escape_like(text)),
         LikeMode::WordStartsWith => format!("% {}%", escape_like(text)),

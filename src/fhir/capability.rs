@@ -99,6 +99,28 @@ fn audit_event_resource() -> Json {
     })
 }
 
+/// Groups' entry: Portico's own cohorts (for `/Group/[id]/$export`), served from its state store
+/// (`api::groups`) whatever the adapter, with the search parameters that module parses.
+fn group_resource() -> Json {
+    let params: Vec<Json> = crate::api::groups::SEARCH_PARAMS
+        .iter()
+        .map(|param| json!({"name": param.name, "type": param.kind, "documentation": param.documentation}))
+        .collect();
+    json!({
+        "type": crate::state::groups::GROUP,
+        "documentation": "Portico's own groups of patients (type person): member lists (actual) or \
+            one criterion (not actual: a general practitioner, an appointment location, an \
+            appointment period), defined by the operator with `portico groups`; for \
+            /Group/[id]/$export. Needs system/Group.rs (or system/*.rs), or user/Group.rs of a \
+            clinician or an admin user; never a token limited to a patient.",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": false,
+        "updateCreate": false,
+        "searchParam": params,
+    })
+}
+
 /// The server statement of the Subscriptions Backport IG for R4, which Portico instantiates when
 /// it offers topics (SB-04).
 pub const BACKPORT_SERVER_STATEMENT: &str = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4";
@@ -206,6 +228,7 @@ pub fn capability_statement(
         resources.push(resource);
     }
     insert_in_type_order(&mut resources, audit_event_resource());
+    insert_in_type_order(&mut resources, group_resource());
     if !adapter.topics.is_empty() {
         insert_in_type_order(&mut resources, subscription_resource(&adapter.topics));
         statement["instantiates"] = json!([BACKPORT_SERVER_STATEMENT]);

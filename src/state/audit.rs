@@ -18,7 +18,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{StateError, StateStore, placeholders, value_rows};
+use super::{Bind, StateError, StateStore, bind_all, placeholders, value_rows};
 
 /// The resource type of the audit trail (served from this store, never from the PMS).
 pub const AUDIT_EVENT: &str = "AuditEvent";
@@ -169,26 +169,6 @@ fn where_clause(filter: &AuditFilter, already_bound: usize) -> (String, Vec<Bind
         conds.join(" AND ")
     };
     (clause, binds)
-}
-
-/// A value bound into a dynamically built statement.
-#[derive(Debug, Clone)]
-enum Bind {
-    Int(i64),
-    Text(String),
-}
-
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    binds: &'q [Bind],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for bind in binds {
-        query = match bind {
-            Bind::Int(value) => query.bind(*value),
-            Bind::Text(value) => query.bind(value.as_str()),
-        };
-    }
-    query
 }
 
 impl StateStore {

@@ -1,9 +1,9 @@
 //! Portico's own state store: OAuth clients, users, signing keys, tokens, launch contexts, the
-//! audit trail, subscriptions, the operator's checks and bulk export jobs. Never the PMS.
-//! Embedded SQLite by default (`state.db` in `server.state_dir`), PostgreSQL when replicas share
-//! state (`state.url = "postgres://..."`). One set of portable,
-//! versioned migrations (`migrations/state`) runs on both through sqlx's `Any` driver; every
-//! statement here is written in the SQL both accept (`$n` placeholders, `ON CONFLICT`).
+//! audit trail, subscriptions, Groups, the operator's checks and bulk export jobs. Never the
+//! PMS. Embedded SQLite by default (`state.db` in `server.state_dir`), PostgreSQL when replicas
+//! share state (`state.url = "postgres://..."`). One set of portable, versioned migrations
+//! (`migrations/state`) runs on both through sqlx's `Any` driver; every statement here is written
+//! in the SQL both accept (`$n` placeholders, `ON CONFLICT`).
 
 pub mod alarms;
 pub mod audit;
@@ -11,6 +11,7 @@ pub mod authorizations;
 pub mod check_runs;
 pub mod clients;
 pub mod exports;
+pub mod groups;
 pub mod keys;
 pub mod subscriptions;
 pub mod tokens;
@@ -146,6 +147,27 @@ pub(crate) fn value_rows(rows: usize, width: usize) -> String {
         .map(|row| format!("({})", placeholders(row * width + 1, width)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A value bound into a statement whose WHERE clause is built at run time (searches).
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// Binds `binds` in order, after whatever `query` already has.
+pub(crate) fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for bind in binds {
+        query = match bind {
+            Bind::Int(value) => query.bind(*value),
+            Bind::Text(value) => query.bind(value.as_str()),
+        };
+    }
+    query
 }
 
 /// Seconds since the Unix epoch: the unit of every time the store keeps.

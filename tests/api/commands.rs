@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Backend, legacy_database, seed, seed_with};
 
-fn portico() -> Command {
+/// The `portico` binary, run from the repository root without the caller's `PORTICO_*` settings.
+pub(crate) fn portico() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
     command.current_dir(env!("CARGO_MANIFEST_DIR"));
     for (name, _) in std::env::vars() {

@@ -26,6 +26,7 @@ on_every_backend!(
                 "Claim",
                 "Coverage",
                 "Encounter",
+                "Group",
                 "Location",
                 "Observation",
                 "Organization",
@@ -315,33 +316,39 @@ on_every_backend!(
                 );
             }
         }
-        // The audit trail, whatever the adapter: the CapabilityStatement's parameters, then its
-        // own result parameters.
-        let audit = statement["rest"][0]["resource"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["type"] == "AuditEvent")
-            .expect("the audit trail is listed");
-        let capability: Vec<&str> = audit["searchParam"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap())
-            .collect();
-        let names = parameter_names(&openapi["paths"]["/fhir/AuditEvent"]["get"]);
-        assert_eq!(
-            names,
-            [
-                &capability[..],
-                &["_count", "_cursor", "_format", "_pretty"]
-            ]
-            .concat()
-        );
-        for path in ["/fhir/AuditEvent/_search", "/fhir/AuditEvent/{id}"] {
-            assert!(openapi["paths"][path].is_object(), "{path}");
+        // The audit trail and Portico's Groups, whatever the adapter: the CapabilityStatement's
+        // parameters, then their own result parameters.
+        for state_type in ["AuditEvent", "Group"] {
+            let entry = statement["rest"][0]["resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["type"] == state_type)
+                .unwrap_or_else(|| panic!("{state_type} is listed"));
+            let capability: Vec<&str> = entry["searchParam"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let names = parameter_names(&openapi["paths"][format!("/fhir/{state_type}")]["get"]);
+            assert_eq!(
+                names,
+                [
+                    &capability[..],
+                    &["_count", "_cursor", "_format", "_pretty"]
+                ]
+                .concat(),
+                "{state_type}"
+            );
+            for path in [
+                format!("/fhir/{state_type}/_search"),
+                format!("/fhir/{state_type}/{{id}}"),
+            ] {
+                assert!(openapi["paths"][&path].is_object(), "{path}");
+            }
+            documented_paths += 3;
         }
-        documented_paths += 3;
         // Subscriptions, from the state store too (src/api/openapi/subscriptions.rs).
         for path in [
             "/fhir/Subscription",

@@ -55,6 +55,8 @@ mod smart_discovery;
 mod external_idp;
 // The audit trail: events per request, AuditEvent search, fail closed, the hash chain.
 mod audit;
+// Portico's own Groups: read and search over HTTP, members against plain SQL, portico groups.
+mod groups;
 // Outbound OAuth of the rest-hook sender against Portico's own token endpoint.
 mod rest_hook;
 // Subscriptions end to end: PMS edits, topics, filters, handshakes, $status and $events.

@@ -497,14 +497,22 @@ pub fn assert_valid_r4(resource: &Json) {
     }
 }
 
+/// The resource types Portico serves from its state store whatever the adapter: the audit trail,
+/// its own Groups and subscriptions.
+pub const STATE_STORE_TYPES: [&str; 3] = ["AuditEvent", "Group", "Subscription"];
+
 /// The CapabilityStatement's resource entries the adapter serves: all but those served from the
-/// state store (the audit trail's `AuditEvent`, and `Subscription`).
+/// state store (`STATE_STORE_TYPES`).
 pub fn adapter_resources(statement: &Json) -> Vec<Json> {
     statement["rest"][0]["resource"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|resource| resource["type"] != "AuditEvent" && resource["type"] != "Subscription")
+        .filter(|resource| {
+            !STATE_STORE_TYPES
+                .iter()
+                .any(|state_type| resource["type"] == *state_type)
+        })
         .cloned()
         .collect()
 }

@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use super::document;
 use crate::adapter::{self, Adapter};
 use crate::api::audit::{self, parse_search};
+use crate::api::groups;
 use crate::api::negotiate::negotiate;
 use crate::fhir::capability::search_params;
 use crate::search::compile::plan;
@@ -429,6 +430,129 @@ fn the_audit_agent_pattern_trims_what_rust_trims() {
         }
     }
     assert!(disagreements.is_empty(), "{disagreements:?}");
+}
+
+/// Whether a Group search with `name=value` is answered (is not a 400).
+fn group_accepts(name: &str, value: &str) -> bool {
+    groups::parse_search(&[(name.to_owned(), value.to_owned())]).is_ok()
+}
+
+#[test]
+fn the_group_patterns_are_what_the_group_search_accepts() {
+    let too_long = "a".repeat(65);
+    let longest = "a".repeat(64);
+    let cases: [(&str, &[&str], &[&str], &str); 3] = [
+        (
+            "_id",
+            &[
+                "1",
+                "g-1.a",
+                "1,b2",
+                " 7 ,\u{a0}8 ",
+                ",,3",
+                " ",
+                ",",
+                &longest,
+            ],
+            &[
+                "",
+                "a b",
+                "1_2",
+                "Group/1",
+                "\u{85}1\u{a0}",
+                "\u{feff}1",
+                "\u{1c}1",
+                "1,é",
+                &too_long,
+            ],
+            "ab1.-, \u{a0}\u{85}\u{feff}\u{1c}_é/",
+        ),
+        (
+            "identifier",
+            &[
+                "D-24",
+                "urn:example:cohorts|D-24",
+                "|D-24",
+                "urn:example:cohorts|",
+                "a,b",
+                "a\\|b|c",
+                "a\\,b,c|d",
+                "trailing\\",
+            ],
+            &["", ",", "|", "a|b|c", "a|b\\,c|d", "\\", "a|\\", "\\|\\|"],
+            "ab|,\\ é",
+        ),
+        (
+            "_cursor",
+            &["1", "g-7", "a.b", &longest],
+            &["", " 1", "a b", "é", "a/b", &too_long],
+            "ab1.- /é",
+        ),
+    ];
+    for (name, seeds, edges, alphabet) in cases {
+        let pattern = match groups::SEARCH_PARAMS.iter().find(|p| p.name == name) {
+            Some(param) => (param.pattern)(),
+            None => groups::CURSOR_PATTERN.to_owned(),
+        };
+        assert_agree(name, &pattern, seeds, edges, alphabet, |text| {
+            group_accepts(name, text)
+        });
+    }
+    // `name` takes any text: blank values are ignored, others are prefixes.
+    let param = groups::SEARCH_PARAMS
+        .iter()
+        .find(|p| p.name == "name")
+        .unwrap();
+    let regex = Regex::new(&(param.pattern)()).unwrap();
+    for text in ["", ",", "Dia", "a\\,b", "\\", "\n", "é|x", "%_!"] {
+        assert!(
+            regex.is_match(text) && group_accepts("name", text),
+            "{text:?}"
+        );
+    }
+    let tested: Vec<&str> = cases.iter().map(|(name, ..)| *name).collect();
+    for param in &groups::SEARCH_PARAMS {
+        assert!(
+            param.name == "name" || tested.contains(&param.name),
+            "{} is tested",
+            param.name
+        );
+    }
+}
+
+#[test]
+fn groups_have_read_search_and_form_search_with_their_parameters() {
+    let document = serde_json::to_value(document(&openemr())).unwrap();
+    let search = &document["paths"]["/fhir/Group"]["get"];
+    assert_eq!(
+        parameter_names(search),
+        [
+            "_id",
+            "identifier",
+            "name",
+            "_count",
+            "_cursor",
+            "_format",
+            "_pretty"
+        ]
+    );
+    let form = &document["paths"]["/fhir/Group/_search"]["post"];
+    let schema = &form["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+    assert_eq!(schema["properties"].as_object().unwrap().len(), 7);
+    assert_eq!(schema["additionalProperties"], false);
+    let read = &document["paths"]["/fhir/Group/{id}"]["get"];
+    assert_eq!(parameter_names(read), ["id", "_format", "_pretty"]);
+    assert_eq!(
+        search["responses"]["200"]["links"]["read"]["operationId"],
+        read["operationId"]
+    );
+    for code in ["200", "401", "403", "404", "406", "500", "503"] {
+        assert!(read["responses"][code].is_object(), "read: {code}");
+    }
+    assert!(
+        read["responses"]["504"].is_null(),
+        "the state store has no statement limit"
+    );
 }
 
 fn parameter_names(operation: &Json) -> Vec<String> {
