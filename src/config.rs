@@ -655,7 +655,10 @@ mod tests {
         assert!(settings.state.url.is_none());
         assert!(settings.subscriptions.enabled);
         assert_eq!(settings.subscriptions.poll_interval_ms, 5000);
-        assert_eq!(settings.reconcile.types, ["Patient", "Appointment", "Claim"]);
+        assert_eq!(
+            settings.reconcile.types,
+            ["Patient", "Appointment", "Claim"]
+        );
         assert!(settings.reconcile.ehr_url.is_none());
         assert_eq!(settings.export.expire_hours, 24);
         assert_eq!(settings.quality.schedule_minutes, 1440);

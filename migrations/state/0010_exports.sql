@@ -2,8 +2,11 @@
 -- restart where it stopped. Portable SQL (SQLite and PostgreSQL).
 CREATE TABLE export_job (
     id             TEXT NOT NULL PRIMARY KEY,
-    -- The client that kicked it off: only it may poll, download or cancel.
+    -- The client that kicked it off (its unfinished jobs are limited).
     client_id      TEXT NOT NULL,
+    -- Who kicked it off: the client, the user and the patient context of the token. Only a token
+    -- of the same requester may poll, download or cancel.
+    requester      TEXT NOT NULL,
     -- The kick-off URL, as the manifest's `request`.
     request        TEXT NOT NULL,
     -- What to export, as JSON: level, group, types, _since, _typeFilter, _elements, patients,

@@ -1,8 +1,8 @@
 //! Bulk Data `$export` over HTTP (Bulk Data Access 2.0.0): the kick-offs (`/$export`,
 //! `/Patient/$export`, `/Group/{id}/$export`, GET or POST with a Parameters body), the status
 //! URL (202 with `X-Progress` while running, 429 when polled too fast, the manifest when done,
-//! DELETE to cancel) and the files. Only the client that started an export sees its status and
-//! files; anyone else gets 404, as if it did not exist. `crate::export` decides what a job
+//! DELETE to cancel) and the files. Only the requester that started an export (its client, user
+//! and patient context) sees its status and files; anyone else gets 404, as if it did not exist. `crate::export` decides what a job
 //! exports and runs it.
 
 use std::sync::Arc;
@@ -63,14 +63,23 @@ fn unavailable(error: crate::state::StateError) -> ApiError {
     ApiError::Unavailable("the state store is unavailable; retry shortly".into())
 }
 
-/// The client an export belongs to: every export request carries a token.
-fn client_of(claims: Option<&AccessClaims>) -> Result<String, ApiError> {
-    claims
-        .map(|c| c.client_id.clone())
-        .ok_or_else(|| ApiError::Unauthorized {
-            error: None,
-            description: "an export needs a bearer token".into(),
-        })
+/// The token's claims: every export request carries a token.
+fn claims_of(claims: Option<&AccessClaims>) -> Result<&AccessClaims, ApiError> {
+    claims.ok_or_else(|| ApiError::Unauthorized {
+        error: None,
+        description: "an export needs a bearer token".into(),
+    })
+}
+
+/// Who an export belongs to: the client, the user (or the client itself, for Backend Services)
+/// and the patient context of the token. A refreshed token of the same requester is the same.
+fn requester(claims: &AccessClaims) -> String {
+    format!(
+        "{}|{}|{}",
+        claims.client_id,
+        claims.sub,
+        claims.patient.as_deref().unwrap_or("")
+    )
 }
 
 /// `GET|POST /fhir/$export`.
@@ -127,7 +136,8 @@ async fn start(
     (method, headers, raw, body): (&Method, &HeaderMap, Option<&str>, &Bytes),
 ) -> Result<Response, ApiError> {
     let (access, base) = (caller.access.as_ref(), &caller.base);
-    let client_id = client_of(caller.claims.as_deref())?;
+    let claims = claims_of(caller.claims.as_deref())?;
+    let client_id = claims.client_id.clone();
     if level == Level::System && access.patients() != &PatientLimit::Everyone {
         return Err(ApiError::Forbidden(
             "a system export needs system/ scopes: this token is limited to some patients' \
@@ -144,8 +154,13 @@ async fn start(
         }
     };
     request.lenient = prefers(headers, "handling=lenient");
-    let spec = kickoff(&state.adapter, access, level, group, &request)?;
     let store = state.auth.tokens.store();
+    if let Some(id) = &group
+        && store.group(id).await.map_err(unavailable)?.is_none()
+    {
+        return Err(ApiError::NotFound(format!("Group/{id} is not known")));
+    }
+    let spec = kickoff(&state.adapter, access, level, group, &request)?;
     let limit = state.exports.settings.max_per_client as i64;
     if store
         .unfinished_exports(Some(&client_id))
@@ -166,6 +181,7 @@ async fn start(
     let job = ExportJob {
         id: id.clone(),
         client_id,
+        requester: requester(claims),
         request: request_url,
         spec: serde_json::to_string(&spec).expect("the spec serializes"),
         status: exports::ACCEPTED.into(),
@@ -290,7 +306,7 @@ async fn own_job(
     claims: Option<&AccessClaims>,
     id: &str,
 ) -> Result<ExportJob, ApiError> {
-    let client_id = client_of(claims)?;
+    let requester = requester(claims_of(claims)?);
     let job = state
         .auth
         .tokens
@@ -298,7 +314,7 @@ async fn own_job(
         .export_job(id)
         .await
         .map_err(unavailable)?;
-    job.filter(|job| job.client_id == client_id && job.status != exports::CANCELLED)
+    job.filter(|job| job.requester == requester && job.status != exports::CANCELLED)
         .ok_or_else(|| ApiError::NotFound(format!("no export {id}")))
 }
 

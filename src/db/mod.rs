@@ -214,7 +214,9 @@ impl Database {
                 Pool::Mssql(pool) => pool.fetch(query).await,
             }
         };
-        self.limited_and_measured(run).await
+        // Boxed: the drivers' futures are large, and every caller up to the HTTP handler would
+        // otherwise carry (and, in debug builds, copy on the stack) their size.
+        self.limited_and_measured(Box::pin(run)).await
     }
 
     /// SQL Server's estimated plan of `query` as SHOWPLAN XML, the statement compiled with its

@@ -54,8 +54,11 @@ pub struct ExportSpec {
     pub type_filters: BTreeMap<String, Vec<String>>,
     /// `_elements` per type; the key `*` holds the elements named without a type.
     pub elements: BTreeMap<String, Vec<String>>,
-    /// The `patient` parameter's ids, or a group's members once resolved.
+    /// The `patient` parameter's ids.
     pub patients: Option<Vec<String>>,
+    /// A Group export's members, resolved when the job first runs.
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
     /// The access of the kick-off's token: the job reads under it.
     pub access: Access,
     /// Problems ignored under `Prefer: handling=lenient`, reported in the error files.
@@ -92,12 +95,14 @@ impl ExportSpec {
         parts
     }
 
-    /// The access a pass reads under: the token's, narrowed to the export's patients.
+    /// The access a pass reads under: the token's, narrowed to the group's members and to the
+    /// `patient` parameter's patients.
     pub fn reading_access(&self) -> Access {
-        match &self.patients {
-            Some(ids) => self.access.narrowed_to_patients(ids),
-            None => self.access.clone(),
+        let mut access = self.access.clone();
+        for ids in [&self.members, &self.patients].into_iter().flatten() {
+            access = access.narrowed_to_patients(ids);
         }
+        access
     }
 }
 
@@ -302,6 +307,7 @@ pub fn kickoff(
         type_filters,
         elements,
         patients,
+        members: None,
         access: access.clone(),
         ignored,
     })

@@ -81,7 +81,9 @@ impl ExportRuntime {
             match claimed {
                 Ok(Some(job)) => {
                     let id = job.id.clone();
-                    match self.run_job(job, &shutdown).await {
+                    // Boxed: a job's future (search, mapping, files) is too large for a
+                    // thread's stack when it is polled inline.
+                    match Box::pin(self.run_job(job, &shutdown)).await {
                         Ok(Ended::Complete) => tracing::info!(export = %id, "export complete"),
                         Ok(Ended::NotOurs) => {
                             tracing::info!(export = %id, "export cancelled or taken over")
@@ -155,11 +157,14 @@ impl ExportRuntime {
     async fn run_job(&self, job: ExportJob, shutdown: &CancellationToken) -> Result<Ended, String> {
         let mut spec: ExportSpec = serde_json::from_str(&job.spec)
             .map_err(|e| format!("the stored export cannot be read: {e}"))?;
-        if spec.level == Level::Group && spec.patients.is_none() {
-            return Err(format!(
-                "Group/{} cannot be exported: groups are not served yet",
-                spec.group.as_deref().unwrap_or("")
-            ));
+        if spec.level == Level::Group && spec.members.is_none() {
+            let members = self.group_members(&spec).await?;
+            spec.members = Some(members);
+            let stored = serde_json::to_string(&spec).expect("the spec serializes");
+            self.store
+                .set_export_spec(&job.id, &stored)
+                .await
+                .map_err(state)?;
         }
         let access = spec.reading_access();
         let fingerprint = access.fingerprint();
@@ -186,19 +191,18 @@ impl ExportRuntime {
                 .filter(|p| p.resource_type == part.resource_type)
                 .count()
                 > 1;
-            let ended = self
-                .run_part(
-                    &job,
-                    &spec,
-                    part,
-                    several,
-                    &access,
-                    &fingerprint,
-                    &mut files,
-                    &mut pending_notes,
-                    shutdown,
-                )
-                .await?;
+            let ended = Box::pin(self.run_part(
+                &job,
+                &spec,
+                part,
+                several,
+                &access,
+                &fingerprint,
+                &mut files,
+                &mut pending_notes,
+                shutdown,
+            ))
+            .await?;
             if ended != Ended::Complete {
                 return Ok(ended);
             }
@@ -221,6 +225,20 @@ impl ExportRuntime {
         } else {
             Ended::NotOurs
         })
+    }
+
+    /// The group's members now (its criteria resolved through the PMS).
+    async fn group_members(&self, spec: &ExportSpec) -> Result<Vec<String>, String> {
+        let id = spec.group.as_deref().unwrap_or_default();
+        let group = self
+            .store
+            .group(id)
+            .await
+            .map_err(state)?
+            .ok_or_else(|| format!("Group/{id} no longer exists"))?;
+        crate::groups::members(&self.repository, &group)
+            .await
+            .map_err(|e| format!("the members of Group/{id}: {e}"))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -246,9 +264,7 @@ impl ExportRuntime {
             self.settings.page_size.clamp(1, 10_000) as usize,
         )?;
         if part.estimate.is_none() {
-            let estimate = self
-                .repository
-                .count(&plan, access)
+            let estimate = Box::pin(self.repository.count(&plan, access))
                 .await
                 .map_err(|e| format!("{}: {}", part.resource_type, e.message))?;
             self.store
@@ -290,7 +306,7 @@ impl ExportRuntime {
             if shutdown.is_cancelled() {
                 return Ok(Ended::Stopped);
             }
-            let page = self.page(&plan, after.as_ref(), access, shutdown).await?;
+            let page = Box::pin(self.page(&plan, after.as_ref(), access, shutdown)).await?;
             let Some(page) = page else {
                 return Ok(Ended::Stopped);
             };
@@ -352,11 +368,12 @@ impl ExportRuntime {
                 );
             }
             let lease_until = now_ms() + LEASE.as_millis() as i64;
-            if !self
-                .store
-                .commit_export_page(&job.id, &self.owner, lease_until, &commit)
-                .await
-                .map_err(state)?
+            if !Box::pin(
+                self.store
+                    .commit_export_page(&job.id, &self.owner, lease_until, &commit),
+            )
+            .await
+            .map_err(state)?
             {
                 return Ok(Ended::NotOurs);
             }
@@ -377,7 +394,7 @@ impl ExportRuntime {
     ) -> Result<Option<crate::repository::Page>, String> {
         let mut attempt = 0;
         loop {
-            match self.repository.search(plan, after, access, false).await {
+            match Box::pin(self.repository.search(plan, after, access, false)).await {
                 Ok(page) => return Ok(Some(page)),
                 Err(error)
                     if matches!(error.kind, DbErrorKind::Unavailable | DbErrorKind::Timeout)

@@ -20,6 +20,8 @@ pub const CANCELLED: &str = "cancelled";
 pub struct ExportJob {
     pub id: String,
     pub client_id: String,
+    /// Who may see it: `export::requester` of the kick-off's token.
+    pub requester: String,
     pub request: String,
     /// `crate::export::ExportSpec` as JSON.
     pub spec: String,
@@ -68,13 +70,14 @@ pub struct PageCommit {
     pub files: Vec<ExportFile>,
 }
 
-const JOB_COLUMNS: &str = "id, client_id, request, spec, status, transaction_ms, created_ms, \
+const JOB_COLUMNS: &str = "id, client_id, requester, request, spec, status, transaction_ms, created_ms, \
     finished_ms, expires_ms, error, polled_ms";
 
 fn job(row: &AnyRow) -> Result<ExportJob, StateError> {
     Ok(ExportJob {
         id: row.try_get("id")?,
         client_id: row.try_get("client_id")?,
+        requester: row.try_get("requester")?,
         request: row.try_get("request")?,
         spec: row.try_get("spec")?,
         status: row.try_get("status")?,
@@ -96,11 +99,12 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
-            "INSERT INTO export_job (id, client_id, request, spec, status, transaction_ms, \
-             created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO export_job (id, client_id, requester, request, spec, status, \
+             transaction_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&job.id)
         .bind(&job.client_id)
+        .bind(&job.requester)
         .bind(&job.request)
         .bind(&job.spec)
         .bind(ACCEPTED)
@@ -246,6 +250,17 @@ impl StateStore {
                 })
             })
             .collect()
+    }
+
+    /// Replaces a job's spec (a group's members, resolved when the job first runs, are kept so a
+    /// resumed job exports the same patients).
+    pub async fn set_export_spec(&self, id: &str, spec: &str) -> Result<(), StateError> {
+        sqlx::query("UPDATE export_job SET spec = $1 WHERE id = $2")
+            .bind(spec)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Records a pass's estimate (matches counted when it starts).

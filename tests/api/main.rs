@@ -69,6 +69,8 @@ mod subscription_credentials;
 mod subscription_admin;
 // Signing in to the status page with its own form, and out again.
 mod status_page;
+// Bulk Data $export: kick-offs, status, manifests, files, filters, access, resumption.
+mod export;
 // Open Dental subscriptions end to end on MariaDB: every topic the adapter declares.
 mod subscriptions_opendental;
 // A removed client's subscriptions are off at once, on both state stores.
