@@ -506,12 +506,28 @@ async fn demo(
     for example in adapter.examples() {
         println!("  curl -H \"Authorization: Bearer $PORTICO_TOKEN\" '{base}/{example}'");
     }
+    print_export_example(&base);
     print_sign_in_example(&base);
     if let Some(appointment) = first_id(&base, "Appointment", &token).await {
         print_subscription_example(&base, adapter, &appointment, &database);
     }
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// How to run a Bulk Data export in two curl lines: the kick-off prints its status URL, which
+/// answers the manifest once the files are written.
+fn print_export_example(base: &str) {
+    println!(
+        "\nExport everything as NDJSON (Bulk Data): the first line prints the status URL \
+         (Content-Location); poll it until it answers the manifest with the files' URLs, which \
+         take the same token:"
+    );
+    println!(
+        "  curl -si -H \"Authorization: Bearer $PORTICO_TOKEN\" -H 'Accept: application/fhir+json' \
+         -H 'Prefer: respond-async' '{base}/$export?_type=Patient,Encounter' | grep -i content-location"
+    );
+    println!("  curl -s -H \"Authorization: Bearer $PORTICO_TOKEN\" '<the Content-Location URL>'");
 }
 
 /// How to try the browser sign-in as the demo app: an authorization URL with a fixed PKCE pair

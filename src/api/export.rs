@@ -498,10 +498,19 @@ pub async fn file(
             .await
             .map_err(unavailable)?;
         let known = files.iter().find(|f| f.name == name).ok_or_else(missing)?;
-        let path = state.exports.job_dir(&id).join(&known.name);
-        let handle = tokio::fs::File::open(&path).await.map_err(|_| missing())?;
+        let dir = state.exports.job_dir(&id);
+        let handle = tokio::fs::File::open(dir.join(&known.name))
+            .await
+            .map_err(|_| missing())?;
+        // The audit trail records the download with every patient whose data the file holds.
+        let patients = crate::export::files::patients_in(&dir, &known.name)
+            .await
+            .map_err(|e| ApiError::Internal(format!("the export's patient list: {e}")))?;
         let stream = tokio_util::io::ReaderStream::new(handle);
         let mut response = Body::from_stream(stream).into_response();
+        response
+            .extensions_mut()
+            .insert(super::audit::PatientsTouched(patients));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 //! size limit, and on resume each cut back to its committed length, so a page written before a
 //! crash but not committed is written again exactly once.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use tokio::fs::{File, OpenOptions};
@@ -117,6 +118,31 @@ impl NdjsonFiles {
         Ok(file.clone())
     }
 
+    /// Notes the patients whose data `file` now holds, for the audit trail of its downloads:
+    /// appended to `<file>.patients`, one id per line (repeats are dropped when read). A page
+    /// written again after a crash notes its patients again, which errs on the side of recording.
+    pub async fn note_patients(
+        &self,
+        file: &str,
+        patients: &BTreeSet<String>,
+    ) -> std::io::Result<()> {
+        if patients.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for id in patients {
+            text.push_str(id);
+            text.push('\n');
+        }
+        let mut handle = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{file}.patients")))
+            .await?;
+        handle.write_all(text.as_bytes()).await?;
+        handle.flush().await
+    }
+
     /// The lines of `resource_type` written so far, one NDJSON line at a time, read back.
     pub async fn written_lines(&self, resource_type: &str) -> std::io::Result<Vec<String>> {
         let mut lines = Vec::new();
@@ -130,6 +156,15 @@ impl NdjsonFiles {
             lines.extend(committed.lines().map(str::to_owned));
         }
         Ok(lines)
+    }
+}
+
+/// The patients whose data the file `name` in `dir` holds (see `NdjsonFiles::note_patients`).
+pub async fn patients_in(dir: &Path, name: &str) -> std::io::Result<BTreeSet<String>> {
+    match tokio::fs::read_to_string(dir.join(format!("{name}.patients"))).await {
+        Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(error) => Err(error),
     }
 }
 
@@ -201,6 +236,22 @@ mod tests {
         assert_eq!(
             resumed.written_lines("Patient").await.unwrap(),
             vec!["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
+        );
+        let noted: BTreeSet<String> = ["7".to_owned(), "3".to_owned()].into();
+        resumed
+            .note_patients("Patient-2.ndjson", &noted)
+            .await
+            .unwrap();
+        resumed
+            .note_patients("Patient-2.ndjson", &["3".to_owned()].into())
+            .await
+            .unwrap();
+        assert_eq!(patients_in(&dir, "Patient-2.ndjson").await.unwrap(), noted);
+        assert!(
+            patients_in(&dir, "Patient-1.ndjson")
+                .await
+                .unwrap()
+                .is_empty()
         );
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -312,12 +312,15 @@ impl ExportRuntime {
             };
             let mut lines = Vec::with_capacity(page.matches.len() * 512);
             let mut written = 0i64;
+            let mut patients = crate::api::audit::PatientsTouched::default();
             for loaded in page.matches {
                 if let Some(seen) = seen.as_mut()
                     && !seen.insert(loaded.resource.id.clone())
                 {
                     continue;
                 }
+                // Before `_elements` drops the references.
+                patients.add(&loaded.resource.resource);
                 let mut resource = loaded.resource.resource;
                 if let Some(names) = &elements {
                     crate::fhir::subset::elements(&mut resource, names);
@@ -340,12 +343,15 @@ impl ExportRuntime {
             };
             let io = |e: std::io::Error| format!("the export's files: {e}");
             if written > 0 {
-                commit.files.push(
-                    files
-                        .append(&part.resource_type, &lines, written)
-                        .await
-                        .map_err(io)?,
-                );
+                let file = files
+                    .append(&part.resource_type, &lines, written)
+                    .await
+                    .map_err(io)?;
+                files
+                    .note_patients(&file.name, &patients.0)
+                    .await
+                    .map_err(io)?;
+                commit.files.push(file);
             }
             let mut problems: Vec<String> = std::mem::take(pending_notes);
             problems.extend(page.left_out.iter().map(left_out_note));

@@ -118,7 +118,22 @@ fn group_resource() -> Json {
         "readHistory": false,
         "updateCreate": false,
         "searchParam": params,
+        "operation": export_operation(GROUP_EXPORT_OPERATION),
     })
+}
+
+/// The Bulk Data Access IG's server statement and its three export operations (BD-01).
+pub const BULK_DATA_STATEMENT: &str =
+    "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data";
+const EXPORT_OPERATION: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
+const PATIENT_EXPORT_OPERATION: &str =
+    "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export";
+const GROUP_EXPORT_OPERATION: &str =
+    "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export";
+
+/// The `operation` list of one export operation.
+fn export_operation(definition: &str) -> Json {
+    json!([{"name": "export", "definition": definition}])
 }
 
 /// The server statement of the Subscriptions Backport IG for R4, which Portico instantiates when
@@ -225,19 +240,25 @@ pub fn capability_statement(
         if !def.profiles.is_empty() {
             resource["supportedProfile"] = json!(def.profiles);
         }
+        if def.resource_type == "Patient" {
+            resource["operation"] = export_operation(PATIENT_EXPORT_OPERATION);
+        }
         resources.push(resource);
     }
     insert_in_type_order(&mut resources, audit_event_resource());
     insert_in_type_order(&mut resources, group_resource());
+    let mut instantiates = vec![json!(BULK_DATA_STATEMENT)];
     if !adapter.topics.is_empty() {
         insert_in_type_order(&mut resources, subscription_resource(&adapter.topics));
-        statement["instantiates"] = json!([BACKPORT_SERVER_STATEMENT]);
+        instantiates.push(json!(BACKPORT_SERVER_STATEMENT));
     }
+    statement["instantiates"] = Json::Array(instantiates);
     if let Some(rest) = statement["rest"].get_mut(0).and_then(Json::as_object_mut) {
-        // R4 orders `security` before `resource`.
+        // R4 orders `security` before `resource`, and `operation` after `interaction`.
         rest.remove("resource");
         rest.insert("security".into(), capability_security(base_url, external));
         rest.insert("resource".into(), Json::Array(resources));
+        rest.insert("operation".into(), export_operation(EXPORT_OPERATION));
     }
     statement
 }
@@ -294,7 +315,7 @@ mod tests {
         adapter.topics.clear();
         let statement = statement(&adapter);
         assert!(subscription_entry(&statement).is_none());
-        assert!(statement.get("instantiates").is_none());
+        assert_eq!(statement["instantiates"], json!([BULK_DATA_STATEMENT]));
     }
 
     #[test]
@@ -311,8 +332,24 @@ mod tests {
         // SB-04: the server statement it instantiates, and the profile.
         assert_eq!(
             statement["instantiates"],
-            json!([BACKPORT_SERVER_STATEMENT])
+            json!([BULK_DATA_STATEMENT, BACKPORT_SERVER_STATEMENT])
         );
+        // BD-01: the three export operations, at the system, on Patient and on Group.
+        assert_eq!(
+            statement["rest"][0]["operation"],
+            export_operation(EXPORT_OPERATION)
+        );
+        let on = |resource_type: &str| {
+            statement["rest"][0]["resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["type"] == resource_type)
+                .unwrap()["operation"]
+                .clone()
+        };
+        assert_eq!(on("Patient"), export_operation(PATIENT_EXPORT_OPERATION));
+        assert_eq!(on("Group"), export_operation(GROUP_EXPORT_OPERATION));
         let entry = subscription_entry(&statement).expect("a Subscription entry");
         assert_eq!(
             entry["supportedProfile"],

@@ -97,13 +97,24 @@ impl Demo {
         }
     }
 
-    /// The first printed line's text after `prefix`.
-    fn printed_after(&self, prefix: &str) -> String {
-        self.printed
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("nothing printed after {prefix:?}: {:?}", self.printed))
-            .to_owned()
+    /// The first printed line's text after `prefix`, waiting for it (the demo audits its data
+    /// before printing the rest, which takes longer on a busy machine).
+    fn printed_after(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(found) = self
+                .printed
+                .iter()
+                .find_map(|l| l.trim().strip_prefix(prefix))
+            {
+                return found.to_owned();
+            }
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => self.printed.push(line),
+                Err(_) if Instant::now() < deadline => {}
+                Err(_) => panic!("nothing printed after {prefix:?}: {:?}", self.printed),
+            }
+        }
     }
 
     /// The example requests it printed.
@@ -223,6 +234,55 @@ async fn demo_serves(adapter: &str) {
             "{example}"
         );
     }
+    // The printed export runs: its kick-off answers 202 with a status URL that ends in the
+    // manifest.
+    let export = printed
+        .iter()
+        .find(|l| l.contains("/$export?"))
+        .and_then(|l| l.split('\'').find(|part| part.starts_with("http")))
+        .unwrap_or_else(|| panic!("no export example: {printed:?}"))
+        .to_owned();
+    let accepted = client
+        .get(&export)
+        .bearer_auth(&token)
+        .header("accept", "application/fhir+json")
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202, "{export}");
+    let status_url = accepted.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let manifest: serde_json::Value = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let polled = client
+            .get(&status_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if polled.status() == 200 {
+            break polled.json().await.unwrap();
+        }
+        assert_eq!(polled.status(), 202);
+        assert!(
+            Instant::now() < deadline,
+            "the demo's export did not finish"
+        );
+    };
+    let types: Vec<&str> = manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"Patient") && types.contains(&"Encounter"),
+        "{manifest}"
+    );
     // The printed sign-in URL is a valid authorization request: it leads to the login page.
     let authorize = printed
         .iter()

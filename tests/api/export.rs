@@ -509,6 +509,41 @@ async fn patient_and_group_exports_hold_only_their_patients_data() {
             .unwrap_or_default(),
         encounters
     );
+    // A download is audited with every patient whose data the file holds.
+    let patient_file = manifest["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["type"] == "Patient")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap();
+    let download = send(app.client.get(patient_file).bearer_auth(&app.token)).await;
+    let request_id = download.header("x-request-id").unwrap().to_owned();
+    let events = fhir
+        .all_pages(&format!("AuditEvent?patient=Patient/{two}&_count=100"))
+        .await;
+    let event = events
+        .iter()
+        .find(|e| {
+            e["entity"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|entity| entity["what"]["identifier"]["value"] == request_id)
+        })
+        .expect("the download's AuditEvent");
+    let audited: BTreeSet<String> = event["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entity| entity["what"]["reference"].as_str())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        audited,
+        [format!("Patient/{one}"), format!("Patient/{two}")].into()
+    );
     // The same client's token for one patient opens neither the group's export nor its files:
     // an export is the requester's (client, user and patient context), not the whole client's.
     let theirs = manifest["output"][0]["url"].as_str().unwrap();
