@@ -525,7 +525,7 @@ fn print_export_example(base: &str) {
     );
     println!(
         "  curl -si -H \"Authorization: Bearer $PORTICO_TOKEN\" -H 'Accept: application/fhir+json' \
-         -H 'Prefer: respond-async' '{base}/$export?_type=Patient,Encounter' | grep -i content-location"
+         -H 'Prefer: respond-async' '{base}/$export?_type=Patient,Appointment' | grep -i content-location"
     );
     println!("  curl -s -H \"Authorization: Bearer $PORTICO_TOKEN\" '<the Content-Location URL>'");
 }

@@ -75,6 +75,15 @@ struct Candidate {
     order: CursorKey,
 }
 
+/// What one fetch of a branch yielded (`Repository::load`).
+struct LoadedRows {
+    candidates: Vec<Candidate>,
+    /// Rows read: fewer than asked for means the branch has no more.
+    rows: usize,
+    /// The position after the last row read, whole (variant `None`), to continue from.
+    last_row: Option<CursorKey>,
+}
+
 /// One page of a search.
 #[derive(Debug)]
 pub struct Page {
@@ -170,9 +179,17 @@ impl Repository {
         select: &Select,
         sort_indices: &[usize],
         keep_variant: &(dyn Fn(usize) -> bool + Sync),
-    ) -> Result<(Vec<Candidate>, usize), DbError> {
+    ) -> Result<LoadedRows, DbError> {
         let rows = self.fetch(select).await?;
         let row_count = rows.len();
+        // Where the next step starts: the last row read, all its variants consumed (a row whose
+        // variants are all empty yields no candidate but is read all the same).
+        let last_row = rows.last().map(|row| CursorKey {
+            sort: sort_indices.iter().map(|&i| row[i].clone()).collect(),
+            branch: branch_index,
+            key: mapping.id.columns.iter().map(|&i| row[i].clone()).collect(),
+            variant: None,
+        });
         let children = self.load_collections(mapping, &rows).await?;
         let mut loaded = Vec::with_capacity(rows.len());
         for (row_index, row) in rows.into_iter().enumerate() {
@@ -220,7 +237,11 @@ impl Repository {
                 });
             }
         }
-        Ok((loaded, row_count))
+        Ok(LoadedRows {
+            candidates: loaded,
+            rows: row_count,
+            last_row,
+        })
     }
 
     /// For each collection of `mapping`, the child rows of each parent row (one query each).
@@ -301,11 +322,12 @@ impl Repository {
             }
             let select = rows_select(mapping, &admitted, target.cond, Some(2));
             let wanted = target.variant;
-            let (candidates, _) = self
+            let candidates = self
                 .load(branch_index, mapping, &select, &[], &|variant| {
                     wanted.is_none_or(|w| w == variant) && admitted.variant_allowed(variant)
                 })
-                .await?;
+                .await?
+                .candidates;
             for candidate in candidates {
                 match candidate.outcome {
                     Ok(found) if found.id == id => return Ok(ReadOutcome::Found(found.resource)),
@@ -351,16 +373,20 @@ impl Repository {
             variant: None,
         });
         let select = page_select(&branch, &admitted, cursor.as_ref(), limit);
-        let (candidates, rows) = self
+        let fetched = self
             .load(branch_index, mapping, &select, &[], &|variant| {
                 admitted.variant_allowed(variant)
             })
             .await?;
-        let last_key = candidates.last().map(|c| c.order.key.clone());
         Ok(Scanned {
-            outcomes: candidates.into_iter().map(|c| (c.outcome, c.row)).collect(),
-            last_key,
-            rows,
+            outcomes: fetched
+                .candidates
+                .into_iter()
+                .filter(|c| is_after(c, cursor.as_ref(), &branch))
+                .map(|c| (c.outcome, c.row))
+                .collect(),
+            last_key: fetched.last_row.map(|c| c.key),
+            rows: fetched.rows,
         })
     }
 
@@ -418,24 +444,52 @@ impl Repository {
                     break;
                 }
             }
-            let wanted_rows = if sorted {
-                limit + 1
-            } else {
-                limit + 1 - collected.len().min(limit)
-            };
-            let select = page_select(branch, &admitted, after, wanted_rows as u64);
+            // Rows can yield fewer resources than rows (an unpivoted row whose variants are all
+            // empty or not searched for), so a branch is read in steps until it has given one more
+            // resource than the page holds or has no more rows: a short step must not end the
+            // search early.
             let sort_indices: Vec<usize> = branch.sort.iter().map(|s| s.index).collect();
-            let (loaded, row_count) = self
-                .load(
-                    branch.index,
-                    &branch.mapping,
-                    &select,
-                    &sort_indices,
-                    &|v| branch.variant_allowed(v) && admitted.variant_allowed(v),
-                )
-                .await?;
-            more_rows |= row_count >= wanted_rows;
-            collected.extend(loaded.into_iter().filter(|l| is_after(l, after, branch)));
+            let branch_start = collected.len();
+            let mut step_after = after.cloned();
+            let mut first_step = true;
+            loop {
+                let gathered = if sorted {
+                    collected.len() - branch_start
+                } else {
+                    collected.len()
+                };
+                if gathered > limit {
+                    more_rows = true;
+                    break;
+                }
+                let wanted_rows = if first_step {
+                    limit + 1 - gathered
+                } else {
+                    limit + 1
+                };
+                first_step = false;
+                let select =
+                    page_select(branch, &admitted, step_after.as_ref(), wanted_rows as u64);
+                let fetched = self
+                    .load(
+                        branch.index,
+                        &branch.mapping,
+                        &select,
+                        &sort_indices,
+                        &|v| branch.variant_allowed(v) && admitted.variant_allowed(v),
+                    )
+                    .await?;
+                collected.extend(
+                    fetched
+                        .candidates
+                        .into_iter()
+                        .filter(|l| is_after(l, step_after.as_ref(), branch)),
+                );
+                if fetched.rows < wanted_rows {
+                    break;
+                }
+                step_after = fetched.last_row;
+            }
         }
         // One branch's rows are already in the database's order, which its next keyset condition
         // follows; re-sorting them in Rust would differ wherever the collation does (MariaDB
@@ -560,11 +614,12 @@ impl Repository {
                         Cond::or(conds),
                         Some(MAX_INCLUDED as u64 + 1),
                     );
-                    let (loaded, _) = self
+                    let loaded = self
                         .load(branch_index, mapping, &select, &[], &|v| {
                             admitted.variant_allowed(v)
                         })
-                        .await?;
+                        .await?
+                        .candidates;
                     add(mapping, loaded, &mut included);
                 }
             }
@@ -589,11 +644,12 @@ impl Repository {
                     }
                     let select =
                         rows_select(mapping, &admitted, cond, Some(MAX_INCLUDED as u64 + 1));
-                    let (loaded, _) = self
+                    let loaded = self
                         .load(branch_index, mapping, &select, &[], &|v| {
                             admitted.variant_allowed(v)
                         })
-                        .await?;
+                        .await?
+                        .candidates;
                     add(mapping, loaded, &mut included);
                 }
             }

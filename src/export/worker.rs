@@ -353,14 +353,23 @@ impl ExportRuntime {
                     .map_err(io)?;
                 commit.files.push(file);
             }
-            let mut problems: Vec<String> = std::mem::take(pending_notes);
-            problems.extend(page.left_out.iter().map(left_out_note));
+            // An ignored parameter did not stop the export: a warning. A row left out is data the
+            // client will not get: an error, though the export goes on without it.
+            let mut problems: Vec<(&str, &str, String)> = std::mem::take(pending_notes)
+                .into_iter()
+                .map(|note| ("warning", "not-supported", note))
+                .collect();
+            problems.extend(
+                page.left_out
+                    .iter()
+                    .map(|row| ("error", "processing", left_out_note(row))),
+            );
             if !problems.is_empty() {
                 let mut outcomes = Vec::new();
-                for problem in &problems {
+                for (severity, code, problem) in &problems {
                     let outcome = json!({
                         "resourceType": "OperationOutcome",
-                        "issue": [{"severity": "error", "code": "processing", "diagnostics": problem}],
+                        "issue": [{"severity": severity, "code": code, "diagnostics": problem}],
                     });
                     serde_json::to_writer(&mut outcomes, &outcome)
                         .map_err(|e| format!("cannot write an OperationOutcome: {e}"))?;

@@ -1415,8 +1415,12 @@ pub fn page_select(
                         .zip(&cursor.key)
                         .map(|(c, v)| (column_expr(c), false, v)),
                 );
-                // An unpivoted row may still hold variants after the cursor's.
-                lexicographic_after(&terms, !mapping.variants.is_empty())
+                // An unpivoted row may still hold variants after the cursor's; a cursor without
+                // a variant stands after its whole row.
+                lexicographic_after(
+                    &terms,
+                    !mapping.variants.is_empty() && cursor.variant.is_some(),
+                )
             }
         }
     };

@@ -383,6 +383,13 @@ impl StateStore {
     /// Notes a status request at `now_ms` and returns the previous one's time.
     pub async fn note_export_poll(&self, id: &str, now_ms: i64) -> Result<i64, StateError> {
         let mut tx = self.pool().begin().await?;
+        // Write first: a SQLite transaction that reads and then writes fails at once (busy
+        // snapshot, no waiting) when another connection wrote in between, as the worker does
+        // while a client polls. Starting with the write makes it wait for its turn instead.
+        sqlx::query("UPDATE export_job SET polled_ms = polled_ms WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let previous: i64 = sqlx::query("SELECT polled_ms FROM export_job WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)

@@ -280,7 +280,7 @@ async fn demo_serves(adapter: &str) {
         .map(|o| o["type"].as_str().unwrap())
         .collect();
     assert!(
-        types.contains(&"Patient") && types.contains(&"Encounter"),
+        types.contains(&"Patient") && types.contains(&"Appointment"),
         "{manifest}"
     );
     // The printed sign-in URL is a valid authorization request: it leads to the login page.

@@ -195,6 +195,7 @@ async fn a_system_export_writes_exactly_what_searches_serve() {
         for outcome in outcomes {
             let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
             assert!(text.contains("cannot be served as valid FHIR R4"), "{text}");
+            assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
         }
     }
 

@@ -263,3 +263,33 @@ on_every_backend!(undecodable_cells_and_bad_keys, |app: TestApp| async move {
     assert_eq!(unique.len(), sorted.len());
     assert!(!unique.contains("3") || !sqlite);
 });
+
+on_every_backend!(
+    empty_vitals_forms_do_not_end_a_search_early,
+    |app: TestApp| async move {
+        // Forms opened and saved empty: each row yields no Observation at all. A run of them
+        // longer than a page must not end the paging before the rows after it.
+        let empty = column_texts(&app, "SELECT id FROM form_vitals ORDER BY id LIMIT 12").await;
+        damage(
+            &app,
+            &format!(
+                "UPDATE form_vitals SET height = 0, weight = 0, temperature = 0, pulse = 0, \
+                 respiration = 0, BMI = 0, head_circ = 0, oxygen_saturation = 0, bps = '', \
+                 bpd = '' WHERE id IN ({})",
+                empty.join(", ")
+            ),
+        )
+        .await;
+        for (query, page) in [
+            ("Observation?category=vital-signs", 3),
+            ("Observation?category=vital-signs", 1),
+            ("Observation?category=vital-signs&_sort=-date", 2),
+            ("Observation?code=http://loinc.org|8867-4", 2),
+        ] {
+            let whole = ids(&app.all_pages(&format!("{query}&_count=1000")).await);
+            assert!(whole.len() > 10, "{query}: fixture has too few vitals");
+            let (served, _) = app.page_all_nothing_lost(query, page).await;
+            assert_eq!(ids(&served), whole, "{query} in pages of {page}");
+        }
+    }
+);

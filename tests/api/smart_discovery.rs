@@ -133,7 +133,18 @@ async fn capability_statement_names_smart_and_its_endpoints() {
     let statement = app.get_fhir("metadata", 200).await;
     let rest = &statement["rest"][0];
     let keys: Vec<&String> = rest.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["mode", "documentation", "security", "resource"]);
+    assert_eq!(
+        keys,
+        ["mode", "documentation", "security", "resource", "operation"]
+    );
+    // Bulk Data's system-level kick-off is the one server-wide operation.
+    let operations: Vec<&str> = rest["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(operations, ["export"]);
     let security = &rest["security"];
     assert_eq!(security["cors"], true);
     assert_eq!(
