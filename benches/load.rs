@@ -20,7 +20,11 @@
 //!    no Bundle.
 //! 3. Closed-loop load, a fixed number of HTTP clients for a fixed time, per scenario and target.
 //! 4. Pages through every served Patient with `_count=1000` while sampling the resident memory.
-//! 5. Prints a markdown table.
+//! 5. With `PORTICO_BENCH_EXPORT=1`: a system `$export` of every type (the default
+//!    `export.page_size` pages), timed from kick-off to completion in the state store, with the
+//!    resident memory sampled, against the baseline reading the same branches in the same keyset
+//!    pages and writing each row (with its collections) as one NDJSON line to a file.
+//! 6. Prints a markdown table.
 //!
 //! Everything targets 127.0.0.1 and stops by itself (a watchdog ends the process if a run
 //! overstays `PORTICO_BENCH_MAX_MINUTES`).
@@ -86,6 +90,8 @@ struct Config {
     max_minutes: u64,
     scenarios: Option<Vec<String>>,
     paging: bool,
+    /// Run the bulk export comparison (`PORTICO_BENCH_EXPORT=1`).
+    export: bool,
     indexes: IndexSet,
     baseline: BaselineKind,
 }
@@ -159,6 +165,7 @@ impl Config {
                     .collect()
             }),
             paging: env_or("PORTICO_BENCH_PAGING", 1u8) == 1,
+            export: env_or("PORTICO_BENCH_EXPORT", 0u8) == 1,
             indexes: match env_or("PORTICO_BENCH_INDEXES", "recommended".to_owned()).as_str() {
                 "recommended" => IndexSet::Recommended,
                 "stock" => IndexSet::Stock,
@@ -1890,6 +1897,287 @@ async fn page_all(client: &reqwest::Client, portico: &str, ids: &[u64]) -> Pagin
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Bulk export against the baseline
+
+/// One side of the export comparison.
+#[derive(Default)]
+struct ExportRun {
+    /// Resources (Portico) or rows (baseline) written, per type.
+    lines: Vec<(String, u64)>,
+    bytes: u64,
+    seconds: f64,
+    /// CPU of this process (Portico: less the client threads polling) and of the database.
+    process_cpu_s: f64,
+    db_cpu_s: f64,
+    rss_before_kib: u64,
+    rss_max_kib: u64,
+}
+
+impl ExportRun {
+    fn total(&self) -> u64 {
+        self.lines.iter().map(|(_, n)| n).sum()
+    }
+}
+
+struct ExportComparison {
+    portico: ExportRun,
+    raw: ExportRun,
+    left_out: u64,
+    failure: Option<String>,
+}
+
+/// The baseline's export: every branch of each type's unfiltered search, in keyset pages of
+/// `page` rows (`page_select` after the last row's key, as `Repository::search` continues), each
+/// page fetched with the baseline's statement and its collections, each row written as one JSON
+/// line to a file per type.
+async fn raw_export(
+    baseline: &Baseline,
+    page: usize,
+    dir: &std::path::Path,
+) -> Result<ExportRun, String> {
+    use std::io::Write as _;
+    let mut run = ExportRun::default();
+    let mut types: Vec<&String> = baseline.adapter.resources.keys().collect();
+    types.sort();
+    for resource_type in types {
+        let pairs = [("_count".to_owned(), page.to_string())];
+        let plan = search_plan(&baseline.adapter, resource_type, &pairs)?;
+        let path = dir.join(format!("{resource_type}.ndjson"));
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        let mut lines = 0;
+        for branch in plan.branches.iter().filter(|b| b.cond != Cond::False) {
+            let mapping = &branch.mapping;
+            let keys = baseline.keys(mapping);
+            let mut after: Option<CursorKey> = None;
+            loop {
+                let select = page_select(branch, &EVERYTHING, after.as_ref(), page as u64);
+                let rows = baseline
+                    .fetch(&baseline.statement(&select))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let children = baseline
+                    .children(mapping, &rows)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::with_capacity(rows.len() * 512);
+                for row in &rows {
+                    write_row(&mut out, keys, row, &children);
+                    out.push(b'\n');
+                }
+                file.write_all(&out).map_err(|e| e.to_string())?;
+                run.bytes += out.len() as u64;
+                run.rss_max_kib = run.rss_max_kib.max(rss_kib());
+                lines += rows.len() as u64;
+                let Some(last) = rows.last() else { break };
+                if rows.len() < page {
+                    break;
+                }
+                after = Some(CursorKey {
+                    sort: Vec::new(),
+                    branch: branch.index,
+                    key: mapping
+                        .id
+                        .columns
+                        .iter()
+                        .map(|&i| key_value(last, i))
+                        .collect(),
+                    variant: None,
+                });
+            }
+        }
+        file.flush().map_err(|e| e.to_string())?;
+        run.lines.push((resource_type.clone(), lines));
+    }
+    Ok(run)
+}
+
+/// Portico's export: a system `$export` of every type the bench token grants, timed by the job's
+/// own created and finished instants; the state store is polled every 100 ms (the status URL
+/// asks for 2 s between polls), and the resident memory sampled with it.
+async fn portico_export(
+    client: &reqwest::Client,
+    base: &str,
+    store: &portico::state::StateStore,
+    db_stat: &Option<PathBuf>,
+    ticks: f64,
+) -> Result<(ExportRun, u64), String> {
+    let rss_before_kib = rss_kib();
+    let before = cpu_snapshot(db_stat);
+    let kicked = client
+        .get(format!("{base}/$export"))
+        .header("prefer", "respond-async")
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if kicked.status() != StatusCode::ACCEPTED {
+        return Err(format!("kick-off answered {}", kicked.status()));
+    }
+    let status_url = kicked
+        .headers()
+        .get("content-location")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("the kick-off has no Content-Location")?
+        .to_owned();
+    let id = status_url.rsplit('/').next().unwrap_or_default().to_owned();
+    let mut rss_max_kib = rss_before_kib;
+    let job = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rss_max_kib = rss_max_kib.max(rss_kib());
+        let job = store
+            .export_job(&id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the job is gone")?;
+        match job.status.as_str() {
+            portico::state::exports::COMPLETE => break job,
+            portico::state::exports::ACCEPTED | portico::state::exports::IN_PROGRESS => {}
+            other => return Err(format!("the export ended {other}: {:?}", job.error)),
+        }
+    };
+    let after = cpu_snapshot(db_stat);
+    let mut run = ExportRun {
+        seconds: (job.finished_ms.unwrap_or_default() - job.created_ms) as f64 / 1000.0,
+        process_cpu_s: ((after.process - before.process) - (after.client - before.client)) as f64
+            / ticks,
+        db_cpu_s: (after.db - before.db) as f64 / ticks,
+        rss_before_kib,
+        rss_max_kib,
+        ..ExportRun::default()
+    };
+    let mut lines: std::collections::BTreeMap<String, u64> = Default::default();
+    for file in store.export_files(&id).await.map_err(|e| e.to_string())? {
+        run.bytes += file.bytes as u64;
+        if file.resource_type != "OperationOutcome" {
+            *lines.entry(file.resource_type.clone()).or_default() += file.lines as u64;
+        }
+    }
+    run.lines = lines.into_iter().collect();
+    let left_out = store
+        .export_parts(&id)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|p| p.left_out as u64)
+        .sum();
+    // Done with it: the files go (the job's DELETE).
+    let _ = client.delete(&status_url).send().await;
+    Ok((run, left_out))
+}
+
+/// Both exports, the baseline's first (it also warms the buffer pool for Portico's).
+async fn export_both(
+    client: &reqwest::Client,
+    base: &str,
+    store: &portico::state::StateStore,
+    baseline: &Baseline,
+    scratch: &std::path::Path,
+    db_stat: &Option<PathBuf>,
+    ticks: f64,
+) -> ExportComparison {
+    let page = portico::config::ExportSettings::default().page_size as usize;
+    let dir = scratch.join("raw-export");
+    let _ = std::fs::create_dir_all(&dir);
+    let rss_before_kib = rss_kib();
+    let before = cpu_snapshot(db_stat);
+    let started = Instant::now();
+    let raw = raw_export(baseline, page, &dir).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = cpu_snapshot(db_stat);
+    let _ = std::fs::remove_dir_all(&dir);
+    let raw = match raw {
+        Ok(mut run) => {
+            run.seconds = seconds;
+            run.process_cpu_s = (after.process - before.process) as f64 / ticks;
+            run.db_cpu_s = (after.db - before.db) as f64 / ticks;
+            run.rss_before_kib = rss_before_kib;
+            run.rss_max_kib = run.rss_max_kib.max(rss_before_kib);
+            run
+        }
+        Err(why) => {
+            return ExportComparison {
+                portico: ExportRun::default(),
+                raw: ExportRun::default(),
+                left_out: 0,
+                failure: Some(format!("the baseline's export failed: {why}")),
+            };
+        }
+    };
+    println!(
+        "- raw-SQL baseline: {} rows in {:.1} s",
+        raw.total(),
+        raw.seconds
+    );
+    match portico_export(client, base, store, db_stat, ticks).await {
+        Ok((portico, left_out)) => {
+            println!(
+                "- Portico: {} resources in {:.1} s ({left_out} rows left out)",
+                portico.total(),
+                portico.seconds
+            );
+            ExportComparison {
+                portico,
+                raw,
+                left_out,
+                failure: None,
+            }
+        }
+        Err(why) => ExportComparison {
+            portico: ExportRun::default(),
+            raw,
+            left_out: 0,
+            failure: Some(format!("Portico's export failed: {why}")),
+        },
+    }
+}
+
+fn print_export(e: &ExportComparison) {
+    println!();
+    println!(
+        "| bulk export | lines | seconds | lines/s | MiB written | process CPU s | DB CPU s | RSS before → max MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, run) in [
+        ("Portico `$export`", &e.portico),
+        ("raw SQL, same pages", &e.raw),
+    ] {
+        println!(
+            "| {name} | {} | {:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} → {:.0} |",
+            run.total(),
+            run.seconds,
+            run.total() as f64 / run.seconds.max(0.001),
+            run.bytes as f64 / 1_048_576.0,
+            run.process_cpu_s,
+            run.db_cpu_s,
+            run.rss_before_kib as f64 / 1024.0,
+            run.rss_max_kib as f64 / 1024.0
+        );
+    }
+    if e.portico.seconds > 0.0 {
+        println!(
+            "\nRaw time / Portico time: **{:.2}** (Portico {:.0} resources/s; {} rows left out).",
+            e.raw.seconds / e.portico.seconds,
+            e.portico.total() as f64 / e.portico.seconds,
+            e.left_out
+        );
+    }
+    println!("\n| type | Portico resources | baseline rows |\n|---|---:|---:|");
+    for (resource_type, rows) in &e.raw.lines {
+        let served = e
+            .portico
+            .lines
+            .iter()
+            .find(|(t, _)| t == resource_type)
+            .map_or(0, |(_, n)| *n);
+        println!("| {resource_type} | {served} | {rows} |");
+    }
+    if let Some(why) = &e.failure {
+        println!("\nFAIL: {why}");
+    }
+}
+
 fn main() {
     let config = Config::from_env();
     // Cargo runs benches with `--bench`; a filter argument is accepted and ignored.
@@ -2044,6 +2332,7 @@ fn main() {
         ))
         .expect("a bench token")
         .0;
+    let state_store = app.state.auth.tokens.store().clone();
     server_rt.spawn(async move {
         if let Err(error) = app.run().await {
             eprintln!("Portico stopped: {error}");
@@ -2065,7 +2354,7 @@ fn main() {
     }
 
     // The baseline, on the same runtime.
-    let baseline_port = {
+    let (baseline_port, baseline_state) = {
         let keys = adapter
             .resources
             .values()
@@ -2092,10 +2381,11 @@ fn main() {
                 .await
                 .expect("baseline listener");
             let port = listener.local_addr().expect("address").port();
+            let served = state.clone();
             tokio::spawn(async move {
-                let _ = axum::serve(listener, baseline_router(state)).await;
+                let _ = axum::serve(listener, baseline_router(served)).await;
             });
-            port
+            (port, state)
         })
     };
     let portico_base = format!("http://127.0.0.1:{portico_port}/fhir");
@@ -2125,6 +2415,7 @@ fn main() {
 
     let results: Vec<RunResult>;
     let mut paging: Option<PagingResult> = None;
+    let mut exported: Option<ExportComparison> = None;
     {
         let client_for = |size: usize| {
             let mut headers = reqwest::header::HeaderMap::new();
@@ -2284,6 +2575,19 @@ fn main() {
             }
             paging = Some(result);
         }
+        if config.export {
+            println!("\n## Bulk export\n");
+            let result = client_rt.block_on(export_both(
+                &portico_client,
+                &portico_base,
+                &state_store,
+                &baseline_state,
+                &state_dir,
+                &db_stat,
+                ticks,
+            ));
+            exported = Some(result);
+        }
         client_rt.block_on(admin.close());
     }
 
@@ -2434,6 +2738,10 @@ fn main() {
                 println!("FAIL: {why}");
             }
         }
+    }
+    if let Some(e) = &exported {
+        failed |= e.failure.is_some();
+        print_export(e);
     }
     for run in results.iter().filter(|r| r.errors > 0) {
         println!("\nErrors in {} / {}:", run.scenario, run.target.name());

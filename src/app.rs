@@ -278,6 +278,15 @@ impl Application {
             spawn_subscription_workers(&workers, &state, settings);
         }
         if settings.export.enabled {
+            // Nothing runs under this name yet: a lease it holds is a killed predecessor's.
+            let released = exports
+                .store
+                .release_exports(&exports.owner, None)
+                .await
+                .context("cannot release the export leases of an earlier run")?;
+            if released > 0 {
+                tracing::info!(released, "export jobs of an earlier run resume");
+            }
             // One loop per job that may run at once; the first also deletes expired files.
             for index in 0..settings.export.max_running.max(1) {
                 let runtime = exports.clone();

@@ -2,7 +2,8 @@
 //! fhirpy and fhirclient run the scripts in tests/python/ and their JSON output is compared with
 //! plain SQL and with Portico's own answers (fhirclient also makes a SMART standalone launch with
 //! PKCE through Portico's login, picker and consent pages); schemathesis fuzzes the server from its
-//! /openapi.json with all its default checks and must find nothing.
+//! /openapi.json with all its default checks and must find nothing; smart-fetch (SMART's bulk
+//! client) runs a Backend Services `$export` and its files are compared with full searches.
 //!
 //! The Python side lives in a venv outside the clone ($PORTICO_TEST_VENV, default
 //! $HOME/.cache/portico-venv), which tests/python/venv.sh creates from the pinned
@@ -37,6 +38,24 @@ fn work_dir(test: &str) -> PathBuf {
 /// Runs `program` (from the venv's bin) with `args` in `dir`, `input` on its standard input;
 /// asserts success and returns stdout.
 async fn run_venv(program: &str, args: &[&str], dir: &Path, input: &[u8]) -> String {
+    let output = venv_output(program, args, dir, input).await;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// `run_venv`, leaving the exit status to the caller.
+async fn venv_output(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    input: &[u8],
+) -> std::process::Output {
     let venv = tokio::task::spawn_blocking(venv).await.expect("venv");
     let mut child = tokio::process::Command::new(venv.join("bin").join(program))
         .args(args)
@@ -50,18 +69,10 @@ async fn run_venv(program: &str, args: &[&str], dir: &Path, input: &[u8]) -> Str
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(input).await.expect("input written");
     drop(stdin);
-    let output = child
+    child
         .wait_with_output()
         .await
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"))
 }
 
 /// Runs a client script from tests/python against `base` and parses the JSON it prints.
@@ -422,6 +433,168 @@ async fn fhirclient_launches_standalone_with_pkce_and_reads_the_picked_patient()
     assert_eq!(seen["reauthorized"], true, "{seen}");
     assert_eq!(seen["new_access_token"], true, "{seen}");
     assert_eq!(seen["patient_after_refresh"], "2");
+}
+
+/// smart-fetch, SMART's published Bulk Data client, exports the practice as an EHR would: Backend
+/// Services (its own RS384 assertion, the public half registered with Portico, v1 system scopes),
+/// `$export` kick-off, polling, every file downloaded, the job deleted. What it wrote is what full
+/// searches serve, every line valid R4.
+#[tokio::test]
+async fn smart_fetch_exports_what_searches_serve_with_backend_services() {
+    let served = serve("smart-fetch").await;
+    let dir = work_dir("smart-fetch");
+    let key_script = python_dir().join("bulk_client_key.py");
+    let public = run_venv(
+        "python",
+        &[key_script.to_str().expect("a UTF-8 path"), "private.jwks"],
+        &dir,
+        b"",
+    )
+    .await;
+    let jwks: Json = serde_json::from_str(public.trim())
+        .unwrap_or_else(|e| panic!("the key script printed no JWKS ({e}):\n{public}"));
+    served
+        .state
+        .add_client(NewClient {
+            client_id: Some("smart-fetch".into()),
+            name: "smart-fetch bulk client".into(),
+            kind: Some(ClientKind::Asymmetric),
+            jwks: Some(jwks),
+            allowed_scopes: "system/*.read system/*.rs".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("the client is registered");
+
+    // The clinical types smart-fetch knows (it refuses Appointment, for one) that OpenEMR maps.
+    let types = ["Patient", "Encounter", "Observation"];
+    let statement = served.fhir.json("metadata").await;
+    for resource_type in types {
+        assert!(
+            statement["rest"][0]["resource"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["type"] == resource_type),
+            "the openemr adapter serves {resource_type}"
+        );
+    }
+    let out = dir.join("export");
+    let output = venv_output(
+        "smart-fetch",
+        &[
+            "bulk",
+            "--fhir-url",
+            &served.fhir.base,
+            "--smart-client-id",
+            "smart-fetch",
+            "--smart-key",
+            "private.jwks",
+            "--type",
+            &types.join(","),
+            "--no-compression",
+            out.to_str().expect("a UTF-8 path"),
+        ],
+        &dir,
+        b"",
+    )
+    .await;
+    let printed = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The seed plants a lab result without a code: it is left out of the files and reported in
+    // an error file, which smart-fetch downloads with the rest and then reports as an error of
+    // the export (exit status 1). Nothing else may fail.
+    assert_eq!(output.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains("Errors occurred during export"),
+        "{printed}"
+    );
+    let mut reported = 0;
+    for entry in std::fs::read_dir(out.join("error")).expect("the error files") {
+        let text = std::fs::read_to_string(entry.expect("an entry").path()).unwrap();
+        for line in text.lines() {
+            common::strict(line.as_bytes());
+            let outcome: Json = serde_json::from_str(line).unwrap();
+            let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+            assert!(
+                diagnostics.contains("cannot be served as valid FHIR R4"),
+                "{diagnostics}"
+            );
+            assert!(printed.contains(diagnostics), "{printed}");
+            reported += 1;
+        }
+    }
+    assert!(reported > 0, "the planted row is reported");
+
+    for resource_type in types {
+        let mut exported = Vec::new();
+        for entry in std::fs::read_dir(&out).expect("smart-fetch's output folder") {
+            let path = entry.expect("an entry").path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{resource_type}.")) && name.ends_with(".ndjson") {
+                let text = std::fs::read_to_string(&path).expect("an NDJSON file");
+                for line in text.lines() {
+                    common::strict(line.as_bytes());
+                    let resource: Json = serde_json::from_str(line).expect("JSON");
+                    assert_eq!(resource["resourceType"], resource_type, "{name}");
+                    exported.push(resource["id"].as_str().expect("an id").to_owned());
+                }
+            }
+        }
+        // Unless told otherwise, smart-fetch narrows Observations to its usual categories with a
+        // _typeFilter; the search applies the same.
+        let query = match resource_type {
+            "Observation" => {
+                "Observation?category=social-history,vital-signs,imaging,laboratory,survey,exam"
+            }
+            other => other,
+        };
+        let searched: Vec<String> = served
+            .fhir
+            .all(&format!(
+                "{query}{}_count=500",
+                if query.contains('?') { "&" } else { "?" }
+            ))
+            .await
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(!searched.is_empty(), "{resource_type}: the seed has some");
+        let unique: BTreeSet<&String> = exported.iter().collect();
+        assert_eq!(unique.len(), exported.len(), "{resource_type}: none twice");
+        assert_eq!(
+            unique,
+            searched.iter().collect::<BTreeSet<_>>(),
+            "{resource_type}: smart-fetch got what a search serves\n{printed}"
+        );
+    }
+
+    // Its log (the Bulk Data logging format) names the status URL it polled; when done it
+    // DELETEd the job, whose files and row Portico then removed.
+    let log = std::fs::read_to_string(out.join("log.ndjson")).expect("smart-fetch's log");
+    let events: Vec<Json> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a log event"))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["eventId"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"kickoff"), "{log}");
+    assert!(names.contains(&"status_complete"), "{log}");
+    assert!(names.contains(&"export_complete"), "{log}");
+    let status_url = events[0]["exportId"].as_str().expect("the status URL");
+    let job_id = status_url
+        .strip_prefix(&format!("{}/$export-status/", served.fhir.base))
+        .unwrap_or_else(|| panic!("not a status URL: {status_url}"));
+    assert!(
+        served.state.export_job(job_id).await.unwrap().is_none(),
+        "smart-fetch deleted the job when done"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// schemathesis with every default check (status codes, content types, headers and bodies

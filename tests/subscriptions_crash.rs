@@ -8,10 +8,11 @@
 
 #[path = "common/notifications.rs"]
 mod notifications;
+#[path = "common/serve_process.rs"]
+mod serve_process;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use notifications::{
@@ -19,11 +20,11 @@ use notifications::{
     topic_subscription,
 };
 use portico::auth::tokens::{Grant, TokenService};
-use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
-use portico::demo::{Rng, seed_openemr};
+use portico::demo::Rng;
 use portico::state::StateStore;
 use portico::state::clients::{ClientKind, NewClient};
 use serde_json::Value as Json;
+use serve_process::{Server, free_port, seeded_mariadb};
 use sqlx::Connection;
 use tokio::time::Instant;
 
@@ -37,120 +38,6 @@ const BASELINE_KILLS: u64 = 3;
 const PATIENTS_CHANGED: usize = 7;
 /// The whole test, kills and settling included.
 const TEST_LIMIT: Duration = Duration::from_secs(240);
-
-fn mysql_server_url() -> String {
-    std::env::var("PORTICO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-}
-
-/// A fresh OpenEMR database on MariaDB with the fixture's 60 patients.
-async fn seeded_mariadb(name: &str) -> String {
-    let url = recreate_mysql_database(&mysql_server_url(), name)
-        .await
-        .map(|()| format!("{}/{name}", mysql_server_url()))
-        .unwrap_or_else(|e| {
-            panic!(
-                "MariaDB must be running ({}): {}",
-                mysql_server_url(),
-                e.message
-            )
-        });
-    let writer = FixtureWriter::open(&url)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    seed_openemr(&writer, 60)
-        .await
-        .unwrap_or_else(|e| panic!("{}", e.message));
-    writer.close().await;
-    url
-}
-
-/// A port nothing listens on now (bound and released), for a child the test must reach.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("bound").port()
-}
-
-/// `portico serve` on one settings file, restarted after each kill; its log accumulates in one
-/// file so a failure can show what the processes did.
-struct Server {
-    config: PathBuf,
-    log: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("the log file opens");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("PORTICO_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("PORTICO_LOG", "portico=info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("portico runs");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix), and the process reaped.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Waits until the port accepts connections; panics with the log's tail if the process
-    /// exits or `limit` passes.
-    async fn wait_listening(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("portico exited ({status}):\n{}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "portico did not listen on {} within {limit:?}:\n{}",
-                self.port,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// How the restarted processes name themselves in leases.
 #[derive(Clone, Copy)]
@@ -226,7 +113,7 @@ async fn every_change_survives_sigkill_when_leases_must_run_out() {
 /// The scenario: `rounds` kills over a database and state store of `test`'s own.
 async fn kill_and_restart(test: &str, naming: Naming, rounds: u64) {
     let started = Instant::now();
-    let db_url = seeded_mariadb(&format!("portico_t_{test}")).await;
+    let db_url = seeded_mariadb(&format!("portico_t_{test}"), 60).await;
     let dir = std::env::temp_dir().join(format!("portico-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -90,6 +90,11 @@ impl ExportRuntime {
                         }
                         Ok(Ended::Stopped) => {
                             tracing::info!(export = %id, "export paused for shutdown");
+                            if let Err(error) =
+                                self.store.release_exports(&self.owner, Some(&id)).await
+                            {
+                                tracing::warn!(export = %id, %error, "cannot release the export");
+                            }
                             return;
                         }
                         Err(why) => {

@@ -207,6 +207,24 @@ impl StateStore {
         self.export_job(&id).await
     }
 
+    /// Gives up `owner`'s leases, on job `id` or (None) on every job, so that the next claim takes
+    /// them at once instead of after the lease runs out: a worker pausing for shutdown releases
+    /// its job, and a process starting under a replica name releases what a killed predecessor
+    /// of that name held (a name is never shared by two running replicas).
+    pub async fn release_exports(&self, owner: &str, id: Option<&str>) -> Result<u64, StateError> {
+        let released = sqlx::query(
+            "UPDATE export_job SET lease_owner = NULL WHERE lease_owner = $1 AND status = $2 \
+             AND ($3 IS NULL OR id = $3)",
+        )
+        .bind(owner)
+        .bind(IN_PROGRESS)
+        .bind(id)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(released)
+    }
+
     pub async fn export_parts(&self, id: &str) -> Result<Vec<ExportPart>, StateError> {
         let rows = sqlx::query(
             "SELECT position, resource_type, filter, cursor, done, written, left_out, estimate \

@@ -34,6 +34,23 @@ pub struct Fhir {
 }
 
 impl Fhir {
+    /// A client of the Portico at `base` that sends `token` with every request.
+    pub fn with_token(base: String, token: String) -> Fhir {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
+        Fhir {
+            base,
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("an HTTP client"),
+            token,
+        }
+    }
+
     /// GETs a path below the FHIR base (or an absolute URL): the status and the body.
     pub async fn get(&self, path: &str) -> (u16, Vec<u8>) {
         let url = if path.starts_with("http") {
@@ -262,19 +279,7 @@ pub async fn serve_with(
         .issue_for(&grant, &base, 3600)
         .await
         .expect("a test token");
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("a header value"),
-    );
-    let fhir = Fhir {
-        base,
-        http: reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .expect("an HTTP client"),
-        token,
-    };
+    let fhir = Fhir::with_token(base, token);
     let state = application.state.auth.tokens.store().clone();
     tokio::spawn(application.run_until_cancelled());
     let database = Database::connect_lazy(&DbSettings {

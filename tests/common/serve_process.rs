@@ -1,0 +1,128 @@
+//! A built `portico serve` as a child process, for the crash tests (tests/subscriptions_crash.rs,
+//! tests/export_crash.rs): its settings file, SIGKILL and restart, waiting for it to listen, its
+//! accumulated log; and the seeded MariaDB database it serves.
+
+// Each crash test compiles this module and may leave a part of it unused.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
+use portico::demo::seed_openemr;
+use tokio::time::Instant;
+
+pub fn mysql_server_url() -> String {
+    std::env::var("PORTICO_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// A fresh OpenEMR database `name` on MariaDB with `patients` of the generator's patients.
+pub async fn seeded_mariadb(name: &str, patients: usize) -> String {
+    let url = recreate_mysql_database(&mysql_server_url(), name)
+        .await
+        .map(|()| format!("{}/{name}", mysql_server_url()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "MariaDB must be running ({}): {}",
+                mysql_server_url(),
+                e.message
+            )
+        });
+    let writer = FixtureWriter::open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    seed_openemr(&writer, patients)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer.close().await;
+    url
+}
+
+/// A port nothing listens on now (bound and released), for a child the test must reach.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound").port()
+}
+
+/// `portico serve` on one settings file, restarted after each kill; its log accumulates in one
+/// file so a failure can show what the processes did.
+pub struct Server {
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub port: u16,
+    pub child: Option<Child>,
+}
+
+impl Server {
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the log file opens");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("PORTICO_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("PORTICO_LOG", "portico=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("portico runs");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), and the process reaped.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the port accepts connections; panics with the log's tail if the process
+    /// exits or `limit` passes.
+    pub async fn wait_listening(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("portico exited ({status}):\n{}", self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "portico did not listen on {} within {limit:?}:\n{}",
+                self.port,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
