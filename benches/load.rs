@@ -66,6 +66,10 @@ use portico::search::parse::{SummaryMode, parse};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 
+/// The allocator the `portico` binary ships with (src/main.rs), so the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod support;
 use support::{
     clock_ticks, env_or, find_db_process, fnv, fresh_fixture, seed_reusable, stat_ticks,

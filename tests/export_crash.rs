@@ -13,13 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{Fhir, strict};
-use portico::auth::tokens::{Grant, TokenService};
 use portico::demo::Rng;
 use portico::state::StateStore;
-use portico::state::clients::{ClientKind, NewClient};
 use portico::state::exports::COMPLETE;
 use serde_json::Value as Json;
-use serve_process::{Server, free_port, seeded_mariadb};
+use serve_process::{Server, free_port, registered_client, seeded_mariadb};
 use tokio::time::Instant;
 
 const PATIENTS: usize = 600;
@@ -54,6 +52,16 @@ page_size = 10
     )
 }
 
+/// Panics if a part's committed count is below what it was before: progress never goes back.
+fn assert_not_back(progress: &[i64], highest: &[i64]) {
+    for (now, before) in progress.iter().zip(highest) {
+        assert!(
+            now >= before,
+            "committed progress went back: {progress:?} < {highest:?}"
+        );
+    }
+}
+
 /// Resources committed so far, per part of the job.
 async fn committed(store: &StateStore, job: &str) -> Vec<i64> {
     store
@@ -85,29 +93,14 @@ async fn an_export_survives_sigkill_and_resumes_where_it_stopped() {
     server.start();
     server.wait_listening(Duration::from_secs(60)).await;
 
-    let store = StateStore::open(&StateStore::default_url(&dir.join("state")).unwrap())
-        .await
-        .unwrap();
-    store
-        .add_client(NewClient {
-            client_id: Some("bulk-client".into()),
-            name: "an EHR loading the practice".into(),
-            kind: Some(ClientKind::Public),
-            ..NewClient::default()
-        })
-        .await
-        .unwrap();
-    let grant = Grant {
-        client_id: "bulk-client".into(),
-        subject: "bulk-client".into(),
-        scope: "system/*.rs".into(),
-        ..Default::default()
-    };
-    let token = TokenService::new(store.clone())
-        .issue_for(&grant, &base, 3600)
-        .await
-        .expect("a token")
-        .0;
+    let (store, token) = registered_client(
+        &dir.join("state"),
+        &base,
+        "bulk-client",
+        "an EHR loading the practice",
+        "system/*.rs",
+    )
+    .await;
     let fhir = Fhir::with_token(base.clone(), token.clone());
     let http = reqwest::Client::new();
 
@@ -143,12 +136,7 @@ async fn an_export_survives_sigkill_and_resumes_where_it_stopped() {
         server.kill();
         interrupted += 1;
         let at_kill = committed(&store, &job).await;
-        for (now, before) in at_kill.iter().zip(&highest) {
-            assert!(
-                now >= before,
-                "committed progress went back: {at_kill:?} < {highest:?}"
-            );
-        }
+        assert_not_back(&at_kill, &highest);
         highest = at_kill;
         server.start();
         server.wait_listening(Duration::from_secs(30)).await;
@@ -194,12 +182,7 @@ async fn an_export_survives_sigkill_and_resumes_where_it_stopped() {
             other => panic!("status {other}: {:?}", polled.text().await),
         }
         let progress = committed(&store, &job).await;
-        for (now, before) in progress.iter().zip(&highest) {
-            assert!(
-                now >= before,
-                "committed progress went back: {progress:?} < {highest:?}"
-            );
-        }
+        assert_not_back(&progress, &highest);
         assert!(
             started.elapsed() < TEST_LIMIT,
             "the export did not finish: {progress:?}\n{}",

@@ -19,12 +19,9 @@ use notifications::{
     Receiver, carried_resources, event_numbers, eventually, focuses, status_part,
     topic_subscription,
 };
-use portico::auth::tokens::{Grant, TokenService};
 use portico::demo::Rng;
-use portico::state::StateStore;
-use portico::state::clients::{ClientKind, NewClient};
 use serde_json::Value as Json;
-use serve_process::{Server, free_port, seeded_mariadb};
+use serve_process::{Server, free_port, registered_client, seeded_mariadb};
 use sqlx::Connection;
 use tokio::time::Instant;
 
@@ -141,29 +138,14 @@ async fn kill_and_restart(test: &str, naming: Naming, rounds: u64) {
     }
 
     // The test's own handle on the same state store: the client, tokens, the cursors.
-    let store = StateStore::open(&StateStore::default_url(&state_dir).unwrap())
-        .await
-        .unwrap();
-    store
-        .add_client(NewClient {
-            client_id: Some("portico-tests".into()),
-            name: "an EHR subscribing".into(),
-            kind: Some(ClientKind::Public),
-            ..NewClient::default()
-        })
-        .await
-        .unwrap();
-    let grant = Grant {
-        client_id: "portico-tests".into(),
-        subject: "portico-tests".into(),
-        scope: "system/Subscription.cruds system/*.rs".into(),
-        ..Default::default()
-    };
-    let token = TokenService::new(store.clone())
-        .issue_for(&grant, &base, 3600)
-        .await
-        .expect("a token")
-        .0;
+    let (store, token) = registered_client(
+        &state_dir,
+        &base,
+        "portico-tests",
+        "an EHR subscribing",
+        "system/Subscription.cruds system/*.rs",
+    )
+    .await;
     let http = reqwest::Client::new();
 
     let adapter =

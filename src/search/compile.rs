@@ -1567,6 +1567,28 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
             )
         })
         .collect();
+    // A key of several columns is matched by an OR of ANDs, which MariaDB's range optimizer gives
+    // up on past a few hundred alternatives: it then scans the whole child table for every page
+    // (Claim lines in `billing`, matched on pid and encounter). Each column's own list of values,
+    // implied by the OR and so changing nothing, gives it an IN-list on whichever single-column
+    // index the site has.
+    let mut conds = Vec::with_capacity(match_count + 1);
+    if match_count > 1 {
+        for (position, column) in collection.columns[..match_count].iter().enumerate() {
+            let mut values: Vec<Value> = Vec::new();
+            for value in parent_keys.iter().filter_map(|key| key.get(position)) {
+                if !values.contains(value) {
+                    values.push(value.clone());
+                }
+            }
+            conds.push(Cond::In {
+                expr: Expr::column(COLLECTION_ALIAS, &column.column),
+                values,
+                negated: false,
+            });
+        }
+    }
+    conds.push(Cond::or(alternatives));
     let order_by = collection
         .order_by
         .iter()
@@ -1578,7 +1600,7 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
     child_rows(
         collection,
         collection.columns.iter().map(column_expr).collect(),
-        vec![Cond::or(alternatives)],
+        conds,
         order_by,
     )
 }

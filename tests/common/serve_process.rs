@@ -1,6 +1,7 @@
 //! A built `portico serve` as a child process, for the crash tests (tests/subscriptions_crash.rs,
 //! tests/export_crash.rs): its settings file, SIGKILL and restart, waiting for it to listen, its
-//! accumulated log; and the seeded MariaDB database it serves.
+//! accumulated log; the seeded MariaDB database it serves; and a client of it registered in its
+//! state store.
 
 // Each crash test compiles this module and may leave a part of it unused.
 #![allow(dead_code)]
@@ -9,8 +10,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use portico::auth::tokens::{Grant, TokenService};
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
 use portico::demo::seed_openemr;
+use portico::state::StateStore;
+use portico::state::clients::{ClientKind, NewClient};
 use tokio::time::Instant;
 
 pub fn mysql_server_url() -> String {
@@ -125,4 +129,39 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The test's own handle on the state store in `state_dir` (the child's), with a public client
+/// `client_id` registered and a token issued to it for `base` with `scope`.
+pub async fn registered_client(
+    state_dir: &std::path::Path,
+    base: &str,
+    client_id: &str,
+    name: &str,
+    scope: &str,
+) -> (StateStore, String) {
+    let store = StateStore::open(&StateStore::default_url(state_dir).unwrap())
+        .await
+        .unwrap();
+    store
+        .add_client(NewClient {
+            client_id: Some(client_id.into()),
+            name: name.into(),
+            kind: Some(ClientKind::Public),
+            ..NewClient::default()
+        })
+        .await
+        .unwrap();
+    let grant = Grant {
+        client_id: client_id.into(),
+        subject: client_id.into(),
+        scope: scope.into(),
+        ..Default::default()
+    };
+    let token = TokenService::new(store.clone())
+        .issue_for(&grant, base, 3600)
+        .await
+        .expect("a token")
+        .0;
+    (store, token)
 }

@@ -910,3 +910,36 @@ fn variants_granted_under_different_row_conditions_are_never_widened() {
         sql.sql
     );
 }
+
+/// A collection matched on several columns gets each column's distinct values as an IN-list
+/// beside the OR of the pairs: MariaDB's range optimizer gives up on a long OR of ANDs and then
+/// scans the whole child table for every page.
+#[test]
+fn collections_matched_on_several_columns_add_each_columns_values() {
+    let adapter = openemr();
+    let claim = &adapter.resources["Claim"].mappings[0];
+    let lines = claim
+        .collections
+        .iter()
+        .find(|c| c.table == "billing" && c.match_parent.len() == 2)
+        .expect("the Claim lines, matched on pid and encounter");
+    let keys = [
+        vec![Value::Int(7), Value::Int(70)],
+        vec![Value::Int(7), Value::Int(71)],
+        vec![Value::Int(8), Value::Int(80)],
+    ];
+    let query = render(DialectKind::Mysql, &collection_select(lines, &keys));
+    assert!(
+        query.sql.contains("`c`.`pid` IN (?, ?)")
+            && query.sql.contains("`c`.`encounter` IN (?, ?, ?)")
+            && query.sql.contains(" OR "),
+        "{}",
+        query.sql
+    );
+    assert_eq!(
+        query.params.iter().filter(|v| **v == Value::Int(7)).count(),
+        3,
+        "7 once in the pid list, twice in the pairs: {:?}",
+        query.params
+    );
+}
