@@ -84,6 +84,9 @@ pub async fn status_json(State(state): State<AppState>, _: Administrator) -> Res
 }
 
 /// Everything the status shows, read now.
+/// Bulk export jobs the page lists, newest first.
+const RECENT_EXPORTS: i64 = 10;
+
 async fn snapshot(state: &AppState) -> Json {
     let store = state.auth.tokens.store();
     let checked = readiness(state).await;
@@ -138,6 +141,25 @@ async fn snapshot(state: &AppState) -> Json {
         Ok(None) => Json::Null,
         Err(error) => json!({ "error": error.to_string() }),
     };
+    let mut exports = Vec::new();
+    for job in store
+        .recent_exports(RECENT_EXPORTS)
+        .await
+        .unwrap_or_default()
+    {
+        let parts = store.export_parts(&job.id).await.unwrap_or_default();
+        exports.push(json!({
+            "id": job.id,
+            "client": job.client_id,
+            "status": job.status,
+            "createdAt": instant(Some(job.created_ms)),
+            "finishedAt": instant(job.finished_ms),
+            "written": parts.iter().map(|p| p.written).sum::<i64>(),
+            "estimate": parts.iter().filter_map(|p| p.estimate).sum::<i64>(),
+            "leftOut": parts.iter().map(|p| p.left_out).sum::<i64>(),
+            "error": job.error,
+        }));
+    }
     let last_passes: std::collections::HashMap<String, f64> = metrics()
         .detection_last_pass
         .values()
@@ -189,6 +211,7 @@ async fn snapshot(state: &AppState) -> Json {
         })).collect::<Vec<_>>(),
         "quality": quality,
         "reconcile": reconcile,
+        "exports": exports,
         "history": state.status_history.samples(),
     });
     body
@@ -553,6 +576,7 @@ fn render(snapshot: &Json) -> String {
 
     render_quality(&snapshot["quality"], &mut out);
     render_reconcile(&snapshot["reconcile"], &mut out);
+    render_exports(&snapshot["exports"], &mut out);
 
     out.push_str("<h2>Subscriptions</h2><div class=\"wide\"><table><tr><th>id</th><th>channel</th>\
         <th>status</th><th>backlog</th><th>last delivery</th><th>failures</th><th>failing since</th>\
@@ -696,6 +720,40 @@ fn render_reconcile(reconcile: &Json, out: &mut String) {
 
 /// A sparkline of `values` (oldest first; `None` leaves a gap) with the latest value in its
 /// caption, as inline SVG.
+/// The newest bulk export jobs: who, how far, and why one failed.
+fn render_exports(exports: &Json, out: &mut String) {
+    out.push_str("<h2>Bulk export</h2>");
+    let jobs = exports.as_array().cloned().unwrap_or_default();
+    if jobs.is_empty() {
+        out.push_str("<p class=\"meta\">No export jobs.</p>");
+        return;
+    }
+    out.push_str(
+        "<div class=\"wide\"><table><tr><th>id</th><th>client</th><th>status</th>\
+         <th>written</th><th>left out</th><th>started</th><th>finished</th><th>error</th></tr>",
+    );
+    for job in jobs {
+        let status = if job["status"] == crate::state::exports::FAILED {
+            format!("<span class=\"down\">{}</span>", text(&job["status"]))
+        } else {
+            text(&job["status"])
+        };
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{status}</td><td>{} of about {}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            text(&job["id"]),
+            text(&job["client"]),
+            text(&job["written"]),
+            text(&job["estimate"]),
+            text(&job["leftOut"]),
+            text(&job["createdAt"]),
+            text(&job["finishedAt"]),
+            text(&job["error"])
+        ));
+    }
+    out.push_str("</table></div>");
+}
+
 fn chart(values: &[Option<f64>], caption: &str) -> String {
     const WIDTH: f64 = 360.0;
     const HEIGHT: f64 = 60.0;
@@ -758,6 +816,9 @@ mod tests {
             "detection": [{"mapping": "Patient", "baselined": true, "cycle": 1,
                            "failingSince": "2026-12-03T14:58:00+00:00", "lastError": "unavailable"}],
             "subscriptions": [],
+            "exports": [{"id": "job-1", "client": "ehr", "status": "error", "written": 120,
+                         "estimate": 300, "leftOut": 1, "createdAt": "2026-12-03T14:00:00+00:00",
+                         "finishedAt": null, "error": "Claim: <b>unreachable</b>"}],
             "history": [{"requestsPerSecond": 2.0, "p99Ms": 5.0, "serverErrors": 0,
                          "pmsErrors": 3, "backlog": 0}],
         });
@@ -776,6 +837,13 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("<span class=\"down\">failing</span>"));
+        assert!(
+            page.contains(
+                "<td>job-1</td><td>ehr</td><td><span class=\"down\">error</span></td>\
+                 <td>120 of about 300</td><td>1</td>"
+            ) && page.contains("Claim: &lt;b&gt;unreachable&lt;/b&gt;"),
+            "{page}"
+        );
         assert_eq!(page.matches("<svg class=\"chart\"").count(), 5);
     }
 

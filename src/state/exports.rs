@@ -138,6 +138,17 @@ impl StateStore {
         row.as_ref().map(job).transpose()
     }
 
+    /// The `limit` newest jobs, newest first (the status page's Bulk export section).
+    pub async fn recent_exports(&self, limit: i64) -> Result<Vec<ExportJob>, StateError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM export_job ORDER BY created_ms DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(job).collect()
+    }
+
     /// Jobs of `client_id` not yet finished (accepted or in progress).
     pub async fn unfinished_exports(&self, client_id: Option<&str>) -> Result<i64, StateError> {
         let row = sqlx::query(

@@ -190,14 +190,43 @@ async fn a_system_export_writes_exactly_what_searches_serve() {
         assert_eq!(lines, expected.len(), "{resource_type}: no resource twice");
     }
     // The fixture's rows that cannot be valid R4 are in the error files, as OperationOutcomes.
+    let mut left_out = 0;
     for (resource_type, outcomes) in downloaded(&app, &manifest, "error", &app.token).await {
         assert_eq!(resource_type, "OperationOutcome");
         for outcome in outcomes {
             let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
             assert!(text.contains("cannot be served as valid FHIR R4"), "{text}");
             assert_eq!(outcome["issue"][0]["severity"], "error", "{outcome}");
+            left_out += 1;
         }
     }
+
+    // The operator sees the job on the status page's snapshot: complete, with what it wrote.
+    app.store
+        .add_user(
+            "export-ops",
+            "ops-password-1",
+            portico::state::users::Role::Admin,
+            None,
+        )
+        .await
+        .unwrap();
+    let snapshot = send(
+        app.client
+            .get(format!(
+                "{}/status.json",
+                app.base.trim_end_matches("/fhir")
+            ))
+            .basic_auth("export-ops", Some("ops-password-1")),
+    )
+    .await;
+    assert_eq!(snapshot.status, 200, "{}", snapshot.body);
+    let job = &snapshot.json()["exports"][0];
+    let written: usize = exported.values().map(Vec::len).sum();
+    assert_eq!(job["status"], "complete", "{job}");
+    assert_eq!(job["written"], written, "{job}");
+    assert_eq!(job["leftOut"], left_out, "{job}");
+    assert!(status_url.ends_with(job["id"].as_str().unwrap()), "{job}");
 
     // Another client sees nothing of it; without a token, nothing either.
     app.store
