@@ -17,7 +17,7 @@ use portico::demo::Rng;
 use portico::state::StateStore;
 use portico::state::exports::COMPLETE;
 use serde_json::Value as Json;
-use serve_process::{Server, free_port, registered_client, seeded_mariadb};
+use serve_process::{Server, free_port, registered_client, seeded_mariadb, settings_toml};
 use tokio::time::Instant;
 
 const PATIENTS: usize = 600;
@@ -27,29 +27,18 @@ const TYPES: [&str; 4] = ["Patient", "Appointment", "Encounter", "Observation"];
 /// The whole test, kills and the export's end included.
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 
-fn settings_toml(port: u16, dir: &std::path::Path, db_url: &str) -> String {
-    format!(
-        r#"[server]
-host = "127.0.0.1"
-port = {port}
-cursor_secret = "export-crash-cursors"
-state_dir = {state_dir:?}
+/// Detection off; the export in small pages, under a replica name kept across restarts.
+const SETTINGS: &str =
+    "[subscriptions]\nenabled = false\nreplica = \"export-crash\"\n\n[export]\npage_size = 10\n";
 
-[legacy]
-adapter = "openemr"
-url = {db_url:?}
-max_connections = 4
-statement_timeout_ms = 10000
-
-[subscriptions]
-enabled = false
-replica = "export-crash"
-
-[export]
-page_size = 10
-"#,
-        state_dir = dir.join("state").display().to_string(),
-    )
+/// The job's status, as the test's own handle on the state store reads it.
+async fn job_status(store: &StateStore, job: &str) -> String {
+    store
+        .export_job(job)
+        .await
+        .unwrap()
+        .expect("the job")
+        .status
 }
 
 /// Panics if a part's committed count is below what it was before: progress never goes back.
@@ -82,7 +71,11 @@ async fn an_export_survives_sigkill_and_resumes_where_it_stopped() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let config = dir.join("portico.toml");
-    std::fs::write(&config, settings_toml(port, &dir, &db_url)).unwrap();
+    std::fs::write(
+        &config,
+        settings_toml(port, &dir.join("state"), &db_url, SETTINGS),
+    )
+    .unwrap();
     let base = format!("http://127.0.0.1:{port}/fhir");
     let mut server = Server {
         config,
@@ -124,12 +117,7 @@ async fn an_export_survives_sigkill_and_resumes_where_it_stopped() {
     let mut highest = committed(&store, &job).await;
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(50 + rng.below(300))).await;
-        let status = store
-            .export_job(&job)
-            .await
-            .unwrap()
-            .expect("the job")
-            .status;
+        let status = job_status(&store, &job).await;
         if status == COMPLETE {
             break;
         }
@@ -144,12 +132,7 @@ async fn an_export_survives_sigkill_and_resumes_where_it_stopped() {
         // released at start), not after the lease runs out.
         let resumed_by = Instant::now() + Duration::from_secs(30);
         loop {
-            let status = store
-                .export_job(&job)
-                .await
-                .unwrap()
-                .expect("the job")
-                .status;
+            let status = job_status(&store, &job).await;
             let progress = committed(&store, &job).await;
             if status == COMPLETE || progress.iter().sum::<i64>() > highest.iter().sum::<i64>() {
                 break;

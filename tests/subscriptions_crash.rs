@@ -21,7 +21,7 @@ use notifications::{
 };
 use portico::demo::Rng;
 use serde_json::Value as Json;
-use serve_process::{Server, free_port, registered_client, seeded_mariadb};
+use serve_process::{Server, free_port, registered_client, seeded_mariadb, settings_toml};
 use sqlx::Connection;
 use tokio::time::Instant;
 
@@ -47,32 +47,15 @@ enum Naming {
     FreshEachStart,
 }
 
-fn settings_toml(port: u16, state_dir: &Path, db_url: &str, naming: Naming) -> String {
+fn settings(port: u16, state_dir: &Path, db_url: &str, naming: Naming) -> String {
     let leases = match naming {
         Naming::Stable => "replica = \"crash-test\"",
         Naming::FreshEachStart => "lease_ms = 1000",
     };
-    format!(
-        r#"[server]
-host = "127.0.0.1"
-port = {port}
-cursor_secret = "crash-test-cursors"
-state_dir = {state_dir:?}
-
-[legacy]
-adapter = "openemr"
-url = {db_url:?}
-max_connections = 4
-statement_timeout_ms = 10000
-
-[subscriptions]
-enabled = true
-poll_interval_ms = 200
-allow_private_endpoints = true
-{leases}
-"#,
-        state_dir = state_dir.display().to_string(),
-    )
+    let subscriptions = format!(
+        "[subscriptions]\nenabled = true\npoll_interval_ms = 200\nallow_private_endpoints = true\n{leases}\n"
+    );
+    settings_toml(port, state_dir, db_url, &subscriptions)
 }
 
 /// The subscription's status as `$status` states it (`events-since-subscription-start`).
@@ -117,7 +100,7 @@ async fn kill_and_restart(test: &str, naming: Naming, rounds: u64) {
     let state_dir = dir.join("state");
     let port = free_port();
     let config = dir.join("portico.toml");
-    std::fs::write(&config, settings_toml(port, &state_dir, &db_url, naming)).unwrap();
+    std::fs::write(&config, settings(port, &state_dir, &db_url, naming)).unwrap();
     let base = format!("http://127.0.0.1:{port}/fhir");
 
     let mut server = Server {

@@ -43,6 +43,27 @@ pub async fn seeded_mariadb(name: &str, patients: usize) -> String {
     url
 }
 
+/// A settings file for `portico serve` on `port` over the OpenEMR database `db_url`, its state in
+/// `state_dir`, followed by the test's own sections (`extra`).
+pub fn settings_toml(port: u16, state_dir: &std::path::Path, db_url: &str, extra: &str) -> String {
+    format!(
+        r#"[server]
+host = "127.0.0.1"
+port = {port}
+cursor_secret = "crash-test-cursors"
+state_dir = {state_dir:?}
+
+[legacy]
+adapter = "openemr"
+url = {db_url:?}
+max_connections = 4
+statement_timeout_ms = 10000
+
+{extra}"#,
+        state_dir = state_dir.display().to_string(),
+    )
+}
+
 /// A port nothing listens on now (bound and released), for a child the test must reach.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
