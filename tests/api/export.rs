@@ -2,7 +2,8 @@
 //! the status URL (202 with X-Progress, 429 when polled too fast, the manifest), the files (every
 //! line valid R4, each type's ids exactly those a full search serves), `_type`, `_typeFilter`,
 //! `_since` and `_elements` checked against searches, the errors a client gets, who may see an
-//! export, cancelling, and a job resumed by another server after the first stopped mid-way.
+//! export, cancelling, and a job resumed by another server after the first stopped mid-way. The
+//! system export runs on both state stores (SQLite and PostgreSQL).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -137,11 +138,21 @@ async fn running(db_url: &str, page_size: u64) -> Running {
     start_on(settings).await
 }
 
+/// Once with the state store on SQLite, once on PostgreSQL: jobs, parts, files and leases live
+/// there.
 #[tokio::test]
 async fn a_system_export_writes_exactly_what_searches_serve() {
     let db_url = support::seed(Backend::Sqlite, "export_system").await;
-    let app = running(&db_url, 40).await;
-    let fhir = TestApp::at(app.base.clone(), db_url.clone());
+    for state_url in support::state_urls("export_system").await {
+        let mut settings = support::settings(&db_url, 5000);
+        settings.export.page_size = 40;
+        settings.state.url = Some(portico::config::Secret::new(state_url.as_str()));
+        system_export(start_on(settings).await, &db_url).await;
+    }
+}
+
+async fn system_export(app: Running, db_url: &str) {
+    let fhir = TestApp::at(app.base.clone(), db_url.to_owned());
 
     let accepted = kick_off(&app, "$export", &app.token).await;
     assert_eq!(accepted.status, 202, "{}", accepted.body);
