@@ -17,7 +17,7 @@ use portico::demo::Rng;
 use portico::state::StateStore;
 use portico::state::exports::COMPLETE;
 use serde_json::Value as Json;
-use serve_process::{Server, free_port, registered_client, seeded_mariadb, settings_toml};
+use serve_process::{Server, registered_client, seeded_mariadb, settings_toml};
 use tokio::time::Instant;
 
 const PATIENTS: usize = 600;
@@ -66,23 +66,10 @@ async fn committed(store: &StateStore, job: &str) -> Vec<i64> {
 async fn an_export_survives_sigkill_and_resumes_where_it_stopped() {
     let started = Instant::now();
     let db_url = seeded_mariadb("portico_t_export_crash", PATIENTS).await;
-    let dir = std::env::temp_dir().join(format!("portico-export-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let config = dir.join("portico.toml");
-    std::fs::write(
-        &config,
-        settings_toml(port, &dir.join("state"), &db_url, SETTINGS),
-    )
-    .unwrap();
-    let base = format!("http://127.0.0.1:{port}/fhir");
-    let mut server = Server {
-        config,
-        log: dir.join("portico.log"),
-        port,
-        child: None,
-    };
+    let (mut server, dir) = Server::prepare("export-crash", |port, state_dir| {
+        settings_toml(port, state_dir, &db_url, SETTINGS)
+    });
+    let base = server.base();
     server.start();
     server.wait_listening(Duration::from_secs(60)).await;
 

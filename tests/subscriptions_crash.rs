@@ -21,7 +21,7 @@ use notifications::{
 };
 use portico::demo::Rng;
 use serde_json::Value as Json;
-use serve_process::{Server, free_port, registered_client, seeded_mariadb, settings_toml};
+use serve_process::{Server, registered_client, seeded_mariadb, settings_toml};
 use sqlx::Connection;
 use tokio::time::Instant;
 
@@ -94,21 +94,11 @@ async fn every_change_survives_sigkill_when_leases_must_run_out() {
 async fn kill_and_restart(test: &str, naming: Naming, rounds: u64) {
     let started = Instant::now();
     let db_url = seeded_mariadb(&format!("portico_t_{test}"), 60).await;
-    let dir = std::env::temp_dir().join(format!("portico-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (mut server, dir) = Server::prepare(test, |port, state_dir| {
+        settings(port, state_dir, &db_url, naming)
+    });
     let state_dir = dir.join("state");
-    let port = free_port();
-    let config = dir.join("portico.toml");
-    std::fs::write(&config, settings(port, &state_dir, &db_url, naming)).unwrap();
-    let base = format!("http://127.0.0.1:{port}/fhir");
-
-    let mut server = Server {
-        config,
-        log: dir.join("portico.log"),
-        port,
-        child: None,
-    };
+    let base = server.base();
     server.start();
     server.wait_listening(Duration::from_secs(60)).await;
     // Kills while the first baseline runs: it resumes where its last committed step ended.

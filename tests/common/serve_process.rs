@@ -80,6 +80,33 @@ pub struct Server {
 }
 
 impl Server {
+    /// A fresh directory `portico-{test}-{pid}` in the temporary directory, a free port, and the
+    /// settings `settings(port, state_dir)` written there as `portico.toml` (the state in
+    /// `state/`, the log in `portico.log`); not started yet. Returns the directory too.
+    pub fn prepare(
+        test: &str,
+        settings: impl FnOnce(u16, &std::path::Path) -> String,
+    ) -> (Server, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("portico-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let config = dir.join("portico.toml");
+        std::fs::write(&config, settings(port, &dir.join("state"))).unwrap();
+        let server = Server {
+            config,
+            log: dir.join("portico.log"),
+            port,
+            child: None,
+        };
+        (server, dir)
+    }
+
+    /// The FHIR base URL the server answers at.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/fhir", self.port)
+    }
+
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
