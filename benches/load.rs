@@ -2059,13 +2059,10 @@ async fn portico_export(
         }
     }
     run.lines = lines.into_iter().collect();
-    let left_out = store
-        .export_parts(&id)
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|p| p.left_out as u64)
-        .sum();
+    let left_out = portico::state::exports::ExportTotals::of(
+        &store.export_parts(&id).await.map_err(|e| e.to_string())?,
+    )
+    .left_out as u64;
     // Done with it: the files go (the job's DELETE).
     let _ = client.delete(&status_url).send().await;
     Ok((run, left_out))

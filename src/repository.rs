@@ -80,7 +80,8 @@ struct LoadedRows {
     candidates: Vec<Candidate>,
     /// Rows read: fewer than asked for means the branch has no more.
     rows: usize,
-    /// The position after the last row read, whole (variant `None`), to continue from.
+    /// The position after the last row read, whole (variant `None`): where a scan goes on. A
+    /// scan's SQL does not filter on the variants, so its last rows may yield nothing.
     last_row: Option<CursorKey>,
 }
 
@@ -379,10 +380,10 @@ impl Repository {
             })
             .await?;
         Ok(Scanned {
+            // The cursor has no variant: the SELECT starts after its whole row.
             outcomes: fetched
                 .candidates
                 .into_iter()
-                .filter(|c| is_after(c, cursor.as_ref(), &branch))
                 .map(|c| (c.outcome, c.row))
                 .collect(),
             last_key: fetched.last_row.map(|c| c.key),
@@ -444,52 +445,31 @@ impl Repository {
                     break;
                 }
             }
-            // Rows can yield fewer resources than rows (an unpivoted row whose variants are all
-            // empty or not searched for), so a branch is read in steps until it has given one more
-            // resource than the page holds or has no more rows: a short step must not end the
-            // search early.
+            let wanted_rows = if sorted {
+                limit + 1
+            } else {
+                limit + 1 - collected.len().min(limit)
+            };
+            // Every row this reads yields a resource or a left-out row: the plan puts "one admitted
+            // variant holds" of an unpivoted mapping into the SQL (`search::compile::plan`).
+            let select = page_select(branch, &admitted, after, wanted_rows as u64);
             let sort_indices: Vec<usize> = branch.sort.iter().map(|s| s.index).collect();
-            let branch_start = collected.len();
-            let mut step_after = after.cloned();
-            let mut first_step = true;
-            loop {
-                let gathered = if sorted {
-                    collected.len() - branch_start
-                } else {
-                    collected.len()
-                };
-                if gathered > limit {
-                    more_rows = true;
-                    break;
-                }
-                let wanted_rows = if first_step {
-                    limit + 1 - gathered
-                } else {
-                    limit + 1
-                };
-                first_step = false;
-                let select =
-                    page_select(branch, &admitted, step_after.as_ref(), wanted_rows as u64);
-                let fetched = self
-                    .load(
-                        branch.index,
-                        &branch.mapping,
-                        &select,
-                        &sort_indices,
-                        &|v| branch.variant_allowed(v) && admitted.variant_allowed(v),
-                    )
-                    .await?;
-                collected.extend(
-                    fetched
-                        .candidates
-                        .into_iter()
-                        .filter(|l| is_after(l, step_after.as_ref(), branch)),
-                );
-                if fetched.rows < wanted_rows {
-                    break;
-                }
-                step_after = fetched.last_row;
-            }
+            let fetched = self
+                .load(
+                    branch.index,
+                    &branch.mapping,
+                    &select,
+                    &sort_indices,
+                    &|v| branch.variant_allowed(v) && admitted.variant_allowed(v),
+                )
+                .await?;
+            more_rows |= fetched.rows >= wanted_rows;
+            collected.extend(
+                fetched
+                    .candidates
+                    .into_iter()
+                    .filter(|l| is_after(l, after, branch)),
+            );
         }
         // One branch's rows are already in the database's order, which its next keyset condition
         // follows; re-sorting them in Rust would differ wherever the collation does (MariaDB

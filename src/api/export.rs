@@ -366,8 +366,9 @@ pub async fn status(
 
 /// `X-Progress` (under 100 characters): resources written of those counted at the start.
 fn progress(parts: &[crate::state::exports::ExportPart]) -> String {
-    let written: i64 = parts.iter().map(|p| p.written).sum();
-    let estimate: i64 = parts.iter().filter_map(|p| p.estimate).sum();
+    let crate::state::exports::ExportTotals {
+        written, estimate, ..
+    } = crate::state::exports::ExportTotals::of(parts);
     let done = parts.iter().filter(|p| p.done).count();
     let current = parts
         .iter()

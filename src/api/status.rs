@@ -83,10 +83,10 @@ pub async fn status_json(State(state): State<AppState>, _: Administrator) -> Res
         .into_response()
 }
 
-/// Everything the status shows, read now.
 /// Bulk export jobs the page lists, newest first.
 const RECENT_EXPORTS: i64 = 10;
 
+/// Everything the status shows, read now.
 async fn snapshot(state: &AppState) -> Json {
     let store = state.auth.tokens.store();
     let checked = readiness(state).await;
@@ -147,16 +147,18 @@ async fn snapshot(state: &AppState) -> Json {
         .await
         .unwrap_or_default()
     {
-        let parts = store.export_parts(&job.id).await.unwrap_or_default();
+        let totals = crate::state::exports::ExportTotals::of(
+            &store.export_parts(&job.id).await.unwrap_or_default(),
+        );
         exports.push(json!({
             "id": job.id,
             "client": job.client_id,
             "status": job.status,
             "createdAt": instant(Some(job.created_ms)),
             "finishedAt": instant(job.finished_ms),
-            "written": parts.iter().map(|p| p.written).sum::<i64>(),
-            "estimate": parts.iter().filter_map(|p| p.estimate).sum::<i64>(),
-            "leftOut": parts.iter().map(|p| p.left_out).sum::<i64>(),
+            "written": totals.written,
+            "estimate": totals.estimate,
+            "leftOut": totals.left_out,
             "error": job.error,
         }));
     }
@@ -718,8 +720,6 @@ fn render_reconcile(reconcile: &Json, out: &mut String) {
     out.push_str("</table></div>");
 }
 
-/// A sparkline of `values` (oldest first; `None` leaves a gap) with the latest value in its
-/// caption, as inline SVG.
 /// The newest bulk export jobs: who, how far, and why one failed.
 fn render_exports(exports: &Json, out: &mut String) {
     out.push_str("<h2>Bulk export</h2>");
@@ -754,6 +754,8 @@ fn render_exports(exports: &Json, out: &mut String) {
     out.push_str("</table></div>");
 }
 
+/// A sparkline of `values` (oldest first; `None` leaves a gap) with the latest value in its
+/// caption, as inline SVG.
 fn chart(values: &[Option<f64>], caption: &str) -> String {
     const WIDTH: f64 = 360.0;
     const HEIGHT: f64 = 60.0;

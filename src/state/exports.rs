@@ -48,6 +48,24 @@ pub struct ExportPart {
     pub estimate: Option<i64>,
 }
 
+/// What a job's parts add up to: resources written, the estimate, rows left out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportTotals {
+    pub written: i64,
+    pub estimate: i64,
+    pub left_out: i64,
+}
+
+impl ExportTotals {
+    pub fn of(parts: &[ExportPart]) -> ExportTotals {
+        ExportTotals {
+            written: parts.iter().map(|p| p.written).sum(),
+            estimate: parts.iter().filter_map(|p| p.estimate).sum(),
+            left_out: parts.iter().map(|p| p.left_out).sum(),
+        }
+    }
+}
+
 /// One NDJSON file of a job, as far as it is committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportFile {

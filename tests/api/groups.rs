@@ -5,7 +5,6 @@
 //! `portico groups` end to end.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -14,7 +13,6 @@ use portico::config::Secret;
 use portico::dialect::RenderedQuery;
 use portico::dialect::ast::Value;
 use portico::groups::{MembersError, members};
-use portico::repository::{LookupCache, Repository};
 use portico::state::StateStore;
 use portico::state::groups::{
     GroupCriterion, GroupDefinition, GroupIdentifier, NewGroup, StoredGroup,
@@ -538,17 +536,6 @@ async fn oracle(db_url: &str, sql: &str, params: Vec<Value>) -> BTreeSet<String>
         .collect()
 }
 
-/// The repository a server over `db_url` with `adapter` reads the PMS through.
-fn repository(db_url: &str, adapter: &str) -> Repository {
-    let mut settings = support::settings(db_url, 5000);
-    settings.legacy.adapter = adapter.into();
-    Repository {
-        adapter: Arc::new(portico::app::load_adapter(&settings).unwrap()),
-        db: support::legacy_database(db_url, Duration::from_secs(5)),
-        lookups: Arc::new(LookupCache::new(settings.legacy.lookup_refresh())),
-    }
-}
-
 fn stored(definition: GroupDefinition) -> StoredGroup {
     StoredGroup {
         id: "g".into(),
@@ -567,7 +554,7 @@ const APPOINTMENTS: &str = "FROM `openemr_postcalendar_events` e \
 
 async fn members_match_plain_sql(backend: Backend, test: &str) {
     let db_url = support::seed(backend, test).await;
-    let repository = repository(&db_url, "openemr");
+    let repository = support::repository(&db_url, "openemr");
     let resolved = |definition: GroupDefinition| {
         let repository = repository.clone();
         async move {
@@ -678,7 +665,7 @@ async fn a_criterion_the_adapter_cannot_search_is_an_error_naming_its_parameter(
         portico::demo::cerebello::seed_cerebello,
     )
     .await;
-    let repository = repository(&db_url, "cerebello");
+    let repository = support::repository(&db_url, "cerebello");
     let error = members(
         &repository,
         &stored(GroupDefinition::Criterion(
@@ -832,7 +819,7 @@ async fn portico_groups_adds_lists_shows_and_removes() {
     assert!(lines[3].contains("patients with an appointment in 2024-06-01..2024-08-31"));
 
     // `show` resolves through the PMS: the members `groups::members` finds.
-    let repository = repository(&db_url, "openemr");
+    let repository = support::repository(&db_url, "openemr");
     let store = StateStore::open(&StateStore::default_url(&dir).unwrap())
         .await
         .unwrap();

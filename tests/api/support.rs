@@ -274,6 +274,19 @@ pub async fn spawn(backend: Backend, test: &str) -> TestApp {
     TestApp::at(base, db_url)
 }
 
+/// The repository a server over `db_url` with `adapter` reads the PMS through.
+pub fn repository(db_url: &str, adapter: &str) -> portico::repository::Repository {
+    let mut settings = settings(db_url, 5000);
+    settings.legacy.adapter = adapter.into();
+    portico::repository::Repository {
+        adapter: Arc::new(portico::app::load_adapter(&settings).unwrap()),
+        db: legacy_database(db_url, Duration::from_secs(5)),
+        lookups: Arc::new(portico::repository::LookupCache::new(
+            settings.legacy.lookup_refresh(),
+        )),
+    }
+}
+
 /// A read-only pool on a test database, for oracle queries and driver-level checks.
 pub fn legacy_database(url: &str, statement_timeout: Duration) -> Database {
     Database::connect_lazy(&DbSettings {

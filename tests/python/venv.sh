@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates or refreshes the Python venv the client and HL7 v2 tests use (fhirpy, fhirclient,
-# schemathesis, hl7, pinned in requirements.txt beside this script). Idempotent: a venv built from the same
+# schemathesis, hl7, smart-fetch, pinned in requirements.txt beside this script). Idempotent: a venv built from the same
 # requirements with the same python3 is left as it is, so calling it before every run is cheap.
 # The venv lives outside the clone: $PORTICO_TEST_VENV, default $HOME/.cache/portico-venv.
 # Needs python3 with its venv module, and PyPI on the first run. Prints the venv's path.
