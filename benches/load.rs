@@ -691,6 +691,7 @@ fn single_table(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
             .filter(|term| base_column(&term.expr))
             .collect(),
         limit: select.limit,
+        fixed_join_order: false,
     }
 }
 

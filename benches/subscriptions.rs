@@ -960,6 +960,7 @@ async fn raw_scan(
         cond: Cond::True,
         variants: None,
         sort: Vec::new(),
+        whole_pass: true,
     };
     let mut after: Option<Vec<Value>> = None;
     let mut total = 0;

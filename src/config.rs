@@ -102,6 +102,14 @@ pub struct ExportSettings {
     /// Resources read per page of the PMS (each page is one commit of the job's progress).
     #[serde(default = "default_export_page_size")]
     pub page_size: u64,
+    /// How long a worker holds a job without committing a page (each page's commit renews it):
+    /// a worker that dies without releasing its job hands it over after at most this long. It
+    /// must be longer than reading and writing one page takes; 0 is refused.
+    #[serde(
+        default = "default_export_lease_seconds",
+        deserialize_with = "export_lease_seconds"
+    )]
+    pub lease_seconds: u64,
 }
 
 impl Default for ExportSettings {
@@ -114,6 +122,7 @@ impl Default for ExportSettings {
             max_running: default_export_max_running(),
             max_per_client: default_export_max_per_client(),
             page_size: default_export_page_size(),
+            lease_seconds: default_export_lease_seconds(),
         }
     }
 }
@@ -124,6 +133,12 @@ impl ExportSettings {
         self.dir
             .clone()
             .unwrap_or_else(|| state_dir.join("exports"))
+    }
+
+    /// How long a job's lease lasts without renewal (`lease_seconds`), in milliseconds as the
+    /// state store counts them (a huge setting saturates rather than wraps).
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.lease_seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 }
 
@@ -145,6 +160,23 @@ fn default_export_max_per_client() -> u64 {
 
 fn default_export_page_size() -> u64 {
     1000
+}
+
+fn default_export_lease_seconds() -> u64 {
+    120
+}
+
+/// `export.lease_seconds`: at least one second (a lease of 0 would expire as it is taken, and
+/// every worker would take every job over from every other).
+fn export_lease_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let seconds = u64::deserialize(d)?;
+    if seconds == 0 {
+        return Err(serde::de::Error::custom(
+            "export.lease_seconds is 0: a job's lease must last at least 1 second (default 120; \
+             make it longer than one page of export.page_size rows takes to read and write)",
+        ));
+    }
+    Ok(seconds)
 }
 
 /// `[reconcile]`: the EHR `portico reconcile` compares Portico with (`crate::reconcile`), and
@@ -603,6 +635,7 @@ fn env_value(key: &str, value: &str) -> toml::Value {
         "max_running",
         "max_per_client",
         "page_size",
+        "lease_seconds",
     ];
     if NUMERIC.contains(&key)
         && let Ok(number) = value.parse::<i64>()
@@ -661,6 +694,7 @@ mod tests {
         );
         assert!(settings.reconcile.ehr_url.is_none());
         assert_eq!(settings.export.expire_hours, 24);
+        assert_eq!(settings.export.lease_seconds, 120);
         assert_eq!(settings.quality.schedule_minutes, 1440);
         assert!(!settings.subscriptions.allow_private_endpoints);
         let local = load_from(
@@ -692,6 +726,56 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn the_export_lease_defaults_to_two_minutes_and_refuses_zero() {
+        let legacy = [("PORTICO_LEGACY__ADAPTER", "openemr")];
+        let settings = load_from(None, &env(&legacy)).unwrap();
+        assert_eq!(settings.export.lease_seconds, 120);
+        assert_eq!(settings.export.lease_ms(), 120_000);
+        assert_eq!(ExportSettings::default().lease_seconds, 120);
+        let settings = load_from(
+            None,
+            &env(&[legacy[0], ("PORTICO_EXPORT__LEASE_SECONDS", "300")]),
+        )
+        .unwrap();
+        assert_eq!(settings.export.lease_ms(), 300_000);
+        let file = std::env::temp_dir().join(format!("portico-lease-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[legacy]\nadapter = \"openemr\"\n[export]\nlease_seconds = 1\n",
+        )
+        .unwrap();
+        assert_eq!(load_from(Some(&file), &[]).unwrap().export.lease_seconds, 1);
+        let zero = env(&[legacy[0], ("PORTICO_EXPORT__LEASE_SECONDS", "0")]);
+        let error = load_from(None, &zero).unwrap_err().to_string();
+        assert!(error.contains("export.lease_seconds is 0"), "{error}");
+        std::fs::write(
+            &file,
+            "[legacy]\nadapter = \"openemr\"\n[export]\nlease_seconds = 0\n",
+        )
+        .unwrap();
+        let error = load_from(Some(&file), &[]).unwrap_err().to_string();
+        assert!(
+            error.contains("export.lease_seconds is 0") && error.contains("at least 1 second"),
+            "{error}"
+        );
+        // Negative, fractional or textual values are refused too; a huge one saturates.
+        for value in ["-5", "1.5", "\"two minutes\""] {
+            std::fs::write(
+                &file,
+                format!("[legacy]\nadapter = \"openemr\"\n[export]\nlease_seconds = {value}\n"),
+            )
+            .unwrap();
+            assert!(load_from(Some(&file), &[]).is_err(), "{value}");
+        }
+        let huge = ExportSettings {
+            lease_seconds: u64::MAX,
+            ..ExportSettings::default()
+        };
+        assert_eq!(huge.lease_ms(), i64::MAX);
+        std::fs::remove_file(&file).ok();
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub const MAX_INCLUDED: usize = 1000;
 /// stays under SQL Server's 2,100-parameter limit, the lowest of the supported engines.
 const IDS_PER_QUERY: usize = 500;
 
+/// From this many rows on, a page's rows are mapped on two threads: an export's or a large
+/// search's page spends most of its time turning rows into FHIR JSON, which is pure CPU work.
+const PARALLEL_MAPPING_ROWS: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub adapter: Arc<Adapter>,
@@ -188,56 +192,79 @@ impl Repository {
         let last_row = rows.last().map(|row| CursorKey {
             sort: sort_indices.iter().map(|&i| row[i].clone()).collect(),
             branch: branch_index,
-            key: mapping.id.columns.iter().map(|&i| row[i].clone()).collect(),
+            key: mapping.page_key.iter().map(|&i| row[i].clone()).collect(),
             variant: None,
         });
         let children = self.load_collections(mapping, &rows).await?;
-        let mut loaded = Vec::with_capacity(rows.len());
-        for (row_index, row) in rows.into_iter().enumerate() {
-            let row_children: Vec<Vec<&[Value]>> = children
-                .iter()
-                .map(|per_row| {
-                    per_row[row_index]
-                        .iter()
-                        .map(|child| child.as_slice())
-                        .collect()
-                })
-                .collect();
-            let data = RowData {
-                row: &row,
-                children: &row_children,
-            };
-            let outcomes = map_row(mapping, &data, self.adapter.timezone, keep_variant);
-            let row = Arc::new(row);
-            for outcome in outcomes {
-                let outcome = outcome.and_then(check_r4);
-                let variant = match &outcome {
-                    Ok(resource) => resource.variant,
-                    Err(left_out) => {
-                        let report = left_out_row(mapping, &row, left_out.clone());
-                        tracing::warn!(
-                            table = %report.table,
-                            key = %report.key,
-                            mapping = %report.mapping,
-                            reason = %report.left_out.reason,
-                            "legacy row left out: it cannot be served as valid FHIR R4"
-                        );
-                        left_out.variant
-                    }
+        // The left-out rows' warnings keep the request's span on the other thread too.
+        let span = tracing::Span::current();
+        let map_rows = |first: usize, rows: Vec<Vec<Value>>| -> Vec<Candidate> {
+            let _entered = span.enter();
+            let mut loaded = Vec::with_capacity(rows.len());
+            for (offset, row) in rows.into_iter().enumerate() {
+                let row_index = first + offset;
+                let row_children: Vec<Vec<&[Value]>> = children
+                    .iter()
+                    .map(|per_row| {
+                        per_row[row_index]
+                            .iter()
+                            .map(|child| child.as_slice())
+                            .collect()
+                    })
+                    .collect();
+                let data = RowData {
+                    row: &row,
+                    children: &row_children,
                 };
-                let order = CursorKey {
-                    sort: sort_indices.iter().map(|&i| row[i].clone()).collect(),
-                    branch: branch_index,
-                    key: mapping.id.columns.iter().map(|&i| row[i].clone()).collect(),
-                    variant,
-                };
-                loaded.push(Candidate {
-                    outcome,
-                    row: row.clone(),
-                    order,
-                });
+                let outcomes = map_row(mapping, &data, self.adapter.timezone, keep_variant);
+                let row = Arc::new(row);
+                for outcome in outcomes {
+                    let outcome = outcome.and_then(check_r4);
+                    let variant = match &outcome {
+                        Ok(resource) => resource.variant,
+                        Err(left_out) => {
+                            let report = left_out_row(mapping, &row, left_out.clone());
+                            tracing::warn!(
+                                table = %report.table,
+                                key = %report.key,
+                                mapping = %report.mapping,
+                                reason = %report.left_out.reason,
+                                "legacy row left out: it cannot be served as valid FHIR R4"
+                            );
+                            left_out.variant
+                        }
+                    };
+                    let order = CursorKey {
+                        sort: sort_indices.iter().map(|&i| row[i].clone()).collect(),
+                        branch: branch_index,
+                        key: mapping.page_key.iter().map(|&i| row[i].clone()).collect(),
+                        variant,
+                    };
+                    loaded.push(Candidate {
+                        outcome,
+                        row: row.clone(),
+                        order,
+                    });
+                }
             }
-        }
+            loaded
+        };
+        let loaded = if row_count >= PARALLEL_MAPPING_ROWS {
+            let mut rows = rows;
+            let second_half = rows.split_off(row_count.div_ceil(2));
+            let second_first = rows.len();
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| map_rows(second_first, second_half));
+                let mut loaded = map_rows(0, rows);
+                match other.join() {
+                    Ok(rest) => loaded.extend(rest),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+                loaded
+            })
+        } else {
+            map_rows(0, rows)
+        };
         Ok(LoadedRows {
             candidates: loaded,
             rows: row_count,
@@ -363,6 +390,8 @@ impl Repository {
         let branch = BranchPlan {
             index: branch_index,
             mapping: mapping.clone(),
+            // A scan under a criterion (rows changed since a watermark) may be short.
+            whole_pass: cond == Cond::True,
             cond,
             variants: None,
             sort: Vec::new(),

@@ -195,6 +195,10 @@ pub struct SourceSpec {
     #[serde(default)]
     pub join: Vec<JoinSpec>,
     pub latest: Option<LatestSpec>,
+    /// Base-table columns that order keyset pages instead of the id's: unique among the served
+    /// rows, in the order of an index the table has (a `latest` table's primary key).
+    #[serde(default)]
+    pub page_key: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -208,6 +208,10 @@ pub struct Mapping {
     pub filter: Vec<Predicate>,
     pub latest: Option<Latest>,
     pub id: IdDef,
+    /// The columns that order keyset pages and cursors (then the variant): unique among the
+    /// served rows. The id's columns unless `source.page_key` names an indexed key, for tables
+    /// whose id order no index has (a `latest` table's id lacks the version its key holds).
+    pub page_key: Vec<usize>,
     pub last_updated: Option<usize>,
     /// The SELECT list; every `usize` column index in this mapping points in here.
     pub columns: Vec<ColumnRef>,

@@ -570,6 +570,23 @@ fn compile_mapping(
             "a UUID id has exactly one key column, and is not text",
         );
     }
+    let page_key = if source.page_key.is_empty() {
+        id_columns.clone()
+    } else {
+        source
+            .page_key
+            .iter()
+            .enumerate()
+            .filter_map(|(index, column)| {
+                let path = format!("source.page_key[{index}]");
+                let interned = scope.intern(ctx, &path, column)?;
+                if scope.columns[interned].alias != BASE_ALIAS {
+                    ctx.issue(&path, "a page key is made of the base table's columns");
+                }
+                Some(interned)
+            })
+            .collect()
+    };
     let last_updated = source
         .last_updated
         .as_ref()
@@ -862,6 +879,7 @@ fn compile_mapping(
             text: source.id.text,
             uuid: source.id.uuid,
         },
+        page_key,
         last_updated,
         columns: scope.columns,
         elements,

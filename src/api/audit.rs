@@ -543,7 +543,7 @@ pub const SEARCH_PARAMS: [StateSearchParam; 4] = [
 
 /// The characters `str::trim` takes off each comma-separated value (Unicode White_Space), as the
 /// inside of a regular expression class.
-const TRIMMED: &str =
+pub(crate) const TRIMMED: &str =
     "\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 
 /// Comma-separated values as `parse_search` splits them (each trimmed, blank ones skipped): at

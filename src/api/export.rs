@@ -270,7 +270,12 @@ fn parameters_body(
         pairs: query_pairs(raw),
         ..KickoffRequest::default()
     };
-    for parameter in parameters["parameter"].as_array().into_iter().flatten() {
+    let listed = match parameters.get("parameter") {
+        None => &[][..],
+        Some(Json::Array(listed)) => &listed[..],
+        Some(_) => return Err(invalid("parameter must be an array".into())),
+    };
+    for parameter in listed {
         let name = parameter["name"]
             .as_str()
             .ok_or_else(|| invalid("a parameter without a name".into()))?;
@@ -524,4 +529,41 @@ pub async fn file(
     }
     .await;
     answer.unwrap_or_else(|e| error_response(e, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parameters: Json) -> Result<KickoffRequest, ApiError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/fhir+json"),
+        );
+        parameters_body(&headers, None, &Bytes::from(parameters.to_string()))
+    }
+
+    #[test]
+    fn a_posted_parameters_lists_its_parameters_in_an_array() {
+        let listed = body(json!({"resourceType": "Parameters", "parameter": [
+            {"name": "_type", "valueCode": 7, "valueUri": "Patient"},
+            {"name": "patient", "valueReference": {"reference": "Patient/3"}}]}))
+        .unwrap();
+        assert_eq!(listed.pairs, [("_type".to_owned(), "Patient".to_owned())]);
+        assert_eq!(listed.patients, ["Patient/3"]);
+        assert!(
+            body(json!({"resourceType": "Parameters"}))
+                .unwrap()
+                .pairs
+                .is_empty()
+        );
+        for parameter in [json!(null), json!({}), json!("_type"), json!(1)] {
+            let refused = body(json!({"resourceType": "Parameters", "parameter": parameter}));
+            assert!(
+                matches!(refused, Err(ApiError::BadRequest(_))),
+                "{parameter}: {refused:?}"
+            );
+        }
+    }
 }

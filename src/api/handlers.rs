@@ -402,7 +402,7 @@ async fn search_inner(
     )
     .map_err(ApiError::search)?;
 
-    let identity = encode_query(&plan.applied);
+    let identity = plan.cursor_identity(&encode_query(&plan.applied));
     let fingerprint = access.fingerprint();
     let after =
         match &plan.cursor {

@@ -2,8 +2,8 @@
 //! one read, search and `_search` path per served type, with that type's search parameters as the
 //! CapabilityStatement lists them (`fhir::capability::search_params`), the same three for the
 //! audit trail (`api::audit::SEARCH_PARAMS`) and Portico's Groups (`api::groups::SEARCH_PARAMS`)
-//! whatever the adapter, the subscription paths (`subscriptions`), and every status code, header
-//! and content type the handlers really answer. Parameter schemas describe exactly the
+//! whatever the adapter, the subscription paths (`subscriptions`), the Bulk Data export paths
+//! (`export`), and every status code, header and content type the handlers really answer. Parameter schemas describe exactly the
 //! values the server accepts (the grammars next to the parsers), so a schema-driven client or
 //! fuzzer can tell a valid request from an invalid one; `tests` holds them to the parsers.
 
@@ -127,6 +127,22 @@ fn retry_after(response: ResponseBuilder) -> ResponseBuilder {
     )
 }
 
+/// The 401 of every operation that needs a bearer token, in `types`.
+fn unauthorized(types: &[(&str, Format)]) -> ResponseBuilder {
+    fhir_response(
+        "OperationOutcome (code login): no bearer token, or one that is invalid, expired or revoked; `WWW-Authenticate: Bearer` says which",
+        types,
+        &component("OperationOutcome"),
+    )
+    .header(
+        "WWW-Authenticate",
+        HeaderBuilder::new()
+            .schema(string())
+            .description(Some("RFC 6750 challenge: `Bearer realm=\"portico\"`, with `error` and `error_description` when a token was sent".to_owned()))
+            .build(),
+    )
+}
+
 /// Where an operation's data comes from, which decides its 503 and whether it can time out.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -208,22 +224,7 @@ fn with_responses_as(
     }
     // Every resource operation needs a bearer token and runs under the access it grants.
     operation = operation.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
-    operation = operation.response(
-        "401",
-        fhir_response(
-            "OperationOutcome (code login): no bearer token, or one that is invalid, expired or revoked; `WWW-Authenticate: Bearer` says which",
-            &errors,
-            &outcome,
-        )
-        .header(
-            "WWW-Authenticate",
-            HeaderBuilder::new()
-                .schema(string())
-                .description(Some("RFC 6750 challenge: `Bearer realm=\"portico\"`, with `error` and `error_description` when a token was sent".to_owned()))
-                .build(),
-        )
-        .build(),
-    );
+    operation = operation.response("401", unauthorized(&errors).build());
     operation = operation.response(
         "403",
         fhir_response(
@@ -1019,6 +1020,9 @@ pub fn document(adapter: &Adapter) -> OpenApi {
     for (path, item) in subscriptions::paths() {
         paths = paths.path(path, item);
     }
+    for (path, item) in export::paths(adapter) {
+        paths = paths.path(path, item);
+    }
     for def in adapter.resources.values() {
         let resource_type = &def.resource_type;
         let (search, form) = search_paths(adapter, def);
@@ -1033,7 +1037,7 @@ pub fn document(adapter: &Adapter) -> OpenApi {
                 .title("Portico FHIR R4 facade")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(format!(
-                    "FHIR R4 API over {} ({}): read-only over the practice database; subscriptions live in Portico's own state store. The CapabilityStatement (/fhir/metadata) is the FHIR contract; this document describes the same surface for HTTP tools. Methods a path does not list answer 405 with an OperationOutcome and Allow (components.responses.MethodNotAllowed). Authorization is SMART on FHIR: /.well-known/smart-configuration names the endpoints, and tokens are sent as bearer tokens (components.securitySchemes.bearer).",
+                    "FHIR R4 API over {} ({}): read-only over the practice database; subscriptions and bulk export jobs live in Portico's own state store. The CapabilityStatement (/fhir/metadata) is the FHIR contract; this document describes the same surface for HTTP tools. Methods a path does not list answer 405 with an OperationOutcome and Allow (components.responses.MethodNotAllowed). Authorization is SMART on FHIR: /.well-known/smart-configuration names the endpoints, and tokens are sent as bearer tokens (components.securitySchemes.bearer).",
                     adapter.title, adapter.name
                 ))),
         )
@@ -1042,6 +1046,7 @@ pub fn document(adapter: &Adapter) -> OpenApi {
         .build()
 }
 
+mod export;
 mod subscriptions;
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,11 @@ pub struct Select {
     pub filter: Cond,
     pub order_by: Vec<OrderTerm>,
     pub limit: Option<u64>,
+    /// Join the tables in the order written, the FROM table first. Set on keyset pages whose
+    /// request conditions and sort read the FROM table alone: walked in its key's order, the
+    /// first `limit` rows end the query, where a plan starting from a joined table reads and
+    /// sorts every row after the cursor (MySQL's `STRAIGHT_JOIN`; other dialects ignore it).
+    pub fixed_join_order: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

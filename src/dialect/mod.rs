@@ -59,6 +59,10 @@ trait Dialect: Sync {
     fn placeholder(&self, out: &mut String, index: usize);
     /// Text placed right after `SELECT` (T-SQL's `TOP n`); none by default.
     fn limit_prefix(&self, _out: &mut String, _limit: u64) {}
+    /// Text placed right after `SELECT` that makes the engine join in the written order; none by
+    /// default (SQLite already keeps LEFT JOINs in order and its planner follows ORDER BY ...
+    /// LIMIT on the FROM table's key).
+    fn fixed_join_order(&self, _out: &mut String) {}
     /// Text placed after `ORDER BY` (`LIMIT n`).
     fn limit_suffix(&self, out: &mut String, limit: u64);
     /// Renders a case- and accent-insensitive match (the FHIR string default). By default the
@@ -139,6 +143,9 @@ struct Renderer<'d> {
 impl Renderer<'_> {
     fn select(&mut self, select: &Select) {
         self.sql.push_str("SELECT ");
+        if select.fixed_join_order && !select.joins.is_empty() {
+            self.dialect.fixed_join_order(&mut self.sql);
+        }
         if let Some(limit) = select.limit {
             self.dialect.limit_prefix(&mut self.sql, limit);
         }

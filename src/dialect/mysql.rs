@@ -17,6 +17,10 @@ impl Dialect for MySql {
         out.push('?');
     }
 
+    fn fixed_join_order(&self, out: &mut String) {
+        out.push_str("STRAIGHT_JOIN ");
+    }
+
     fn limit_suffix(&self, out: &mut String, limit: u64) {
         out.push_str(" LIMIT ");
         out.push_str(&limit.to_string());

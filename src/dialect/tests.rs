@@ -51,6 +51,7 @@ fn sample() -> Select {
             descending: true,
         }],
         limit: Some(21),
+        fixed_join_order: false,
     }
 }
 
@@ -73,6 +74,32 @@ fn mysql_renders_backticks_question_marks_and_binary_exact_match() {
             Value::Text("Ann".into()),
             Value::Text("Ann".into()),
         ]
+    );
+}
+
+#[test]
+fn a_fixed_join_order_is_straight_join_on_mysql_and_nothing_elsewhere() {
+    let fixed = Select {
+        fixed_join_order: true,
+        ..sample()
+    };
+    let mysql = render(DialectKind::Mysql, &fixed).sql;
+    assert!(
+        mysql.starts_with("SELECT STRAIGHT_JOIN `t`.`pid`, "),
+        "{mysql}"
+    );
+    for dialect in [DialectKind::Sqlite, DialectKind::Mssql] {
+        assert_eq!(render(dialect, &fixed), render(dialect, &sample()));
+    }
+    // A single table has no join order to fix.
+    let alone = Select {
+        joins: Vec::new(),
+        ..fixed
+    };
+    assert!(
+        render(DialectKind::Mysql, &alone)
+            .sql
+            .starts_with("SELECT `t`.`pid`")
     );
 }
 
@@ -138,6 +165,7 @@ fn empty_in_lists_render_as_constants() {
         ]),
         order_by: vec![],
         limit: None,
+        fixed_join_order: false,
     };
     assert_eq!(
         render(DialectKind::Sqlite, &select).sql,

@@ -11,7 +11,7 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Access, Interaction};
@@ -28,6 +28,115 @@ pub const OUTPUT_FORMATS: [&str; 3] = ["application/fhir+ndjson", "application/n
 /// The manifest extension naming the types whose `_since` could not be applied: their mappings
 /// have no last-updated column, so every resource of them is exported.
 pub const SINCE_NOT_APPLIED: &str = "https://portico.health/fhir/bulk-export/since-not-applied-to";
+
+/// The values `_since` takes, as an ECMA-262 regular expression (the OpenAPI document publishes
+/// it): a FHIR instant `YYYY-MM-DDThh:mm:ss[.fraction](Z|(+|-)hh:mm)` on a calendar day (leap
+/// years included), without leap seconds, with an offset of at most 14:59 (as the search's date
+/// parameters take it). Exactly what `parse_since` accepts; a test holds the two together.
+pub const SINCE_PATTERN: &str = concat!(
+    "^(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)",
+    "|(?:0[13578]|1[02])-31)",
+    "|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)",
+    "T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]+)?",
+    "(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])$",
+);
+
+/// `_since` as UTC with milliseconds, the form `part_plan` bounds `_lastUpdated` with; `None`
+/// when it is not an instant as `SINCE_PATTERN` describes. An instant before year 0 or after 9999
+/// in UTC (possible through the offset) is moved to the edge of that range, which the search's
+/// dates cover and no row lies beyond.
+fn parse_since(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let number = |from: usize, to: usize| -> Option<u32> {
+        let digits = bytes.get(from..to)?;
+        digits
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators
+        .iter()
+        .any(|&(at, ch)| bytes.get(at) != Some(&ch))
+    {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(number(0, 4)? as i32, number(5, 7)?, number(8, 10)?)?;
+    let mut rest = bytes.get(19..)?;
+    let mut nanos = 0;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let length = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
+        if length == 0 {
+            return None;
+        }
+        // Nanoseconds: the first nine digits, the rest dropped.
+        nanos = fraction[..length.min(9)]
+            .iter()
+            .chain(std::iter::repeat_n(&b'0', 9 - length.min(9)))
+            .fold(0, |n, d| n * 10 + u32::from(d - b'0'));
+        rest = &fraction[length..];
+    }
+    // No leap second: `from_hms_nano_opt` refuses second 60 with nanoseconds under one second.
+    let time =
+        NaiveTime::from_hms_nano_opt(number(11, 13)?, number(14, 16)?, number(17, 19)?, nanos)?;
+    let offset_seconds = match rest {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = number_of(&[*h1, *h2])?;
+            let minutes = number_of(&[*m1, *m2])?;
+            if hours > 14 || minutes > 59 {
+                return None;
+            }
+            let seconds = i64::from(hours * 3600 + minutes * 60);
+            if *sign == b'-' { -seconds } else { seconds }
+        }
+        _ => return None,
+    };
+    let utc = NaiveDateTime::new(date, time) - TimeDelta::seconds(offset_seconds);
+    let earliest = NaiveDate::from_ymd_opt(0, 1, 1)?.and_hms_opt(0, 0, 0)?;
+    let latest = NaiveDate::from_ymd_opt(9999, 12, 31)?.and_hms_milli_opt(23, 59, 59, 999)?;
+    Some(
+        utc.clamp(earliest, latest)
+            .and_utc()
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
+    )
+}
+
+/// Two ASCII digits as a number.
+fn number_of(digits: &[u8; 2]) -> Option<u32> {
+    digits
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| u32::from(digits[0] - b'0') * 10 + u32::from(digits[1] - b'0'))
+}
+
+/// The values `_type` takes for `adapter`, as an ECMA-262 regular expression (the OpenAPI document
+/// publishes it): comma-separated types the adapter serves, each trimmed as `str::trim` trims,
+/// blank ones skipped. (A type the token does not grant is a 400 too; the document cannot know
+/// the token.)
+pub fn type_pattern(adapter: &Adapter) -> String {
+    let blank = format!("[{}]*", crate::api::audit::TRIMMED);
+    let item = format!("{blank}(?:(?:{}){blank})?", type_names(adapter));
+    format!("^{item}(?:,{item})*$")
+}
+
+/// The values `_typeFilter` takes for `adapter`, as far as a regular expression can say:
+/// `Type?query` for a type the adapter serves. The query must also be a search of that type
+/// this server compiles (`check_type_filter`), without result parameters, and the type must be
+/// among `_type`'s when that is given; either is a 400 that no pattern can foresee.
+pub fn type_filter_pattern(adapter: &Adapter) -> String {
+    format!("^(?:{})\\?[\\s\\S]*$", type_names(adapter))
+}
+
+/// The adapter's types as alternatives of a regular expression (they are letters only).
+fn type_names(adapter: &Adapter) -> String {
+    adapter
+        .resources
+        .keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("|")
+}
 
 /// Where an export starts (BD-01).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,15 +268,9 @@ pub fn kickoff(
                     );
                 }
             }
-            "_since" => match DateTime::parse_from_rfc3339(value) {
-                Ok(instant) => {
-                    since = Some(
-                        instant
-                            .with_timezone(&Utc)
-                            .to_rfc3339_opts(SecondsFormat::Millis, true),
-                    )
-                }
-                Err(_) => errors.push(
+            "_since" => match parse_since(value) {
+                Some(instant) => since = Some(instant),
+                None => errors.push(
                     Issue::error(
                         IssueType::Invalid,
                         format!(
@@ -228,7 +331,14 @@ pub fn kickoff(
                         .push(name.to_owned());
                 }
             }
-            "patient" => {}
+            // A POST's Parameters carry the patients (`request.patients`); one in the URL would
+            // otherwise be dropped without a word, exporting every patient the token may see.
+            "patient" => unsupported(
+                "patient",
+                "patient is taken as a valueReference in a POSTed Parameters body, not in the URL"
+                    .into(),
+                &mut errors,
+            ),
             "includeAssociatedData" => unsupported(
                 name,
                 "includeAssociatedData is not supported".into(),
@@ -413,6 +523,9 @@ pub fn part_plan(
             }
         }
     }
+    for branch in &mut planned.branches {
+        branch.whole_pass = true;
+    }
     planned.count = page_size;
     Ok(planned)
 }
@@ -439,4 +552,90 @@ pub fn instant(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn openemr() -> Adapter {
+        crate::adapter::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr"))
+            .expect("openemr adapter is valid")
+    }
+
+    fn request(pairs: &[(&str, &str)], lenient: bool) -> KickoffRequest {
+        KickoffRequest {
+            pairs: pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            patients: Vec::new(),
+            lenient,
+        }
+    }
+
+    #[test]
+    fn since_is_kept_as_utc_milliseconds_within_the_years_a_search_takes() {
+        let adapter = openemr();
+        let cases = [
+            (
+                "2024-03-01T10:00:00.123456+01:00",
+                "2024-03-01T09:00:00.123Z",
+            ),
+            ("2024-02-29T23:30:00-05:30", "2024-03-01T05:00:00.000Z"),
+            ("0000-01-01T00:00:00+14:00", "0000-01-01T00:00:00.000Z"),
+            ("9999-12-31T23:59:59-14:59", "9999-12-31T23:59:59.999Z"),
+        ];
+        for (given, kept) in cases {
+            let spec = kickoff(
+                &adapter,
+                &Access::everything(),
+                Level::System,
+                None,
+                &request(&[("_since", given)], false),
+            )
+            .unwrap();
+            assert_eq!(spec.since.as_deref(), Some(kept), "{given}");
+            // Every pass's plan takes it (it becomes `_lastUpdated=gt<since>`).
+            for resource_type in &spec.types {
+                part_plan(&adapter, &spec, resource_type, None, 1_700_000_000_000, 10)
+                    .unwrap_or_else(|e| panic!("{given}, {resource_type}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_patient_in_the_url_is_refused_or_dropped_not_ignored() {
+        let adapter = openemr();
+        let everything = Access::everything();
+        let pairs = [("patient", "Patient/1")];
+        let error = kickoff(
+            &adapter,
+            &everything,
+            Level::Patient,
+            None,
+            &request(&pairs, false),
+        )
+        .unwrap_err();
+        let ApiError::BadRequest(issues) = error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(issues[0].expression.as_deref(), Some("patient"));
+        let spec = kickoff(
+            &adapter,
+            &everything,
+            Level::Patient,
+            None,
+            &request(&pairs, true),
+        )
+        .unwrap();
+        assert_eq!(spec.patients, None);
+        assert!(
+            spec.ignored[0].starts_with("patient: "),
+            "{:?}",
+            spec.ignored
+        );
+    }
 }

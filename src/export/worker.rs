@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::files::NdjsonFiles;
 use super::{ExportSpec, Level, part_plan};
+use crate::api::audit::PatientsTouched;
 use crate::config::ExportSettings;
 use crate::db::DbErrorKind;
 use crate::repository::{LeftOutRow, Repository};
@@ -23,8 +24,6 @@ use crate::state::StateStore;
 use crate::state::exports::{self, ExportJob, ExportPart, PageCommit};
 use crate::state::subscriptions::now_ms;
 
-/// How long a worker holds a job without committing a page.
-const LEASE: Duration = Duration::from_secs(120);
 /// Idle workers look for jobs this often (a kick-off wakes one at once).
 const IDLE: Duration = Duration::from_secs(5);
 /// Expired files are looked for this often.
@@ -32,6 +31,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// A page the PMS could not answer (unreachable, too slow) is tried again this many times, after
 /// 2, 4, 8, ... seconds, before the job fails.
 const PAGE_ATTEMPTS: u32 = 6;
+
+/// From this many resources on, a page is written on two threads (`NdjsonPage::write`).
+const PARALLEL_WRITE_RESOURCES: usize = 256;
 
 /// What the export workers share.
 pub struct ExportRuntime {
@@ -74,7 +76,7 @@ impl ExportRuntime {
                 .claim_export(
                     &self.owner,
                     now,
-                    now + LEASE.as_millis() as i64,
+                    now.saturating_add(self.settings.lease_ms()),
                     self.settings.max_running as i64,
                 )
                 .await;
@@ -277,7 +279,7 @@ impl ExportRuntime {
                 .await
                 .map_err(state)?;
         }
-        let identity = format!("{}/{}", job.id, part.position);
+        let identity = plan.cursor_identity(&format!("{}/{}", job.id, part.position));
         let mut after = match &part.cursor {
             Some(sealed) => Some(
                 self.signer
@@ -315,26 +317,20 @@ impl ExportRuntime {
             let Some(page) = page else {
                 return Ok(Ended::Stopped);
             };
-            let mut lines = Vec::with_capacity(page.matches.len() * 512);
-            let mut written = 0i64;
-            let mut patients = crate::api::audit::PatientsTouched::default();
-            for loaded in page.matches {
-                if let Some(seen) = seen.as_mut()
-                    && !seen.insert(loaded.resource.id.clone())
-                {
-                    continue;
-                }
-                // Before `_elements` drops the references.
-                patients.add(&loaded.resource.resource);
-                let mut resource = loaded.resource.resource;
-                if let Some(names) = &elements {
-                    crate::fhir::subset::elements(&mut resource, names);
-                }
-                serde_json::to_writer(&mut lines, &resource)
-                    .map_err(|e| format!("cannot write a resource: {e}"))?;
-                lines.push(b'\n');
-                written += 1;
-            }
+            let resources: Vec<Json> = page
+                .matches
+                .into_iter()
+                .filter(|loaded| match seen.as_mut() {
+                    Some(seen) => seen.insert(loaded.resource.id.clone()),
+                    None => true,
+                })
+                .map(|loaded| loaded.resource.resource)
+                .collect();
+            let NdjsonPage {
+                lines,
+                written,
+                patients,
+            } = NdjsonPage::write(resources, elements.as_deref())?;
             let mut commit = PageCommit {
                 position: part.position,
                 cursor: page
@@ -387,7 +383,8 @@ impl ExportRuntime {
                         .map_err(io)?,
                 );
             }
-            let lease_until = now_ms() + LEASE.as_millis() as i64;
+            // How long a worker holds the job without committing a page: export.lease_seconds.
+            let lease_until = now_ms().saturating_add(self.settings.lease_ms());
             if !Box::pin(
                 self.store
                     .commit_export_page(&job.id, &self.owner, lease_until, &commit),
@@ -451,4 +448,59 @@ fn left_out_note(row: &LeftOutRow) -> String {
         row.key,
         row.left_out.reason.summary()
     )
+}
+
+/// A page of resources as NDJSON lines, with the patients they concern.
+struct NdjsonPage {
+    lines: Vec<u8>,
+    written: i64,
+    patients: PatientsTouched,
+}
+
+impl NdjsonPage {
+    /// Writes `resources` (cut down to `elements`, if given) in order. A large page is written
+    /// in two halves on two threads: serializing, and dropping what was serialized, is most of a
+    /// page's time once its rows are mapped.
+    fn write(resources: Vec<Json>, elements: Option<&[String]>) -> Result<NdjsonPage, String> {
+        if resources.len() < PARALLEL_WRITE_RESOURCES {
+            return NdjsonPage::write_sequentially(resources, elements);
+        }
+        let mut first = resources;
+        let second = first.split_off(first.len().div_ceil(2));
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| NdjsonPage::write_sequentially(second, elements));
+            let mut page = NdjsonPage::write_sequentially(first, elements)?;
+            let rest = match other.join() {
+                Ok(rest) => rest?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            page.lines.extend_from_slice(&rest.lines);
+            page.written += rest.written;
+            page.patients.0.extend(rest.patients.0);
+            Ok(page)
+        })
+    }
+
+    fn write_sequentially(
+        resources: Vec<Json>,
+        elements: Option<&[String]>,
+    ) -> Result<NdjsonPage, String> {
+        let mut page = NdjsonPage {
+            lines: Vec::with_capacity(resources.len() * 512),
+            written: 0,
+            patients: PatientsTouched::default(),
+        };
+        for mut resource in resources {
+            // Before `_elements` drops the references.
+            page.patients.add(&resource);
+            if let Some(names) = elements {
+                crate::fhir::subset::elements(&mut resource, names);
+            }
+            serde_json::to_writer(&mut page.lines, &resource)
+                .map_err(|e| format!("cannot write a resource: {e}"))?;
+            page.lines.push(b'\n');
+            page.written += 1;
+        }
+        Ok(page)
+    }
 }

@@ -205,6 +205,7 @@ impl LookupCache {
                 filter: cached.conditions.clone(),
                 order_by: Vec::new(),
                 limit: Some(MAX_LOOKUP_KEYS as u64 + 1),
+                fixed_join_order: false,
             };
             let rows = db.fetch(&render(db.dialect(), &select)).await?;
             if rows.len() > MAX_LOOKUP_KEYS {
@@ -461,6 +462,7 @@ mod tests {
             filter: crate::dialect::ast::Cond::True,
             order_by: Vec::new(),
             limit: None,
+            fixed_join_order: false,
         };
         let fill = fill_columns(&mut select, "gp", &cached, copy);
         assert_eq!(

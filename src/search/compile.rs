@@ -48,6 +48,37 @@ pub struct Plan {
     pub cursor: Option<String>,
 }
 
+impl Plan {
+    /// What a cursor of this plan is sealed to: `query`, and the page keys of branches that have
+    /// their own, so that a cursor stored before an adapter changed a page key (a resumed export,
+    /// a next link) is refused rather than read against other columns.
+    pub fn cursor_identity(&self, query: &str) -> String {
+        let mut identity = query.to_owned();
+        for label in self
+            .branches
+            .iter()
+            .filter_map(|b| own_page_key(&b.mapping))
+        {
+            identity.push('|');
+            identity.push_str(&label);
+        }
+        identity
+    }
+}
+
+/// `Claim:patient_id,encounter_id,version` when `mapping` pages by its own `source.page_key`
+/// rather than its id: stored positions carry it, and one made under another key is not used.
+pub fn own_page_key(mapping: &Mapping) -> Option<String> {
+    (mapping.page_key != mapping.id.columns).then(|| {
+        let columns: Vec<&str> = mapping
+            .page_key
+            .iter()
+            .map(|&i| mapping.columns[i].column.as_str())
+            .collect();
+        format!("{}:{}", mapping.name, columns.join(","))
+    })
+}
+
 /// One mapping's part of a search.
 #[derive(Debug)]
 pub struct BranchPlan {
@@ -57,6 +88,10 @@ pub struct BranchPlan {
     /// For unpivoting mappings: which variants the search admits.
     pub variants: Option<Vec<bool>>,
     pub sort: Vec<SortColumn>,
+    /// Read from start to end, page after page (an export's pass, a full scan): its pages walk
+    /// the base table in key order whatever the criteria read (`Select::fixed_join_order`), so
+    /// the pass reads each row once instead of sorting what is left at every page.
+    pub whole_pass: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +130,7 @@ pub fn plan(
             cond: Cond::True,
             variants: (!mapping.variants.is_empty()).then(|| vec![true; mapping.variants.len()]),
             sort: Vec::new(),
+            whole_pass: false,
         })
         .collect();
     let skip =
@@ -1279,6 +1315,7 @@ fn base_select(mapping: &Mapping, columns: Vec<Expr>, access: &RowAccess, cond: 
                 filter: Cond::and(conds),
                 order_by: Vec::new(),
                 limit: None,
+                fixed_join_order: false,
             }),
             negated: true,
         });
@@ -1295,6 +1332,7 @@ fn base_select(mapping: &Mapping, columns: Vec<Expr>, access: &RowAccess, cond: 
         filter: Cond::and(filter),
         order_by: Vec::new(),
         limit: None,
+        fixed_join_order: false,
     }
 }
 
@@ -1366,6 +1404,7 @@ fn lookup_cond(mapping: &Mapping, def: &JoinDef, key: &LookupKey) -> Cond {
             filter: Cond::and(own.map(|p| predicate_cond(p, &def.alias)).collect()),
             order_by: Vec::new(),
             limit: None,
+            fixed_join_order: false,
         }),
     }
 }
@@ -1389,8 +1428,7 @@ pub fn page_select(
 ) -> Select {
     let mapping = &branch.mapping;
     let key_columns: Vec<&ColumnRef> = mapping
-        .id
-        .columns
+        .page_key
         .iter()
         .map(|&i| &mapping.columns[i])
         .collect();
@@ -1424,12 +1462,22 @@ pub fn page_select(
             }
         }
     };
-    let mut select = base_select(
-        mapping,
-        selected_columns(mapping),
-        access,
-        Cond::and(vec![branch.cond.clone(), after_cond]),
-    );
+    let cond = Cond::and(vec![branch.cond.clone(), after_cond]);
+    // When what the request asks (criteria, access, sort) reads the base table alone, the rows
+    // come in key order from the cursor on, each joined row found by its key. A criterion on a
+    // joined table may be selective enough to start from, unless the pass reads everything; a
+    // patient compartment on a joined column is (a few patients' rows).
+    let reads_joins = |cond: &Cond| mapping.joins.iter().any(|join| cond.reads(&join.alias));
+    let sorts_joins = branch.sort.iter().any(|s| {
+        mapping
+            .joins
+            .iter()
+            .any(|join| s.column.alias == join.alias)
+    });
+    let base_first =
+        !sorts_joins && !reads_joins(&access.cond) && (branch.whole_pass || !reads_joins(&cond));
+    let mut select = base_select(mapping, selected_columns(mapping), access, cond);
+    select.fixed_join_order = base_first;
     select.order_by = branch
         .sort
         .iter()
@@ -1624,6 +1672,7 @@ fn child_rows(
         filter: Cond::and(filter),
         order_by,
         limit: None,
+        fixed_join_order: false,
     }
 }
 

@@ -26,7 +26,7 @@ use crate::api::audit::PatientsTouched;
 use crate::db::DbError;
 use crate::dialect::ast::{CmpOp, Cond, Expr, Value};
 use crate::repository::Repository;
-use crate::search::compile::plan;
+use crate::search::compile::{own_page_key, plan};
 use crate::search::parse::parse;
 use crate::state::subscriptions::{
     LeaseLost, NewEvent, PassCommit, Remembered, StoredSubscription, now_ms,
@@ -293,7 +293,7 @@ impl Detector {
                 commit.last_reconcile_ms = now_ms();
             }
             loop {
-                let after = decode_key(commit.scan_after.as_deref());
+                let after = decode_key(mapping, commit.scan_after.as_deref());
                 let scanned = self
                     .repository
                     .scan(branch_index, mapping, Cond::True, after, scan_rows)
@@ -330,7 +330,10 @@ impl Detector {
                     commit.last_reconcile_ms = now_ms();
                 } else {
                     commit.watermark = highest;
-                    commit.scan_after = scanned.last_key.as_deref().map(encode_key);
+                    commit.scan_after = scanned
+                        .last_key
+                        .as_deref()
+                        .map(|key| encode_key(mapping, key));
                 }
                 if !self.keep_lease(mapping).await?
                     || self.store.commit_detection_pass(&commit).await?.is_err()
@@ -393,7 +396,7 @@ impl Detector {
             (_, None) => false,
         };
         if reconcile_due {
-            let after = decode_key(commit.scan_after.as_deref());
+            let after = decode_key(mapping, commit.scan_after.as_deref());
             let started = Instant::now();
             let scanned = self
                 .repository
@@ -434,7 +437,10 @@ impl Detector {
                 commit.scan_after = None;
                 commit.last_reconcile_ms = now_ms();
             } else {
-                commit.scan_after = scanned.last_key.as_deref().map(encode_key);
+                commit.scan_after = scanned
+                    .last_key
+                    .as_deref()
+                    .map(|key| encode_key(mapping, key));
             }
         }
 
@@ -966,11 +972,13 @@ fn parse_watermark(text: Option<&str>) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(text?, WATERMARK_FORMAT).ok()
 }
 
-/// A scan position (the last row's key) as stored: JSON of typed cells.
-fn encode_key(key: &[Value]) -> String {
-    let cells: Vec<Json> = key
-        .iter()
-        .map(|value| match value {
+/// A scan position (the last row's key) as stored: JSON of typed cells, after the page key's
+/// label when the mapping has its own (`own_page_key`).
+fn encode_key(mapping: &Mapping, key: &[Value]) -> String {
+    let label = own_page_key(mapping).map(|label| serde_json::json!({ "key": label }));
+    let cells: Vec<Json> = label
+        .into_iter()
+        .chain(key.iter().map(|value| match value {
             Value::Int(i) => serde_json::json!({ "i": i }),
             Value::Text(t) => serde_json::json!({ "t": t }),
             Value::Bytes(b) => serde_json::json!({ "b": URL_SAFE_NO_PAD.encode(b) }),
@@ -979,15 +987,20 @@ fn encode_key(key: &[Value]) -> String {
             Value::Date(d) => serde_json::json!({ "date": d.to_string() }),
             Value::DateTime(d) => serde_json::json!({ "dt": format_watermark(*d) }),
             other => serde_json::json!({ "t": crate::adapter::map::cell_text(other).unwrap_or_default() }),
-        })
+        }))
         .collect();
     Json::Array(cells).to_string()
 }
 
-/// The stored scan position back as cells; an unreadable one restarts the cycle.
-fn decode_key(text: Option<&str>) -> Option<Vec<Value>> {
+/// The stored scan position back as cells; an unreadable one, or one stored under another page
+/// key (`own_page_key`, its first cell), restarts the cycle.
+fn decode_key(mapping: &Mapping, text: Option<&str>) -> Option<Vec<Value>> {
     let cells: Vec<Json> = serde_json::from_str(text?).ok()?;
-    cells
+    let stored_label = cells.first().and_then(|cell| cell.get("key"));
+    if stored_label.and_then(Json::as_str) != own_page_key(mapping).as_deref() {
+        return None;
+    }
+    cells[usize::from(stored_label.is_some())..]
         .iter()
         .map(|cell| {
             let object = cell.as_object()?;
@@ -1060,6 +1073,7 @@ mod tests {
                     cond: moved_since(mapping, Some(&watermark)).expect("a rowversion cond"),
                     variants: None,
                     sort: Vec::new(),
+                    whole_pass: false,
                 };
                 let everything = RowAccess {
                     cond: Cond::True,
@@ -1100,8 +1114,29 @@ mod tests {
                     .unwrap(),
             ),
         ];
-        assert_eq!(decode_key(Some(&encode_key(&key))), Some(key));
-        assert_eq!(decode_key(Some("not json")), None);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/openemr");
+        let adapter = crate::adapter::load(&dir).expect("the adapter loads");
+        let mapping = |name: &str| {
+            adapter
+                .resources
+                .values()
+                .flat_map(|def| &def.mappings)
+                .find(|m| m.name == name)
+                .expect("the mapping")
+                .clone()
+        };
+        let (patient, claim) = (mapping("Patient"), mapping("Claim"));
+        for mapping in [&patient, &claim] {
+            let stored = encode_key(mapping, &key);
+            assert_eq!(decode_key(mapping, Some(&stored)), Some(key.clone()));
+        }
+        assert_eq!(decode_key(&patient, Some("not json")), None);
+        // Claims page by their table's key, not their id: a position stored under the other
+        // order restarts the cycle rather than resume at the wrong row.
+        assert!(own_page_key(&claim).is_some() && own_page_key(&patient).is_none());
+        let by_id = encode_key(&patient, &key);
+        assert_eq!(decode_key(&claim, Some(&by_id)), None);
+        assert_eq!(decode_key(&patient, Some(&encode_key(&claim, &key))), None);
     }
 
     #[test]

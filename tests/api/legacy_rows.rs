@@ -338,3 +338,121 @@ on_every_backend!(
         );
     }
 );
+
+on_every_backend!(
+    claims_of_two_payers_page_by_the_table_key,
+    |app: TestApp| async move {
+        // OpenEMR versions a claim per encounter, whichever payer it goes to: a second payer's
+        // versions interleave with the first's. Claims page by the table's key (patient,
+        // encounter, version), not by their id (patient, encounter, payer); the latest version of
+        // each payer must be served once, whatever the page size.
+        let db = legacy_database(&app.db_url, Duration::from_secs(5));
+        let fetch = |sql: &'static str| {
+            let db = db.clone();
+            async move {
+                db.fetch(&RenderedQuery {
+                    sql: sql.into(),
+                    params: Vec::new(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", e.message))
+            }
+        };
+        let latest = fetch(
+            "SELECT c.patient_id, c.encounter_id, MAX(c.version), MAX(c.payer_id) FROM claims c \
+             JOIN form_encounter e ON e.pid = c.patient_id AND e.encounter = c.encounter_id \
+             WHERE c.payer_id > 0 GROUP BY c.patient_id, c.encounter_id \
+             ORDER BY c.patient_id, c.encounter_id LIMIT 6",
+        )
+        .await;
+        assert_eq!(latest.len(), 6, "the fixture has too few claims");
+        let int = |value: &Value| match value {
+            Value::Int(i) => *i,
+            other => panic!("not an integer: {other:?}"),
+        };
+        let payers: Vec<i64> = fetch("SELECT id FROM insurance_companies ORDER BY id")
+            .await
+            .iter()
+            .map(|row| int(&row[0]))
+            .collect();
+        let second_payer = |payer: i64| *payers.iter().find(|&&p| p != payer).expect("two payers");
+        let mut statements = String::new();
+        for (index, row) in latest.iter().enumerate() {
+            let (pid, encounter, version, payer) =
+                (int(&row[0]), int(&row[1]), int(&row[2]), int(&row[3]));
+            // A second payer billed after the first, then the first billed again, then the
+            // second again: the served rows are versions +2 (first payer) and +3 (second). The
+            // patient holds a coverage with the second payer (a Claim names its coverage).
+            let second = second_payer(payer);
+            statements.push_str(&format!(
+                "INSERT INTO insurance_data (id, type, provider, pid, date, policy_type) VALUES \
+                 ({}, 'tertiary', '{second}', {pid}, '2024-0{}-01', '');\n",
+                900_000 + index,
+                index + 1
+            ));
+            for (step, to) in [(1, second), (2, payer), (3, second)] {
+                statements.push_str(&format!(
+                    "INSERT INTO claims (patient_id, encounter_id, version, payer_id, status, \
+                     payer_type, bill_process, target) VALUES ({pid}, {encounter}, {}, {to}, 2, \
+                     1, 2, 'hcfa');\n",
+                    version + step
+                ));
+            }
+        }
+        damage(&app, &statements).await;
+        let expected = fetch(
+            "SELECT c.patient_id, c.encounter_id, c.payer_id FROM claims c \
+             JOIN form_encounter e ON e.pid = c.patient_id AND e.encounter = c.encounter_id \
+             WHERE c.payer_id > 0 AND NOT EXISTS (SELECT 1 FROM claims n WHERE \
+             n.patient_id = c.patient_id AND n.encounter_id = c.encounter_id \
+             AND n.payer_id = c.payer_id AND n.version > c.version)",
+        )
+        .await;
+        let expected: std::collections::BTreeSet<String> = expected
+            .iter()
+            .map(|row| format!("{}-{}-{}", int(&row[0]), int(&row[1]), int(&row[2])))
+            .collect();
+        for row in &latest {
+            let (pid, encounter) = (int(&row[0]), int(&row[1]));
+            let second = second_payer(int(&row[3]));
+            assert!(expected.contains(&format!("{pid}-{encounter}-{second}")));
+        }
+        for page in [1, 2, 7] {
+            let (served, _) = app.page_all_nothing_lost("Claim", page).await;
+            let served_ids = ids(&served);
+            let unique: std::collections::BTreeSet<String> = served_ids.iter().cloned().collect();
+            assert_eq!(
+                unique.len(),
+                served_ids.len(),
+                "a Claim served twice in pages of {page}"
+            );
+            assert_eq!(unique, expected, "Claims in pages of {page}");
+        }
+        // The keyset scan (change detection, reconciliation) walks the same key.
+        let repository = support::repository(&app.db_url, "openemr");
+        let mapping = repository.adapter.resources["Claim"].mappings[0].clone();
+        let mut scanned = std::collections::BTreeSet::new();
+        let mut after = None;
+        for step in 0.. {
+            assert!(step < 10_000, "the scan does not end");
+            let found = repository
+                .scan(0, &mapping, Cond::True, after.clone(), 2)
+                .await
+                .unwrap();
+            for (outcome, _) in found.outcomes {
+                if let Ok(resource) = outcome {
+                    assert!(
+                        scanned.insert(resource.id.clone()),
+                        "{} scanned twice",
+                        resource.id
+                    );
+                }
+            }
+            if found.rows < 2 {
+                break;
+            }
+            after = found.last_key;
+        }
+        assert_eq!(scanned, expected, "the scan serves what the search does");
+    }
+);
