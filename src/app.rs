@@ -251,7 +251,7 @@ impl Application {
             owner: replica_name(settings),
             wake: Arc::new(tokio::sync::Notify::new()),
         });
-        let state = AppState {
+        let state = AppState::new(crate::api::AppShared {
             openapi_json: crate::api::openapi::document_json(&adapter),
             adapter,
             repository,
@@ -268,7 +268,7 @@ impl Application {
                 shutdown: workers.shutdown_token(),
             },
             status_history: Default::default(),
-        };
+        });
         let history = state.status_history.clone();
         let history_store = state.auth.tokens.store().clone();
         workers.spawn("status-samples", move |shutdown| {

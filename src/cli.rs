@@ -458,7 +458,8 @@ async fn demo(
     let store = application.state.auth.tokens.store().clone();
     let state_dir = settings.server.state_dir.clone();
     let repository = application.state.repository.clone();
-    tokio::spawn(application.run());
+    // Serves until SIGTERM or Ctrl-C (`Application::run`); the demo ends when the server has.
+    let server = tokio::spawn(application.run());
     let mut accounts = state_commands::demo_clients(&store).await?;
     let token = state_commands::issue_token(
         &store,
@@ -511,7 +512,9 @@ async fn demo(
     if let Some(appointment) = first_id(&base, "Appointment", &token).await {
         print_subscription_example(&base, adapter, &appointment, &database);
     }
-    std::future::pending::<()>().await;
+    server
+        .await
+        .context("the demo server stopped abnormally")??;
     Ok(())
 }
 

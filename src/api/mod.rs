@@ -35,9 +35,27 @@ use crate::auth::endpoints;
 use crate::repository::Repository;
 use crate::search::cursor::CursorSigner;
 
-/// Everything handlers share; cheap to clone.
+/// Everything handlers share. Every middleware layer and extractor of every request clones it:
+/// one reference count (`AppShared` behind an `Arc`), not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl AppState {
+    pub fn new(shared: AppShared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// What `AppState` shares.
+pub struct AppShared {
     pub adapter: Arc<Adapter>,
     pub repository: Repository,
     pub signer: CursorSigner,

@@ -130,9 +130,25 @@ impl Demo {
             .collect()
     }
 
+    /// Stops the demo as Ctrl-C or a service manager would: SIGTERM, and it must exit cleanly.
     fn stop(mut self) {
-        self.child.kill().unwrap();
-        let _ = self.child.wait();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            if std::time::Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!("the demo still runs 20 s after SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(exit.success(), "the demo exited with {exit:?}");
     }
 }
 
