@@ -363,6 +363,23 @@ on_every_backend!(
             assert!(openapi["paths"][path].is_object(), "{path}");
             documented_paths += 1;
         }
+        // Bulk Data export: the kick-offs by GET and POST, the status and the files
+        // (src/api/openapi/export.rs).
+        for (path, methods) in [
+            ("/fhir/$export", &["get", "post"][..]),
+            ("/fhir/Patient/$export", &["get", "post"]),
+            ("/fhir/Group/{id}/$export", &["get", "post"]),
+            ("/fhir/$export-status/{id}", &["get", "delete"]),
+            ("/fhir/$export-file/{id}/{name}", &["get"]),
+        ] {
+            for method in methods {
+                assert!(
+                    openapi["paths"][path][method].is_object(),
+                    "{method} {path}"
+                );
+            }
+            documented_paths += 1;
+        }
         assert_eq!(
             openapi["paths"].as_object().unwrap().len(),
             documented_paths,

@@ -573,3 +573,54 @@ default_absent = true
         assert_eq!(resource["name"], name, "{disabled:?}");
     }
 }
+
+#[test]
+fn dates_times_and_instants_are_written_as_chrono_formats_them() {
+    use chrono::{TimeDelta, TimeZone};
+    let zones: [Tz; 4] = [
+        chrono_tz::UTC,
+        chrono_tz::America::New_York,
+        chrono_tz::Asia::Kolkata,
+        chrono_tz::America::St_Johns,
+    ];
+    let moments = [
+        (1, 1, 1, 0, 0, 0),
+        (1958, 7, 9, 23, 59, 59),
+        // New York's spring gap (02:30 does not exist) and autumn overlap (01:30 twice).
+        (2024, 3, 10, 2, 30, 0),
+        (2024, 11, 3, 1, 30, 0),
+        (2024, 3, 9, 23, 30, 0),
+        (9999, 12, 31, 12, 0, 5),
+    ];
+    for (year, month, day, hour, minute, second) in moments {
+        let local = NaiveDate::from_ymd_opt(year, month, day)
+            .unwrap()
+            .and_hms_opt(hour, minute, second)
+            .unwrap();
+        assert_eq!(
+            super::date_text(local.date()),
+            local.format("%Y-%m-%d").to_string()
+        );
+        assert_eq!(
+            super::time_text(local.time()),
+            local.format("%H:%M:%S").to_string()
+        );
+        for zone in zones {
+            let zoned = zone.from_local_datetime(&local).earliest().or_else(|| {
+                zone.from_local_datetime(&(local + TimeDelta::hours(1)))
+                    .earliest()
+            });
+            let expected = match zoned {
+                Some(zoned) => zoned.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+                None => local.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            };
+            assert_eq!(
+                super::format_instant(local, zone),
+                expected,
+                "{local} in {zone}"
+            );
+        }
+    }
+    let leap = NaiveTime::from_hms_milli_opt(23, 59, 59, 1_500).unwrap();
+    assert_eq!(super::time_text(leap), leap.format("%H:%M:%S").to_string());
+}
