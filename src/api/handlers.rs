@@ -572,7 +572,7 @@ pub async fn vread(
 /// The 405 for a method a path does not take: Portico is read-only.
 fn method_not_allowed(method: &Method, uri: &Uri, allow: &'static str) -> Response {
     let mut response = ApiError::MethodNotAllowed(format!(
-        "Portico is read-only: {} takes {allow}, not {method}",
+        "{} takes {allow}, not {method} (the practice database is read-only)",
         uri.path()
     ))
     .into_response();
@@ -590,6 +590,21 @@ pub async fn only_get(method: Method, uri: Uri) -> Response {
 /// For `{type}/_search`.
 pub async fn only_post(method: Method, uri: Uri) -> Response {
     method_not_allowed(&method, &uri, "POST")
+}
+
+/// For operations taken by GET and POST (`$export`, `$status`, ...).
+pub async fn only_get_post(method: Method, uri: Uri) -> Response {
+    method_not_allowed(&method, &uri, "GET, HEAD, POST")
+}
+
+/// For the export's status URL (polled, or cancelled by DELETE).
+pub async fn only_get_delete(method: Method, uri: Uri) -> Response {
+    method_not_allowed(&method, &uri, "GET, HEAD, DELETE")
+}
+
+/// For `Subscription/{id}`.
+pub async fn only_get_put_delete(method: Method, uri: Uri) -> Response {
+    method_not_allowed(&method, &uri, "GET, HEAD, PUT, DELETE")
 }
 
 pub async fn fallback() -> Response {

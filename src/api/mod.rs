@@ -126,7 +126,7 @@ pub fn router(state: AppState) -> Router {
             "/fhir/Subscription",
             get(subscriptions::search)
                 .post(subscriptions::create)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/Subscription/_search",
@@ -136,38 +136,38 @@ pub fn router(state: AppState) -> Router {
             "/fhir/Subscription/$status",
             get(subscriptions::type_status)
                 .post(subscriptions::type_status)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/Subscription/$get-ws-binding-token",
             get(subscriptions::type_binding_token)
                 .post(subscriptions::type_binding_token)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/Subscription/{id}",
             get(subscriptions::read)
                 .put(subscriptions::update)
                 .delete(subscriptions::delete)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_put_delete),
         )
         .route(
             "/fhir/Subscription/{id}/$status",
             get(subscriptions::instance_status)
                 .post(subscriptions::instance_status)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/Subscription/{id}/$events",
             get(subscriptions::events_operation)
                 .post(subscriptions::events_operation)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/Subscription/{id}/$get-ws-binding-token",
             get(subscriptions::instance_binding_token)
                 .post(subscriptions::instance_binding_token)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         // The websocket channel's socket: outside /fhir, authenticated by a binding token.
         .route(
@@ -179,25 +179,25 @@ pub fn router(state: AppState) -> Router {
             "/fhir/$export",
             get(export::system)
                 .post(export::system)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/Patient/$export",
             get(export::patients)
                 .post(export::patients)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/Group/{id}/$export",
             get(export::group)
                 .post(export::group)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/fhir/$export-status/{id}",
             get(export::status)
                 .delete(export::cancel)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_delete),
         )
         .route(
             "/fhir/$export-file/{id}/{name}",
@@ -318,13 +318,13 @@ pub fn router(state: AppState) -> Router {
             endpoints::AUTHORIZE,
             get(sign_in::authorize_get)
                 .post(sign_in::authorize_post)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/status/sign-in",
             get(status::sign_in_page)
                 .post(status::sign_in)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             "/status/sign-out",
@@ -334,19 +334,19 @@ pub fn router(state: AppState) -> Router {
             endpoints::LOGIN,
             get(sign_in::login_page)
                 .post(sign_in::login)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             endpoints::PICK,
             get(sign_in::pick_page)
                 .post(sign_in::pick)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             endpoints::CONSENT,
             get(sign_in::consent_page)
                 .post(sign_in::consent)
-                .fallback(handlers::only_get),
+                .fallback(handlers::only_get_post),
         )
         .route(
             endpoints::LAUNCH,

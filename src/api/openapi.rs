@@ -114,17 +114,22 @@ fn fhir_response(
 fn retry_after(response: ResponseBuilder) -> ResponseBuilder {
     response.header(
         "Retry-After",
-        HeaderBuilder::new()
-            .schema(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(0)),
-            )
-            .description(Some(format!(
-                "Always sent: seconds to wait before retrying ({RETRY_AFTER_SECONDS})"
-            )))
-            .build(),
+        retry_after_header(format!(
+            "Always sent: seconds to wait before retrying ({RETRY_AFTER_SECONDS})"
+        )),
     )
+}
+
+/// A `Retry-After` header in seconds, as Portico sends it.
+fn retry_after_header(description: String) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .description(Some(description))
+        .build()
 }
 
 /// The 401 of every operation that needs a bearer token, in `types`.

@@ -409,6 +409,27 @@ on_every_backend!(
             (reqwest::Method::POST, "Patient", "GET, HEAD"),
             (reqwest::Method::GET, "Patient/_search", "POST"),
             (reqwest::Method::PATCH, "metadata", "GET, HEAD"),
+            (reqwest::Method::PUT, "$export", "GET, HEAD, POST"),
+            (
+                reqwest::Method::DELETE,
+                "Patient/$export",
+                "GET, HEAD, POST",
+            ),
+            (
+                reqwest::Method::POST,
+                "$export-status/x",
+                "GET, HEAD, DELETE",
+            ),
+            (
+                reqwest::Method::PATCH,
+                "Subscription/x",
+                "GET, HEAD, PUT, DELETE",
+            ),
+            (
+                reqwest::Method::DELETE,
+                "Subscription/$status",
+                "GET, HEAD, POST",
+            ),
         ] {
             let reply = app
                 .send(app.client.request(method.clone(), app.url(path)))

@@ -17,11 +17,14 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{KnownFormat, RefOr, Required, SchemaFormat};
 
-use super::{Format, Param, component, enumerated, fhir_response, patterned, string, unauthorized};
+use super::{
+    Format, Param, component, enumerated, fhir_response, patterned, retry_after_header, string,
+    unauthorized,
+};
 use crate::adapter::Adapter;
 use crate::error::RETRY_AFTER_SECONDS;
 use crate::export::{
-    OUTPUT_FORMATS, SINCE_NOT_APPLIED, SINCE_PATTERN, type_filter_pattern, type_pattern,
+    Level, OUTPUT_FORMATS, SINCE_NOT_APPLIED, SINCE_PATTERN, type_filter_pattern, type_pattern,
 };
 
 const TAG: &str = "Bulk export";
@@ -39,15 +42,14 @@ const VALUE_KEYS: [&str; 5] = [
     "valueUri",
 ];
 
-/// What the kick-off at a level takes and answers beyond what every kick-off does.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
-    System,
-    Patient,
-    Group,
+/// How the kick-off at a level is documented, beyond what every kick-off takes and answers.
+trait KickOffDocument {
+    fn path(self) -> &'static str;
+    fn operation_id(self) -> &'static str;
+    fn summary(self) -> &'static str;
 }
 
-impl Level {
+impl KickOffDocument for Level {
     fn path(self) -> &'static str {
         match self {
             Level::System => "/fhir/$export",
@@ -204,16 +206,7 @@ fn parameters_body(level: Level, params: &[Param]) -> RefOr<Schema> {
 }
 
 fn retry_after(seconds: &str) -> utoipa::openapi::header::Header {
-    HeaderBuilder::new()
-        .schema(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .minimum(Some(0)),
-        )
-        .description(Some(format!(
-            "Seconds to wait before asking again ({seconds})"
-        )))
-        .build()
+    retry_after_header(format!("Seconds to wait before asking again ({seconds})"))
 }
 
 fn outcome(description: &str) -> ResponseBuilder {
