@@ -17,7 +17,7 @@ use serde_json::{Value as Json, json};
 use super::AppState;
 use super::handlers::{error_response, query_pairs};
 use super::origin::PublicBase;
-use crate::access::{Access, PatientLimit};
+use crate::access::{Access, Interaction, PatientLimit};
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 use crate::export::{ExportSpec, KickoffRequest, Level, SINCE_NOT_APPLIED, instant, kickoff};
@@ -155,10 +155,13 @@ async fn start(
     };
     request.lenient = prefers(headers, "handling=lenient");
     let store = state.auth.tokens.store();
-    if let Some(id) = &group
-        && store.group(id).await.map_err(unavailable)?.is_none()
-    {
-        return Err(ApiError::NotFound(format!("Group/{id} is not known")));
+    if let Some(id) = &group {
+        // Only who may read the Group learns whether it exists (a group lists other patients).
+        super::groups::may_read_groups(state, access, caller.claims.as_deref(), Interaction::Read)
+            .await?;
+        if store.group(id).await.map_err(unavailable)?.is_none() {
+            return Err(ApiError::NotFound(format!("Group/{id} is not known")));
+        }
     }
     let spec = kickoff(&state.adapter, access, level, group, &request)?;
     let limit = state.exports.settings.max_per_client as i64;

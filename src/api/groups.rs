@@ -70,7 +70,7 @@ pub const CURSOR_PATTERN: &str = "^[-.0-9A-Za-z]{1,64}$";
 /// or a `user/` one held by a clinician (a Practitioner `fhirUser`, who sees every patient, as
 /// `auth::permissions` decides) or an admin user; without one (an access the server itself set),
 /// its access.
-async fn may_read_groups(
+pub(super) async fn may_read_groups(
     state: &AppState,
     access: &Access,
     claims: Option<&AccessClaims>,

@@ -518,6 +518,11 @@ async fn patient_and_group_exports_hold_only_their_patients_data() {
         })
         .await
         .unwrap();
+    // A patient's token may not read Groups: whether a group exists or not, the answer is 403.
+    for group in ["two-patients", "no-such-group"] {
+        let refused = kick_off(&app, &format!("Group/{group}/$export"), &own).await;
+        assert_eq!(refused.status, 403, "Group/{group}: {}", refused.body);
+    }
     let accepted = kick_off(
         &app,
         "Group/two-patients/$export?_type=Patient,Encounter",
