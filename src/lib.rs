@@ -21,6 +21,7 @@ pub mod error;
 pub mod export;
 pub mod fhir;
 pub mod groups;
+pub mod halves;
 pub mod metrics;
 pub mod quality;
 pub mod reconcile;

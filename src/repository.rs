@@ -39,10 +39,6 @@ pub const MAX_INCLUDED: usize = 1000;
 /// stays under SQL Server's 2,100-parameter limit, the lowest of the supported engines.
 const IDS_PER_QUERY: usize = 500;
 
-/// From this many rows on, a page's rows are mapped on two threads: an export's or a large
-/// search's page spends most of its time turning rows into FHIR JSON, which is pure CPU work.
-const PARALLEL_MAPPING_ROWS: usize = 256;
-
 #[derive(Debug, Clone)]
 pub struct Repository {
     pub adapter: Arc<Adapter>,
@@ -196,10 +192,8 @@ impl Repository {
             variant: None,
         });
         let children = self.load_collections(mapping, &rows).await?;
-        // The left-out rows' warnings keep the request's span on the other thread too.
-        let span = tracing::Span::current();
+        // Mapping is pure CPU work: a large page's rows are mapped in two halves at once.
         let map_rows = |first: usize, rows: Vec<Vec<Value>>| -> Vec<Candidate> {
-            let _entered = span.enter();
             let mut loaded = Vec::with_capacity(rows.len());
             for (offset, row) in rows.into_iter().enumerate() {
                 let row_index = first + offset;
@@ -249,22 +243,10 @@ impl Repository {
             }
             loaded
         };
-        let loaded = if row_count >= PARALLEL_MAPPING_ROWS {
-            let mut rows = rows;
-            let second_half = rows.split_off(row_count.div_ceil(2));
-            let second_first = rows.len();
-            std::thread::scope(|scope| {
-                let other = scope.spawn(|| map_rows(second_first, second_half));
-                let mut loaded = map_rows(0, rows);
-                match other.join() {
-                    Ok(rest) => loaded.extend(rest),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-                loaded
-            })
-        } else {
-            map_rows(0, rows)
-        };
+        let loaded: Vec<Candidate> = crate::halves::in_halves(rows, map_rows)
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(LoadedRows {
             candidates: loaded,
             rows: row_count,

@@ -32,9 +32,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// 2, 4, 8, ... seconds, before the job fails.
 const PAGE_ATTEMPTS: u32 = 6;
 
-/// From this many resources on, a page is written on two threads (`NdjsonPage::write`).
-const PARALLEL_WRITE_RESOURCES: usize = 256;
-
 /// What the export workers share.
 pub struct ExportRuntime {
     pub repository: Repository,
@@ -459,26 +456,21 @@ struct NdjsonPage {
 
 impl NdjsonPage {
     /// Writes `resources` (cut down to `elements`, if given) in order. A large page is written
-    /// in two halves on two threads: serializing, and dropping what was serialized, is most of a
-    /// page's time once its rows are mapped.
+    /// in two halves at once (`halves::in_halves`): serializing, and dropping what was
+    /// serialized, is most of a page's time once its rows are mapped.
     fn write(resources: Vec<Json>, elements: Option<&[String]>) -> Result<NdjsonPage, String> {
-        if resources.len() < PARALLEL_WRITE_RESOURCES {
-            return NdjsonPage::write_sequentially(resources, elements);
-        }
-        let mut first = resources;
-        let second = first.split_off(first.len().div_ceil(2));
-        std::thread::scope(|scope| {
-            let other = scope.spawn(|| NdjsonPage::write_sequentially(second, elements));
-            let mut page = NdjsonPage::write_sequentially(first, elements)?;
-            let rest = match other.join() {
-                Ok(rest) => rest?,
-                Err(panic) => std::panic::resume_unwind(panic),
-            };
+        let mut halves = crate::halves::in_halves(resources, |_, resources| {
+            NdjsonPage::write_sequentially(resources, elements)
+        })
+        .into_iter();
+        let mut page = halves.next().expect("at least one half")?;
+        for rest in halves {
+            let rest = rest?;
             page.lines.extend_from_slice(&rest.lines);
             page.written += rest.written;
             page.patients.0.extend(rest.patients.0);
-            Ok(page)
-        })
+        }
+        Ok(page)
     }
 
     fn write_sequentially(

@@ -6,6 +6,9 @@ mod support;
 // The rest-hook receiver and notification readers the subscription tests share.
 #[path = "../common/notifications.rs"]
 mod notifications;
+// A public client registered with a token (a second EHR).
+#[path = "../common/clients.rs"]
+mod clients;
 // A TCP proxy that cuts and restores the way to MariaDB.
 #[path = "../common/proxy.rs"]
 mod proxy;

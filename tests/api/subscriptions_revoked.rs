@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use portico::auth::tokens::Grant;
-use portico::state::clients::{ClientKind, NewClient, REMOVED_CLIENT_REASON};
+use portico::state::clients::REMOVED_CLIENT_REASON;
 use sqlx::Connection;
 
 use crate::notifications::{Receiver, eventually, topic_subscription};
@@ -16,26 +15,14 @@ use crate::support::{self, Backend};
 
 /// A second client, registered and with its own token, on the same server as `app`.
 async fn another_client(app: &Running) -> Running {
-    let client_id = "another-ehr";
-    app.store
-        .add_client(NewClient {
-            client_id: Some(client_id.into()),
-            name: "another EHR subscribing".into(),
-            kind: Some(ClientKind::Public),
-            ..NewClient::default()
-        })
-        .await
-        .unwrap();
-    let grant = Grant {
-        client_id: client_id.into(),
-        subject: client_id.into(),
-        scope: "system/Subscription.cruds system/*.rs".into(),
-        ..Default::default()
-    };
-    let (token, _) = support::token_service(&app.base)
-        .issue_for(&grant, &app.base, 3600)
-        .await
-        .unwrap();
+    let token = crate::clients::register_public_client(
+        &app.store,
+        &support::token_service(&app.base),
+        &app.base,
+        ("another-ehr", "another EHR subscribing"),
+        "system/Subscription.cruds system/*.rs",
+    )
+    .await;
     Running {
         base: app.base.clone(),
         token,

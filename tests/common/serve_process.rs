@@ -6,15 +6,17 @@
 // Each crash test compiles this module and may leave a part of it unused.
 #![allow(dead_code)]
 
+#[path = "clients.rs"]
+mod clients;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use portico::auth::tokens::{Grant, TokenService};
+use portico::auth::tokens::TokenService;
 use portico::db::fixture::{FixtureWriter, recreate_mysql_database};
 use portico::demo::seed_openemr;
 use portico::state::StateStore;
-use portico::state::clients::{ClientKind, NewClient};
 use tokio::time::Instant;
 
 pub fn mysql_server_url() -> String {
@@ -191,25 +193,8 @@ pub async fn registered_client(
     let store = StateStore::open(&StateStore::default_url(state_dir).unwrap())
         .await
         .unwrap();
-    store
-        .add_client(NewClient {
-            client_id: Some(client_id.into()),
-            name: name.into(),
-            kind: Some(ClientKind::Public),
-            ..NewClient::default()
-        })
-        .await
-        .unwrap();
-    let grant = Grant {
-        client_id: client_id.into(),
-        subject: client_id.into(),
-        scope: scope.into(),
-        ..Default::default()
-    };
-    let token = TokenService::new(store.clone())
-        .issue_for(&grant, base, 3600)
-        .await
-        .expect("a token")
-        .0;
+    let tokens = TokenService::new(store.clone());
+    let token =
+        clients::register_public_client(&store, &tokens, base, (client_id, name), scope).await;
     (store, token)
 }
