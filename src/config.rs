@@ -110,6 +110,10 @@ pub struct ExportSettings {
         deserialize_with = "export_lease_seconds"
     )]
     pub lease_seconds: u64,
+    /// Resource types one job exports at once: while the PMS reads one type's page, Portico maps
+    /// another's. 1 exports them one after another.
+    #[serde(default = "default_export_parallel_types")]
+    pub parallel_types: u64,
 }
 
 impl Default for ExportSettings {
@@ -123,6 +127,7 @@ impl Default for ExportSettings {
             max_per_client: default_export_max_per_client(),
             page_size: default_export_page_size(),
             lease_seconds: default_export_lease_seconds(),
+            parallel_types: default_export_parallel_types(),
         }
     }
 }
@@ -140,6 +145,10 @@ impl ExportSettings {
     pub fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease_seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
+}
+
+fn default_export_parallel_types() -> u64 {
+    2
 }
 
 fn default_export_file_megabytes() -> u64 {

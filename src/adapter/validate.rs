@@ -444,7 +444,15 @@ fn compile_joins(
                     );
                     None
                 }
-                (true, true) => lookup_key(ctx, &format!("{path}[{index}]"), &join.alias, &on),
+                (true, true) => {
+                    // Earlier lookups: a lookup may be linked through one (a payer's plan type).
+                    let earlier: Vec<&str> = joins[..index]
+                        .iter()
+                        .filter(|j| j.lookup)
+                        .map(|j| j.alias.as_str())
+                        .collect();
+                    lookup_key(ctx, &format!("{path}[{index}]"), &join.alias, &on, &earlier)
+                }
             };
             JoinDef {
                 alias: join.alias.clone(),
@@ -458,12 +466,14 @@ fn compile_joins(
 }
 
 /// The key pair of a lookup join: exactly one `equals_column` between the lookup's column and a
-/// base-table column; every other condition of `on` tests a column of the lookup against constants.
+/// column of the base table or of an `earlier` lookup; every other condition of `on` tests a
+/// column of the lookup against constants.
 fn lookup_key(
     ctx: &mut FileContext,
     path: &str,
     alias: &str,
     on: &[Predicate],
+    earlier: &[&str],
 ) -> Option<LookupKey> {
     // Every equals_column of `on`, as (lookup side, other side) when one side is the lookup's.
     let mut links = Vec::new();
@@ -484,14 +494,19 @@ fn lookup_key(
         }
     }
     match links.as_slice() {
-        [(key, foreign)] if key.alias == alias && foreign.alias == BASE_ALIAS => Some(LookupKey {
-            key: (*key).clone(),
-            foreign: (*foreign).clone(),
-        }),
+        [(key, foreign)]
+            if key.alias == alias
+                && (foreign.alias == BASE_ALIAS || earlier.contains(&foreign.alias.as_str())) =>
+        {
+            Some(LookupKey {
+                key: (*key).clone(),
+                foreign: (*foreign).clone(),
+            })
+        }
         _ => {
             ctx.issue(
                 &format!("{path}.on"),
-                "a lookup is linked by exactly one equals_column between its column and a base-table column",
+                "a lookup is linked by exactly one equals_column between its column and a column of the base table or of an earlier lookup",
             );
             None
         }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -175,41 +176,71 @@ impl ExportRuntime {
         let parts = self.store.export_parts(&job.id).await.map_err(state)?;
         let committed = self.store.export_files(&job.id).await.map_err(state)?;
         let first_page = committed.is_empty() && parts.iter().all(|p| p.cursor.is_none());
-        let mut files = NdjsonFiles::resume(
+        let files = NdjsonFiles::resume(
             &self.job_dir(&job.id),
             (self.settings.file_megabytes as i64).saturating_mul(1 << 20),
             committed,
         )
         .await
         .map_err(|e| format!("the export's files: {e}"))?;
-        // Parameters ignored under lenient handling go into the error files, once, with the
-        // first page.
-        let mut pending_notes: Vec<String> = if first_page {
-            std::mem::take(&mut spec.ignored)
-        } else {
-            Vec::new()
-        };
+        let output = tokio::sync::Mutex::new(JobOutput {
+            files,
+            // Parameters ignored under lenient handling go into the error files, once, with the
+            // first page committed.
+            pending_notes: if first_page {
+                std::mem::take(&mut spec.ignored)
+            } else {
+                Vec::new()
+            },
+        });
+        // The parts of one type run in order (under ORed _typeFilter queries a later one skips
+        // what an earlier one wrote); `export.parallel_types` types run at once, so that one
+        // type's page is read by the PMS while another's is mapped. The first part to end early
+        // (failed, cancelled, shutting down) stops the others at their next page.
+        let mut types: Vec<Vec<&ExportPart>> = Vec::new();
         for part in parts.iter().filter(|p| !p.done) {
+            match types
+                .iter_mut()
+                .find(|t| t[0].resource_type == part.resource_type)
+            {
+                Some(same_type) => same_type.push(part),
+                None => types.push(vec![part]),
+            }
+        }
+        let stop = shutdown.child_token();
+        let mut runs = Vec::with_capacity(types.len());
+        for type_parts in types {
+            // Counting the parts already done: a resumed later part skips what they wrote.
             let several = parts
                 .iter()
-                .filter(|p| p.resource_type == part.resource_type)
+                .filter(|p| p.resource_type == type_parts[0].resource_type)
                 .count()
                 > 1;
-            let ended = Box::pin(self.run_part(
+            runs.push(Box::pin(self.run_type(
                 &job,
                 &spec,
-                part,
+                type_parts,
                 several,
                 &access,
                 &fingerprint,
-                &mut files,
-                &mut pending_notes,
-                shutdown,
-            ))
-            .await?;
-            if ended != Ended::Complete {
-                return Ok(ended);
+                &output,
+                &stop,
+            )));
+        }
+        let ends: Vec<Result<Ended, String>> = futures_util::stream::iter(runs)
+            .buffer_unordered(self.settings.parallel_types.max(1) as usize)
+            .collect()
+            .await;
+        let mut ended = Ended::Complete;
+        for end in ends {
+            match end? {
+                Ended::NotOurs => ended = Ended::NotOurs,
+                Ended::Stopped if ended == Ended::Complete => ended = Ended::Stopped,
+                _ => {}
             }
+        }
+        if ended != Ended::Complete {
+            return Ok(ended);
         }
         let now = now_ms();
         let finished = self
@@ -245,6 +276,39 @@ impl ExportRuntime {
             .map_err(|e| format!("the members of Group/{id}: {e}"))
     }
 
+    /// The parts of one resource type, in order; the first that does not complete cancels `stop`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_type(
+        &self,
+        job: &ExportJob,
+        spec: &ExportSpec,
+        type_parts: Vec<&ExportPart>,
+        several: bool,
+        access: &crate::access::Access,
+        fingerprint: &[u8; 32],
+        output: &tokio::sync::Mutex<JobOutput>,
+        stop: &CancellationToken,
+    ) -> Result<Ended, String> {
+        for part in type_parts {
+            let ended = Box::pin(self.run_part(
+                job,
+                spec,
+                part,
+                several,
+                access,
+                fingerprint,
+                output,
+                stop,
+            ))
+            .await;
+            if !matches!(ended, Ok(Ended::Complete)) {
+                stop.cancel();
+                return ended;
+            }
+        }
+        Ok(Ended::Complete)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn run_part(
         &self,
@@ -254,9 +318,8 @@ impl ExportRuntime {
         several: bool,
         access: &crate::access::Access,
         fingerprint: &[u8; 32],
-        files: &mut NdjsonFiles,
-        pending_notes: &mut Vec<String>,
-        shutdown: &CancellationToken,
+        output: &tokio::sync::Mutex<JobOutput>,
+        stop: &CancellationToken,
     ) -> Result<Ended, String> {
         let adapter = &self.repository.adapter;
         let plan = part_plan(
@@ -288,7 +351,10 @@ impl ExportRuntime {
         // Under several ORed _typeFilter queries, what an earlier one matched is not written
         // again: the ids written so far, read back from the files (so a resume knows them too).
         let mut seen: Option<HashSet<String>> = if several {
-            let lines = files
+            let lines = output
+                .lock()
+                .await
+                .files
                 .written_lines(&part.resource_type)
                 .await
                 .map_err(|e| format!("the export's files: {e}"))?;
@@ -307,10 +373,10 @@ impl ExportRuntime {
         };
         let elements = spec.elements_of(&part.resource_type);
         loop {
-            if shutdown.is_cancelled() {
+            if stop.is_cancelled() {
                 return Ok(Ended::Stopped);
             }
-            let page = Box::pin(self.page(&plan, after.as_ref(), access, shutdown)).await?;
+            let page = Box::pin(self.page(&plan, after.as_ref(), access, stop)).await?;
             let Some(page) = page else {
                 return Ok(Ended::Stopped);
             };
@@ -340,6 +406,13 @@ impl ExportRuntime {
                 files: Vec::new(),
             };
             let io = |e: std::io::Error| format!("the export's files: {e}");
+            // Held from the first write to the commit: the parts share the error files, and each
+            // commit records their lengths, which must take in every line written before it.
+            let mut output = output.lock().await;
+            let JobOutput {
+                files,
+                pending_notes,
+            } = &mut *output;
             if written > 0 {
                 let file = files
                     .append(&part.resource_type, &lines, written)
@@ -445,6 +518,12 @@ fn left_out_note(row: &LeftOutRow) -> String {
         row.key,
         row.left_out.reason.summary()
     )
+}
+
+/// What the parts of a running job share: its files, and the notes still to write.
+struct JobOutput {
+    files: NdjsonFiles,
+    pending_notes: Vec<String>,
 }
 
 /// A page of resources as NDJSON lines, with the patients they concern.

@@ -136,8 +136,10 @@ impl LookupCache {
             return prepared;
         }
         let mut rewritten = prepared.select.take().unwrap_or_else(|| select.clone());
-        let mut index = 0;
-        while index < rewritten.joins.len() {
+        // Last join first: a lookup linked through an earlier one is left out before it, so that
+        // the earlier one is then read by nothing but the SELECT list (its key column for the
+        // later fill). `complete` fills in the reverse order.
+        for index in (0..rewritten.joins.len()).rev() {
             let join = &rewritten.joins[index];
             let rows = match &join.cached {
                 Some(cached) if !read_elsewhere(&rewritten, index) => {
@@ -146,7 +148,6 @@ impl LookupCache {
                 _ => None,
             };
             let Some(rows) = rows else {
-                index += 1;
                 continue;
             };
             let join = rewritten.joins.remove(index);
@@ -328,7 +329,8 @@ impl Prepared {
             return;
         }
         for row in rows.iter_mut() {
-            for fill in &self.fills {
+            // Earlier joins first: a later lookup's key may be a column an earlier fill sets.
+            for fill in self.fills.iter().rev() {
                 let found = fill.rows.find(&row[fill.foreign]);
                 for &(position, in_lookup) in &fill.columns {
                     row[position] = found.map_or(Value::Null, |r| r[in_lookup].clone());
@@ -490,6 +492,107 @@ mod tests {
                 vec![Value::Int(1), Value::Text("Ada".into())],
                 vec![Value::Int(2), Value::Null],
                 vec![Value::Int(3), Value::Null],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lookup_linked_through_another_is_filled_after_it() {
+        // Coverage: payer by t.provider (text against numeric ids), then the plan type by the
+        // payer's ins_type_code. `prepare` leaves the later join out first.
+        let payers = Arc::new(
+            LookupRows::new(
+                "Coverage:payer",
+                DialectKind::Mysql,
+                vec![vec![
+                    Value::Int(5),
+                    Value::Text("Acme".into()),
+                    Value::Int(2),
+                ]],
+            )
+            .expect("one payer"),
+        );
+        let kinds = Arc::new(
+            LookupRows::new(
+                "Coverage:kind",
+                DialectKind::Mysql,
+                vec![vec![Value::Int(2), Value::Text("Medicare".into())]],
+            )
+            .expect("one kind"),
+        );
+        let payer = CachedJoin {
+            name: "Coverage:payer".into(),
+            key: "id".into(),
+            foreign: Expr::column("t", "provider"),
+            conditions: crate::dialect::ast::Cond::True,
+            columns: vec!["name".into(), "ins_type_code".into()],
+        };
+        let kind = CachedJoin {
+            name: "Coverage:kind".into(),
+            key: "id".into(),
+            foreign: Expr::column("payer", "ins_type_code"),
+            conditions: crate::dialect::ast::Cond::True,
+            columns: vec!["type".into()],
+        };
+        let mut select = Select {
+            columns: vec![
+                Expr::column("t", "id"),
+                Expr::column("payer", "name"),
+                Expr::column("kind", "type"),
+            ],
+            from: TableRef {
+                table: "insurance_data".into(),
+                alias: "t".into(),
+            },
+            joins: Vec::new(),
+            filter: crate::dialect::ast::Cond::True,
+            order_by: Vec::new(),
+            limit: None,
+            fixed_join_order: false,
+        };
+        let kind_fill = fill_columns(&mut select, "kind", &kind, kinds);
+        let payer_fill = fill_columns(&mut select, "payer", &payer, payers);
+        assert_eq!(
+            select.columns,
+            vec![
+                Expr::column("t", "id"),
+                Expr::Value(Value::Null),
+                Expr::Value(Value::Null),
+                Expr::Value(Value::Null),
+                Expr::column("t", "provider"),
+            ]
+        );
+        let prepared = Prepared {
+            select: Some(select),
+            fills: vec![kind_fill, payer_fill],
+            appended: 2,
+        };
+        let mut rows = vec![
+            vec![
+                Value::Int(1),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Text("5".into()),
+            ],
+            vec![
+                Value::Int(2),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Text("9".into()),
+            ],
+        ];
+        prepared.complete(&mut rows);
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    Value::Int(1),
+                    Value::Text("Acme".into()),
+                    Value::Text("Medicare".into())
+                ],
+                vec![Value::Int(2), Value::Null, Value::Null],
             ]
         );
     }

@@ -1351,8 +1351,15 @@ fn join(def: &JoinDef) -> Join {
 /// What the repository needs to serve a lookup join's columns from its cache (`CachedJoin`).
 fn cached_join(mapping: &Mapping, def: &JoinDef, key: &LookupKey) -> CachedJoin {
     let mut columns: Vec<String> = Vec::new();
-    for column in mapping.columns.iter().filter(|c| c.alias == def.alias) {
-        if !columns.contains(&column.column) {
+    // What the mapping reads of the lookup, and the keys of lookups linked through it (filled
+    // from its row once it is filled).
+    let linked = mapping
+        .joins
+        .iter()
+        .filter_map(|j| j.lookup.as_ref())
+        .map(|k| &k.foreign);
+    for column in mapping.columns.iter().chain(linked) {
+        if column.alias == def.alias && !columns.contains(&column.column) {
             columns.push(column.column.clone());
         }
     }

@@ -265,7 +265,9 @@ filter = [
 join = [
   { alias = "cat", table = "category", on = [{ column = "cat.id", equals_column = "cat_id" }], required = true, lookup = true },
   { alias = "two", table = "category", on = [{ column = "two.id", equals_column = "cat_id" }, { column = "two.code", equals_column = "code" }], lookup = true },
-  { alias = "far", table = "category", on = [{ column = "far.id", equals_column = "cat.parent" }, { column = "cat.kind", equals = 1 }], lookup = true },
+  { alias = "enc", table = "encounter", on = [{ column = "enc.id", equals_column = "enc_id" }] },
+  { alias = "far", table = "category", on = [{ column = "far.id", equals_column = "enc.parent" }, { column = "cat.kind", equals = 1 }], lookup = true },
+  { alias = "sub", table = "category", on = [{ column = "sub.id", equals_column = "cat.parent" }], lookup = true },
 ]
 [collections.notes]
 table = "note"
@@ -280,8 +282,8 @@ status = "booked"
         &dir,
         &[
             "source.join[1].on: a lookup is linked by exactly one equals_column",
-            "source.join[2].on: a lookup's other conditions test its own columns; cat.kind is not one",
-            "source.join[2].on: a lookup is linked by exactly one equals_column",
+            "source.join[3].on: a lookup's other conditions test its own columns; cat.kind is not one",
+            "source.join[3].on: a lookup is linked by exactly one equals_column",
             "source.filter[1]: a filter on a lookup's column compares it with constants",
             "collections.notes.join[0].lookup: only joins of [source] can be lookups",
         ],
@@ -289,6 +291,8 @@ status = "booked"
     let found = issues(&dir).join("\n");
     assert!(!found.contains("source.join[0]"), "{found}");
     assert!(!found.contains("source.filter[0]"), "{found}");
+    // Linked through an earlier lookup: accepted.
+    assert!(!found.contains("source.join[4]"), "{found}");
 }
 
 #[test]
