@@ -24,6 +24,7 @@
 //!    `export.page_size` pages), timed from kick-off to completion in the state store, with the
 //!    resident memory sampled, against the baseline reading the same branches in the same keyset
 //!    pages and writing each row (with its collections) as one NDJSON line to a file.
+//!    `PORTICO_BENCH_EXPORT_TYPES` sets `export.parallel_types` (the default: 2).
 //! 6. Prints a markdown table.
 //!
 //! Everything targets 127.0.0.1 and stops by itself (a watchdog ends the process if a run
@@ -96,6 +97,8 @@ struct Config {
     paging: bool,
     /// Run the bulk export comparison (`PORTICO_BENCH_EXPORT=1`).
     export: bool,
+    /// Types an export runs at once (`PORTICO_BENCH_EXPORT_TYPES`).
+    export_types: u64,
     indexes: IndexSet,
     baseline: BaselineKind,
 }
@@ -170,6 +173,10 @@ impl Config {
             }),
             paging: env_or("PORTICO_BENCH_PAGING", 1u8) == 1,
             export: env_or("PORTICO_BENCH_EXPORT", 0u8) == 1,
+            export_types: env_or(
+                "PORTICO_BENCH_EXPORT_TYPES",
+                portico::config::ExportSettings::default().parallel_types,
+            ),
             indexes: match env_or("PORTICO_BENCH_INDEXES", "recommended".to_owned()).as_str() {
                 "recommended" => IndexSet::Recommended,
                 "stock" => IndexSet::Stock,
@@ -2307,7 +2314,10 @@ fn main() {
             schedule_minutes: 0,
         },
         reconcile: Default::default(),
-        export: Default::default(),
+        export: portico::config::ExportSettings {
+            parallel_types: config.export_types,
+            ..Default::default()
+        },
     };
     let app = match server_rt.block_on(Application::build(&settings)) {
         Ok(app) => app,

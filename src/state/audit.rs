@@ -178,13 +178,12 @@ impl StateStore {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
-        // Taking the head's lock first serializes appenders on every backend.
-        sqlx::query("UPDATE audit_chain_head SET seq = seq WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_chain_head WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
+        // Taking the head's lock first serializes appenders on every backend; the same statement
+        // reads the head (each statement is a round trip to the store's connection).
+        let head =
+            sqlx::query("UPDATE audit_chain_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+                .fetch_one(&mut *tx)
+                .await?;
         let mut seq: i64 = head.try_get("seq")?;
         let mut hash: String = head.try_get("hash")?;
         // One multi-row INSERT per table for the whole batch: a statement costs far more than a
