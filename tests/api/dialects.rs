@@ -1,4 +1,5 @@
-//! The same adapter over the same data gives the same resources on MariaDB and SQLite.
+//! The same adapter over the same data gives the same resources on MariaDB and SQLite; MariaDB
+//! runs statements that fix their join order without join buffers.
 
 use crate::support::{Backend, spawn};
 
@@ -233,4 +234,38 @@ async fn uuid_keys_and_column_zones_on_sqlite() {
 #[tokio::test]
 async fn uuid_keys_and_column_zones_on_mariadb() {
     uuid_keys_and_zones(crate::support::Backend::MariaDb).await;
+}
+
+/// A join on a column no index has: MariaDB plans a block nested loop (a join buffer) for it, but
+/// not when the statement fixes its join order, as export pages and whole passes do.
+#[tokio::test]
+async fn mariadb_runs_fixed_order_statements_without_join_buffers() {
+    let db_url = crate::support::seed(Backend::MariaDb, "join_order").await;
+    let database = crate::support::legacy_database(&db_url, std::time::Duration::from_secs(10));
+    let plan = |fixed: &str| {
+        let sql = format!(
+            "EXPLAIN FORMAT=JSON SELECT {fixed}`t`.`pid` FROM `patient_data` `t` \
+             JOIN `form_encounter` `e` ON `e`.`reason` = `t`.`fname`"
+        );
+        let database = database.clone();
+        async move {
+            let rows = database
+                .fetch(&portico::dialect::RenderedQuery {
+                    sql,
+                    params: Vec::new(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{}", e.message));
+            match &rows[0][0] {
+                portico::dialect::ast::Value::Text(json) => json.clone(),
+                other => panic!("EXPLAIN answered {other:?}"),
+            }
+        }
+    };
+    let free = plan("").await;
+    assert!(free.contains("block-nl-join"), "a join buffer: {free}");
+    let fixed = plan("STRAIGHT_JOIN ").await;
+    assert!(fixed.contains("\"table_name\": \"e\""), "{fixed}");
+    assert!(!fixed.contains("block-nl-join"), "no join buffer: {fixed}");
+    database.close().await;
 }
