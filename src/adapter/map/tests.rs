@@ -6,7 +6,9 @@ use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use serde_json::json;
 
-use super::{LeftOut, LeftOutReason, MapOutcome, MappedResource, RowData, map_row};
+use super::{
+    LeftOut, LeftOutReason, MapOutcome, MappedResource, RowData, ShapeHasher, hash_shape, map_row,
+};
 use crate::adapter::format::ManifestFile;
 use crate::adapter::format::MappingFile;
 use crate::adapter::model::Mapping;
@@ -623,4 +625,28 @@ fn dates_times_and_instants_are_written_as_chrono_formats_them() {
     }
     let leap = NaiveTime::from_hms_milli_opt(23, 59, 59, 1_500).unwrap();
     assert_eq!(super::time_text(leap), leap.format("%H:%M:%S").to_string());
+}
+
+#[test]
+fn a_shape_hash_sees_names_nesting_and_kinds_not_values() {
+    use std::hash::Hasher;
+    let shape = |value: serde_json::Value| {
+        let mut hasher = ShapeHasher::default();
+        hash_shape(&value, &mut hasher);
+        hasher.finish()
+    };
+    let base = shape(json!({"name": [{"family": "Ng"}], "birthDate": "1970-01-01"}));
+    assert_eq!(
+        base,
+        shape(json!({"name": [{"family": "Okonkwo-Smith"}], "birthDate": "2001-12-31"}))
+    );
+    for other in [
+        json!({"name": [{"given": "Ng"}], "birthDate": "1970-01-01"}),
+        json!({"name": [{"family": "Ng"}, {"family": "Ng"}], "birthDate": "1970-01-01"}),
+        json!({"name": {"family": "Ng"}, "birthDate": "1970-01-01"}),
+        json!({"name": [{"family": 7}], "birthDate": "1970-01-01"}),
+        json!({"name": [{"family": "Ng"}], "birthdate": "1970-01-01"}),
+    ] {
+        assert_ne!(base, shape(other.clone()), "{other}");
+    }
 }
