@@ -207,7 +207,14 @@ impl ExportRuntime {
                 None => types.push(vec![part]),
             }
         }
-        let stop = shutdown.child_token();
+        let run = JobRun {
+            job: &job,
+            spec: &spec,
+            access: &access,
+            fingerprint: &fingerprint,
+            output: &output,
+            stop: shutdown.child_token(),
+        };
         let mut runs = Vec::with_capacity(types.len());
         for type_parts in types {
             // Counting the parts already done: a resumed later part skips what they wrote.
@@ -216,16 +223,7 @@ impl ExportRuntime {
                 .filter(|p| p.resource_type == type_parts[0].resource_type)
                 .count()
                 > 1;
-            runs.push(Box::pin(self.run_type(
-                &job,
-                &spec,
-                type_parts,
-                several,
-                &access,
-                &fingerprint,
-                &output,
-                &stop,
-            )));
+            runs.push(Box::pin(self.run_type(&run, type_parts, several)));
         }
         let ends: Vec<Result<Ended, String>> = futures_util::stream::iter(runs)
             .buffer_unordered(self.settings.parallel_types.max(1) as usize)
@@ -277,50 +275,36 @@ impl ExportRuntime {
     }
 
     /// The parts of one resource type, in order; the first that does not complete cancels `stop`.
-    #[allow(clippy::too_many_arguments)]
     async fn run_type(
         &self,
-        job: &ExportJob,
-        spec: &ExportSpec,
+        run: &JobRun<'_>,
         type_parts: Vec<&ExportPart>,
         several: bool,
-        access: &crate::access::Access,
-        fingerprint: &[u8; 32],
-        output: &tokio::sync::Mutex<JobOutput>,
-        stop: &CancellationToken,
     ) -> Result<Ended, String> {
         for part in type_parts {
-            let ended = Box::pin(self.run_part(
-                job,
-                spec,
-                part,
-                several,
-                access,
-                fingerprint,
-                output,
-                stop,
-            ))
-            .await;
+            let ended = Box::pin(self.run_part(run, part, several)).await;
             if !matches!(ended, Ok(Ended::Complete)) {
-                stop.cancel();
+                run.stop.cancel();
                 return ended;
             }
         }
         Ok(Ended::Complete)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_part(
         &self,
-        job: &ExportJob,
-        spec: &ExportSpec,
+        run: &JobRun<'_>,
         part: &ExportPart,
         several: bool,
-        access: &crate::access::Access,
-        fingerprint: &[u8; 32],
-        output: &tokio::sync::Mutex<JobOutput>,
-        stop: &CancellationToken,
     ) -> Result<Ended, String> {
+        let JobRun {
+            job,
+            spec,
+            access,
+            fingerprint,
+            output,
+            stop,
+        } = run;
         let adapter = &self.repository.adapter;
         let plan = part_plan(
             adapter,
@@ -518,6 +502,17 @@ fn left_out_note(row: &LeftOutRow) -> String {
         row.key,
         row.left_out.reason.summary()
     )
+}
+
+/// One run of a job, as each of its parts reads it.
+struct JobRun<'a> {
+    job: &'a ExportJob,
+    spec: &'a ExportSpec,
+    access: &'a crate::access::Access,
+    fingerprint: &'a [u8; 32],
+    output: &'a tokio::sync::Mutex<JobOutput>,
+    /// Cancelled by shutdown, or by the first part that ends early.
+    stop: CancellationToken,
 }
 
 /// What the parts of a running job share: its files, and the notes still to write.

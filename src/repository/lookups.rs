@@ -399,6 +399,22 @@ fn join_key(value: &Value, dialect: DialectKind, numeric: bool) -> Option<String
 mod tests {
     use super::*;
 
+    /// `SELECT columns FROM table t`, the joins already left out.
+    fn base_select(table: &str, columns: Vec<Expr>) -> Select {
+        Select {
+            columns,
+            from: TableRef {
+                table: table.into(),
+                alias: "t".into(),
+            },
+            joins: Vec::new(),
+            filter: crate::dialect::ast::Cond::True,
+            order_by: Vec::new(),
+            limit: None,
+            fixed_join_order: false,
+        }
+    }
+
     #[test]
     fn keys_compare_as_each_dialect_compares_them() {
         let text = |s: &str| Value::Text(s.into());
@@ -454,18 +470,10 @@ mod tests {
             conditions: crate::dialect::ast::Cond::True,
             columns: vec!["fname".into()],
         };
-        let mut select = Select {
-            columns: vec![Expr::column("t", "pid"), Expr::column("gp", "fname")],
-            from: TableRef {
-                table: "patient_data".into(),
-                alias: "t".into(),
-            },
-            joins: Vec::new(),
-            filter: crate::dialect::ast::Cond::True,
-            order_by: Vec::new(),
-            limit: None,
-            fixed_join_order: false,
-        };
+        let mut select = base_select(
+            "patient_data",
+            vec![Expr::column("t", "pid"), Expr::column("gp", "fname")],
+        );
         let fill = fill_columns(&mut select, "gp", &cached, copy);
         assert_eq!(
             select.columns,
@@ -534,22 +542,14 @@ mod tests {
             conditions: crate::dialect::ast::Cond::True,
             columns: vec!["type".into()],
         };
-        let mut select = Select {
-            columns: vec![
+        let mut select = base_select(
+            "insurance_data",
+            vec![
                 Expr::column("t", "id"),
                 Expr::column("payer", "name"),
                 Expr::column("kind", "type"),
             ],
-            from: TableRef {
-                table: "insurance_data".into(),
-                alias: "t".into(),
-            },
-            joins: Vec::new(),
-            filter: crate::dialect::ast::Cond::True,
-            order_by: Vec::new(),
-            limit: None,
-            fixed_join_order: false,
-        };
+        );
         let kind_fill = fill_columns(&mut select, "kind", &kind, kinds);
         let payer_fill = fill_columns(&mut select, "payer", &payer, payers);
         assert_eq!(
