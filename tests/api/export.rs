@@ -2,7 +2,8 @@
 //! the status URL (202 with X-Progress, 429 when polled too fast, the manifest), the files (every
 //! line valid R4, each type's ids exactly those a full search serves), `_type`, `_typeFilter`,
 //! `_since` and `_elements` checked against searches, the errors a client gets, who may see an
-//! export, cancelling, and a job resumed by another server after the first stopped mid-way. The
+//! export, cancelling, a job resumed by another server after the first stopped mid-way, and a
+//! type that cannot be read failing the job. The
 //! system export runs on both state stores (SQLite and PostgreSQL).
 
 use std::collections::BTreeSet;
@@ -603,5 +604,56 @@ async fn patient_and_group_exports_hold_only_their_patients_data() {
             .await
             .status,
         404
+    );
+}
+
+/// Types run two at once: one that cannot be read (its table is gone) fails the whole job, and
+/// the other types stop. The status answers 500 with an OperationOutcome (the details stay in the
+/// server's log), never a manifest; the job keeps the type and the database's reason for the
+/// operator.
+#[tokio::test]
+async fn a_type_that_cannot_be_read_fails_the_export() {
+    let db_url = support::seed(Backend::Sqlite, "export_failing_type").await;
+    let writer = portico::db::fixture::FixtureWriter::open(&db_url)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer
+        .execute("DROP TABLE insurance_data", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    writer.close().await;
+    let app = running(&db_url, 5).await;
+
+    let accepted = kick_off(&app, "$export", &app.token).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let status_url = accepted.header("content-location").unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let answer = send(app.client.get(&status_url).bearer_auth(&app.token)).await;
+        match answer.status {
+            202 | 429 => tokio::time::sleep(Duration::from_millis(500)).await,
+            500 => break answer,
+            other => panic!("status {other}: {}", answer.body),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the export did not fail"
+        );
+    };
+    let outcome = failed.json();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert_eq!(outcome["issue"][0]["code"], "exception", "{outcome}");
+    let id = status_url.rsplit('/').next().unwrap();
+    let job = app.store.export_job(id).await.unwrap().expect("the job");
+    assert_eq!(job.status, portico::state::exports::FAILED);
+    let why = job.error.unwrap_or_default();
+    // Coverage and Claim both read the table; whichever runs into it first names itself.
+    assert!(
+        why.starts_with("Coverage: ") || why.starts_with("Claim: "),
+        "{why}"
+    );
+    assert!(
+        why.contains("insurance_data"),
+        "the database's reason: {why}"
     );
 }
