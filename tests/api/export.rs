@@ -3,8 +3,8 @@
 //! line valid R4, each type's ids exactly those a full search serves), `_type`, `_typeFilter`,
 //! `_since` and `_elements` checked against searches, the errors a client gets, who may see an
 //! export, cancelling, a job resumed by another server after the first stopped mid-way, and a
-//! type that cannot be read failing the job. The
-//! system export runs on both state stores (SQLite and PostgreSQL).
+//! type that cannot be read failing the job. The system export runs on both state stores
+//! (SQLite and PostgreSQL).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
