@@ -750,7 +750,8 @@ impl<'a> Evaluator<'a> {
             Node::Column(index) => cell_text(self.cell(*index)).map(Json::String),
             Node::SplitItem => self.split_item.map(|s| Json::String(s.to_owned())),
             Node::Object { fields, dynamic } => {
-                let mut object = Map::new();
+                // Sized up front: growing an object rehashes its keys.
+                let mut object = Map::with_capacity(fields.len());
                 let mut any_dynamic_present = false;
                 for (key, child) in fields {
                     if let Some(value) = self.node(child) {
@@ -762,7 +763,7 @@ impl<'a> Evaluator<'a> {
                 keep.then_some(Json::Object(object))
             }
             Node::Array(items) => {
-                let mut array = Vec::new();
+                let mut array = Vec::with_capacity(items.len());
                 for item in items {
                     match self.node(item) {
                         // Splits and collections yield arrays; inside an array they contribute items.
