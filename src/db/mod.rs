@@ -62,6 +62,10 @@ impl DbError {
     }
 }
 
+/// A pooled MySQL connection idle this long is pinged before use; one in steady use is not (a
+/// connection that breaks under load fails its statement, as one breaking mid-statement would).
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// A statement that fixes its join order (`SELECT STRAIGHT_JOIN`: a page that walks the base
 /// table in key order), or the `EXPLAIN` of one, runs on MariaDB without join buffers. A join
 /// buffer gives up the base table's order, so the whole rest of the table is joined and sorted for
@@ -147,6 +151,17 @@ impl Database {
                 let pool = MySqlPoolOptions::new()
                     .max_connections(settings.max_connections)
                     .acquire_timeout(settings.acquire_timeout)
+                    // A ping before every statement was a round trip per request; a connection
+                    // that has been idle is still checked before it is handed out.
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= IDLE_BEFORE_PING {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .after_connect(move |conn, _meta| {
                         let learned = learned.clone();
                         Box::pin(async move {
