@@ -477,7 +477,7 @@ async fn explain(repository: &Repository, sent: &RenderedQuery) -> anyhow::Resul
         return mssql_plan(&xml).map_err(|e| anyhow::anyhow!("SHOWPLAN_XML {}: {e}", sent.sql));
     }
     let prefix = match dialect {
-        DialectKind::Mysql => "EXPLAIN FORMAT=JSON ",
+        DialectKind::Mysql => crate::db::MYSQL_EXPLAIN,
         _ => "EXPLAIN QUERY PLAN ",
     };
     let rows = repository

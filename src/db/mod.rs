@@ -62,6 +62,9 @@ impl DbError {
     }
 }
 
+/// How the query-plan advisor asks MySQL and MariaDB for a statement's plan (prefixed to it).
+pub const MYSQL_EXPLAIN: &str = "EXPLAIN FORMAT=JSON ";
+
 /// A pooled MySQL connection idle this long is pinged before use; one in steady use is not (a
 /// connection that breaks under load fails its statement, as one breaking mid-statement would).
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
@@ -73,7 +76,7 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 /// `form_encounter` and a block nested loop, 10 s a page, against 20 ms by `encounter_number`).
 /// MySQL has no per-statement form of this setting that MariaDB also accepts; it runs as written.
 fn mariadb_join_order(sql: &str, mariadb: bool) -> std::borrow::Cow<'_, str> {
-    let statement = sql.strip_prefix("EXPLAIN FORMAT=JSON ").unwrap_or(sql);
+    let statement = sql.strip_prefix(MYSQL_EXPLAIN).unwrap_or(sql);
     if mariadb && statement.starts_with("SELECT STRAIGHT_JOIN ") {
         format!("SET STATEMENT join_cache_level = 0 FOR {sql}").into()
     } else {
@@ -535,7 +538,7 @@ mod tests {
             mariadb_join_order(page, true),
             format!("SET STATEMENT join_cache_level = 0 FOR {page}")
         );
-        let explain = format!("EXPLAIN FORMAT=JSON {page}");
+        let explain = format!("{MYSQL_EXPLAIN}{page}");
         assert!(mariadb_join_order(&explain, true).starts_with("SET STATEMENT"));
         assert_eq!(mariadb_join_order(page, false), page);
         let search = "SELECT `t`.`id` FROM `t` WHERE `t`.`STRAIGHT_JOIN` = ?";

@@ -399,6 +399,22 @@ fn join_key(value: &Value, dialect: DialectKind, numeric: bool) -> Option<String
 mod tests {
     use super::*;
 
+    /// A MySQL lookup copy of `rows` (key first), which must make one.
+    fn copy(name: &str, rows: Vec<Vec<Value>>) -> Arc<LookupRows> {
+        Arc::new(LookupRows::new(name, DialectKind::Mysql, rows).expect("a copy"))
+    }
+
+    /// A lookup join keyed by its `id`, without conditions of its own.
+    fn cached_by_id(name: &str, foreign: Expr, columns: &[&str]) -> CachedJoin {
+        CachedJoin {
+            name: name.into(),
+            key: "id".into(),
+            foreign,
+            conditions: crate::dialect::ast::Cond::True,
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
     /// `SELECT columns FROM table t`, the joins already left out.
     fn base_select(table: &str, columns: Vec<Expr>) -> Select {
         Select {
@@ -455,21 +471,11 @@ mod tests {
 
     #[test]
     fn filling_restores_the_compiled_rows_shape() {
-        let copy = Arc::new(
-            LookupRows::new(
-                "Patient:gp",
-                DialectKind::Mysql,
-                vec![vec![Value::Int(7), Value::Text("Ada".into())]],
-            )
-            .expect("one row"),
+        let copy = copy(
+            "Patient:gp",
+            vec![vec![Value::Int(7), Value::Text("Ada".into())]],
         );
-        let cached = CachedJoin {
-            name: "Patient:gp".into(),
-            key: "id".into(),
-            foreign: Expr::column("t", "providerID"),
-            conditions: crate::dialect::ast::Cond::True,
-            columns: vec!["fname".into()],
-        };
+        let cached = cached_by_id("Patient:gp", Expr::column("t", "providerID"), &["fname"]);
         let mut select = base_select(
             "patient_data",
             vec![Expr::column("t", "pid"), Expr::column("gp", "fname")],
@@ -508,40 +514,28 @@ mod tests {
     fn a_lookup_linked_through_another_is_filled_after_it() {
         // Coverage: payer by t.provider (text against numeric ids), then the plan type by the
         // payer's ins_type_code. `prepare` leaves the later join out first.
-        let payers = Arc::new(
-            LookupRows::new(
-                "Coverage:payer",
-                DialectKind::Mysql,
-                vec![vec![
-                    Value::Int(5),
-                    Value::Text("Acme".into()),
-                    Value::Int(2),
-                ]],
-            )
-            .expect("one payer"),
+        let payers = copy(
+            "Coverage:payer",
+            vec![vec![
+                Value::Int(5),
+                Value::Text("Acme".into()),
+                Value::Int(2),
+            ]],
         );
-        let kinds = Arc::new(
-            LookupRows::new(
-                "Coverage:kind",
-                DialectKind::Mysql,
-                vec![vec![Value::Int(2), Value::Text("Medicare".into())]],
-            )
-            .expect("one kind"),
+        let kinds = copy(
+            "Coverage:kind",
+            vec![vec![Value::Int(2), Value::Text("Medicare".into())]],
         );
-        let payer = CachedJoin {
-            name: "Coverage:payer".into(),
-            key: "id".into(),
-            foreign: Expr::column("t", "provider"),
-            conditions: crate::dialect::ast::Cond::True,
-            columns: vec!["name".into(), "ins_type_code".into()],
-        };
-        let kind = CachedJoin {
-            name: "Coverage:kind".into(),
-            key: "id".into(),
-            foreign: Expr::column("payer", "ins_type_code"),
-            conditions: crate::dialect::ast::Cond::True,
-            columns: vec!["type".into()],
-        };
+        let payer = cached_by_id(
+            "Coverage:payer",
+            Expr::column("t", "provider"),
+            &["name", "ins_type_code"],
+        );
+        let kind = cached_by_id(
+            "Coverage:kind",
+            Expr::column("payer", "ins_type_code"),
+            &["type"],
+        );
         let mut select = base_select(
             "insurance_data",
             vec![

@@ -607,10 +607,9 @@ async fn patient_and_group_exports_hold_only_their_patients_data() {
     );
 }
 
-/// Types run two at once: one that cannot be read (its table is gone) fails the whole job, and
-/// the other types stop. The status answers 500 with an OperationOutcome (the details stay in the
-/// server's log), never a manifest; the job keeps the type and the database's reason for the
-/// operator.
+/// Types run two at once: one that cannot be read (its table is gone) fails the whole job. The
+/// status answers 500 with an OperationOutcome (the details stay in the server's log), never a
+/// manifest; the job keeps the type and the database's reason for the operator.
 #[tokio::test]
 async fn a_type_that_cannot_be_read_fails_the_export() {
     let db_url = support::seed(Backend::Sqlite, "export_failing_type").await;
