@@ -456,3 +456,86 @@ on_every_backend!(
         assert_eq!(scanned, expected, "the scan serves what the search does");
     }
 );
+
+on_every_backend!(
+    claim_lines_follow_their_own_patient_and_encounter,
+    |app: TestApp| async move {
+        // Claim lines are read for a page by each match column's list of values, so a line of
+        // patient A at patient B's encounter comes back with the page's lines. It is no line of
+        // either Claim (OpenEMR numbers encounters per site, but a merged or hand-edited install
+        // can hold such rows) and must not be served as one.
+        let db = legacy_database(&app.db_url, Duration::from_secs(5));
+        let rows = db
+            .fetch(&RenderedQuery {
+                sql: "SELECT c.patient_id, c.encounter_id, c.payer_id FROM claims c \
+                      JOIN form_encounter e ON e.pid = c.patient_id AND e.encounter = c.encounter_id \
+                      WHERE c.payer_id > 0 ORDER BY c.patient_id, c.encounter_id"
+                    .into(),
+                params: Vec::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("claims: {}", e.message));
+        let text = |value: &Value| match value {
+            Value::Int(i) => i.to_string(),
+            other => panic!("not an integer: {other:?}"),
+        };
+        let keys: Vec<[String; 3]> = rows
+            .iter()
+            .map(|row| [text(&row[0]), text(&row[1]), text(&row[2])])
+            .collect();
+        let a = keys[0].clone();
+        let b = keys
+            .iter()
+            .find(|key| key[0] != a[0])
+            .expect("claims of two patients")
+            .clone();
+        let (first, second) = (a.join("-"), b.join("-"));
+        let (pid_a, encounter_a) = (&a[0], &a[1]);
+        let (pid_b, encounter_b) = (&b[0], &b[1]);
+        let line = |id: u32, pid: &str, encounter: &str, code: &str| {
+            format!(
+                "INSERT INTO billing (id, date, code_type, code, pid, encounter, code_text, \
+                 activity, units, fee) VALUES ({id}, '2024-03-01 09:00:00', 'ICD10', '{code}', \
+                 {pid}, {encounter}, 'planted', 1, 1, 0);\n"
+            )
+        };
+        let statements = [
+            line(900_001, pid_a, encounter_b, "Z99.81"),
+            line(900_002, pid_b, encounter_a, "Z99.82"),
+            line(900_003, pid_a, encounter_a, "Z99.83"),
+        ]
+        .concat();
+        damage(&app, &statements).await;
+        let bundle = app
+            .get_fhir(&format!("Claim?_id={first},{second}&_count=50"), 200)
+            .await;
+        let served = matches(&bundle);
+        assert_eq!(
+            ids(&served).into_iter().collect::<HashSet<_>>(),
+            HashSet::from([first.clone(), second.clone()]),
+            "both Claims on one page"
+        );
+        for claim in &served {
+            assert_valid_r4(claim);
+            let codes: Vec<&str> = claim["diagnosis"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| d["diagnosisCodeableConcept"]["coding"][0]["code"].as_str())
+                .collect();
+            let own = claim["id"] == first.as_str();
+            assert_eq!(
+                codes.contains(&"Z99.83"),
+                own,
+                "{}: the line planted at its own pair: {codes:?}",
+                claim["id"]
+            );
+            assert!(
+                !codes.contains(&"Z99.81") && !codes.contains(&"Z99.82"),
+                "{}: a line of another patient's encounter: {codes:?}",
+                claim["id"]
+            );
+        }
+    }
+);
