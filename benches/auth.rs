@@ -144,6 +144,7 @@ fn main() {
             },
             state: portico::config::StateSettings {
                 url: Some(Secret::new(state_url.clone())),
+                ..Default::default()
             },
             auth: Default::default(),
             subscriptions: portico::config::SubscriptionsSettings {

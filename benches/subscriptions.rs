@@ -221,6 +221,7 @@ fn settings(
         },
         state: StateSettings {
             url: Some(Secret::new(state_url)),
+            ..Default::default()
         },
         auth: Default::default(),
         subscriptions: SubscriptionsSettings {

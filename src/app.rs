@@ -28,7 +28,10 @@ use crate::db::Database;
 use crate::fhir::capability::BASE_STATEMENT;
 use crate::repository::{LookupCache, Repository};
 use crate::search::cursor::CursorSigner;
-use crate::state::StateStore;
+use crate::state::audit::{
+    AUDIT_JOURNAL_DIR, AuditWriter, AuditWriterTask, audit_writer, journaled_audit_writer,
+};
+use crate::state::{Backend, StateStore};
 
 pub use workers::Workers;
 
@@ -198,6 +201,25 @@ fn log_plan_advice(advice: anyhow::Result<Vec<crate::check::explain::Finding>>) 
     }
 }
 
+/// The audit trail's writer. Over a SQLite store, events go through the journal in
+/// `server.state_dir` (a request waits for one line written, not a commit; the store's own
+/// commits are no more durable). PostgreSQL commits each batch durably on its server, which a
+/// local journal would weaken, so there requests wait for the commit.
+async fn open_audit_writer(
+    settings: &Settings,
+    store: &StateStore,
+) -> anyhow::Result<(AuditWriter, AuditWriterTask)> {
+    Ok(match store.backend() {
+        Backend::Sqlite => {
+            let dir = settings.server.state_dir.join(AUDIT_JOURNAL_DIR);
+            journaled_audit_writer(store.clone(), &dir, settings.state.audit_backlog())
+                .await
+                .context("cannot open the audit journal")?
+        }
+        Backend::Postgres => audit_writer(store.clone()),
+    })
+}
+
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let adapter = Arc::new(load_adapter(settings)?);
@@ -231,9 +253,9 @@ impl Application {
         .map_err(anyhow::Error::msg)?;
         let auth = open_auth_server(settings).await?;
         let workers = Workers::new();
-        let (audit, audit_task) = crate::state::audit::audit_writer(auth.tokens.store().clone());
+        let (audit, audit_task) = open_audit_writer(settings, auth.tokens.store()).await?;
         // It returns once the router, the last holder of its handles, is gone (see serve_until).
-        workers.spawn("audit", move |_shutdown| audit_task.run());
+        workers.spawn("audit", move |shutdown| audit_task.run(shutdown));
         let capability_base: serde_json::Value = serde_json::from_str(BASE_STATEMENT)
             .context("capability-statement.json is not valid JSON")?;
         let repository = Repository {

@@ -375,9 +375,18 @@ pub struct LocalSettings {
 pub struct StateSettings {
     /// `postgres://...` when replicas share state; unset: SQLite `state.db` in `server.state_dir`.
     pub url: Option<Secret>,
+    /// SQLite stores: audit events written to the journal but not yet committed, at most, before
+    /// requests are refused (503); unset: `state::audit::JOURNAL_BACKLOG`.
+    pub audit_backlog: Option<usize>,
 }
 
 impl StateSettings {
+    pub fn audit_backlog(&self) -> usize {
+        self.audit_backlog
+            .unwrap_or(crate::state::audit::JOURNAL_BACKLOG)
+            .max(1)
+    }
+
     /// The store's URL: the configured one, else the SQLite file in `state_dir`.
     pub fn url(&self, state_dir: &Path) -> Result<String, ConfigError> {
         match &self.url {

@@ -7,8 +7,9 @@
 //! the client's address (`origin::ClientAddress`: behind a trusted proxy, the client it names),
 //! which patients the answer touched from the handlers (`PatientsTouched`), and the query from
 //! the handlers (`AuditQuery`, which includes a POST form) or the URL. The answer leaves only
-//! after its event is committed: when the audit store cannot take it, the client gets 503 and
-//! no data (fail closed).
+//! after its event is durable (committed, or written to the audit journal): when it cannot be,
+//! the client gets 503 and no data (fail closed). Reading the trail waits for the writer to
+//! catch up, so a reader sees every request answered before its own.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -484,6 +485,7 @@ async fn read_event(
     if !is_fhir_id(id) {
         return Err(not_found());
     }
+    caught_up(state).await?;
     let stored = state
         .auth
         .tokens
@@ -493,6 +495,17 @@ async fn read_event(
         .map_err(store_unavailable)?
         .ok_or_else(not_found)?;
     serde_json::from_str(&stored).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Waits until the events of every request answered so far are in the store (journaled events
+/// are committed behind the answers), so a reader sees its own requests.
+async fn caught_up(state: &AppState) -> Result<(), ApiError> {
+    state.audit.flush().await.map_err(|error| {
+        tracing::warn!(%error, "the audit trail is not caught up");
+        ApiError::Unavailable(format!(
+            "the audit trail cannot be read now ({error}); retry shortly"
+        ))
+    })
 }
 
 fn store_unavailable(error: crate::state::StateError) -> ApiError {
@@ -772,6 +785,7 @@ async fn search_events(
 ) -> Result<Json, ApiError> {
     may_read_audit(state, access, claims, Interaction::Search).await?;
     let search = parse_search(pairs)?;
+    caught_up(state).await?;
     let store = state.auth.tokens.store();
     let total = store
         .count_audit_events(&search.filter)

@@ -79,6 +79,14 @@ pub async fn scrape(State(state): State<AppState>, _: Administrator) -> Response
         ],
     );
 
+    render_gauge(
+        &mut out,
+        "portico_audit_backlog_events",
+        "AuditEvents written to the audit journal and not yet committed to the state store.",
+        &[],
+        &[(Vec::new(), state.audit.backlog() as f64)],
+    );
+
     let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let lags: Vec<(Vec<String>, f64)> = recorded
         .detection_last_pass

@@ -1,14 +1,19 @@
 //! The audit trail in the state store: AuditEvents appended in batches under a hash chain
 //! (`append_audit_events`), read by id, searched by time, patient, agent and outcome, and checked
-//! end to end (`verify_audit_chain`). `AuditWriter` is the one task that appends: requests hand it
-//! their event and wait for the commit, and whatever is pending goes into one transaction (group
-//! commit), so concurrent requests share one fsync.
+//! end to end (`verify_audit_chain`). `AuditWriterTask` is the one task that appends, whatever is
+//! pending in one transaction (group commit). Requests hand it their event through `AuditWriter`:
+//! over PostgreSQL they wait for the commit (durable on its server); over SQLite they write the
+//! event to the journal (`state::journal`) and go on, and the task commits behind them, retrying
+//! while the store refuses. `flush` waits for the task to catch up.
 //!
 //! The chain: each row stores `hash = SHA-256(prev_hash, seq, every column, its patients)` and
 //! the previous row's hash; `audit_chain_head` holds the last `seq` and hash. Changing a byte of
 //! a row, removing one, reordering them or cutting the tail breaks it, and `verify_audit_chain`
 //! says where.
 
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,14 +22,17 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
+use super::journal::{AuditJournal, JournalPosition};
 use super::{Bind, StateError, StateStore, bind_all, placeholders, value_rows};
 
 /// The resource type of the audit trail (served from this store, never from the PMS).
 pub const AUDIT_EVENT: &str = "AuditEvent";
 
-/// One AuditEvent to append, with the fields search needs beside its JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One AuditEvent to append, with the fields search needs beside its JSON (and a line of the
+/// journal, as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
     pub id: String,
     /// Milliseconds since the Unix epoch (`AuditEvent.recorded`).
@@ -198,7 +206,7 @@ impl StateStore {
         let insert_events = format!(
             "INSERT INTO audit_event (seq, id, recorded_ms, subtype, outcome, client_id, subject, \
              fhir_user, request_id, resource, prev_hash, hash) VALUES {}",
-            value_rows(events.len(), 12)
+            value_rows(self.backend(), events.len(), 12)
         );
         let mut query = sqlx::query(&insert_events);
         for (seq, record, prev_hash, hash) in &events {
@@ -225,7 +233,7 @@ impl StateStore {
         for chunk in patients.chunks(1000) {
             let sql = format!(
                 "INSERT INTO audit_event_patient (event_seq, patient) VALUES {}",
-                value_rows(chunk.len(), 2)
+                value_rows(self.backend(), chunk.len(), 2)
             );
             let mut query = sqlx::query(&sql);
             for (seq, patient) in chunk {
@@ -240,6 +248,39 @@ impl StateStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Appends, in order, the `records` whose ids the store does not hold yet (a journal an
+    /// earlier process left may end with events it had already committed); how many.
+    pub async fn append_missing_audit_events(
+        &self,
+        records: &[AuditRecord],
+    ) -> Result<usize, StateError> {
+        let mut appended = 0;
+        for chunk in records.chunks(MAX_BATCH) {
+            let sql = format!(
+                "SELECT id FROM audit_event WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for record in chunk {
+                query = query.bind(&record.id);
+            }
+            let stored = query
+                .fetch_all(self.pool())
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>("id"))
+                .collect::<Result<HashSet<String>, _>>()?;
+            let missing: Vec<AuditRecord> = chunk
+                .iter()
+                .filter(|record| !stored.contains(&record.id))
+                .cloned()
+                .collect();
+            self.append_audit_events(&missing).await?;
+            appended += missing.len();
+        }
+        Ok(appended)
     }
 
     /// The AuditEvent JSON with this id.
@@ -389,13 +430,27 @@ fn record_from_row(row: &AnyRow) -> Result<AuditRecord, StateError> {
     })
 }
 
-/// Requests waiting for the writer at most; more wait to be queued (within `ACK_TIMEOUT`).
+/// Requests waiting for their commit at most (no journal); more wait to be queued (within
+/// `ACK_TIMEOUT`).
 const QUEUE: usize = 1024;
+/// The journal's directory in `server.state_dir` (`state::journal`).
+pub const AUDIT_JOURNAL_DIR: &str = "audit-journal";
+/// Journaled events waiting for the store at most (besides the batch being committed), by
+/// default: beyond, requests are refused (503) until the store takes the backlog. Memory, not
+/// the journal, is what bounds it (a few KiB an event).
+pub const JOURNAL_BACKLOG: usize = 16_384;
 /// Events committed in one transaction at most.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 512;
 /// How long a request waits for its event to be queued and committed before it gives up (and
 /// answers 503).
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long journaled events gather before a commit takes them. Nobody waits for them, and a
+/// transaction costs the store's thread far more than a row: committing each event as it came
+/// took a third of a core at a few thousand requests a second.
+const JOURNAL_LINGER: Duration = Duration::from_millis(20);
+/// The first and the longest wait before journaled events are offered to the store again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MOST: Duration = Duration::from_secs(5);
 
 /// Why an event could not be made durable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -406,92 +461,247 @@ pub enum AuditUnavailable {
     TimedOut,
     #[error("the audit writer has stopped")]
     Stopped,
+    #[error("the audit journal holds {0} events the store has not taken yet")]
+    Backlogged(usize),
 }
 
-struct Pending {
-    record: AuditRecord,
-    done: oneshot::Sender<Result<(), AuditUnavailable>>,
+/// What the writer's queue carries.
+enum Entry {
+    /// An event whose request waits for its commit (no journal).
+    Waiting {
+        record: AuditRecord,
+        done: oneshot::Sender<Result<(), AuditUnavailable>>,
+    },
+    /// An event already durable in the journal, at `position`.
+    Journaled {
+        record: AuditRecord,
+        position: JournalPosition,
+    },
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<Result<(), AuditUnavailable>>),
 }
 
 /// The handle requests use to append an event; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditWriter {
-    sender: mpsc::Sender<Pending>,
+    sender: mpsc::Sender<Entry>,
+    journal: Option<Arc<AuditJournal>>,
 }
 
 /// The writer's side, to be run as a background worker (`AuditWriterTask::run`).
 pub struct AuditWriterTask {
     store: StateStore,
-    receiver: mpsc::Receiver<Pending>,
+    receiver: mpsc::Receiver<Entry>,
+    journal: Option<Arc<AuditJournal>>,
 }
 
-/// A writer handle and the task that serves it.
+/// A writer whose requests wait for their event's commit, and the task that serves it.
 pub fn audit_writer(store: StateStore) -> (AuditWriter, AuditWriterTask) {
-    let (sender, receiver) = mpsc::channel(QUEUE);
-    (AuditWriter { sender }, AuditWriterTask { store, receiver })
+    writer_over(store, QUEUE, None)
+}
+
+/// A writer that puts each event in the journal in `dir` and answers at once, and the task that
+/// commits the journaled events, `backlog` of them waiting at most. What an earlier process left
+/// in the journal is appended first (the events the store does not have yet, by id).
+pub async fn journaled_audit_writer(
+    store: StateStore,
+    dir: &Path,
+    backlog: usize,
+) -> Result<(AuditWriter, AuditWriterTask), StateError> {
+    let (journal, recovered) = AuditJournal::open(dir)?;
+    let appended = store.append_missing_audit_events(&recovered).await?;
+    if !recovered.is_empty() {
+        tracing::info!(
+            journaled = recovered.len(),
+            appended,
+            "audit journal: the events an earlier process left are in the store"
+        );
+    }
+    journal.forget_recovered()?;
+    Ok(writer_over(store, backlog, Some(Arc::new(journal))))
+}
+
+fn writer_over(
+    store: StateStore,
+    queue: usize,
+    journal: Option<Arc<AuditJournal>>,
+) -> (AuditWriter, AuditWriterTask) {
+    let (sender, receiver) = mpsc::channel(queue);
+    (
+        AuditWriter {
+            sender,
+            journal: journal.clone(),
+        },
+        AuditWriterTask {
+            store,
+            receiver,
+            journal,
+        },
+    )
 }
 
 impl AuditWriter {
-    /// Appends `record` and returns once it is committed (durable), or why it is not.
+    /// Makes `record` durable: with a journal, once its line is written; without, once it is
+    /// committed to the store. Or says why it is not.
     pub async fn append(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
+        if let Some(journal) = &self.journal {
+            return self.append_to_journal(journal, record);
+        }
         let (done, ack) = oneshot::channel();
-        let pending = Pending { record, done };
-        let appended = async {
+        self.queue(Entry::Waiting { record, done }, ack).await
+    }
+
+    /// Returns once every event appended before the call is in the store (what a reader of the
+    /// audit trail waits for), or why it is not.
+    pub async fn flush(&self) -> Result<(), AuditUnavailable> {
+        let (done, ack) = oneshot::channel();
+        self.queue(Entry::Flush(done), ack).await
+    }
+
+    /// Journaled events the store has not taken yet (0 without a journal).
+    pub fn backlog(&self) -> usize {
+        match self.journal {
+            Some(_) => self.sender.max_capacity() - self.sender.capacity(),
+            None => 0,
+        }
+    }
+
+    fn append_to_journal(
+        &self,
+        journal: &AuditJournal,
+        record: AuditRecord,
+    ) -> Result<(), AuditUnavailable> {
+        // The queue's slot is taken first: a full backlog refuses the request before its line
+        // is written. The line and the slot are then filled under the journal's lock, so the
+        // chain takes the events in the journal's order.
+        let slot = self.sender.try_reserve().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(()) => {
+                AuditUnavailable::Backlogged(self.sender.max_capacity())
+            }
+            mpsc::error::TrySendError::Closed(()) => AuditUnavailable::Stopped,
+        })?;
+        journal
+            .append(record, |record, position| {
+                slot.send(Entry::Journaled { record, position })
+            })
+            .map_err(|error| {
+                tracing::error!(%error, "audit journal not written");
+                AuditUnavailable::Failed(error.to_string())
+            })
+    }
+
+    async fn queue(
+        &self,
+        entry: Entry,
+        ack: oneshot::Receiver<Result<(), AuditUnavailable>>,
+    ) -> Result<(), AuditUnavailable> {
+        let answered = async {
             self.sender
-                .send(pending)
+                .send(entry)
                 .await
                 .map_err(|_| AuditUnavailable::Stopped)?;
             ack.await.map_err(|_| AuditUnavailable::Stopped)?
         };
-        tokio::time::timeout(ACK_TIMEOUT, appended)
+        tokio::time::timeout(ACK_TIMEOUT, answered)
             .await
             .map_err(|_| AuditUnavailable::TimedOut)?
     }
 }
 
 impl AuditWriterTask {
-    /// Commits what is pending, batch after batch, until every `AuditWriter` is gone: the
+    /// Commits what is queued, batch after batch, until every `AuditWriter` is gone: the
     /// server drops its handles once it has answered its last request, so the requests a
     /// graceful shutdown still finishes are audited, and then the task returns by itself.
-    pub async fn run(mut self) {
+    /// Journaled events the store refuses are offered again, with a growing wait, until they
+    /// are taken or `shutdown` is cancelled (they then stay in the journal for the next start).
+    pub async fn run(mut self, shutdown: CancellationToken) {
         while let Some(first) = self.receiver.recv().await {
+            if matches!(first, Entry::Journaled { .. }) {
+                tokio::time::sleep(JOURNAL_LINGER).await;
+            }
             let batch = self.take_batch(first);
-            self.commit(batch).await;
+            if !self.commit(batch, &shutdown).await {
+                return;
+            }
         }
     }
 
-    fn take_batch(&mut self, first: Pending) -> Vec<Pending> {
+    fn take_batch(&mut self, first: Entry) -> Vec<Entry> {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match self.receiver.try_recv() {
-                Ok(pending) => batch.push(pending),
+                Ok(entry) => batch.push(entry),
                 Err(_) => break,
             }
         }
         batch
     }
 
-    async fn commit(&self, batch: Vec<Pending>) {
-        let records: Vec<AuditRecord> = batch.iter().map(|p| p.record.clone()).collect();
-        let outcome = self
-            .store
-            .append_audit_events(&records)
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, events = records.len(), "audit events not stored");
-                AuditUnavailable::Failed(error.to_string())
-            });
-        let word = if outcome.is_ok() {
-            "committed"
-        } else {
-            "failed"
-        };
-        crate::metrics::metrics()
-            .audit_events
-            .add(&[word], records.len() as u64);
-        for pending in batch {
+    /// Commits `batch`'s events and answers whoever waits; false when shutdown came while
+    /// journaled events were still refused.
+    async fn commit(&self, batch: Vec<Entry>, shutdown: &CancellationToken) -> bool {
+        let mut records = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::new();
+        let mut flushes = Vec::new();
+        let mut journaled_through = None;
+        for entry in batch {
+            match entry {
+                Entry::Waiting { record, done } => {
+                    records.push(record);
+                    waiting.push(done);
+                }
+                Entry::Journaled { record, position } => {
+                    records.push(record);
+                    journaled_through = Some(position);
+                }
+                Entry::Flush(done) => flushes.push(done),
+            }
+        }
+        let mut retry_in = RETRY_FIRST;
+        loop {
+            let outcome = self
+                .store
+                .append_audit_events(&records)
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, events = records.len(), "audit events not stored");
+                    AuditUnavailable::Failed(error.to_string())
+                });
+            let word = if outcome.is_ok() {
+                "committed"
+            } else {
+                "failed"
+            };
+            crate::metrics::metrics()
+                .audit_events
+                .add(&[word], records.len() as u64);
             // A request that gave up waiting no longer listens.
-            let _ = pending.done.send(outcome.clone());
+            for done in flushes.drain(..) {
+                let _ = done.send(outcome.clone());
+            }
+            if outcome.is_ok() || self.journal.is_none() {
+                for done in waiting {
+                    let _ = done.send(outcome.clone());
+                }
+                if let (Some(journal), Some(position)) = (&self.journal, journaled_through)
+                    && let Err(error) = journal.committed(position)
+                {
+                    tracing::warn!(%error, "audit journal: committed lines not removed");
+                }
+                return true;
+            }
+            // The events are safe in the journal; the store is offered them again.
+            tokio::select! {
+                () = tokio::time::sleep(retry_in) => {}
+                () = shutdown.cancelled() => {
+                    tracing::warn!(
+                        events = records.len(),
+                        "audit journal: events not yet stored stay in the journal for the next start"
+                    );
+                    return false;
+                }
+            }
+            retry_in = (retry_in * 2).min(RETRY_MOST);
         }
     }
 }

@@ -336,7 +336,7 @@ impl StateStore {
             for chunk in rows.chunks(500) {
                 let sql = format!(
                     "INSERT INTO fhir_group_member (group_id, ordinal, patient) VALUES {}",
-                    value_rows(chunk.len(), 3)
+                    value_rows(self.backend(), chunk.len(), 3)
                 );
                 let mut query = sqlx::query(&sql);
                 for (ordinal, patient) in chunk {

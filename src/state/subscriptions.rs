@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{StateError, StateStore, placeholders, value_rows};
+use super::{Backend, StateError, StateStore, placeholders, value_rows};
 
 /// Milliseconds since the Unix epoch: the unit of subscription times.
 pub fn now_ms() -> i64 {
@@ -753,7 +753,7 @@ impl StateStore {
             tx.rollback().await?;
             return Ok(Err(LeaseLost));
         }
-        remember(&mut tx, &commit.mapping, &commit.remember).await?;
+        remember(self.backend(), &mut tx, &commit.mapping, &commit.remember).await?;
         for chunk in commit.seen.chunks(500) {
             let sql = format!(
                 "UPDATE change_resource SET seen_cycle = $1 WHERE mapping = $2 \
@@ -779,7 +779,7 @@ impl StateStore {
             }
             query.execute(&mut *tx).await?;
         }
-        let numbered = append_events(&mut tx, &commit.events).await?;
+        let numbered = append_events(self.backend(), &mut tx, &commit.events).await?;
         tx.commit().await?;
         Ok(Ok(numbered))
     }
@@ -909,6 +909,7 @@ fn remembered_from_row(row: &AnyRow) -> Result<Remembered, sqlx::Error> {
 }
 
 async fn remember(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     mapping: &str,
     rows: &[(String, Remembered)],
@@ -920,7 +921,7 @@ async fn remember(
              seen_cycle) VALUES {} ON CONFLICT (mapping, resource_id) DO UPDATE SET \
              hash = excluded.hash, compared = excluded.compared, patients = excluded.patients, \
              seen_cycle = excluded.seen_cycle",
-            value_rows(chunk.len(), 6)
+            value_rows(backend, chunk.len(), 6)
         );
         let mut query = sqlx::query(&sql);
         for (id, remembered) in chunk {
@@ -940,6 +941,7 @@ async fn remember(
 /// Numbers `events` per subscription, contiguously after each one's counter, and appends them.
 /// Events of a subscription deleted meanwhile are dropped.
 async fn append_events(
+    backend: Backend,
     tx: &mut Transaction<'static, Any>,
     events: &[NewEvent],
 ) -> Result<Vec<(String, i64, i64)>, StateError> {
@@ -978,7 +980,7 @@ async fn append_events(
         let sql = format!(
             "INSERT INTO subscription_event (subscription_id, event_number, topic, \
              resource_type, resource_id, change_kind, occurred_ms) VALUES {}",
-            value_rows(chunk.len(), 7)
+            value_rows(backend, chunk.len(), 7)
         );
         let mut query = sqlx::query(&sql);
         for (number, event) in chunk {

@@ -1,16 +1,18 @@
 //! The audit trail, on a SQLite and a PostgreSQL state store: every FHIR data request and every
 //! refusal leaves one BALP-shaped AuditEvent naming exactly the patients the answer carried;
 //! `/fhir/AuditEvent` finds exactly what was written, and only for audit readers; the answer is
-//! withheld (503) when its event cannot be stored; the hash chain catches one changed byte.
+//! withheld (503) when its event cannot be made durable (stored, or journaled within the
+//! backlog); the hash chain catches one changed byte.
 
 use std::collections::BTreeSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use portico::auth::tokens::{Grant, TokenService};
-use portico::config::Secret;
+use portico::config::{Secret, Settings};
 use portico::state::StateStore;
-use portico::state::audit::AuditFilter;
+use portico::state::audit::{AuditFilter, AuditRecord, AuditWriter, journaled_audit_writer};
+use portico::state::journal::AuditJournal;
 use portico::state::users::Role;
 use serde_json::Value as Json;
 use sqlx::Connection;
@@ -22,22 +24,31 @@ struct Audited {
     /// Sends the `system/*.rs` token of client `portico-tests`.
     app: TestApp,
     store: StateStore,
+    /// Its audit writer: `flush` before reading the store directly.
+    audit: AuditWriter,
     state_url: String,
     tokens: TokenService,
 }
 
 /// One server per state store backend, over one seeded SQLite PMS database.
 async fn servers(test: &str) -> Vec<Audited> {
+    servers_with(test, |_| ()).await
+}
+
+/// `servers`, with the settings changed by `change`.
+async fn servers_with(test: &str, change: impl Fn(&mut Settings)) -> Vec<Audited> {
     let db_url = support::seed(Backend::Sqlite, test).await;
     let mut servers = Vec::new();
     for state_url in support::state_urls(test).await {
         let mut settings = support::settings(&db_url, 5000);
         settings.state.url = Some(Secret::new(state_url.as_str()));
-        let base = support::start(&settings).await;
+        change(&mut settings);
+        let (base, audit) = support::start_audited(&settings).await;
         let tokens = support::token_service(&base);
         servers.push(Audited {
             app: TestApp::at(base, db_url.clone()),
             store: tokens.store().clone(),
+            audit,
             state_url,
             tokens,
         });
@@ -82,6 +93,7 @@ impl Audited {
 
     /// Every stored event, newest first, each checked as strict R4.
     async fn events(&self) -> Vec<Json> {
+        self.audit.flush().await.unwrap();
         self.store
             .search_audit_events(&AuditFilter::default(), 100_000, None)
             .await
@@ -577,11 +589,23 @@ async fn audit_event_search_finds_exactly_what_was_written() {
     }
 }
 
+/// Without a journal (PostgreSQL), an answer waits for its event's commit: when the store cannot
+/// take it, the client gets 503 and no data. With one (SQLite), answers go out while their
+/// events wait, durable, in the journal; reading the audit trail is refused until the store
+/// takes them; past the backlog, answers are refused the same way; and once the store is back,
+/// every answered request's event is in the chain.
 #[tokio::test]
-async fn an_answer_whose_event_cannot_be_stored_is_withheld() {
-    for server in servers("audit_fail_closed").await {
+async fn an_answer_whose_event_cannot_be_made_durable_is_withheld() {
+    const BACKLOG: usize = 2;
+    for server in servers_with("audit_fail_closed", |settings| {
+        settings.state.audit_backlog = Some(BACKLOG);
+    })
+    .await
+    {
         let backend = server.backend().to_owned();
+        let journaled = backend == "sqlite";
         let token = support::bearer_for(&server.app.base);
+        let auditor = server.token("auditor", "system/AuditEvent.rs", None).await;
         let family =
             server.get("Patient/1", Some(&token), "before").await.json()["name"][0]["family"]
                 .as_str()
@@ -592,29 +616,79 @@ async fn an_answer_whose_event_cannot_be_stored_is_withheld() {
             .execute(&mut raw)
             .await
             .unwrap();
-        for path in ["Patient/1", "Patient?_count=5", "Observation?patient=1"] {
-            let reply = server.get(path, Some(&token), "withheld").await;
+        let assert_withheld = |reply: &Reply, path: &str| {
             assert_eq!(reply.status, 503, "{backend}: {path}");
-            assert_eq!(outcome_code(&reply), "transient");
+            assert_eq!(outcome_code(reply), "transient");
             let text = String::from_utf8_lossy(&reply.body);
             assert!(
                 !text.contains(&family),
                 "{backend}: {path} leaked data: {text}"
             );
             assert!(!text.contains("\"Patient\""), "{text}");
+        };
+        let mut answered = Vec::new();
+        let paths = [
+            "Patient/1",
+            "Patient?_count=5",
+            "Observation?patient=1",
+            "Patient/2",
+            "Patient/3",
+            "Patient/4",
+        ];
+        let mut withheld = 0;
+        for (n, path) in paths.iter().enumerate() {
+            let request_id = format!("while-away-{n}");
+            let reply = server.get(path, Some(&token), &request_id).await;
+            if journaled && reply.status == 200 && withheld == 0 {
+                answered.push(request_id);
+            } else {
+                assert_withheld(&reply, path);
+                withheld += 1;
+            }
+        }
+        if journaled {
+            // The writer's failing batch holds what it gathered (the backlog at most), and the
+            // backlog the rest; from then on every answer is refused.
+            assert!(
+                (BACKLOG..=2 * BACKLOG).contains(&answered.len()),
+                "{backend}: {answered:?}"
+            );
+            let reading = server.get("AuditEvent", Some(&auditor), "read-away").await;
+            assert_eq!(reading.status, 503, "{backend}: the trail is behind");
         }
         sqlx::query("ALTER TABLE audit_event_away RENAME TO audit_event")
             .execute(&mut raw)
             .await
             .unwrap();
+        if journaled {
+            // The writer offers its batch again within its longest wait between tries.
+            let taken = async { while server.audit.flush().await.is_err() {} };
+            tokio::time::timeout(std::time::Duration::from_secs(30), taken)
+                .await
+                .expect("the store takes the journaled events once it is back");
+        }
         assert_eq!(
             server.get("Patient/1", Some(&token), "after").await.status,
             200,
             "{backend}"
         );
-        // Nothing half-written: the chain still verifies.
+        let events = server.events().await;
+        // Exactly one event per answered request, with its outcome and patients.
+        for request_id in answered
+            .iter()
+            .map(String::as_str)
+            .chain(["before", "after"])
+        {
+            let event = server.event(request_id).await;
+            assert_eq!(event["outcome"], "0", "{backend}: {request_id}");
+        }
+        if journaled {
+            let first = server.event("while-away-0").await;
+            assert_eq!(patients_of(&first), BTreeSet::from(["1".to_owned()]));
+        }
+        // Nothing half-written: the chain verifies over every stored event.
         let verified = server.store.verify_audit_chain().await.unwrap();
-        assert_eq!(verified, Ok(2), "{backend}");
+        assert_eq!(verified, Ok(events.len() as u64), "{backend}");
     }
 }
 
@@ -746,26 +820,11 @@ async fn pending_events_are_committed_together() {
         let mut appends = tokio::task::JoinSet::new();
         for n in 0..16 {
             let writer = writer.clone();
-            appends.spawn(async move {
-                writer
-                    .append(portico::state::audit::AuditRecord {
-                        id: format!("burst-{n}"),
-                        recorded_ms: 1_700_000_000_000 + n,
-                        subtype: Some("read".into()),
-                        outcome: "0".into(),
-                        client_id: Some("app".into()),
-                        subject: Some("app".into()),
-                        fhir_user: None,
-                        request_id: format!("r{n}"),
-                        patients: vec![n.to_string()],
-                        resource: "{}".into(),
-                    })
-                    .await
-            });
+            appends.spawn(async move { writer.append(sample_record("burst", n)).await });
         }
         // Every append is queued before the writer starts.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let running = tokio::spawn(task.run());
+        let running = tokio::spawn(task.run(tokio_util::sync::CancellationToken::new()));
         while let Some(appended) = appends.join_next().await {
             assert_eq!(appended.unwrap(), Ok(()), "{state_url}");
         }
@@ -784,5 +843,67 @@ async fn pending_events_are_committed_together() {
             .await
             .expect("the writer stops once its handles are gone")
             .unwrap();
+    }
+}
+
+/// A stored-shape event `{prefix}-{n}` naming patient `n`.
+fn sample_record(prefix: &str, n: i64) -> AuditRecord {
+    AuditRecord {
+        id: format!("{prefix}-{n}"),
+        recorded_ms: 1_700_000_000_000 + n,
+        subtype: Some("read".into()),
+        outcome: "0".into(),
+        client_id: Some("app".into()),
+        subject: Some("app".into()),
+        fhir_user: None,
+        request_id: format!("r{n}"),
+        patients: vec![n.to_string()],
+        resource: format!("{{\"n\":{n}}}"),
+    }
+}
+
+/// A journal a killed process left may end with events it had already committed: the next
+/// start appends only the others, in the journal's order, and empties the journal.
+#[tokio::test]
+async fn a_journal_left_behind_is_appended_once_in_order() {
+    for state_url in support::state_urls("audit_journal_replay").await {
+        let store = StateStore::open(&state_url).await.unwrap();
+        let backend = state_url.split(':').next().unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "portico-journal-replay-{backend}-{}",
+            std::process::id()
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+        let records: Vec<AuditRecord> = (0..5).map(|n| sample_record("left", n)).collect();
+        {
+            let (journal, recovered) = AuditJournal::open(&dir).unwrap();
+            assert!(recovered.is_empty());
+            for record in &records {
+                journal.append(record.clone(), |_, _| ()).unwrap();
+            }
+        }
+        store.append_audit_events(&records[..2]).await.unwrap();
+
+        let (writer, task) = journaled_audit_writer(store.clone(), &dir, 16)
+            .await
+            .unwrap();
+        let mut stored: Vec<String> = store
+            .search_audit_events(&AuditFilter::default(), 100, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|stored| stored.resource)
+            .collect();
+        stored.reverse();
+        let journaled: Vec<String> = records.iter().map(|r| r.resource.clone()).collect();
+        assert_eq!(
+            stored, journaled,
+            "{backend}: each once, in the journal's order"
+        );
+        assert_eq!(store.verify_audit_chain().await.unwrap(), Ok(5));
+        drop((writer, task));
+        let (_, recovered) = AuditJournal::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(recovered.is_empty(), "{backend}: the journal was emptied");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -84,6 +84,7 @@ fn sample_groups() -> Vec<NewGroup> {
 struct Served {
     app: TestApp,
     store: StateStore,
+    audit: portico::state::audit::AuditWriter,
     tokens: TokenService,
     state_url: String,
     groups: Vec<StoredGroup>,
@@ -173,7 +174,7 @@ async fn servers(test: &str) -> Vec<Served> {
     for state_url in support::state_urls(test).await {
         let mut settings = support::settings(&db_url, 5000);
         settings.state.url = Some(Secret::new(state_url.as_str()));
-        let base = support::start(&settings).await;
+        let (base, audit) = support::start_audited(&settings).await;
         let tokens = support::token_service(&base);
         let store = tokens.store().clone();
         let mut groups = Vec::new();
@@ -183,6 +184,7 @@ async fn servers(test: &str) -> Vec<Served> {
         servers.push(Served {
             app: TestApp::at(base, db_url.clone()),
             store,
+            audit,
             tokens,
             state_url,
             groups,
@@ -496,6 +498,7 @@ async fn groups_are_for_group_readers_never_for_a_token_limited_to_a_patient() {
             )
             .await;
         assert_eq!(reply.status, 200);
+        server.audit.flush().await.unwrap();
         let filter = portico::state::audit::AuditFilter {
             patients: vec![vec!["7".into()]],
             agents: vec![vec!["cohort-tool".into()]],

@@ -229,6 +229,25 @@ pub async fn start(settings: &Settings) -> String {
 
 /// `start`, with the token that stops that server (and its background workers) when cancelled.
 pub async fn start_stoppable(settings: &Settings) -> (String, tokio_util::sync::CancellationToken) {
+    let (base, shutdown, _) = launch(settings).await;
+    (base, shutdown)
+}
+
+/// `start`, with a handle on the server's audit writer: `flush` waits until every request
+/// answered so far has its event in the state store (journaled events follow the answers).
+/// The handle keeps the writer running: a test that checks shutdown uses `start_stoppable`.
+pub async fn start_audited(settings: &Settings) -> (String, portico::state::audit::AuditWriter) {
+    let (base, _, audit) = launch(settings).await;
+    (base, audit)
+}
+
+async fn launch(
+    settings: &Settings,
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    portico::state::audit::AuditWriter,
+) {
     let application = Application::build(settings)
         .await
         .expect("application builds");
@@ -240,8 +259,9 @@ pub async fn start_stoppable(settings: &Settings) -> (String, tokio_util::sync::
         .lock()
         .unwrap()
         .insert(base.clone(), application.state.auth.tokens.clone());
+    let audit = application.state.audit.clone();
     tokio::spawn(application.run_until_cancelled());
-    (base, shutdown)
+    (base, shutdown, audit)
 }
 
 /// Starts Portico on `settings` with `access` in every request, where token validation puts a
