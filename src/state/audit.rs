@@ -707,10 +707,11 @@ impl AuditWriterTask {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(id: &str) -> AuditRecord {
+    /// An event `id` naming patients 1 and 2 (the journal's tests use it too).
+    pub(crate) fn record(id: &str) -> AuditRecord {
         AuditRecord {
             id: id.into(),
             recorded_ms: 1_700_000_000_000,

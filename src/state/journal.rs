@@ -303,21 +303,7 @@ fn parse_segment(path: &Path, text: &[u8], newest: bool) -> Result<Vec<AuditReco
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(id: &str) -> AuditRecord {
-        AuditRecord {
-            id: id.into(),
-            recorded_ms: 1_700_000_000_000,
-            subtype: Some("read".into()),
-            outcome: "0".into(),
-            client_id: Some("app".into()),
-            subject: None,
-            fhir_user: None,
-            request_id: format!("r-{id}"),
-            patients: vec!["1".into()],
-            resource: "{\"resourceType\":\"AuditEvent\"}".into(),
-        }
-    }
+    use crate::state::audit::tests::record;
 
     fn scratch(name: &str) -> PathBuf {
         let dir =
