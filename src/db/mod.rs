@@ -7,17 +7,18 @@
 
 pub mod fixture;
 mod mssql;
+mod mysql_pool;
 mod mysql_temporal;
+mod pool;
 mod sqlite_fold;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
+use sqlx::{Column, Row, TypeInfo, ValueRef};
 
 use crate::dialect::ast::Value;
 use crate::dialect::{DialectKind, RenderedQuery};
@@ -65,10 +66,6 @@ impl DbError {
 /// How the query-plan advisor asks MySQL and MariaDB for a statement's plan (prefixed to it).
 pub const MYSQL_EXPLAIN: &str = "EXPLAIN FORMAT=JSON ";
 
-/// A pooled MySQL connection idle this long is pinged before use; one in steady use is not (a
-/// connection that breaks under load fails its statement, as one breaking mid-statement would).
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
-
 /// A statement that fixes its join order (`SELECT STRAIGHT_JOIN`: a page that walks the base
 /// table in key order), or the `EXPLAIN` of one, runs on MariaDB without join buffers. A join
 /// buffer gives up the base table's order, so the whole rest of the table is joined and sorted for
@@ -95,8 +92,7 @@ pub struct DbSettings {
 
 #[derive(Debug, Clone)]
 enum Pool {
-    /// With whether the server has turned out to be MariaDB (learned as connections are made).
-    MySql(MySqlPool, Arc<AtomicBool>),
+    MySql(Arc<mysql_pool::MySqlPool>),
     Sqlite(SqlitePool),
     Mssql(std::sync::Arc<mssql::MssqlPool>),
 }
@@ -148,47 +144,12 @@ impl Database {
             Some(DialectKind::Mysql) => {
                 let url = settings.url.replacen("mariadb:", "mysql:", 1);
                 let options: MySqlConnectOptions = url.parse().map_err(invalid)?;
-                let timeout = settings.statement_timeout;
-                let mariadb = Arc::new(AtomicBool::new(false));
-                let learned = mariadb.clone();
-                let pool = MySqlPoolOptions::new()
-                    .max_connections(settings.max_connections)
-                    .acquire_timeout(settings.acquire_timeout)
-                    // A ping before every statement was a round trip per request; a connection
-                    // that has been idle is still checked before it is handed out.
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= IDLE_BEFORE_PING {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
-                    .after_connect(move |conn, _meta| {
-                        let learned = learned.clone();
-                        Box::pin(async move {
-                            conn.execute("SET SESSION TRANSACTION READ ONLY").await?;
-                            // MariaDB and MySQL spell the server-side statement limit differently;
-                            // the server then stops the statement itself when the limit passes.
-                            let mariadb = format!(
-                                "SET SESSION max_statement_time = {}",
-                                timeout.as_secs_f64()
-                            );
-                            if conn.execute(mariadb.as_str()).await.is_ok() {
-                                learned.store(true, Ordering::Relaxed);
-                            } else {
-                                let mysql = format!(
-                                    "SET SESSION max_execution_time = {}",
-                                    timeout.as_millis()
-                                );
-                                conn.execute(mysql.as_str()).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect_lazy_with(options);
-                Pool::MySql(pool, mariadb)
+                Pool::MySql(Arc::new(mysql_pool::MySqlPool::new(
+                    options,
+                    settings.max_connections,
+                    settings.statement_timeout,
+                    settings.acquire_timeout,
+                )))
             }
             Some(DialectKind::Sqlite) => {
                 let options: SqliteConnectOptions = settings.url.parse().map_err(invalid)?;
@@ -235,15 +196,8 @@ impl Database {
     pub async fn fetch(&self, query: &RenderedQuery) -> Result<Vec<Vec<Value>>, DbError> {
         let run = async {
             match &self.pool {
-                Pool::MySql(pool, mariadb) => {
-                    // Connected first: the connection tells whether the server is MariaDB.
-                    let mut conn = pool.acquire().await.map_err(classify)?;
-                    let sql = mariadb_join_order(&query.sql, mariadb.load(Ordering::Relaxed));
-                    let mut q = sqlx::query(&sql);
-                    for param in &query.params {
-                        q = bind_mysql(q, param);
-                    }
-                    let rows = q.fetch_all(&mut *conn).await.map_err(classify)?;
+                Pool::MySql(pool) => {
+                    let rows = pool.fetch(query).await?;
                     rows.iter().map(decode_mysql_row).collect()
                 }
                 Pool::Sqlite(pool) => {
@@ -310,11 +264,7 @@ impl Database {
     /// The pool's connections: (open, idle, most allowed).
     pub fn pool_use(&self) -> (u32, u32, u32) {
         match &self.pool {
-            Pool::MySql(pool, _) => (
-                pool.size(),
-                pool.num_idle() as u32,
-                pool.options().get_max_connections(),
-            ),
+            Pool::MySql(pool) => pool.usage(),
             Pool::Sqlite(pool) => (
                 pool.size(),
                 pool.num_idle() as u32,
@@ -370,7 +320,7 @@ impl Database {
 
     pub async fn close(&self) {
         match &self.pool {
-            Pool::MySql(pool, _) => pool.close().await,
+            Pool::MySql(pool) => pool.close().await,
             Pool::Sqlite(pool) => pool.close().await,
             Pool::Mssql(pool) => pool.close().await,
         }

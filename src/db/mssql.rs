@@ -1,19 +1,19 @@
-//! SQL Server through tiberius: a small pool that never reuses a connection whose statement did
-//! not finish cleanly, and the conversion of TDS values into `Value` cells.
+//! SQL Server through tiberius: a small pool (`db::pool`) that never reuses a connection whose
+//! statement did not finish cleanly, and the conversion of TDS values into `Value` cells.
 //!
 //! A statement that times out, fails, or whose future is dropped (the HTTP client went away) takes
 //! its connection with it: the connection is closed, which makes SQL Server abandon the batch,
 //! instead of going back to the pool mid-stream (tiberius issues #79 and #300).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use tiberius::{AuthMethod, Client, ColumnData, Config, EncryptionLevel, FromSql, Query};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
+use super::pool::Connections;
 use super::{DbError, DbErrorKind, redact_url};
 use crate::dialect::RenderedQuery;
 use crate::dialect::ast::Value;
@@ -22,11 +22,8 @@ pub(super) type Connection = Client<Compat<TcpStream>>;
 
 pub(super) struct MssqlPool {
     config: Config,
-    idle: Mutex<Vec<Connection>>,
-    permits: Arc<Semaphore>,
-    max_connections: u32,
+    connections: Connections<Connection>,
     statement_timeout: Duration,
-    acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for MssqlPool {
@@ -107,24 +104,14 @@ impl MssqlPool {
         config.readonly(true);
         Ok(MssqlPool {
             config,
-            idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
-            max_connections: max_connections.max(1),
+            connections: Connections::new(max_connections, acquire_timeout),
             statement_timeout,
-            acquire_timeout,
         })
     }
 
-    /// (open, idle, most allowed) connections, as `Database::pool_use` reports them. The idle
-    /// count reads 0 while another task holds the idle list.
+    /// (open, idle, most allowed) connections, as `Database::pool_use` reports them.
     pub(super) fn usage(&self) -> (u32, u32, u32) {
-        let in_use = self.max_connections - self.permits.available_permits() as u32;
-        let idle = self
-            .idle
-            .try_lock()
-            .map(|idle| idle.len() as u32)
-            .unwrap_or(0);
-        (in_use + idle, idle, self.max_connections)
+        self.connections.usage()
     }
 
     /// Runs a query on a pooled connection; the connection returns to the pool only when the
@@ -133,7 +120,7 @@ impl MssqlPool {
         let (permit, mut connection) = self.acquire().await?;
         match tokio::time::timeout(self.statement_timeout, run(&mut connection, query)).await {
             Ok(Ok(rows)) => {
-                self.release(permit, connection).await;
+                self.connections.give_back(permit, connection);
                 Ok(rows)
             }
             // The connection is dropped here, closing it: SQL Server stops the statement.
@@ -150,7 +137,7 @@ impl MssqlPool {
         let (permit, mut connection) = self.acquire().await?;
         match tokio::time::timeout(self.statement_timeout, showplan(&mut connection, query)).await {
             Ok(Ok(plan)) => {
-                self.release(permit, connection).await;
+                self.connections.give_back(permit, connection);
                 Ok(plan)
             }
             Ok(Err(error)) => Err(error),
@@ -160,21 +147,10 @@ impl MssqlPool {
 
     /// A permit and a connection (an idle one, else a new one), each within the acquire limit.
     async fn acquire(&self) -> Result<(OwnedSemaphorePermit, Connection), DbError> {
-        let unavailable = || {
-            DbError::new(
-                DbErrorKind::Unavailable,
-                "no SQL Server connection became free in time",
-            )
-        };
-        let permit =
-            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| unavailable())?
-                .map_err(|_| unavailable())?;
-        let idle = self.idle.lock().await.pop();
-        let connection = match idle {
-            Some(connection) => connection,
-            None => tokio::time::timeout(self.acquire_timeout, connect(&self.config))
+        let permit = self.connections.permit("SQL Server").await?;
+        let connection = match self.connections.take_idle() {
+            Some((connection, _)) => connection,
+            None => tokio::time::timeout(self.connections.acquire_timeout(), connect(&self.config))
                 .await
                 .map_err(|_| {
                     DbError::new(
@@ -184,12 +160,6 @@ impl MssqlPool {
                 })??,
         };
         Ok((permit, connection))
-    }
-
-    /// Pools a connection whose last batch finished cleanly, then frees its permit.
-    async fn release(&self, permit: OwnedSemaphorePermit, connection: Connection) {
-        self.idle.lock().await.push(connection);
-        drop(permit);
     }
 
     fn timed_out(&self) -> DbError {
@@ -203,7 +173,7 @@ impl MssqlPool {
     }
 
     pub(super) async fn close(&self) {
-        self.idle.lock().await.clear();
+        self.connections.drain();
     }
 }
 

@@ -124,6 +124,36 @@ on_every_backend!(legacy_sessions_refuse_writes, |app: TestApp| async move {
 
 /// A practice gives Portico a SELECT-only account: it serves everything, and its password never
 /// appears in what `portico check` prints.
+/// A MySQL connection goes back to the pool after a statement that finished cleanly, and is used
+/// again without a check; one whose statement was abandoned (its future dropped) is closed, so
+/// the next statement gets a new connection.
+#[tokio::test]
+async fn a_mysql_connection_is_reused_after_a_clean_statement_and_closed_after_an_abandoned_one() {
+    let server = format!("{}/mysql", mysql_server_url());
+    let database = legacy_database(&server, Duration::from_secs(5));
+    let connection_id = RenderedQuery {
+        sql: "SELECT CONNECTION_ID() AS id".into(),
+        params: vec![],
+    };
+    let id = |rows: Vec<Vec<Value>>| rows[0][0].clone();
+    let first = id(database.fetch(&connection_id).await.unwrap());
+    assert_eq!(id(database.fetch(&connection_id).await.unwrap()), first);
+    assert_eq!(database.pool_use(), (1, 1, 2), "one connection, idle");
+
+    let sleepy = RenderedQuery {
+        sql: "SELECT SLEEP(2) AS abandoned".into(),
+        params: vec![],
+    };
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), database.fetch(&sleepy)).await;
+    assert!(abandoned.is_err(), "the statement was still running");
+    assert_eq!(
+        database.pool_use(),
+        (0, 0, 2),
+        "the abandoned connection is closed"
+    );
+    assert_ne!(id(database.fetch(&connection_id).await.unwrap()), first);
+}
+
 #[tokio::test]
 async fn a_select_only_account_is_enough() {
     let db_url = seed(Backend::MariaDb, "readonly").await;
