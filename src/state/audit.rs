@@ -552,8 +552,12 @@ impl AuditWriter {
     }
 
     /// Returns once every event appended before the call is in the store (what a reader of the
-    /// audit trail waits for), or why it is not.
+    /// audit trail waits for), or why it is not. Without a journal an append returns only after
+    /// its commit, so there is nothing to wait for.
     pub async fn flush(&self) -> Result<(), AuditUnavailable> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
         let (done, ack) = oneshot::channel();
         self.queue(Entry::Flush(done), ack).await
     }

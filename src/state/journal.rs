@@ -90,7 +90,7 @@ fn take_lock(dir: &Path) -> Result<Option<File>, JournalError> {
     match lock.try_lock() {
         Ok(()) => Ok(Some(lock)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(source)) => Err(JournalError::Io { path, source }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io_error(&path)(source)),
     }
 }
 
@@ -181,18 +181,17 @@ impl AuditJournal {
         if current.bytes >= SEGMENT_BYTES {
             let number = current.number + 1;
             let path = segment_path(&self.dir, number);
-            current.file =
-                open_segment(&path).map_err(|source| JournalError::Io { path, source })?;
+            current.file = open_segment(&path).map_err(io_error(&path))?;
             current.number = number;
             current.bytes = 0;
         }
-        current
-            .file
-            .write_all(&line)
-            .map_err(|source| JournalError::Io {
-                path: segment_path(&self.dir, current.number),
-                source,
-            })?;
+        if let Err(source) = current.file.write_all(&line) {
+            // A part of the line may have been written (a full disk): cut it off, so the next
+            // line does not follow a damaged one, which would stop the next start.
+            let _ = current.file.set_len(current.bytes);
+            let path = segment_path(&self.dir, current.number);
+            return Err(JournalError::Io { path, source });
+        }
         current.bytes += line.len() as u64;
         current.lines += 1;
         let position = JournalPosition {
@@ -208,10 +207,7 @@ impl AuditJournal {
         let mut current = self.lock();
         if position.line == current.lines && current.bytes > 0 {
             let path = segment_path(&self.dir, current.number);
-            current
-                .file
-                .set_len(0)
-                .map_err(|source| JournalError::Io { path, source })?;
+            current.file.set_len(0).map_err(io_error(&path))?;
             current.bytes = 0;
         }
         self.delete_before(&mut current, position.segment)
@@ -223,7 +219,7 @@ impl AuditJournal {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(JournalError::Io { path, source }),
+                Err(source) => return Err(io_error(&path)(source)),
             }
             current.oldest += 1;
         }
