@@ -145,17 +145,24 @@ pub fn map_row(
     let last_updated = mapping
         .last_updated
         .and_then(|index| instant(&data.row[index], timezone));
-    let finish = |elements: Option<Json>, id: String, variant: Option<usize>| {
-        let fields = match elements {
-            Some(Json::Object(fields)) => fields,
-            _ => Map::new(),
-        };
-        let mut resource = Map::new();
+    let finish = |elements: &Node, id: String, variant: Option<usize>| {
+        // The elements go straight into the resource after its type and id (a map of their own
+        // moved over would hash every name twice); meta goes in before them once the profile
+        // claims, which read the elements, are known.
+        let mut resource = Map::with_capacity(3 + elements.field_count());
         resource.insert(
             "resourceType".into(),
             Json::String(mapping.resource_type.clone()),
         );
         resource.insert("id".into(), Json::String(id.clone()));
+        if !evaluator.fill(elements, &mut resource) {
+            // Only literals were present: the resource has no elements (its type and id stay).
+            let mut position = 0;
+            resource.retain(|_, _| {
+                position += 1;
+                position <= 2
+            });
+        }
         let mut meta = Map::new();
         if let Some(last_updated) = &last_updated {
             meta.insert("lastUpdated".into(), Json::String(last_updated.clone()));
@@ -163,16 +170,15 @@ pub fn map_row(
         let profiles: Vec<Json> = mapping
             .profiles
             .iter()
-            .filter(|claim| claim.requires.iter().all(|path| has_path(&fields, path)))
+            .filter(|claim| claim.requires.iter().all(|path| has_path(&resource, path)))
             .map(|claim| Json::String(claim.url.clone()))
             .collect();
         if !profiles.is_empty() {
             meta.insert("profile".into(), Json::Array(profiles));
         }
         if !meta.is_empty() {
-            resource.insert("meta".into(), Json::Object(meta));
+            resource.shift_insert(2, "meta".into(), Json::Object(meta));
         }
-        resource.extend(fields);
         Ok(MappedResource {
             id,
             variant,
@@ -180,7 +186,7 @@ pub fn map_row(
         })
     };
     if mapping.variants.is_empty() {
-        return vec![finish(evaluator.node(&mapping.elements), row_id, None)];
+        return vec![finish(&mapping.elements, row_id, None)];
     }
     mapping
         .variants
@@ -189,7 +195,7 @@ pub fn map_row(
         .filter(|(index, variant)| keep_variant(*index) && evaluator.all_hold(&variant.when))
         .map(|(index, variant)| {
             finish(
-                evaluator.node(&variant.elements),
+                &variant.elements,
                 format!("{row_id}-{}", variant.key),
                 Some(index),
             )
@@ -749,18 +755,10 @@ impl<'a> Evaluator<'a> {
             Node::Literal(value) => Some(value.clone()),
             Node::Column(index) => cell_text(self.cell(*index)).map(Json::String),
             Node::SplitItem => self.split_item.map(|s| Json::String(s.to_owned())),
-            Node::Object { fields, dynamic } => {
+            Node::Object { fields, .. } => {
                 // Sized up front: growing an object rehashes its keys.
                 let mut object = Map::with_capacity(fields.len());
-                let mut any_dynamic_present = false;
-                for (key, child) in fields {
-                    if let Some(value) = self.node(child) {
-                        any_dynamic_present |= child.is_dynamic();
-                        object.insert(key.clone(), value);
-                    }
-                }
-                let keep = !object.is_empty() && (any_dynamic_present || !dynamic);
-                keep.then_some(Json::Object(object))
+                self.fill(node, &mut object).then_some(Json::Object(object))
             }
             Node::Array(items) => {
                 let mut array = Vec::with_capacity(items.len());
@@ -776,6 +774,25 @@ impl<'a> Evaluator<'a> {
             }
             Node::Transform(transform) => self.transform(transform),
         }
+    }
+
+    /// Adds the present fields of `node` (an object; anything else adds nothing) to `object`,
+    /// and says whether the object stands: some field present, and when the object reads the
+    /// row, one of those that do. A field already in `object` takes the new value in place.
+    fn fill(&self, node: &Node, object: &mut Map<String, Json>) -> bool {
+        let Node::Object { fields, dynamic } = node else {
+            return false;
+        };
+        let mut any_present = false;
+        let mut any_dynamic_present = false;
+        for (key, child) in fields {
+            if let Some(value) = self.node(child) {
+                any_present = true;
+                any_dynamic_present |= child.is_dynamic();
+                object.insert(key.clone(), value);
+            }
+        }
+        any_present && (any_dynamic_present || !dynamic)
     }
 
     fn transform(&self, transform: &Transform) -> Option<Json> {

@@ -389,6 +389,14 @@ impl Node {
         }
     }
 
+    /// How many fields an object node has (0 for any other node): the most its map holds.
+    pub fn field_count(&self) -> usize {
+        match self {
+            Node::Object { fields, .. } => fields.len(),
+            _ => 0,
+        }
+    }
+
     pub fn is_dynamic(&self) -> bool {
         match self {
             Node::Literal(_) => false,

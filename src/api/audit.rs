@@ -23,7 +23,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{SecondsFormat, TimeZone, Utc};
-use serde_json::{Value as Json, json};
+use serde::Serialize;
+use serde_json::Value as Json;
 
 use super::AppState;
 use super::handlers::{encode_query, error_response, form_pairs, param, query_pairs};
@@ -34,7 +35,7 @@ use crate::access::{Access, Interaction, PatientLimit};
 use crate::auth::scope::{Context, Scope, parse_scopes_lenient};
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
-use crate::fhir::bundle::{SearchsetParts, searchset};
+use crate::fhir::bundle::Searchset;
 use crate::fhir::is_fhir_id;
 use crate::fhir::outcome::{Issue, IssueType};
 use crate::search::date::{Prefix, date_value_pattern, parse_date_query};
@@ -132,13 +133,108 @@ struct Exchange<'a> {
     patients: &'a BTreeSet<String>,
 }
 
-fn coding(system: &str, code: &str, display: &str) -> Json {
-    json!({"system": system, "code": code, "display": display})
-}
-
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+
+// The AuditEvent's elements, in FHIR's element order, written straight to JSON: every request
+// makes one, and building it as a `serde_json::Value` tree (a map per coding) cost more than
+// serializing it.
+
+#[derive(Serialize)]
+struct Coding<'a> {
+    system: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
+}
+
+const fn coding<'a>(system: &'a str, code: &'a str, display: &'a str) -> Coding<'a> {
+    Coding {
+        system,
+        code,
+        display: Some(display),
+    }
+}
+
+#[derive(Serialize)]
+struct Concept<'a> {
+    coding: [Coding<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Identifier<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<&'a str>,
+    value: &'a str,
+}
+
+#[derive(Serialize, Default)]
+struct Reference<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<Identifier<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Network<'a> {
+    address: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Agent<'a> {
+    #[serde(rename = "type")]
+    kind: Concept<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    who: Option<Reference<'a>>,
+    requestor: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<Network<'a>>,
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    observer: Reference<'a>,
+    #[serde(rename = "type")]
+    kind: [Coding<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Entity<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what: Option<Reference<'a>>,
+    #[serde(rename = "type")]
+    kind: Coding<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<Coding<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditEventJson<'a> {
+    resource_type: &'static str,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: Coding<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subtype: Option<[Coding<'a>; 1]>,
+    action: &'static str,
+    recorded: String,
+    outcome: &'static str,
+    outcome_desc: String,
+    agent: Vec<Agent<'a>>,
+    source: Source<'a>,
+    entity: Vec<Entity<'a>>,
+}
 
 /// The AuditEvent of `exchange` (BALP: RESTful interaction, OAuth agents, patient, query and
 /// request-id entities) and the fields search needs.
@@ -153,65 +249,95 @@ fn audit_record(exchange: &Exchange<'_>) -> AuditRecord {
         .collect();
     let (subtype, action) = interaction(exchange.method, &segments);
     let outcome = outcome_code(exchange.status);
+    let peer = exchange.peer.map(|peer| peer.to_string());
 
-    let mut agents = Vec::new();
-    let mut client = json!({
-        "type": {"coding": [coding(DCM, "110153", "Source Role ID")]},
-        "requestor": exchange.claims.is_none(),
+    let mut agents = Vec::with_capacity(3);
+    agents.push(Agent {
+        kind: Concept {
+            coding: [coding(DCM, "110153", "Source Role ID")],
+        },
+        who: exchange.claims.map(|claims| Reference {
+            identifier: Some(Identifier {
+                system: Some(&claims.iss),
+                value: &claims.client_id,
+            }),
+            ..Reference::default()
+        }),
+        requestor: exchange.claims.is_none(),
+        policy: None,
+        network: peer.as_deref().map(|address| Network {
+            address,
+            kind: "2",
+        }),
     });
     if let Some(claims) = exchange.claims {
-        client["who"] = json!({"identifier": {"system": claims.iss, "value": claims.client_id}});
+        agents.push(Agent {
+            kind: Concept {
+                coding: [coding(
+                    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                    "IRCP",
+                    "information recipient",
+                )],
+            },
+            who: Some(Reference {
+                reference: claims.fhir_user.as_deref(),
+                identifier: Some(Identifier {
+                    system: Some(&claims.iss),
+                    value: &claims.sub,
+                }),
+                display: None,
+            }),
+            requestor: true,
+            policy: Some([&claims.jti]),
+            network: None,
+        });
     }
-    if let Some(peer) = exchange.peer {
-        client["network"] = json!({"address": peer.to_string(), "type": "2"});
-    }
-    agents.push(client);
-    if let Some(claims) = exchange.claims {
-        let mut who = json!({"identifier": {"system": claims.iss, "value": claims.sub}});
-        if let Some(user) = &claims.fhir_user {
-            who["reference"] = json!(user);
-        }
-        agents.push(json!({
-            "type": {"coding": [coding(
-                "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                "IRCP",
-                "information recipient",
-            )]},
-            "who": who,
-            "requestor": true,
-            "policy": [claims.jti],
-        }));
-    }
-    let mut server = json!({
-        "type": {"coding": [coding(DCM, "110152", "Destination Role ID")]},
-        "who": {"display": "Portico"},
-        "requestor": false,
+    agents.push(Agent {
+        kind: Concept {
+            coding: [coding(DCM, "110152", "Destination Role ID")],
+        },
+        who: Some(Reference {
+            display: Some("Portico"),
+            ..Reference::default()
+        }),
+        requestor: false,
+        policy: None,
+        network: exchange.base.map(|address| Network { address, kind: "5" }),
     });
-    if let Some(base) = exchange.base {
-        server["network"] = json!({"address": base, "type": "5"});
-    }
-    agents.push(server);
 
-    let mut entities: Vec<Json> = exchange
+    let patient_references: Vec<String> = exchange
         .patients
         .iter()
-        .map(|patient| {
-            json!({
-                "what": {"reference": format!("Patient/{patient}")},
-                "type": coding(ENTITY_TYPE, "1", "Person"),
-                "role": coding(OBJECT_ROLE, "1", "Patient"),
-            })
-        })
+        .map(|patient| format!("Patient/{patient}"))
         .collect();
-    if let ([resource_type, id, ..], Some("read" | "vread")) = (segments.as_slice(), subtype)
-        && resource_type.bytes().all(|b| b.is_ascii_alphabetic())
-        && is_fhir_id(id)
-    {
-        entities.push(json!({
-            "what": {"reference": format!("{resource_type}/{id}")},
-            "type": coding(ENTITY_TYPE, "2", "System Object"),
-            "role": coding(OBJECT_ROLE, "4", "Domain Resource"),
-        }));
+    let mut entities: Vec<Entity<'_>> = Vec::with_capacity(patient_references.len() + 2);
+    entities.extend(patient_references.iter().map(|reference| Entity {
+        what: Some(Reference {
+            reference: Some(reference),
+            ..Reference::default()
+        }),
+        kind: coding(ENTITY_TYPE, "1", "Person"),
+        role: Some(coding(OBJECT_ROLE, "1", "Patient")),
+        query: None,
+    }));
+    let read_reference = match (segments.as_slice(), subtype) {
+        ([resource_type, id, ..], Some("read" | "vread"))
+            if resource_type.bytes().all(|b| b.is_ascii_alphabetic()) && is_fhir_id(id) =>
+        {
+            Some(format!("{resource_type}/{id}"))
+        }
+        _ => None,
+    };
+    if let Some(reference) = &read_reference {
+        entities.push(Entity {
+            what: Some(Reference {
+                reference: Some(reference),
+                ..Reference::default()
+            }),
+            kind: coding(ENTITY_TYPE, "2", "System Object"),
+            role: Some(coding(OBJECT_ROLE, "4", "Domain Resource")),
+            query: None,
+        });
     }
     if subtype == Some("search-type") {
         let resource_type = segments.first().copied().unwrap_or_default();
@@ -219,52 +345,68 @@ fn audit_record(exchange: &Exchange<'_>) -> AuditRecord {
             Some(query) if !query.is_empty() => format!("{resource_type}?{query}"),
             _ => resource_type.to_owned(),
         };
-        entities.push(json!({
-            "type": coding(ENTITY_TYPE, "2", "System Object"),
-            "role": coding(OBJECT_ROLE, "24", "Query"),
-            "query": STANDARD.encode(query),
-        }));
+        entities.push(Entity {
+            what: None,
+            kind: coding(ENTITY_TYPE, "2", "System Object"),
+            role: Some(coding(OBJECT_ROLE, "24", "Query")),
+            query: Some(STANDARD.encode(query)),
+        });
     }
-    entities.push(json!({
-        "what": {"identifier": {"value": exchange.request_id.as_str()}},
-        "type": coding(
+    entities.push(Entity {
+        what: Some(Reference {
+            identifier: Some(Identifier {
+                system: None,
+                value: exchange.request_id.as_str(),
+            }),
+            ..Reference::default()
+        }),
+        kind: coding(
             "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType",
             "XrequestId",
             "X-Request-Id",
         ),
-    }));
+        role: None,
+        query: None,
+    });
 
-    let mut event = json!({
-        "resourceType": AUDIT_EVENT,
-        "id": id,
-        "type": coding(
+    let event = AuditEventJson {
+        resource_type: AUDIT_EVENT,
+        id: &id,
+        kind: coding(
             "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "rest",
             "RESTful Operation",
         ),
-    });
-    if let Some(subtype) = subtype {
-        event["subtype"] =
-            json!([{"system": "http://hl7.org/fhir/restful-interaction", "code": subtype}]);
-    }
-    event["action"] = json!(action);
-    event["recorded"] = json!(recorded.to_rfc3339_opts(SecondsFormat::Millis, true));
-    event["outcome"] = json!(outcome);
-    event["outcomeDesc"] = json!(format!("HTTP {}", exchange.status.as_u16()));
-    event["agent"] = Json::Array(agents);
-    let mut observer = json!({"display": "Portico"});
-    if let Some(base) = exchange.base {
-        observer["identifier"] = json!({"system": "urn:ietf:rfc:3986", "value": base});
-    }
-    event["source"] = json!({
-        "observer": observer,
-        "type": [coding(
-            "http://terminology.hl7.org/CodeSystem/security-source-type",
-            "4",
-            "Application Server",
-        )],
-    });
-    event["entity"] = Json::Array(entities);
+        subtype: subtype.map(|code| {
+            [Coding {
+                system: "http://hl7.org/fhir/restful-interaction",
+                code,
+                display: None,
+            }]
+        }),
+        action,
+        recorded: recorded.to_rfc3339_opts(SecondsFormat::Millis, true),
+        outcome,
+        outcome_desc: format!("HTTP {}", exchange.status.as_u16()),
+        agent: agents,
+        source: Source {
+            observer: Reference {
+                identifier: exchange.base.map(|base| Identifier {
+                    system: Some("urn:ietf:rfc:3986"),
+                    value: base,
+                }),
+                display: Some("Portico"),
+                ..Reference::default()
+            },
+            kind: [coding(
+                "http://terminology.hl7.org/CodeSystem/security-source-type",
+                "4",
+                "Application Server",
+            )],
+        },
+        entity: entities,
+    };
+    let resource = serde_json::to_string(&event).expect("an AuditEvent serializes");
 
     AuditRecord {
         id,
@@ -276,7 +418,7 @@ fn audit_record(exchange: &Exchange<'_>) -> AuditRecord {
         fhir_user: exchange.claims.and_then(|c| c.fhir_user.clone()),
         request_id: exchange.request_id.as_str().to_owned(),
         patients: exchange.patients.iter().cloned().collect(),
-        resource: event.to_string(),
+        resource,
     }
 }
 
@@ -776,13 +918,13 @@ async fn search(
     response
 }
 
-async fn search_events(
+async fn search_events<'a>(
     state: &AppState,
     access: &Access,
     claims: Option<&AccessClaims>,
-    base: &str,
+    base: &'a str,
     pairs: &[(String, String)],
-) -> Result<Json, ApiError> {
+) -> Result<Searchset<'a>, ApiError> {
     may_read_audit(state, access, claims, Interaction::Search).await?;
     let search = parse_search(pairs)?;
     caught_up(state).await?;
@@ -819,7 +961,7 @@ async fn search_events(
         .map(|event| serde_json::from_str(&event.resource))
         .collect::<Result<Vec<Json>, _>>()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(searchset(SearchsetParts {
+    Ok(Searchset {
         base_url: base,
         self_url: link(search.before_seq),
         next_url,
@@ -828,13 +970,14 @@ async fn search_events(
         included: Vec::new(),
         outcome: None,
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-    }))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::search::parse::MAX_COUNT;
+    use serde_json::json;
 
     #[test]
     fn patients_are_the_patient_itself_and_every_patient_reference() {

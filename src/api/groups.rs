@@ -21,7 +21,7 @@ use crate::access::{Access, Interaction, PatientLimit};
 use crate::auth::scope::{Context, Scope, parse_scopes_lenient};
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
-use crate::fhir::bundle::{SearchsetParts, searchset};
+use crate::fhir::bundle::Searchset;
 use crate::fhir::is_fhir_id;
 use crate::fhir::outcome::{Issue, IssueType};
 use crate::search::parse::{
@@ -351,8 +351,8 @@ async fn search(
         match search_groups(state, access, claims.as_deref(), base.fhir(), &pairs).await {
             Ok(bundle) => {
                 let mut patients = PatientsTouched::default();
-                for entry in bundle["entry"].as_array().into_iter().flatten() {
-                    patients.add(&entry["resource"]);
+                for group in &bundle.matches {
+                    patients.add(group);
                 }
                 let mut response = match body(&negotiated, &bundle) {
                     Ok(bytes) => respond(&negotiated, bytes),
@@ -369,13 +369,13 @@ async fn search(
     response
 }
 
-async fn search_groups(
+async fn search_groups<'a>(
     state: &AppState,
     access: &Access,
     claims: Option<&AccessClaims>,
-    base: &str,
+    base: &'a str,
     pairs: &[(String, String)],
-) -> Result<Json, ApiError> {
+) -> Result<Searchset<'a>, ApiError> {
     may_read_groups(state, access, claims, Interaction::Search).await?;
     let search = parse_search(pairs)?;
     let store = state.auth.tokens.store();
@@ -406,7 +406,7 @@ async fn search_groups(
     let next_url = (more && search.count > 0)
         .then(|| groups.last().map(|last| link(Some(&last.id))))
         .flatten();
-    Ok(searchset(SearchsetParts {
+    Ok(Searchset {
         base_url: base,
         self_url: link(search.after_id.as_deref()),
         next_url,
@@ -415,7 +415,7 @@ async fn search_groups(
         included: Vec::new(),
         outcome: None,
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-    }))
+    })
 }
 
 #[cfg(test)]

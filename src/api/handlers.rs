@@ -17,7 +17,7 @@ use super::origin::PublicBase;
 use crate::access::{Access, Interaction};
 use crate::adapter::model::ResourceDef;
 use crate::error::ApiError;
-use crate::fhir::bundle::{SearchsetParts, searchset};
+use crate::fhir::bundle::Searchset;
 use crate::fhir::capability::capability_statement;
 use crate::fhir::outcome::{Issue, IssueType, Severity, operation_outcome};
 use crate::fhir::resource_types::is_resource_type;
@@ -454,7 +454,7 @@ async fn search_inner(
     let mut patients = PatientsTouched::default();
     let bundle = if plan.summary == SummaryMode::Count {
         let total = state.repository.count(&plan, access).await?;
-        searchset(SearchsetParts {
+        Searchset {
             base_url: base,
             self_url,
             next_url: None,
@@ -463,7 +463,7 @@ async fn search_inner(
             included: Vec::new(),
             outcome: (!warnings.is_empty()).then(|| operation_outcome(&warnings)),
             timestamp: now_instant(),
-        })
+        }
     } else {
         let page = state
             .repository
@@ -515,7 +515,7 @@ async fn search_inner(
                 resource
             })
             .collect();
-        searchset(SearchsetParts {
+        Searchset {
             base_url: base,
             self_url,
             next_url,
@@ -524,7 +524,7 @@ async fn search_inner(
             included: page.included,
             outcome: (!warnings.is_empty()).then(|| operation_outcome(&warnings)),
             timestamp: now_instant(),
-        })
+        }
     };
     Ok(with_patients(
         respond(negotiated, body(negotiated, &bundle)?),

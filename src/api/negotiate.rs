@@ -3,7 +3,6 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value as Json;
 
 use crate::error::ApiError;
 use crate::fhir::xml::to_xml;
@@ -123,7 +122,10 @@ pub fn negotiate(
 }
 
 /// Serializes `resource` as negotiated.
-pub fn body(negotiated: &Negotiated, resource: &Json) -> Result<Vec<u8>, ApiError> {
+pub fn body(
+    negotiated: &Negotiated,
+    resource: &impl serde::Serialize,
+) -> Result<Vec<u8>, ApiError> {
     let json = if negotiated.pretty {
         serde_json::to_vec_pretty(resource)
     } else {

@@ -30,8 +30,9 @@ use super::{Bind, StateError, StateStore, bind_all, placeholders, value_rows};
 /// The resource type of the audit trail (served from this store, never from the PMS).
 pub const AUDIT_EVENT: &str = "AuditEvent";
 
-/// One AuditEvent to append, with the fields search needs beside its JSON (and a line of the
-/// journal, as JSON).
+/// One AuditEvent to append, with the fields search needs beside its JSON. As JSON it is a line
+/// of the journal: `Serialize` writes every field but the resource, which `journal` appends as
+/// the JSON it already is (escaping it into a string cost a pass over every byte).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
     pub id: String,
@@ -49,6 +50,7 @@ pub struct AuditRecord {
     /// The Patient ids the answer touched, sorted and without repeats.
     pub patients: Vec<String>,
     /// The AuditEvent as FHIR JSON.
+    #[serde(skip_serializing, deserialize_with = "super::journal::embedded_json")]
     pub resource: String,
 }
 

@@ -175,8 +175,7 @@ impl AuditJournal {
         record: AuditRecord,
         then: impl FnOnce(AuditRecord, JournalPosition) -> T,
     ) -> Result<T, JournalError> {
-        let mut line = serde_json::to_vec(&record).expect("an audit record serializes");
-        line.push(b'\n');
+        let line = journal_line(&record);
         let mut current = self.lock();
         if current.bytes >= SEGMENT_BYTES {
             let number = current.number + 1;
@@ -232,6 +231,31 @@ impl AuditJournal {
         self.current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `record` as one line: its fields, then its resource as the JSON it is.
+fn journal_line(record: &AuditRecord) -> Vec<u8> {
+    let mut line = Vec::with_capacity(record.resource.len() + 512);
+    serde_json::to_writer(&mut line, record).expect("an audit record serializes");
+    // The fields end with the object's closing brace; the resource goes before it.
+    line.pop();
+    line.extend_from_slice(b",\"resource\":");
+    line.extend_from_slice(record.resource.as_bytes());
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+/// A journal line's `resource`: the AuditEvent's JSON as it stands in the line (or, from lines
+/// written before it stood there, a string holding it).
+pub(super) fn embedded_json<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    use serde::Deserialize;
+    let raw = <Box<serde_json::value::RawValue>>::deserialize(deserializer)?;
+    match raw.get() {
+        text if text.starts_with('"') => serde_json::from_str(text).map_err(serde::de::Error::custom),
+        text => Ok(text.to_owned()),
     }
 }
 
@@ -370,11 +394,28 @@ mod tests {
     }
 
     #[test]
+    fn a_line_holds_the_resource_as_json_and_older_lines_as_a_string_read_too() {
+        let mut written = record("a");
+        written.resource = r#"{"resourceType":"AuditEvent","id":"a","outcomeDesc":"\"quoted\" é"}"#.into();
+        let line = journal_line(&written);
+        assert!(line.ends_with(b"}\n"));
+        let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed["resource"]["id"], "a", "the resource is JSON, not a string");
+        assert_eq!(serde_json::from_slice::<AuditRecord>(&line).unwrap(), written);
+        // A line from before the resource was embedded: every field, the resource escaped.
+        let mut older = parsed;
+        older["resource"] = serde_json::Value::String(written.resource.clone());
+        let older = serde_json::to_vec(&older).unwrap();
+        assert_eq!(serde_json::from_slice::<AuditRecord>(&older).unwrap(), written);
+    }
+
+    #[test]
     fn a_damaged_line_before_the_end_stops_the_start() {
         let root = scratch("damaged");
         let killed = root.join("1-1");
         std::fs::create_dir_all(&killed).unwrap();
-        let good = serde_json::to_string(&record("a")).unwrap();
+        let good = String::from_utf8(journal_line(&record("a"))).unwrap();
+        let good = good.trim_end();
         std::fs::write(
             segment_path(&killed, 4),
             format!("{good}\nnot json\n{good}\n"),
