@@ -265,10 +265,9 @@ fn audit_record(exchange: &Exchange<'_>) -> AuditRecord {
         }),
         requestor: exchange.claims.is_none(),
         policy: None,
-        network: peer.as_deref().map(|address| Network {
-            address,
-            kind: "2",
-        }),
+        network: peer
+            .as_deref()
+            .map(|address| Network { address, kind: "2" }),
     });
     if let Some(claims) = exchange.claims {
         agents.push(Agent {

@@ -254,7 +254,9 @@ pub(super) fn embedded_json<'de, D: serde::Deserializer<'de>>(
     use serde::Deserialize;
     let raw = <Box<serde_json::value::RawValue>>::deserialize(deserializer)?;
     match raw.get() {
-        text if text.starts_with('"') => serde_json::from_str(text).map_err(serde::de::Error::custom),
+        text if text.starts_with('"') => {
+            serde_json::from_str(text).map_err(serde::de::Error::custom)
+        }
         text => Ok(text.to_owned()),
     }
 }
@@ -396,17 +398,27 @@ mod tests {
     #[test]
     fn a_line_holds_the_resource_as_json_and_older_lines_as_a_string_read_too() {
         let mut written = record("a");
-        written.resource = r#"{"resourceType":"AuditEvent","id":"a","outcomeDesc":"\"quoted\" é"}"#.into();
+        written.resource =
+            r#"{"resourceType":"AuditEvent","id":"a","outcomeDesc":"\"quoted\" é"}"#.into();
         let line = journal_line(&written);
         assert!(line.ends_with(b"}\n"));
         let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!(parsed["resource"]["id"], "a", "the resource is JSON, not a string");
-        assert_eq!(serde_json::from_slice::<AuditRecord>(&line).unwrap(), written);
+        assert_eq!(
+            parsed["resource"]["id"], "a",
+            "the resource is JSON, not a string"
+        );
+        assert_eq!(
+            serde_json::from_slice::<AuditRecord>(&line).unwrap(),
+            written
+        );
         // A line from before the resource was embedded: every field, the resource escaped.
         let mut older = parsed;
         older["resource"] = serde_json::Value::String(written.resource.clone());
         let older = serde_json::to_vec(&older).unwrap();
-        assert_eq!(serde_json::from_slice::<AuditRecord>(&older).unwrap(), written);
+        assert_eq!(
+            serde_json::from_slice::<AuditRecord>(&older).unwrap(),
+            written
+        );
     }
 
     #[test]
