@@ -18,7 +18,9 @@
 //!    exactly as `Repository::read`/`Repository::search` do, runs the SQL on its own sqlx pool
 //!    (the collection queries included) and writes the rows straight to JSON: no mapping to FHIR,
 //!    no Bundle.
-//! 3. Closed-loop load, a fixed number of HTTP clients for a fixed time, per scenario and target.
+//! 3. Closed-loop load, a fixed number of HTTP clients for a fixed time, per scenario and target;
+//!    `PORTICO_BENCH_ROUNDS` (default 1) repeats each Portico-then-raw pair, and the table shows
+//!    the round with the median ratio (one pair's ratio moves by ±15 % from run to run).
 //! 4. Pages through every served Patient with `_count=1000` while sampling the resident memory.
 //! 5. With `PORTICO_BENCH_EXPORT=1`: a system `$export` of every type (the default
 //!    `export.page_size` pages), timed from kick-off to completion in the state store, with the
@@ -93,6 +95,8 @@ struct Config {
     pool_size: u32,
     reseed: bool,
     max_minutes: u64,
+    /// Portico-then-raw pairs run per scenario (`PORTICO_BENCH_ROUNDS`).
+    rounds: usize,
     scenarios: Option<Vec<String>>,
     paging: bool,
     /// Run the bulk export comparison (`PORTICO_BENCH_EXPORT=1`).
@@ -165,6 +169,7 @@ impl Config {
             pool_size: env_or("PORTICO_BENCH_POOL", 10u32).max(1),
             reseed: env_or("PORTICO_BENCH_RESEED", 0u8) == 1,
             max_minutes: env_or("PORTICO_BENCH_MAX_MINUTES", 30u64),
+            rounds: env_or("PORTICO_BENCH_ROUNDS", 1usize).max(1),
             scenarios: std::env::var("PORTICO_BENCH_SCENARIOS").ok().map(|s| {
                 s.split(',')
                     .map(|p| p.trim().to_owned())
@@ -1185,6 +1190,15 @@ struct WorkerResult {
     errors: u64,
     bytes: u64,
     samples: Vec<String>,
+}
+
+/// Portico's throughput over the baseline's in one round (0 when the baseline served nothing).
+fn pair_ratio((portico, raw): &(&RunResult, &RunResult)) -> f64 {
+    if raw.rps() > 0.0 {
+        portico.rps() / raw.rps()
+    } else {
+        0.0
+    }
 }
 
 struct RunResult {
@@ -2550,10 +2564,12 @@ fn main() {
                 &admin,
                 &adapter.resources[scenario.resource_type].mappings,
             ));
-            for (target, client, base) in [
+            let pairs = [
                 (Target::Portico, &portico_client, &portico_base),
                 (Target::Baseline, &baseline_client, &baseline_base),
-            ] {
+            ];
+            for (target, client, base) in pairs.iter().cycle().take(2 * config.rounds) {
+                let (target, client, base) = (*target, *client, *base);
                 let run = client_rt.block_on(measure(
                     client, base, target, scenario, *index, &ids, &config, &db_stat, ticks,
                 ));
@@ -2643,13 +2659,31 @@ fn main() {
         "| scenario | target | req/s | p50 ms | p99 ms | errors | KiB/resp | server CPU µs/req | DB CPU µs/req | other CPU s | Portico / raw |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut round_ratios = Vec::new();
     for (_, scenario) in &selected {
-        let portico = results
-            .iter()
-            .find(|r| r.scenario == scenario.key && r.target == Target::Portico);
-        let raw = results
-            .iter()
-            .find(|r| r.scenario == scenario.key && r.target == Target::Baseline);
+        // Rounds pair up in the order they ran; the table shows the pair with the median ratio.
+        let of = |target: Target| {
+            results
+                .iter()
+                .filter(move |r| r.scenario == scenario.key && r.target == target)
+        };
+        let mut pairs: Vec<(&RunResult, &RunResult)> =
+            of(Target::Portico).zip(of(Target::Baseline)).collect();
+        pairs.sort_by(|a, b| pair_ratio(a).total_cmp(&pair_ratio(b)));
+        if pairs.len() > 1 {
+            round_ratios.push(format!(
+                "{}: {}",
+                scenario.key,
+                pairs
+                    .iter()
+                    .map(|pair| format!("{:.2}", pair_ratio(pair)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let median = pairs.get(pairs.len() / 2);
+        let portico = median.map(|pair| pair.0);
+        let raw = median.map(|pair| pair.1);
         for run in [portico, raw].into_iter().flatten() {
             let per_req = |cpu: f64| {
                 if run.ok > 0 {
@@ -2683,6 +2717,12 @@ fn main() {
                 ratio
             );
         }
+    }
+    if !round_ratios.is_empty() {
+        println!(
+            "\nPortico / raw per round, ascending (the table shows the median): {}",
+            round_ratios.join("; ")
+        );
     }
     let mut failed = results.iter().any(|r| r.errors > 0 || r.ok == 0);
     if let Some(p) = &paging {
