@@ -733,8 +733,12 @@ fn equated_base_columns(joins: &[Join]) -> HashMap<(String, String), Expr> {
                 continue;
             };
             for (joined, base) in [(left, right), (right, left)] {
-                if let (Expr::Column { table, column }, Expr::Column { table: base_table, .. }) =
-                    (joined, base)
+                if let (
+                    Expr::Column { table, column },
+                    Expr::Column {
+                        table: base_table, ..
+                    },
+                ) = (joined, base)
                     && table == &join.table.alias
                     && base_table == BASE_ALIAS
                 {
