@@ -218,6 +218,21 @@ struct Entity<'a> {
     query: Option<String>,
 }
 
+impl<'a> Entity<'a> {
+    /// An entity naming a resource by its reference (`Patient/7`).
+    fn about(reference: &'a str, kind: Coding<'a>, role: Coding<'a>) -> Entity<'a> {
+        Entity {
+            what: Some(Reference {
+                reference: Some(reference),
+                ..Reference::default()
+            }),
+            kind,
+            role: Some(role),
+            query: None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AuditEventJson<'a> {
@@ -312,14 +327,12 @@ fn audit_record(exchange: &Exchange<'_>) -> AuditRecord {
         .map(|patient| format!("Patient/{patient}"))
         .collect();
     let mut entities: Vec<Entity<'_>> = Vec::with_capacity(patient_references.len() + 2);
-    entities.extend(patient_references.iter().map(|reference| Entity {
-        what: Some(Reference {
-            reference: Some(reference),
-            ..Reference::default()
-        }),
-        kind: coding(ENTITY_TYPE, "1", "Person"),
-        role: Some(coding(OBJECT_ROLE, "1", "Patient")),
-        query: None,
+    entities.extend(patient_references.iter().map(|reference| {
+        Entity::about(
+            reference,
+            coding(ENTITY_TYPE, "1", "Person"),
+            coding(OBJECT_ROLE, "1", "Patient"),
+        )
     }));
     let read_reference = match (segments.as_slice(), subtype) {
         ([resource_type, id, ..], Some("read" | "vread"))
@@ -330,15 +343,11 @@ fn audit_record(exchange: &Exchange<'_>) -> AuditRecord {
         _ => None,
     };
     if let Some(reference) = &read_reference {
-        entities.push(Entity {
-            what: Some(Reference {
-                reference: Some(reference),
-                ..Reference::default()
-            }),
-            kind: coding(ENTITY_TYPE, "2", "System Object"),
-            role: Some(coding(OBJECT_ROLE, "4", "Domain Resource")),
-            query: None,
-        });
+        entities.push(Entity::about(
+            reference,
+            coding(ENTITY_TYPE, "2", "System Object"),
+            coding(OBJECT_ROLE, "4", "Domain Resource"),
+        ));
     }
     if subtype == Some("search-type") {
         let resource_type = segments.first().copied().unwrap_or_default();
