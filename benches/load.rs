@@ -656,11 +656,14 @@ fn resolved(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
 
 /// Whether `cond` reads only the base table's columns (no join alias, no subquery).
 fn on_base_table(cond: &Cond) -> bool {
-    let base = |expr: &Expr| match expr {
-        Expr::Column { table, .. } => table == BASE_ALIAS,
-        Expr::Value(_) | Expr::MinActiveRowVersion => true,
-        Expr::CountAll | Expr::CountWhere(_) => false,
-    };
+    fn base(expr: &Expr) -> bool {
+        match expr {
+            Expr::Column { table, .. } => table == BASE_ALIAS,
+            Expr::Value(_) | Expr::MinActiveRowVersion => true,
+            Expr::Case { when, then } => on_base_table(when) && base(then),
+            Expr::CountAll | Expr::CountWhere(_) => false,
+        }
+    }
     match cond {
         Cond::True | Cond::False => true,
         Cond::And(conds) | Cond::Or(conds) => conds.iter().all(on_base_table),

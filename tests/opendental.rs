@@ -439,6 +439,42 @@ async fn opendental_on_mariadb() {
             .iter()
             .all(|a| a["start"].as_str().expect("start")[..10] >= *"2025-01-06")
     );
+    // The date reads the appointment's own row for scheduled statuses only (the `slot` join,
+    // which the SQL reads from the base row): a search finds exactly the served appointments
+    // whose start matches, and a waitlisted one has no date.
+    let ids = |found: &[Json]| -> BTreeSet<String> {
+        found
+            .iter()
+            .map(|a| a["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let starting = |matches: &dyn Fn(Option<&str>) -> bool| -> BTreeSet<String> {
+        ids(&appointments
+            .iter()
+            .filter(|a| matches(a["start"].as_str()))
+            .cloned()
+            .collect::<Vec<_>>())
+    };
+    assert_eq!(
+        ids(&recent),
+        starting(&|start| start.is_some_and(|s| s[..10] >= *"2025-01-06"))
+    );
+    let undated = fhir.all("Appointment?date:missing=true&_count=100").await;
+    assert!(!undated.is_empty());
+    assert_eq!(ids(&undated), starting(&|start| start.is_none()));
+    assert!(undated.iter().all(|a| a["status"] == "waitlist"));
+    let latest_first = fhir.all("Appointment?_sort=-date&_count=50").await;
+    assert_eq!(latest_first.len(), appointments.len());
+    let starts: Vec<Option<&str>> = latest_first.iter().map(|a| a["start"].as_str()).collect();
+    assert!(
+        starts.windows(2).all(|pair| match pair {
+            [Some(a), Some(b)] => a[..19] >= b[..19],
+            [Some(_), None] | [None, None] => true,
+            [None, Some(_)] => false,
+            _ => unreachable!(),
+        }),
+        "sorted latest first, undated last: {starts:?}"
+    );
     let hygienist = fhir
         .all("Appointment?practitioner=Practitioner/5&_count=100")
         .await;

@@ -103,6 +103,11 @@ pub enum Expr {
     /// still commit. Rowversion change detection reads only below it, so a slow transaction's
     /// rows are not skipped. Engines without rowversions render NULL (nothing compares true).
     MinActiveRowVersion,
+    /// `CASE WHEN when THEN then END`: `then` where `when` holds, NULL elsewhere.
+    Case {
+        when: Box<Cond>,
+        then: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +219,7 @@ impl Expr {
         match self {
             Expr::Column { table, .. } => table == alias,
             Expr::CountWhere(conds) => conds.iter().any(|c| c.reads(alias)),
+            Expr::Case { when, then } => when.reads(alias) || then.reads(alias),
             Expr::Value(_) | Expr::CountAll | Expr::MinActiveRowVersion => false,
         }
     }
@@ -228,15 +234,16 @@ impl Cond {
         }
     }
 
-    /// `AND` that folds constants, so compiled trees stay small and snapshots readable.
+    /// `AND` that folds constants and repeats, so compiled trees stay small and snapshots
+    /// readable.
     pub fn and(conds: Vec<Cond>) -> Cond {
         let mut kept = Vec::with_capacity(conds.len());
         for cond in conds {
             match cond {
                 Cond::True => {}
                 Cond::False => return Cond::False,
-                Cond::And(inner) => kept.extend(inner),
-                other => kept.push(other),
+                Cond::And(inner) => inner.into_iter().for_each(|c| push_new(&mut kept, c)),
+                other => push_new(&mut kept, other),
             }
         }
         match kept.len() {
@@ -246,15 +253,15 @@ impl Cond {
         }
     }
 
-    /// `OR` that folds constants.
+    /// `OR` that folds constants and repeats.
     pub fn or(conds: Vec<Cond>) -> Cond {
         let mut kept = Vec::with_capacity(conds.len());
         for cond in conds {
             match cond {
                 Cond::False => {}
                 Cond::True => return Cond::True,
-                Cond::Or(inner) => kept.extend(inner),
-                other => kept.push(other),
+                Cond::Or(inner) => inner.into_iter().for_each(|c| push_new(&mut kept, c)),
+                other => push_new(&mut kept, other),
             }
         }
         match kept.len() {
@@ -322,5 +329,12 @@ impl Cond {
             Cond::Not(inner) => *inner,
             other => Cond::Not(Box::new(other)),
         }
+    }
+}
+
+/// Adds `cond` to the operands of an AND or OR unless it is one already (`x AND x` is `x`).
+fn push_new(operands: &mut Vec<Cond>, cond: Cond) {
+    if !operands.contains(&cond) {
+        operands.push(cond);
     }
 }

@@ -208,6 +208,13 @@ impl Renderer<'_> {
             Expr::Value(value) => self.bind(value.clone()),
             Expr::CountAll => self.sql.push_str("COUNT(*)"),
             Expr::MinActiveRowVersion => self.dialect.min_active_rowversion(&mut self.sql),
+            Expr::Case { when, then } => {
+                self.sql.push_str("CASE WHEN ");
+                self.cond(when);
+                self.sql.push_str(" THEN ");
+                self.expr(then);
+                self.sql.push_str(" END");
+            }
             Expr::CountWhere(conds) => {
                 self.sql.push_str("SUM(");
                 for (index, cond) in conds.iter().enumerate() {

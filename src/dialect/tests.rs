@@ -181,4 +181,42 @@ fn constant_folding_keeps_trees_small() {
     assert_eq!(Cond::or(vec![Cond::False, Cond::False]), Cond::False);
     assert_eq!(Cond::or(vec![Cond::False, Cond::True]), Cond::True);
     assert_eq!(Cond::negate(Cond::negate(Cond::False)), Cond::False);
+    let dated = Cond::IsNull {
+        expr: Expr::column("t", "date"),
+        negated: true,
+    };
+    assert_eq!(Cond::and(vec![dated.clone(), dated.clone()]), dated);
+    assert_eq!(
+        Cond::or(vec![dated.clone(), Cond::Or(vec![dated.clone()])]),
+        dated
+    );
+}
+
+#[test]
+fn a_case_reads_its_column_only_where_its_condition_holds() {
+    let select = Select {
+        columns: vec![Expr::Case {
+            when: Box::new(Cond::In {
+                expr: Expr::column("t", "status"),
+                values: vec![Value::Int(1), Value::Int(2)],
+                negated: false,
+            }),
+            then: Box::new(Expr::column("t", "start")),
+        }],
+        from: TableRef {
+            table: "appointment".into(),
+            alias: "t".into(),
+        },
+        joins: vec![],
+        filter: Cond::True,
+        order_by: vec![],
+        limit: None,
+        fixed_join_order: false,
+    };
+    let query = render(DialectKind::Mssql, &select);
+    assert_eq!(
+        query.sql,
+        "SELECT CASE WHEN [t].[status] IN (@P1, @P2) THEN [t].[start] END FROM [appointment] [t]"
+    );
+    assert_eq!(query.params, vec![Value::Int(1), Value::Int(2)]);
 }

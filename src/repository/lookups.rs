@@ -152,7 +152,7 @@ impl LookupCache {
             };
             let join = rewritten.joins.remove(index);
             let cached = join.cached.expect("only cached joins are left out");
-            prepared.fills.push(fill_columns(
+            prepared.fills.extend(fill_columns(
                 &mut rewritten,
                 &join.table.alias,
                 &cached,
@@ -287,12 +287,14 @@ fn read_elsewhere(select: &Select, index: usize) -> bool {
 
 /// Points `select`'s columns of the left-out join `alias` at the lookup rows: each becomes a NULL
 /// placeholder that `Prepared::complete` fills; the foreign key is selected if it is not already.
+/// None when the SELECT list reads nothing of the join (a count): the join is simply left out, as
+/// a LEFT JOIN on the lookup's key neither adds nor removes rows.
 fn fill_columns(
     select: &mut Select,
     alias: &str,
     cached: &CachedJoin,
     rows: Arc<LookupRows>,
-) -> Fill {
+) -> Option<Fill> {
     let mut columns = Vec::new();
     for (position, expr) in select.columns.iter_mut().enumerate() {
         if let Expr::Column { table, column } = expr
@@ -307,6 +309,9 @@ fn fill_columns(
             *expr = Expr::Value(Value::Null);
         }
     }
+    if columns.is_empty() {
+        return None;
+    }
     let foreign = match select.columns.iter().position(|c| *c == cached.foreign) {
         Some(position) => position,
         None => {
@@ -314,11 +319,11 @@ fn fill_columns(
             select.columns.len() - 1
         }
     };
-    Fill {
+    Some(Fill {
         rows,
         foreign,
         columns,
-    }
+    })
 }
 
 impl Prepared {
@@ -480,7 +485,7 @@ mod tests {
             "patient_data",
             vec![Expr::column("t", "pid"), Expr::column("gp", "fname")],
         );
-        let fill = fill_columns(&mut select, "gp", &cached, copy);
+        let fill = fill_columns(&mut select, "gp", &cached, copy).expect("gp.fname is selected");
         assert_eq!(
             select.columns,
             vec![
@@ -508,6 +513,19 @@ mod tests {
                 vec![Value::Int(3), Value::Null],
             ]
         );
+    }
+
+    #[test]
+    fn a_count_leaves_its_lookups_out_without_selecting_their_keys() {
+        // `COUNT(*), t.providerID` without GROUP BY is an error on SQL Server: nothing is added.
+        let copy = copy(
+            "Patient:gp",
+            vec![vec![Value::Int(7), Value::Text("Ada".into())]],
+        );
+        let cached = cached_by_id("Patient:gp", Expr::column("t", "providerID"), &["fname"]);
+        let mut select = base_select("patient_data", vec![Expr::CountAll]);
+        assert!(fill_columns(&mut select, "gp", &cached, copy).is_none());
+        assert_eq!(select.columns, vec![Expr::CountAll]);
     }
 
     #[test]
@@ -544,8 +562,10 @@ mod tests {
                 Expr::column("kind", "type"),
             ],
         );
-        let kind_fill = fill_columns(&mut select, "kind", &kind, kinds);
-        let payer_fill = fill_columns(&mut select, "payer", &payer, payers);
+        let kind_fill =
+            fill_columns(&mut select, "kind", &kind, kinds).expect("kind.type is selected");
+        let payer_fill =
+            fill_columns(&mut select, "payer", &payer, payers).expect("payer.name is selected");
         assert_eq!(
             select.columns,
             vec![

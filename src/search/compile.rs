@@ -1498,6 +1498,7 @@ pub fn page_select(
         }))
         .collect();
     select.limit = Some(limit);
+    same_row::inline_same_row_joins(mapping, &mut select);
     select
 }
 
@@ -1563,7 +1564,9 @@ pub fn count_select(branch: &BranchPlan, access: &RowAccess) -> Select {
                 .collect(),
         )
     };
-    base_select(mapping, vec![counter], access, branch.cond.clone())
+    let mut select = base_select(mapping, vec![counter], access, branch.cond.clone());
+    same_row::inline_same_row_joins(mapping, &mut select);
+    select
 }
 
 /// The SELECT reading rows of `mapping` that satisfy `cond` within `access` (a read by id, an
@@ -1585,6 +1588,7 @@ pub fn rows_select(
         })
         .collect();
     select.limit = limit;
+    same_row::inline_same_row_joins(mapping, &mut select);
     select
 }
 
@@ -1665,6 +1669,7 @@ fn child_rows(
 }
 
 mod access;
+mod same_row;
 pub use access::{RowAccess, row_access};
 
 #[cfg(test)]

@@ -237,8 +237,23 @@ const CEREBELLO_CASES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Open Dental reads an appointment's date through a join of the appointment to itself (`slot`),
+/// which the compiled SQL reads from the base row instead: sargable where a condition admits rows,
+/// a CASE where it does not (`:missing`, sorting, the SELECT list).
+const OPENDENTAL_CASES: &[(&str, &str)] = &[
+    ("Appointment", "patient=7&date=ge2024-01-01"),
+    ("Appointment", "date:missing=true"),
+    ("Appointment", "patient=7&_sort=-date"),
+];
+
 fn render_all(dialect: DialectKind) -> String {
     let mut out = render_cases(dialect, &openemr(), CASES, "");
+    out.push_str(&render_cases(
+        dialect,
+        &adapter_named("opendental"),
+        OPENDENTAL_CASES,
+        "opendental: ",
+    ));
     let cerebello = cerebello();
     out.push_str(&render_cases(
         dialect,
