@@ -654,30 +654,6 @@ fn resolved(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
     select.with_lookup_keys(&|name| keys.get(name).cloned())
 }
 
-/// Whether `cond` reads only the base table's columns (no join alias, no subquery).
-fn on_base_table(cond: &Cond) -> bool {
-    fn base(expr: &Expr) -> bool {
-        match expr {
-            Expr::Column { table, .. } => table == BASE_ALIAS,
-            Expr::Value(_) | Expr::MinActiveRowVersion => true,
-            Expr::Case { when, then } => on_base_table(when) && base(then),
-            Expr::CountAll | Expr::CountWhere(_) => false,
-        }
-    }
-    match cond {
-        Cond::True | Cond::False => true,
-        Cond::And(conds) | Cond::Or(conds) => conds.iter().all(on_base_table),
-        Cond::Not(inner) => on_base_table(inner),
-        Cond::Compare { left, right, .. } => base(left) && base(right),
-        Cond::In { expr, .. }
-        | Cond::IsNull { expr, .. }
-        | Cond::Like { expr, .. }
-        | Cond::ExactText { expr, .. }
-        | Cond::ZeroDate { expr } => base(expr),
-        Cond::Exists { .. } | Cond::InLookup { .. } => false,
-    }
-}
-
 /// The plain single-table query over `select`'s base table (see `BaselineKind::SingleTable`):
 /// lookups resolved to constants, joins gone, conditions and sort terms on other tables dropped,
 /// joined columns selected as NULL so that the row keys stay in place.
@@ -707,7 +683,12 @@ fn single_table(select: &Select, keys: &HashMap<String, Vec<Value>>) -> Select {
             .collect(),
         from: select.from,
         joins: Vec::new(),
-        filter: Cond::and(conjuncts.into_iter().filter(on_base_table).collect()),
+        filter: Cond::and(
+            conjuncts
+                .into_iter()
+                .filter(|cond| cond.reads_only(BASE_ALIAS))
+                .collect(),
+        ),
         order_by: select
             .order_by
             .into_iter()

@@ -214,6 +214,17 @@ impl Expr {
         }
     }
 
+    /// Whether every column this expression reads is of the table aliased `alias` (a constant
+    /// reads none; an aggregate is not a row's value).
+    pub fn reads_only(&self, alias: &str) -> bool {
+        match self {
+            Expr::Column { table, .. } => table == alias,
+            Expr::Value(_) | Expr::MinActiveRowVersion => true,
+            Expr::Case { when, then } => when.reads_only(alias) && then.reads_only(alias),
+            Expr::CountAll | Expr::CountWhere(_) => false,
+        }
+    }
+
     /// Whether this expression reads a column of the table aliased `alias`.
     pub fn reads(&self, alias: &str) -> bool {
         match self {
@@ -308,6 +319,23 @@ impl Cond {
             | Cond::ZeroDate { expr } => expr.reads(alias),
             Cond::Exists { select, .. } => select.reads(alias),
             Cond::InLookup { expr, keys, .. } => expr.reads(alias) || keys.reads(alias),
+        }
+    }
+
+    /// Whether every column this condition reads is of the table aliased `alias`, without a
+    /// subquery.
+    pub fn reads_only(&self, alias: &str) -> bool {
+        match self {
+            Cond::True | Cond::False => true,
+            Cond::And(conds) | Cond::Or(conds) => conds.iter().all(|c| c.reads_only(alias)),
+            Cond::Not(inner) => inner.reads_only(alias),
+            Cond::Compare { left, right, .. } => left.reads_only(alias) && right.reads_only(alias),
+            Cond::In { expr, .. }
+            | Cond::IsNull { expr, .. }
+            | Cond::Like { expr, .. }
+            | Cond::ExactText { expr, .. }
+            | Cond::ZeroDate { expr } => expr.reads_only(alias),
+            Cond::Exists { .. } | Cond::InLookup { .. } => false,
         }
     }
 

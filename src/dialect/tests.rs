@@ -220,3 +220,36 @@ fn a_case_reads_its_column_only_where_its_condition_holds() {
     );
     assert_eq!(query.params, vec![Value::Int(1), Value::Int(2)]);
 }
+
+#[test]
+fn reads_only_sees_every_column_and_refuses_subqueries() {
+    let on_t = Cond::compare(Expr::column("t", "a"), CmpOp::Eq, Value::Int(1));
+    let on_slot = Cond::IsNull {
+        expr: Expr::column("slot", "b"),
+        negated: true,
+    };
+    assert!(on_t.reads_only("t"));
+    assert!(!Cond::and(vec![on_t.clone(), on_slot.clone()]).reads_only("t"));
+    assert!(Cond::negate(on_slot.clone()).reads_only("slot"));
+    let case = Expr::Case {
+        when: Box::new(on_slot),
+        then: Box::new(Expr::column("t", "c")),
+    };
+    assert!(!case.reads_only("t"));
+    let exists = Cond::Exists {
+        select: Box::new(Select {
+            columns: vec![Expr::Value(Value::Int(1))],
+            from: TableRef {
+                table: "x".into(),
+                alias: "t".into(),
+            },
+            joins: vec![],
+            filter: on_t,
+            order_by: vec![],
+            limit: None,
+            fixed_join_order: false,
+        }),
+        negated: false,
+    };
+    assert!(!exists.reads_only("t"));
+}

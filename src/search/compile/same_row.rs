@@ -72,7 +72,7 @@ fn same_row_conditions(mapping: &Mapping, join: &Join) -> Option<Cond> {
             continue;
         }
         // Only conditions on the joined row itself carry over to the base row.
-        if atom.reads(BASE_ALIAS) || !atom_reads_only(atom, alias) {
+        if !atom.reads_only(alias) {
             return None;
         }
         conditions.push(atom.clone());
@@ -84,27 +84,6 @@ fn same_row_conditions(mapping: &Mapping, join: &Join) -> Option<Cond> {
     Some(Cond::and(
         conditions.into_iter().map(|c| on_base.direct(c)).collect(),
     ))
-}
-
-/// Whether every column `cond` reads is of `alias` (no subquery, no other table).
-fn atom_reads_only(cond: &Cond, alias: &str) -> bool {
-    let only = |expr: &Expr| match expr {
-        Expr::Column { table, .. } => table == alias,
-        Expr::Value(_) => true,
-        _ => false,
-    };
-    match cond {
-        Cond::True | Cond::False => true,
-        Cond::And(conds) | Cond::Or(conds) => conds.iter().all(|c| atom_reads_only(c, alias)),
-        Cond::Not(inner) => atom_reads_only(inner, alias),
-        Cond::Compare { left, right, .. } => only(left) && only(right),
-        Cond::In { expr, .. }
-        | Cond::IsNull { expr, .. }
-        | Cond::Like { expr, .. }
-        | Cond::ExactText { expr, .. }
-        | Cond::ZeroDate { expr } => only(expr),
-        Cond::Exists { .. } | Cond::InLookup { .. } => false,
-    }
 }
 
 /// The rewrite of what read the join `alias`, given its `conditions` on the base row.
