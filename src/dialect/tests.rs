@@ -186,9 +186,11 @@ fn constant_folding_keeps_trees_small() {
         negated: true,
     };
     assert_eq!(Cond::and(vec![dated.clone(), dated.clone()]), dated);
+    // An OR flattens, but keeps its alternatives as given (no quadratic scan of long id lists).
+    let undated = Cond::negate(dated.clone());
     assert_eq!(
-        Cond::or(vec![dated.clone(), Cond::Or(vec![dated.clone()])]),
-        dated
+        Cond::or(vec![dated.clone(), Cond::Or(vec![undated.clone()])]),
+        Cond::Or(vec![dated.clone(), undated])
     );
 }
 
@@ -252,4 +254,26 @@ fn reads_only_sees_every_column_and_refuses_subqueries() {
         negated: false,
     };
     assert!(!exists.reads_only("t"));
+}
+
+#[test]
+fn map_exprs_reaches_every_tested_expression_but_not_subqueries() {
+    let onto_t = |expr: Expr| match expr {
+        Expr::Column { table, column } if table == "slot" => Expr::Column {
+            table: "t".into(),
+            column,
+        },
+        other => other,
+    };
+    let on_slot = Cond::Not(Box::new(Cond::Or(vec![
+        Cond::compare(Expr::column("slot", "a"), CmpOp::Gt, Value::Int(1)),
+        Cond::Like {
+            expr: Expr::column("slot", "b"),
+            text: "x".into(),
+            mode: LikeMode::StartsWith,
+        },
+    ])));
+    let on_t = on_slot.map_exprs(&onto_t);
+    assert!(on_t.reads_only("t"));
+    assert!(!on_t.reads("slot"));
 }

@@ -77,13 +77,23 @@ fn same_row_conditions(mapping: &Mapping, join: &Join) -> Option<Cond> {
         }
         conditions.push(atom.clone());
     }
-    let on_base = SameRow {
-        alias,
-        conditions: Cond::True,
-    };
     Some(Cond::and(
-        conditions.into_iter().map(|c| on_base.direct(c)).collect(),
+        conditions
+            .into_iter()
+            .map(|c| c.map_exprs(&|e| on_base_row(e, alias)))
+            .collect(),
     ))
+}
+
+/// `expr` with a column of the join `alias` read from the base row instead.
+fn on_base_row(expr: Expr, alias: &str) -> Expr {
+    match expr {
+        Expr::Column { table, column } if table == alias => Expr::Column {
+            table: BASE_ALIAS.into(),
+            column,
+        },
+        other => other,
+    }
 }
 
 /// The rewrite of what read the join `alias`, given its `conditions` on the base row.
@@ -94,9 +104,10 @@ struct SameRow<'a> {
 
 impl SameRow<'_> {
     fn select(&self, select: &mut Select) {
-        for column in &mut select.columns {
-            *column = self.expr(std::mem::replace(column, Expr::CountAll));
-        }
+        select.columns = std::mem::take(&mut select.columns)
+            .into_iter()
+            .map(|column| self.expr(column))
+            .collect();
         for join in &mut select.joins {
             join.on = self.cond(std::mem::replace(&mut join.on, Cond::True), true);
         }
@@ -141,44 +152,10 @@ impl SameRow<'_> {
             }
             Cond::Or(conds) => Cond::or(conds.into_iter().map(|c| self.cond(c, admits)).collect()),
             Cond::Not(inner) => Cond::negate(self.cond(*inner, false)),
-            atom if admits && self.fails_on_null(&atom) => {
-                Cond::and(vec![self.conditions.clone(), self.direct(atom)])
-            }
-            Cond::Compare { left, op, right } => Cond::Compare {
-                left: self.expr(left),
-                op,
-                right: self.expr(right),
-            },
-            Cond::In {
-                expr,
-                values,
-                negated,
-            } => Cond::In {
-                expr: self.expr(expr),
-                values,
-                negated,
-            },
-            Cond::IsNull { expr, negated } => Cond::IsNull {
-                expr: self.expr(expr),
-                negated,
-            },
-            Cond::Like { expr, text, mode } => Cond::Like {
-                expr: self.expr(expr),
-                text,
-                mode,
-            },
-            Cond::ExactText { expr, text } => Cond::ExactText {
-                expr: self.expr(expr),
-                text,
-            },
-            Cond::ZeroDate { expr } => Cond::ZeroDate {
-                expr: self.expr(expr),
-            },
-            Cond::InLookup { expr, lookup, keys } => Cond::InLookup {
-                expr: self.expr(expr),
-                lookup,
-                keys,
-            },
+            atom if admits && self.fails_on_null(&atom) => Cond::and(vec![
+                self.conditions.clone(),
+                atom.map_exprs(&|e| self.expr(on_base_row(e, self.alias))),
+            ]),
             Cond::Exists {
                 mut select,
                 negated,
@@ -186,7 +163,7 @@ impl SameRow<'_> {
                 self.select(&mut select);
                 Cond::Exists { select, negated }
             }
-            constant @ (Cond::True | Cond::False) => constant,
+            atom => atom.map_exprs(&|e| self.expr(e)),
         }
     }
 
@@ -206,57 +183,6 @@ impl SameRow<'_> {
                 negated: true,
             } => joined(expr),
             _ => false,
-        }
-    }
-
-    /// `atom` with the join's columns read from the base row, for rows where the conditions hold.
-    /// Its other expressions go through `expr`.
-    fn direct(&self, atom: Cond) -> Cond {
-        let base = |expr: Expr| match expr {
-            Expr::Column { table, column } if table == self.alias => Expr::Column {
-                table: BASE_ALIAS.into(),
-                column,
-            },
-            other => self.expr(other),
-        };
-        match atom {
-            Cond::Compare { left, op, right } => Cond::Compare {
-                left: base(left),
-                op,
-                right: base(right),
-            },
-            Cond::In {
-                expr,
-                values,
-                negated,
-            } => Cond::In {
-                expr: base(expr),
-                values,
-                negated,
-            },
-            Cond::IsNull { expr, negated } => Cond::IsNull {
-                expr: base(expr),
-                negated,
-            },
-            Cond::Like { expr, text, mode } => Cond::Like {
-                expr: base(expr),
-                text,
-                mode,
-            },
-            Cond::ExactText { expr, text } => Cond::ExactText {
-                expr: base(expr),
-                text,
-            },
-            Cond::ZeroDate { expr } => Cond::ZeroDate { expr: base(expr) },
-            Cond::InLookup { expr, lookup, keys } => Cond::InLookup {
-                expr: base(expr),
-                lookup,
-                keys,
-            },
-            Cond::And(conds) => Cond::And(conds.into_iter().map(|c| self.direct(c)).collect()),
-            Cond::Or(conds) => Cond::Or(conds.into_iter().map(|c| self.direct(c)).collect()),
-            Cond::Not(inner) => Cond::Not(Box::new(self.direct(*inner))),
-            other => other,
         }
     }
 }
