@@ -513,7 +513,7 @@ impl Walker<'_> {
                     let mut walked = Walked::default();
                     let path = format!("{resource}.{key}");
                     self.walk(node, &path, &Context::default(), &mut walked);
-                    (key.clone(), walked)
+                    ((*key).to_owned(), walked)
                 })
                 .collect(),
             other => {
@@ -527,7 +527,7 @@ impl Walker<'_> {
     fn walk(&self, node: &Node, path: &str, context: &Context, out: &mut Walked) {
         match node {
             // Validation leaves a null literal only where it reported a problem.
-            Node::Literal(serde_json::Value::Null) => {}
+            Node::Literal(value) if value.is_null() => {}
             Node::Literal(value) => self.leaf(path, context, Vec::new(), json_text(value), out),
             Node::Column(index) => {
                 self.leaf(path, context, vec![context.at(*index)], String::new(), out)

@@ -168,7 +168,7 @@ async fn search_all(
         found.extend(
             page.matches
                 .into_iter()
-                .map(|loaded| loaded.resource.resource),
+                .map(|loaded| loaded.resource.resource.into_json()),
         );
         match page.next {
             Some(next) => after = Some(next),

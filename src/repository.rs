@@ -10,14 +10,13 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::Value as Json;
-
 use crate::access::{Access, Interaction};
 use crate::adapter::Adapter;
 use crate::adapter::map::{
     LeftOut, MapOutcome, MappedResource, RowData, cell_text, check_r4, map_row,
 };
 use crate::adapter::model::Mapping;
+use crate::adapter::tree::Tree;
 use crate::db::{Database, DbError};
 use crate::dialect::ast::{Cond, Select, Value};
 use crate::dialect::fold::fold;
@@ -91,7 +90,7 @@ pub struct Page {
     pub matches: Vec<Loaded>,
     pub next: Option<CursorKey>,
     pub total: Option<u64>,
-    pub included: Vec<Json>,
+    pub included: Vec<Tree>,
     /// `_include`/`_revinclude` hit `MAX_INCLUDED`.
     pub included_truncated: bool,
     /// Matches and included resources left out because they cannot be served as valid R4.
@@ -112,7 +111,7 @@ pub struct Scanned {
 /// The outcome of a read by id.
 #[derive(Debug)]
 pub enum ReadOutcome {
-    Found(Json),
+    Found(Tree),
     /// The row exists but cannot be served as valid R4.
     LeftOut(LeftOutRow),
     Missing,
@@ -546,14 +545,14 @@ impl Repository {
         page: &[Loaded],
         access: &Access,
         left_out: &mut Vec<LeftOutRow>,
-    ) -> Result<(Vec<Json>, bool), DbError> {
+    ) -> Result<(Vec<Tree>, bool), DbError> {
         let mut seen: HashSet<(String, String)> = page
             .iter()
             .map(|l| (plan.resource_type.clone(), l.resource.id.clone()))
             .collect();
         let mut included = Vec::new();
         let mut truncated = false;
-        let mut add = |mapping: &Mapping, loaded: Vec<Candidate>, included: &mut Vec<Json>| {
+        let mut add = |mapping: &Mapping, loaded: Vec<Candidate>, included: &mut Vec<Tree>| {
             for item in loaded {
                 if included.len() >= MAX_INCLUDED {
                     truncated = true;

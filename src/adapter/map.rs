@@ -9,10 +9,11 @@ use chrono::{
 };
 use chrono_tz::Tz;
 use rust_decimal::prelude::ToPrimitive;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use super::format::{SplitKeep, TextCase};
 use super::model::{CodeMap, Mapping, Node, Predicate, PredicateOp, Transform};
+use super::tree::{Field, Tree};
 use crate::dialect::ast::Value;
 
 /// One resource produced from a row.
@@ -21,7 +22,7 @@ pub struct MappedResource {
     pub id: String,
     /// Which unpivot variant produced it, for mappings that unpivot.
     pub variant: Option<usize>,
-    pub resource: Json,
+    pub resource: Tree,
 }
 
 /// A row (or one unpivot variant of it) that cannot become a valid R4 resource, and why. It is left
@@ -146,43 +147,41 @@ pub fn map_row(
         .last_updated
         .and_then(|index| instant(&data.row[index], timezone));
     let finish = |elements: &Node, id: String, variant: Option<usize>| {
-        // The elements go straight into the resource after its type and id (a map of their own
-        // moved over would hash every name twice); meta goes in before them once the profile
-        // claims, which read the elements, are known.
-        let mut resource = Map::with_capacity(3 + elements.field_count());
-        resource.insert(
-            "resourceType".into(),
-            Json::String(mapping.resource_type.clone()),
-        );
-        resource.insert("id".into(), Json::String(id.clone()));
-        if !evaluator.fill(elements, &mut resource) {
+        // The elements go straight into the resource after its type and id; meta goes in before
+        // them once the profile claims, which read the elements, are known.
+        let mut fields = Vec::with_capacity(3 + elements.field_count());
+        fields.push(("resourceType", Tree::Text(mapping.resource_type.clone())));
+        fields.push(("id", Tree::Text(id.clone())));
+        if !evaluator.fill(elements, &mut fields) {
             // Only literals were present: the resource has no elements (its type and id stay).
-            let mut position = 0;
-            resource.retain(|_, _| {
-                position += 1;
-                position <= 2
-            });
+            fields.truncate(2);
         }
-        let mut meta = Map::new();
+        let mut resource = Tree::Object(fields);
+        let mut meta = Vec::new();
         if let Some(last_updated) = &last_updated {
-            meta.insert("lastUpdated".into(), Json::String(last_updated.clone()));
+            meta.push(("lastUpdated", Tree::Text(last_updated.clone())));
         }
-        let profiles: Vec<Json> = mapping
+        let profiles: Vec<Tree> = mapping
             .profiles
             .iter()
-            .filter(|claim| claim.requires.iter().all(|path| has_path(&resource, path)))
-            .map(|claim| Json::String(claim.url.clone()))
+            .filter(|claim| {
+                let root = Field::Tree(&resource);
+                claim.requires.iter().all(|path| root.has_path(path))
+            })
+            .map(|claim| Tree::Text(claim.url.clone()))
             .collect();
         if !profiles.is_empty() {
-            meta.insert("profile".into(), Json::Array(profiles));
+            meta.push(("profile", Tree::Array(profiles)));
         }
-        if !meta.is_empty() {
-            resource.shift_insert(2, "meta".into(), Json::Object(meta));
+        if !meta.is_empty()
+            && let Tree::Object(fields) = &mut resource
+        {
+            fields.insert(2, ("meta", Tree::Object(meta)));
         }
         Ok(MappedResource {
             id,
             variant,
-            resource: Json::Object(resource),
+            resource,
         })
     };
     if mapping.variants.is_empty() {
@@ -249,7 +248,7 @@ fn left_out_row(
 /// JSON types and cardinality, not primitive values, so its answer depends only on the resource's
 /// shape: it is asked once per shape and remembered (a mapping yields few shapes), which keeps the
 /// per-resource cost to one walk of the JSON.
-fn model_refusal(resource_type: &str, resource: &Json) -> Option<String> {
+fn model_refusal(resource_type: &str, resource: &Tree) -> Option<String> {
     use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
     use std::sync::{Mutex, OnceLock};
@@ -259,7 +258,7 @@ fn model_refusal(resource_type: &str, resource: &Json) -> Option<String> {
 
     let mut hasher = ShapeHasher::default();
     resource_type.hash(&mut hasher);
-    hash_shape(resource, &mut hasher);
+    hash_tree_shape(resource, &mut hasher);
     let shape = hasher.finish();
     let verdicts = VERDICTS.get_or_init(|| Mutex::new(HashMap::new()));
     if let Some(verdict) = verdicts.lock().ok().and_then(|v| v.get(&shape).cloned()) {
@@ -348,32 +347,46 @@ fn hash_shape(value: &Json, hasher: &mut impl std::hash::Hasher) {
     }
 }
 
-/// Whether `fields` has the element at `path`: present, and for a list, on every item.
-fn has_path(fields: &Map<String, Json>, path: &[String]) -> bool {
-    let Some((first, rest)) = path.split_first() else {
-        return true;
-    };
-    let Some(value) = fields.get(first) else {
-        return false;
-    };
-    let holds = |item: &Json| match item {
-        Json::Object(inner) => has_path(inner, rest),
-        _ => rest.is_empty(),
-    };
-    match value {
-        Json::Array(items) => !items.is_empty() && items.iter().all(holds),
-        other => holds(other),
+/// `hash_shape` of the JSON `tree` stands for, without building it.
+fn hash_tree_shape(tree: &Tree, hasher: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    match tree {
+        Tree::Text(_) => 3u8.hash(hasher),
+        Tree::Number(n) => hash_shape(&Json::Number(n.clone()), hasher),
+        Tree::Bool(_) => 1u8.hash(hasher),
+        Tree::Constant(constant) => hash_shape(constant, hasher),
+        Tree::Json(json) => hash_shape(json, hasher),
+        Tree::Array(items) => {
+            4u8.hash(hasher);
+            items.len().hash(hasher);
+            for item in items {
+                hash_tree_shape(item, hasher);
+            }
+        }
+        Tree::Object(fields) => {
+            5u8.hash(hasher);
+            fields.len().hash(hasher);
+            for (key, field) in fields {
+                key.hash(hasher);
+                hash_tree_shape(field, hasher);
+            }
+        }
     }
 }
 
 /// Passes a mapped resource that is valid R4 (its required elements present, accepted by the
 /// strict model) and leaves out one that is not.
 pub fn check_r4(mapped: MappedResource) -> MapOutcome {
-    let resource_type = mapped.resource["resourceType"].as_str().unwrap_or_default();
-    let reason = match crate::fhir::required::missing_element(resource_type, &mapped.resource) {
-        Some(element) => Some(LeftOutReason::MissingRequired(element)),
-        None => model_refusal(resource_type, &mapped.resource).map(LeftOutReason::Rejected),
-    };
+    let resource_type = mapped
+        .resource
+        .get("resourceType")
+        .and_then(Field::as_str)
+        .unwrap_or_default();
+    let reason =
+        match crate::fhir::required::missing_element(resource_type, &mapped.resource.names()) {
+            Some(element) => Some(LeftOutReason::MissingRequired(element)),
+            None => model_refusal(resource_type, &mapped.resource).map(LeftOutReason::Rejected),
+        };
     match reason {
         None => Ok(mapped),
         Some(reason) => Err(LeftOut {
@@ -749,28 +762,32 @@ impl<'a> Evaluator<'a> {
             .all(|p| predicate_holds(p, self.current()))
     }
 
-    fn node(&self, node: &Node) -> Option<Json> {
+    fn node(&self, node: &Node) -> Option<Tree> {
         match node {
-            Node::Literal(Json::Null) => None,
-            Node::Literal(value) => Some(value.clone()),
-            Node::Column(index) => cell_text(self.cell(*index)).map(Json::String),
-            Node::SplitItem => self.split_item.map(|s| Json::String(s.to_owned())),
+            Node::Literal(constant) if constant.is_null() => None,
+            Node::Literal(constant) => Some(Tree::Constant(constant)),
+            Node::Column(index) => cell_text(self.cell(*index)).map(Tree::Text),
+            Node::SplitItem => self.split_item.map(|s| Tree::Text(s.to_owned())),
+            Node::Object {
+                dynamic: false,
+                constant,
+                ..
+            } => constant.map(Tree::Constant),
             Node::Object { fields, .. } => {
-                // Sized up front: growing an object rehashes its keys.
-                let mut object = Map::with_capacity(fields.len());
-                self.fill(node, &mut object).then_some(Json::Object(object))
+                let mut object = Vec::with_capacity(fields.len());
+                self.fill(node, &mut object).then_some(Tree::Object(object))
             }
             Node::Array(items) => {
                 let mut array = Vec::with_capacity(items.len());
                 for item in items {
                     match self.node(item) {
                         // Splits and collections yield arrays; inside an array they contribute items.
-                        Some(Json::Array(inner)) if is_expanding(item) => array.extend(inner),
+                        Some(Tree::Array(inner)) if is_expanding(item) => array.extend(inner),
                         Some(value) => array.push(value),
                         None => {}
                     }
                 }
-                (!array.is_empty()).then_some(Json::Array(array))
+                (!array.is_empty()).then_some(Tree::Array(array))
             }
             Node::Transform(transform) => self.transform(transform),
         }
@@ -779,27 +796,35 @@ impl<'a> Evaluator<'a> {
     /// Adds the present fields of `node` (an object; anything else adds nothing) to `object`,
     /// and says whether the object stands: some field present, and when the object reads the
     /// row, one of those that do. A field already in `object` takes the new value in place.
-    fn fill(&self, node: &Node, object: &mut Map<String, Json>) -> bool {
-        let Node::Object { fields, dynamic } = node else {
+    fn fill(&self, node: &Node, object: &mut Vec<(&'static str, Tree)>) -> bool {
+        let Node::Object {
+            fields, dynamic, ..
+        } = node
+        else {
             return false;
         };
+        // A template's names are distinct; only what `object` held before can repeat one.
+        let held = object.len();
         let mut any_present = false;
         let mut any_dynamic_present = false;
-        for (key, child) in fields {
+        for (name, child) in fields {
             if let Some(value) = self.node(child) {
                 any_present = true;
                 any_dynamic_present |= child.is_dynamic();
-                object.insert(key.clone(), value);
+                match object[..held].iter_mut().find(|(held, _)| held == name) {
+                    Some(field) => field.1 = value,
+                    None => object.push((name, value)),
+                }
             }
         }
         any_present && (any_dynamic_present || !dynamic)
     }
 
-    fn transform(&self, transform: &Transform) -> Option<Json> {
+    fn transform(&self, transform: &Transform) -> Option<Tree> {
         match transform {
             Transform::Date { column, format } => {
                 let date = cell_datetime(self.cell(*column), format.as_deref())?;
-                Some(Json::String(date.fhir_date()))
+                Some(Tree::Text(date.fhir_date()))
             }
             Transform::DateTime {
                 column,
@@ -844,11 +869,11 @@ impl<'a> Evaluator<'a> {
                     }
                     (None, _) => return None,
                 };
-                Some(Json::String(text))
+                Some(Tree::Text(text))
             }
             Transform::Map { column, map } => match map_cell(map, self.cell(*column))? {
-                Some(value) => Some(value.clone()),
-                None => map.default.clone(),
+                Some(value) => Some(Tree::from_json(value.clone())),
+                None => map.default.clone().map(Tree::from_json),
             },
             Transform::Number {
                 column,
@@ -879,7 +904,7 @@ impl<'a> Evaluator<'a> {
             }
             Transform::Integer { column } => {
                 let number = cell_number(self.cell(*column))?;
-                (number.fract() == 0.0).then(|| Json::from(number as i64))
+                (number.fract() == 0.0).then(|| Tree::Number((number as i64).into()))
             }
             Transform::Boolean { column } => {
                 let flag = match self.cell(*column) {
@@ -890,11 +915,11 @@ impl<'a> Evaluator<'a> {
                         _ => return None,
                     },
                 };
-                Some(Json::Bool(flag))
+                Some(Tree::Bool(flag))
             }
             Transform::Text { column, case } => {
                 let text = cell_text(self.cell(*column))?;
-                Some(Json::String(match case {
+                Some(Tree::Text(match case {
                     Some(TextCase::Lower) => text.to_lowercase(),
                     Some(TextCase::Upper) => text.to_uppercase(),
                     None => text,
@@ -903,11 +928,7 @@ impl<'a> Evaluator<'a> {
             Transform::Concat { parts, separator } => {
                 let pieces: Vec<String> = parts
                     .iter()
-                    .filter_map(|part| match self.node(part)? {
-                        Json::String(s) => Some(s),
-                        Json::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    })
+                    .filter_map(|part| self.node(part)?.into_text())
                     .collect();
                 // A separator-only or literal-only result means every column part was absent.
                 let has_dynamic = parts.iter().any(Node::is_dynamic);
@@ -917,7 +938,7 @@ impl<'a> Evaluator<'a> {
                 if pieces.is_empty() || (has_dynamic && !any_dynamic) {
                     return None;
                 }
-                Some(Json::String(pieces.join(separator)))
+                Some(Tree::Text(pieces.join(separator)))
             }
             Transform::Split {
                 column,
@@ -937,7 +958,7 @@ impl<'a> Evaluator<'a> {
                     SplitKeep::First => &pieces[..pieces.len().min(1)],
                     SplitKeep::Last => &pieces[pieces.len().saturating_sub(1)..],
                 };
-                let mut values: Vec<Json> = kept
+                let mut values: Vec<Tree> = kept
                     .iter()
                     .filter_map(|piece| {
                         let scoped = Evaluator {
@@ -948,7 +969,7 @@ impl<'a> Evaluator<'a> {
                     })
                     .collect();
                 if keep.is_array() {
-                    (!values.is_empty()).then_some(Json::Array(values))
+                    (!values.is_empty()).then_some(Tree::Array(values))
                 } else {
                     values.pop()
                 }
@@ -966,7 +987,7 @@ impl<'a> Evaluator<'a> {
                     }
                     id.push_str(&part);
                 }
-                Some(Json::String(format!("{resource_type}/{id}")))
+                Some(Tree::Text(format!("{resource_type}/{id}")))
             }
             Transform::Coalesce(values) => values.iter().find_map(|value| self.node(value)),
             Transform::If { when, then } => {
@@ -981,7 +1002,7 @@ impl<'a> Evaluator<'a> {
                 element,
                 separator,
             } => {
-                let items: Vec<Json> = self.children[*collection]
+                let items: Vec<Tree> = self.children[*collection]
                     .iter()
                     .enumerate()
                     .filter_map(|(position, child)| {
@@ -997,17 +1018,11 @@ impl<'a> Evaluator<'a> {
                     return None;
                 }
                 match separator {
-                    None => Some(Json::Array(items)),
+                    None => Some(Tree::Array(items)),
                     Some(separator) => {
-                        let texts: Vec<String> = items
-                            .iter()
-                            .filter_map(|item| match item {
-                                Json::String(text) => Some(text.clone()),
-                                Json::Number(number) => Some(number.to_string()),
-                                _ => None,
-                            })
-                            .collect();
-                        (!texts.is_empty()).then(|| Json::String(texts.join(separator)))
+                        let texts: Vec<String> =
+                            items.into_iter().filter_map(Tree::into_text).collect();
+                        (!texts.is_empty()).then(|| Tree::Text(texts.join(separator)))
                     }
                 }
             }
@@ -1022,7 +1037,7 @@ impl<'a> Evaluator<'a> {
                     .sum();
                 json_number((total * 100.0).round() / 100.0)
             }
-            Transform::Sequence => self.sequence.map(|s| Json::from(s as u64)),
+            Transform::Sequence => self.sequence.map(|s| Tree::Number((s as u64).into())),
         }
     }
 
@@ -1046,11 +1061,11 @@ fn is_expanding(node: &Node) -> bool {
     })
 }
 
-fn json_number(number: f64) -> Option<Json> {
+fn json_number(number: f64) -> Option<Tree> {
     if number.fract() == 0.0 && number.abs() < 9.0e15 {
-        return Some(Json::from(number as i64));
+        return Some(Tree::Number((number as i64).into()));
     }
-    serde_json::Number::from_f64(number).map(Json::Number)
+    serde_json::Number::from_f64(number).map(Tree::Number)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod format;
 pub mod map;
 pub mod model;
+pub mod tree;
 pub mod validate;
 
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 
 use super::format::{ColumnType, SearchType, SplitKeep, TextCase};
+use super::tree::{self, Constant};
 use crate::dialect::DialectKind;
 use crate::dialect::ast::Value;
 
@@ -348,20 +349,61 @@ impl Predicate {
 /// A FHIR-shaped template. Absent leaves prune the objects and arrays that hold them.
 #[derive(Debug)]
 pub enum Node {
-    Literal(serde_json::Value),
+    Literal(&'static Constant),
     Column(usize),
     /// `$_`: the current piece inside a `split`.
     SplitItem,
     Object {
-        fields: Vec<(String, Node)>,
+        fields: Vec<(&'static str, Node)>,
         /// True when some descendant reads the row; such an object disappears when all of them are absent.
         dynamic: bool,
+        /// What an object that reads nothing of the row always is (`None` when it is absent).
+        constant: Option<&'static Constant>,
     },
     Array(Vec<Node>),
     Transform(Box<Transform>),
 }
 
 impl Node {
+    /// A literal value (`null` is the absent value).
+    pub fn literal(value: serde_json::Value) -> Node {
+        Node::Literal(tree::constant(value))
+    }
+
+    /// An object of `fields`, its constant value worked out when it reads nothing of the row.
+    pub fn object(fields: Vec<(&'static str, Node)>) -> Node {
+        let dynamic = fields.iter().any(|(_, node)| node.is_dynamic());
+        let constant = if dynamic {
+            None
+        } else {
+            let object: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .filter_map(|(name, node)| Some(((*name).to_owned(), node.constant_value()?)))
+                .collect();
+            (!object.is_empty()).then(|| tree::constant(serde_json::Value::Object(object)))
+        };
+        Node::Object {
+            fields,
+            dynamic,
+            constant,
+        }
+    }
+
+    /// The value of a node that reads nothing of the row, as the evaluator would build it.
+    fn constant_value(&self) -> Option<serde_json::Value> {
+        match self {
+            Node::Literal(constant) if constant.is_null() => None,
+            Node::Literal(constant) => Some((**constant).clone()),
+            Node::Object { constant, .. } => constant.map(|c| (*c).clone()),
+            Node::Array(items) => {
+                let items: Vec<serde_json::Value> =
+                    items.iter().filter_map(Node::constant_value).collect();
+                (!items.is_empty()).then_some(serde_json::Value::Array(items))
+            }
+            Node::Column(_) | Node::SplitItem | Node::Transform(_) => None,
+        }
+    }
+
     /// Calls `visit` on each transform that reads the row itself, outermost first; transforms
     /// inside an `each` or `sum` read a collection's rows and are not visited.
     pub fn visit_row_transforms(&self, visit: &mut dyn FnMut(&Transform)) {

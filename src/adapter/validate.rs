@@ -20,6 +20,7 @@ use super::model::{
     ReferenceTarget, ResourceDef, SearchKind, SearchParam, SearchParamInfo, TokenTarget, Transform,
     Variant,
 };
+use super::tree;
 use crate::dialect::ast::Value;
 use crate::fhir::resource_types::is_resource_type;
 
@@ -1481,20 +1482,19 @@ impl NodeBuilder<'_> {
         table: &toml::Table,
         node_scope: NodeScope,
     ) -> Node {
-        let fields: Vec<(String, Node)> = table
+        let fields: Vec<(&'static str, Node)> = table
             .iter()
             .map(|(key, value)| {
                 if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     ctx.issue(&format!("{path}.{key}"), "not a FHIR element name");
                 }
                 (
-                    key.clone(),
+                    tree::name(key),
                     self.node(ctx, scope, &format!("{path}.{key}"), value, node_scope),
                 )
             })
             .collect();
-        let dynamic = fields.iter().any(|(_, node)| node.is_dynamic());
-        Node::Object { fields, dynamic }
+        Node::object(fields)
     }
 
     fn node(
@@ -1508,7 +1508,7 @@ impl NodeBuilder<'_> {
         match value {
             toml::Value::String(text) => {
                 if let Some(literal) = text.strip_prefix("$$") {
-                    Node::Literal(serde_json::Value::String(format!("${literal}")))
+                    Node::literal(serde_json::Value::String(format!("${literal}")))
                 } else if text == "$_" {
                     if !matches!(node_scope, NodeScope::Split | NodeScope::CollectionSplit(_)) {
                         ctx.issue(path, "$_ is only meaningful inside a split item");
@@ -1517,15 +1517,15 @@ impl NodeBuilder<'_> {
                 } else if let Some(column) = text.strip_prefix('$') {
                     self.column(ctx, scope, path, column, node_scope)
                         .map(Node::Column)
-                        .unwrap_or(Node::Literal(serde_json::Value::Null))
+                        .unwrap_or_else(|| Node::literal(serde_json::Value::Null))
                 } else {
-                    Node::Literal(serde_json::Value::String(text.clone()))
+                    Node::literal(serde_json::Value::String(text.clone()))
                 }
             }
-            toml::Value::Integer(i) => Node::Literal(serde_json::Value::from(*i)),
-            toml::Value::Float(f) => Node::Literal(serde_json::Value::from(*f)),
-            toml::Value::Boolean(b) => Node::Literal(serde_json::Value::Bool(*b)),
-            toml::Value::Datetime(d) => Node::Literal(serde_json::Value::String(d.to_string())),
+            toml::Value::Integer(i) => Node::literal(serde_json::Value::from(*i)),
+            toml::Value::Float(f) => Node::literal(serde_json::Value::from(*f)),
+            toml::Value::Boolean(b) => Node::literal(serde_json::Value::Bool(*b)),
+            toml::Value::Datetime(d) => Node::literal(serde_json::Value::String(d.to_string())),
             toml::Value::Array(items) => Node::Array(
                 items
                     .iter()
@@ -1543,7 +1543,7 @@ impl NodeBuilder<'_> {
                             path,
                             format!("invalid transform: {}", error.message().trim()),
                         );
-                        Node::Literal(serde_json::Value::Null)
+                        Node::literal(serde_json::Value::Null)
                     }
                 }
             }
@@ -1617,7 +1617,7 @@ impl NodeBuilder<'_> {
                         &format!("{path}.map"),
                         format!("no map named {map:?} in [maps]"),
                     );
-                    return Node::Literal(serde_json::Value::Null);
+                    return Node::literal(serde_json::Value::Null);
                 };
                 Transform::Map {
                     column: col(self, ctx, "column", &column),
@@ -1698,7 +1698,7 @@ impl NodeBuilder<'_> {
                     Ok(resolved) => (resolved.resource_type, resolved.prefix),
                     Err(message) => {
                         ctx.issue(&format!("{path}.resource"), message);
-                        return Node::Literal(serde_json::Value::Null);
+                        return Node::literal(serde_json::Value::Null);
                     }
                 };
                 if columns.is_empty() {
@@ -1754,7 +1754,7 @@ impl NodeBuilder<'_> {
                 separator,
             } => {
                 let Some(index) = self.collection_index(ctx, path, &collection, node_scope) else {
-                    return Node::Literal(serde_json::Value::Null);
+                    return Node::literal(serde_json::Value::Null);
                 };
                 Transform::Each {
                     collection: index,
@@ -1770,7 +1770,7 @@ impl NodeBuilder<'_> {
             }
             TransformSpec::Sum { collection, column } => {
                 let Some(index) = self.collection_index(ctx, path, &collection, node_scope) else {
-                    return Node::Literal(serde_json::Value::Null);
+                    return Node::literal(serde_json::Value::Null);
                 };
                 let column = self.collection_scopes[index]
                     .intern(ctx, &format!("{path}.column"), &column)

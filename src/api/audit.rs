@@ -32,6 +32,7 @@ use super::negotiate::{body, negotiate, respond};
 use super::origin::{ClientAddress, PublicBase};
 use super::request_id::RequestId;
 use crate::access::{Access, Interaction, PatientLimit};
+use crate::adapter::tree::{self, Field, Tree};
 use crate::auth::scope::{Context, Scope, parse_scopes_lenient};
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
@@ -57,25 +58,25 @@ impl PatientsTouched {
         {
             self.0.insert(id.to_owned());
         }
-        self.add_references(resource);
+        tree::each_text_field(resource, &mut |name, text| self.add_reference(name, text));
     }
 
-    fn add_references(&mut self, value: &Json) {
-        match value {
-            Json::Object(object) => {
-                for (key, inner) in object {
-                    match (key.as_str(), inner) {
-                        ("reference", Json::String(reference)) => {
-                            if let Some(id) = patient_id(reference) {
-                                self.0.insert(id.to_owned());
-                            }
-                        }
-                        _ => self.add_references(inner),
-                    }
-                }
-            }
-            Json::Array(items) => items.iter().for_each(|item| self.add_references(item)),
-            _ => {}
+    /// `add` for a mapped resource.
+    pub fn add_mapped(&mut self, resource: &Tree) {
+        let field = |name| resource.get(name).and_then(Field::as_str);
+        if field("resourceType") == Some("Patient")
+            && let Some(id) = field("id")
+        {
+            self.0.insert(id.to_owned());
+        }
+        resource.each_text_field(&mut |name, text| self.add_reference(name, text));
+    }
+
+    fn add_reference(&mut self, name: &str, text: &str) {
+        if name == "reference"
+            && let Some(id) = patient_id(text)
+        {
+            self.0.insert(id.to_owned());
         }
     }
 }
@@ -968,8 +969,8 @@ async fn search_events<'a>(
         .flatten();
     let matches = events
         .iter()
-        .map(|event| serde_json::from_str(&event.resource))
-        .collect::<Result<Vec<Json>, _>>()
+        .map(|event| serde_json::from_str(&event.resource).map(Tree::Json))
+        .collect::<Result<Vec<Tree>, _>>()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Searchset {
         base_url: base,

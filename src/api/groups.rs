@@ -18,6 +18,7 @@ use super::handlers::{encode_query, error_response, form_pairs, param, query_pai
 use super::negotiate::{body, negotiate, respond};
 use super::origin::PublicBase;
 use crate::access::{Access, Interaction, PatientLimit};
+use crate::adapter::tree::Tree;
 use crate::auth::scope::{Context, Scope, parse_scopes_lenient};
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
@@ -352,7 +353,7 @@ async fn search(
             Ok(bundle) => {
                 let mut patients = PatientsTouched::default();
                 for group in &bundle.matches {
-                    patients.add(group);
+                    patients.add_mapped(group);
                 }
                 let mut response = match body(&negotiated, &bundle) {
                     Ok(bytes) => respond(&negotiated, bytes),
@@ -411,7 +412,10 @@ async fn search_groups<'a>(
         self_url: link(search.after_id.as_deref()),
         next_url,
         total: Some(total),
-        matches: groups.iter().map(crate::groups::resource).collect(),
+        matches: groups
+            .iter()
+            .map(|group| Tree::Json(crate::groups::resource(group)))
+            .collect(),
         included: Vec::new(),
         outcome: None,
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),

@@ -16,6 +16,7 @@ use super::negotiate::{Format, Negotiated, body, negotiate, respond};
 use super::origin::PublicBase;
 use crate::access::{Access, Interaction};
 use crate::adapter::model::ResourceDef;
+use crate::adapter::tree::{Field, Tree};
 use crate::error::ApiError;
 use crate::fhir::bundle::Searchset;
 use crate::fhir::capability::capability_statement;
@@ -185,7 +186,7 @@ async fn read_inner(
     if !valid_id {
         return Err(not_found());
     }
-    let mut resource = match state.repository.read(resource_type, id, access).await? {
+    let resource = match state.repository.read(resource_type, id, access).await? {
         ReadOutcome::Found(resource) => resource,
         ReadOutcome::Missing => return Err(not_found()),
         ReadOutcome::LeftOut(row) => {
@@ -198,11 +199,13 @@ async fn read_inner(
         }
     };
     let mut patients = PatientsTouched::default();
-    patients.add(&resource);
+    patients.add_mapped(&resource);
     let compact = serde_json::to_vec(&resource).map_err(|e| ApiError::Internal(e.to_string()))?;
     let etag = format!("W/\"{}\"", hex_prefix(&Sha256::digest(&compact)));
-    let last_modified = resource["meta"]["lastUpdated"]
-        .as_str()
+    let last_modified = resource
+        .get("meta")
+        .and_then(|meta| meta.get("lastUpdated"))
+        .and_then(Field::as_str)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
     if let Some(tags) = headers
@@ -225,31 +228,28 @@ async fn read_inner(
     {
         return Ok(with_patients(not_modified(&etag), patients));
     }
-    let subsetted = match (param(pairs, "_summary"), param(pairs, "_elements")) {
-        (Some("true"), _) => {
-            subset::summary(&mut resource);
-            true
-        }
-        (Some("data"), _) => {
-            subset::data(&mut resource);
-            true
-        }
-        (_, Some(elements)) => {
-            let names: Vec<String> = elements
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            subset::elements(&mut resource, &names);
-            true
-        }
-        _ => false,
+    let names: Option<Vec<String>> = param(pairs, "_elements").map(|elements| {
+        elements
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let edit: Option<&dyn Fn(&mut Json)> = match (param(pairs, "_summary"), &names) {
+        (Some("true"), _) => Some(&subset::summary),
+        (Some("data"), _) => Some(&subset::data),
+        (_, Some(names)) => Some(&|resource| subset::elements(resource, names)),
+        _ => None,
     };
     // The plain JSON answer is the bytes the ETag was computed from; serialize only once.
-    let bytes = if !subsetted && negotiated.format == Format::Json && !negotiated.pretty {
-        compact
-    } else {
-        body(negotiated, &resource)?
+    let bytes = match edit {
+        Some(edit) => {
+            let mut resource = resource.into_json();
+            edit(&mut resource);
+            body(negotiated, &resource)?
+        }
+        None if negotiated.format == Format::Json && !negotiated.pretty => compact,
+        None => body(negotiated, &resource)?,
     };
     let mut response = respond(negotiated, bytes);
     let response_headers = response.headers_mut();
@@ -496,23 +496,25 @@ async fn search_inner(
         });
         // The patients of what was read, before `_summary`/`_elements` drop their references.
         for loaded in &page.matches {
-            patients.add(&loaded.resource.resource);
+            patients.add_mapped(&loaded.resource.resource);
         }
         for included in &page.included {
-            patients.add(included);
+            patients.add_mapped(included);
         }
-        let matches: Vec<Json> = page
+        let matches: Vec<Tree> = page
             .matches
             .into_iter()
             .map(|loaded| {
-                let mut resource = loaded.resource.resource;
-                match (&plan.summary, &plan.elements) {
-                    (SummaryMode::True, _) => subset::summary(&mut resource),
-                    (SummaryMode::Data, _) => subset::data(&mut resource),
-                    (_, Some(names)) => subset::elements(&mut resource, names),
-                    _ => {}
-                }
-                resource
+                let resource = loaded.resource.resource;
+                let edit: &dyn Fn(&mut Json) = match (&plan.summary, &plan.elements) {
+                    (SummaryMode::True, _) => &subset::summary,
+                    (SummaryMode::Data, _) => &subset::data,
+                    (_, Some(names)) => &|resource| subset::elements(resource, names),
+                    _ => return resource,
+                };
+                let mut resource = resource.into_json();
+                edit(&mut resource);
+                Tree::Json(resource)
             })
             .collect();
         Searchset {

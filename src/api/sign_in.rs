@@ -502,7 +502,7 @@ async fn find_patients(state: &AppState, query: &str) -> Result<Vec<PatientChoic
         .matches
         .into_iter()
         .map(|loaded| {
-            let patient = &loaded.resource.resource;
+            let patient = &loaded.resource.resource.into_json();
             PatientChoice {
                 id: patient["id"].as_str().unwrap_or_default().to_owned(),
                 label: patient_label(patient),
@@ -543,7 +543,7 @@ async fn read_patient(state: &AppState, id: &str) -> Result<Option<Json>, Refusa
         .read("Patient", id, &Access::everything())
         .await
     {
-        Ok(ReadOutcome::Found(patient)) => Ok(Some(patient)),
+        Ok(ReadOutcome::Found(patient)) => Ok(Some(patient.into_json())),
         Ok(_) => Ok(None),
         Err(e) => {
             tracing::warn!(error = %e, "the patient picker's read failed");

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::files::NdjsonFiles;
 use super::{ExportSpec, Level, part_plan};
+use crate::adapter::tree::Tree;
 use crate::api::audit::PatientsTouched;
 use crate::config::ExportSettings;
 use crate::db::DbErrorKind;
@@ -364,7 +365,7 @@ impl ExportRuntime {
             let Some(page) = page else {
                 return Ok(Ended::Stopped);
             };
-            let resources: Vec<Json> = page
+            let resources: Vec<Tree> = page
                 .matches
                 .into_iter()
                 .filter(|loaded| match seen.as_mut() {
@@ -532,7 +533,7 @@ impl NdjsonPage {
     /// Writes `resources` (cut down to `elements`, if given) in order. A large page is written
     /// in two halves at once (`halves::in_halves`): serializing, and dropping what was
     /// serialized, is most of a page's time once its rows are mapped.
-    fn write(resources: Vec<Json>, elements: Option<&[String]>) -> Result<NdjsonPage, String> {
+    fn write(resources: Vec<Tree>, elements: Option<&[String]>) -> Result<NdjsonPage, String> {
         let mut halves = crate::halves::in_halves(resources, |_, resources| {
             NdjsonPage::write_sequentially(resources, elements)
         })
@@ -548,7 +549,7 @@ impl NdjsonPage {
     }
 
     fn write_sequentially(
-        resources: Vec<Json>,
+        resources: Vec<Tree>,
         elements: Option<&[String]>,
     ) -> Result<NdjsonPage, String> {
         let mut page = NdjsonPage {
@@ -556,14 +557,18 @@ impl NdjsonPage {
             written: 0,
             patients: PatientsTouched::default(),
         };
-        for mut resource in resources {
+        for resource in resources {
             // Before `_elements` drops the references.
-            page.patients.add(&resource);
-            if let Some(names) = elements {
-                crate::fhir::subset::elements(&mut resource, names);
-            }
-            serde_json::to_writer(&mut page.lines, &resource)
-                .map_err(|e| format!("cannot write a resource: {e}"))?;
+            page.patients.add_mapped(&resource);
+            let written = match elements {
+                Some(names) => {
+                    let mut resource = resource.into_json();
+                    crate::fhir::subset::elements(&mut resource, names);
+                    serde_json::to_writer(&mut page.lines, &resource)
+                }
+                None => serde_json::to_writer(&mut page.lines, &resource),
+            };
+            written.map_err(|e| format!("cannot write a resource: {e}"))?;
             page.lines.push(b'\n');
             page.written += 1;
         }

@@ -4,6 +4,8 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value as Json;
 
+use crate::adapter::tree::{Field, Tree};
+
 /// A searchset Bundle, serialized straight from its parts: the resources are written where
 /// they are, with no JSON tree built around them (a page's entries used to cost three maps
 /// each before a byte was written).
@@ -12,19 +14,25 @@ pub struct Searchset<'a> {
     pub self_url: String,
     pub next_url: Option<String>,
     pub total: Option<u64>,
-    pub matches: Vec<Json>,
-    pub included: Vec<Json>,
+    pub matches: Vec<Tree>,
+    pub included: Vec<Tree>,
     pub outcome: Option<Json>,
     pub timestamp: String,
 }
 
 /// `Type/id` resolved against the base URL.
-pub fn full_url(base_url: &str, resource: &Json) -> String {
+pub fn full_url(base_url: &str, resource: &Tree) -> String {
+    let field = |name| {
+        resource
+            .get(name)
+            .and_then(Field::as_str)
+            .unwrap_or_default()
+    };
     format!(
         "{}/{}/{}",
         base_url.trim_end_matches('/'),
-        resource["resourceType"].as_str().unwrap_or_default(),
-        resource["id"].as_str().unwrap_or_default()
+        field("resourceType"),
+        field("id")
     )
 }
 
@@ -46,10 +54,10 @@ struct SearchMode {
 }
 
 #[derive(Serialize)]
-struct Entry<'a> {
+struct Entry<'a, R> {
     #[serde(rename = "fullUrl", skip_serializing_if = "Option::is_none")]
     full_url: Option<String>,
-    resource: &'a Json,
+    resource: &'a R,
     search: SearchMode,
 }
 
@@ -133,8 +141,10 @@ mod tests {
             self_url: "https://example.org/fhir/Patient?family=Smi".into(),
             next_url: Some("https://example.org/fhir/Patient?_cursor=x".into()),
             total: Some(7),
-            matches: vec![json!({"resourceType": "Patient", "id": "1"})],
-            included: vec![json!({"resourceType": "Practitioner", "id": "p"})],
+            matches: vec![Tree::Json(json!({"resourceType": "Patient", "id": "1"}))],
+            included: vec![Tree::Json(
+                json!({"resourceType": "Practitioner", "id": "p"}),
+            )],
             outcome: Some(json!({"resourceType": "OperationOutcome", "issue": []})),
             timestamp: "2026-12-06T00:00:00Z".into(),
         };

@@ -376,11 +376,12 @@ impl<'r> Audit<'r> {
                 return;
             }
         };
-        for (rule, detail) in checks::resource_findings(&found.resource, self.today) {
+        let resource = found.resource.to_json();
+        for (rule, detail) in checks::resource_findings(&resource, self.today) {
             self.add(rule, located(Some(found.id.clone()), detail));
         }
         if mapping.resource_type == "Patient" {
-            if let Some(person) = checks::person_key(&found.resource) {
+            if let Some(person) = checks::person_key(&resource) {
                 self.people
                     .entry(person)
                     .or_default()
@@ -388,7 +389,7 @@ impl<'r> Audit<'r> {
             }
         } else {
             // Patient mappings were all read first (`run`).
-            for patient in checks::patient_references(&found.resource) {
+            for patient in checks::patient_references(&resource) {
                 if !self.patients.contains(&patient) {
                     let detail = format!("refers to Patient/{patient}, which no PMS row forms");
                     self.add(MISSING_PATIENT, located(Some(found.id.clone()), detail));

@@ -292,7 +292,7 @@ async fn served(repository: &Repository, resource_type: &str) -> anyhow::Result<
                     .outcomes
                     .iter()
                     .filter_map(|(outcome, _)| outcome.as_ref().ok())
-                    .map(|found| Keyed::of(&found.resource)),
+                    .map(|found| Keyed::of(&found.resource.to_json())),
             );
             if (scanned.rows as u64) < SCAN_ROWS {
                 break;

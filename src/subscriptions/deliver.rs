@@ -493,7 +493,8 @@ pub async fn notification_events(
                     full_url: format!("{base_url}/{reference}"),
                     reference,
                     change,
-                    resource: (content == PayloadContent::FullResource).then_some(resource),
+                    resource: (content == PayloadContent::FullResource)
+                        .then(|| resource.into_json()),
                 }),
                 Ok(_) => None,
                 Err(error) => {

@@ -40,7 +40,7 @@ async fn message_for(
     let kind = event_kind(subscription.topic.as_deref(), event)?;
     let read = |resource_type: String, id: String| async move {
         match repository.read(&resource_type, &id, access).await {
-            Ok(ReadOutcome::Found(resource)) => Some(resource),
+            Ok(ReadOutcome::Found(resource)) => Some(resource.into_json()),
             _ => None,
         }
     };

@@ -309,7 +309,7 @@ impl Detector {
                     .map(|found| {
                         (
                             found.id.clone(),
-                            remembered(&found.resource, &compared, commit.cycle),
+                            remembered(&found.resource.to_json(), &compared, commit.cycle),
                         )
                     })
                     .collect();
@@ -507,7 +507,8 @@ impl Detector {
                     if !observed.insert(found.id.clone()) {
                         continue;
                     }
-                    let now = remembered(&found.resource, compared, commit.seen_cycle);
+                    let resource = found.resource.to_json();
+                    let now = remembered(&resource, compared, commit.seen_cycle);
                     match known.get(&found.id) {
                         Some(previous) if previous.hash == now.hash => {
                             if previous.seen_cycle != commit.seen_cycle {
@@ -523,7 +524,7 @@ impl Detector {
                                 },
                                 resource_id: found.id.clone(),
                                 previous: previous.cloned(),
-                                current: Some(found.resource.clone()),
+                                current: Some(resource),
                             });
                             commit.remember.push((found.id.clone(), now));
                         }

@@ -12,6 +12,7 @@ use super::{
 use crate::adapter::format::ManifestFile;
 use crate::adapter::format::MappingFile;
 use crate::adapter::model::Mapping;
+use crate::adapter::tree::{self, Tree};
 use crate::adapter::validate::{ParsedMapping, validate};
 use crate::dialect::ast::Value;
 
@@ -55,11 +56,28 @@ fn row(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<Value> {
         .collect()
 }
 
+/// A mapped resource with its JSON built, for assertions.
+struct Mapped {
+    id: String,
+    resource: serde_json::Value,
+}
+
 /// Maps a row; every resource must be servable.
-fn map_one(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<MappedResource> {
+fn map_one(mapping: &Mapping, cells: &[(&str, Value)]) -> Vec<Mapped> {
     outcomes(mapping, cells)
         .into_iter()
         .map(|outcome| outcome.unwrap_or_else(|left_out| panic!("left out: {left_out:?}")))
+        .map(|mapped| {
+            // What is served is the tree's serialization: it must read back as its JSON.
+            let served: serde_json::Value =
+                serde_json::from_slice(&serde_json::to_vec(&mapped.resource).unwrap()).unwrap();
+            let resource = mapped.resource.into_json();
+            assert_eq!(served, resource);
+            Mapped {
+                id: mapped.id,
+                resource,
+            }
+        })
         .collect()
 }
 
@@ -222,14 +240,18 @@ fn required_elements_and_the_r4_model_decide_what_is_served() {
     let served = MappedResource {
         id: "1".into(),
         variant: None,
-        resource: json!({"resourceType": "Observation", "id": "1", "status": "final",
+        resource: Tree::Json(
+            json!({"resourceType": "Observation", "id": "1", "status": "final",
             "code": {"text": "x"}}),
+        ),
     };
     assert!(super::check_r4(served).is_ok());
     let missing = MappedResource {
         id: "2".into(),
         variant: Some(1),
-        resource: json!({"resourceType": "Observation", "id": "2", "code": {"text": "x"}}),
+        resource: Tree::Json(
+            json!({"resourceType": "Observation", "id": "2", "code": {"text": "x"}}),
+        ),
     };
     assert_eq!(
         super::check_r4(missing).unwrap_err(),
@@ -242,7 +264,7 @@ fn required_elements_and_the_r4_model_decide_what_is_served() {
     let refused = MappedResource {
         id: "3".into(),
         variant: None,
-        resource: json!({"resourceType": "Patient", "id": "3", "gender": 7}),
+        resource: Tree::Json(json!({"resourceType": "Patient", "id": "3", "gender": 7})),
     };
     let reason = super::check_r4(refused).unwrap_err().reason;
     assert_eq!(reason.kind(), "invalid-r4", "{reason}");
@@ -252,7 +274,7 @@ fn required_elements_and_the_r4_model_decide_what_is_served() {
     let again = MappedResource {
         id: "4".into(),
         variant: None,
-        resource: json!({"resourceType": "Patient", "id": "4", "gender": 9}),
+        resource: Tree::Json(json!({"resourceType": "Patient", "id": "4", "gender": 9})),
     };
     assert_eq!(
         super::check_r4(again).unwrap_err().reason.kind(),
@@ -261,15 +283,17 @@ fn required_elements_and_the_r4_model_decide_what_is_served() {
     let fixed = MappedResource {
         id: "5".into(),
         variant: None,
-        resource: json!({"resourceType": "Patient", "id": "5", "gender": "female"}),
+        resource: Tree::Json(json!({"resourceType": "Patient", "id": "5", "gender": "female"})),
     };
     assert!(super::check_r4(fixed).is_ok());
     // The same keys under another resource type are that type's question.
     let observation = MappedResource {
         id: "6".into(),
         variant: None,
-        resource: json!({"resourceType": "Observation", "id": "6", "gender": "female",
+        resource: Tree::Json(
+            json!({"resourceType": "Observation", "id": "6", "gender": "female",
             "status": "final", "code": {}}),
+        ),
     };
     assert!(super::check_r4(observation).is_err());
 }
@@ -636,6 +660,23 @@ fn a_shape_hash_sees_names_nesting_and_kinds_not_values() {
         hasher.finish()
     };
     let base = shape(json!({"name": [{"family": "Ng"}], "birthDate": "1970-01-01"}));
+    // A mapped tree hashes as the JSON it stands for.
+    let tree = Tree::Object(vec![
+        (
+            "name",
+            Tree::Array(vec![Tree::Object(vec![(
+                "family",
+                Tree::Text("Ng".into()),
+            )])]),
+        ),
+        (
+            "birthDate",
+            Tree::Constant(tree::constant(json!("1970-01-01"))),
+        ),
+    ]);
+    let mut hasher = ShapeHasher::default();
+    super::hash_tree_shape(&tree, &mut hasher);
+    assert_eq!(hasher.finish(), base);
     assert_eq!(
         base,
         shape(json!({"name": [{"family": "Okonkwo-Smith"}], "birthDate": "2001-12-31"}))

@@ -274,7 +274,7 @@ fn top_level_fields(mapping: &Mapping) -> BTreeSet<(&str, bool)> {
         if let Node::Object { fields: named, .. } = template {
             for (name, node) in named {
                 let structured = matches!(node, Node::Object { .. } | Node::Array(_));
-                fields.insert((name.as_str(), structured));
+                fields.insert((*name, structured));
             }
         }
     }
