@@ -200,7 +200,7 @@ impl Tree {
 }
 
 /// Calls `visit` with every text field's name and value in `json`, at any depth.
-pub fn each_text_field(json: &Json, visit: &mut dyn FnMut(&str, &str)) {
+fn each_text_field(json: &Json, visit: &mut dyn FnMut(&str, &str)) {
     match json {
         Json::Object(object) => {
             for (name, value) in object {
@@ -234,6 +234,14 @@ impl<'a> Field<'a> {
         match self {
             Field::Tree(tree) => tree.get(name),
             Field::Json(json) => json.get(name).map(Field::Json),
+        }
+    }
+
+    /// Calls `visit` with every text field's name and value below this field, at any depth.
+    pub fn each_text_field(self, visit: &mut dyn FnMut(&str, &str)) {
+        match self {
+            Field::Tree(tree) => tree.each_text_field(visit),
+            Field::Json(json) => each_text_field(json, visit),
         }
     }
 

@@ -32,7 +32,7 @@ use super::negotiate::{body, negotiate, respond};
 use super::origin::{ClientAddress, PublicBase};
 use super::request_id::RequestId;
 use crate::access::{Access, Interaction, PatientLimit};
-use crate::adapter::tree::{self, Field, Tree};
+use crate::adapter::tree::{Field, Tree};
 use crate::auth::scope::{Context, Scope, parse_scopes_lenient};
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
@@ -53,19 +53,18 @@ impl PatientsTouched {
     /// (subject, patient, beneficiary, participant actors, ...). Counting every reference errs on
     /// the side of recording a patient whose name the answer merely carries.
     pub fn add(&mut self, resource: &Json) {
-        if resource["resourceType"] == "Patient"
-            && let Some(id) = resource["id"].as_str()
-        {
-            self.0.insert(id.to_owned());
-        }
-        tree::each_text_field(resource, &mut |name, text| self.add_reference(name, text));
+        self.add_field(Field::Json(resource));
     }
 
     /// `add` for a mapped resource.
     pub fn add_mapped(&mut self, resource: &Tree) {
-        let field = |name| resource.get(name).and_then(Field::as_str);
-        if field("resourceType") == Some("Patient")
-            && let Some(id) = field("id")
+        self.add_field(Field::Tree(resource));
+    }
+
+    fn add_field(&mut self, resource: Field<'_>) {
+        let text = |name| resource.get(name).and_then(Field::as_str);
+        if text("resourceType") == Some("Patient")
+            && let Some(id) = text("id")
         {
             self.0.insert(id.to_owned());
         }
