@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 
 use super::format::{SplitKeep, TextCase};
 use super::model::{CodeMap, Mapping, Node, Predicate, PredicateOp, Transform};
-use super::tree::{Field, Tree};
+use super::tree::{self, Field, Tree};
 use crate::dialect::ast::Value;
 
 /// One resource produced from a row.
@@ -247,28 +247,25 @@ fn left_out_row(
 /// Why fhirbolt's strict R4 model refuses `resource`, if it does. The model checks names, nesting,
 /// JSON types and cardinality, not primitive values, so its answer depends only on the resource's
 /// shape: it is asked once per shape and remembered (a mapping yields few shapes), which keeps the
-/// per-resource cost to one walk of the JSON.
+/// per-resource cost to one walk of the tree, which stops at its constants (`Tree::shape`).
 fn model_refusal(resource_type: &str, resource: &Tree) -> Option<String> {
     use std::collections::HashMap;
-    use std::hash::{Hash, Hasher};
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{OnceLock, RwLock};
     /// Past this many shapes the memory is cleared rather than grown.
     const MAX_SHAPES: usize = 20_000;
-    static VERDICTS: OnceLock<Mutex<HashMap<u64, Option<String>>>> = OnceLock::new();
+    /// Read by every mapping thread for every resource, written once per new shape.
+    static VERDICTS: OnceLock<RwLock<HashMap<u64, Option<String>, ShapeKeys>>> = OnceLock::new();
 
-    let mut hasher = ShapeHasher::default();
-    resource_type.hash(&mut hasher);
-    hash_tree_shape(resource, &mut hasher);
-    let shape = hasher.finish();
-    let verdicts = VERDICTS.get_or_init(|| Mutex::new(HashMap::new()));
-    if let Some(verdict) = verdicts.lock().ok().and_then(|v| v.get(&shape).cloned()) {
+    let shape = tree::resource_shape(resource_type, resource);
+    let verdicts = VERDICTS.get_or_init(|| RwLock::new(HashMap::default()));
+    if let Some(verdict) = verdicts.read().ok().and_then(|v| v.get(&shape).cloned()) {
         return verdict;
     }
     let verdict = serde_json::to_vec(resource)
         .map_err(|e| e.to_string())
         .and_then(|bytes| crate::fhir::xml::parse_strict(&bytes).map(|_| ()))
         .err();
-    if let Ok(mut verdicts) = verdicts.lock() {
+    if let Ok(mut verdicts) = verdicts.write() {
         if verdicts.len() >= MAX_SHAPES {
             verdicts.clear();
         }
@@ -277,100 +274,26 @@ fn model_refusal(resource_type: &str, resource: &Tree) -> Option<String> {
     verdict
 }
 
-/// A multiply-rotate hash over 64 bits, eight bytes at a time (the rustc compiler's "Fx" hash):
-/// every resource's shape is hashed, element names included, and SipHash (std's default) cost
-/// several per cent of an export's CPU. Shapes come from adapters' mappings, not from requests,
-/// so nothing needs a keyed hash here; a few thousand shapes in 2^64 values make a collision (one
-/// shape taking another's verdict) negligible.
+/// Shapes are hashes already: the verdicts' map uses them as they are.
+type ShapeKeys = std::hash::BuildHasherDefault<ShapeKey>;
+
 #[derive(Default)]
-struct ShapeHasher(u64);
+struct ShapeKey(u64);
 
-impl ShapeHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl std::hash::Hasher for ShapeHasher {
+impl std::hash::Hasher for ShapeKey {
     fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            self.add(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+        // Only `write_u64` is called for a u64 key; this keeps any other use correct.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
         }
-        let mut rest = [0u8; 8];
-        let tail = words.remainder();
-        rest[..tail.len()].copy_from_slice(tail);
-        // The length keeps "ab" + "c" apart from "a" + "bc" within one name's bytes.
-        self.add(u64::from_le_bytes(rest) ^ ((tail.len() as u64) << 56));
     }
 
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.add(value as u64);
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
     }
 
     fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-/// Names, nesting, array lengths and JSON kinds (with a number's integer-ness and sign), not
-/// the values: everything the model's verdict depends on.
-fn hash_shape(value: &Json, hasher: &mut impl std::hash::Hasher) {
-    use std::hash::Hash;
-    match value {
-        Json::Null => 0u8.hash(hasher),
-        Json::Bool(_) => 1u8.hash(hasher),
-        Json::Number(n) => {
-            2u8.hash(hasher);
-            (n.is_u64(), n.is_i64(), n.as_f64().is_some_and(|f| f < 0.0)).hash(hasher);
-        }
-        Json::String(_) => 3u8.hash(hasher),
-        Json::Array(items) => {
-            4u8.hash(hasher);
-            items.len().hash(hasher);
-            for item in items {
-                hash_shape(item, hasher);
-            }
-        }
-        Json::Object(fields) => {
-            5u8.hash(hasher);
-            fields.len().hash(hasher);
-            for (key, field) in fields {
-                key.hash(hasher);
-                hash_shape(field, hasher);
-            }
-        }
-    }
-}
-
-/// `hash_shape` of the JSON `tree` stands for, without building it.
-fn hash_tree_shape(tree: &Tree, hasher: &mut impl std::hash::Hasher) {
-    use std::hash::Hash;
-    match tree {
-        Tree::Text(_) => 3u8.hash(hasher),
-        Tree::Number(n) => hash_shape(&Json::Number(n.clone()), hasher),
-        Tree::Bool(_) => 1u8.hash(hasher),
-        Tree::Constant(constant) => hash_shape(constant, hasher),
-        Tree::Json(json) => hash_shape(json, hasher),
-        Tree::Array(items) => {
-            4u8.hash(hasher);
-            items.len().hash(hasher);
-            for item in items {
-                hash_tree_shape(item, hasher);
-            }
-        }
-        Tree::Object(fields) => {
-            5u8.hash(hasher);
-            fields.len().hash(hasher);
-            for (key, field) in fields {
-                key.hash(hasher);
-                hash_tree_shape(field, hasher);
-            }
-        }
     }
 }
 
@@ -481,7 +404,7 @@ pub fn cell_text(value: &Value) -> Option<String> {
             if is_sentinel_date(dt.date()) {
                 return None;
             }
-            format!("{}T{}", date_text(dt.date()), time_text(dt.time()))
+            date_time_text(*dt)
         }
         Value::Time(t) => time_text(*t),
     };
@@ -645,44 +568,88 @@ pub fn format_instant(local: NaiveDateTime, timezone: Tz) -> String {
             .from_local_datetime(&(local + TimeDelta::hours(1)))
             .earliest()
     });
+    let mut text = String::with_capacity(25);
     match zoned {
         Some(zoned) => {
-            let wall = zoned.naive_local();
+            push_date_time(&mut text, zoned.naive_local());
             let offset = zoned.offset().fix().local_minus_utc();
-            let sign = if offset < 0 { '-' } else { '+' };
+            text.push(if offset < 0 { '-' } else { '+' });
             // Rounded to the minute, as `%:z` rounds a local mean time's seconds.
-            let minutes = (offset.abs() + 30) / 60;
-            format!(
-                "{}T{}{sign}{:02}:{:02}",
-                date_text(wall.date()),
-                time_text(wall.time()),
-                minutes / 60,
-                minutes % 60
-            )
+            let minutes = (offset.unsigned_abs() + 30) / 60;
+            push_digits(&mut text, minutes / 60, 2);
+            text.push(':');
+            push_digits(&mut text, minutes % 60, 2);
         }
-        None => format!("{}T{}Z", date_text(local.date()), time_text(local.time())),
+        None => {
+            push_date_time(&mut text, local);
+            text.push('Z');
+        }
     }
+    text
 }
 
 /// `YYYY-MM-DD`, as chrono's `%Y-%m-%d` writes it, without parsing a format string for every
 /// cell (that parsing was 3 % of an export's CPU).
 fn date_text(date: NaiveDate) -> String {
-    if (0..=9999).contains(&date.year()) {
-        format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
-    } else {
-        date.format("%Y-%m-%d").to_string()
-    }
+    let mut text = String::with_capacity(10);
+    push_date(&mut text, date);
+    text
 }
 
 /// `hh:mm:ss`, as chrono's `%H:%M:%S` writes it (a leap second's 60 included).
 fn time_text(time: NaiveTime) -> String {
+    let mut text = String::with_capacity(8);
+    push_time(&mut text, time);
+    text
+}
+
+/// `YYYY-MM-DDThh:mm:ss`.
+fn date_time_text(at: NaiveDateTime) -> String {
+    let mut text = String::with_capacity(19);
+    push_date_time(&mut text, at);
+    text
+}
+
+// The pushes below write dates digit by digit into one buffer: formatting machinery with padding,
+// and a String per part, was most of the cost of every date a mapping writes.
+
+fn push_date_time(text: &mut String, at: NaiveDateTime) {
+    push_date(text, at.date());
+    text.push('T');
+    push_time(text, at.time());
+}
+
+fn push_date(text: &mut String, date: NaiveDate) {
+    match u32::try_from(date.year()) {
+        Ok(year) if year <= 9999 => {
+            push_digits(text, year, 4);
+            text.push('-');
+            push_digits(text, date.month(), 2);
+            text.push('-');
+            push_digits(text, date.day(), 2);
+        }
+        _ => {
+            use std::fmt::Write;
+            let _ = write!(text, "{}", date.format("%Y-%m-%d"));
+        }
+    }
+}
+
+fn push_time(text: &mut String, time: NaiveTime) {
     let leap = u32::from(time.nanosecond() >= 1_000_000_000);
-    format!(
-        "{:02}:{:02}:{:02}",
-        time.hour(),
-        time.minute(),
-        time.second() + leap
-    )
+    push_digits(text, time.hour(), 2);
+    text.push(':');
+    push_digits(text, time.minute(), 2);
+    text.push(':');
+    push_digits(text, time.second() + leap, 2);
+}
+
+/// `value`'s last `width` decimal digits, zero-padded (callers keep `value` below 10^width).
+fn push_digits(text: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10u32.pow(place)) % 10;
+        text.push(char::from(b'0' + digit as u8));
+    }
 }
 
 /// Loose equality as SQL engines apply it: numbers compare numerically, text case-sensitively.

@@ -65,18 +65,17 @@ impl PatientsTouched {
         let text = |name| resource.get(name).and_then(Field::as_str);
         if text("resourceType") == Some("Patient")
             && let Some(id) = text("id")
+            && !self.0.contains(id)
         {
             self.0.insert(id.to_owned());
         }
-        resource.each_text_field(&mut |name, text| self.add_reference(name, text));
-    }
-
-    fn add_reference(&mut self, name: &str, text: &str) {
-        if name == "reference"
-            && let Some(id) = patient_id(text)
-        {
-            self.0.insert(id.to_owned());
-        }
+        resource.each_reference(&mut |reference| {
+            if let Some(id) = patient_id(reference)
+                && !self.0.contains(id)
+            {
+                self.0.insert(id.to_owned());
+            }
+        });
     }
 }
 

@@ -2,10 +2,12 @@
 //! size limit, and on resume each cut back to its committed length, so a page written before a
 //! crash but not committed is written again exactly once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tokio::fs::{File, OpenOptions};
+use tokio::fs::OpenOptions;
 use tokio::io::AsyncWriteExt;
 
 use crate::state::exports::ExportFile;
@@ -15,8 +17,9 @@ pub struct NdjsonFiles {
     dir: PathBuf,
     max_bytes: i64,
     files: Vec<ExportFile>,
-    /// The file being appended to, by name.
-    open: Option<(String, File)>,
+    /// The files being appended to, by name: the types a job exports at once take turns, and
+    /// each keeps its file open rather than opening it again for every page.
+    open: HashMap<String, Arc<std::fs::File>>,
 }
 
 /// A file name this writer makes: `<Type>-<n>.ndjson`. Downloads accept nothing else.
@@ -54,16 +57,18 @@ impl NdjsonFiles {
             dir: dir.to_owned(),
             max_bytes: max_bytes.max(1),
             files: committed,
-            open: None,
+            open: HashMap::new(),
         })
     }
 
-    /// Appends `count` complete NDJSON lines of `resource_type`: to its latest file while that
-    /// is under the size limit, else to a new one. Returns the file's state after it, to commit.
+    /// Appends `count` complete NDJSON lines of `resource_type`, given as consecutive chunks: to
+    /// its latest file while that is under the size limit, else to a new one. Returns the file's
+    /// state after it, to commit. The chunks are written as they are, from a blocking thread, and
+    /// dropped there: a page is megabytes that no async thread should copy or free.
     pub async fn append(
         &mut self,
         resource_type: &str,
-        lines: &[u8],
+        chunks: Vec<Vec<u8>>,
         count: i64,
     ) -> std::io::Result<ExportFile> {
         let latest = self
@@ -73,12 +78,15 @@ impl NdjsonFiles {
         let index = match latest {
             Some(index) => index,
             None => {
-                let number = self
+                // The type's earlier files are full: never written again in this run.
+                let full: Vec<&String> = self
                     .files
                     .iter()
                     .filter(|f| f.resource_type == resource_type)
-                    .count()
-                    + 1;
+                    .map(|f| &f.name)
+                    .collect();
+                self.open.retain(|name, _| !full.contains(&name));
+                let number = full.len() + 1;
                 self.files.push(ExportFile {
                     name: format!("{resource_type}-{number}.ndjson"),
                     resource_type: resource_type.to_owned(),
@@ -90,31 +98,33 @@ impl NdjsonFiles {
             }
         };
         let file = &mut self.files[index];
-        if self
-            .open
-            .as_ref()
-            .is_none_or(|(name, _)| *name != file.name)
-        {
-            let path = self.dir.join(&file.name);
-            let handle = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .await?;
-            // A file not yet committed may hold a page from before a crash: start it over.
-            handle.set_len(file.bytes as u64).await?;
-            let mut handle = handle;
-            tokio::io::AsyncSeekExt::seek(&mut handle, std::io::SeekFrom::End(0)).await?;
-            self.open = Some((file.name.clone(), handle));
-        }
-        let (_, handle) = self.open.as_mut().expect("opened above");
-        handle.write_all(lines).await?;
-        // Flushed to the operating system before the commit, so a killed process loses nothing
+        let handle = match self.open.get(&file.name) {
+            Some(handle) => Arc::clone(handle),
+            None => {
+                let handle = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(self.dir.join(&file.name))
+                    .await?;
+                // A file not yet committed may hold a page from before a crash: start it over.
+                handle.set_len(file.bytes as u64).await?;
+                let handle = Arc::new(handle.into_std().await);
+                self.open.insert(file.name.clone(), Arc::clone(&handle));
+                handle
+            }
+        };
+        let bytes: usize = chunks.iter().map(Vec::len).sum();
+        // Written to the operating system before the commit, so a killed process loses nothing
         // the state store says is written.
-        handle.flush().await?;
+        tokio::task::spawn_blocking(move || {
+            chunks
+                .iter()
+                .try_for_each(|chunk| (&*handle).write_all(chunk))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         file.lines += count;
-        file.bytes += lines.len() as i64;
+        file.bytes += bytes as i64;
         Ok(file.clone())
     }
 
@@ -193,27 +203,42 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("portico-ndjson-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         let mut files = NdjsonFiles::resume(&dir, 10, Vec::new()).await.unwrap();
-        let first = files.append("Patient", b"{\"a\":1}\n", 1).await.unwrap();
+        let first = files
+            .append("Patient", vec![b"{\"a\":1}\n".to_vec()], 1)
+            .await
+            .unwrap();
         assert_eq!(
             (first.name.as_str(), first.lines, first.bytes),
             ("Patient-1.ndjson", 1, 8)
         );
         // Under the limit: the same file.
-        let second = files.append("Patient", b"{\"b\":2}\n", 1).await.unwrap();
+        let second = files
+            .append("Patient", vec![b"{\"b\":2}\n".to_vec()], 1)
+            .await
+            .unwrap();
         assert_eq!(
             (second.name.as_str(), second.bytes),
             ("Patient-1.ndjson", 16)
         );
         // Past it: a new file.
-        let third = files.append("Patient", b"{\"c\":3}\n", 1).await.unwrap();
+        let third = files
+            .append("Patient", vec![b"{\"c\":3}\n".to_vec()], 1)
+            .await
+            .unwrap();
         assert_eq!((third.name.as_str(), third.bytes), ("Patient-2.ndjson", 8));
-        let error = files.append("OperationOutcome", b"{}\n", 1).await.unwrap();
+        let error = files
+            .append("OperationOutcome", vec![b"{}\n".to_vec()], 1)
+            .await
+            .unwrap();
         assert_eq!(error.position, 2);
 
         // Committed: the first file whole, the second after one line; a third page of the second
         // file, and the error file, were written but never committed.
         let committed = vec![second.clone(), third.clone()];
-        files.append("Patient", b"{\"d\":4}\n", 1).await.unwrap();
+        files
+            .append("Patient", vec![b"{\"d\":".to_vec(), b"4}\n".to_vec()], 1)
+            .await
+            .unwrap();
         drop(files);
         let mut resumed = NdjsonFiles::resume(&dir, 10, committed).await.unwrap();
         assert_eq!(
@@ -221,7 +246,7 @@ mod tests {
             "{\"c\":3}\n"
         );
         let again = resumed
-            .append("OperationOutcome", b"{\"x\":1}\n", 1)
+            .append("OperationOutcome", vec![b"{\"x\":1}\n".to_vec()], 1)
             .await
             .unwrap();
         assert_eq!(

@@ -325,7 +325,7 @@ impl ExportRuntime {
                 .map_err(state)?;
         }
         let identity = plan.cursor_identity(&format!("{}/{}", job.id, part.position));
-        let mut after = match &part.cursor {
+        let after = match &part.cursor {
             Some(sealed) => Some(
                 self.signer
                     .open(&identity, fingerprint, sealed)
@@ -357,103 +357,141 @@ impl ExportRuntime {
             None
         };
         let elements = spec.elements_of(&part.resource_type);
+        if stop.is_cancelled() {
+            return Ok(Ended::Stopped);
+        }
+        let mut page = Box::pin(self.page(&plan, after.as_ref(), access, stop)).await?;
         loop {
-            if stop.is_cancelled() {
-                return Ok(Ended::Stopped);
-            }
-            let page = Box::pin(self.page(&plan, after.as_ref(), access, stop)).await?;
-            let Some(page) = page else {
+            let Some(current) = page else {
                 return Ok(Ended::Stopped);
             };
-            let resources: Vec<Tree> = page
-                .matches
-                .into_iter()
-                .filter(|loaded| match seen.as_mut() {
-                    Some(seen) => seen.insert(loaded.resource.id.clone()),
-                    None => true,
-                })
-                .map(|loaded| loaded.resource.resource)
-                .collect();
-            let NdjsonPage {
-                lines,
-                written,
-                patients,
-            } = NdjsonPage::write(resources, elements.as_deref())?;
-            let mut commit = PageCommit {
-                position: part.position,
-                cursor: page
-                    .next
-                    .as_ref()
-                    .map(|key| self.signer.seal(&identity, fingerprint, key)),
-                done: page.next.is_none(),
-                written,
-                left_out: page.left_out.len() as i64,
-                files: Vec::new(),
-            };
-            let io = |e: std::io::Error| format!("the export's files: {e}");
-            // Held from the first write to the commit: the parts share the error files, and each
-            // commit records their lengths, which must take in every line written before it.
-            let mut output = output.lock().await;
-            let JobOutput {
-                files,
-                pending_notes,
-            } = &mut *output;
-            if written > 0 {
-                let file = files
-                    .append(&part.resource_type, &lines, written)
-                    .await
-                    .map_err(io)?;
-                files
-                    .note_patients(&file.name, &patients.0)
-                    .await
-                    .map_err(io)?;
-                commit.files.push(file);
-            }
-            // An ignored parameter did not stop the export: a warning. A row left out is data the
-            // client will not get: an error, though the export goes on without it.
-            let mut problems: Vec<(&str, &str, String)> = std::mem::take(pending_notes)
-                .into_iter()
-                .map(|note| ("warning", "not-supported", note))
-                .collect();
-            problems.extend(
-                page.left_out
-                    .iter()
-                    .map(|row| ("error", "processing", left_out_note(row))),
-            );
-            if !problems.is_empty() {
-                let mut outcomes = Vec::new();
-                for (severity, code, problem) in &problems {
-                    let outcome = json!({
-                        "resourceType": "OperationOutcome",
-                        "issue": [{"severity": severity, "code": code, "diagnostics": problem}],
-                    });
-                    serde_json::to_writer(&mut outcomes, &outcome)
-                        .map_err(|e| format!("cannot write an OperationOutcome: {e}"))?;
-                    outcomes.push(b'\n');
+            let next = current.next.clone();
+            // The PMS reads the next page while this one is written and committed: a page's
+            // time was its read, then its mapping and writing, one after the other. A page read
+            // ahead is only kept once this one is committed; a stop or a failure drops it, and a
+            // resume starts from the last commit.
+            let read_ahead = async {
+                match &next {
+                    Some(key) if !stop.is_cancelled() => {
+                        Some(Box::pin(self.page(&plan, Some(key), access, stop)).await)
+                    }
+                    _ => None,
                 }
-                commit.files.push(
-                    files
-                        .append("OperationOutcome", &outcomes, problems.len() as i64)
-                        .await
-                        .map_err(io)?,
-                );
+            };
+            let write = self.write_page(run, part, &identity, current, seen.as_mut(), &elements);
+            let (ahead, written) = tokio::join!(read_ahead, Box::pin(write));
+            if let Some(ended) = written? {
+                return Ok(ended);
             }
-            // How long a worker holds the job without committing a page: export.lease_seconds.
-            let lease_until = now_ms().saturating_add(self.settings.lease_ms());
-            if !Box::pin(
+            page = match ahead {
+                Some(ahead) => ahead?,
+                None if next.is_none() => return Ok(Ended::Complete),
+                None => None,
+            };
+        }
+    }
+
+    /// Writes one page's resources, and its left-out rows as error lines, then commits the page's
+    /// cursor with the files' lengths. `Some` when the job is no longer this worker's.
+    async fn write_page(
+        &self,
+        run: &JobRun<'_>,
+        part: &ExportPart,
+        identity: &str,
+        page: crate::repository::Page,
+        seen: Option<&mut HashSet<String>>,
+        elements: &Option<Vec<String>>,
+    ) -> Result<Option<Ended>, String> {
+        let JobRun {
+            job,
+            fingerprint,
+            output,
+            ..
+        } = run;
+        let mut seen = seen;
+        let resources: Vec<Tree> = page
+            .matches
+            .into_iter()
+            .filter(|loaded| match seen.as_mut() {
+                Some(seen) => seen.insert(loaded.resource.id.clone()),
+                None => true,
+            })
+            .map(|loaded| loaded.resource.resource)
+            .collect();
+        let NdjsonPage {
+            lines,
+            written,
+            patients,
+        } = NdjsonPage::write(resources, elements.as_deref())?;
+        let mut commit = PageCommit {
+            position: part.position,
+            cursor: page
+                .next
+                .as_ref()
+                .map(|key| self.signer.seal(identity, fingerprint, key)),
+            done: page.next.is_none(),
+            written,
+            left_out: page.left_out.len() as i64,
+            files: Vec::new(),
+        };
+        let io = |e: std::io::Error| format!("the export's files: {e}");
+        // Held from the first write to the commit: the parts share the error files, and each
+        // commit records their lengths, which must take in every line written before it.
+        let mut output = output.lock().await;
+        let JobOutput {
+            files,
+            pending_notes,
+        } = &mut *output;
+        if written > 0 {
+            let file = files
+                .append(&part.resource_type, lines, written)
+                .await
+                .map_err(io)?;
+            files
+                .note_patients(&file.name, &patients.0)
+                .await
+                .map_err(io)?;
+            commit.files.push(file);
+        }
+        // An ignored parameter did not stop the export: a warning. A row left out is data the
+        // client will not get: an error, though the export goes on without it.
+        let mut problems: Vec<(&str, &str, String)> = std::mem::take(pending_notes)
+            .into_iter()
+            .map(|note| ("warning", "not-supported", note))
+            .collect();
+        problems.extend(
+            page.left_out
+                .iter()
+                .map(|row| ("error", "processing", left_out_note(row))),
+        );
+        if !problems.is_empty() {
+            let mut outcomes = Vec::new();
+            for (severity, code, problem) in &problems {
+                let outcome = json!({
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": severity, "code": code, "diagnostics": problem}],
+                });
+                serde_json::to_writer(&mut outcomes, &outcome)
+                    .map_err(|e| format!("cannot write an OperationOutcome: {e}"))?;
+                outcomes.push(b'\n');
+            }
+            commit.files.push(
+                files
+                    .append("OperationOutcome", vec![outcomes], problems.len() as i64)
+                    .await
+                    .map_err(io)?,
+            );
+        }
+        // How long a worker holds the job without committing a page: export.lease_seconds.
+        let lease_until = now_ms().saturating_add(self.settings.lease_ms());
+        let committed =
+            Box::pin(
                 self.store
                     .commit_export_page(&job.id, &self.owner, lease_until, &commit),
             )
             .await
-            .map_err(state)?
-            {
-                return Ok(Ended::NotOurs);
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(Ended::Complete),
-            }
-        }
+            .map_err(state)?;
+        Ok((!committed).then_some(Ended::NotOurs))
     }
 
     /// One page, tried again while the PMS is unreachable or slow; `None` when shutting down.
@@ -522,9 +560,9 @@ struct JobOutput {
     pending_notes: Vec<String>,
 }
 
-/// A page of resources as NDJSON lines, with the patients they concern.
+/// A page of resources as NDJSON lines (in consecutive chunks), with the patients they concern.
 struct NdjsonPage {
-    lines: Vec<u8>,
+    lines: Vec<Vec<u8>>,
     written: i64,
     patients: PatientsTouched,
 }
@@ -541,7 +579,7 @@ impl NdjsonPage {
         let mut page = halves.next().expect("at least one half")?;
         for rest in halves {
             let rest = rest?;
-            page.lines.extend_from_slice(&rest.lines);
+            page.lines.extend(rest.lines);
             page.written += rest.written;
             page.patients.0.extend(rest.patients.0);
         }
@@ -552,8 +590,9 @@ impl NdjsonPage {
         resources: Vec<Tree>,
         elements: Option<&[String]>,
     ) -> Result<NdjsonPage, String> {
+        let mut lines = Vec::with_capacity(resources.len() * 512);
         let mut page = NdjsonPage {
-            lines: Vec::with_capacity(resources.len() * 512),
+            lines: Vec::new(),
             written: 0,
             patients: PatientsTouched::default(),
         };
@@ -564,14 +603,15 @@ impl NdjsonPage {
                 Some(names) => {
                     let mut resource = resource.into_json();
                     crate::fhir::subset::elements(&mut resource, names);
-                    serde_json::to_writer(&mut page.lines, &resource)
+                    serde_json::to_writer(&mut lines, &resource)
                 }
-                None => serde_json::to_writer(&mut page.lines, &resource),
+                None => serde_json::to_writer(&mut lines, &resource),
             };
             written.map_err(|e| format!("cannot write a resource: {e}"))?;
-            page.lines.push(b'\n');
+            lines.push(b'\n');
             page.written += 1;
         }
+        page.lines.push(lines);
         Ok(page)
     }
 }

@@ -4,7 +4,7 @@
 //! Every filter is pushed into SQL. Token values over unpivot variants and constant codes are
 //! decided here, at compile time, because they do not depend on rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeDelta};
@@ -1617,15 +1617,9 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
     let match_count = collection.match_parent.len();
     let mut conds = Vec::with_capacity(match_count);
     for (position, column) in collection.columns[..match_count].iter().enumerate() {
-        let mut values: Vec<Value> = Vec::with_capacity(parent_keys.len());
-        for value in parent_keys.iter().filter_map(|key| key.get(position)) {
-            if !values.contains(value) {
-                values.push(value.clone());
-            }
-        }
         conds.push(Cond::In {
             expr: Expr::column(COLLECTION_ALIAS, &column.column),
-            values,
+            values: distinct(parent_keys.iter().filter_map(|key| key.get(position))),
             negated: false,
         });
     }
@@ -1643,6 +1637,30 @@ pub fn collection_select(collection: &Collection, parent_keys: &[Vec<Value>]) ->
         conds,
         order_by,
     )
+}
+
+/// `values` without repeats, in the order first seen. An export page has a thousand parent keys:
+/// integers and texts (nearly every key) are told apart by hash, not each against every other.
+fn distinct<'a>(values: impl Iterator<Item = &'a Value>) -> Vec<Value> {
+    let mut seen_ints = HashSet::new();
+    let mut seen_texts = HashSet::new();
+    let mut distinct: Vec<Value> = Vec::new();
+    let mut others = Vec::new();
+    for value in values {
+        let new = match value {
+            Value::Int(int) => seen_ints.insert(*int),
+            Value::Text(text) => seen_texts.insert(text.as_str()),
+            other if others.contains(&other) => false,
+            other => {
+                others.push(other);
+                true
+            }
+        };
+        if new {
+            distinct.push(value.clone());
+        }
+    }
+    distinct
 }
 
 /// A SELECT over a collection's table and its joins, under its own filter and `conds`.

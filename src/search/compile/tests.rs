@@ -957,3 +957,28 @@ fn collections_matched_on_several_columns_read_each_columns_values() {
         query.params
     );
 }
+
+/// Parent keys of every kind come out once each, in the order first seen.
+#[test]
+fn parent_key_lists_keep_each_value_once_in_order() {
+    let values = [
+        Value::Int(3),
+        Value::Text("a".into()),
+        Value::Int(1),
+        Value::Int(3),
+        Value::Decimal(rust_decimal::Decimal::new(25, 1)),
+        Value::Text("a".into()),
+        Value::Decimal(rust_decimal::Decimal::new(25, 1)),
+        Value::Text("b".into()),
+    ];
+    assert_eq!(
+        super::distinct(values.iter()),
+        [
+            Value::Int(3),
+            Value::Text("a".into()),
+            Value::Int(1),
+            Value::Decimal(rust_decimal::Decimal::new(25, 1)),
+            Value::Text("b".into()),
+        ]
+    );
+}
