@@ -242,7 +242,9 @@ impl Repository {
             }
             loaded
         };
-        let loaded: Vec<Candidate> = crate::halves::in_halves(rows, map_rows)
+        // An unpivoted row is as much work as the resources it yields.
+        let weight = mapping.variants.len().max(1);
+        let loaded: Vec<Candidate> = crate::halves::in_halves_weighted(rows, weight, map_rows)
             .into_iter()
             .flatten()
             .collect();

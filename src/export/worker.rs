@@ -422,7 +422,7 @@ impl ExportRuntime {
             lines,
             written,
             patients,
-        } = NdjsonPage::write(resources, elements.as_deref())?;
+        } = NdjsonPage::write(resources, elements.clone()).await?;
         let mut commit = PageCommit {
             position: part.position,
             cursor: page
@@ -569,12 +569,17 @@ struct NdjsonPage {
 
 impl NdjsonPage {
     /// Writes `resources` (cut down to `elements`, if given) in order. A large page is written
-    /// in two halves at once (`halves::in_halves`): serializing, and dropping what was
-    /// serialized, is most of a page's time once its rows are mapped.
-    fn write(resources: Vec<Tree>, elements: Option<&[String]>) -> Result<NdjsonPage, String> {
-        let mut halves = crate::halves::in_halves(resources, |_, resources| {
-            NdjsonPage::write_sequentially(resources, elements)
+    /// in two halves at once, on rayon's pool (`halves::in_halves_detached`): serializing, and
+    /// dropping what was serialized, is most of a page's time once its rows are mapped, and the
+    /// task's thread meanwhile reads and maps the next page.
+    async fn write(
+        resources: Vec<Tree>,
+        elements: Option<Vec<String>>,
+    ) -> Result<NdjsonPage, String> {
+        let mut halves = crate::halves::in_halves_detached(resources, move |_, resources| {
+            NdjsonPage::write_sequentially(resources, elements.as_deref())
         })
+        .await
         .into_iter();
         let mut page = halves.next().expect("at least one half")?;
         for rest in halves {
