@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::files::NdjsonFiles;
 use super::{ExportSpec, Level, part_plan};
@@ -160,7 +161,11 @@ impl ExportRuntime {
         }
     }
 
-    async fn run_job(&self, job: ExportJob, shutdown: &CancellationToken) -> Result<Ended, String> {
+    async fn run_job(
+        self: &Arc<Self>,
+        job: ExportJob,
+        shutdown: &CancellationToken,
+    ) -> Result<Ended, String> {
         let mut spec: ExportSpec = serde_json::from_str(&job.spec)
             .map_err(|e| format!("the stored export cannot be read: {e}"))?;
         if spec.level == Level::Group && spec.members.is_none() {
@@ -174,7 +179,8 @@ impl ExportRuntime {
         }
         let access = spec.reading_access();
         let fingerprint = access.fingerprint();
-        let parts = self.store.export_parts(&job.id).await.map_err(state)?;
+        let mut parts = self.store.export_parts(&job.id).await.map_err(state)?;
+        self.estimate(&job, &spec, &access, &mut parts).await?;
         let committed = self.store.export_files(&job.id).await.map_err(state)?;
         let first_page = committed.is_empty() && parts.iter().all(|p| p.cursor.is_none());
         let files = NdjsonFiles::resume(
@@ -195,41 +201,42 @@ impl ExportRuntime {
             },
         });
         // The parts of one type run in order (under ORed _typeFilter queries a later one skips
-        // what an earlier one wrote); `export.parallel_types` types run at once, so that one
-        // type's page is read by the PMS while another's is mapped. The first part to end early
-        // (failed, cancelled, shutting down) stops the others at their next page.
-        let mut types: Vec<Vec<&ExportPart>> = Vec::new();
+        // what an earlier one wrote); `export.parallel_types` types run at once (`run_types`).
+        // The first part to end early (failed, cancelled, shutting down) stops the others at
+        // their next page.
+        let mut types: Vec<(Vec<ExportPart>, bool)> = Vec::new();
         for part in parts.iter().filter(|p| !p.done) {
             match types
                 .iter_mut()
-                .find(|t| t[0].resource_type == part.resource_type)
+                .find(|(same_type, _)| same_type[0].resource_type == part.resource_type)
             {
-                Some(same_type) => same_type.push(part),
-                None => types.push(vec![part]),
+                Some((same_type, _)) => same_type.push(part.clone()),
+                None => {
+                    // Counting the parts already done: a resumed later part skips what they
+                    // wrote.
+                    let several = parts
+                        .iter()
+                        .filter(|p| p.resource_type == part.resource_type)
+                        .count()
+                        > 1;
+                    types.push((vec![part.clone()], several));
+                }
             }
         }
-        let run = JobRun {
-            job: &job,
-            spec: &spec,
-            access: &access,
-            fingerprint: &fingerprint,
-            output: &output,
+        // The largest types first: the job lasts at least as long as its largest type, which
+        // should not start when the others are done and then run alone on one thread.
+        types.sort_by_key(|(type_parts, _)| {
+            std::cmp::Reverse(type_parts.iter().filter_map(|p| p.estimate).sum::<i64>())
+        });
+        let run = Arc::new(JobRun {
+            job,
+            spec,
+            access,
+            fingerprint,
+            output,
             stop: shutdown.child_token(),
-        };
-        let mut runs = Vec::with_capacity(types.len());
-        for type_parts in types {
-            // Counting the parts already done: a resumed later part skips what they wrote.
-            let several = parts
-                .iter()
-                .filter(|p| p.resource_type == type_parts[0].resource_type)
-                .count()
-                > 1;
-            runs.push(Box::pin(self.run_type(&run, type_parts, several)));
-        }
-        let ends: Vec<Result<Ended, String>> = futures_util::stream::iter(runs)
-            .buffer_unordered(self.settings.parallel_types.max(1) as usize)
-            .collect()
-            .await;
+        });
+        let ends = self.run_types(&run, types).await;
         let mut ended = Ended::Complete;
         for end in ends {
             match end? {
@@ -245,7 +252,7 @@ impl ExportRuntime {
         let finished = self
             .store
             .finish_export(
-                &job.id,
+                &run.job.id,
                 &self.owner,
                 exports::COMPLETE,
                 None,
@@ -275,11 +282,112 @@ impl ExportRuntime {
             .map_err(|e| format!("the members of Group/{id}: {e}"))
     }
 
+    /// Runs each type's parts as a task of its own, `export.parallel_types` at once. A part's
+    /// task decodes and maps its pages on its own thread: when the types ran as futures of the
+    /// job's one task, that one thread decoded and mapped for all of them while a core idled.
+    async fn run_types(
+        self: &Arc<Self>,
+        run: &Arc<JobRun>,
+        types: Vec<(Vec<ExportPart>, bool)>,
+    ) -> Vec<Result<Ended, String>> {
+        let limit = self.settings.parallel_types.max(1) as usize;
+        let mut waiting = types.into_iter();
+        // Dropped with the job's future, the set aborts the tasks still running.
+        let mut running = tokio::task::JoinSet::new();
+        let mut ends = Vec::new();
+        loop {
+            while running.len() < limit
+                && let Some((type_parts, several)) = waiting.next()
+            {
+                let worker = Arc::clone(self);
+                let run = Arc::clone(run);
+                running.spawn(
+                    async move { Box::pin(worker.run_type(&run, &type_parts, several)).await }
+                        .instrument(tracing::Span::current()),
+                );
+            }
+            let Some(joined) = running.join_next().await else {
+                return ends;
+            };
+            ends.push(joined.unwrap_or_else(|error| {
+                // A panic in a part (never expected) fails the job instead of the worker.
+                run.stop.cancel();
+                Err(format!("an export task ended abnormally: {error}"))
+            }));
+        }
+    }
+
+    /// The search plan of `part`, paged at `export.page_size`.
+    fn plan(
+        &self,
+        job: &ExportJob,
+        spec: &ExportSpec,
+        part: &ExportPart,
+    ) -> Result<crate::search::compile::Plan, String> {
+        part_plan(
+            &self.repository.adapter,
+            spec,
+            &part.resource_type,
+            part.filter.as_deref(),
+            job.transaction_ms,
+            self.settings.page_size.clamp(1, 10_000) as usize,
+        )
+    }
+
+    /// Counts, once per job, the resources of each part not yet estimated, and stores the
+    /// count: the status's X-Progress reports the whole job's estimate from its first poll,
+    /// and `run_types` starts the largest types first. The counts run `export.parallel_types`
+    /// at once, as many queries as the job's pages later keep the PMS busy with.
+    async fn estimate(
+        &self,
+        job: &ExportJob,
+        spec: &ExportSpec,
+        access: &crate::access::Access,
+        parts: &mut [ExportPart],
+    ) -> Result<(), String> {
+        let counts: Vec<_> = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, part)| !part.done && part.estimate.is_none())
+            .map(|(index, part)| Box::pin(self.count(job, spec, access, index, part)))
+            .collect();
+        let counted: Vec<(usize, i64)> = futures_util::stream::iter(counts)
+            .buffer_unordered(self.settings.parallel_types.max(1) as usize)
+            .try_collect()
+            .await?;
+        for (index, estimate) in counted {
+            parts[index].estimate = Some(estimate);
+        }
+        Ok(())
+    }
+
+    /// The resources `part` will export, stored as its estimate; with `index` (the part's place
+    /// in the job) for the caller to note it.
+    async fn count(
+        &self,
+        job: &ExportJob,
+        spec: &ExportSpec,
+        access: &crate::access::Access,
+        index: usize,
+        part: &ExportPart,
+    ) -> Result<(usize, i64), String> {
+        let plan = self.plan(job, spec, part)?;
+        let estimate = Box::pin(self.repository.count(&plan, access))
+            .await
+            .map_err(|e| format!("{}: {}", part.resource_type, e.message))?
+            as i64;
+        self.store
+            .set_export_estimate(&job.id, part.position, estimate)
+            .await
+            .map_err(state)?;
+        Ok((index, estimate))
+    }
+
     /// The parts of one resource type, in order; the first that does not complete cancels `stop`.
     async fn run_type(
         &self,
-        run: &JobRun<'_>,
-        type_parts: Vec<&ExportPart>,
+        run: &JobRun,
+        type_parts: &[ExportPart],
         several: bool,
     ) -> Result<Ended, String> {
         for part in type_parts {
@@ -294,7 +402,7 @@ impl ExportRuntime {
 
     async fn run_part(
         &self,
-        run: &JobRun<'_>,
+        run: &JobRun,
         part: &ExportPart,
         several: bool,
     ) -> Result<Ended, String> {
@@ -306,24 +414,7 @@ impl ExportRuntime {
             output,
             stop,
         } = run;
-        let adapter = &self.repository.adapter;
-        let plan = part_plan(
-            adapter,
-            spec,
-            &part.resource_type,
-            part.filter.as_deref(),
-            job.transaction_ms,
-            self.settings.page_size.clamp(1, 10_000) as usize,
-        )?;
-        if part.estimate.is_none() {
-            let estimate = Box::pin(self.repository.count(&plan, access))
-                .await
-                .map_err(|e| format!("{}: {}", part.resource_type, e.message))?;
-            self.store
-                .set_export_estimate(&job.id, part.position, estimate as i64)
-                .await
-                .map_err(state)?;
-        }
+        let plan = self.plan(job, spec, part)?;
         let identity = plan.cursor_identity(&format!("{}/{}", job.id, part.position));
         let after = match &part.cursor {
             Some(sealed) => Some(
@@ -386,6 +477,7 @@ impl ExportRuntime {
             page = match ahead {
                 Some(ahead) => ahead?,
                 None if next.is_none() => return Ok(Ended::Complete),
+                // Not read ahead because a stop was asked for: the loop ends as stopped.
                 None => None,
             };
         }
@@ -395,11 +487,11 @@ impl ExportRuntime {
     /// cursor with the files' lengths. `Some` when the job is no longer this worker's.
     async fn write_page(
         &self,
-        run: &JobRun<'_>,
+        run: &JobRun,
         part: &ExportPart,
         identity: &str,
         page: crate::repository::Page,
-        seen: Option<&mut HashSet<String>>,
+        mut seen: Option<&mut HashSet<String>>,
         elements: &Option<Vec<String>>,
     ) -> Result<Option<Ended>, String> {
         let JobRun {
@@ -408,7 +500,6 @@ impl ExportRuntime {
             output,
             ..
         } = run;
-        let mut seen = seen;
         let resources: Vec<Tree> = page
             .matches
             .into_iter()
@@ -543,13 +634,13 @@ fn left_out_note(row: &LeftOutRow) -> String {
     )
 }
 
-/// One run of a job, as each of its parts reads it.
-struct JobRun<'a> {
-    job: &'a ExportJob,
-    spec: &'a ExportSpec,
-    access: &'a crate::access::Access,
-    fingerprint: &'a [u8; 32],
-    output: &'a tokio::sync::Mutex<JobOutput>,
+/// One run of a job, as each of its parts reads it: shared by the tasks that run its types.
+struct JobRun {
+    job: ExportJob,
+    spec: ExportSpec,
+    access: crate::access::Access,
+    fingerprint: [u8; 32],
+    output: tokio::sync::Mutex<JobOutput>,
     /// Cancelled by shutdown, or by the first part that ends early.
     stop: CancellationToken,
 }

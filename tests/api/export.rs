@@ -292,6 +292,51 @@ async fn system_export(app: Running, db_url: &str) {
     }
 }
 
+/// Every part is counted before the first page is read: X-Progress reports the whole job's
+/// estimate from the start, each estimate is exact for a full export, and the largest type runs
+/// first (with one type at a time, its file is the first the manifest lists).
+#[tokio::test]
+async fn every_part_is_estimated_at_once_and_the_largest_type_runs_first() {
+    let db_url = support::seed(Backend::Sqlite, "export_largest_first").await;
+    let mut settings = support::settings(&db_url, 5000);
+    settings.export.page_size = 30;
+    settings.export.parallel_types = 1;
+    let app = start_on(settings).await;
+
+    let accepted = kick_off(&app, "$export", &app.token).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let status_url = accepted.header("content-location").unwrap().to_owned();
+    let id = status_url.rsplit('/').next().unwrap().to_owned();
+    let manifest = finished_manifest(&app, &status_url, &app.token).await;
+    let parts = app.store.export_parts(&id).await.unwrap();
+    assert!(parts.len() >= 8, "{parts:?}");
+    for part in &parts {
+        assert!(part.done, "{part:?}");
+        assert_eq!(
+            part.estimate,
+            Some(part.written + part.left_out),
+            "{}: the estimate counts what the export then read",
+            part.resource_type
+        );
+    }
+    let largest = parts
+        .iter()
+        .max_by_key(|part| part.estimate)
+        .expect("a part");
+    assert!(
+        parts
+            .iter()
+            .filter(|part| part.estimate == largest.estimate)
+            .count()
+            == 1,
+        "the fixture has one largest type: {parts:?}"
+    );
+    assert_eq!(
+        manifest["output"][0]["type"], largest.resource_type,
+        "{manifest}"
+    );
+}
+
 #[tokio::test]
 async fn type_type_filter_since_and_elements_narrow_the_export_as_searches_do() {
     let db_url = support::seed(Backend::Sqlite, "export_filters").await;
