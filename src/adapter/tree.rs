@@ -212,30 +212,17 @@ impl Tree {
 
     /// `json_shape` of the JSON this tree stands for, without building it.
     pub fn shape(&self) -> u64 {
-        let mut hasher = ShapeHasher::default();
         match self {
-            Tree::Text(_) => hasher.add(KIND_TEXT),
-            Tree::Number(number) => hasher.add(number_kind(number)),
-            Tree::Bool(_) => hasher.add(KIND_BOOL),
-            Tree::Constant(constant) => return constant.shape,
-            Tree::Json(json) => return json_shape(json),
-            Tree::Array(items) => {
-                hasher.add(KIND_ARRAY);
-                hasher.add(items.len() as u64);
-                for item in items {
-                    hasher.add(item.shape());
-                }
-            }
+            Tree::Text(_) => kind_shape(KIND_TEXT),
+            Tree::Number(number) => kind_shape(number_kind(number)),
+            Tree::Bool(_) => kind_shape(KIND_BOOL),
+            Tree::Constant(constant) => constant.shape,
+            Tree::Json(json) => json_shape(json),
+            Tree::Array(items) => array_shape(items.iter().map(Tree::shape)),
             Tree::Object(fields) => {
-                hasher.add(KIND_OBJECT);
-                hasher.add(fields.len() as u64);
-                for (name, value) in fields {
-                    hasher.write(name.as_bytes());
-                    hasher.add(value.shape());
-                }
+                object_shape(fields.iter().map(|(name, value)| (*name, value.shape())))
             }
         }
-        hasher.0
     }
 }
 
@@ -272,27 +259,44 @@ fn number_kind(number: &Number) -> u64 {
 /// Each array item and object field adds its own shape as one word, so a constant's shape is
 /// worked out once, when the adapter loads, and a mapped resource's walk stops at it.
 pub fn json_shape(json: &Json) -> u64 {
-    let mut hasher = ShapeHasher::default();
     match json {
-        Json::Null => hasher.add(KIND_NULL),
-        Json::Bool(_) => hasher.add(KIND_BOOL),
-        Json::Number(number) => hasher.add(number_kind(number)),
-        Json::String(_) => hasher.add(KIND_TEXT),
-        Json::Array(items) => {
-            hasher.add(KIND_ARRAY);
-            hasher.add(items.len() as u64);
-            for item in items {
-                hasher.add(json_shape(item));
-            }
-        }
-        Json::Object(fields) => {
-            hasher.add(KIND_OBJECT);
-            hasher.add(fields.len() as u64);
-            for (name, value) in fields {
-                hasher.write(name.as_bytes());
-                hasher.add(json_shape(value));
-            }
-        }
+        Json::Null => kind_shape(KIND_NULL),
+        Json::Bool(_) => kind_shape(KIND_BOOL),
+        Json::Number(number) => kind_shape(number_kind(number)),
+        Json::String(_) => kind_shape(KIND_TEXT),
+        Json::Array(items) => array_shape(items.iter().map(json_shape)),
+        Json::Object(fields) => object_shape(
+            fields
+                .iter()
+                .map(|(name, value)| (name.as_str(), json_shape(value))),
+        ),
+    }
+}
+
+/// The shape of a scalar of `kind`.
+fn kind_shape(kind: u64) -> u64 {
+    let mut hasher = ShapeHasher::default();
+    hasher.add(kind);
+    hasher.0
+}
+
+/// The shape of an array whose items have the shapes `items`: one way for trees and JSON.
+fn array_shape(items: impl ExactSizeIterator<Item = u64>) -> u64 {
+    let mut hasher = ShapeHasher::default();
+    hasher.add(KIND_ARRAY);
+    hasher.add(items.len() as u64);
+    items.for_each(|item| hasher.add(item));
+    hasher.0
+}
+
+/// The shape of an object whose fields have the names and shapes `fields`.
+fn object_shape<'a>(fields: impl ExactSizeIterator<Item = (&'a str, u64)>) -> u64 {
+    let mut hasher = ShapeHasher::default();
+    hasher.add(KIND_OBJECT);
+    hasher.add(fields.len() as u64);
+    for (name, shape) in fields {
+        hasher.write(name.as_bytes());
+        hasher.add(shape);
     }
     hasher.0
 }

@@ -345,32 +345,33 @@ impl ExportRuntime {
         access: &crate::access::Access,
         parts: &mut [ExportPart],
     ) -> Result<(), String> {
-        let counts: Vec<_> = parts
-            .iter()
-            .enumerate()
-            .filter(|(_, part)| !part.done && part.estimate.is_none())
-            .map(|(index, part)| Box::pin(self.count(job, spec, access, index, part)))
+        let uncounted: Vec<&mut ExportPart> = parts
+            .iter_mut()
+            .filter(|part| part.estimate.is_none() && !part.done)
             .collect();
-        let counted: Vec<(usize, i64)> = futures_util::stream::iter(counts)
-            .buffer_unordered(self.settings.parallel_types.max(1) as usize)
+        let counts: Vec<_> = uncounted
+            .iter()
+            .map(|part| Box::pin(self.count(job, spec, access, part)))
+            .collect();
+        // In the parts' order (`buffered`), to be given back to the same parts.
+        let estimates: Vec<i64> = futures_util::stream::iter(counts)
+            .buffered(self.settings.parallel_types.max(1) as usize)
             .try_collect()
             .await?;
-        for (index, estimate) in counted {
-            parts[index].estimate = Some(estimate);
+        for (part, estimate) in uncounted.into_iter().zip(estimates) {
+            part.estimate = Some(estimate);
         }
         Ok(())
     }
 
-    /// The resources `part` will export, stored as its estimate; with `index` (the part's place
-    /// in the job) for the caller to note it.
+    /// The resources `part` will export, stored as its estimate.
     async fn count(
         &self,
         job: &ExportJob,
         spec: &ExportSpec,
         access: &crate::access::Access,
-        index: usize,
         part: &ExportPart,
-    ) -> Result<(usize, i64), String> {
+    ) -> Result<i64, String> {
         let plan = self.plan(job, spec, part)?;
         let estimate = Box::pin(self.repository.count(&plan, access))
             .await
@@ -380,7 +381,7 @@ impl ExportRuntime {
             .set_export_estimate(&job.id, part.position, estimate)
             .await
             .map_err(state)?;
-        Ok((index, estimate))
+        Ok(estimate)
     }
 
     /// The parts of one resource type, in order; the first that does not complete cancels `stop`.
